@@ -1,0 +1,424 @@
+"""Dataset configs (YAML) map raw files onto the canonical tables; ``ingest`` validates every row.
+
+A dataset YAML names, per canonical table, one or more source files and how their raw columns map to
+canonical columns. A column mapping is either the raw column's name or an object with exactly one of
+``from`` (raw column), ``expr`` (a DuckDB SQL expression over the raw columns), plus optional
+``values`` (raw value -> canonical value) and ``format`` (strptime format for timestamps / dates).
+``exclude`` rules (SQL over canonical columns) send matching rows to quarantine with the given reason.
+
+Every row read ends either in ``data/<dataset>/<table>.parquet`` or in
+``quarantine/<dataset>/<table>.parquet`` with one reason; ``IngestReport`` checks
+read = accepted + quarantined.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from features.contracts import DUCKDB_TYPES, NO_CUSTOMER, TABLES, Table
+from features.store import StateDirs, atomic_path
+
+_TRUE = ("true", "t", "yes", "y", "1")
+_FALSE = ("false", "f", "no", "n", "0")
+
+
+class ColumnMap(BaseModel):
+    """How one canonical column is read from a raw file."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: str | None = Field(default=None, alias="from", description="raw column name")
+    expr: str | None = Field(default=None, description="DuckDB SQL expression over raw columns")
+    values: dict[str, Any] | None = Field(default=None, description="raw value -> canonical value")
+    format: str | None = Field(default=None, description="strptime format for timestamps / dates")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ColumnMap:
+        if (self.from_ is None) == (self.expr is None):
+            raise ValueError("a column mapping needs exactly one of 'from' or 'expr'")
+        return self
+
+
+class ExcludeRule(BaseModel):
+    """Rows matching ``when`` (SQL over canonical columns) are quarantined with ``reason``."""
+
+    model_config = ConfigDict(extra="forbid")
+    when: str
+    reason: str
+
+
+class SourceFile(BaseModel):
+    """One raw file feeding a canonical table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    read_options: dict[str, Any] = Field(default_factory=dict, description="extra read_csv options")
+    columns: dict[str, str | ColumnMap] = Field(default_factory=dict)
+    exclude: list[ExcludeRule] = Field(default_factory=list)
+
+
+class TableSource(BaseModel):
+    """The sources of one canonical table and the options that apply to all of them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[SourceFile]
+    ts_format: str | None = Field(default=None, description="strptime format of timestamp columns")
+    types: dict[str, Literal["string", "double", "integer", "boolean", "date", "timestamp"]] = (
+        Field(default_factory=dict, description="types of passthrough columns (default string)")
+    )
+    drop: list[str] = Field(default_factory=list, description="raw columns not to pass through")
+
+
+class DatasetConfig(BaseModel):
+    """A dataset: canonical tables mapped from raw files. Loaded from YAML by ``load_dataset``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    tables: dict[str, TableSource]
+    synthetic: dict[str, Any] | None = Field(
+        default=None, description="generator parameters when the files are synthetic"
+    )
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
+            raise ValueError(f"dataset name {v!r} may only hold letters, digits, '_', '.', '-'")
+        return v
+
+    @field_validator("tables")
+    @classmethod
+    def _known_tables(cls, v: dict[str, TableSource]) -> dict[str, TableSource]:
+        unknown = sorted(set(v) - set(TABLES))
+        if unknown:
+            raise ValueError(f"unknown tables {unknown}; known: {sorted(TABLES)}")
+        return v
+
+    def resolve_path(self, raw: str, state: StateDirs) -> Path:
+        """Expand ``{home}`` and environment variables; relative paths are relative to the YAML."""
+        expanded = expand_vars(raw.replace("{home}", str(state.home)))
+        path = Path(expanded).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+
+_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def expand_vars(text: str) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` from the environment."""
+
+    def sub(m: re.Match[str]) -> str:
+        value = os.environ.get(m.group(1))
+        if value:
+            return value
+        if m.group(2) is not None:
+            return m.group(2)
+        raise ValueError(f"environment variable {m.group(1)} is not set (used in {text!r})")
+
+    return _VAR.sub(sub, text)
+
+
+def load_dataset(ref: str | Path, search_dir: Path | None = None) -> DatasetConfig:
+    """Load a dataset config from a YAML path, or by name from ``experiments/datasets/<name>.yaml``."""
+    path = Path(ref)
+    if not path.suffix:
+        base = search_dir or Path(__file__).resolve().parent.parent / "experiments" / "datasets"
+        path = base / f"{ref}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"dataset config not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    cfg = DatasetConfig.model_validate(data)
+    return cfg.model_copy(update={"base_dir": path.resolve().parent})
+
+
+@dataclass
+class TableReport:
+    """Row counts of one ingested table."""
+
+    table: str
+    read: int
+    accepted: int
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    accepted_path: str = ""
+    quarantine_path: str = ""
+    source_files: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(self.quarantined_by_reason.values())
+
+    def check(self) -> None:
+        """Raise if a row was lost: read must equal accepted + quarantined."""
+        if self.read != self.accepted + self.quarantined:
+            raise AssertionError(
+                f"{self.table}: read {self.read} != accepted {self.accepted} "
+                f"+ quarantined {self.quarantined}"
+            )
+
+
+@dataclass
+class IngestReport:
+    """Row counts of every ingested table of a dataset."""
+
+    dataset: str
+    tables: dict[str, TableReport]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "tables": {
+                name: {
+                    "read": t.read,
+                    "accepted": t.accepted,
+                    "quarantined": t.quarantined,
+                    "quarantined_by_reason": t.quarantined_by_reason,
+                    "accepted_path": t.accepted_path,
+                    "quarantine_path": t.quarantine_path,
+                    "source_files": t.source_files,
+                }
+                for name, t in self.tables.items()
+            },
+        }
+
+
+def _q(name: str) -> str:
+    """Quote an identifier for DuckDB."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: Any) -> str:
+    """A SQL literal."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _reader(path: Path, src: SourceFile) -> str:
+    fmt = src.format
+    if fmt == "auto":
+        fmt = "parquet" if path.suffix == ".parquet" else "csv"
+    if fmt == "parquet":
+        return f"read_parquet({_lit(str(path))})"
+    opts = {"header": True, "all_varchar": True, **src.read_options}
+    args = ", ".join(f"{k} = {_lit(v)}" for k, v in opts.items())
+    return f"read_csv({_lit(str(path))}, {args})"
+
+
+def _raw_expr(mapping: str | ColumnMap) -> str:
+    """SQL giving the raw text of a canonical column: trimmed, empty -> NULL."""
+    if isinstance(mapping, str):
+        mapping = ColumnMap.model_validate({"from": mapping})
+    inner = _q(mapping.from_) if mapping.from_ is not None else f"({mapping.expr})"
+    text = f"NULLIF(trim(CAST({inner} AS VARCHAR)), '')"
+    if mapping.values:
+        cases = " ".join(
+            f"WHEN {_lit(str(k))} THEN {_lit('' if v is None else str(v))}"
+            for k, v in mapping.values.items()
+        )
+        text = f"NULLIF(CASE {text} {cases} ELSE {text} END, '')"
+    return text
+
+
+def _typed_expr(raw: str, dtype: str, fmt: str | None) -> str:
+    """SQL casting raw text to the contract type; NULL when it does not parse."""
+    if dtype == "string":
+        return raw
+    if dtype == "boolean":
+        t = ", ".join(_lit(v) for v in _TRUE)
+        f = ", ".join(_lit(v) for v in _FALSE)
+        return f"(CASE WHEN lower({raw}) IN ({t}) THEN TRUE WHEN lower({raw}) IN ({f}) THEN FALSE END)"
+    if dtype in ("timestamp", "date") and fmt:
+        return f"CAST(try_strptime({raw}, {_lit(fmt)}) AS {DUCKDB_TYPES[dtype]})"
+    return f"TRY_CAST({raw} AS {DUCKDB_TYPES[dtype]})"
+
+
+def _source_sql(
+    table: Table, tsrc: TableSource, src: SourceFile, path: Path, index: int, raw_cols: list[str]
+) -> tuple[str, list[str]]:
+    """One SELECT over a source file yielding canonical typed columns, raw text and the reason."""
+    mapped: dict[str, str | ColumnMap] = {}
+    for col in table.columns:
+        if col.name in src.columns:
+            mapped[col.name] = src.columns[col.name]
+        elif col.name in raw_cols:
+            mapped[col.name] = col.name
+    extra = sorted(set(src.columns) - set(table.names))
+    if extra and not table.passthrough:
+        raise ValueError(f"{table.name}: {path.name} maps unknown canonical columns {extra}")
+    for name in extra:
+        mapped[name] = src.columns[name]
+    missing = [c.name for c in table.columns if c.required and c.name not in mapped]
+    if missing:
+        raise ValueError(
+            f"{table.name}: {path.name} has no column for required {missing}; "
+            f"raw columns are {raw_cols}"
+        )
+    used_raw = {m if isinstance(m, str) else m.from_ for m in mapped.values()}
+    passthrough: list[str] = []
+    if table.passthrough:
+        passthrough = [c for c in raw_cols if c not in used_raw and c not in tsrc.drop]
+        passthrough = [c for c in passthrough if c not in mapped]
+        for name in passthrough:
+            mapped[name] = name
+
+    selects, reasons = [], []
+    for name, mapping in mapped.items():
+        col = table.column(name) if name in table.names else None
+        dtype = col.dtype if col else tsrc.types.get(name, "string")
+        fmt = mapping.format if isinstance(mapping, ColumnMap) else None
+        fmt = fmt or (tsrc.ts_format if dtype == "timestamp" else None)
+        raw = _raw_expr(mapping)
+        selects.append(f"{raw} AS {_q('__raw_' + name)}")
+        selects.append(f"{_typed_expr(raw, dtype, fmt)} AS {_q(name)}")
+        raw_ref, typed_ref = _q("__raw_" + name), _q(name)
+        if col is not None and col.required:
+            missing_reason = NO_CUSTOMER if name == "customer_id" else f"{name}: missing"
+            reasons.append(f"WHEN {raw_ref} IS NULL THEN {_lit(missing_reason)}")
+        reasons.append(
+            f"WHEN {raw_ref} IS NOT NULL AND {typed_ref} IS NULL "
+            f"THEN {_lit(f'{name}: not a valid {dtype}')}"
+        )
+    for col in table.columns:  # optional canonical columns absent from the file are typed NULLs
+        if col.name not in mapped:
+            selects.append(f"CAST(NULL AS {DUCKDB_TYPES[col.dtype]}) AS {_q(col.name)}")
+    excl = [f"WHEN ({r.when}) THEN {_lit(r.reason)}" for r in src.exclude]
+    reason_sql = "CASE " + " ".join(excl + reasons) + " END" if excl + reasons else "NULL"
+    inner = (
+        f"SELECT {index} AS __source, row_number() OVER () AS __row, "
+        f"to_json(r) AS __raw_json, {', '.join(selects)} FROM {_reader(path, src)} r"
+    )
+    sql = f"SELECT *, {reason_sql} AS __reason FROM ({inner})"
+    return sql, table.names + [c for c in mapped if c not in table.names]
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def ingest_table(
+    con: duckdb.DuckDBPyConnection,
+    cfg: DatasetConfig,
+    table_name: str,
+    state: StateDirs,
+) -> TableReport:
+    """Validate every row of one table's sources; write accepted and quarantined rows atomically."""
+    table = TABLES[table_name]
+    tsrc = cfg.tables[table_name]
+    parts, all_cols, files = [], [], []
+    for i, src in enumerate(tsrc.sources):
+        path = cfg.resolve_path(src.path, state)
+        if not path.exists():
+            raise FileNotFoundError(f"{cfg.name}.{table_name}: source file not found: {path}")
+        raw_cols = [
+            r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {_reader(path, src)}").fetchall()
+        ]
+        sql, cols = _source_sql(table, tsrc, src, path, i, raw_cols)
+        parts.append(sql)
+        all_cols += [c for c in cols if c not in all_cols]
+        files.append({"path": str(path), "sha256": _sha256(path)})
+    union = " UNION ALL BY NAME ".join(f"({p})" for p in parts)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __classified AS {union}")
+    if table.key:
+        # a repeated key is quarantined; the first occurrence (file order, row order) is kept
+        key = ", ".join(_q(k) for k in table.key)
+        dup = f"{'/'.join(table.key)}: duplicate key"
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE __classified AS
+            SELECT * REPLACE (CASE WHEN __reason IS NULL AND row_number() OVER (
+                PARTITION BY {key}, __reason IS NULL ORDER BY __source, __row) > 1
+                THEN {_lit(dup)} ELSE __reason END AS __reason)
+            FROM __classified"""
+        )
+    read = con.execute("SELECT count(*) FROM __classified").fetchone()[0]
+    by_reason = dict(
+        con.execute(
+            "SELECT __reason, count(*) FROM __classified WHERE __reason IS NOT NULL "
+            "GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+    )
+    accepted_path = state.data(cfg.name) / f"{table_name}.parquet"
+    quarantine_path = state.quarantine(cfg.name) / f"{table_name}.parquet"
+    cols = ", ".join(_q(c) for c in all_cols)
+    with atomic_path(accepted_path) as tmp:
+        con.execute(
+            f"COPY (SELECT {cols} FROM __classified WHERE __reason IS NULL "
+            f"ORDER BY __source, __row) TO {_lit(str(tmp))} (FORMAT parquet)"
+        )
+    with atomic_path(quarantine_path) as tmp:
+        con.execute(
+            "COPY (SELECT __reason AS reason, __source AS source_index, __row AS source_row, "
+            f"__raw_json AS raw FROM __classified WHERE __reason IS NOT NULL "
+            f"ORDER BY __source, __row) TO {_lit(str(tmp))} (FORMAT parquet)"
+        )
+    accepted = con.execute(f"SELECT count(*) FROM read_parquet({_lit(str(accepted_path))})")
+    report = TableReport(
+        table=table_name,
+        read=read,
+        accepted=accepted.fetchone()[0],
+        quarantined_by_reason=by_reason,
+        accepted_path=str(accepted_path),
+        quarantine_path=str(quarantine_path),
+        source_files=files,
+    )
+    con.execute("DROP TABLE __classified")
+    report.check()
+    return report
+
+
+def connect(state: StateDirs, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that spills to the state folder."""
+    con = duckdb.connect()
+    spill = state.home / "tmp" / "duckdb"
+    spill.mkdir(parents=True, exist_ok=True)
+    con.execute(f"SET temp_directory = {_lit(str(spill))}")
+    con.execute("SET preserve_insertion_order = true")
+    if memory_limit:
+        con.execute(f"SET memory_limit = {_lit(memory_limit)}")
+    return con
+
+
+def ingest(
+    cfg: DatasetConfig,
+    state: StateDirs,
+    progress: Callable[[str], None] | None = None,
+) -> IngestReport:
+    """Ingest every table of a dataset; write a JSON report beside the accepted data."""
+    con = connect(state)
+    try:
+        reports = {}
+        for name in cfg.tables:
+            if progress:
+                progress(name)
+            reports[name] = ingest_table(con, cfg, name, state)
+    finally:
+        con.close()
+    report = IngestReport(cfg.name, reports)
+    with atomic_path(state.data(cfg.name) / "ingest_report.json") as tmp:
+        tmp.write_text(json.dumps(report.to_dict(), indent=2))
+    return report
