@@ -210,6 +210,8 @@ def _lit(value: Any) -> str:
         return "TRUE" if value else "FALSE"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_lit(v) for v in value) + "]"
     return "'" + str(value).replace("'", "''") + "'"
 
 
@@ -372,7 +374,9 @@ def ingest_table(
         )
     with atomic_path(quarantine_path) as tmp:
         con.execute(
-            "COPY (SELECT __reason AS reason, __source AS source_index, __row AS source_row, "
+            "COPY (SELECT __reason AS reason, "
+            f"list_extract({_lit([f['path'] for f in files])}, __source + 1) AS source_file, "
+            "__row AS source_row, "
             f"__raw_json AS raw FROM __classified WHERE __reason IS NOT NULL "
             f"ORDER BY __source, __row) TO {_lit(str(tmp))} (FORMAT parquet)"
         )

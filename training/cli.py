@@ -1,0 +1,320 @@
+"""The ``patron`` command: thin Typer commands over plain functions."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="Patron: CRM modelling — features, models, scoring.", no_args_is_help=True)
+console = Console()
+
+HomeOpt = Annotated[
+    Path | None, typer.Option("--home", help="state folder (default $PATRON_HOME or ~/.patron)")
+]
+DatasetOpt = Annotated[
+    str, typer.Option("--dataset", "-d", help="dataset name (experiments/datasets) or YAML path")
+]
+
+
+def _state(home: Path | None):
+    from features.store import StateDirs
+
+    return StateDirs.resolve(home)
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    )
+
+
+@app.command()
+def generate(
+    dataset: DatasetOpt = "synthetic",
+    customers: Annotated[int | None, typer.Option(help="override n_customers")] = None,
+    seed: Annotated[int | None, typer.Option(help="override the seed")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Generate the synthetic data of a dataset config that has a `synthetic` block."""
+    from features.sources import load_dataset
+
+    state = _state(home)
+    cfg = load_dataset(dataset)
+    out = _generate(cfg, state, customers, seed)
+    console.print(f"synthetic data written to [bold]{out}[/bold]")
+
+
+def _generate(cfg: Any, state: Any, customers: int | None = None, seed: int | None = None) -> Path:
+    from features.synthetic import SyntheticConfig, generate as generate_data
+
+    if cfg.synthetic is None:
+        raise typer.BadParameter(f"dataset {cfg.name!r} has no `synthetic` block", param_hint="--dataset")
+    params = dict(cfg.synthetic)
+    if customers is not None:
+        params["n_customers"] = customers
+    if seed is not None:
+        params["seed"] = seed
+    syn = SyntheticConfig.model_validate(params)
+    out = state.synthetic(cfg.name)
+    with _progress() as progress:
+        task = progress.add_task(f"generating {syn.n_customers:,} customers", total=None)
+
+        def tick(done: int, total: int) -> None:
+            progress.update(task, total=total, completed=done)
+
+        counts = generate_data(syn, out, progress=tick)
+    console.print(", ".join(f"{k}: {v:,}" for k, v in counts.items()))
+    return out
+
+
+def _ingest(cfg: Any, state: Any) -> Any:
+    from features.sources import ingest as ingest_dataset
+
+    with _progress() as progress:
+        task = progress.add_task(f"ingesting {cfg.name}", total=len(cfg.tables))
+
+        def step(table: str) -> None:
+            progress.update(task, description=f"ingesting {cfg.name}.{table}", advance=0)
+
+        report = ingest_dataset(cfg, state, progress=step)
+        progress.update(task, completed=len(cfg.tables))
+    table = Table(title=f"ingest {cfg.name}")
+    for col in ("table", "read", "accepted", "quarantined", "reason", "rows"):
+        table.add_column(col, justify="right" if col in ("read", "accepted", "quarantined", "rows") else "left")
+    for name, t in report.tables.items():
+        reasons = list(t.quarantined_by_reason.items()) or [("", 0)]
+        for i, (reason, n) in enumerate(reasons):
+            first = i == 0
+            table.add_row(
+                name if first else "",
+                f"{t.read:,}" if first else "",
+                f"{t.accepted:,}" if first else "",
+                f"{t.quarantined:,}" if first else "",
+                reason,
+                f"{n:,}" if reason else "",
+            )
+    console.print(table)
+    console.print("read = accepted + quarantined holds for every table; quarantined rows are in "
+                  f"{state.quarantine(cfg.name)}")
+    return report
+
+
+@app.command()
+def ingest(dataset: DatasetOpt = "synthetic", home: HomeOpt = None) -> None:
+    """Validate a dataset's raw files into canonical tables; rejected rows go to quarantine."""
+    from features.sources import load_dataset
+
+    _ingest(load_dataset(dataset), _state(home))
+
+
+def _snapshot(dataset_name: str, feature_set_name: str, as_of: date | None, state: Any) -> Path:
+    from features.build import data_date_range, transactions_source, write_snapshot
+    from features.definitions import feature_set
+    from features.sources import connect
+
+    con = connect(state)
+    try:
+        if as_of is None:
+            as_of = data_date_range(con, transactions_source(state, dataset_name))[1]
+        return write_snapshot(con, state, dataset_name, feature_set(feature_set_name), as_of)
+    finally:
+        con.close()
+
+
+@app.command()
+def features(
+    dataset: DatasetOpt = "synthetic",
+    feature_set: Annotated[str, typer.Option(help="feature set to build")] = "churn_v1",
+    as_of: Annotated[
+        str | None, typer.Option(help="cutoff date YYYY-MM-DD (default: last data date)")
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Write the point-in-time feature snapshot of a dataset at a cutoff."""
+    from features.sources import load_dataset
+
+    state = _state(home)
+    cfg = load_dataset(dataset)
+    cutoff = date.fromisoformat(as_of) if as_of else None
+    path = _snapshot(cfg.name, feature_set, cutoff, state)
+    console.print(f"snapshot written to [bold]{path}[/bold]")
+
+
+def _train(config: Path, state: Any) -> tuple[Any, dict[str, Any]]:
+    from training.config import load_experiment
+    from training.train import run_training
+
+    cfg = load_experiment(config)
+    with _progress() as progress:
+        task = progress.add_task(f"training {cfg.name}", total=3)
+
+        def step(stage: str) -> None:
+            progress.update(task, description=f"training {cfg.name}: {stage}", advance=1)
+
+        result, logged = run_training(cfg, state, progress=step)
+    table = Table(title=f"{cfg.name}: out-of-time test at {cfg.cutoffs.test} "
+                        f"({int(result.metrics['n']):,} customers)")
+    table.add_column("metric")
+    table.add_column("XGBoost", justify="right")
+    table.add_column("RFM points baseline", justify="right")
+    for key in ("roc_auc", "pr_auc", "log_loss", "brier", "lift_top_decile"):
+        table.add_row(key, f"{result.metrics[key]:.4f}", f"{result.baseline_metrics[key]:.4f}")
+    console.print(table)
+    verdict = "set as champion" if logged["champion"] else "NOT champion (does not beat the baseline)"
+    console.print(
+        f"registered [bold]{logged['registered_model']}[/bold] version {logged['version']} "
+        f"(alias challenger; {verdict}); MLflow run {logged['run_id']}"
+    )
+    return cfg, logged
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="experiment YAML")],
+    home: HomeOpt = None,
+) -> None:
+    """Train on stacked cutoffs, test out of time, log to MLflow, register, maybe promote."""
+    _train(config, _state(home))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serving_env(cfg: Any, state: Any) -> dict[str, str]:
+    from features.sources import load_dataset
+
+    dataset = load_dataset(cfg.dataset).name
+    settings = {
+        "home": str(state.home),
+        "models": {
+            cfg.family: {
+                "registered_model": cfg.registered_model,
+                "alias": "champion",
+                "dataset": dataset,
+                "feature_set": cfg.feature_set,
+            }
+        },
+    }
+    return {**os.environ, "PATRON_HOME": str(state.home), "PATRON_SERVING": json.dumps(settings)}
+
+
+def start_server(env: dict[str, str], host: str, port: int) -> subprocess.Popen[bytes]:
+    """Start `bentoml serve` for the Patron service in a child process."""
+    bentoml = Path(sys.executable).with_name("bentoml")
+    cmd = [str(bentoml), "serve", "serving.service:Patron", "--host", host, "--port", str(port)]
+    return subprocess.Popen(cmd, env=env, cwd=Path(__file__).resolve().parent.parent)
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90.0) -> None:
+    """Poll /readyz until the server answers 200, or fail if the process dies or time runs out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"the server at {url} was not ready within {timeout_s:.0f} s")
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option("--config", "-c", help="experiment YAML of the model")],
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 3000,
+    home: HomeOpt = None,
+) -> None:
+    """Serve the experiment's champion model over HTTP (BentoML); Ctrl-C stops it."""
+    from features.build import latest_snapshot
+    from features.sources import load_dataset
+    from training.config import load_experiment
+
+    state = _state(home)
+    cfg = load_experiment(config)
+    dataset = load_dataset(cfg.dataset).name
+    try:
+        latest_snapshot(state, dataset, cfg.feature_set)
+    except FileNotFoundError:
+        _snapshot(dataset, cfg.feature_set, None, state)
+    proc = start_server(_serving_env(cfg, state), host, port)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@app.command()
+def demo(
+    customers: Annotated[int | None, typer.Option(help="synthetic customers")] = None,
+    config: Annotated[Path, typer.Option(help="experiment YAML")] = Path(
+        "experiments/churn/synthetic.yaml"
+    ),
+    home: HomeOpt = None,
+) -> None:
+    """The whole pipeline: generate → ingest → features → train → register → serve → score → stop."""
+    import httpx
+
+    from features.sources import load_dataset
+    from training.config import load_experiment
+
+    state = _state(home)
+    cfg = load_experiment(config)
+    dataset = load_dataset(cfg.dataset)
+    console.rule(f"Patron demo — state folder {state.home}")
+    if dataset.synthetic is not None:
+        console.rule("1. generate")
+        _generate(dataset, state, customers)
+    console.rule("2. ingest")
+    _ingest(dataset, state)
+    console.rule("3. features + 4. train + register")
+    _train(config, state)
+    snapshot = _snapshot(dataset.name, cfg.feature_set, None, state)
+    console.print(f"feature snapshot for serving: {snapshot}")
+    console.rule("5. serve")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(_serving_env(cfg, state), "127.0.0.1", port)
+    try:
+        wait_ready(url, proc)
+        import pandas as pd
+
+        ids = pd.read_parquet(snapshot, columns=["customer_id"])["customer_id"].head(3).tolist()
+        body = {"customer_ids": [*ids, "NO-SUCH-CUSTOMER"], "model": cfg.family}
+        console.print(f"POST {url}/score {json.dumps(body)}")
+        response = httpx.post(f"{url}/score", json=body, timeout=30)
+        console.print_json(response.text)
+        response.raise_for_status()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    console.rule("done")
+    console.print(f"MLflow store: {state.tracking_uri}")
+    console.print(
+        f"open the MLflow UI: [bold].venv/bin/mlflow ui --backend-store-uri {state.tracking_uri} "
+        "--port 5000[/bold] and browse http://127.0.0.1:5000"
+    )
+
+
+if __name__ == "__main__":
+    app()
