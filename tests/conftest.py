@@ -29,3 +29,33 @@ def require_dataset(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"public dataset not found at {path} (expected ../shared/datasets beside the repo)")
     return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_pipeline(tmp_path_factory: pytest.TempPathFactory):
+    """Synthetic data generated, ingested and trained once per session (experiments/churn/synthetic)."""
+    from features.sources import ingest, load_dataset
+    from features.synthetic import SyntheticConfig, generate
+    from training.config import load_experiment
+    from training.train import run_training
+
+    home = tmp_path_factory.mktemp("pipeline") / "home"
+    state = StateDirs.resolve(home)
+    old_env = {k: os.environ.get(k) for k in ("PATRON_HOME", "MLFLOW_TRACKING_URI")}
+    os.environ["PATRON_HOME"] = str(home)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        dataset = load_dataset("synthetic")
+        syn = SyntheticConfig.model_validate({**dataset.synthetic, "n_customers": 3000})
+        generate(syn, state.synthetic(dataset.name))
+        report = ingest(dataset, state)
+        cfg = load_experiment(ROOT / "experiments" / "churn" / "synthetic.yaml")
+        result, logged = run_training(cfg, state)
+        yield {"state": state, "dataset": dataset, "cfg": cfg, "result": result,
+               "logged": logged, "ingest": report}
+    finally:
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

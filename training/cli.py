@@ -172,10 +172,10 @@ def _train(config: Path, state: Any) -> tuple[Any, dict[str, Any]]:
     for key in ("roc_auc", "pr_auc", "log_loss", "brier", "lift_top_decile"):
         table.add_row(key, f"{result.metrics[key]:.4f}", f"{result.baseline_metrics[key]:.4f}")
     console.print(table)
-    verdict = "set as champion" if logged["champion"] else "NOT champion (does not beat the baseline)"
+    verdict = "promoted to champion" if logged["champion"] else "not promoted"
     console.print(
         f"registered [bold]{logged['registered_model']}[/bold] version {logged['version']} "
-        f"(alias challenger; {verdict}); MLflow run {logged['run_id']}"
+        f"as challenger, {verdict}: {logged['decision']['reason']}; MLflow run {logged['run_id']}"
     )
     return cfg, logged
 

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.definitions import RFMPointsConfig
+from training.promote import PromotionPolicy
 
 
 class Cutoffs(BaseModel):
@@ -42,6 +43,7 @@ class ExperimentConfig(BaseModel):
     cutoffs: Cutoffs
     model: ModelSpec = Field(default_factory=ModelSpec)
     rfm: RFMPointsConfig = Field(default_factory=RFMPointsConfig)
+    promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
     seed: int = 42
     registered_model: str = Field(description="name in the MLflow model registry")
     experiment: str | None = Field(None, description="MLflow experiment (default: the name)")

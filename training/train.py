@@ -22,6 +22,7 @@ from models.baselines import ScoreColumnClassifier
 from models.pyfunc import ScoringModel
 from training.config import ExperimentConfig
 from training.evaluate import binary_metrics, decile_table, plot_gains
+from training.promote import PromotionDecision, decide_promotion
 
 DEFAULT_XGB_PARAMS: dict[str, Any] = {
     "n_estimators": 300,
@@ -47,11 +48,8 @@ class TrainResult:
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
     test_predictions: pd.DataFrame
+    test_frame: pd.DataFrame
     row_counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def beats_baseline(self) -> bool:
-        return self.metrics["roc_auc"] > self.baseline_metrics["roc_auc"]
 
 
 def train(cfg: ExperimentConfig, frame: pd.DataFrame, fs: FeatureSet) -> TrainResult:
@@ -93,6 +91,7 @@ def train(cfg: ExperimentConfig, frame: pd.DataFrame, fs: FeatureSet) -> TrainRe
         metrics=binary_metrics(y, p_model),
         baseline_metrics=binary_metrics(y, p_base),
         test_predictions=preds,
+        test_frame=test_rows.reset_index(drop=True),
         row_counts=counts,
     )
 
@@ -193,6 +192,8 @@ def log_result(
             tmp_path / "deciles.csv", index=False
         )
         mlflow.log_artifact(str(tmp_path / "deciles.csv"), artifact_path="evaluation")
+        preds.to_parquet(tmp_path / "test_predictions.parquet", index=False)
+        mlflow.log_artifact(str(tmp_path / "test_predictions.parquet"), artifact_path="evaluation")
         chart = plot_gains(
             {
                 "XGBoost": (preds["label"].to_numpy(), preds["score"].to_numpy()),
@@ -215,20 +216,55 @@ def log_result(
             registered_model_name=cfg.registered_model,
         )
         version = str(info.registered_model_version)
-        client = MlflowClient()
-        promoted = result.beats_baseline
+        decision = _decide(cfg, result, client := MlflowClient())
         client.set_registered_model_alias(cfg.registered_model, "challenger", version)
-        if promoted:
+        if decision.promote:
             client.set_registered_model_alias(cfg.registered_model, "champion", version)
-        mlflow.set_tag("promoted_to_champion", str(promoted).lower())
+        mlflow.set_tag("promoted_to_champion", str(decision.promote).lower())
+        mlflow.log_dict(decision.to_dict(), "promotion.json")
+        if decision.champion is not None:
+            mlflow.log_metric(f"champion_{decision.metric}", decision.champion)
         return {
             "run_id": run.info.run_id,
             "experiment_id": run.info.experiment_id,
             "model_uri": info.model_uri,
             "registered_model": cfg.registered_model,
             "version": version,
-            "champion": promoted,
+            "champion": decision.promote,
+            "decision": decision.to_dict(),
         }
+
+
+def _champion_metric(cfg: ExperimentConfig, result: TrainResult, client: Any) -> float | None:
+    """The current champion's metric on the challenger's own test rows (None if no champion)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(cfg.registered_model, "champion")
+    except MlflowException:
+        return None
+    champion = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}/{mv.version}")
+    wrapper = champion.unwrap_python_model()
+    y = result.test_predictions["label"].to_numpy()
+    try:
+        scores = wrapper.score(result.test_frame)
+    except ValueError:
+        # the champion needs features this frame lacks: fall back to its own logged test metric
+        run = client.get_run(mv.run_id)
+        return run.data.metrics.get(f"test_{cfg.promotion.metric}")
+    return binary_metrics(y, scores)[cfg.promotion.metric]
+
+
+def _decide(cfg: ExperimentConfig, result: TrainResult, client: Any) -> PromotionDecision:
+    """Champion / challenger decision on the out-of-time metric."""
+    metric = cfg.promotion.metric
+    return decide_promotion(
+        cfg.promotion,
+        challenger=result.metrics[metric],
+        baseline=result.baseline_metrics[metric],
+        champion=_champion_metric(cfg, result, client),
+    )
 
 
 def run_training(
