@@ -204,9 +204,7 @@ def log_result(
         )
         mlflow.log_artifact(str(chart), artifact_path="evaluation")
         wrapper = ScoringModel(result.model, result.feature_names, cfg.family)
-        example = pd.DataFrame(
-            np.zeros((2, len(result.feature_names))), columns=result.feature_names
-        )
+        example = _input_example(result.test_frame[result.feature_names])
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=wrapper,
@@ -233,6 +231,12 @@ def log_result(
             "champion": decision.promote,
             "decision": decision.to_dict(),
         }
+
+
+def _input_example(features: pd.DataFrame) -> pd.DataFrame:
+    """A one-row example with the real dtypes and median values: no customer's own data."""
+    row = {c: features[c].median() for c in features.columns}
+    return pd.DataFrame([row]).astype(features.dtypes.to_dict())
 
 
 def _champion_metric(cfg: ExperimentConfig, result: TrainResult, client: Any) -> float | None:

@@ -1,0 +1,93 @@
+"""The churn training job on synthetic data with a known truth, logged to a temporary MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from training.config import ExperimentConfig, load_experiment
+from training.train import train
+
+
+def test_model_recovers_much_of_the_oracles_discrimination(synthetic_pipeline):
+    """The truth file gives each customer's real churn probability; compare AUCs on the same rows."""
+    state, cfg, result = (synthetic_pipeline[k] for k in ("state", "cfg", "result"))
+    truth = pd.read_parquet(state.synthetic("synthetic") / "truth_churn.parquet")
+    truth = truth[pd.to_datetime(truth["as_of"]) == pd.Timestamp(cfg.cutoffs.test)]
+    rows = result.test_predictions.merge(truth, on="customer_id", validate="one_to_one")
+    assert len(rows) == len(result.test_predictions)  # the truth covers every test customer
+    oracle = roc_auc_score(rows["label"], rows["p_churn"])
+    model = roc_auc_score(rows["label"], rows["score"])
+    assert model <= oracle + 0.02  # nobody beats the truth beyond noise
+    # at least half of the oracle's lift over random
+    assert model - 0.5 >= 0.5 * (oracle - 0.5), (model, oracle)
+
+
+def test_run_is_logged_with_manifest_chart_and_registered_model(synthetic_pipeline):
+    state, cfg, logged = (synthetic_pipeline[k] for k in ("state", "cfg", "logged"))
+    mlflow.set_tracking_uri(state.tracking_uri)
+    client = MlflowClient()
+    run = client.get_run(logged["run_id"])
+    for key in ("roc_auc", "pr_auc", "log_loss", "brier", "lift_top_decile"):
+        assert f"test_{key}" in run.data.metrics
+        assert f"baseline_{key}" in run.data.metrics
+    assert run.data.params["feature_set"] == "churn_v1"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config", "data_manifest.json", "evaluation", "promotion.json"} <= artifacts
+    charts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/gains.png" in charts
+    manifest = json.loads(
+        open(client.download_artifacts(run.info.run_id, "data_manifest.json")).read()
+    )
+    assert manifest["cutoffs"]["test"] == cfg.cutoffs.test.isoformat()
+    assert all(len(f["sha256"]) == 64 for f in manifest["input_files"])
+    assert manifest["row_counts"]["test_rows"] == len(synthetic_pipeline["result"].test_predictions)
+    version = client.get_model_version_by_alias(cfg.registered_model, "challenger")
+    assert str(version.version) == logged["version"]
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}/{logged['version']}")
+    assert model.metadata.signature is not None
+    probs = model.predict(synthetic_pipeline["result"].test_frame.head(5))["score"]
+    assert ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_champion_alias_follows_the_decision(synthetic_pipeline):
+    state, cfg, logged = (synthetic_pipeline[k] for k in ("state", "cfg", "logged"))
+    mlflow.set_tracking_uri(state.tracking_uri)
+    decision = logged["decision"]
+    assert decision["promote"] == (decision["challenger"] > decision["baseline"])
+    client = MlflowClient()
+    if decision["promote"]:
+        champ = client.get_model_version_by_alias(cfg.registered_model, "champion")
+        assert str(champ.version) == logged["version"]
+
+
+def test_same_config_same_data_same_metrics(synthetic_pipeline):
+    cfg: ExperimentConfig = synthetic_pipeline["cfg"]
+    result = synthetic_pipeline["result"]
+    from features.build import training_frame, transactions_source
+    from features.definitions import feature_set
+    from features.sources import connect
+
+    state = synthetic_pipeline["state"]
+    con = connect(state)
+    fs = feature_set(cfg.feature_set)
+    frame = training_frame(con, transactions_source(state, "synthetic"), fs,
+                           [*cfg.cutoffs.train, cfg.cutoffs.test], cfg.horizon_days,
+                           cfg.lookback_days)
+    again = train(cfg, frame, fs)
+    assert again.metrics == result.metrics
+
+
+def test_cutoffs_that_leak_into_the_test_period_are_refused(tmp_path):
+    text = (tmp_path / "x.yaml")
+    text.write_text(
+        "name: x\ndataset: synthetic\nregistered_model: x\nhorizon_days: 90\n"
+        "cutoffs: {train: [2024-08-01], test: 2024-09-30}\n"
+    )
+    with pytest.raises(ValueError, match="overlaps the test cutoff"):
+        load_experiment(text)
