@@ -27,7 +27,8 @@ def transactions_source(state: StateDirs, dataset: str) -> str:
 
 def data_date_range(con: duckdb.DuckDBPyConnection, source: str) -> tuple[date, date]:
     """First and last transaction date of a source."""
-    lo, hi = con.execute(f"SELECT min(CAST(ts AS DATE)), max(CAST(ts AS DATE)) FROM {source}").fetchone()
+    sql = f"SELECT min(CAST(ts AS DATE)), max(CAST(ts AS DATE)) FROM {source}"
+    lo, hi = con.execute(sql).fetchall()[0]
     if lo is None:
         raise ValueError("the transactions table is empty")
     return lo, hi
