@@ -12,7 +12,7 @@ class ScoreColumnClassifier(ClassifierMixin, BaseEstimator):
     """A one-feature logistic calibration of an existing score (e.g. RFM points) into probabilities.
 
     The score column is picked by index in the input matrix; the fit only learns the monotone map
-    from score to probability, so the ranking is the score's own (reversed when higher = less likely).
+    from score to probability, so the ranking is the score's own (reversed if higher = less likely).
     """
 
     def __init__(self, column: int = 0) -> None:

@@ -57,10 +57,13 @@ def generate(
 
 
 def _generate(cfg: Any, state: Any, customers: int | None = None, seed: int | None = None) -> Path:
-    from features.synthetic import SyntheticConfig, generate as generate_data
+    from features.synthetic import SyntheticConfig
+    from features.synthetic import generate as generate_data
 
     if cfg.synthetic is None:
-        raise typer.BadParameter(f"dataset {cfg.name!r} has no `synthetic` block", param_hint="--dataset")
+        raise typer.BadParameter(
+            f"dataset {cfg.name!r} has no `synthetic` block", param_hint="--dataset"
+        )
     params = dict(cfg.synthetic)
     if customers is not None:
         params["n_customers"] = customers
@@ -92,7 +95,9 @@ def _ingest(cfg: Any, state: Any) -> Any:
         progress.update(task, completed=len(cfg.tables))
     table = Table(title=f"ingest {cfg.name}")
     for col in ("table", "read", "accepted", "quarantined", "reason", "rows"):
-        table.add_column(col, justify="right" if col in ("read", "accepted", "quarantined", "rows") else "left")
+        table.add_column(
+            col, justify="right" if col in ("read", "accepted", "quarantined", "rows") else "left"
+        )
     for name, t in report.tables.items():
         reasons = list(t.quarantined_by_reason.items()) or [("", 0)]
         for i, (reason, n) in enumerate(reasons):
@@ -106,8 +111,10 @@ def _ingest(cfg: Any, state: Any) -> Any:
                 f"{n:,}" if reason else "",
             )
     console.print(table)
-    console.print("read = accepted + quarantined holds for every table; quarantined rows are in "
-                  f"{state.quarantine(cfg.name)}")
+    console.print(
+        "read = accepted + quarantined holds for every table; quarantined rows are in "
+        f"{state.quarantine(cfg.name)}"
+    )
     return report
 
 
@@ -152,6 +159,23 @@ def features(
     console.print(f"snapshot written to [bold]{path}[/bold]")
 
 
+def print_result(cfg: Any, result: Any) -> None:
+    """The out-of-time metrics of model and baseline as a table."""
+    where = (
+        f"out-of-time test at {cfg.cutoffs.test}" if cfg.cutoffs else f"{cfg.split.kind} test split"
+    )
+    table = Table(title=f"{cfg.name}: {where} ({int(result.metrics['n']):,} customers)")
+    table.add_column("metric")
+    table.add_column("XGBoost", justify="right")
+    table.add_column(f"{result.baseline_name} baseline", justify="right")
+    for key in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile"):
+        table.add_row(key, f"{result.metrics[key]:.4f}", f"{result.baseline_metrics[key]:.4f}")
+    console.print(table)
+    calib = result.calibration
+    how = f"{calib.method} ({calib.rule})" if calib else "none"
+    console.print(f"grade [bold]{result.grade}[/bold] against the baseline; calibration: {how}")
+
+
 def _train(config: Path, state: Any) -> tuple[Any, dict[str, Any]]:
     from training.config import load_experiment
     from training.train import run_training
@@ -164,14 +188,7 @@ def _train(config: Path, state: Any) -> tuple[Any, dict[str, Any]]:
             progress.update(task, description=f"training {cfg.name}: {stage}", advance=1)
 
         result, logged = run_training(cfg, state, progress=step)
-    table = Table(title=f"{cfg.name}: out-of-time test at {cfg.cutoffs.test} "
-                        f"({int(result.metrics['n']):,} customers)")
-    table.add_column("metric")
-    table.add_column("XGBoost", justify="right")
-    table.add_column("RFM points baseline", justify="right")
-    for key in ("roc_auc", "pr_auc", "log_loss", "brier", "lift_top_decile"):
-        table.add_row(key, f"{result.metrics[key]:.4f}", f"{result.baseline_metrics[key]:.4f}")
-    console.print(table)
+    print_result(cfg, result)
     verdict = "promoted to champion" if logged["champion"] else "not promoted"
     console.print(
         f"registered [bold]{logged['registered_model']}[/bold] version {logged['version']} "
@@ -272,7 +289,7 @@ def demo(
     ),
     home: HomeOpt = None,
 ) -> None:
-    """The whole pipeline: generate → ingest → features → train → register → serve → score → stop."""
+    """The whole pipeline: generate, ingest, features, train, register, serve, score, stop."""
     import httpx
 
     from features.sources import load_dataset

@@ -12,13 +12,51 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from features.definitions import RFMPointsConfig
 from training.promote import PromotionPolicy
 
+Family = Literal["churn", "propensity", "labelled", "clv", "nbo", "uplift"]
+TRANSACTION_FAMILIES = ("churn", "propensity", "clv", "nbo")
+
 
 class Cutoffs(BaseModel):
-    """Training cutoffs (stacked) and the later, out-of-time test cutoff."""
+    """Training cutoffs (stacked; the last one is the validation cutoff) and the test cutoff."""
 
     model_config = ConfigDict(extra="forbid")
     train: list[date] = Field(min_length=1)
     test: date
+
+
+class Target(BaseModel):
+    """What a propensity model predicts (churn and CLV have fixed targets)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["any_purchase", "category_purchase", "campaign_response"] = "any_purchase"
+    category: str | None = Field(None, description="category for category_purchase")
+    campaign_ids: list[str] | None = Field(None, description="campaigns for campaign_response")
+
+    @model_validator(mode="after")
+    def _needs(self) -> Target:
+        if self.kind == "category_purchase" and not self.category:
+            raise ValueError("target.category is required for kind category_purchase")
+        return self
+
+
+class Split(BaseModel):
+    """How a ready labelled table is split into fit / validation / test rows."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["random", "stratified", "date"] = "stratified"
+    test_size: float = Field(0.25, gt=0, lt=1)
+    valid_size: float = Field(0.2, gt=0, lt=1, description="share of the non-test rows")
+    date_column: str | None = Field(None, description="for kind date")
+    valid_from: date | None = Field(None, description="for kind date: rows from here are valid")
+    test_from: date | None = Field(None, description="for kind date: rows from here are test")
+
+    @model_validator(mode="after")
+    def _date_split(self) -> Split:
+        if self.kind == "date" and not (self.date_column and self.valid_from and self.test_from):
+            raise ValueError("split kind 'date' needs date_column, valid_from and test_from")
+        if self.kind == "date" and self.valid_from >= self.test_from:  # type: ignore[operator]
+            raise ValueError("split.valid_from must be before split.test_from")
+        return self
 
 
 class ModelSpec(BaseModel):
@@ -29,21 +67,89 @@ class ModelSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class CalibrationSpec(BaseModel):
+    """Calibration on the validation rows (models/calibration.py states the rule for ``auto``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["auto", "sigmoid", "isotonic", "none"] = "auto"
+    min_per_class: int = Field(200, gt=0)
+
+
+class SearchParam(BaseModel):
+    """One dimension of the Optuna search space."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+
+class TuningSpec(BaseModel):
+    """Optuna search: seeded TPE, median pruning on the validation metric."""
+
+    model_config = ConfigDict(extra="forbid")
+    n_trials: int = Field(20, gt=0)
+    timeout_s: float | None = Field(None, gt=0)
+    search_space: dict[str, SearchParam] = Field(default_factory=dict)
+
+
+class GradePolicy(BaseModel):
+    """A / B / C against the family's baseline (docs/evaluation.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    a_margin: float = Field(0.02, ge=0, description="A when the model beats the baseline by this")
+
+
+class NBOSpec(BaseModel):
+    """Next-best-offer options."""
+
+    model_config = ConfigDict(extra="forbid")
+    k: list[int] = Field(default_factory=lambda: [1, 3, 5])
+    kinds: list[Literal["cross_sell", "up_sell"]] = Field(
+        default_factory=lambda: ["cross_sell", "up_sell"]
+    )
+
+
+class UpliftSpec(BaseModel):
+    """Uplift options: which campaigns, which learner."""
+
+    model_config = ConfigDict(extra="forbid")
+    campaign_ids: list[str] | None = None
+    learner: Literal["x", "t"] = "x"
+    top_k: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3])
+
+
 class ExperimentConfig(BaseModel):
-    """One experiment: dataset, feature set, cutoffs, horizon, model, seed, registry name."""
+    """One experiment: dataset, feature set, cutoffs or split, target, model, tuning, registry."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    family: Literal["churn"] = "churn"
+    family: Family = "churn"
+    description: str = ""
     dataset: str = Field(description="dataset name (experiments/datasets/<name>.yaml) or YAML path")
     feature_set: str = "churn_v1"
     horizon_days: int = Field(90, gt=0)
     lookback_days: int = Field(365, gt=0, description="active = an order in this window before T")
-    cutoffs: Cutoffs
+    cutoffs: Cutoffs | None = None
+    target: Target = Field(default_factory=Target)
+    split: Split = Field(default_factory=Split)
+    drop_columns: list[str] = Field(
+        default_factory=list, description="labelled tables: columns not to use (e.g. leaky ones)"
+    )
+    value_column: str | None = Field(
+        None, description="money per customer for the decile table's captured revenue"
+    )
     model: ModelSpec = Field(default_factory=ModelSpec)
-    rfm: RFMPointsConfig = Field(default_factory=RFMPointsConfig)
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    tuning: TuningSpec = Field(default_factory=TuningSpec)
+    grade: GradePolicy = Field(default_factory=GradePolicy)
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
+    nbo: NBOSpec = Field(default_factory=NBOSpec)
+    uplift: UpliftSpec = Field(default_factory=UpliftSpec)
+    rfm: RFMPointsConfig = Field(default_factory=RFMPointsConfig)
     seed: int = 42
     registered_model: str = Field(description="name in the MLflow model registry")
     experiment: str | None = Field(None, description="MLflow experiment (default: the name)")
@@ -51,6 +157,10 @@ class ExperimentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _out_of_time(self) -> ExperimentConfig:
+        if self.family in TRANSACTION_FAMILIES and self.cutoffs is None:
+            raise ValueError(f"cutoffs: required for family {self.family!r}")
+        if self.cutoffs is None:
+            return self
         for t in self.cutoffs.train:
             if (self.cutoffs.test - t).days < self.horizon_days:
                 raise ValueError(
@@ -64,12 +174,14 @@ class ExperimentConfig(BaseModel):
         return self.experiment or self.name
 
 
-def load_experiment(path: str | Path) -> ExperimentConfig:
+def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Load and validate an experiment YAML; dataset paths resolve relative to the YAML."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"experiment config not found: {path}")
-    cfg = ExperimentConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+    data = yaml.safe_load(path.read_text()) or {}
+    data.update(overrides or {})
+    cfg = ExperimentConfig.model_validate(data)
     if cfg.dataset.endswith((".yaml", ".yml")) and not Path(cfg.dataset).is_absolute():
         cfg = cfg.model_copy(update={"dataset": str((path.parent / cfg.dataset).resolve())})
     return cfg.model_copy(update={"config_path": path.resolve()})

@@ -44,7 +44,8 @@ def test_scores_known_and_lists_unknown_ids(server):
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(pipeline["state"].tracking_uri)
-    champion = MlflowClient().get_model_version_by_alias(pipeline["cfg"].registered_model, "champion")
+    name = pipeline["cfg"].registered_model
+    champion = MlflowClient().get_model_version_by_alias(name, "champion")
     assert body["version"] == str(champion.version)
 
 

@@ -1,4 +1,4 @@
-"""The churn training job on synthetic data with a known truth, logged to a temporary MLflow store."""
+"""The churn training job on synthetic data with a known truth, logged to a temporary store."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from training.train import train
 
 
 def test_model_recovers_much_of_the_oracles_discrimination(synthetic_pipeline):
-    """The truth file gives each customer's real churn probability; compare AUCs on the same rows."""
+    """The truth holds each customer's real churn probability: compare AUCs on the same rows."""
     state, cfg, result = (synthetic_pipeline[k] for k in ("state", "cfg", "result"))
     truth = pd.read_parquet(state.synthetic("synthetic") / "truth_churn.parquet")
     truth = truth[pd.to_datetime(truth["as_of"]) == pd.Timestamp(cfg.cutoffs.test)]
@@ -41,9 +41,9 @@ def test_run_is_logged_with_manifest_chart_and_registered_model(synthetic_pipeli
     assert {"config", "data_manifest.json", "evaluation", "promotion.json"} <= artifacts
     charts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/gains.png" in charts
-    manifest = json.loads(
-        open(client.download_artifacts(run.info.run_id, "data_manifest.json")).read()
-    )
+    local = client.download_artifacts(run.info.run_id, "data_manifest.json")
+    with open(local) as fh:
+        manifest = json.load(fh)
     assert manifest["cutoffs"]["test"] == cfg.cutoffs.test.isoformat()
     assert all(len(f["sha256"]) == 64 for f in manifest["input_files"])
     assert manifest["row_counts"]["test_rows"] == len(synthetic_pipeline["result"].test_predictions)
@@ -69,17 +69,10 @@ def test_champion_alias_follows_the_decision(synthetic_pipeline):
 def test_same_config_same_data_same_metrics(synthetic_pipeline):
     cfg: ExperimentConfig = synthetic_pipeline["cfg"]
     result = synthetic_pipeline["result"]
-    from features.build import training_frame, transactions_source
-    from features.definitions import feature_set
-    from features.sources import connect
+    from training.train import load_frame
 
-    state = synthetic_pipeline["state"]
-    con = connect(state)
-    fs = feature_set(cfg.feature_set)
-    frame = training_frame(con, transactions_source(state, "synthetic"), fs,
-                           [*cfg.cutoffs.train, cfg.cutoffs.test], cfg.horizon_days,
-                           cfg.lookback_days)
-    again = train(cfg, frame, fs)
+    mf, _ = load_frame(cfg, synthetic_pipeline["state"])
+    again = train(cfg, mf)
     assert again.metrics == result.metrics
 
 
