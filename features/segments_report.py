@@ -1,0 +1,397 @@
+"""Segment outputs at the edge: charts, the self-contained HTML report, the CLI's plain functions.
+
+``features.segments`` computes; this module draws (matplotlib, no pyplot state) and writes files,
+always atomically. Layout under the state folder::
+
+    segments/<dataset>/as_of=<date>/segments.parquet, segment_summary.csv, segments_chart.png,
+                                    segments_meta.json, segments_report.html
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from features.segments import (
+    RFM_SEGMENT_GRID,
+    SegmentsConfig,
+    lifecycle_stages,
+    order_gaps,
+    segment_customers,
+    segment_summary,
+)
+from features.segments import lifecycle_flow as compute_flow
+from features.segments import pareto_curve as compute_pareto_curve
+from features.store import StateDirs, atomic_path
+
+#: Section headings of the report, in order (tests look for them).
+REPORT_SECTIONS = (
+    "Segment sizes and revenue",
+    "Pareto curve",
+    "RFM heat map",
+    "Lifecycle flow",
+    "Segment summary",
+    "Behavioural clusters",
+)
+#: Number of inline charts in the report.
+REPORT_IMAGES = 4
+
+_SCHEME_TITLES = {
+    "rfm_band": "RFM points band",
+    "rfm_segment": "RFM named segment",
+    "abc_class": "Pareto ABC",
+    "pyramid_level": "Customer pyramid",
+    "lifecycle_stage": "Lifecycle stage",
+    "cluster": "Behavioural cluster",
+}
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def sizes_figure(summary: pd.DataFrame) -> Figure:
+    """Share of customers and of revenue per segment, one panel per scheme."""
+    schemes = list(dict.fromkeys(summary["scheme"]))
+    ncols = 2
+    nrows = max(1, -(-len(schemes) // ncols))
+    fig = Figure(figsize=(12, 3.2 * nrows), dpi=90)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax, scheme in zip(axes, schemes, strict=False):
+        part = summary[summary["scheme"] == scheme]
+        y = np.arange(len(part))
+        ax.barh(y - 0.2, part["customer_share"] * 100, height=0.4, label="customers")
+        ax.barh(y + 0.2, part["revenue_share"] * 100, height=0.4, label="revenue")
+        ax.set_yticks(y, part["segment"].astype(str))
+        ax.invert_yaxis()
+        ax.set_xlabel("% of total")
+        ax.set_title(_SCHEME_TITLES.get(scheme, scheme))
+        ax.axvline(0, color="black", linewidth=0.5)
+        ax.legend(loc="lower right", fontsize="small")
+    for ax in axes[len(schemes):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def pareto_figure(curve: pd.DataFrame, a_share: float = 0.80) -> Figure:
+    """Cumulative revenue share against customer share, with the 80 % line."""
+    fig = Figure(figsize=(6, 4.5), dpi=90)
+    ax = fig.subplots()
+    ax.plot(curve["customer_share"] * 100, curve["revenue_share"] * 100,
+            label="customers by revenue")
+    ax.plot([0, 100], [0, 100], linestyle=":", color="grey", label="equal shares")
+    ax.axhline(a_share * 100, color="red", linestyle="--", label=f"{a_share:.0%} of revenue")
+    reach = curve.loc[curve["revenue_share"] >= a_share - 1e-12, "customer_share"]
+    if len(reach):
+        x = float(reach.iloc[0]) * 100
+        ax.axvline(x, color="red", linestyle=":", linewidth=1)
+        ax.annotate(f"{x:.1f} % of customers", (x, a_share * 100),
+                    xytext=(x + 5, a_share * 100 - 15), arrowprops={"arrowstyle": "->"})
+    ax.set_xlabel("% of customers (ranked by revenue)")
+    ax.set_ylabel("cumulative % of revenue")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 102)
+    ax.legend(loc="lower right")
+    return fig
+
+
+def rfm_grid(segments: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Customers and mean revenue per (R score, F score): rows R 5..1, columns F 1..5."""
+    grouped = segments.groupby(["r_score", "f_score"])["revenue"].agg(["size", "mean"])
+    rows, cols = [5, 4, 3, 2, 1], [1, 2, 3, 4, 5]
+    counts = grouped["size"].unstack().reindex(index=rows, columns=cols).fillna(0).astype(int)
+    means = grouped["mean"].unstack().reindex(index=rows, columns=cols)
+    counts.index.name, counts.columns.name = "R score", "F score"
+    means.index.name, means.columns.name = "R score", "F score"
+    return counts, means
+
+
+def rfm_heatmap_figure(segments: pd.DataFrame) -> Figure:
+    """R score x F score heat maps: customers per cell, mean revenue per cell, named segments."""
+    counts, means = rfm_grid(segments)
+    fig = Figure(figsize=(12, 4.8), dpi=90)
+    axes = fig.subplots(1, 2)
+    for ax, grid, title, fmt in ((axes[0], counts, "customers", "{:,.0f}"),
+                                 (axes[1], means, "mean revenue", "{:,.0f}")):
+        values = grid.to_numpy(dtype=float)
+        image = ax.imshow(np.nan_to_num(values), cmap="YlGnBu", aspect="auto")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        ax.set_xticks(range(5), [str(c) for c in grid.columns])
+        ax.set_yticks(range(5), [str(r) for r in grid.index])
+        ax.set_xlabel("F score (5 = most orders)")
+        ax.set_ylabel("R score (5 = most recent)")
+        ax.set_title(title)
+        top = np.nanmax(values) if np.isfinite(values).any() else 0.0
+        for i, r in enumerate(grid.index):
+            for j, f in enumerate(grid.columns):
+                v = values[i, j]
+                label = "-" if np.isnan(v) else fmt.format(v)
+                color = "white" if top and v > 0.6 * top else "black"
+                ax.text(j, i - 0.12, label, ha="center", va="center", fontsize=9, color=color)
+                ax.text(j, i + 0.22, RFM_SEGMENT_GRID[(int(r), int(f))], ha="center",
+                        va="center", fontsize=6.5, color=color)
+    fig.tight_layout()
+    return fig
+
+
+def flow_figure(flow: pd.DataFrame) -> Figure:
+    """Heat map of customers moving between lifecycle stages (rows: from, columns: to)."""
+    fig = Figure(figsize=(8, 5), dpi=90)
+    ax = fig.subplots()
+    values = flow.to_numpy(dtype=float)
+    image = ax.imshow(np.log1p(values), cmap="Purples", aspect="auto")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="log(1 + customers)")
+    ax.set_xticks(range(flow.shape[1]), list(flow.columns), rotation=30, ha="right")
+    ax.set_yticks(range(flow.shape[0]), list(flow.index))
+    ax.set_xlabel(f"stage at the later cutoff ({flow.columns.name or 'to'})")
+    ax.set_ylabel(f"stage at the earlier cutoff ({flow.index.name or 'from'})")
+    top = np.log1p(values.max()) if values.size else 0.0
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            color = "white" if top and np.log1p(values[i, j]) > 0.6 * top else "black"
+            ax.text(j, i, f"{int(values[i, j]):,}", ha="center", va="center", fontsize=9,
+                    color=color)
+    fig.tight_layout()
+    return fig
+
+
+def segments_chart(summary: pd.DataFrame, path: Path) -> Path:
+    """Write the segment sizes / revenue shares chart as a PNG (atomically)."""
+    path = Path(path)
+    data = _png(sizes_figure(summary))
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+# --------------------------------------------------------------------------- HTML
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1150px; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; } .meta td { text-align: left; } .note { color: #555; font-size: 0.9em; }
+"""
+
+
+def _img(fig: Figure, alt: str) -> str:
+    data = base64.b64encode(_png(fig)).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(frame: pd.DataFrame, index: bool = False) -> str:
+    return frame.to_html(index=index, border=0, escape=True, na_rep="-")
+
+
+def _summary_display(part: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "segment": part["segment"].astype(str),
+        "customers": part["customers"].map("{:,}".format),
+        "% customers": (part["customer_share"] * 100).map("{:.1f}".format),
+        "revenue": part["revenue"].map("{:,.0f}".format),
+        "% revenue": (part["revenue_share"] * 100).map("{:.1f}".format),
+    })
+
+
+def _cluster_profile(segments: pd.DataFrame) -> pd.DataFrame:
+    cols = ["revenue", "days_since_last_order", "days_since_first_order", "orders_count_total"]
+    prof = segments.groupby("cluster")[cols].mean()
+    prof.insert(0, "customers", segments.groupby("cluster").size())
+    return prof.round(1).rename_axis("cluster").reset_index()
+
+
+def render_segments_report(
+    segments: pd.DataFrame,
+    summary: pd.DataFrame,
+    flow: pd.DataFrame,
+    pareto_curve: pd.DataFrame,
+    out_path: Path,
+    *,
+    title: str = "Customer segments",
+    meta: dict[str, Any] | None = None,
+    a_share: float = 0.80,
+) -> Path:
+    """Write one self-contained HTML page (inline PNG charts, tables) atomically."""
+    out_path = Path(out_path)
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+    ]
+    facts = {"customers": f"{len(segments):,}", "revenue": f"{segments['revenue'].sum():,.0f}"}
+    facts.update({k: str(v) for k, v in (meta or {}).items()})
+    parts.append('<table class="meta">' + "".join(
+        f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items()) + "</table>")
+
+    parts.append(f"<h2>{REPORT_SECTIONS[0]}</h2>")
+    parts.append(_img(sizes_figure(summary), "segment sizes and revenue shares"))
+
+    parts.append(f"<h2>{REPORT_SECTIONS[1]}</h2>")
+    abc = summary[summary["scheme"] == "abc_class"].set_index("segment")
+    if len(abc):
+        parts.append('<p class="note">' + "; ".join(
+            f"{esc(str(s))}: {r.customer_share:.1%} of customers, {r.revenue_share:.1%} of revenue"
+            for s, r in abc.iterrows()) + ". A ends with the customer who crosses "
+            f"{a_share:.0%} of revenue; zero or negative revenue is C.</p>")
+    parts.append(_img(pareto_figure(pareto_curve, a_share), "Pareto curve"))
+
+    parts.append(f"<h2>{REPORT_SECTIONS[2]}</h2>")
+    parts.append(_img(rfm_heatmap_figure(segments), "RFM heat map"))
+    counts, _ = rfm_grid(segments)
+    parts.append("<h3>Customers per R score and F score</h3>" + _table(counts, index=True))
+
+    parts.append(f"<h2>{REPORT_SECTIONS[3]}</h2>")
+    parts.append(_img(flow_figure(flow), "lifecycle flow"))
+    parts.append(_table(flow, index=True))
+
+    parts.append(f"<h2>{REPORT_SECTIONS[4]}</h2>")
+    for scheme in dict.fromkeys(summary["scheme"]):
+        part = summary[summary["scheme"] == scheme]
+        parts.append(f"<h3>{esc(_SCHEME_TITLES.get(scheme, scheme))}</h3>")
+        parts.append(_table(_summary_display(part)))
+
+    parts.append(f"<h2>{REPORT_SECTIONS[5]}</h2>")
+    info = segments.attrs.get("clusters", {})
+    if info:
+        parts.append(f'<p class="note">k = {esc(str(info.get("k")))} chosen by '
+                     f'{esc(str(info.get("criterion")))}; features: '
+                     f'{esc(", ".join(info.get("features", [])))}.</p>')
+        sil = info.get("silhouette", {})
+        if sil:
+            parts.append(_table(pd.DataFrame({"k": list(sil), "silhouette": [
+                f"{v:.3f}" for v in sil.values()]})))
+    parts.append(_table(_cluster_profile(segments)))
+    parts.append("</body></html>")
+    with atomic_path(out_path) as tmp:
+        tmp.write_text("\n".join(parts), encoding="utf-8")
+    return out_path
+
+
+# --------------------------------------------------------------------------- CLI functions
+
+
+def segments_dir(state: StateDirs, dataset: str, as_of: date) -> Path:
+    """Folder of a dataset's segments at a cutoff."""
+    return state.home / "segments" / dataset / f"as_of={as_of.isoformat()}"
+
+
+def _features_at(con: Any, source: str, as_of: date, cfg: SegmentsConfig) -> pd.DataFrame:
+    from features.build import compute_features
+    from features.definitions import feature_set
+
+    return compute_features(con, source, as_of, feature_set("churn_v1", cfg.rfm))
+
+
+def _open(state: StateDirs, dataset: str, as_of: date | None) -> tuple[Any, str, date]:
+    from features.build import data_date_range, transactions_source
+    from features.sources import connect
+
+    source = transactions_source(state, dataset)
+    con = connect(state)
+    if as_of is None:
+        try:
+            as_of = data_date_range(con, source)[1]
+        except Exception:
+            con.close()
+            raise
+    return con, source, as_of
+
+
+def run_segments(
+    state: StateDirs,
+    dataset_name: str,
+    as_of: date | None = None,
+    cfg: SegmentsConfig | None = None,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Segment a dataset's customers at ``as_of`` (default: last data date) and write the outputs.
+
+    Writes segments.parquet, segment_summary.csv, segments_chart.png and segments_meta.json into
+    ``out_dir`` (default ``$PATRON_HOME/segments/<dataset>/as_of=<date>/``), each atomically.
+    """
+    cfg = cfg or SegmentsConfig()
+    con, source, as_of = _open(state, dataset_name, as_of)
+    try:
+        feats = _features_at(con, source, as_of, cfg)
+        segments = segment_customers(feats, source, con, cfg, as_of=as_of)
+    finally:
+        con.close()
+    summary = segment_summary(segments, cfg)
+    out = Path(out_dir) if out_dir is not None else segments_dir(state, dataset_name, as_of)
+    paths = {"segments": out / "segments.parquet", "summary": out / "segment_summary.csv",
+             "chart": out / "segments_chart.png", "meta": out / "segments_meta.json"}
+    clusters = dict(segments.attrs.get("clusters", {}))
+    with atomic_path(paths["segments"]) as tmp:
+        frame = segments.copy()
+        frame.attrs = {}
+        frame.to_parquet(tmp, index=False)
+    with atomic_path(paths["summary"]) as tmp:
+        summary.to_csv(tmp, index=False)
+    segments_chart(summary, paths["chart"])
+    meta = {"dataset": dataset_name, "as_of": as_of.isoformat(), "feature_set": "churn_v1",
+            "customers": len(segments), "clusters": clusters,
+            "config": cfg.model_dump(mode="json")}
+    with atomic_path(paths["meta"]) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2))
+    return {"as_of": as_of, "customers": len(segments), "clusters_k": clusters.get("k"), **paths}
+
+
+def run_segments_report(
+    state: StateDirs,
+    dataset_name: str,
+    as_of: date | None = None,
+    previous_as_of: date | None = None,
+    cfg: SegmentsConfig | None = None,
+    out_path: Path | None = None,
+) -> Path:
+    """Write the HTML segment report at ``as_of`` with the lifecycle flow from ``previous_as_of``.
+
+    ``as_of`` defaults to the last data date, ``previous_as_of`` to ``as_of`` - 90 days, the path to
+    ``segments/<dataset>/as_of=<date>/segments_report.html`` under the state folder.
+    """
+    cfg = cfg or SegmentsConfig()
+    con, source, as_of = _open(state, dataset_name, as_of)
+    previous = previous_as_of or as_of - timedelta(days=90)
+    try:
+        if previous >= as_of:
+            raise ValueError(f"previous_as_of {previous} must be before as_of {as_of}")
+        segments = segment_customers(_features_at(con, source, as_of, cfg), source, con, cfg,
+                                     as_of=as_of)
+        before = _features_at(con, source, previous, cfg)
+        gaps = order_gaps(source, previous, cfg.lifecycle.lapsed_days, con)
+    finally:
+        con.close()
+    before = before.merge(gaps, on="customer_id", how="left", validate="one_to_one")
+    stages_before = lifecycle_stages(before, cfg.lifecycle, before["days_since_won_back"])
+    stages_before.index = before["customer_id"]
+    flow = compute_flow(stages_before["lifecycle_stage"], segments)
+    summary = segment_summary(segments, cfg)
+    out = Path(out_path) if out_path is not None else (
+        segments_dir(state, dataset_name, as_of) / "segments_report.html")
+    meta = {"dataset": dataset_name, "as_of": as_of.isoformat(),
+            "lifecycle flow from": previous.isoformat(), "feature set": "churn_v1",
+            "revenue definition": "net (order value minus returns)" if cfg.revenue == "net"
+            else "gross (order value)"}
+    return render_segments_report(
+        segments, summary, flow, compute_pareto_curve(segments), out,
+        title=f"Customer segments: {dataset_name} at {as_of.isoformat()}", meta=meta,
+        a_share=cfg.abc_cumulative_shares[0])
