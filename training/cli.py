@@ -176,19 +176,54 @@ def print_result(cfg: Any, result: Any) -> None:
     console.print(f"grade [bold]{result.grade}[/bold] against the baseline; calibration: {how}")
 
 
-def _train(config: Path, state: Any) -> tuple[Any, dict[str, Any]]:
-    from training.config import load_experiment
+def _dispatch(cfg: Any) -> Any:
+    """The training job of the experiment's family."""
+    if cfg.family == "clv":
+        from training.clv import run_clv_training
+
+        return run_clv_training
+    if cfg.family == "nbo":
+        from training.nbo import run_nbo_training
+
+        return run_nbo_training
+    if cfg.family == "uplift":
+        from training.uplift import run_uplift_training
+
+        return run_uplift_training
     from training.train import run_training
 
+    return run_training
+
+
+def print_metrics(title: str, result: Any) -> None:
+    """Model and baseline metrics side by side (any family)."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("model", justify="right")
+    table.add_column(f"{result.baseline_name} baseline", justify="right")
+    for key, value in result.metrics.items():
+        if key in result.baseline_metrics and key != "n":
+            table.add_row(key, f"{value:.4f}", f"{result.baseline_metrics[key]:.4f}")
+    console.print(table)
+    console.print(f"grade [bold]{result.grade}[/bold] against the baseline")
+
+
+def _train(config: Path, state: Any) -> tuple[Any, dict[str, Any]]:
+    from training.config import load_experiment
+
     cfg = load_experiment(config)
+    job = _dispatch(cfg)
     with _progress() as progress:
         task = progress.add_task(f"training {cfg.name}", total=3)
 
         def step(stage: str) -> None:
             progress.update(task, description=f"training {cfg.name}: {stage}", advance=1)
 
-        result, logged = run_training(cfg, state, progress=step)
-    print_result(cfg, result)
+        result, logged = job(cfg, state, progress=step)
+    if cfg.family in ("churn", "propensity", "labelled"):
+        print_result(cfg, result)
+    else:
+        print_metrics(f"{cfg.name}: out-of-time test", result)
     verdict = "promoted to champion" if logged["champion"] else "not promoted"
     console.print(
         f"registered [bold]{logged['registered_model']}[/bold] version {logged['version']} "
@@ -204,6 +239,38 @@ def train(
 ) -> None:
     """Train on stacked cutoffs, test out of time, log to MLflow, register, maybe promote."""
     _train(config, _state(home))
+
+
+@app.command()
+def tune(
+    config: Annotated[Path, typer.Option("--config", "-c", help="experiment YAML")],
+    trials: Annotated[int | None, typer.Option(help="override tuning.n_trials")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Optuna search on the validation cutoff (nested MLflow runs), then the final tuned fit."""
+    from training.config import load_experiment
+    from training.tune import run_tuning
+
+    state = _state(home)
+    cfg = load_experiment(config)
+    with _progress() as progress:
+        task = progress.add_task(f"tuning {cfg.name}", total=trials or cfg.tuning.n_trials)
+
+        def tick(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        result = run_tuning(cfg, state, trials, progress=tick)
+    console.print(
+        f"{result.n_trials} trials ({result.n_pruned} pruned): validation ROC AUC "
+        f"{result.best_valid_auc:.4f} tuned vs {result.default_valid_auc:.4f} with the config's "
+        f"parameters; best {result.best_params}"
+    )
+    print_result(cfg, result.tuned)
+    logged = result.tuned_logged or {}
+    console.print(
+        f"registered {logged.get('registered_model')} version {logged.get('version')}: "
+        f"{(logged.get('decision') or {}).get('reason')}"
+    )
 
 
 def _free_port() -> int:
