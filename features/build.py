@@ -83,7 +83,9 @@ def write_snapshot(
     source = transactions_source(state, dataset)
     out = state.snapshots(dataset, fs.name) / f"as_of={as_of.isoformat()}.parquet"
     with atomic_path(out) as tmp:
-        con.execute(f"COPY ({features_sql(source, as_of, fs)}) TO {_lit(str(tmp))} (FORMAT parquet)")
+        con.execute(
+            f"COPY ({features_sql(source, as_of, fs)}) TO {_lit(str(tmp))} (FORMAT parquet)"
+        )
     return out
 
 
@@ -95,3 +97,21 @@ def latest_snapshot(state: StateDirs, dataset: str, feature_set: str) -> tuple[d
         raise FileNotFoundError(f"no feature snapshot in {folder}; run `patron features` first")
     path = found[-1]
     return date.fromisoformat(path.stem.split("=", 1)[1]), path
+
+
+def write_customer_links(state: StateDirs, dataset: str, cfg: object = None) -> dict[str, Path]:
+    """Standardise the customers table, find duplicates and households; write both maps."""
+    from features.linkage import LinkageConfig, link_customers
+
+    path = state.data(dataset) / "customers.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"no ingested customers table for {dataset!r} at {path}")
+    merge_map, households = link_customers(
+        pd.read_parquet(path), cfg if isinstance(cfg, LinkageConfig) else None
+    )
+    out = {}
+    for name, frame in (("merge_map", merge_map), ("households", households)):
+        out[name] = state.data(dataset) / f"{name}.parquet"
+        with atomic_path(out[name]) as tmp:
+            frame.to_parquet(tmp, index=False)
+    return out

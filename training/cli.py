@@ -273,6 +273,96 @@ def tune(
     )
 
 
+report_app = typer.Typer(help="HTML reports for analysts.", no_args_is_help=True)
+customers_app = typer.Typer(
+    help="Customer records: duplicates and households.", no_args_is_help=True
+)
+app.add_typer(report_app, name="report")
+app.add_typer(customers_app, name="customers")
+
+
+def _date(value: str | None, name: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint=name) from exc
+
+
+@app.command()
+def segments(
+    dataset: DatasetOpt = "synthetic",
+    as_of: Annotated[str | None, typer.Option(help="cutoff YYYY-MM-DD (default: last)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Per-customer segments (RFM, Pareto ABC, pyramid, lifecycle, clusters) and a summary."""
+    from features.segments_report import run_segments
+    from features.sources import load_dataset
+
+    state = _state(home)
+    result = run_segments(state, load_dataset(dataset).name, _date(as_of, "--as-of"), None, out)
+    summary = result["summary"]
+    frame = summary if hasattr(summary, "columns") else None
+    if frame is None:
+        import pandas as pd
+
+        frame = pd.read_csv(summary)
+    table = Table(title=f"segments of {dataset} at {result['as_of']}")
+    for col in frame.columns:
+        table.add_column(str(col))
+    for row in frame.itertuples(index=False):
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+    console.print(f"written: {result['segments']}, chart {result['chart']}")
+
+
+@report_app.command("segments")
+def report_segments(
+    dataset: DatasetOpt = "synthetic",
+    as_of: Annotated[str | None, typer.Option(help="cutoff YYYY-MM-DD (default: last)")] = None,
+    previous_as_of: Annotated[
+        str | None, typer.Option(help="earlier cutoff for the lifecycle flow (default: -90 days)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="HTML file to write")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """An HTML page: segment sizes and revenue, Pareto curve, RFM heat map, lifecycle flow."""
+    from features.segments_report import run_segments_report
+    from features.sources import load_dataset
+
+    path = run_segments_report(
+        _state(home),
+        load_dataset(dataset).name,
+        _date(as_of, "--as-of"),
+        _date(previous_as_of, "--previous-as-of"),
+        None,
+        out,
+    )
+    console.print(f"segment report written to [bold]{path}[/bold]")
+
+
+@customers_app.command("link")
+def customers_link(dataset: DatasetOpt = "synthetic", home: HomeOpt = None) -> None:
+    """Standardise customer records; write a reviewable duplicate merge map and households."""
+    import pandas as pd
+
+    from features.build import write_customer_links
+    from features.sources import load_dataset
+
+    paths = write_customer_links(_state(home), load_dataset(dataset).name)
+    merge_map = pd.read_parquet(paths["merge_map"])
+    households = pd.read_parquet(paths["households"])
+    merged = int((merge_map["customer_id"] != merge_map["master_id"]).sum())
+    multi = int((households["household_size"] > 1).sum())
+    console.print(
+        f"{len(merge_map):,} customer records: {merged:,} duplicates mapped to a master id; "
+        f"{households['household_id'].nunique():,} households ({multi:,} customers share one)"
+    )
+    console.print(f"merge map: {paths['merge_map']}\nhouseholds: {paths['households']}")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
