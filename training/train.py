@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -339,14 +340,17 @@ def log_result(
             mlflow.log_artifact(str(tmp_path / name), artifact_path="evaluation")
         wrapper = ScoringModel(result.model, result.feature_names, cfg.family, result.pipeline)
         example = _input_example(result.test_frame[result.feature_names])
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=wrapper,
-            signature=infer_signature(example, wrapper.predict(None, example)),
-            input_example=example,
-            pip_requirements=PIP_REQUIREMENTS,
-            registered_model_name=cfg.registered_model,
-        )
+        with warnings.catch_warnings():
+            # integer feature columns are never missing in snapshots: MLflow's hint does not apply
+            warnings.simplefilter("ignore", UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=wrapper,
+                signature=infer_signature(example, wrapper.predict(None, example)),
+                input_example=example,
+                pip_requirements=PIP_REQUIREMENTS,
+                registered_model_name=cfg.registered_model,
+            )
         version = str(info.registered_model_version)
         client = MlflowClient()
         decision = _decide(cfg, result, client)
