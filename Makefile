@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode --quiet -e '.[dev]'
+	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode --quiet -e '.[dev,spark]'
 	touch $(STAMP)
 
 demo: $(STAMP)
