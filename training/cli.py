@@ -363,6 +363,90 @@ def customers_link(dataset: DatasetOpt = "synthetic", home: HomeOpt = None) -> N
     console.print(f"merge map: {paths['merge_map']}\nhouseholds: {paths['households']}")
 
 
+@app.command()
+def compare(
+    experiment: Annotated[
+        list[str] | None, typer.Option("--experiment", "-e", help="MLflow experiment (repeatable)")
+    ] = None,
+    run: Annotated[
+        list[str] | None, typer.Option("--run", "-r", help="run id (repeatable)")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="KEY=VALUE tag filter (repeatable)")
+    ] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="also write an HTML page")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Runs side by side: params, data window, metrics against the champion, AUC difference CI."""
+    from experiments.compare import run_compare
+
+    tags: dict[str, str] = {}
+    for item in tag or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--tag")
+        tags[key] = value
+    try:
+        run_compare(
+            experiment or None,
+            run or None,
+            tags or None,
+            html,
+            _state(home).tracking_uri,
+            console=console,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if html:
+        console.print(f"HTML comparison written to [bold]{html}[/bold]")
+
+
+@app.command()
+def monitor(
+    config: Annotated[Path, typer.Option("--config", "-c", help="experiment YAML of the model")],
+    reference: Annotated[str, typer.Option(help="reference snapshot date (e.g. training)")],
+    current: Annotated[
+        str | None, typer.Option(help="current snapshot date (default: last)")
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Drift between two snapshots: PSI per feature, score shift, score-decile stability."""
+    from experiments.monitor import run_monitor
+    from features.build import data_date_range, transactions_source
+    from features.sources import connect, load_dataset
+    from training.config import load_experiment
+
+    state = _state(home)
+    cfg = load_experiment(config)
+    dataset = load_dataset(cfg.dataset).name
+    ref = _date(reference, "--reference")
+    cur = _date(current, "--current")
+    if cur is None:
+        con = connect(state)
+        try:
+            cur = data_date_range(con, transactions_source(state, dataset))[1]
+        finally:
+            con.close()
+    for as_of in (ref, cur):
+        path = state.snapshots(dataset, cfg.feature_set) / f"as_of={as_of.isoformat()}.parquet"
+        if not path.exists():
+            _snapshot(dataset, cfg.feature_set, as_of, state)
+    report = run_monitor(
+        state, dataset, cfg.feature_set, ref, cur, cfg.registered_model, state.tracking_uri
+    )
+    table = Table(title=f"feature drift {ref} -> {cur} (PSI)")
+    for col in ("feature", "psi", "flag"):
+        table.add_column(col)
+    for row in report.features.itertuples(index=False):
+        table.add_row(str(row.feature), f"{row.psi:.4f}", str(row.flag))
+    console.print(table)
+    console.print(
+        f"score PSI {report.score.psi:.4f} ({report.score.flag}), mean shift "
+        f"{report.score.mean_shift:+.4f}; {report.stability.change_share:.1%} of "
+        f"{report.stability.n_common:,} customers changed score decile"
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -238,6 +238,12 @@ def _input_example(features: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([row]).astype(features.dtypes.to_dict())
 
 
+def run_name(cfg: ExperimentConfig, params: dict[str, Any]) -> str:
+    """A run name that tells runs of one experiment apart in the MLflow UI."""
+    return (f"{cfg.name} d{params.get('max_depth')} n{params.get('n_estimators')} "
+            f"lr{params.get('learning_rate')}")
+
+
 def run_description(cfg: ExperimentConfig, result: TrainResult) -> str:
     """A human sentence for the MLflow UI's run list."""
     m, b = result.metrics, result.baseline_metrics
@@ -261,7 +267,8 @@ def log_result(
     from mlflow.tracking import MlflowClient
 
     setup_mlflow(state, cfg.experiment_name)
-    with mlflow.start_run(run_name=cfg.name) as run, tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run(run_name=run_name(cfg, result.params)) as run, \
+            tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         mlflow.set_tags(
             {
@@ -269,6 +276,8 @@ def log_result(
                 "dataset": manifest.get("dataset") or "",
                 "feature_set": manifest.get("feature_set") or "",
                 "git_sha": _git_sha(),
+                "mlflow.source.git.commit": _git_sha(),
+                "registered_model": cfg.registered_model,
                 "test_cutoff": cfg.cutoffs.test.isoformat() if cfg.cutoffs else "",
                 "grade": result.grade,
                 "baseline": result.baseline_name,
@@ -292,6 +301,10 @@ def log_result(
         )
         mlflow.log_metrics({f"test_{k}": v for k, v in result.metrics.items()})
         mlflow.log_metrics({f"baseline_{k}": v for k, v in result.baseline_metrics.items()})
+        metric = cfg.promotion.metric
+        mlflow.log_metric(
+            f"delta_baseline_{metric}", result.metrics[metric] - result.baseline_metrics[metric]
+        )
         if cfg.config_path is not None:
             mlflow.log_artifact(str(cfg.config_path), artifact_path="config")
         mlflow.log_dict(cfg.model_dump(mode="json"), "config/resolved.json")
@@ -358,7 +371,8 @@ def log_result(
         if decision.promote:
             client.set_registered_model_alias(cfg.registered_model, "champion", version)
         client.set_model_version_tag(cfg.registered_model, version, "grade", result.grade)
-        mlflow.set_tag("promoted_to_champion", str(decision.promote).lower())
+        mlflow.set_tags({"promoted_to_champion": str(decision.promote).lower(),
+                         "promotion_reason": decision.reason, "model_version": version})
         mlflow.log_dict(decision.to_dict(), "promotion.json")
         if decision.champion is not None:
             mlflow.log_metric(f"champion_{decision.metric}", decision.champion)
