@@ -38,6 +38,41 @@ E_R[exp(-lambda * (S(t + min(R, H)) - S(t)))]``, which with a daily piecewise-co
 ``sum_j mu / (mu + lambda c_j) * exp(-mu j - lambda dS_j) * (1 - exp(-(mu + lambda c_j)))
 + exp(-mu H - lambda dS_H)`` over the days ``j = 0 .. H-1`` of the horizon (``c_j`` = ``s`` on
 day ``j``, ``dS_j = S(t + j) - S(t)``).
+
+Campaigns (opt-in: ``campaigns``, empty by default; with none, every file is byte-identical to a
+generator without them). Campaigns run in send-date order, after the organic orders of a chunk are
+drawn and before its lines. A campaign sent on day ``D`` (contact time ``D 00:00``) sees the
+customers' history at the cutoff ``T = D - 1``: recency ``r`` (days from the last order date to
+``T``) and frequency ``f`` (orders on days ``T-364 .. T``) -- the features ``days_since_last_order``
+and ``orders_count_365d`` -- including earlier campaigns' orders.
+
+1. Audience: customers with an order in the ``lookback_days`` before ``T`` and e-mail consent
+   (``require_consent``), each kept with probability ``audience_share``; each audience member is
+   in the control group with probability ``control_share``, else treated (contacted).
+2. A response is an order on days ``D .. D + W - 1`` (``W = window_days``), in either group.
+   Control: the organic process alone, ``p_control = 1 - P(no order in (t, t + W])`` with the
+   churn truth's formula (``t`` the instant ``T``; 0 for a customer dead at ``t``).
+3. Treatment has two heterogeneous effects, functions of what is observable at ``T``:
+   an *induced* order with probability ``q = max_uplift * rel * g(r) * h(f)``, where
+   ``g(r) = exp(-(ln(1 + r) - ln(1 + 60))^2 / (2 * 0.7^2))`` peaks for lapsing customers (last
+   order ~60 days ago), ``h(f) = 1 / (1 + (f / 6)^2)`` vanishes for heavy buyers (who buy anyway),
+   and ``rel`` is the offer's relevance (1 for retention; ``1 - exp(-pref_k / popularity_k)`` for a
+   cross-sell of category ``k``; ``min(1, 2 P(tier))`` for an up-sell); and *suppression* ("sleeping
+   dogs": the contact annoys) with probability ``s = sleeping_dog * sigmoid((f - 10) / 2) *
+   exp(-r / 45)``, which removes the customer's organic orders in the window. So ``p_treatment =
+   (1 - s) * (1 - (1 - p_control) * (1 - q))`` and ``true_uplift = p_treatment - p_control``
+   (negative for frequent, recent buyers). Induced orders are ordinary orders (lines, returns)
+   placed on a uniform day of the window; responses are therefore exactly the orders in
+   ``transactions.csv`` within the window.
+4. Treated non-responders sometimes say why (``reason``): a suppressed customer says
+   "unsubscribed" with probability 0.6; another gives a reason with probability 0.4, drawn with
+   weights ``price`` ~ ``1.5 / (1 + m_i)`` (low spenders are price-sensitive), ``not relevant`` ~
+   ``1.5 (1 - rel) + 0.1``, ``no need`` ~ ``exp(-r / 30) + 0.1`` (bought recently), ``unsubscribed``
+   ~ 0.05. Control rows and responders have no reason.
+5. ``truth_uplift.parquet`` holds, per audience member, ``p_control``, ``p_treatment`` and
+   ``true_uplift`` (both groups: the average treatment effect over a campaign's audience is the
+   mean of ``true_uplift``). The churn truth stays exact because campaign windows may not overlap
+   a truth horizon (validated), nor each other.
 """
 
 from __future__ import annotations
@@ -244,8 +279,50 @@ TRUTH_SCHEMA = pa.schema(
 )
 
 
+REASONS = ("price", "not relevant", "no need", "unsubscribed")
+REASON_GIVEN = 0.4  # share of (unsuppressed) treated non-responders who say why
+UNSUBSCRIBE_GIVEN_SUPPRESSED = 0.6
+UPLIFT_PEAK_DAYS, UPLIFT_WIDTH = 60.0, 0.7  # g(r): lapsing customers respond most
+HEAVY_ORDERS = 6.0  # h(f): the effect halves at 6 orders a year
+DOG_ORDERS, DOG_SLOPE, DOG_RECENCY = 10.0, 2.0, 45.0  # s: frequent and recent buyers
+CAMPAIGN_COLUMNS = (
+    "campaign_id", "customer_id", "offer_id", "ts", "group", "responded", "reason",
+)
+UPLIFT_TRUTH_SCHEMA = pa.schema(
+    [
+        ("campaign_id", pa.string()),
+        ("customer_id", pa.string()),
+        ("p_control", pa.float64()),
+        ("p_treatment", pa.float64()),
+        ("true_uplift", pa.float64()),
+    ]
+)
+
+
+class CampaignSpec(BaseModel):
+    """One synthetic campaign: send date, offer, audience, control share and effect sizes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    campaign_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    send_date: date
+    offer_id: str = "RET_01"
+    window_days: int = Field(default=30, ge=1, le=365, description="response window from D")
+    lookback_days: int = Field(default=365, ge=1, description="eligible: an order in these days")
+    audience_share: float = Field(default=0.6, gt=0.0, le=1.0)
+    control_share: float = Field(default=0.5, gt=0.0, lt=1.0)
+    max_uplift: float = Field(default=0.35, ge=0.0, le=1.0, description="scale of q")
+    sleeping_dog: float = Field(default=0.3, ge=0.0, le=1.0, description="scale of s")
+    require_consent: bool = True
+
+    @property
+    def last_day(self) -> date:
+        """The last day of the response window."""
+        return date.fromordinal(self.send_date.toordinal() + self.window_days - 1)
+
+
 class SyntheticConfig(BaseModel):
-    """What to generate: size, period, dirt and the cutoffs at which to write the churn truth."""
+    """What to generate: size, period, dirt, the churn-truth cutoffs and optional campaigns."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -260,6 +337,7 @@ class SyntheticConfig(BaseModel):
     # customers simulated per chunk: memory is bounded by the chunk, ~0.5 GB peak at 50 k (200 k
     # peaks at ~1.3 GB and is slower); results depend on it, as each chunk has its own seed
     chunk_customers: int = Field(default=50_000, ge=1)
+    campaigns: list[CampaignSpec] = []
 
     @model_validator(mode="after")
     def _check_dates(self) -> SyntheticConfig:
@@ -268,7 +346,31 @@ class SyntheticConfig(BaseModel):
         for cutoff in self.truth_cutoffs:
             if not self.start < cutoff <= self.end:
                 raise ValueError(f"truth cutoff {cutoff} is not in (start, end]")
+        self._check_campaigns()
         return self
+
+    def _check_campaigns(self) -> None:
+        ids = [c.campaign_id for c in self.campaigns]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"campaign ids must be unique: {ids}")
+        k = self.n_categories
+        offers = {*(f"XS_cat_{c + 1:02d}" for c in range(k)), "UP_T1", "UP_T2", "UP_T3", "RET_01"}
+        previous: CampaignSpec | None = None
+        for c in sorted(self.campaigns, key=lambda c: c.send_date):
+            if not self.start < c.send_date or c.last_day > self.end:
+                raise ValueError(f"campaign {c.campaign_id}: the send date must be after start "
+                                 f"and the window must end by end ({self.end})")
+            if c.offer_id not in offers:
+                raise ValueError(f"campaign {c.campaign_id}: unknown offer {c.offer_id!r}")
+            if previous is not None and c.send_date <= previous.last_day:
+                raise ValueError(f"campaign windows overlap: {previous.campaign_id} and "
+                                 f"{c.campaign_id}")
+            for cutoff in self.truth_cutoffs:
+                horizon_end = date.fromordinal(cutoff.toordinal() + self.horizon_days)
+                if c.send_date <= horizon_end and c.last_day > cutoff:
+                    raise ValueError(f"campaign {c.campaign_id} overlaps the churn-truth horizon "
+                                     f"of {cutoff}: that truth would not hold")
+            previous = c
 
 
 @dataclass(frozen=True)
@@ -308,6 +410,21 @@ class _Chunk:
     truth_cutoff: np.ndarray  # index into the sorted cutoffs
     truth_alive: np.ndarray
     truth_p: np.ndarray
+    customers: tuple[pa.Table, pa.Table, pa.Table]  # customers, duplicates, households
+    campaigns: _CampaignRows | None = None
+
+
+@dataclass
+class _CampaignRows:
+    """Audience members of the campaigns of a chunk, sorted by customer then send date."""
+
+    cust: np.ndarray  # local customer index
+    campaign: np.ndarray  # index into the campaigns sorted by send date
+    treated: np.ndarray
+    responded: np.ndarray
+    reason: np.ndarray  # index into REASONS, -1 = none given
+    p_control: np.ndarray
+    p_treatment: np.ndarray
 
 
 def _cutoff_day(cfg: SyntheticConfig, cutoff: date) -> int:
@@ -403,12 +520,20 @@ def _p_no_purchase(
 
 
 def _simulate_chunk(
-    cfg: SyntheticConfig, world: _World, cutoff_days: list[int], index: int, first: int, n: int
+    cfg: SyntheticConfig,
+    world: _World,
+    cutoff_days: list[int],
+    index: int,
+    first: int,
+    n: int,
+    id_width: int,
 ) -> _Chunk:
-    """Simulate customers ``first .. first + n - 1``: orders, lines, returns and churn truth."""
+    """Simulate customers ``first .. first + n - 1``: customers, orders, campaigns, lines,
+    returns and churn truth."""
     rng = np.random.default_rng([cfg.seed, 1, index])
     end_sec = world.n_data_days * DAY_SECONDS
     signup_day = rng.integers(0, world.n_data_days - SIGNUP_MARGIN_DAYS, n)
+    customers = _customers_tables(cfg, index, first, signup_day, id_width)  # its own stream
     lam = rng.gamma(LAMBDA_SHAPE, LAMBDA_MEAN / LAMBDA_SHAPE, n) / YEAR_DAYS
     mu = rng.gamma(MU_SHAPE, MU_MEAN / MU_SHAPE, n) / YEAR_DAYS
     spend = rng.gamma(SPEND_SHAPE, 1.0 / SPEND_SHAPE, n)
@@ -439,6 +564,15 @@ def _simulate_chunk(
     order_channel = np.concatenate([first_channel, channel_r])
     perm = np.argsort((order_cust << 32) | order_sec, kind="stable")
     order_cust, order_sec, order_channel = order_cust[perm], order_sec[perm], order_channel[perm]
+    campaigns: _CampaignRows | None = None
+    if cfg.campaigns:
+        consent = customers[0]["consent_email"].to_numpy(zero_copy_only=False).astype(bool)
+        latent = _Latent(lam, mu, death, spend, prefs, tier_probs, main_channel)
+        orders, campaigns = _run_campaigns(
+            cfg, world, index, consent, latent, (order_cust, order_sec, order_channel)
+        )
+        perm = np.argsort((orders[0] << 32) | orders[1], kind="stable")
+        order_cust, order_sec, order_channel = (a[perm] for a in orders)
     n_orders = order_cust.size
 
     # Lines: category from preferences, tier from spend, product by popularity, quantity.
@@ -486,7 +620,137 @@ def _simulate_chunk(
         truth_cutoff=truth[1],
         truth_alive=truth[2],
         truth_p=truth[3],
+        customers=customers,
+        campaigns=campaigns,
     )
+
+
+@dataclass(frozen=True)
+class _Latent:
+    """A chunk's latent customer parameters (rates per day) that campaign responses depend on."""
+
+    lam: np.ndarray
+    mu: np.ndarray
+    death: np.ndarray  # in days from start
+    spend: np.ndarray
+    prefs: np.ndarray
+    tier_probs: np.ndarray
+    main_channel: np.ndarray
+
+
+def _offer_relevance(world: _World, offer_id: str, latent: _Latent) -> np.ndarray:
+    """How much an offer fits each customer, in [0, 1] (1 for a retention offer)."""
+    if offer_id.startswith("XS_cat_"):
+        k = int(offer_id.removeprefix("XS_cat_")) - 1
+        return 1.0 - np.exp(-latent.prefs[:, k] / world.category_popularity[k])
+    if offer_id.startswith("UP_T"):
+        return np.minimum(1.0, 2.0 * latent.tier_probs[:, int(offer_id.removeprefix("UP_T")) - 1])
+    return np.ones(latent.lam.size)
+
+
+def campaign_effects(
+    recency_days: np.ndarray,
+    orders_365d: np.ndarray,
+    relevance: np.ndarray,
+    max_uplift: float,
+    sleeping_dog: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(q, s): P(an order induced by the contact), P(the contact suppresses organic orders)."""
+    r = np.asarray(recency_days, dtype=float)
+    f = np.asarray(orders_365d, dtype=float)
+    g = np.exp(-0.5 * ((np.log1p(r) - np.log1p(UPLIFT_PEAK_DAYS)) / UPLIFT_WIDTH) ** 2)
+    h = 1.0 / (1.0 + (f / HEAVY_ORDERS) ** 2)
+    q = max_uplift * np.asarray(relevance, dtype=float) * g * h
+    s = sleeping_dog / (1.0 + np.exp(-(f - DOG_ORDERS) / DOG_SLOPE)) * np.exp(-r / DOG_RECENCY)
+    return q, s
+
+
+def _run_campaigns(
+    cfg: SyntheticConfig,
+    world: _World,
+    index: int,
+    consent: np.ndarray,
+    latent: _Latent,
+    orders: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], _CampaignRows]:
+    """Run the campaigns in send order on a chunk's orders (customer, seconds, channel): returns
+    the orders with induced ones added and suppressed ones removed, and the audience rows."""
+    rng = np.random.default_rng([cfg.seed, 4, index])
+    order_cust, order_sec, order_channel = orders
+    n = latent.lam.size
+    parts: list[tuple[np.ndarray, ...]] = []
+    specs = sorted(cfg.campaigns, key=lambda c: c.send_date)
+    for k, spec in enumerate(specs):
+        day = (spec.send_date - cfg.start).days  # the instant T: D 00:00
+        start_sec, end_sec = day * DAY_SECONDS, (day + spec.window_days) * DAY_SECONDS
+        before = order_sec < start_sec
+        last = np.full(n, -1, np.int64)
+        np.maximum.at(last, order_cust[before], order_sec[before])
+        recency = (day - 1) - last // DAY_SECONDS  # days from the last order date to T = D - 1
+        recent = before & (order_sec >= (day - 365) * DAY_SECONDS)
+        frequency = np.bincount(order_cust[recent], minlength=n)
+        eligible = (last >= 0) & (recency < spec.lookback_days)
+        if spec.require_consent:
+            eligible &= consent
+        audience = np.flatnonzero(eligible & (rng.random(n) < spec.audience_share))
+        m = audience.size
+        treated = rng.random(m) >= spec.control_share
+        alive = latent.death[audience] > day
+        p_control = np.zeros(m)
+        a = audience[alive]
+        p_control[alive] = 1.0 - _p_no_purchase(
+            world, day, spec.window_days, latent.lam[a], latent.mu[a]
+        )
+        relevance = _offer_relevance(world, spec.offer_id, latent)[audience]
+        r = recency[audience].astype(float)
+        q, s = campaign_effects(
+            r, frequency[audience], relevance, spec.max_uplift, spec.sleeping_dog
+        )
+        p_treatment = (1.0 - s) * (1.0 - (1.0 - p_control) * (1.0 - q))
+        suppressed = treated & (rng.random(m) < s)
+        induced = treated & ~suppressed & (rng.random(m) < q)
+        in_window = (order_sec >= start_sec) & (order_sec < end_sec)
+        organic = np.zeros(n, bool)
+        organic[order_cust[in_window]] = True
+        responded = np.where(treated, ~suppressed & (organic[audience] | induced),
+                             organic[audience])
+
+        # the contact: suppressed customers' organic orders in the window vanish, induced appear
+        quiet = np.zeros(n, bool)
+        quiet[audience[suppressed]] = True
+        keep = ~(in_window & quiet[order_cust])
+        new_cust = audience[induced]
+        new_channel = _order_channel(rng, latent.main_channel, new_cust)
+        new_day = day + rng.integers(0, spec.window_days, new_cust.size)
+        new_sec = new_day * DAY_SECONDS + _time_of_day(rng, new_channel)
+        order_cust = np.concatenate([order_cust[keep], new_cust])
+        order_sec = np.concatenate([order_sec[keep], new_sec])
+        order_channel = np.concatenate([order_channel[keep], new_channel])
+
+        # reasons of treated non-responders
+        reason = np.full(m, -1, np.int64)
+        declined = treated & ~responded
+        reason[suppressed & (rng.random(m) < UNSUBSCRIBE_GIVEN_SUPPRESSED)] = REASONS.index(
+            "unsubscribed"
+        )
+        weights = np.column_stack(
+            [
+                1.5 / (1.0 + latent.spend[audience]),
+                1.5 * (1.0 - relevance) + 0.1,
+                np.exp(-r / 30.0) + 0.1,
+                np.full(m, 0.05),
+            ]
+        )
+        pick = _categorical_rows(rng, weights / weights.sum(axis=1, keepdims=True), np.arange(m))
+        says = declined & ~suppressed & (rng.random(m) < REASON_GIVEN)
+        reason[says] = pick[says]
+        parts.append(
+            (audience, np.full(m, k), treated, responded, reason, p_control, p_treatment)
+        )
+    cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
+    perm = np.lexsort((cols[1], cols[0]))
+    rows = _CampaignRows(*(c[perm] for c in cols))
+    return (order_cust, order_sec, order_channel), rows
 
 
 def _order_channel(
@@ -681,11 +945,12 @@ def _ascii_lower(values: pa.Array) -> pa.Array:
 
 
 def _customers_tables(
-    cfg: SyntheticConfig, chunk: _Chunk, n: int, id_width: int
+    cfg: SyntheticConfig, index: int, offset: int, signup_day: np.ndarray, id_width: int
 ) -> tuple[pa.Table, pa.Table, pa.Table]:
     """Customers of a chunk with fake personal data, plus the duplicate and household truth."""
-    rng = np.random.default_rng([cfg.seed, 2, chunk.index])
-    global_index = chunk.first + np.arange(n)
+    rng = np.random.default_rng([cfg.seed, 2, index])
+    n = signup_day.size
+    global_index = offset + np.arange(n)
     customer_id = _id_strings("C", global_index + 1, id_width)
 
     # Roles: a duplicate record belongs to another customer's person; a household joiner takes a
@@ -774,7 +1039,7 @@ def _customers_tables(
     consent_email = rng.random(n) < CONSENT_EMAIL
     consent_sms = rng.random(n) < np.where(consent_email, *CONSENT_SMS_GIVEN_EMAIL[::-1])
     consent_phone = rng.random(n) < np.where(consent_sms, *CONSENT_PHONE_GIVEN_SMS[::-1])
-    signup = pa.array(chunk.signup_day + (cfg.start - date(1970, 1, 1)).days, pa.int32())
+    signup = pa.array(signup_day + (cfg.start - date(1970, 1, 1)).days, pa.int32())
     customers = pa.table(
         {
             "customer_id": customer_id,
@@ -802,7 +1067,7 @@ def _customers_tables(
     households = pa.table(
         {
             "customer_id": customer_id,
-            "household_key": _id_strings("H", chunk.first + home[person] + 1, id_width),
+            "household_key": _id_strings("H", offset + home[person] + 1, id_width),
         }
     )
     return customers, duplicates, households
@@ -866,6 +1131,48 @@ class _CsvSink:
         self.stream.close()
 
 
+def _config_record(cfg: SyntheticConfig) -> dict[str, object]:
+    """The config as JSON for the manifest (no ``campaigns`` key when there are none, so files
+    without campaigns stay identical to the generator's earlier output)."""
+    record = cfg.model_dump(mode="json")
+    if not cfg.campaigns:
+        record.pop("campaigns")
+    return record
+
+
+def _campaign_tables(
+    cfg: SyntheticConfig, rows: _CampaignRows, first: int, id_width: int
+) -> tuple[pa.Table, pa.Table]:
+    """A chunk's campaign_history rows (CSV-ready) and their uplift truth."""
+    specs = sorted(cfg.campaigns, key=lambda c: c.send_date)
+    campaign_ids = pa.array([c.campaign_id for c in specs])
+    customer_id = _id_strings("C", first + rows.cust + 1, id_width)
+    history = pa.table(
+        {
+            "campaign_id": _encoded(rows.campaign, campaign_ids),
+            "customer_id": customer_id,
+            "offer_id": _encoded(rows.campaign, pa.array([c.offer_id for c in specs])),
+            "ts": _encoded(rows.campaign, pa.array([f"{c.send_date} 00:00:00" for c in specs])),
+            "group": _encoded(rows.treated.astype(np.int64), pa.array(["control", "treatment"])),
+            "responded": pa.array(rows.responded),
+            "reason": _encoded(
+                np.maximum(rows.reason, 0), pa.array(REASONS), null=rows.reason < 0
+            ),
+        }
+    )
+    truth = pa.table(
+        {
+            "campaign_id": campaign_ids.take(pa.array(rows.campaign)),
+            "customer_id": customer_id,
+            "p_control": pa.array(rows.p_control),
+            "p_treatment": pa.array(rows.p_treatment),
+            "true_uplift": pa.array(rows.p_treatment - rows.p_control),
+        },
+        schema=UPLIFT_TRUTH_SCHEMA,
+    )
+    return history, truth
+
+
 def generate(
     cfg: SyntheticConfig, out_dir: Path, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, int]:
@@ -880,33 +1187,43 @@ def generate(
     as_of = pa.array(np.array(cutoff_days, np.int32) + epoch_day, pa.int32()).cast(pa.date32())
     counts: dict[str, int] = {}
     n_dirty = 0
+    names = [
+        "transactions.csv", "customers.csv", "truth_duplicates.csv", "truth_households.csv",
+        "truth_churn.parquet", "offers.csv", "products.csv", "MANIFEST.json",
+    ]
+    if cfg.campaigns:
+        names += ["campaign_history.csv", "truth_uplift.parquet"]
     with ExitStack() as stack:
-        paths = {
-            name: stack.enter_context(atomic_path(out_dir / name))
-            for name in (
-                "transactions.csv", "customers.csv", "truth_duplicates.csv",
-                "truth_households.csv", "truth_churn.parquet", "offers.csv", "products.csv",
-                "MANIFEST.json",
-            )
-        }
+        paths = {name: stack.enter_context(atomic_path(out_dir / name)) for name in names}
         sinks: dict[str, _CsvSink] = {}
         truth_writer = pq.ParquetWriter(str(paths["truth_churn.parquet"]), TRUTH_SCHEMA)
         truth_rows = 0
+        uplift_writer = (
+            pq.ParquetWriter(str(paths["truth_uplift.parquet"]), UPLIFT_TRUTH_SCHEMA)
+            if cfg.campaigns
+            else None
+        )
+        uplift_rows = 0
         order_offset = 0
         for index, first in enumerate(range(0, cfg.n_customers, cfg.chunk_customers)):
             n = min(cfg.chunk_customers, cfg.n_customers - first)
-            chunk = _simulate_chunk(cfg, world, cutoff_days, index, first, n)
+            chunk = _simulate_chunk(cfg, world, cutoff_days, index, first, n, id_width)
             transactions, dirty = _transactions_table(cfg, world, chunk, order_offset, id_width)
             order_offset += chunk.n_orders
             n_dirty += dirty
             tables = dict(
                 zip(
                     ("customers.csv", "truth_duplicates.csv", "truth_households.csv"),
-                    _customers_tables(cfg, chunk, n, id_width),
+                    chunk.customers,
                     strict=True,
                 )
             )
             tables["transactions.csv"] = transactions
+            if uplift_writer is not None and chunk.campaigns is not None:
+                history, truth_up = _campaign_tables(cfg, chunk.campaigns, first, id_width)
+                tables["campaign_history.csv"] = history
+                uplift_writer.write_table(truth_up)
+                uplift_rows += truth_up.num_rows
             for name, table in tables.items():
                 if name not in sinks:
                     sinks[name] = _CsvSink(paths[name], table.schema)
@@ -933,6 +1250,9 @@ def generate(
             sink.close()
             counts[name] = sink.rows
         counts["truth_churn.parquet"] = truth_rows
+        if uplift_writer is not None:
+            uplift_writer.close()
+            counts["truth_uplift.parquet"] = uplift_rows
         for name, table in (
             ("offers.csv", _offers_table(world)),
             ("products.csv", _products_table(world)),
@@ -944,7 +1264,7 @@ def generate(
         manifest = {
             "generator": "features.synthetic",
             "version": GENERATOR_VERSION,
-            "config": cfg.model_dump(mode="json"),
+            "config": _config_record(cfg),
             "rows": dict(sorted(counts.items())),
             "dirty_transaction_rows": n_dirty,
         }
@@ -952,4 +1272,13 @@ def generate(
     return dict(sorted(counts.items()))
 
 
-__all__ = ["CUSTOMER_COLUMNS", "TRANSACTION_COLUMNS", "SyntheticConfig", "generate"]
+__all__ = [
+    "CAMPAIGN_COLUMNS",
+    "CUSTOMER_COLUMNS",
+    "REASONS",
+    "TRANSACTION_COLUMNS",
+    "CampaignSpec",
+    "SyntheticConfig",
+    "campaign_effects",
+    "generate",
+]

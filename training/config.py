@@ -103,22 +103,77 @@ class GradePolicy(BaseModel):
 
 
 class NBOSpec(BaseModel):
-    """Next-best-offer options."""
+    """Next-best-offer options (docs/nbo.md)."""
 
     model_config = ConfigDict(extra="forbid")
     k: list[int] = Field(default_factory=lambda: [1, 3, 5])
     kinds: list[Literal["cross_sell", "up_sell"]] = Field(
         default_factory=lambda: ["cross_sell", "up_sell"]
     )
+    offers: Literal["table", "derive"] = Field(
+        "table",
+        description="table: the dataset's ingested offers; derive: one cross-sell offer per "
+        "transaction category (offer group), from the lines up to the last training cutoff",
+    )
+    margin_rate: float = Field(
+        0.35, gt=0, le=1, description="derive: offer value = this x median order-line amount"
+    )
+    min_offer_lines: int = Field(
+        100, ge=1, description="derive: groups with fewer lines are not offered"
+    )
+    exclude_categories: list[str] = Field(
+        default_factory=list, description="categories never offered (e.g. a catch-all OTHER)"
+    )
+    products: str | None = Field(
+        None,
+        description="product -> tier file (product_id, tier) for up-sell, when the dataset has "
+        "no ingested products table; {home} and ${VAR} expand, relative to the dataset YAML",
+    )
+    upsell_steps: int = Field(1, ge=1, description="up-sell: how many tiers above the current")
+    bought_within_days: int | None = Field(
+        None,
+        gt=0,
+        description="a category counts as already bought (no cross-sell of it) when bought in "
+        "this many days before the cutoff; None: ever bought by the cutoff",
+    )
+    rank_by: Literal["expected_value", "probability"] = Field(
+        "expected_value", description="serving order of a customer's offers"
+    )
 
 
 class UpliftSpec(BaseModel):
-    """Uplift options: which campaigns, which learner."""
+    """Uplift options: campaigns, learner, where features come from, groups, metric (see
+    docs/campaigns.md)."""
 
     model_config = ConfigDict(extra="forbid")
-    campaign_ids: list[str] | None = None
+    campaign_ids: list[str] | None = Field(None, description="campaigns to learn from (all)")
     learner: Literal["x", "t"] = "x"
-    top_k: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3])
+    top_k: list[float] = Field(
+        default_factory=lambda: [0.1, 0.2, 0.3], description="fractions for uplift at top k"
+    )
+    metric: Literal["qini", "auuc"] = Field(
+        "qini", description="test metric for the grade and the champion / challenger decision"
+    )
+    features: Literal["auto", "transactions", "campaign_history"] = Field(
+        "auto",
+        description="transactions: the feature set at the day before each send; campaign_history:"
+        " its extra (passthrough) columns; auto: transactions when the dataset has them",
+    )
+    treatment_groups: list[str] = Field(
+        default_factory=lambda: ["treatment"], description="group values meaning treated"
+    )
+    control_groups: list[str] = Field(
+        default_factory=lambda: ["control"], description="group values meaning control"
+    )
+
+    @model_validator(mode="after")
+    def _fractions(self) -> UpliftSpec:
+        if not self.top_k or any(not 0 < k <= 1 for k in self.top_k):
+            raise ValueError(f"uplift.top_k must be fractions in (0, 1], got {self.top_k}")
+        both = {g.lower() for g in self.treatment_groups} & {g.lower() for g in self.control_groups}
+        if both:
+            raise ValueError(f"uplift: groups {sorted(both)} are both treatment and control")
+        return self
 
 
 class ExperimentConfig(BaseModel):

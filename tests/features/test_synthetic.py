@@ -18,9 +18,12 @@ from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
 from features.synthetic import (
+    CAMPAIGN_COLUMNS,
     CUSTOMER_COLUMNS,
+    REASONS,
     TRANSACTION_COLUMNS,
     SyntheticConfig,
+    campaign_effects,
     generate,
 )
 
@@ -353,3 +356,200 @@ def test_chunking_keeps_ids_and_distribution(generated, tmp_path) -> None:
     assert abs(len(orders) / len(generated["orders"]) - 1) < 0.1
     duplicates = pd.read_csv(tmp_path / "truth_duplicates.csv")
     assert 0.005 <= len(duplicates) / N_CUSTOMERS <= 0.02
+
+
+# --------------------------------------------------------------------------- campaigns
+
+CAMPAIGNS = [
+    {"campaign_id": "RET_A", "send_date": date(2023, 5, 1), "offer_id": "RET_01"},
+    {"campaign_id": "XS_B", "send_date": date(2023, 11, 6), "offer_id": "XS_cat_02",
+     "window_days": 21},
+    {"campaign_id": "RET_C", "send_date": date(2024, 3, 4), "offer_id": "RET_01",
+     "audience_share": 1.0, "control_share": 0.3},
+]
+CAMPAIGN_CUTOFFS = [date(2024, 6, 30)]  # its horizon starts after the last window (2024-04-02)
+
+
+@pytest.fixture(scope="module")
+def with_campaigns(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The test configuration with three campaigns, and the same seed without them."""
+    out, plain = tmp_path_factory.mktemp("campaigns"), tmp_path_factory.mktemp("plain")
+    overrides = {"truth_cutoffs": CAMPAIGN_CUTOFFS}
+    counts = generate(config(campaigns=CAMPAIGNS, **overrides), out)
+    generate(config(**overrides), plain)
+    clean, _ = split_clean(pd.read_csv(out / "transactions.csv", **RAW))
+    history = pd.read_csv(out / "campaign_history.csv", **RAW)
+    history["responded"] = history["responded"].map({"true": True, "false": False})
+    truth = pd.read_parquet(out / "truth_uplift.parquet")
+    rows = history.merge(truth, on=["campaign_id", "customer_id"], validate="one_to_one")
+    send = rows["campaign_id"].map({c["campaign_id"]: c["send_date"] for c in CAMPAIGNS})
+    rows["send"] = pd.to_datetime(send)
+    return {"out": out, "plain": plain, "counts": counts, "clean": clean, "history": history,
+            "rows": rows, "orders": orders_of(clean)}
+
+
+def history_at_send(rows: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
+    """Recency (days from the last order date to T = send - 1) and orders on days T-364 .. T."""
+    day = orders["ts"].dt.normalize()
+    out = []
+    for send, part in rows.groupby("send"):
+        before = orders[day < send]
+        last = before.groupby("customer_id")["ts"].max().dt.normalize()
+        recent = before[day[before.index] >= send - pd.Timedelta(days=365)]
+        freq = recent.groupby("customer_id").size()
+        out.append(part.assign(
+            recency=(send - pd.Timedelta(days=1) - part["customer_id"].map(last)).dt.days,
+            frequency=part["customer_id"].map(freq).fillna(0),
+        ))
+    return pd.concat(out)
+
+
+def test_campaigns_change_only_the_order_files(with_campaigns) -> None:
+    out, plain = with_campaigns["out"], with_campaigns["plain"]
+    assert {"campaign_history.csv", "truth_uplift.parquet"} <= {p.name for p in out.iterdir()}
+    assert not (plain / "campaign_history.csv").exists()
+    first, second = digests(out), digests(plain)
+    same = {"customers.csv", "offers.csv", "products.csv", "truth_duplicates.csv",
+            "truth_households.csv"}
+    assert {name for name in second if first[name] == second[name]} == same
+    assert "campaigns" not in json.loads((plain / "MANIFEST.json").read_text())["config"]
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    assert SyntheticConfig.model_validate(manifest["config"]) == config(
+        campaigns=CAMPAIGNS, truth_cutoffs=CAMPAIGN_CUTOFFS)
+    assert manifest["rows"]["campaign_history.csv"] == len(with_campaigns["history"])
+
+
+def test_campaign_history_follows_the_contract(with_campaigns) -> None:
+    history, out = with_campaigns["history"], with_campaigns["out"]
+    header = (out / "campaign_history.csv").read_text(encoding="utf-8").split("\n", 1)[0]
+    assert header == ",".join(CAMPAIGN_COLUMNS)
+    assert not history.duplicated(["campaign_id", "customer_id"]).any()
+    assert set(history["group"]) == {"treatment", "control"}
+    spec = {c["campaign_id"]: c for c in CAMPAIGNS}
+    assert (history["ts"] == history["campaign_id"].map(
+        lambda c: f"{spec[c]['send_date']} 00:00:00")).all()
+    assert (history["offer_id"] == history["campaign_id"].map(
+        lambda c: spec[c]["offer_id"])).all()
+    declined = (history["group"] == "treatment") & ~history["responded"]
+    assert (history.loc[~declined, "reason"] == "").all()  # reasons only from the contacted
+    assert set(history.loc[declined, "reason"]) == {"", *REASONS}
+    control = history.groupby("campaign_id")["group"].apply(lambda g: (g == "control").mean())
+    assert abs(control["RET_C"] - 0.3) < 0.04 and abs(control["RET_A"] - 0.5) < 0.04
+
+
+def test_audience_is_consenting_customers_active_before_the_send(with_campaigns) -> None:
+    rows = history_at_send(with_campaigns["rows"], with_campaigns["orders"])
+    customers = pd.read_csv(with_campaigns["out"] / "customers.csv", **RAW).set_index(
+        "customer_id")
+    assert (customers.loc[rows["customer_id"], "consent_email"] == "true").all()
+    assert rows["recency"].between(0, 364).all()
+    # RET_C takes every eligible customer: all consenting customers with an order in the year
+    orders, send = with_campaigns["orders"], pd.Timestamp(date(2024, 3, 4))
+    day = orders["ts"].dt.normalize()
+    active = set(orders.loc[(day < send) & (day >= send - pd.Timedelta(days=365)), "customer_id"])
+    eligible = {c for c in active if customers.loc[c, "consent_email"] == "true"}
+    assert set(rows.loc[rows["campaign_id"] == "RET_C", "customer_id"]) == eligible
+
+
+def test_responses_are_the_orders_in_the_window(with_campaigns) -> None:
+    rows, orders = with_campaigns["rows"], with_campaigns["orders"]
+    window = rows["campaign_id"].map(
+        {c["campaign_id"]: c.get("window_days", 30) for c in CAMPAIGNS})
+    joined = rows.assign(end=rows["send"] + pd.to_timedelta(window, unit="D")).merge(
+        orders.assign(day=orders["ts"].dt.normalize()), on="customer_id", how="left"
+    )
+    inside = (joined["day"] >= joined["send"]) & (joined["day"] < joined["end"])
+    bought = inside.groupby([joined["campaign_id"], joined["customer_id"]]).any()
+    expected = rows.set_index(["campaign_id", "customer_id"])["responded"]
+    assert bought.reindex(expected.index).equals(expected)
+
+
+def test_uplift_truth_is_calibrated(with_campaigns) -> None:
+    # responded ~ Bernoulli(p_treatment) in the treated group and Bernoulli(p_control) in the
+    # control group: sum(responded - p) has variance sum(p (1 - p)); allow 4 standard errors
+    rows = with_campaigns["rows"]
+    treated = rows["group"] == "treatment"
+    rows = rows.assign(p=np.where(treated, rows["p_treatment"], rows["p_control"]))
+    assert np.allclose(rows["true_uplift"], rows["p_treatment"] - rows["p_control"])
+    assert rows[["p_control", "p_treatment"]].stack().between(0, 1).all()
+    groups = [g for _, g in rows.groupby(["campaign_id", "group"])]
+    groups += [g for _, g in rows.groupby([rows["group"], pd.qcut(rows["p"], 4)], observed=True)]
+    for g in groups:
+        se = np.sqrt((g["p"] * (1 - g["p"])).sum())
+        assert abs(g["responded"].sum() - g["p"].sum()) < 4 * se + 1
+    # the control share of responders estimates the mean p_control of everyone
+    ate = rows["true_uplift"].mean()
+    diff = rows.loc[treated, "responded"].mean() - rows.loc[~treated, "responded"].mean()
+    assert abs(diff - ate) < 4 * np.sqrt(0.25 / treated.sum() + 0.25 / (~treated).sum())
+
+
+def test_uplift_is_heterogeneous_in_observable_history(with_campaigns) -> None:
+    rows = history_at_send(with_campaigns["rows"], with_campaigns["orders"])
+    uplift = rows["true_uplift"]
+    lapsing = rows["recency"].between(30, 120) & (rows["frequency"] <= 4)
+    fresh_heavy = (rows["recency"] < 14) & (rows["frequency"] >= 12)
+    assert uplift[lapsing].mean() > 0.12 > 0.0 > uplift[fresh_heavy].mean()  # sleeping dogs
+    assert uplift[lapsing].mean() > uplift[rows["recency"] >= 250].mean() + 0.05
+    assert (uplift < 0).mean() > 0.05
+    # the offer matters: a cross-sell is worth less than a retention offer on average
+    by_campaign = rows.groupby("campaign_id")["true_uplift"].mean()
+    assert by_campaign["XS_B"] < by_campaign[["RET_A", "RET_C"]].min()
+
+
+def test_effect_functions_have_the_documented_shape() -> None:
+    r = np.array([0, 10, 60, 60, 60, 400, 5])
+    f = np.array([1, 1, 1, 6, 20, 1, 20])
+    q, s = campaign_effects(r, f, np.ones(7), max_uplift=0.4, sleeping_dog=0.3)
+    assert q[2] == pytest.approx(0.4 * 1 / (1 + (1 / 6) ** 2))  # peak at 60 days
+    assert q[3] == pytest.approx(q[2] * (1 + (1 / 6) ** 2) / 2)  # halved at 6 orders a year
+    assert q[0] < q[1] < q[2] and q[5] < q[2] / 10 and q[4] < q[2] / 5
+    # suppression ("sleeping dogs"): frequent and recent buyers, fading with recency
+    assert s[6] > 0.25 and s[6] > s[4] > 0.05 > 0.01 > s[2] and s[0] < 0.01
+    q0, _ = campaign_effects(r, f, np.zeros(7), 0.4, 0.3)
+    assert (q0 == 0).all()  # an irrelevant offer induces nothing
+
+
+def test_reasons_depend_on_the_customer(with_campaigns) -> None:
+    rows, clean = with_campaigns["rows"], with_campaigns["clean"]
+    bought = clean[~clean["is_return"]]
+    price = (bought["amount"] / bought["quantity"]).groupby(bought["customer_id"]).mean()
+    said = rows[rows["reason"] != ""].assign(unit_price=lambda d: d["customer_id"].map(price))
+    cheap = said["unit_price"] <= said["unit_price"].quantile(1 / 3)
+    dear = said["unit_price"] >= said["unit_price"].quantile(2 / 3)
+    assert (said.loc[cheap, "reason"] == "price").mean() > (
+        said.loc[dear, "reason"] == "price").mean() + 0.05
+    relevant = said.groupby("campaign_id")["reason"].apply(lambda r: (r == "not relevant").mean())
+    assert relevant["XS_B"] > 2 * relevant[["RET_A", "RET_C"]].max()
+    assert said.groupby("campaign_id")["reason"].nunique().min() == len(REASONS)
+
+
+def test_campaign_config_is_validated() -> None:
+    good = {"campaign_id": "A", "send_date": date(2023, 5, 1)}
+    SyntheticConfig(campaigns=[good])
+    for bad in (
+        [good, {**good, "send_date": date(2023, 5, 20)}],  # same id
+        [good, {"campaign_id": "B", "send_date": date(2023, 5, 20)}],  # windows overlap
+        [{**good, "offer_id": "XS_cat_09"}],  # 8 categories
+        [{**good, "send_date": date(2024, 12, 15)}],  # window past end
+        [{**good, "campaign_id": "a b"}],
+        [{**good, "control_share": 1.0}],
+    ):
+        with pytest.raises(ValidationError):
+            SyntheticConfig(campaigns=bad)
+    with pytest.raises(ValidationError, match="churn-truth horizon"):
+        SyntheticConfig(campaigns=[good], truth_cutoffs=[date(2023, 3, 31)])
+
+
+def test_campaign_history_ingests_without_quarantine(with_campaigns, tmp_path) -> None:
+    from features.sources import DatasetConfig, ingest
+    from features.store import StateDirs
+
+    out = with_campaigns["out"]
+    dataset = DatasetConfig.model_validate({
+        "name": "syn", "tables": {"campaign_history": {
+            "ts_format": "%Y-%m-%d %H:%M:%S",
+            "sources": [{"path": str(out / "campaign_history.csv")}]}}})
+    report = ingest(dataset, StateDirs.resolve(tmp_path)).tables["campaign_history"]
+    assert report.quarantined == 0 and report.accepted == len(with_campaigns["history"])
+    table = pd.read_parquet(report.accepted_path)
+    assert table["responded"].dtype == bool and table["reason"].isna().sum() > 0

@@ -1,0 +1,610 @@
+"""Uplift training job: who does a contact change? Learned from past campaigns' control groups.
+
+Rows are the contacts of ``campaign_history`` (one per campaign and customer; a repeated contact
+keeps its first row): ``treatment`` = the group is one of ``uplift.treatment_groups``, ``label`` =
+responded. Features come from one of two places (``uplift.features``):
+
+* ``transactions`` (the default when the dataset has transactions): the experiment's feature set
+  at the cutoff ``T = send date - 1 day`` of each campaign (its first contact's date), computed by
+  ``features.build.compute_features``; strictly point in time, the contact and its response window
+  are after ``T``. A contacted customer with no order by ``T`` keeps missing features;
+* ``campaign_history``: the table's extra (passthrough) columns, as given (datasets that ship
+  their features with the contacts, e.g. a prospect mailing).
+
+Split: with two or more campaigns, out of time -- the campaigns sent on the latest send date are
+the test rows, the earlier ones are fitted; with one campaign, a seeded split of its contacts
+stratified by group x response (``split.test_size`` of them are test rows).
+
+Evaluation on the test rows: the normalised Qini coefficient, AUUC and uplift at each top-k of
+the uplift model, of the *response model* (an XGBoost of P(respond | treated) fitted on the
+treated fit rows: the usual way to target) and of random targeting (the mean of 20 seeded random
+rankings; its uplift at k is the overall uplift). With a synthetic ``truth_uplift.parquet`` beside
+the campaign_history file: the same metrics of the true uplift, the correlation of predicted with
+true CATE, and the mean *true* uplift among the top k of each ranking (noise-free).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+
+from features.build import compute_features, transactions_source
+from features.contracts import CAMPAIGN_HISTORY
+from features.definitions import FeatureSet, feature_set
+from features.sources import DatasetConfig, _sha256, connect, load_dataset
+from features.store import StateDirs
+from models.estimators import preprocessor, xgb_pipeline
+from models.pyfunc import ScoringModel
+from models.uplift import (
+    DEFAULT_UPLIFT_PARAMS,
+    make_learner,
+    qini_curve,
+    uplift_by_bin,
+    uplift_metrics,
+)
+from training.config import ExperimentConfig
+from training.evaluate import grade
+from training.promote import PromotionDecision, PromotionPolicy, decide_promotion
+from training.train import PIP_REQUIREMENTS, _git_sha, _input_example, build_manifest, setup_mlflow
+
+ID, LABEL, TREATMENT, SPLIT = "customer_id", "label", "treatment", "split"
+CAMPAIGN, SEND, CUTOFF = "campaign_id", "send_date", "as_of"
+TRUTH_FILE = "truth_uplift.parquet"
+RANDOM_DRAWS = 20
+
+
+@dataclass
+class UpliftFrame:
+    """Contacts with features, treatment, label and split; what the campaigns were."""
+
+    frame: pd.DataFrame
+    feature_names: list[str]
+    categorical: list[str]
+    campaigns: pd.DataFrame  # campaign_id, send_date, as_of, split, contacts, treated, control
+    split_kind: str
+    feature_set: FeatureSet | None = None
+    truth_path: Path | None = None
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def part(self, name: str) -> pd.DataFrame:
+        return self.frame[self.frame[SPLIT] == name]
+
+
+@dataclass
+class UpliftResult:
+    """What an uplift run produced: the model, the baseline, metrics, grade and test rows."""
+
+    model: Pipeline  # preprocessing + learner; predict = estimated uplift
+    response_model: Pipeline  # the baseline: P(respond | treated)
+    feature_names: list[str]
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    random_metrics: dict[str, float]
+    truth_metrics: dict[str, float] | None
+    test_predictions: pd.DataFrame
+    test_frame: pd.DataFrame
+    bins: pd.DataFrame
+    campaigns: pd.DataFrame
+    split_kind: str
+    grade: str
+    params: dict[str, Any]
+    row_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def baseline_name(self) -> str:
+        return "response model"
+
+
+# --------------------------------------------------------------------------- the frame
+
+
+def _group_treatment(group: pd.Series, cfg: ExperimentConfig) -> pd.Series:
+    """1 = treated, 0 = control; names every group value that is neither."""
+    g = group.astype("string").str.strip().str.lower()
+    treated = {v.lower() for v in cfg.uplift.treatment_groups}
+    control = {v.lower() for v in cfg.uplift.control_groups}
+    unknown = sorted(set(g.dropna()) - treated - control)
+    if unknown or g.isna().any():
+        shown = unknown[:5] + (["<missing>"] if g.isna().any() else [])
+        raise ValueError(
+            f"campaign_history group values {shown} are neither treatment "
+            f"{sorted(treated)} nor control {sorted(control)}; set uplift.treatment_groups / "
+            "uplift.control_groups or map them in the dataset config"
+        )
+    return g.isin(treated).astype(int)
+
+
+def read_contacts(cfg: ExperimentConfig, state: StateDirs, dataset: str) -> tuple[pd.DataFrame,
+                                                                                  dict[str, int]]:
+    """The experiment's campaign contacts: one row per campaign and customer, with treatment and
+    label; the send date of each campaign is its first contact's date."""
+    path = state.data(dataset) / "campaign_history.parquet"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no ingested campaign_history for dataset {dataset!r} at {path}; the dataset config "
+            "needs a campaign_history table (then `patron ingest`)"
+        )
+    contacts = pd.read_parquet(path)
+    contacts[CAMPAIGN] = contacts[CAMPAIGN].astype(str)
+    contacts[ID] = contacts[ID].astype(str)
+    wanted = cfg.uplift.campaign_ids
+    if wanted:
+        unknown = sorted(set(wanted) - set(contacts[CAMPAIGN]))
+        if unknown:
+            raise ValueError(f"uplift.campaign_ids {unknown} are not in the campaign history")
+        contacts = contacts[contacts[CAMPAIGN].isin(wanted)]
+    if contacts.empty:
+        raise ValueError("the campaign history has no contacts to learn from")
+    contacts = contacts.sort_values([CAMPAIGN, "ts"], kind="stable")
+    repeated = contacts.duplicated([CAMPAIGN, ID])
+    contacts = contacts[~repeated].copy()
+    contacts[TREATMENT] = _group_treatment(contacts["group"], cfg).to_numpy()
+    contacts[LABEL] = contacts["responded"].astype(bool).astype(int)
+    first = contacts.groupby(CAMPAIGN)["ts"].transform("min")
+    contacts[SEND] = pd.to_datetime(first).dt.normalize()
+    contacts[CUTOFF] = contacts[SEND] - pd.Timedelta(days=1)
+    return contacts.reset_index(drop=True), {"repeated_contacts_dropped": int(repeated.sum())}
+
+
+def _split(contacts: pd.DataFrame, test_size: float, seed: int) -> tuple[pd.Series, str]:
+    """fit / test per contact: out of time over campaigns, or stratified within one campaign."""
+    sends = contacts.groupby(CAMPAIGN)[SEND].first()
+    if len(sends) >= 2:
+        latest = sends.max()
+        if (sends < latest).sum() == 0:
+            raise ValueError("all campaigns share one send date: nothing earlier to learn from")
+        test = contacts[CAMPAIGN].map(sends == latest)
+        return pd.Series(np.where(test, "test", "fit"), index=contacts.index), "out_of_time"
+    strata = contacts[TREATMENT].astype(str) + "_" + contacts[LABEL].astype(str)
+    if strata.value_counts().min() < 2:
+        strata = contacts[TREATMENT].astype(str)
+    _, test_idx = train_test_split(
+        contacts.index, test_size=test_size, random_state=seed, stratify=strata
+    )
+    out = pd.Series("fit", index=contacts.index, dtype=object)
+    out[test_idx] = "test"
+    return out, "stratified_by_group_and_response"
+
+
+def _truth_path(dataset: DatasetConfig, state: StateDirs) -> Path | None:
+    """A synthetic dataset's uplift truth, beside its campaign_history file, if there is one."""
+    table = dataset.tables.get("campaign_history")
+    if table is None:
+        return None
+    for src in table.sources:
+        candidate = dataset.resolve_path(src.path, state).parent / TRUTH_FILE
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def uplift_frame(cfg: ExperimentConfig, state: StateDirs) -> tuple[UpliftFrame, dict[str, Any]]:
+    """The experiment's contacts with point-in-time features and a split; the ingest report."""
+    dataset = load_dataset(cfg.dataset)
+    report_path = state.data(dataset.name) / "ingest_report.json"
+    ingest_report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    contacts, dropped = read_contacts(cfg, state, dataset.name)
+    source = cfg.uplift.features
+    if source == "auto":
+        has_tx = (state.data(dataset.name) / "transactions.parquet").exists()
+        source = "transactions" if has_tx else "campaign_history"
+    fs: FeatureSet | None = None
+    if source == "transactions":
+        fs = feature_set(cfg.feature_set, cfg.rfm)
+        tx = transactions_source(state, dataset.name)
+        con = connect(state)
+        try:
+            feats = []
+            for as_of in sorted(contacts[CUTOFF].unique()):
+                day = pd.Timestamp(as_of).date()
+                f = compute_features(con, tx, day, fs)
+                f.insert(1, CUTOFF, pd.Timestamp(as_of))
+                feats.append(f)
+        finally:
+            con.close()
+        base = contacts[[CAMPAIGN, ID, SEND, CUTOFF, TREATMENT, LABEL]]
+        frame = base.merge(pd.concat(feats, ignore_index=True), on=[ID, CUTOFF], how="left",
+                           validate="many_to_one", indicator=True)
+        dropped["contacts_without_history"] = int((frame.pop("_merge") == "left_only").sum())
+        names, categorical = fs.names, fs.categorical_names
+    else:
+        reserved = {*CAMPAIGN_HISTORY.names, TREATMENT, LABEL, SEND, CUTOFF, *cfg.drop_columns}
+        names = [c for c in contacts.columns if c not in reserved]
+        if not names:
+            raise ValueError(
+                "uplift.features is campaign_history but the table has no extra columns to use "
+                "as features; map some (passthrough) or use a dataset with transactions"
+            )
+        frame = contacts
+        categorical = [
+            c for c in names
+            if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
+        ]
+        for c in categorical:
+            frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
+    frame = frame.reset_index(drop=True)
+    frame[SPLIT], kind = _split(frame, cfg.split.test_size, cfg.seed)
+    campaigns = (
+        frame.groupby(CAMPAIGN)
+        .agg(send_date=(SEND, "first"), as_of=(CUTOFF, "first"), split=(SPLIT, _label_split),
+             contacts=(ID, "size"), treated=(TREATMENT, "sum"))
+        .reset_index()
+        .sort_values([SEND, CAMPAIGN])
+    )
+    campaigns["control"] = campaigns["contacts"] - campaigns["treated"]
+    return (
+        UpliftFrame(frame, list(names), list(categorical), campaigns, kind, fs,
+                    _truth_path(dataset, state), dropped),
+        ingest_report,
+    )
+
+
+def _label_split(values: pd.Series) -> str:
+    return "+".join(sorted(set(values)))
+
+
+# --------------------------------------------------------------------------- fit and evaluate
+
+
+def _random_metrics(
+    y: np.ndarray, t: np.ndarray, top_k: list[float], seed: int
+) -> dict[str, float]:
+    """Random targeting: mean (and spread) of seeded random rankings; uplift at k = overall."""
+    rng = np.random.default_rng(seed)
+    draws = [uplift_metrics(y, t, rng.random(y.size), []) for _ in range(RANDOM_DRAWS)]
+    out = {
+        "qini": float(np.mean([d["qini"] for d in draws])),
+        "qini_sd": float(np.std([d["qini"] for d in draws])),
+        "auuc": float(np.mean([d["auuc"] for d in draws])),
+    }
+    overall = float(y[t == 1].mean() - y[t == 0].mean())
+    for k in top_k:
+        out[f"uplift_at_{round(100 * k)}pct"] = overall
+    return out
+
+
+def _true_uplift_at_k(true: np.ndarray, score: np.ndarray, top_k: list[float]) -> dict[str, float]:
+    """Mean true uplift among the top k of a ranking (noise-free targeting value)."""
+    order = np.argsort(-score, kind="mergesort")
+    return {
+        f"true_uplift_at_{round(100 * k)}pct": float(true[order[: math.ceil(k * true.size)]].mean())
+        for k in top_k
+    }
+
+
+def train_uplift(
+    cfg: ExperimentConfig, uf: UpliftFrame, params: dict[str, Any] | None = None
+) -> UpliftResult:
+    """Fit the uplift learner and the response model on ``fit`` rows; evaluate on ``test``."""
+    fit_rows, test_rows = uf.part("fit"), uf.part("test")
+    for name, rows in (("fit", fit_rows), ("test", test_rows)):
+        if rows[TREATMENT].nunique() < 2:
+            raise ValueError(f"the {name} rows need both treated and control contacts")
+        if rows[LABEL].nunique() < 2:
+            raise ValueError(f"the {name} rows need both responders and non-responders")
+    params = {**DEFAULT_UPLIFT_PARAMS, **cfg.model.params, **(params or {})}
+    names, categorical = uf.feature_names, uf.categorical
+    learner = make_learner(cfg.uplift.learner, params, cfg.seed)
+    model = Pipeline([("pre", preprocessor(names, categorical)), ("uplift", learner)])
+    model.fit(fit_rows[names], fit_rows[LABEL].to_numpy(),
+              uplift__treatment=fit_rows[TREATMENT].to_numpy())
+    treated_fit = fit_rows[fit_rows[TREATMENT] == 1]
+    response = xgb_pipeline(names, categorical, params, cfg.seed)
+    response.fit(treated_fit[names], treated_fit[LABEL].to_numpy())
+
+    x_test = test_rows[names]
+    y, t = test_rows[LABEL].to_numpy(), test_rows[TREATMENT].to_numpy()
+    uplift = model.predict(x_test)
+    p_respond = response.predict_proba(x_test)[:, 1]
+    top_k = list(cfg.uplift.top_k)
+    preds = pd.DataFrame(
+        {
+            CAMPAIGN: test_rows[CAMPAIGN].to_numpy(),
+            ID: test_rows[ID].to_numpy(),
+            TREATMENT: t,
+            LABEL: y,
+            "uplift": uplift,
+            "response_score": p_respond,
+        }
+    )
+    metrics = uplift_metrics(y, t, uplift, top_k)
+    base = uplift_metrics(y, t, p_respond, top_k)
+    rand = _random_metrics(y, t, top_k, cfg.seed)
+    truth_metrics: dict[str, float] | None = None
+    true = None
+    if uf.truth_path is not None:
+        truth = pd.read_parquet(uf.truth_path, columns=[CAMPAIGN, ID, "true_uplift"])
+        truth[CAMPAIGN], truth[ID] = truth[CAMPAIGN].astype(str), truth[ID].astype(str)
+        preds = preds.merge(truth, on=[CAMPAIGN, ID], how="left", validate="one_to_one")
+        if preds["true_uplift"].notna().all():
+            true = preds["true_uplift"].to_numpy()
+            truth_metrics = uplift_metrics(y, t, true, top_k)
+            truth_metrics["mean_true_uplift"] = float(true.mean())
+            truth_metrics.update(_true_uplift_at_k(true, true, top_k))
+            metrics["corr_true_uplift"] = float(np.corrcoef(uplift, true)[0, 1])
+            metrics["spearman_true_uplift"] = float(
+                pd.Series(uplift).corr(pd.Series(true), method="spearman")
+            )
+            base["corr_true_uplift"] = float(np.corrcoef(p_respond, true)[0, 1])
+            metrics.update(_true_uplift_at_k(true, uplift, top_k))
+            base.update(_true_uplift_at_k(true, p_respond, top_k))
+            for k in top_k:
+                rand[f"true_uplift_at_{round(100 * k)}pct"] = float(true.mean())
+    metric = cfg.uplift.metric
+    counts = {
+        "fit_rows": len(fit_rows),
+        "test_rows": len(test_rows),
+        "fit_treated": int(fit_rows[TREATMENT].sum()),
+        "test_treated": int(t.sum()),
+        **uf.dropped,
+    }
+    return UpliftResult(
+        model=model,
+        response_model=response,
+        feature_names=names,
+        metrics=metrics,
+        baseline_metrics=base,
+        random_metrics=rand,
+        truth_metrics=truth_metrics,
+        test_predictions=preds,
+        test_frame=test_rows.reset_index(drop=True),
+        bins=uplift_by_bin(y, t, uplift, 10, true),
+        campaigns=uf.campaigns,
+        split_kind=uf.split_kind,
+        grade=grade(metrics[metric], base[metric], cfg.grade.a_margin, True),
+        params=params,
+        row_counts=counts,
+    )
+
+
+# --------------------------------------------------------------------------- logging
+
+
+def plot_qini(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path,
+              title: str) -> Path:
+    """Qini curves (incremental responses against the share targeted) of several rankings."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
+    end = (0.0, 0.0)
+    for name, (y, t, s) in curves.items():
+        x, q = qini_curve(y, t, s)
+        ax.plot(100 * x / x[-1], q, label=name)
+        end = (100.0, float(q[-1]))
+    ax.plot([0, end[0]], [0, end[1]], ls="--", color="grey", label="random")
+    ax.set_xlabel("customers targeted (%, highest score first)")
+    ax.set_ylabel("incremental responses (Qini)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _metric_dicts(result: UpliftResult) -> dict[str, dict[str, float]]:
+    out = {"test": result.metrics, "response_model": result.baseline_metrics,
+           "random": result.random_metrics}
+    if result.truth_metrics is not None:
+        out["truth"] = result.truth_metrics
+    return out
+
+
+def _champion_metric(cfg: ExperimentConfig, result: UpliftResult, client: Any) -> float | None:
+    """The current champion's metric on the challenger's own test rows (None if no champion)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(cfg.registered_model, "champion")
+    except MlflowException:
+        return None
+    wrapper = mlflow.pyfunc.load_model(
+        f"models:/{cfg.registered_model}/{mv.version}"
+    ).unwrap_python_model()
+    try:
+        scores = np.asarray(wrapper.score(result.test_frame), dtype=float)
+    except (ValueError, KeyError):  # the champion needs other features: its own logged metric
+        return client.get_run(mv.run_id).data.metrics.get(f"test_{cfg.uplift.metric}")
+    preds = result.test_predictions
+    return uplift_metrics(preds[LABEL], preds[TREATMENT], scores, [])[cfg.uplift.metric]
+
+
+def _decide(cfg: ExperimentConfig, result: UpliftResult, client: Any) -> PromotionDecision:
+    policy = PromotionPolicy(metric=cfg.uplift.metric, higher_is_better=True,
+                             margin=cfg.promotion.margin)
+    return decide_promotion(
+        policy,
+        challenger=result.metrics[cfg.uplift.metric],
+        baseline=result.baseline_metrics[cfg.uplift.metric],
+        champion=_champion_metric(cfg, result, client),
+    )
+
+
+def run_description(cfg: ExperimentConfig, result: UpliftResult) -> str:
+    """A human sentence for the MLflow UI's run list."""
+    m, b = result.metrics, result.baseline_metrics
+    text = (f"uplift ({cfg.uplift.learner}-learner) on {cfg.dataset}, {result.split_kind}: Qini "
+            f"{m['qini']:.3f} vs response model {b['qini']:.3f}")
+    if result.truth_metrics:
+        text += f" (truth {result.truth_metrics['qini']:.3f})"
+    return f"{text}, grade {result.grade}. {cfg.description}".strip()
+
+
+def log_uplift_result(
+    cfg: ExperimentConfig,
+    result: UpliftResult,
+    manifest: dict[str, Any],
+    state: StateDirs,
+    feature_set_doc: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Log params, metrics, Qini chart, config, manifest and model; register; decide promotion."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    setup_mlflow(state, cfg.experiment_name)
+    campaigns = result.campaigns
+    with mlflow.start_run(run_name=cfg.name) as run, tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        mlflow.set_tags(
+            {
+                "family": cfg.family,
+                "dataset": manifest.get("dataset") or "",
+                "feature_set": manifest.get("feature_set") or "",
+                "git_sha": _git_sha(),
+                "grade": result.grade,
+                "baseline": result.baseline_name,
+                "split": result.split_kind,
+                "mlflow.note.content": run_description(cfg, result),
+            }
+        )
+        mlflow.log_params(
+            {
+                **{f"xgb.{k}": v for k, v in result.params.items()},
+                "family": cfg.family,
+                "learner": cfg.uplift.learner,
+                "feature_set": manifest.get("feature_set") or "",
+                "split": result.split_kind,
+                "train_campaigns": ",".join(campaigns.loc[campaigns["split"].str.contains("fit"),
+                                                          CAMPAIGN]),
+                "test_campaigns": ",".join(campaigns.loc[campaigns["split"].str.contains("test"),
+                                                         CAMPAIGN]),
+                "metric": cfg.uplift.metric,
+                "top_k": ",".join(str(k) for k in cfg.uplift.top_k),
+                "seed": cfg.seed,
+            }
+        )
+        for prefix, values in _metric_dicts(result).items():
+            mlflow.log_metrics({f"{prefix}_{k}": v for k, v in values.items() if np.isfinite(v)})
+        if cfg.config_path is not None:
+            mlflow.log_artifact(str(cfg.config_path), artifact_path="config")
+        mlflow.log_dict(cfg.model_dump(mode="json"), "config/resolved.json")
+        mlflow.log_dict(manifest, "data_manifest.json")
+        if feature_set_doc:
+            mlflow.log_dict(feature_set_doc, "feature_set.json")
+        mlflow.log_dict({k: v for k, v in _metric_dicts(result).items()},
+                        "evaluation/metrics.json")
+        preds = result.test_predictions
+        preds.to_parquet(tmp_path / "test_predictions.parquet", index=False)
+        result.bins.to_csv(tmp_path / "uplift_by_decile.csv", index=False)
+        campaigns.astype({SEND: str, CUTOFF: str}).to_csv(tmp_path / "campaigns.csv", index=False)
+        y, t = preds[LABEL].to_numpy(), preds[TREATMENT].to_numpy()
+        curves = {
+            f"uplift model ({cfg.uplift.learner}-learner)": (y, t, preds["uplift"].to_numpy()),
+            "response model": (y, t, preds["response_score"].to_numpy()),
+        }
+        if "true_uplift" in preds and preds["true_uplift"].notna().all():
+            curves["true uplift"] = (y, t, preds["true_uplift"].to_numpy())
+        plot_qini(curves, tmp_path / "qini.png", f"Qini, test campaigns ({result.split_kind})")
+        for name in ("test_predictions.parquet", "uplift_by_decile.csv", "campaigns.csv",
+                     "qini.png"):
+            mlflow.log_artifact(str(tmp_path / name), artifact_path="evaluation")
+        wrapper = ScoringModel(result.model, result.feature_names, cfg.family)
+        example = _input_example(result.test_frame[result.feature_names])
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=wrapper,
+            signature=infer_signature(example, wrapper.predict(None, example)),
+            input_example=example,
+            pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=cfg.registered_model,
+        )
+        version = str(info.registered_model_version)
+        client = MlflowClient()
+        decision = _decide(cfg, result, client)
+        client.set_registered_model_alias(cfg.registered_model, "challenger", version)
+        if decision.promote:
+            client.set_registered_model_alias(cfg.registered_model, "champion", version)
+        client.set_model_version_tag(cfg.registered_model, version, "grade", result.grade)
+        mlflow.set_tag("promoted_to_champion", str(decision.promote).lower())
+        mlflow.log_dict(decision.to_dict(), "promotion.json")
+        if decision.champion is not None:
+            mlflow.log_metric(f"champion_{decision.metric}", decision.champion)
+        return {
+            "run_id": run.info.run_id,
+            "experiment_id": run.info.experiment_id,
+            "model_uri": info.model_uri,
+            "registered_model": cfg.registered_model,
+            "version": version,
+            "champion": decision.promote,
+            "decision": decision.to_dict(),
+        }
+
+
+def uplift_manifest(
+    cfg: ExperimentConfig, uf: UpliftFrame, ingest_report: dict[str, Any],
+    row_counts: dict[str, int],
+) -> dict[str, Any]:
+    """The data manifest: input files, campaigns with send dates and cutoffs, split, row counts."""
+    manifest = build_manifest(cfg, ingest_report, row_counts)
+    manifest["feature_set"] = uf.feature_set.name if uf.feature_set else None
+    manifest["features_from"] = "transactions" if uf.feature_set else "campaign_history"
+    manifest["split"] = uf.split_kind
+    manifest["campaigns"] = [
+        {
+            CAMPAIGN: r[CAMPAIGN],
+            "send_date": pd.Timestamp(r[SEND]).date().isoformat(),
+            "feature_cutoff": pd.Timestamp(r[CUTOFF]).date().isoformat(),
+            "split": r["split"],
+            "contacts": int(r["contacts"]),
+            "treated": int(r["treated"]),
+            "control": int(r["control"]),
+        }
+        for _, r in uf.campaigns.iterrows()
+    ]
+    if uf.truth_path is not None:
+        manifest["truth_file"] = {"path": str(uf.truth_path), "sha256": _sha256(uf.truth_path)}
+    return manifest
+
+
+def run_uplift_training(
+    cfg: ExperimentConfig,
+    state: StateDirs,
+    progress: Any = None,
+    params: dict[str, Any] | None = None,
+) -> tuple[UpliftResult, dict[str, Any]]:
+    """The whole job: contacts and features, fit, evaluate, log to MLflow, decide promotion."""
+    if cfg.family != "uplift":
+        raise ValueError(f"run_uplift_training needs family 'uplift', got {cfg.family!r}")
+    if progress:
+        progress("features")
+    uf, ingest_report = uplift_frame(cfg, state)
+    if progress:
+        progress("fit")
+    result = train_uplift(cfg, uf, params)
+    manifest = uplift_manifest(cfg, uf, ingest_report, result.row_counts)
+    if progress:
+        progress("log")
+    fs_doc = (
+        {"name": uf.feature_set.name, "features": uf.feature_set.describe()}
+        if uf.feature_set
+        else None
+    )
+    logged = log_uplift_result(cfg, result, manifest, state, fs_doc)
+    return result, logged
+
+
+__all__ = [
+    "UpliftFrame",
+    "UpliftResult",
+    "log_uplift_result",
+    "plot_qini",
+    "read_contacts",
+    "run_uplift_training",
+    "train_uplift",
+    "uplift_frame",
+]
