@@ -48,3 +48,11 @@ def test_bad_date_is_a_clear_usage_error(synthetic_pipeline):
     result = runner.invoke(app, ["segments", "--as-of", "31/12/2024", "--home", home])
     assert result.exit_code == 2
     assert "not a date" in result.output
+
+
+def test_campaign_evaluate(synthetic_pipeline, tmp_path):
+    home = str(synthetic_pipeline["state"].home)
+    page = tmp_path / "campaigns.html"
+    out = _run("campaign", "evaluate", "--home", home, "--html", str(page))
+    assert "CMP_" in out
+    assert page.exists() and "<img" in page.read_text()

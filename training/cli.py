@@ -447,6 +447,40 @@ def monitor(
     )
 
 
+campaign_app = typer.Typer(help="Campaign read-outs.", no_args_is_help=True)
+app.add_typer(campaign_app, name="campaign")
+
+
+@campaign_app.command("evaluate")
+def campaign_evaluate(
+    dataset: DatasetOpt = "synthetic",
+    campaign: Annotated[
+        list[str] | None, typer.Option("--campaign", help="campaign id (repeatable; default all)")
+    ] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="also write an HTML report")] = None,
+    window_days: Annotated[int, typer.Option(help="response / revenue window after a send")] = 30,
+    home: HomeOpt = None,
+) -> None:
+    """Per campaign and offer: treatment vs control, uplift CI and p-value, ROI, negatives."""
+    from experiments.campaigns import run_campaign_evaluate
+
+    table = run_campaign_evaluate(
+        _state(home), dataset, campaign or None, html, window_days=window_days
+    )
+    out = Table(title=f"campaigns of {dataset} (uplift: 95 % Newcombe interval)")
+    cols = ["campaign_id", "offer_id", "contacts", "control", "response_rate_treatment",
+            "response_rate_control", "uplift", "uplift_ci_low", "uplift_ci_high", "p_value",
+            "incremental_revenue", "roi", "declined"]
+    cols = [c for c in cols if c in table.columns]
+    for col in cols:
+        out.add_column(col)
+    for row in table[cols].itertuples(index=False):
+        out.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(out)
+    if html:
+        console.print(f"campaign report written to [bold]{html}[/bold]")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
