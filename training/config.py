@@ -139,6 +139,9 @@ class NBOSpec(BaseModel):
     rank_by: Literal["expected_value", "probability"] = Field(
         "expected_value", description="serving order of a customer's offers"
     )
+    seasonal: bool = Field(
+        True, description="give the model the cutoff's day of the year (seasonal offers)"
+    )
 
 
 class UpliftSpec(BaseModel):
