@@ -103,6 +103,19 @@ OFFERS = Table(
     ),
 )
 
+PRODUCTS = Table(
+    name="products",
+    description="The product catalogue: category and up-sell tier per product.",
+    key=("product_id",),
+    passthrough=True,
+    columns=(
+        Column("product_id", "string", True, "product / SKU"),
+        Column("category", "string", False, "product category"),
+        Column("tier", "integer", False, "up-sell tier (1 = entry)"),
+        Column("price", "double", False, "list price"),
+    ),
+)
+
 EVENTS = Table(
     name="events",
     description="Engagement events: visits, e-mail opens, clicks, complaints.",
@@ -140,5 +153,6 @@ LABELLED = Table(
 )
 
 TABLES: dict[str, Table] = {
-    t.name: t for t in (TRANSACTIONS, CUSTOMERS, OFFERS, EVENTS, CAMPAIGN_HISTORY, LABELLED)
+    t.name: t
+    for t in (TRANSACTIONS, CUSTOMERS, OFFERS, PRODUCTS, EVENTS, CAMPAIGN_HISTORY, LABELLED)
 }

@@ -54,5 +54,6 @@ def test_campaign_evaluate(synthetic_pipeline, tmp_path):
     home = str(synthetic_pipeline["state"].home)
     page = tmp_path / "campaigns.html"
     out = _run("campaign", "evaluate", "--home", home, "--html", str(page))
-    assert "CMP_" in out
-    assert page.exists() and "<img" in page.read_text()
+    assert "Newcombe" in out
+    html = page.read_text()
+    assert "CMP_" in html and "<img" in html
