@@ -5,26 +5,61 @@ Time convention (one definition for every engine):
     day T); labels see dates T+1 .. T+H. ``days_ago`` of a row is the number of calendar-day
     boundaries between its date and T (DuckDB ``date_diff('day', DATE, DATE)``, Spark ``datediff``),
     so a row on T has days_ago 0. A window of N days holds rows with days_ago < N (T-N+1 .. T).
+    "The 90 days before" a 90-day window are the rows with 90 <= days_ago < 180.
 
-An *order* is one order_id of a customer with at least one non-return line; its date is the date of
-its first line and its value the sum of its non-return lines. Returns are the lines flagged is_return
-(or with a negative amount).
+An *order* is one order_id of a customer with at least one non-return line; its date is the date
+of its first line and its value the sum of its non-return lines. Returns are the lines flagged
+is_return (or with a negative amount). The population at T is every customer with an order on or
+before T.
 
-Each feature is one SQL expression at one level:
-    ``orders``   an aggregate over the customer's orders (columns: days_ago, amount),
-    ``lines``    an aggregate over the customer's lines (days_ago, amount, is_return, category, ...),
-    ``derived``  an expression over other features of the same set.
-Released feature sets are never edited: add ``churn_v2`` instead.
+Each feature is one SQL expression (DuckDB dialect, written to transpile to Spark with sqlglot) at
+one level; aggregates run per customer over the level's rows, which have these columns:
+    ``orders``      the customer's orders: days_ago, amount, n_lines, n_units (sum of quantity),
+                    order_weekday (0 = Monday .. 6 = Sunday), order_month (1..12), gap_days (days
+                    since the customer's previous order; NULL for the first);
+    ``lines``       the customer's lines: days_ago, amount, quantity, is_return, order_id,
+                    product_id, category;
+    ``categories``  one row per category the customer bought (non-return lines, category not NULL):
+                    category, amount, share (of the customer's spend over those categories);
+    ``events``      the customer's events (optional ``events`` table): event_type (lower case),
+                    days_ago;
+    ``customers``   a scalar expression over the customer's row of the optional ``customers`` table
+                    (its columns plus signup_days_ago); not temporal: the table is today's state;
+    ``households``  the orders (days_ago, amount, customer_id) of every customer of the customer's
+                    household, from an optional map (customer_id, household_id); a customer absent
+                    from the map is a household of one;
+    ``derived``     an expression over the set's other (non-derived) features.
+A feature whose level has no rows for a customer (no events, say) takes its ``default`` (NULL when
+none). Released feature sets are never edited: add ``churn_v2`` instead. Sets combine with ``+``:
+``feature_set("crm_v1+crm_engagement_v1")``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
+import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
-Level = Literal["orders", "lines", "derived"]
+Level = Literal["orders", "lines", "categories", "events", "customers", "households", "derived"]
+DType = Literal["double", "integer", "string"]
+
+#: The input relation each level reads (derived features read none).
+LEVEL_INPUTS: dict[str, str | None] = {
+    "orders": "transactions",
+    "lines": "transactions",
+    "categories": "transactions",
+    "events": "events",
+    "customers": "customers",
+    "households": "households",
+    "derived": None,
+}
 
 
 @dataclass(frozen=True)
@@ -34,9 +69,11 @@ class Feature:
     name: str
     level: Level
     sql: str
-    dtype: Literal["double", "integer"] = "double"
+    dtype: DType = "double"
     window_days: int | None = None
     description: str = ""
+    default: float | None = None
+    family: str = ""
 
 
 class RFMPointsConfig(BaseModel):
@@ -56,16 +93,34 @@ class RFMPointsConfig(BaseModel):
     monetary_cap: float = 20.0
 
 
-def rfm_points_sql(cfg: RFMPointsConfig, recency: str, orders_2y: str, spend_2y: str) -> str:
-    """SQL of R + F + M points from the recency, the order count and the spend in the history."""
+def rfm_recency_points_sql(cfg: RFMPointsConfig, recency: str) -> str:
+    """SQL of the R points from the days since the last order."""
     bands = " ".join(
         f"WHEN {recency} < {b} THEN {p}"
         for b, p in zip(cfg.recency_bands_days, cfg.recency_points, strict=True)
     )
-    r = f"(CASE WHEN {recency} IS NULL THEN 0 {bands} ELSE {cfg.recency_points_older} END)"
-    f = f"LEAST({cfg.points_per_order} * {orders_2y}, {cfg.frequency_cap})"
-    m = f"LEAST(GREATEST({cfg.monetary_share} * {spend_2y}, 0.0), {cfg.monetary_cap})"
+    return f"(CASE WHEN {recency} IS NULL THEN 0 {bands} ELSE {cfg.recency_points_older} END)"
+
+
+def rfm_frequency_points_sql(cfg: RFMPointsConfig, orders_2y: str) -> str:
+    """SQL of the F points: points per order in the history, capped."""
+    return f"LEAST({cfg.points_per_order} * {orders_2y}, {cfg.frequency_cap})"
+
+
+def rfm_monetary_points_sql(cfg: RFMPointsConfig, spend_2y: str) -> str:
+    """SQL of the M points: a share of the spend in the history, floored at 0 and capped."""
+    return f"LEAST(GREATEST({cfg.monetary_share} * {spend_2y}, 0.0), {cfg.monetary_cap})"
+
+
+def rfm_points_sql(cfg: RFMPointsConfig, recency: str, orders_2y: str, spend_2y: str) -> str:
+    """SQL of R + F + M points from the recency, the order count and the spend in the history."""
+    r = rfm_recency_points_sql(cfg, recency)
+    f = rfm_frequency_points_sql(cfg, orders_2y)
+    m = rfm_monetary_points_sql(cfg, spend_2y)
     return f"CAST({r} AS DOUBLE) + {f} + {m}"
+
+
+# --------------------------------------------------------------------------- churn_v1 (released)
 
 
 def _window_features(days: int) -> list[Feature]:
@@ -118,9 +173,213 @@ def _core_features(rfm: RFMPointsConfig) -> list[Feature]:
                 "count(DISTINCT category) FILTER (WHERE NOT is_return)", "integer", None,
                 "distinct categories bought up to the cutoff"),
         Feature("rfm_points", "derived",
-                rfm_points_sql(rfm, "days_since_last_order", f"orders_count_{h}d", f"spend_sum_{h}d"),
+                rfm_points_sql(rfm, "days_since_last_order", f"orders_count_{h}d",
+                               f"spend_sum_{h}d"),
                 "double", h, "RFM points score R + F + M (max 60), the literature's scheme"),
     ]
+
+
+# --------------------------------------------------------------------------- crm_v1 families
+
+CRM_WINDOWS = (7, 30, 90, 180, 365)
+
+
+def _tagged(family: str, feats: Iterable[Feature]) -> list[Feature]:
+    return [replace(f, family=family) for f in feats]
+
+
+def _rfm_family(rfm: RFMPointsConfig) -> list[Feature]:
+    h = rfm.history_days
+    core = {f.name: f for f in _core_features(rfm)}
+    feats = [core[n] for n in ("days_since_last_order", "orders_count_total", "spend_sum_total",
+                               "spend_mean_order")]
+    for w in dict.fromkeys((*CRM_WINDOWS, h)):  # the history window, unless already a window
+        feats += _window_features(w)
+    feats += [
+        Feature("rfm_recency_points", "derived",
+                f"CAST({rfm_recency_points_sql(rfm, 'days_since_last_order')} AS DOUBLE)",
+                "double", None, "R points of the RFM scheme (by days since the last order)"),
+        Feature("rfm_frequency_points", "derived",
+                rfm_frequency_points_sql(rfm, f"orders_count_{h}d"), "double", h,
+                "F points of the RFM scheme (per order in the history window, capped)"),
+        Feature("rfm_monetary_points", "derived",
+                rfm_monetary_points_sql(rfm, f"spend_sum_{h}d"), "double", h,
+                "M points of the RFM scheme (share of the history spend, capped)"),
+        core["rfm_points"],
+    ]
+    return _tagged("rfm", feats)
+
+
+def _trend_family() -> list[Feature]:
+    now = "days_ago < 90"
+    before = "days_ago >= 90 AND days_ago < 180"
+    spend_now = f"coalesce(sum(amount) FILTER (WHERE {now}), 0.0)"
+    spend_before = f"coalesce(sum(amount) FILTER (WHERE {before}), 0.0)"
+    orders_now = f"count(*) FILTER (WHERE {now})"
+    orders_before = f"count(*) FILTER (WHERE {before})"
+    return _tagged("trend", [
+        Feature("spend_trend_diff_180d", "orders", f"{spend_now} - {spend_before}", "double", 180,
+                "spend in the last 90 days minus spend in the 90 days before"),
+        Feature("spend_trend_ratio_180d", "orders", f"{spend_now} / NULLIF({spend_before}, 0.0)",
+                "double", 180,
+                "spend in the last 90 days / spend in the 90 days before (NULL when that is 0)"),
+        Feature("orders_trend_diff_180d", "orders", f"{orders_now} - {orders_before}", "integer",
+                180, "orders in the last 90 days minus orders in the 90 days before"),
+        Feature("orders_trend_ratio_180d", "orders", f"{orders_now} / NULLIF({orders_before}, 0)",
+                "double", 180,
+                "orders in the last 90 days / orders in the 90 days before (NULL when that is 0)"),
+    ])
+
+
+def _interpurchase_family() -> list[Feature]:
+    return _tagged("interpurchase", [
+        Feature("interpurchase_days_mean", "orders", "avg(gap_days)", "double", None,
+                "mean days between consecutive orders (NULL with one order)"),
+        Feature("interpurchase_days_std", "orders", "stddev_samp(gap_days)", "double", None,
+                "sample std of the days between consecutive orders (NULL with < 3 orders)"),
+        Feature("days_overdue", "derived", "days_since_last_order - interpurchase_days_mean",
+                "double", None,
+                "days since the last order minus the mean gap: > 0 when the next order is late"),
+    ])
+
+
+def _basket_family() -> list[Feature]:
+    return _tagged("basket", [
+        Feature("lines_mean_order", "orders", "avg(n_lines)", "double", None,
+                "basket size: mean (non-return) lines per order"),
+        Feature("units_mean_order", "orders", "avg(n_units)", "double", None,
+                "basket size: mean units (sum of quantity) per order"),
+        Feature("spend_max_order", "orders", "max(amount)", "double", None,
+                "basket value: largest order value"),
+        Feature("spend_mean_order_365d", "orders", "avg(amount) FILTER (WHERE days_ago < 365)",
+                "double", 365, "basket value: mean order value in the last 365 days"),
+    ])
+
+
+def _category_family() -> list[Feature]:
+    return _tagged("category", [
+        Feature("categories_distinct", "lines",
+                "count(DISTINCT category) FILTER (WHERE NOT is_return)", "integer", None,
+                "distinct categories bought up to the cutoff"),
+        Feature("products_distinct", "lines",
+                "count(DISTINCT product_id) FILTER (WHERE NOT is_return)", "integer", None,
+                "distinct products bought up to the cutoff"),
+        Feature("category_share_max", "categories", "max(share)", "double", None,
+                "share of spend in the customer's top category (1 = single-category buyer)"),
+        Feature("category_entropy", "categories",
+                "-sum(share * ln(share)) FILTER (WHERE share > 0)", "double", None,
+                "Shannon entropy (nats) of the spend shares over categories (0 = one category)"),
+    ])
+
+
+def _returns_family() -> list[Feature]:
+    core = {f.name: f for f in _core_features(RFMPointsConfig())}
+    return _tagged("returns", [
+        core["returns_share"],
+        Feature("returns_share_365d", "lines",
+                "coalesce(-sum(amount) FILTER (WHERE is_return AND days_ago < 365) / "
+                "NULLIF(sum(amount) FILTER (WHERE NOT is_return AND days_ago < 365), 0.0), 0.0)",
+                "double", 365, "returned value / purchased value, last 365 days"),
+        Feature("returns_lines_share", "lines",
+                "count(*) FILTER (WHERE is_return) / NULLIF(count(*), 0)", "double", None,
+                "share of the customer's lines that are returns / cancellations"),
+        Feature("returns_orders_share", "lines",
+                "count(DISTINCT order_id) FILTER (WHERE is_return) / "
+                "NULLIF(count(DISTINCT order_id), 0)", "double", None,
+                "cancellation rate: share of the customer's order ids with a return line"),
+    ])
+
+
+def _season_family() -> list[Feature]:
+    return _tagged("season", [
+        Feature("orders_share_weekend", "orders",
+                "count(*) FILTER (WHERE order_weekday >= 5) / NULLIF(count(*), 0)", "double", None,
+                "share of orders placed on a Saturday or Sunday"),
+        Feature("orders_share_novdec", "orders",
+                "count(*) FILTER (WHERE order_month >= 11) / NULLIF(count(*), 0)", "double", None,
+                "share of orders placed in November or December"),
+    ])
+
+
+def _tenure_family() -> list[Feature]:
+    core = {f.name: f for f in _core_features(RFMPointsConfig())}
+    return _tagged("tenure", [core["days_since_first_order"]])
+
+
+ENGAGEMENT_EVENTS = (("visit", "visits"), ("email_open", "email_opens"), ("click", "clicks"),
+                     ("complaint", "complaints"))
+
+
+def _engagement_family() -> list[Feature]:
+    feats = [
+        Feature(f"{what}_count_{w}d", "events",
+                f"count(*) FILTER (WHERE event_type = '{etype}' AND days_ago < {w})", "integer",
+                w, f"{etype} events in the last {w} days", default=0.0)
+        for w in (30, 90)
+        for etype, what in ENGAGEMENT_EVENTS
+    ]
+    feats += [
+        Feature("days_since_last_event", "events", "min(days_ago)", "integer", None,
+                "days from the last event of any type to the cutoff (NULL: no event)"),
+        Feature("days_since_last_visit", "events",
+                "min(days_ago) FILTER (WHERE event_type = 'visit')", "integer", None,
+                "days from the last visit to the cutoff (NULL: no visit)"),
+        Feature("clicks_per_open_90d", "events",
+                "count(*) FILTER (WHERE event_type = 'click' AND days_ago < 90) / "
+                "NULLIF(count(*) FILTER (WHERE event_type = 'email_open' AND days_ago < 90), 0)",
+                "double", 90, "clicks / e-mail opens in the last 90 days (NULL: no open)"),
+    ]
+    return _tagged("engagement", feats)
+
+
+def _customer_family() -> list[Feature]:
+    return _tagged("customer", [
+        Feature("signup_tenure_days", "customers",
+                "CASE WHEN signup_days_ago >= 0 THEN signup_days_ago END", "integer", None,
+                "days from sign-up to the cutoff (NULL: unknown or after the cutoff)"),
+        Feature("country", "customers", "CAST(country AS VARCHAR)", "string", None,
+                "country code as recorded; encode with UnseenCategoryEncoder"),
+    ])
+
+
+def _household_family() -> list[Feature]:
+    return _tagged("household", [
+        Feature("household_customers_count", "households", "count(DISTINCT customer_id)",
+                "integer", None, "customers of the household with an order up to the cutoff"),
+        Feature("household_orders_count_total", "households", "count(*)", "integer", None,
+                "orders of the whole household up to the cutoff"),
+        Feature("household_orders_count_365d", "households",
+                "count(*) FILTER (WHERE days_ago < 365)", "integer", 365,
+                "orders of the whole household in the last 365 days"),
+        Feature("household_spend_sum_total", "households", "sum(amount)", "double", None,
+                "spend of the whole household up to the cutoff"),
+        Feature("household_spend_sum_365d", "households",
+                "coalesce(sum(amount) FILTER (WHERE days_ago < 365), 0.0)", "double", 365,
+                "spend of the whole household in the last 365 days"),
+        Feature("household_days_since_last_order", "households", "min(days_ago)", "integer",
+                None, "days from the household's last order to the cutoff"),
+    ])
+
+
+def category_share_features(
+    categories: Sequence[str], window_days: int | None = None
+) -> list[Feature]:
+    """Spend-share features for a configured category list (data-dependent: declare a new set)."""
+    within = f" AND days_ago < {window_days}" if window_days else ""
+    suffix = f"{window_days}d" if window_days else "total"
+    feats = []
+    for cat in categories:
+        slug = re.sub(r"[^a-z0-9]+", "_", cat.lower()).strip("_")
+        lit = cat.replace("'", "''")
+        feats.append(Feature(
+            f"spend_share_{slug}_{suffix}", "lines",
+            f"coalesce(sum(amount) FILTER (WHERE NOT is_return AND category = '{lit}'{within}) / "
+            f"NULLIF(sum(amount) FILTER (WHERE NOT is_return{within}), 0.0), 0.0)",
+            "double", window_days, f"share of spend in category {cat!r}", family="category"))
+    return feats
+
+
+# --------------------------------------------------------------------------- feature sets
 
 
 @dataclass(frozen=True)
@@ -135,24 +394,162 @@ class FeatureSet:
     def names(self) -> list[str]:
         return [f.name for f in self.features]
 
+    @property
+    def numeric_names(self) -> list[str]:
+        """Features a model can take as numbers."""
+        return [f.name for f in self.features if f.dtype != "string"]
+
+    @property
+    def categorical_names(self) -> list[str]:
+        """Features to encode (``UnseenCategoryEncoder``) before a numeric model."""
+        return [f.name for f in self.features if f.dtype == "string"]
+
+    @property
+    def inputs(self) -> list[str]:
+        """Input relations the set reads (always ``transactions``: it defines the population)."""
+        needed = {LEVEL_INPUTS[f.level] for f in self.features} - {None}
+        return ["transactions", *sorted(str(n) for n in needed - {"transactions"})]
+
     def describe(self) -> list[dict[str, object]]:
         """The set as data, for MLflow and docs."""
         return [
             {"name": f.name, "level": f.level, "dtype": f.dtype, "window_days": f.window_days,
-             "description": f.description}
+             "description": f.description, "family": f.family, "sql": f.sql,
+             "default": f.default}
             for f in self.features
         ]
 
 
-def feature_set(name: str, rfm: RFMPointsConfig | None = None) -> FeatureSet:
-    """Look up a released feature set by name."""
-    rfm = rfm or RFMPointsConfig()
-    sets = {
+def _set(name: str, description: str, feats: Iterable[Feature]) -> FeatureSet:
+    return FeatureSet(name, tuple(feats), description)
+
+
+def _sets(rfm: RFMPointsConfig) -> dict[str, Callable[[], FeatureSet]]:
+    return {
         "churn_v1": lambda: FeatureSet(
             "churn_v1", tuple(_core_features(rfm)),
             "RFM, order counts and spend in 30/90/365-day windows, tenure, returns, categories",
         ),
+        "crm_v1": lambda: _set(
+            "crm_v1",
+            "transactions only: RFM and 7/30/90/180/365-day windows, trends, inter-purchase time,"
+            " basket, category mix, returns, seasonality, tenure",
+            [*_rfm_family(rfm), *_tenure_family(), *_trend_family(), *_interpurchase_family(),
+             *_basket_family(), *_category_family(), *_returns_family(), *_season_family()],
+        ),
+        "crm_engagement_v1": lambda: _set(
+            "crm_engagement_v1", "engagement counts from the optional events table",
+            _engagement_family()),
+        "crm_customer_v1": lambda: _set(
+            "crm_customer_v1", "attributes from the optional customers table",
+            _customer_family()),
+        "crm_household_v1": lambda: _set(
+            "crm_household_v1", "household aggregates from an optional customer -> household map",
+            _household_family()),
     }
-    if name not in sets:
-        raise KeyError(f"unknown feature set {name!r}; known: {sorted(sets)}")
-    return sets[name]()
+
+
+#: Released feature sets, in catalogue order.
+RELEASED_SETS = ("churn_v1", "crm_v1", "crm_engagement_v1", "crm_customer_v1", "crm_household_v1")
+
+
+def _definition(f: Feature) -> tuple[object, ...]:
+    """What makes two features the same (documentation fields aside)."""
+    return (f.name, f.level, f.sql, f.dtype, f.window_days, f.default)
+
+
+def feature_set(name: str, rfm: RFMPointsConfig | None = None) -> FeatureSet:
+    """Look up a released feature set by name; ``a+b`` combines released sets in that order."""
+    sets = _sets(rfm or RFMPointsConfig())
+    parts = name.split("+")
+    unknown = [p for p in parts if p not in sets]
+    if unknown:
+        raise KeyError(f"unknown feature set {unknown[0]!r}; known: {sorted(sets)}")
+    if len(parts) == 1:
+        return sets[name]()
+    merged: dict[str, Feature] = {}
+    for part in parts:
+        for f in sets[part]().features:
+            if f.name in merged and _definition(merged[f.name]) != _definition(f):
+                raise ValueError(f"feature {f.name!r} is defined differently in {part!r}")
+            merged.setdefault(f.name, f)
+    return FeatureSet(name, tuple(merged.values()), " + ".join(parts))
+
+
+def catalogue_markdown(names: Sequence[str] = RELEASED_SETS) -> str:
+    """The feature catalogue as markdown tables (one per set), rendered from the declarations."""
+    out = []
+    for name in names:
+        fs = feature_set(name)
+        out.append(f"### `{fs.name}` ({len(fs.features)} features)\n")
+        out.append(f"{fs.description}. Inputs: {', '.join(fs.inputs)}.\n")
+        out.append("| feature | family | level | dtype | window | description | SQL |")
+        out.append("|---|---|---|---|---|---|---|")
+        for f in fs.features:
+            window = f"{f.window_days} d" if f.window_days else "all"
+            sql = f.sql.replace("|", "\\|")
+            out.append(f"| `{f.name}` | {f.family or '-'} | {f.level} | {f.dtype} | {window} | "
+                       f"{f.description} | `{sql}` |")
+        out.append("")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- categorical encoding
+
+
+class UnseenCategoryEncoder(TransformerMixin, BaseEstimator):
+    """Ordinal codes for string features; a category unseen in ``fit`` maps to ``other``.
+
+    Categories seen at least ``min_frequency`` times in ``fit`` keep a code (sorted order); missing
+    values are the category ``missing``; everything else (unseen, rare, or missing when no missing
+    value was seen) gets the code of ``other``, the last one. Output is float64, ready to stack
+    with numeric features. Values are compared as strings.
+    """
+
+    def __init__(self, min_frequency: int = 1, other: str = "__other__",
+                 missing: str = "__missing__") -> None:
+        self.min_frequency = min_frequency
+        self.other = other
+        self.missing = missing
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.string = True
+        tags.input_tags.categorical = True
+        return tags
+
+    def _strings(self, X: Any, reset: bool) -> pd.DataFrame:
+        array = validate_data(self, X, reset=reset, dtype=None, ensure_all_finite=False)
+        frame = pd.DataFrame(np.asarray(array, dtype=object))
+        return frame.apply(lambda col: col.where(col.notna(), self.missing).map(str))
+
+    def fit(self, X: Any, y: Any = None) -> UnseenCategoryEncoder:
+        """Learn the categories of each column that keep their own code."""
+        frame = self._strings(X, reset=True)
+        self.categories_ = []
+        for j in range(frame.shape[1]):
+            counts = frame.iloc[:, j].value_counts()
+            kept = sorted(str(c) for c in counts.index[counts >= self.min_frequency]
+                          if c != self.other)
+            self.categories_.append(np.asarray([*kept, self.other], dtype=object))
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Codes of each value; unseen values take the ``other`` code."""
+        check_is_fitted(self, "categories_")
+        frame = self._strings(X, reset=False)
+        out = np.empty(frame.shape, dtype=np.float64)
+        for j, cats in enumerate(self.categories_):
+            codes = pd.Index(cats).get_indexer(frame.iloc[:, j])
+            out[:, j] = np.where(codes < 0, len(cats) - 1, codes)
+        return out
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Output names equal input names."""
+        check_is_fitted(self, "categories_")
+        return _check_feature_names_in(self, input_features)
+
+
+if __name__ == "__main__":  # render the catalogue for docs/features.md
+    print(catalogue_markdown())

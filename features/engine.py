@@ -1,18 +1,64 @@
 """Compile declared feature sets and labels to SQL (DuckDB dialect; transpiled for Spark).
 
-Every function here is pure: it takes a relation (a table name or ``read_parquet(...)``), a cutoff and
-the declarations, and returns SQL text. Running the SQL is ``features.build``'s job.
+Every function here is pure: it takes relations (a table name, a view or ``read_parquet(...)``), a
+cutoff and the declarations, and returns SQL text. Running the SQL is ``features.build``'s job (and
+``features.spark``'s, after :func:`to_spark_sql`). The SQL avoids what does not transpile or differs
+between the engines: days are counted between DATEs, weekdays come from a day count (not dow
+numbering), every divisor is wrapped in NULLIF, no ``* EXCLUDE``, no materialisation hints.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import date
+from functools import lru_cache
 
-from features.definitions import FeatureSet
+import sqlglot
+from sqlglot import exp
+
+from features.definitions import LEVEL_INPUTS, Feature, FeatureSet
+
+_CTYPE = {"double": "DOUBLE", "integer": "BIGINT", "string": "VARCHAR"}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+#: Per-order columns (aggregates over the order's non-return lines), computed only when used.
+_ORDER_COLUMNS = {
+    "n_lines": "count(*)",
+    "n_units": "sum(quantity)",
+    # 1900-01-01 was a Monday: 0 = Monday .. 6 = Sunday in every engine (no dow numbering)
+    "order_weekday": "date_diff('day', DATE '1900-01-01', CAST(min(line_date) AS DATE)) % 7",
+    "order_month": "month(min(line_date))",
+}
+_ORDER_WINDOW_COLUMNS = ("gap_days",)
 
 
 def _date(d: date) -> str:
     return f"DATE '{d.isoformat()}'"
+
+
+@lru_cache(maxsize=4096)
+def referenced_columns(sql: str) -> frozenset[str]:
+    """Column names an SQL expression refers to (DuckDB dialect)."""
+    return frozenset(c.name for c in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Column))
+
+
+def to_spark_sql(sql: str) -> str:
+    """Transpile DuckDB SQL to Spark SQL."""
+    return sqlglot.transpile(sql, read="duckdb", write="spark")[0]
+
+
+def check_feature_set(fs: FeatureSet) -> None:
+    """Raise ValueError unless names are unique snake case and derived features use base ones."""
+    seen: set[str] = set()
+    base = {f.name for f in fs.features if f.level != "derived"}
+    for f in fs.features:
+        if not _NAME.match(f.name) or f.name in seen:
+            raise ValueError(f"feature name {f.name!r} is not unique lower snake case")
+        seen.add(f.name)
+        if f.level == "derived":
+            missing = referenced_columns(f.sql) - base
+            if missing:
+                raise ValueError(f"derived feature {f.name!r} uses {sorted(missing)}, which are "
+                                 f"not non-derived features of {fs.name!r}")
 
 
 def lines_sql(source: str, as_of: date) -> str:
@@ -22,44 +68,177 @@ def lines_sql(source: str, as_of: date) -> str:
            CAST(amount AS DOUBLE) AS amount,
            CAST(quantity AS DOUBLE) AS quantity,
            (coalesce(is_return, FALSE) OR amount < 0) AS is_return,
+           CAST(ts AS DATE) AS line_date,
            date_diff('day', CAST(ts AS DATE), {_date(as_of)}) AS days_ago
     FROM {source}
     WHERE CAST(ts AS DATE) <= {_date(as_of)}"""
 
 
-def features_sql(source: str, as_of: date, fs: FeatureSet) -> str:
-    """SQL computing feature set ``fs`` at ``as_of`` for every customer with an order by then."""
-    order_feats = [f for f in fs.features if f.level == "orders"]
-    line_feats = [f for f in fs.features if f.level == "lines"]
-    derived = [f for f in fs.features if f.level == "derived"]
-    ctype = {"double": "DOUBLE", "integer": "BIGINT"}
-    o_cols = ",\n           ".join(f"{f.sql} AS {f.name}" for f in order_feats)
-    l_cols = ",\n           ".join(f"{f.sql} AS {f.name}" for f in line_feats) or "0 AS __none"
-    base_cols = [f"CAST({f.name} AS {ctype[f.dtype]}) AS {f.name}" for f in order_feats + line_feats]
-    der_cols = [f"CAST({f.sql} AS {ctype[f.dtype]}) AS {f.name}" for f in derived]
-    final = ",\n       ".join(["customer_id", *base_cols, *der_cols])
-    return f"""
-WITH lines AS ({lines_sql(source, as_of)}
-),
-orders AS (
-    SELECT customer_id, order_id, max(days_ago) AS days_ago, sum(amount) AS amount
+_SEP = ",\n           "
+
+
+def _cols(feats: list[Feature]) -> str:
+    return _SEP.join(f"{f.sql} AS {f.name}" for f in feats)
+
+
+def _orders_ctes(source: str, as_of: date, feats: list[Feature]) -> list[str]:
+    """lines -> orders (only the per-order columns the features use) -> f_orders."""
+    used = set().union(*(referenced_columns(f.sql) for f in feats))
+    order_cols = "".join(f"{_SEP}{sql} AS {n}" for n, sql in _ORDER_COLUMNS.items() if n in used)
+    ctes = [
+        f"lines AS ({lines_sql(source, as_of)}\n)",
+        f"""orders AS (
+    SELECT customer_id, order_id, max(days_ago) AS days_ago, sum(amount) AS amount{order_cols}
     FROM lines WHERE NOT is_return
     GROUP BY customer_id, order_id
-),
-f_orders AS (
-    SELECT customer_id,
-           {o_cols}
-    FROM orders GROUP BY customer_id
-),
-f_lines AS (
-    SELECT customer_id,
-           {l_cols}
-    FROM lines GROUP BY customer_id
-),
-base AS (
-    SELECT o.*, l.* EXCLUDE (customer_id)
-    FROM f_orders o LEFT JOIN f_lines l ON o.customer_id = l.customer_id
-)
+)""",
+    ]
+    rel = "orders"
+    if used & set(_ORDER_WINDOW_COLUMNS):
+        # ties (two orders on one day) give a gap of 0 whichever comes first
+        ctes.append("""orders_seq AS (
+    SELECT *,
+           lag(days_ago) OVER (PARTITION BY customer_id ORDER BY days_ago DESC) - days_ago
+               AS gap_days
+    FROM orders
+)""")
+        rel = "orders_seq"
+    cols = _SEP.join(["customer_id", *(f"{f.sql} AS {f.name}" for f in feats)])
+    ctes.append(f"f_orders AS (\n    SELECT {cols}\n    FROM {rel} GROUP BY customer_id\n)")
+    return ctes
+
+
+def _grouped(name: str, rel: str, feats: list[Feature], key: str = "customer_id") -> str:
+    return (f"{name} AS (\n    SELECT {key},\n           {_cols(feats)}\n"
+            f"    FROM {rel} GROUP BY {key}\n)")
+
+
+def _categories_ctes(feats: list[Feature]) -> list[str]:
+    return [
+        """category_spend AS (
+    SELECT customer_id, category, sum(amount) AS amount
+    FROM lines WHERE NOT is_return AND category IS NOT NULL
+    GROUP BY customer_id, category
+)""",
+        """category_shares AS (
+    SELECT customer_id, category, amount,
+           amount / NULLIF(sum(amount) OVER (PARTITION BY customer_id), 0.0) AS share
+    FROM category_spend
+)""",
+        _grouped("f_categories", "category_shares", feats),
+    ]
+
+
+def _events_ctes(events: str, as_of: date, feats: list[Feature]) -> list[str]:
+    a = _date(as_of)
+    return [
+        f"""events_seen AS (
+    SELECT customer_id, lower(event_type) AS event_type,
+           date_diff('day', CAST(ts AS DATE), {a}) AS days_ago
+    FROM {events}
+    WHERE CAST(ts AS DATE) <= {a}
+)""",
+        _grouped("f_events", "events_seen", feats),
+    ]
+
+
+def _customers_ctes(customers: str, as_of: date, feats: list[Feature]) -> list[str]:
+    # one row per customer by contract; min() keeps the result defined if a table repeats one
+    wrapped = [Feature(f.name, f.level, f"min({f.sql})", f.dtype) for f in feats]
+    return [
+        f"""customers_seen AS (
+    SELECT *, date_diff('day', CAST(signup_date AS DATE), {_date(as_of)}) AS signup_days_ago
+    FROM {customers}
+)""",
+        _grouped("f_customers", "customers_seen", wrapped),
+    ]
+
+
+def _households_ctes(households: str, feats: list[Feature]) -> list[str]:
+    cols = "".join(f", a.{f.name}" for f in feats)
+    return [
+        f"""household_map AS (
+    SELECT CAST(customer_id AS VARCHAR) AS customer_id,
+           min(CAST(household_id AS VARCHAR)) AS household_id
+    FROM {households} GROUP BY CAST(customer_id AS VARCHAR)
+)""",
+        """customer_household AS (
+    SELECT c.customer_id,
+           coalesce(m.household_id, '__customer__:' || CAST(c.customer_id AS VARCHAR))
+               AS household_id
+    FROM (SELECT DISTINCT customer_id FROM orders) c
+    LEFT JOIN household_map m ON CAST(c.customer_id AS VARCHAR) = m.customer_id
+)""",
+        """household_orders AS (
+    SELECT ch.household_id, o.customer_id, o.days_ago, o.amount
+    FROM orders o JOIN customer_household ch ON o.customer_id = ch.customer_id
+)""",
+        _grouped("household_agg", "household_orders", feats, key="household_id"),
+        f"""f_households AS (
+    SELECT ch.customer_id{cols}
+    FROM customer_household ch JOIN household_agg a ON ch.household_id = a.household_id
+)""",
+    ]
+
+
+def features_sql(
+    source: str,
+    as_of: date,
+    fs: FeatureSet,
+    *,
+    events: str | None = None,
+    customers: str | None = None,
+    households: str | None = None,
+) -> str:
+    """SQL computing feature set ``fs`` at ``as_of`` for every customer with an order by then.
+
+    ``events``, ``customers`` and ``households`` (customer_id, household_id) are the optional input
+    relations; a set with features at their level needs them. Columns: customer_id, then the
+    features in declaration order; rows ordered by customer_id.
+    """
+    check_feature_set(fs)
+    given = {"transactions": source, "events": events, "customers": customers,
+             "households": households}
+    for f in fs.features:
+        needed = LEVEL_INPUTS[f.level]
+        if needed is not None and given[needed] is None:
+            raise ValueError(f"feature {f.name!r} of {fs.name!r} needs the {needed!r} relation")
+    by_level = {lvl: [f for f in fs.features if f.level == lvl] for lvl in LEVEL_INPUTS}
+
+    ctes = _orders_ctes(source, as_of, by_level["orders"])
+    joins: list[tuple[str, list[Feature]]] = []  # (cte, its features), left-joined to f_orders
+    if by_level["lines"]:
+        ctes.append(_grouped("f_lines", "lines", by_level["lines"]))
+        joins.append(("f_lines", by_level["lines"]))
+    if by_level["categories"]:
+        ctes += _categories_ctes(by_level["categories"])
+        joins.append(("f_categories", by_level["categories"]))
+    if by_level["events"] and events is not None:
+        ctes += _events_ctes(events, as_of, by_level["events"])
+        joins.append(("f_events", by_level["events"]))
+    if by_level["customers"] and customers is not None:
+        ctes += _customers_ctes(customers, as_of, by_level["customers"])
+        joins.append(("f_customers", by_level["customers"]))
+    if by_level["households"] and households is not None:
+        ctes += _households_ctes(households, by_level["households"])
+        joins.append(("f_households", by_level["households"]))
+
+    base_cols = ["o.customer_id", *(f"o.{f.name}" for f in by_level["orders"])]
+    join_sql = ""
+    for i, (cte, feats) in enumerate(joins):
+        alias = f"j{i}"
+        join_sql += f"\n    LEFT JOIN {cte} {alias} ON o.customer_id = {alias}.customer_id"
+        for f in feats:
+            col = f"{alias}.{f.name}"
+            base_cols.append(f"coalesce({col}, {f.default}) AS {f.name}"
+                             if f.default is not None else col)
+    ctes.append(f"base AS (\n    SELECT {_SEP.join(base_cols)}\n    FROM f_orders o{join_sql}\n)")
+    out = [f"CAST({f.sql if f.level == 'derived' else f.name} AS {_CTYPE[f.dtype]}) AS {f.name}"
+           for f in fs.features]
+    final = ",\n       ".join(["customer_id", *out])
+    with_ctes = ",\n".join(ctes)
+    return f"""
+WITH {with_ctes}
 SELECT {final}
 FROM base
 ORDER BY customer_id"""
