@@ -4,7 +4,6 @@ BG/NBD + Gamma-Gamma fitted on the same history, both evaluated out of time."""
 from __future__ import annotations
 
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,13 @@ from training.config import ExperimentConfig
 from training.evaluate import decile_table, grade, plot_gains, plot_importance
 from training.frames import ID, LABEL, ModelFrame, transactions_frame
 from training.promote import decide_promotion
-from training.train import PIP_REQUIREMENTS, _git_sha, _input_example, build_manifest, setup_mlflow
+from training.train import (
+    _git_sha,
+    _input_example,
+    build_manifest,
+    register_and_promote,
+    setup_mlflow,
+)
 
 DEFAULT_CLV_PARAMS: dict[str, Any] = {"objective": "reg:tweedie", "tweedie_variance_power": 1.5}
 
@@ -100,12 +105,10 @@ def log_clv_result(cfg: ExperimentConfig, result: CLVResult, manifest: dict[str,
     """Log the CLV run like the binary families: params, metrics, charts, model, promotion."""
     import mlflow
     from mlflow.exceptions import MlflowException
-    from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
 
     setup_mlflow(state, cfg.experiment_name)
     metric = cfg.promotion.metric
-    with mlflow.start_run(run_name=cfg.name) as run, tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run(run_name=cfg.name) as _run, tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         m, b = result.metrics, result.baseline_metrics
         mlflow.set_tags({
@@ -141,33 +144,19 @@ def log_clv_result(cfg: ExperimentConfig, result: CLVResult, manifest: dict[str,
             mlflow.log_artifact(str(tmp_path / name), artifact_path="evaluation")
         wrapper = ScoringModel(result.model, result.feature_names, "clv")
         example = _input_example(result.test_frame[result.feature_names])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=wrapper,
-                signature=infer_signature(example, wrapper.predict(None, example)),
-                input_example=example, pip_requirements=PIP_REQUIREMENTS,
-                registered_model_name=cfg.registered_model,
-            )
-        version = str(info.registered_model_version)
-        client = MlflowClient()
-        champion = None
-        try:
-            mv = client.get_model_version_by_alias(cfg.registered_model, "champion")
-            loaded = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}/{mv.version}")
-            scores = loaded.unwrap_python_model().score(result.test_frame)
-            champion = clv_metrics(preds[LABEL].to_numpy(), np.clip(scores, 0, None))[metric]
-        except MlflowException:
-            pass
-        decision = decide_promotion(cfg.promotion, m[metric], b[metric], champion)
-        client.set_registered_model_alias(cfg.registered_model, "challenger", version)
-        if decision.promote:
-            client.set_registered_model_alias(cfg.registered_model, "champion", version)
-        mlflow.set_tag("promoted_to_champion", str(decision.promote).lower())
-        mlflow.log_dict(decision.to_dict(), "promotion.json")
-        return {"run_id": run.info.run_id, "registered_model": cfg.registered_model,
-                "version": version, "champion": decision.promote,
-                "decision": decision.to_dict()}
+
+        def decide(client: Any) -> Any:
+            champion = None
+            try:
+                mv = client.get_model_version_by_alias(cfg.registered_model, "champion")
+                loaded = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}/{mv.version}")
+                scores = loaded.unwrap_python_model().score(result.test_frame)
+                champion = clv_metrics(preds[LABEL].to_numpy(), np.clip(scores, 0, None))[metric]
+            except MlflowException:
+                pass
+            return decide_promotion(cfg.promotion, m[metric], b[metric], champion)
+
+        return register_and_promote(cfg, wrapper, example, result.grade, decide)
 
 
 def run_clv_training(cfg: ExperimentConfig, state: StateDirs,

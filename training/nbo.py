@@ -35,7 +35,7 @@ from models.nbo import NBOClassifier, NBOModel, PopularityBaseline, attach_offer
 from training.config import ExperimentConfig
 from training.evaluate import binary_metrics, grade, plot_calibration, plot_importance
 from training.promote import PromotionDecision, decide_promotion
-from training.train import PIP_REQUIREMENTS, _git_sha, build_manifest, setup_mlflow
+from training.train import _git_sha, build_manifest, register_and_promote, setup_mlflow
 
 ID, AS_OF, SPLIT, LABEL = "customer_id", "as_of", "split", "taken"
 BASELINE_NAME = "popularity"
@@ -487,13 +487,11 @@ def log_nbo_result(
 ) -> dict[str, Any]:
     """Log params, metrics, config, manifest, charts and model; register; decide promotion."""
     import mlflow
-    from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
 
     assert cfg.cutoffs is not None
     setup_mlflow(state, cfg.experiment_name)
     ks = sorted(set(cfg.nbo.k))
-    with mlflow.start_run(run_name=cfg.name) as run, tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run(run_name=cfg.name) as _run, tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         mlflow.set_tags(
             {
@@ -573,38 +571,11 @@ def log_nbo_result(
             "ranking.png", "calibration.png", "importance.png",
         ):
             mlflow.log_artifact(str(tmp_path / name), artifact_path="evaluation")
-        wrapper = result.model
-        example = _input_example(result)
         params = {"k": 3, "kind": "any", "by": cfg.nbo.rank_by}
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=wrapper,
-            signature=infer_signature(example, wrapper.predict(None, example, params), params),
-            input_example=example,
-            pip_requirements=PIP_REQUIREMENTS,
-            registered_model_name=cfg.registered_model,
+        return register_and_promote(
+            cfg, result.model, _input_example(result), result.grade,
+            lambda client: _decide(cfg, result, client), predict_params=params,
         )
-        version = str(info.registered_model_version)
-        client = MlflowClient()
-        decision = _decide(cfg, result, client)
-        client.set_registered_model_alias(cfg.registered_model, "challenger", version)
-        if decision.promote:
-            client.set_registered_model_alias(cfg.registered_model, "champion", version)
-        client.set_model_version_tag(cfg.registered_model, version, "grade", result.grade)
-        client.set_model_version_tag(cfg.registered_model, version, "family", "nbo")
-        mlflow.set_tag("promoted_to_champion", str(decision.promote).lower())
-        mlflow.log_dict(decision.to_dict(), "promotion.json")
-        if decision.champion is not None:
-            mlflow.log_metric(f"champion_{decision.metric}", decision.champion)
-        return {
-            "run_id": run.info.run_id,
-            "experiment_id": run.info.experiment_id,
-            "model_uri": info.model_uri,
-            "registered_model": cfg.registered_model,
-            "version": version,
-            "champion": decision.promote,
-            "decision": decision.to_dict(),
-        }
 
 
 def _decide(cfg: ExperimentConfig, result: NBOResult, client: Any) -> PromotionDecision:

@@ -263,11 +263,9 @@ def log_result(
 ) -> dict[str, Any]:
     """Log params, metrics, config, manifest, charts and model; register; decide promotion."""
     import mlflow
-    from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
 
     setup_mlflow(state, cfg.experiment_name)
-    with mlflow.start_run(run_name=run_name(cfg, result.params)) as run, \
+    with mlflow.start_run(run_name=run_name(cfg, result.params)) as _run, \
             tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         mlflow.set_tags(
@@ -353,38 +351,62 @@ def log_result(
             mlflow.log_artifact(str(tmp_path / name), artifact_path="evaluation")
         wrapper = ScoringModel(result.model, result.feature_names, cfg.family, result.pipeline)
         example = _input_example(result.test_frame[result.feature_names])
-        with warnings.catch_warnings():
-            # integer feature columns are never missing in snapshots: MLflow's hint does not apply
-            warnings.simplefilter("ignore", UserWarning)
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=wrapper,
-                signature=infer_signature(example, wrapper.predict(None, example)),
-                input_example=example,
-                pip_requirements=PIP_REQUIREMENTS,
-                registered_model_name=cfg.registered_model,
-            )
-        version = str(info.registered_model_version)
-        client = MlflowClient()
-        decision = _decide(cfg, result, client)
-        client.set_registered_model_alias(cfg.registered_model, "challenger", version)
-        if decision.promote:
-            client.set_registered_model_alias(cfg.registered_model, "champion", version)
-        client.set_model_version_tag(cfg.registered_model, version, "grade", result.grade)
-        mlflow.set_tags({"promoted_to_champion": str(decision.promote).lower(),
-                         "promotion_reason": decision.reason, "model_version": version})
-        mlflow.log_dict(decision.to_dict(), "promotion.json")
-        if decision.champion is not None:
-            mlflow.log_metric(f"champion_{decision.metric}", decision.champion)
-        return {
-            "run_id": run.info.run_id,
-            "experiment_id": run.info.experiment_id,
-            "model_uri": info.model_uri,
-            "registered_model": cfg.registered_model,
-            "version": version,
-            "champion": decision.promote,
-            "decision": decision.to_dict(),
-        }
+        return register_and_promote(
+            cfg, wrapper, example, result.grade, lambda client: _decide(cfg, result, client)
+        )
+
+
+def register_and_promote(
+    cfg: ExperimentConfig,
+    wrapper: Any,
+    example: pd.DataFrame,
+    model_grade: str,
+    decide: Any,
+    predict_params: dict[str, Any] | None = None,
+    version_tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Inside an active run: log the pyfunc, register it as ``challenger``, decide promotion with
+    ``decide(client)``, move ``champion`` when earned, and log the decision with its numbers."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    run = mlflow.active_run()
+    output = wrapper.predict(None, example, predict_params) if predict_params else \
+        wrapper.predict(None, example)
+    with warnings.catch_warnings():
+        # integer feature columns are never missing in snapshots: MLflow's hint does not apply
+        warnings.simplefilter("ignore", UserWarning)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=wrapper,
+            signature=infer_signature(example, output, predict_params),
+            input_example=example,
+            pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=cfg.registered_model,
+        )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    decision: PromotionDecision = decide(client)
+    client.set_registered_model_alias(cfg.registered_model, "challenger", version)
+    if decision.promote:
+        client.set_registered_model_alias(cfg.registered_model, "champion", version)
+    for key, value in {"grade": model_grade, "family": cfg.family, **(version_tags or {})}.items():
+        client.set_model_version_tag(cfg.registered_model, version, key, value)
+    mlflow.set_tags({"promoted_to_champion": str(decision.promote).lower(),
+                     "promotion_reason": decision.reason, "model_version": version})
+    mlflow.log_dict(decision.to_dict(), "promotion.json")
+    if decision.champion is not None:
+        mlflow.log_metric(f"champion_{decision.metric}", decision.champion)
+    return {
+        "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+        "model_uri": info.model_uri,
+        "registered_model": cfg.registered_model,
+        "version": version,
+        "champion": decision.promote,
+        "decision": decision.to_dict(),
+    }
 
 
 def _champion_metric(cfg: ExperimentConfig, result: TrainResult, client: Any) -> float | None:

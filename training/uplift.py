@@ -54,7 +54,13 @@ from models.uplift import (
 from training.config import ExperimentConfig
 from training.evaluate import grade
 from training.promote import PromotionDecision, PromotionPolicy, decide_promotion
-from training.train import PIP_REQUIREMENTS, _git_sha, _input_example, build_manifest, setup_mlflow
+from training.train import (
+    _git_sha,
+    _input_example,
+    build_manifest,
+    register_and_promote,
+    setup_mlflow,
+)
 
 ID, LABEL, TREATMENT, SPLIT = "customer_id", "label", "treatment", "split"
 CAMPAIGN, SEND, CUTOFF = "campaign_id", "send_date", "as_of"
@@ -453,12 +459,10 @@ def log_uplift_result(
 ) -> dict[str, Any]:
     """Log params, metrics, Qini chart, config, manifest and model; register; decide promotion."""
     import mlflow
-    from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
 
     setup_mlflow(state, cfg.experiment_name)
     campaigns = result.campaigns
-    with mlflow.start_run(run_name=cfg.name) as run, tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run(run_name=cfg.name) as _run, tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         mlflow.set_tags(
             {
@@ -515,34 +519,9 @@ def log_uplift_result(
             mlflow.log_artifact(str(tmp_path / name), artifact_path="evaluation")
         wrapper = ScoringModel(result.model, result.feature_names, cfg.family)
         example = _input_example(result.test_frame[result.feature_names])
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=wrapper,
-            signature=infer_signature(example, wrapper.predict(None, example)),
-            input_example=example,
-            pip_requirements=PIP_REQUIREMENTS,
-            registered_model_name=cfg.registered_model,
+        return register_and_promote(
+            cfg, wrapper, example, result.grade, lambda client: _decide(cfg, result, client)
         )
-        version = str(info.registered_model_version)
-        client = MlflowClient()
-        decision = _decide(cfg, result, client)
-        client.set_registered_model_alias(cfg.registered_model, "challenger", version)
-        if decision.promote:
-            client.set_registered_model_alias(cfg.registered_model, "champion", version)
-        client.set_model_version_tag(cfg.registered_model, version, "grade", result.grade)
-        mlflow.set_tag("promoted_to_champion", str(decision.promote).lower())
-        mlflow.log_dict(decision.to_dict(), "promotion.json")
-        if decision.champion is not None:
-            mlflow.log_metric(f"champion_{decision.metric}", decision.champion)
-        return {
-            "run_id": run.info.run_id,
-            "experiment_id": run.info.experiment_id,
-            "model_uri": info.model_uri,
-            "registered_model": cfg.registered_model,
-            "version": version,
-            "champion": decision.promote,
-            "decision": decision.to_dict(),
-        }
 
 
 def uplift_manifest(
