@@ -34,11 +34,40 @@ def data_date_range(con: duckdb.DuckDBPyConnection, source: str) -> tuple[date, 
     return lo, hi
 
 
+def input_relations(state: StateDirs, dataset: str, fs: FeatureSet) -> dict[str, str]:
+    """The optional relations a feature set reads (events, customers, households), by keyword."""
+    files = {
+        "events": state.data(dataset) / "events.parquet",
+        "customers": state.data(dataset) / "customers.parquet",
+        "households": state.data(dataset) / "households.parquet",
+    }
+    hints = {
+        "events": "ingest an events table",
+        "customers": "ingest a customers table",
+        "households": "run `patron customers link`",
+    }
+    relations = {}
+    for name in fs.inputs:
+        if name == "transactions":
+            continue
+        path = files[name]
+        if not path.exists():
+            raise FileNotFoundError(
+                f"feature set {fs.name!r} reads {name} but {path} does not exist: {hints[name]}"
+            )
+        relations[name] = f"read_parquet({_lit(str(path))})"
+    return relations
+
+
 def compute_features(
-    con: duckdb.DuckDBPyConnection, source: str, as_of: date, fs: FeatureSet
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    as_of: date,
+    fs: FeatureSet,
+    **relations: str | None,
 ) -> pd.DataFrame:
     """Features of ``fs`` at ``as_of`` as a DataFrame (one row per customer)."""
-    return con.execute(features_sql(source, as_of, fs)).df()
+    return con.execute(features_sql(source, as_of, fs, **relations)).df()
 
 
 def compute_churn_labels(
@@ -81,10 +110,11 @@ def write_snapshot(
 ) -> Path:
     """Compute and write the feature snapshot at ``as_of`` out-of-core (DuckDB COPY), atomically."""
     source = transactions_source(state, dataset)
+    sql = features_sql(source, as_of, fs, **input_relations(state, dataset, fs))
     out = state.snapshots(dataset, fs.name) / f"as_of={as_of.isoformat()}.parquet"
     with atomic_path(out) as tmp:
         con.execute(
-            f"COPY ({features_sql(source, as_of, fs)}) TO {_lit(str(tmp))} (FORMAT parquet)"
+            f"COPY ({sql}) TO {_lit(str(tmp))} (FORMAT parquet)"
         )
     return out
 

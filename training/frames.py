@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from features.build import compute_features, data_date_range
+from features.build import compute_features, data_date_range, input_relations
 from features.definitions import FeatureSet, feature_set
 from features.labels import (
     campaign_response_label_sql,
@@ -72,6 +72,7 @@ def transactions_frame(
     campaigns = f"read_parquet({_lit(str(ch_path))})" if ch_path.exists() else None
     _, last = data_date_range(con, source)
     fs = feature_set(cfg.feature_set, cfg.rfm)
+    relations = input_relations(state, dataset, fs)
     cutoffs = [*cfg.cutoffs.train, cfg.cutoffs.test]
     frames = []
     for as_of in cutoffs:
@@ -80,7 +81,7 @@ def transactions_frame(
                 f"cutoff {as_of} + horizon {cfg.horizon_days} days runs past the last data date "
                 f"{last}"
             )
-        feats = compute_features(con, source, as_of, fs)
+        feats = compute_features(con, source, as_of, fs, **relations)
         labels = con.execute(label_sql(cfg, source, campaigns, as_of)).df()
         frame = labels.merge(feats, on=ID, how="inner", validate="one_to_one")
         frame.insert(1, AS_OF, pd.Timestamp(as_of))
@@ -96,7 +97,10 @@ def transactions_frame(
         valid = rng.random(len(train_idx)) < 0.2
         frame.loc[train_idx[valid], SPLIT] = "valid"
     value = cfg.value_column or ("value" if "value" in frame.columns else "spend_sum_365d")
-    return ModelFrame(frame, fs.names, [], value if value in frame.columns else None, fs)
+    categorical = fs.categorical_names
+    for c in categorical:
+        frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
+    return ModelFrame(frame, fs.names, categorical, value if value in frame.columns else None, fs)
 
 
 def split_labelled(frame: pd.DataFrame, split: Split, seed: int) -> pd.Series:

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
 
 from features.sources import connect, load_dataset
 from features.store import StateDirs
@@ -67,7 +69,8 @@ def fit_baseline(cfg: ExperimentConfig, mf: ModelFrame, fit_rows: pd.DataFrame) 
     """The family's simple baseline, fitted on the same rows as the model."""
     x, y = _xy(fit_rows, mf.feature_names)
     if "rfm_points" in mf.feature_names:
-        return ScoreColumnClassifier(column=mf.feature_names.index("rfm_points")).fit(x, y)
+        select = ColumnTransformer([("rfm", "passthrough", ["rfm_points"])])
+        return Pipeline([("select", select), ("score", ScoreColumnClassifier(column=0))]).fit(x, y)
     return logistic_baseline(mf.feature_names, mf.categorical).fit(x, y)
 
 

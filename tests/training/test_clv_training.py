@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tests.conftest import ROOT
 from training.clv import run_clv_training
 from training.config import load_experiment
-from tests.conftest import ROOT
 
 
 def test_clv_job_beats_random_and_logs(synthetic_pipeline):

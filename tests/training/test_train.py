@@ -84,3 +84,23 @@ def test_cutoffs_that_leak_into_the_test_period_are_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="overlaps the test cutoff"):
         load_experiment(text)
+
+
+def test_full_width_feature_set_with_customer_attributes_trains(synthetic_pipeline):
+    """crm_v1 + customer attributes: a string attribute goes through the unseen-category policy."""
+    from training.train import load_frame
+
+    cfg = synthetic_pipeline["cfg"].model_copy(
+        update={"feature_set": "crm_v1+crm_customer_v1", "model": cfg_model(60)}
+    )
+    mf, _ = load_frame(cfg, synthetic_pipeline["state"])
+    assert mf.categorical and set(mf.categorical) <= set(mf.feature_names)
+    result = train(cfg, mf)
+    assert 0.5 < result.metrics["roc_auc"] <= 1.0
+    assert result.baseline_metrics["roc_auc"] > 0.5
+
+
+def cfg_model(n_estimators: int):
+    from training.config import ModelSpec
+
+    return ModelSpec(params={"n_estimators": n_estimators})
