@@ -1,32 +1,461 @@
-"""Request and response schemas of the scoring API (pydantic; they make the OpenAPI document)."""
+"""Request and response schemas of the campaign API (pydantic; they make the OpenAPI document).
+
+BentoML turns each API method's parameters into the request body's fields, so request bodies are
+declared as annotated parameters in serving.service, with the reusable parts here.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.segments import ABC_CLASSES, LIFECYCLE_STAGES, RFM_SEGMENTS
+from serving.settings import HARD_MAX_BATCH, MAX_K
+
+CustomerId = Annotated[
+    str,
+    Field(min_length=1, max_length=128, description="customer id"),
+]
+CustomerIds = Annotated[
+    list[CustomerId],
+    Field(
+        min_length=1,
+        max_length=HARD_MAX_BATCH,
+        description=(
+            "customer ids, each at most once; the service's max_batch setting may lower the "
+            f"maximum of {HARD_MAX_BATCH}"
+        ),
+        examples=[["C0000001", "C0000002"]],
+        json_schema_extra={"uniqueItems": True},
+    ),
+]
+ModelName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        description="model family as served (GET /models lists them)",
+        examples=["churn"],
+    ),
+]
+Channel = Literal["email", "sms", "phone"]
+OfferKind = Literal["cross_sell", "up_sell", "any"]
+RfmSegment = Literal[RFM_SEGMENTS]  # type: ignore[valid-type]
+AbcClass = Literal[ABC_CLASSES]  # type: ignore[valid-type]
+LifecycleStage = Literal[LIFECYCLE_STAGES]  # type: ignore[valid-type]
+#: Largest value per conversion or cost per contact accepted (keeps every sum finite).
+MAX_MONEY = 1e9
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors and values are not coerced (no "5" for 5, no 0 for false)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# --------------------------------------------------------------------------- /score
+
+
+class Reason(BaseModel):
+    """One reason code: a model input, its value and its contribution to the score."""
+
+    feature: str = Field(description="model input", examples=["days_since_last_order"])
+    value: float | None = Field(
+        description="the customer's input value (null: missing)", examples=[142.0]
+    )
+    contribution: float = Field(
+        description="SHAP contribution (log-odds for probabilities); sign = direction",
+        examples=[0.83],
+    )
+
+
+class CustomerSegment(BaseModel):
+    """Where the customer sits in the base at the snapshot date."""
+
+    rfm_code: str = Field(description="R, F, M quintile scores (5 = best)", examples=["545"])
+    rfm_segment: str = Field(description="named RFM segment", examples=["Champions"])
+    abc_class: str = Field(description="Pareto class by revenue (A: first 80 %)", examples=["A"])
+    lifecycle_stage: str = Field(description="lifecycle stage", examples=["active"])
+    win_back_priority: bool = Field(
+        description="lapsed within the last 7 days: contact first (a first-week win-back works "
+        "about 4x better than a fourth-week one)",
+        examples=[False],
+    )
 
 
 class CustomerScore(BaseModel):
     """The score of one known customer."""
 
     customer_id: str = Field(description="customer identifier", examples=["C0000042"])
-    probability: float = Field(description="model probability (e.g. of churn in the horizon)",
-                               ge=0.0, le=1.0, examples=[0.27])
+    score: float = Field(
+        description="the model's output: probability, or value for CLV", examples=[0.27]
+    )
+    probability: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="probability (probability models; else null)",
+        examples=[0.27],
+    )
+    value: float | None = Field(
+        None, description="predicted value (value models such as CLV)", examples=[None]
+    )
+    percentile: float = Field(
+        ge=0.0,
+        le=100.0,
+        description="share of the current base scoring at or below, in %",
+        examples=[81.4],
+    )
+    decile: int = Field(
+        ge=1, le=10, description="decile in the current base (1 = top 10 %)", examples=[2]
+    )
+    segment: CustomerSegment | None = Field(description="segments (null if not computable)")
+    reasons: list[Reason] = Field(description="top-3 reason codes (empty if not requested)")
 
 
 class UnknownCustomer(BaseModel):
     """A requested id that the feature snapshot does not hold."""
 
     customer_id: str = Field(description="the id as sent", examples=["C9999999"])
-    reason: str = Field(description="why it could not be scored",
-                        examples=["not in the feature snapshot"])
+    reason: str = Field(
+        description="why it could not be scored", examples=["not in the feature snapshot"]
+    )
 
 
 class ScoreResponse(BaseModel):
     """Scores of the known customers, in request order, and the ids that could not be scored."""
 
     model: str = Field(description="model family", examples=["churn"])
-    registered_model: str = Field(description="MLflow registered model", examples=["churn-synthetic"])
+    kind: Literal["probability", "value", "uplift"] = Field(description="what score means")
+    registered_model: str = Field(
+        description="MLflow registered model", examples=["churn-synthetic"]
+    )
+    alias: str = Field(description="registry alias served", examples=["champion"])
     version: str = Field(description="model version in the registry", examples=["3"])
     as_of: str = Field(description="date of the feature snapshot scored", examples=["2024-12-31"])
     scores: list[CustomerScore]
     unknown: list[UnknownCustomer]
+
+
+# --------------------------------------------------------------------------- /next-best-offer
+
+
+class OfferScore(BaseModel):
+    """One ranked offer for a customer."""
+
+    rank: int = Field(ge=1, description="1 = best", examples=[1])
+    offer_id: str = Field(description="offer identifier", examples=["XS_cat_03"])
+    kind: str = Field(description="cross_sell | up_sell | retention", examples=["cross_sell"])
+    probability: float | None = Field(
+        None, description="probability of acceptance", examples=[0.12]
+    )
+    expected_value: float | None = Field(
+        None, description="probability x offer value", examples=[1.6]
+    )
+
+
+class CustomerOffers(BaseModel):
+    """The best offers of one known customer."""
+
+    customer_id: str = Field(examples=["C0000042"])
+    offers: list[OfferScore]
+
+
+class OffersResponse(BaseModel):
+    """Next-best offers per known customer, in request order."""
+
+    model: str = Field(examples=["nbo"])
+    registered_model: str = Field(examples=["nbo-synthetic"])
+    version: str = Field(examples=["1"])
+    as_of: str = Field(examples=["2024-12-31"])
+    kind: OfferKind = Field(examples=["any"])
+    customers: list[CustomerOffers]
+    unknown: list[UnknownCustomer]
+
+
+# --------------------------------------------------------------------------- /target
+
+
+class Audience(Strict):
+    """Who may be targeted; every filter is optional and all given filters must hold."""
+
+    segments: list[RfmSegment] | None = Field(  # type: ignore[valid-type]
+        None,
+        min_length=1,
+        description="named RFM segments",
+        examples=[["At risk", "Can't lose them"]],
+    )
+    abc_classes: list[AbcClass] | None = Field(  # type: ignore[valid-type]
+        None, min_length=1, description="Pareto ABC classes", examples=[["A", "B"]]
+    )
+    lifecycle_stages: list[LifecycleStage] | None = Field(  # type: ignore[valid-type]
+        None, min_length=1, description="lifecycle stages", examples=[["lapsing", "lapsed"]]
+    )
+    min_score: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="minimum model score (probability or uplift)",
+        examples=[0.3],
+    )
+
+
+class Budget(Strict):
+    """Limits on the contacts (control members cost nothing); omit both for no limit."""
+
+    max_contacts: int | None = Field(
+        None, ge=0, le=10**9, description="most customers contacted", examples=[500]
+    )
+    max_cost: float | None = Field(
+        None,
+        ge=0.0,
+        le=MAX_MONEY * 10**6,
+        allow_inf_nan=False,
+        description="most money spent on contacts",
+        examples=[250.0],
+    )
+
+
+class TargetedCustomer(BaseModel):
+    """One selected customer, in ranking order."""
+
+    rank: int = Field(ge=1, examples=[1])
+    customer_id: str = Field(examples=["C0000042"])
+    group: Literal["control", "test", "rollout"] = Field(
+        description="control: held out, not contacted; test: the test cell; rollout: the rest",
+        examples=["rollout"],
+    )
+    score: float = Field(description="probability, or uplift with an uplift model", examples=[0.41])
+    expected_profit: float = Field(description="score x value - cost", examples=[18.3])
+    win_back_priority: bool = Field(description="lapsed in the last 7 days", examples=[False])
+    lifecycle_stage: str | None = Field(examples=["lapsing"])
+    rfm_segment: str | None = Field(examples=["At risk"])
+
+
+class Exclusions(BaseModel):
+    """Customers of the base not selected, each counted once under the first rule it failed."""
+
+    no_consent: int = Field(description="no consent for the channel (missing = no)")
+    not_eligible: int = Field(description="no score: the offer is not eligible for them")
+    segment: int = Field(description="outside the segment / ABC filters")
+    lifecycle_stage: int = Field(description="outside the lifecycle filter")
+    min_score: int = Field(description="below the minimum score")
+    unprofitable: int = Field(description="expected profit <= 0")
+    budget: int = Field(description="eligible but beyond the budget")
+
+
+class TargetSummary(BaseModel):
+    """What the selection is expected to bring."""
+
+    base: int = Field(description="customers in the snapshot")
+    eligible: int = Field(description="passing consent, filters and profit")
+    selected: int = Field(description="listed: contacted + control")
+    contacted: int = Field(description="test cell + rollout")
+    control: int
+    test_cell: int
+    rollout: int
+    win_back_priority: int = Field(description="selected customers lapsed in the last 7 days")
+    expected_responses: float = Field(
+        description="sum of scores over contacted customers (incremental ones with uplift)"
+    )
+    expected_profit: float = Field(description="sum of score x value - cost over contacted")
+    spend: float = Field(description="contacted x cost per contact")
+    excluded: Exclusions
+
+
+class TargetResponse(BaseModel):
+    """The campaign's selection and its summary."""
+
+    campaign_id: str = Field(examples=["spring-winback-2025"])
+    model: str = Field(examples=["churn"])
+    registered_model: str = Field(examples=["churn-synthetic"])
+    version: str = Field(examples=["3"])
+    score_kind: Literal["probability", "uplift"] = Field(
+        description="probability: profit = p x value - cost; uplift: uplift x value - cost"
+    )
+    offer_id: str | None = Field(examples=["RET_01"])
+    channel: Channel = Field(examples=["email"])
+    as_of: str = Field(examples=["2024-12-31"])
+    value_per_conversion: float
+    cost_per_contact: float
+    summary: TargetSummary
+    customers: list[TargetedCustomer] = Field(description="empty when include_customers is false")
+
+
+# --------------------------------------------------------------------------- /models, admin
+
+
+class ShadowInfo(BaseModel):
+    """Aggregates of the shadow model's scores against the served ones (never per customer)."""
+
+    model_config = ConfigDict(extra="allow")
+    alias: str
+    version: str
+
+
+class ModelInfo(BaseModel):
+    """One loaded model."""
+
+    family: str = Field(examples=["churn"])
+    kind: str = Field(description="score | nbo | uplift", examples=["score"])
+    output: str = Field(description="probability | value | ...", examples=["probability"])
+    registered_model: str = Field(examples=["churn-synthetic"])
+    alias: str = Field(examples=["champion"])
+    version: str = Field(examples=["3"])
+    run_id: str
+    trained_at: str | None = Field(description="start of the training run (UTC)")
+    metrics: dict[str, float] = Field(
+        description="out-of-time test metrics of the run", examples=[{"test_roc_auc": 0.74}]
+    )
+    tags: dict[str, str]
+    dataset: str = Field(examples=["synthetic"])
+    feature_set: str = Field(examples=["churn_v1"])
+    snapshot_as_of: str = Field(
+        description="as-of date of the feature snapshot served", examples=["2024-12-31"]
+    )
+    customers: int = Field(description="customers in the snapshot")
+    loaded_at: str
+    monitoring: dict[str, Any] | None = Field(description="summary of monitor.json, if present")
+    shadow: ShadowInfo | None
+
+
+class ModelsResponse(BaseModel):
+    """Every loaded model."""
+
+    loaded_at: str
+    models: list[ModelInfo]
+
+
+class ReloadResponse(BaseModel):
+    """What a reload changed."""
+
+    swapped: bool = Field(description="a new state was built and swapped in")
+    versions: dict[str, str] = Field(
+        description="family -> version now served", examples=[{"churn": "4"}]
+    )
+    loaded_at: str
+
+
+class ErrorResponse(BaseModel):
+    """A client error."""
+
+    error: str = Field(examples=["customer_ids: duplicated ids at positions 3"])
+    field: str | None = Field(None, examples=["customer_ids"])
+    request_id: str | None = None
+
+
+# --------------------------------------------------------------------------- request parameters
+# BentoML makes each API parameter a field of the request body; these are their declarations.
+
+WithReasons = Annotated[
+    bool, Field(strict=True, description="include the top-3 reason codes (SHAP)", examples=[True])
+]
+OffersK = Annotated[
+    int, Field(strict=True, ge=1, le=MAX_K, description="offers per customer", examples=[3])
+]
+OffersKind = Annotated[OfferKind, Field(description="cross_sell, up_sell or any", examples=["any"])]
+# Optional parameters are declared without ``| None`` and default to None: BentoML publishes a
+# top-level parameter's type without its null branch, so an explicit null must be refused too.
+OfferModelName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        description="NBO model (default: the one served)",
+        examples=["nbo"],
+    ),
+]
+CampaignId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="campaign identifier; fixes control and test-cell membership",
+        examples=["winback-2025-03"],
+    ),
+]
+ContactChannel = Annotated[
+    Channel, Field(description="contact channel; consent for it is required", examples=["email"])
+]
+CampaignModel = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        description="probability or uplift model ranking the audience (default: the NBO model "
+        "scoring offer_id)",
+        examples=["churn"],
+    ),
+]
+CampaignOffer = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        description="offer made (its value and cost are the defaults)",
+        examples=["RET_01"],
+    ),
+]
+AudienceFilters = Annotated[Audience, Field(description="audience filters")]
+CampaignBudget = Annotated[Budget, Field(description="contact and money limits")]
+CostPerContact = Annotated[
+    float,
+    Field(
+        strict=True,
+        ge=0.0,
+        le=MAX_MONEY,
+        allow_inf_nan=False,
+        description="default: the offer's cost, else 0",
+        examples=[0.5],
+    ),
+]
+ValuePerConversion = Annotated[
+    float,
+    Field(
+        strict=True,
+        ge=0.0,
+        le=MAX_MONEY,
+        allow_inf_nan=False,
+        description="default: the offer's value, else 1 (profit counted in responses)",
+        examples=[40.0],
+    ),
+]
+ControlFraction = Annotated[
+    float,
+    Field(
+        strict=True,
+        ge=0.0,
+        le=0.5,
+        allow_inf_nan=False,
+        description="share held out as control",
+        examples=[0.1],
+    ),
+]
+TestCellFraction = Annotated[
+    float,
+    Field(
+        strict=True,
+        ge=0.0,
+        le=0.5,
+        allow_inf_nan=False,
+        description="share put in the test cell",
+        examples=[0.05],
+    ),
+]
+WinBackFirst = Annotated[
+    bool,
+    Field(
+        strict=True, description="rank customers lapsed in the last 7 days first", examples=[False]
+    ),
+]
+IncludeCustomers = Annotated[
+    bool,
+    Field(
+        strict=True,
+        description="list the selected customers (else the summary only)",
+        examples=[True],
+    ),
+]

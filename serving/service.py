@@ -1,72 +1,316 @@
-"""The BentoML service: models by registry alias, the feature snapshot in memory, typed JSON APIs."""
+"""The BentoML service: registry models by alias, the feature snapshot in memory, typed JSON APIs.
+
+Endpoints (docs/serving.md): POST /score, POST /next-best-offer, POST /target, GET /models,
+POST /admin/reload; /healthz, /readyz, /livez, /metrics and /docs.json come from BentoML.
+The methods here only parse, delegate to serving.scoring / serving.targeting, and answer.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
-from typing import Annotated
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import bentoml
-from pydantic import Field
+from fastapi import FastAPI
+from starlette.responses import JSONResponse
 
 from features.store import StateDirs
-from serving.schemas import CustomerScore, ScoreResponse, UnknownCustomer
-from serving.scoring import LoadedModel, load_model
-from serving.settings import ServingSettings
+from serving.schemas import (
+    AudienceFilters,
+    CampaignBudget,
+    CampaignId,
+    CampaignModel,
+    CampaignOffer,
+    ContactChannel,
+    ControlFraction,
+    CostPerContact,
+    CustomerIds,
+    ErrorResponse,
+    IncludeCustomers,
+    ModelName,
+    ModelsResponse,
+    OfferModelName,
+    OffersK,
+    OffersKind,
+    OffersResponse,
+    ReloadResponse,
+    ScoreResponse,
+    TargetResponse,
+    TestCellFraction,
+    ValuePerConversion,
+    WinBackFirst,
+    WithReasons,
+)
+from serving.scoring import (
+    Registry,
+    RequestError,
+    ScoreModel,
+    ServingState,
+    ShadowStats,
+    build_state,
+    model_info,
+    rank_offers,
+    score_customers,
+    state_keys,
+    target_customers,
+    tracking_uri_of,
+)
+from serving.security import ApiKeyMiddleware, install_log_redaction, request_id
+from serving.settings import AuthSettings, ServingSettings
 
 log = logging.getLogger("patron.serving")
+T = TypeVar("T")
 
-CustomerIds = Annotated[
-    list[Annotated[str, Field(min_length=1, max_length=128)]],
-    Field(
-        min_length=1,
-        description="customer ids to score (duplicates are scored once each time they appear)",
-        examples=[["C0000001", "C0000002"]],
-    ),
-]
+TRACING_EXCLUDED = (
+    "/score",
+    "/next-best-offer",
+    "/target",
+    "/models",
+    "/admin",
+    "/healthz",
+    "/readyz",
+    "/livez",
+    "/metrics",
+)
+#: Requests with at most this many ids run on the event loop (well under a millisecond each);
+#: larger ones run in a worker thread so that they never hold up the small ones.
+INLINE_MAX_IDS = 32
 
 
-@bentoml.service(name="patron", traffic={"timeout": 30})
+async def _run(n_ids: int, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn`` inline when the request is small, else in a worker thread."""
+    if n_ids <= INLINE_MAX_IDS:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
+
+
+#: GET /models and the admin actions (BentoML APIs are POST only); mounted on the service.
+ops = FastAPI(
+    title="patron-ops",
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
+    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}},
+)
+
+
+def _freeze_heap() -> None:
+    """Move what is loaded out of the cyclic GC's reach: shorter collections while serving."""
+    gc.collect()
+    gc.freeze()
+
+
+def _error(exc: RequestError, endpoint: str) -> JSONResponse:
+    """A 4xx answer naming the field; logged without any input value."""
+    log.info("%s rejected: field=%s status=%d", endpoint, exc.field, exc.status)
+    return JSONResponse(
+        {"error": exc.message, "field": exc.field, "request_id": request_id()},
+        status_code=exc.status,
+    )
+
+
+@bentoml.asgi_app(ops, path="/")
+@bentoml.service(
+    name="patron",
+    traffic={"timeout": 60},
+    # serving.security writes the access log (with request ids); BentoML's would double it
+    logging={"access": {"enabled": False}},
+    # no exporter is configured: per-request spans would only cost time (override with
+    # BENTOML_CONFIG_OPTIONS when exporting traces)
+    tracing={"excluded_urls": list(TRACING_EXCLUDED)},
+)
 class Patron:
-    """Scores customers with the champion models of the registry."""
+    """Scores customers, ranks offers and selects campaign audiences with the registry's models."""
 
     def __init__(self) -> None:
+        install_log_redaction()
+        AuthSettings.from_env().check_startable()
         self.settings = ServingSettings.from_env()
-        self.state = StateDirs.resolve(self.settings.home)
-        self.models: dict[str, LoadedModel] = {
-            family: load_model(family, spec, self.state)
-            for family, spec in self.settings.models.items()
-        }
-        log.info("loaded models %s", {f: m.version for f, m in self.models.items()})
+        self.dirs = StateDirs.resolve(self.settings.home)
+        self.registry = Registry(tracking_uri_of(self.settings, self.dirs))
+        self._reload_lock = threading.Lock()
+        self.shadow = ShadowStats()
+        started = time.perf_counter()
+        self._state: ServingState = build_state(self.settings, self.dirs, None, self.registry)
+        log.info(
+            "loaded %s in %.1f s",
+            {f: m.meta.version for f, m in self._state.models.items()},
+            time.perf_counter() - started,
+        )
+        _freeze_heap()
+        self._stop = threading.Event()
+        if self.settings.reload_interval_s > 0:
+            threading.Thread(target=self._poll, name="patron-reload", daemon=True).start()
+
+    # ------------------------------------------------------------------ reload
+
+    @property
+    def state(self) -> ServingState:
+        """The current state; a request reads it once and keeps it to the end."""
+        return self._state
+
+    def reload(self, force: bool = False) -> tuple[bool, ServingState]:
+        """Build a new state if an alias or a snapshot moved (or when forced), then swap it in."""
+        with self._reload_lock:
+            current = self._state
+            if not force and state_keys(self.settings, self.dirs, self.registry) == current.keys:
+                return False, current
+            started = time.perf_counter()
+            new = build_state(self.settings, self.dirs, current, self.registry)
+            self._state = new  # the swap: one reference assignment
+            self.shadow.reset()
+            _freeze_heap()
+            log.info(
+                "reloaded %s in %.1f s",
+                {f: m.meta.version for f, m in new.models.items()},
+                time.perf_counter() - started,
+            )
+            return True, new
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.settings.reload_interval_s):
+            try:
+                self.reload()
+            except Exception as exc:  # keep serving the old state
+                # registry and file errors only: no customer data is in these messages
+                log.warning(
+                    "reload poll failed (%s: %.300s); still serving the loaded models",
+                    type(exc).__name__,
+                    exc,
+                )
+
+    @bentoml.on_shutdown
+    def _shutdown(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------------ APIs
 
     @bentoml.api(route="/score")
-    def score(
+    async def score(
+        self, customer_ids: CustomerIds, model: ModelName = "churn", reasons: WithReasons = True
+    ) -> ScoreResponse:
+        """Score, percentile and decile in the current base, segment and top-3 reasons per
+        customer; ids not in the snapshot are listed under `unknown`, not errors."""
+        state = self.state  # read once: this request finishes on this state whatever reloads
+        try:
+            return await _run(len(customer_ids), self._score, state, model, customer_ids, reasons)
+        except RequestError as exc:
+            return _error(exc, "score")  # type: ignore[return-value]
+
+    def _score(
+        self, state: ServingState, model: str, customer_ids: list[str], reasons: bool
+    ) -> ScoreResponse:
+        body = score_customers(state, model, customer_ids, self.settings.max_batch, reasons)
+        served = state.models[model]
+        shadow = state.shadows.get(model)
+        if isinstance(served, ScoreModel) and isinstance(shadow, ScoreModel):
+            positions = served.base.positions(customer_ids)
+            self.shadow.add(model, served, shadow, positions[positions >= 0])
+            self.shadow.maybe_log(self.settings.shadow_log_every_s)
+        return ScoreResponse.model_validate(body)
+
+    @bentoml.api(route="/next-best-offer")
+    async def next_best_offer(
         self,
         customer_ids: CustomerIds,
-        model: Annotated[str, Field(description="model family", examples=["churn"])] = "churn",
-    ) -> ScoreResponse:
-        """Probability per customer from the model's champion; unknown ids are listed, not errors."""
-        loaded = self.models.get(model)
-        if loaded is None:
-            raise bentoml.exceptions.InvalidArgument(
-                f"model: unknown model {model!r}; served: {sorted(self.models)}"
+        k: OffersK = 3,
+        kind: OffersKind = "any",
+        model: OfferModelName = None,
+    ) -> OffersResponse:
+        """The k best eligible offers per customer from the next-best-offer model (404 when
+        none is served); ids not in the snapshot are listed under `unknown`."""
+        state = self.state
+
+        def work() -> OffersResponse:
+            body = rank_offers(state, model, customer_ids, k, kind, self.settings.max_batch)
+            return OffersResponse.model_validate(body)
+
+        try:
+            return await _run(len(customer_ids), work)
+        except RequestError as exc:
+            return _error(exc, "next-best-offer")  # type: ignore[return-value]
+
+    @bentoml.api(route="/target")
+    async def target(
+        self,
+        campaign_id: CampaignId,
+        channel: ContactChannel,
+        model: CampaignModel = None,
+        offer_id: CampaignOffer = None,
+        audience: AudienceFilters = None,
+        budget: CampaignBudget = None,
+        cost_per_contact: CostPerContact = None,
+        value_per_conversion: ValuePerConversion = None,
+        control_fraction: ControlFraction = 0.1,
+        test_cell_fraction: TestCellFraction = 0.0,
+        win_back_first: WinBackFirst = False,
+        include_customers: IncludeCustomers = True,
+    ) -> TargetResponse:
+        """Customers maximising expected profit (p x value - cost, or uplift x value - cost)
+        within the budget, with control and test cells fixed by hash(campaign, customer); never
+        a customer without consent for the channel."""
+        state = self.state
+
+        def work() -> TargetResponse:
+            body = target_customers(
+                state,
+                campaign_id=campaign_id,
+                channel=channel,
+                model=model,
+                offer_id=offer_id,
+                audience=audience.model_dump() if audience else None,
+                budget=budget.model_dump() if budget else None,
+                cost_per_contact=cost_per_contact,
+                value_per_conversion=value_per_conversion,
+                control_fraction=control_fraction,
+                test_cell_fraction=test_cell_fraction,
+                win_back_first=win_back_first,
+                include_customers=include_customers,
             )
-        if len(customer_ids) > self.settings.max_batch:
-            raise bentoml.exceptions.InvalidArgument(
-                f"customer_ids: {len(customer_ids)} ids exceed the maximum of "
-                f"{self.settings.max_batch} per request"
+            summary = body["summary"]
+            log.info(
+                "target model=%s channel=%s selected=%d contacted=%d",
+                body["model"],
+                channel,
+                summary["selected"],
+                summary["contacted"],
             )
-        scores, unknown = loaded.score(customer_ids)
-        return ScoreResponse(
-            model=model,
-            registered_model=loaded.registered_model,
-            version=loaded.version,
-            as_of=loaded.as_of.isoformat(),
-            scores=[
-                CustomerScore(customer_id=c, probability=float(p))
-                for c, p in zip(scores["customer_id"], scores["score"], strict=True)
-            ],
-            unknown=[
-                UnknownCustomer(customer_id=c, reason="not in the feature snapshot")
-                for c in unknown
-            ],
+            return TargetResponse.model_validate(body)
+
+        try:
+            return await asyncio.to_thread(work)  # the whole base: never on the event loop
+        except RequestError as exc:
+            return _error(exc, "target")  # type: ignore[return-value]
+
+    @ops.get("/models", response_model=ModelsResponse, summary="Loaded models")
+    def models(self) -> ModelsResponse:
+        """Loaded models: version, alias, training date, test metrics, snapshot date, monitoring
+        and shadow aggregates."""
+        state = self.state
+        return ModelsResponse.model_validate(
+            {"loaded_at": state.loaded_at, "models": model_info(state, self.shadow.summary())}
         )
+
+    @ops.post("/admin/reload", response_model=ReloadResponse, summary="Reload from the registry")
+    def admin_reload(self, force: bool = False) -> ReloadResponse:
+        """Load the aliases' current versions and the latest snapshots, then swap them in
+        (admin key); requests in flight finish on the previous models."""
+        swapped, state = self.reload(force=force)
+        return ReloadResponse(
+            swapped=swapped,
+            versions={f: m.meta.version for f, m in state.models.items()},
+            loaded_at=state.loaded_at,
+        )
+
+
+def _with_api_keys(service: Any) -> Any:
+    service.add_asgi_middleware(ApiKeyMiddleware)
+    return service
+
+
+_with_api_keys(Patron)

@@ -1,23 +1,51 @@
-"""The validated serving config: which models to load by alias and which snapshot to hold."""
+"""The validated serving config: models to load by alias, limits, API keys from the environment.
+
+The config travels to the server process as JSON in ``$PATRON_SERVING`` (written by the ``patron``
+CLI); secrets never do: API keys come from ``$PATRON_API_KEYS`` / ``$PATRON_ADMIN_KEYS``.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ENV_VAR = "PATRON_SERVING"
+API_KEYS_VAR = "PATRON_API_KEYS"
+ADMIN_KEYS_VAR = "PATRON_ADMIN_KEYS"
+ANONYMOUS_VAR = "PATRON_ALLOW_ANONYMOUS"
+
+#: The largest id list any request schema accepts; ``max_batch`` may only lower it.
+HARD_MAX_BATCH = 10_000
+#: The largest k of /next-best-offer.
+MAX_K = 20
+#: Model kinds the service knows (serving.scoring.KINDS); "auto" reads it from the loaded model.
+ModelKindName = Literal["auto", "score", "nbo", "uplift"]
 
 
 class ServedModel(BaseModel):
-    """One model served by registry name and alias."""
+    """One model served by registry name and alias, with the snapshot it scores."""
 
     model_config = ConfigDict(extra="forbid")
-    registered_model: str
-    alias: str = "champion"
+    registered_model: str = Field(description="MLflow registered model name")
+    alias: str = Field("champion", description="registry alias served")
     dataset: str = Field(description="dataset whose latest feature snapshot is scored")
-    feature_set: str = "churn_v1"
+    feature_set: str = Field("churn_v1", description="feature set of that snapshot")
+    kind: ModelKindName = Field("auto", description="model kind; auto: from the loaded model")
+    experiment: str | None = Field(
+        None,
+        description="experiment YAML the model was trained with; NBO models build their "
+        "inputs with it (products table, RFM settings)",
+    )
+    shadow_alias: str | None = Field(
+        None,
+        description="alias scored in this one's shadow (aggregates logged, never returned)",
+    )
 
 
 class ServingSettings(BaseModel):
@@ -26,11 +54,86 @@ class ServingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     models: dict[str, ServedModel] = Field(description="family name -> served model")
     home: str | None = Field(None, description="state folder (default $PATRON_HOME)")
-    max_batch: int = Field(10_000, gt=0, description="largest customer_ids list accepted")
+    max_batch: int = Field(
+        HARD_MAX_BATCH, gt=0, le=HARD_MAX_BATCH, description="largest customer_ids list accepted"
+    )
+    reload_interval_s: float = Field(
+        60.0, ge=0.0, description="poll the registry aliases this often (0: only /admin/reload)"
+    )
+    precompute_reasons_max: int = Field(
+        250_000,
+        ge=0,
+        description="bases up to this many customers get every reason code computed at load "
+        "(a lookup per request); larger ones compute them per request",
+    )
+    shadow_log_every_s: float = Field(
+        60.0, gt=0.0, description="log the shadow aggregates at most this often"
+    )
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else the state's)"
+    )
+
+    @model_validator(mode="after")
+    def _some_model(self) -> ServingSettings:
+        if not self.models:
+            raise ValueError("models: at least one served model is needed")
+        return self
 
     @classmethod
-    def from_env(cls) -> ServingSettings:
-        raw = os.environ.get(ENV_VAR)
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
+        """Parse $PATRON_SERVING."""
+        env = os.environ if environ is None else environ
+        raw = env.get(ENV_VAR)
         if not raw:
             raise RuntimeError(f"${ENV_VAR} is not set; start the service with `patron serve`")
         return cls.model_validate(json.loads(raw))
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def _split_keys(raw: str | None) -> frozenset[bytes]:
+    return frozenset(_digest(k.strip()) for k in (raw or "").split(",") if k.strip())
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """API keys (held as SHA-256 digests) and whether anonymous access was asked for."""
+
+    api_keys: frozenset[bytes]
+    admin_keys: frozenset[bytes]
+    anonymous: bool
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthSettings:
+        """Keys from $PATRON_API_KEYS and $PATRON_ADMIN_KEYS (comma-separated)."""
+        env = os.environ if environ is None else environ
+        admin = _split_keys(env.get(ADMIN_KEYS_VAR))
+        return cls(
+            api_keys=_split_keys(env.get(API_KEYS_VAR)) | admin,
+            admin_keys=admin,
+            anonymous=env.get(ANONYMOUS_VAR, "").strip().lower() in ("1", "true", "yes"),
+        )
+
+    def check_startable(self) -> None:
+        """Refuse to serve with no key unless anonymous access was explicitly allowed."""
+        if not self.api_keys and not self.anonymous:
+            raise RuntimeError(
+                f"no API key configured: set ${API_KEYS_VAR} (and ${ADMIN_KEYS_VAR}), or "
+                f"{ANONYMOUS_VAR}=1 for a local demo without authentication"
+            )
+
+    def role(self, presented: str | None) -> Literal["admin", "user", "none"]:
+        """The role a presented key grants (anonymous mode grants admin to everyone)."""
+        if not self.api_keys and self.anonymous:
+            return "admin"
+        if not presented:
+            return "none"
+        digest = _digest(presented)
+        # set membership on fixed-length digests: no timing signal about the key's characters
+        if digest in self.admin_keys:
+            return "admin"
+        if digest in self.api_keys:
+            return "user"
+        return "none"

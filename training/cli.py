@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -468,9 +469,21 @@ def campaign_evaluate(
         _state(home), dataset, campaign or None, html, window_days=window_days
     )
     out = Table(title=f"campaigns of {dataset} (uplift: 95 % Newcombe interval)")
-    cols = ["campaign_id", "offer_id", "contacts", "control", "response_rate_treatment",
-            "response_rate_control", "uplift", "uplift_ci_low", "uplift_ci_high", "p_value",
-            "incremental_revenue", "roi", "declined"]
+    cols = [
+        "campaign_id",
+        "offer_id",
+        "contacts",
+        "control",
+        "response_rate_treatment",
+        "response_rate_control",
+        "uplift",
+        "uplift_ci_low",
+        "uplift_ci_high",
+        "p_value",
+        "incremental_revenue",
+        "roi",
+        "declined",
+    ]
     cols = [c for c in cols if c in table.columns]
     for col in cols:
         out.add_column(col)
@@ -499,6 +512,7 @@ def _serving_env(cfg: Any, state: Any) -> dict[str, str]:
                 "alias": "champion",
                 "dataset": dataset,
                 "feature_set": cfg.feature_set,
+                "experiment": str(cfg.config_path) if cfg.config_path else None,
             }
         },
     }
@@ -534,9 +548,14 @@ def serve(
     config: Annotated[Path, typer.Option("--config", "-c", help="experiment YAML of the model")],
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 3000,
+    allow_anonymous: Annotated[
+        bool, typer.Option(help="serve without API keys (local use only)")
+    ] = False,
     home: HomeOpt = None,
 ) -> None:
-    """Serve the experiment's champion model over HTTP (BentoML); Ctrl-C stops it."""
+    """Serve the experiment's champion model over HTTP (BentoML); Ctrl-C stops it.
+
+    API keys come from $PATRON_API_KEYS and $PATRON_ADMIN_KEYS (comma-separated)."""
     from features.build import latest_snapshot
     from features.sources import load_dataset
     from training.config import load_experiment
@@ -548,12 +567,48 @@ def serve(
         latest_snapshot(state, dataset, cfg.feature_set)
     except FileNotFoundError:
         _snapshot(dataset, cfg.feature_set, None, state)
-    proc = start_server(_serving_env(cfg, state), host, port)
+    from serving.settings import AuthSettings
+
+    env = _serving_env(cfg, state)
+    if allow_anonymous:
+        env["PATRON_ALLOW_ANONYMOUS"] = "1"
+    try:
+        AuthSettings.from_env(env).check_startable()
+    except RuntimeError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    proc = start_server(env, host, port)
     try:
         proc.wait()
     except KeyboardInterrupt:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@app.command()
+def score(
+    config: Annotated[Path, typer.Option("--config", "-c", help="experiment YAML of the model")],
+    out: Annotated[Path, typer.Option(help="parquet file to write")] = Path("scores.parquet"),
+    home: HomeOpt = None,
+) -> None:
+    """Batch-score the whole base with the champion: the same values /score returns."""
+    from features.build import latest_snapshot
+    from features.sources import load_dataset
+    from serving.batch import score_to_file
+    from serving.settings import ServingSettings
+    from training.config import load_experiment
+
+    state = _state(home)
+    cfg = load_experiment(config)
+    dataset = load_dataset(cfg.dataset).name
+    try:
+        latest_snapshot(state, dataset, cfg.feature_set)
+    except FileNotFoundError:
+        _snapshot(dataset, cfg.feature_set, None, state)
+    settings = ServingSettings.model_validate(
+        json.loads(_serving_env(cfg, state)["PATRON_SERVING"])
+    )
+    path = score_to_file(cfg.family, out, state, settings)
+    console.print(f"scores written to [bold]{path}[/bold]")
 
 
 @app.command()
@@ -586,7 +641,9 @@ def demo(
     console.rule("5. serve")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start_server(_serving_env(cfg, state), "127.0.0.1", port)
+    key = secrets.token_urlsafe(24)  # a throwaway key: the service never runs without one
+    env = {**_serving_env(cfg, state), "PATRON_API_KEYS": key, "PATRON_ADMIN_KEYS": key}
+    proc = start_server(env, "127.0.0.1", port)
     try:
         wait_ready(url, proc)
         import pandas as pd
@@ -594,7 +651,9 @@ def demo(
         ids = pd.read_parquet(snapshot, columns=["customer_id"])["customer_id"].head(3).tolist()
         body = {"customer_ids": [*ids, "NO-SUCH-CUSTOMER"], "model": cfg.family}
         console.print(f"POST {url}/score {json.dumps(body)}")
-        response = httpx.post(f"{url}/score", json=body, timeout=30)
+        response = httpx.post(
+            f"{url}/score", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
         console.print_json(response.text)
         response.raise_for_status()
     finally:

@@ -1,0 +1,120 @@
+"""Corrections to the OpenAPI document BentoML generates, so that it describes what is served.
+
+BentoML's document (``/docs.json``) leaves request bodies optional, drops the null branch of a
+response model's top-level optional fields, documents error bodies that differ from the ones it
+sends (its 400 has ``detail`` as a list), and knows nothing of the API keys or of the
+401/403/404/415 answers of this service. ``patch_openapi`` fixes those, as a pure
+function of the generated document; serving.security applies it to the /docs.json response.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+ERROR_SCHEMA = "PatronError"
+#: Paths answered without a key (the rest need one; serving.security.is_open is the rule).
+SECURITY_SCHEMES = {
+    "bearerKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"},
+    "headerKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+_ERRORS = {
+    "400": "Bad request: the body names the field (`field`, or `detail[].loc`)",
+    "401": "A valid API key is needed",
+    "403": "An admin API key is needed",
+    "404": "Unknown model or offer (the body names the field)",
+    "415": "Only application/json bodies are accepted",
+    "500": "Unexpected error (details only in the server log)",
+}
+
+
+def error_schema() -> dict[str, Any]:
+    """Every error body this service sends: ours and BentoML's validation error."""
+    return {
+        "type": "object",
+        "title": ERROR_SCHEMA,
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string", "description": "what is wrong"},
+            "field": {"type": "string", "nullable": True, "description": "the field at fault"},
+            "request_id": {"type": "string", "nullable": True},
+            "detail": {
+                "type": "array",
+                "description": "pydantic errors (type, loc, msg); never the input value",
+                "items": {"type": "object"},
+            },
+        },
+    }
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}}
+        },
+    }
+
+
+def _response_schemas(doc: dict[str, Any], title: str) -> list[dict[str, Any]]:
+    """Every place a response model's schema sits: its component and inline 200 answers."""
+    found = []
+    component = doc.get("components", {}).get("schemas", {}).get(title)
+    if component is not None:
+        found.append(component)
+    for item in doc.get("paths", {}).values():
+        for op in item.values():
+            if not isinstance(op, dict):
+                continue
+            content = op.get("responses", {}).get("200", {}).get("content", {})
+            schema = content.get("application/json", {}).get("schema", {})
+            if schema.get("title") == title:
+                found.append(schema)
+    return found
+
+
+def _restore_nullable(doc: dict[str, Any], models: Sequence[type[BaseModel]]) -> None:
+    """Put back the null branch BentoML drops from a response model's top-level fields."""
+    ref = "#/components/schemas/{model}"
+    for model in models:
+        props = model.model_json_schema(ref_template=ref)["properties"]
+        nullable = {k: v for k, v in props.items() if {"type": "null"} in v.get("anyOf", [])}
+        for target in _response_schemas(doc, f"{model.__name__}IODescriptor"):
+            target.setdefault("properties", {}).update(copy.deepcopy(nullable))
+
+
+def patch_openapi(
+    doc: dict[str, Any],
+    open_paths: frozenset[str],
+    response_models: Sequence[type[BaseModel]] = (),
+) -> dict[str, Any]:
+    """A corrected copy of BentoML's OpenAPI document."""
+    out = copy.deepcopy(doc)
+    components = out.setdefault("components", {})
+    components.setdefault("schemas", {})[ERROR_SCHEMA] = error_schema()
+    _restore_nullable(out, response_models)
+    components["securitySchemes"] = copy.deepcopy(SECURITY_SCHEMES)
+    out.setdefault("info", {})["description"] = (
+        "Patron campaign API: scores, next-best offers and campaign targeting from the MLflow "
+        "registry's models. Send an API key as `Authorization: Bearer <key>` or `X-API-Key`."
+    )
+    for path, item in out.get("paths", {}).items():
+        if path in open_paths:
+            continue
+        for method, op in item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            op["security"] = [{"bearerKey": []}, {"headerKey": []}]
+            responses = op.setdefault("responses", {})
+            codes = ["400", "401", "404", "500"]
+            if method == "post" and "requestBody" in op:
+                op["requestBody"]["required"] = True
+                codes.append("415")
+            if path.startswith("/admin/"):
+                codes.append("403")
+            for code in codes:
+                responses[code] = _error_response(_ERRORS[code])
+    return out

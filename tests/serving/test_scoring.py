@@ -1,0 +1,508 @@
+"""Scoring, targeting, reload, batch and security without a server (the service's own functions)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.batch import score_base
+from serving.scoring import (
+    RequestError,
+    build_state,
+    check_ids,
+    rank_offers,
+    rank_stats,
+    score_customers,
+    state_keys,
+    target_customers,
+)
+from serving.settings import AuthSettings, ServingSettings
+from tests.serving.conftest import register_copy, serving_settings
+
+NAME = "serving-inprocess-test"
+
+
+@pytest.fixture(scope="module")
+def setup(served_pipeline):
+    state = served_pipeline["state"]
+    version = register_copy(state, served_pipeline["logged"]["model_uri"], NAME, ("champion",))
+    settings = ServingSettings.model_validate(
+        serving_settings(served_pipeline, NAME, reload_interval_s=0)
+    )
+    return served_pipeline, settings, build_state(settings, state), version
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def test_percentile_and_decile_of_a_small_base():
+    ordered, pct, dec = rank_stats(np.array([0.1, 0.2, 0.2, 0.9]))
+    assert ordered.tolist() == [0.1, 0.2, 0.2, 0.9]
+    assert pct.tolist() == [25.0, 75.0, 75.0, 100.0]
+    # strictly above: 3, 1, 1, 0 of 4 -> deciles 1 + floor(10 * share)
+    assert dec.tolist() == [8, 3, 3, 1]
+
+
+def test_deciles_split_a_continuous_base_in_tenths():
+    _, _, dec = rank_stats(np.random.default_rng(0).uniform(size=10_000))
+    counts = np.bincount(dec, minlength=11)[1:]
+    assert counts.tolist() == [1000] * 10
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [([], "at least one"), (["a"] * 3, "positions 1, 2"), ([f"c{i}" for i in range(6)], "exceed")],
+)
+def test_bad_id_lists_name_the_field_but_never_an_id(ids, message):
+    with pytest.raises(RequestError) as err:
+        check_ids(ids, max_batch=5)
+    assert err.value.field == "customer_ids"
+    assert message in err.value.message
+    assert not any(i in err.value.message for i in set(ids) if len(i) > 1)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def test_scores_equal_the_live_model_with_its_shap_reasons(setup):
+    pipeline, _, state, version = setup
+    served = state.models["churn"]
+    ids = list(served.base.features.index[[5, 0, 17, 123]])
+    body = score_customers(state, "churn", [*ids, "NO-SUCH"], max_batch=100)
+    assert body["version"] == version
+    assert [s["customer_id"] for s in body["scores"]] == ids
+    assert body["unknown"] == [{"customer_id": "NO-SUCH", "reason": "not in the feature snapshot"}]
+    model = served.model
+    frame = served.base.features.loc[ids]
+    live = model.score(frame)
+    np.testing.assert_allclose([s["score"] for s in body["scores"]], live, rtol=0, atol=1e-12)
+    contribs = model.contributions(frame)
+    for rec, (_, row) in zip(body["scores"], contribs.iterrows(), strict=True):
+        top = row.abs().sort_values(ascending=False, kind="stable").index[:3].tolist()
+        assert [r["feature"] for r in rec["reasons"]] == top
+        for r in rec["reasons"]:
+            assert r["contribution"] == pytest.approx(row[r["feature"]], abs=1e-6)
+            assert r["value"] == pytest.approx(float(frame.loc[rec["customer_id"], r["feature"]]))
+        assert rec["probability"] == rec["score"] and rec["value"] is None
+
+
+def test_percentiles_and_segments_describe_the_current_base(setup):
+    _, _, state, _ = setup
+    served = state.models["churn"]
+    ids = list(served.base.features.index)
+    body = score_customers(state, "churn", ids[:2000], max_batch=10_000, with_reasons=False)
+    scores = served.scores
+    for rec in body["scores"][:50]:
+        assert rec["percentile"] == pytest.approx(100 * np.mean(scores <= rec["score"]))
+        assert rec["reasons"] == []
+    seg = served.base.segments
+    assert seg is not None
+    flags = {r["customer_id"]: r["segment"]["win_back_priority"] for r in body["scores"]}
+    assert flags == seg["lapsed_recently"].loc[list(flags)].to_dict()
+    stages = {r["segment"]["lifecycle_stage"] for r in body["scores"]}
+    assert stages <= {"new", "active", "loyal", "won back", "lapsing", "lapsed"}
+    # recently lapsed = no order for 181..187 days (the lifecycle's lapsed_days + 7)
+    days = served.base.features["days_since_last_order"]
+    assert (seg["lapsed_recently"] == ((days > 180) & (days <= 187))).all()
+
+
+def test_unknown_model_is_a_404_naming_the_field(setup):
+    _, _, state, _ = setup
+    with pytest.raises(RequestError) as err:
+        score_customers(state, "propensity", ["x"], max_batch=10)
+    assert (err.value.field, err.value.status) == ("model", 404)
+
+
+# --------------------------------------------------------------------------- targeting
+
+
+def test_target_never_selects_customers_without_consent(setup):
+    pipeline, _, state, _ = setup
+    customers = pd.read_parquet(pipeline["state"].data("synthetic") / "customers.parquet")
+    consent = customers.set_index(customers["customer_id"].astype(str))["consent_sms"]
+    body = target_customers(
+        state,
+        campaign_id="t1",
+        channel="sms",
+        model="churn",
+        offer_id="RET_01",
+        budget={"max_contacts": 300},
+        control_fraction=0.1,
+        test_cell_fraction=0.05,
+    )
+    chosen = [c["customer_id"] for c in body["customers"]]
+    assert chosen and consent.reindex(chosen).fillna(False).astype(bool).all()
+    base_ids = state.models["churn"].base.features.index
+    no_consent = int((~consent.reindex(base_ids).fillna(False).astype(bool)).sum())
+    assert body["summary"]["excluded"]["no_consent"] == no_consent
+    assert body["summary"]["contacted"] == 300
+    assert body["value_per_conversion"] == pytest.approx(140.09)  # the offer's value
+    again = target_customers(
+        state,
+        campaign_id="t1",
+        channel="sms",
+        model="churn",
+        offer_id="RET_01",
+        budget={"max_contacts": 300},
+        control_fraction=0.1,
+        test_cell_fraction=0.05,
+    )
+    assert again["customers"] == body["customers"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "status"),
+    [
+        ({"model": "churn", "offer_id": "NOPE"}, "offer_id", 404),
+        ({"offer_id": "RET_01"}, "model", 404),  # no next-best-offer model to score the offer
+        ({"model": "nope", "value_per_conversion": 1.0}, "model", 404),
+        (
+            {"model": "churn", "control_fraction": 0.6, "test_cell_fraction": 0.5},
+            "test_cell_fraction",
+            400,
+        ),
+    ],
+)
+def test_target_errors_name_the_field(setup, kwargs, field, status):
+    _, _, state, _ = setup
+    with pytest.raises(RequestError) as err:
+        target_customers(state, campaign_id="x", channel="email", **kwargs)
+    assert (err.value.field, err.value.status) == (field, status)
+
+
+def test_target_without_money_ranks_by_expected_responses(setup):
+    _, _, state, _ = setup
+    body = target_customers(
+        state, campaign_id="x", channel="email", model="churn", budget={"max_contacts": 50}
+    )
+    assert (body["value_per_conversion"], body["cost_per_contact"]) == (1.0, 0.0)
+    contacted = [c for c in body["customers"] if c["group"] != "control"]
+    assert len(contacted) == 50
+    assert body["summary"]["expected_profit"] == pytest.approx(sum(c["score"] for c in contacted))
+
+
+# --------------------------------------------------------------------------- reload
+
+
+def test_reload_reuses_what_did_not_change_and_loads_a_moved_alias(setup):
+    pipeline, settings, state, version = setup
+    registry_state = pipeline["state"]
+    same = build_state(settings, registry_state, previous=state)
+    assert same.models["churn"] is state.models["churn"]
+    assert same.bases == state.bases
+    new_version = register_copy(
+        registry_state, pipeline["logged"]["model_uri"], NAME, ("champion",)
+    )
+    try:
+        moved = build_state(settings, registry_state, previous=state)
+        assert moved.models["churn"].meta.version == new_version != version
+        assert moved.models["churn"] is not state.models["churn"]
+        assert moved.models["churn"].base is state.models["churn"].base  # snapshot unchanged
+        assert state.models["churn"].meta.version == version  # the old state is untouched
+    finally:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=registry_state.tracking_uri)
+        client.set_registered_model_alias(NAME, "champion", version)
+    from serving.scoring import Registry
+
+    keys = state_keys(settings, registry_state, Registry(registry_state.tracking_uri))
+    assert keys == state.keys
+
+
+# --------------------------------------------------------------------------- batch
+
+
+def test_batch_file_holds_what_the_api_returns(setup, tmp_path):
+    pipeline, settings, state, _ = setup
+    out = score_base(pipeline["state"], settings, tmp_path / "scores.parquet")
+    frame = pd.read_parquet(out)
+    served = state.models["churn"]
+    assert len(frame) == served.base.size and frame["customer_id"].is_unique
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic: no temporary left
+    ids = list(frame["customer_id"].sample(25, random_state=1))
+    body = score_customers(state, "churn", ids, max_batch=100)
+    rows = frame.set_index("customer_id").loc[ids]
+    for rec in body["scores"]:
+        row = rows.loc[rec["customer_id"]]
+        assert row["score"] == rec["score"] and row["decile"] == rec["decile"]
+        assert row["percentile"] == rec["percentile"]
+        assert row["segment_rfm_segment"] == rec["segment"]["rfm_segment"]
+        assert bool(row["segment_win_back_priority"]) == rec["segment"]["win_back_priority"]
+        for i, reason in enumerate(rec["reasons"], start=1):
+            assert row[f"reason_{i}_feature"] == reason["feature"]
+            assert row[f"reason_{i}_contribution"] == reason["contribution"]
+    assert (frame["version"] == served.meta.version).all()
+
+
+# --------------------------------------------------------------------------- security
+
+
+def test_keys_roles_and_refusal_to_start_without_keys():
+    auth = AuthSettings.from_env({"PATRON_API_KEYS": "u1, u2", "PATRON_ADMIN_KEYS": "a1"})
+    assert [auth.role(k) for k in ("u1", "u2", "a1", "x", None, "")] == [
+        "user",
+        "user",
+        "admin",
+        "none",
+        "none",
+        "none",
+    ]
+    with pytest.raises(RuntimeError, match="PATRON_ALLOW_ANONYMOUS"):
+        AuthSettings.from_env({}).check_startable()
+    anonymous = AuthSettings.from_env({"PATRON_ALLOW_ANONYMOUS": "1"})
+    anonymous.check_startable()
+    assert anonymous.role(None) == "admin"
+    keyed = AuthSettings.from_env({"PATRON_ALLOW_ANONYMOUS": "1", "PATRON_API_KEYS": "k"})
+    assert keyed.role(None) == "none"  # keys configured: anonymous access is off
+
+
+def test_middleware_answers_401_403_and_tags_request_ids():
+    import asyncio
+
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from serving.security import ApiKeyMiddleware
+
+    async def ok(request):
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[
+            Route(p, ok, methods=["GET", "POST"]) for p in ("/score", "/admin/reload", "/healthz")
+        ]
+    )
+    auth = AuthSettings.from_env({"PATRON_API_KEYS": "u", "PATRON_ADMIN_KEYS": "a"})
+    wrapped = ApiKeyMiddleware(app, auth)
+
+    async def run():
+        transport = httpx.ASGITransport(app=wrapped)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            out = [
+                await client.post("/score"),
+                await client.post("/score", headers={"Authorization": "Bearer wrong"}),
+                await client.post("/score", headers={"Authorization": "Bearer u"}),
+                await client.post("/score", headers={"X-API-Key": "u", "X-Request-ID": "abc-1"}),
+                await client.post("/admin/reload", headers={"X-API-Key": "u"}),
+                await client.post("/admin/reload", headers={"X-API-Key": "a"}),
+                await client.get("/healthz"),
+                await client.post("/score", headers={"X-API-Key": "u", "X-Request-ID": "b\tad"}),
+            ]
+        return out
+
+    r = asyncio.run(run())
+    assert [x.status_code for x in r] == [401, 401, 200, 200, 403, 200, 200, 200]
+    assert r[0].json()["error"] == "a valid API key is needed"
+    assert r[0].headers["www-authenticate"] == "Bearer"
+    assert r[3].headers["x-request-id"] == "abc-1"
+    assert r[7].headers["x-request-id"] != "b\tad" and len(r[7].headers["x-request-id"]) == 32
+
+
+def test_logged_exceptions_lose_their_input_values():
+    from pydantic import BaseModel
+
+    from serving.security import REQUEST_ID, RedactingFilter
+
+    class Body(BaseModel):
+        customer_ids: list[str]
+
+    stream = io.StringIO()
+    logger = logging.getLogger("patron.test.redaction")
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    logger.addFilter(RedactingFilter())
+    logger.propagate = False
+    token = REQUEST_ID.set("req-42")
+    try:
+        try:
+            Body.model_validate({"customer_ids": ["SECRET-CUSTOMER-7", 12345]})
+        except Exception:
+            logger.error("Exception on /score [POST]", exc_info=True)
+        try:
+            raise KeyError("SECRET-CUSTOMER-8")
+        except KeyError:
+            logger.exception("lookup failed")
+    finally:
+        REQUEST_ID.reset(token)
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "SECRET-CUSTOMER" not in text and "12345" not in text
+    assert "customer_ids.1 (string_type)" in text
+    assert "KeyError" in text and text.count("request_id=req-42") == 2
+
+
+def test_reasons_precomputed_at_load_equal_the_live_ones(setup):
+    _, _, state, _ = setup
+    explainer = state.models["churn"].explainer
+    assert explainer is not None and explainer.top is not None
+    live = dataclasses.replace(explainer, top=None)
+    positions = np.array([3, 1, 2999, 40, 7])
+    assert explainer.reasons(positions) == live.reasons(positions)
+
+
+# --------------------------------------------------------------------------- next-best offer
+
+
+@pytest.fixture(scope="module")
+def offers_setup(served_pipeline):
+    """A next-best-offer model trained on the session data and served beside churn."""
+    from tests.serving.conftest import ROOT
+    from training.config import load_experiment
+    from training.nbo import run_nbo_training
+
+    state = served_pipeline["state"]
+    experiment = ROOT / "experiments" / "nbo" / "synthetic.yaml"
+    cfg = load_experiment(experiment)
+    _, logged = run_nbo_training(cfg, state)
+    name = "serving-nbo-test"
+    register_copy(state, logged["model_uri"], name, ("champion",))
+    raw = serving_settings(served_pipeline, NAME, reload_interval_s=0)
+    raw["models"]["nbo"] = {
+        "registered_model": name,
+        "dataset": "synthetic",
+        "feature_set": cfg.feature_set,
+        "experiment": str(experiment),
+    }
+    settings = ServingSettings.model_validate(raw)
+    return cfg, build_state(settings, state), state
+
+
+def test_next_best_offers_are_the_nbo_models_own_ranking(offers_setup):
+    from training.nbo import scoring_inputs
+
+    cfg, served_state, state = offers_setup
+    served = served_state.models["nbo"]
+    assert served.meta.kind == "nbo"
+    ids = list(served.base.features.index[[0, 5, 42]])
+    body = rank_offers(served_state, None, [*ids, "NOPE"], 3, "any", 100)
+    assert body["model"] == "nbo" and body["unknown"] == [
+        {"customer_id": "NOPE", "reason": "not in the feature snapshot"}
+    ]
+    inputs = scoring_inputs(cfg, state, served.model, served.base.as_of)
+    inputs = inputs[inputs["customer_id"].astype(str).isin(ids)]
+    expected = served.model.rank(inputs, k=3, kind="any")
+    for rec in body["customers"]:
+        mine = [(o["offer_id"], o["probability"]) for o in rec["offers"]]
+        theirs = expected[expected["customer_id"].astype(str) == rec["customer_id"]]
+        assert mine == list(zip(theirs["offer_id"], theirs["probability"], strict=True))
+        assert 1 <= len(mine) <= 3
+    cross = rank_offers(served_state, "nbo", ids, 2, "cross_sell", 100)
+    assert all(o["kind"] == "cross_sell" for c in cross["customers"] for o in c["offers"])
+    with pytest.raises(RequestError) as err:
+        rank_offers(served_state, "churn", ids, 3, "any", 100)
+    assert (err.value.field, err.value.status) == ("model", 404)
+
+
+def test_an_offer_campaign_ranks_on_the_offers_probability(offers_setup):
+    _, served_state, _ = offers_setup
+    body = target_customers(
+        served_state,
+        campaign_id="xs3",
+        channel="email",
+        offer_id="XS_cat_03",
+        budget={"max_contacts": 100},
+    )
+    assert body["model"] == "nbo" and body["score_kind"] == "probability"
+    served = served_state.models["nbo"]
+    p = pd.Series(served.campaign_scores("XS_cat_03")[0], index=served.base.features.index)
+    consent = served.base.consent["email"]
+    # counted under the first rule failed: consent comes before eligibility
+    assert body["summary"]["excluded"]["not_eligible"] == int((p.isna() & consent).sum()) > 0
+    chosen = [c["customer_id"] for c in body["customers"]]
+    assert p.loc[chosen].notna().all()
+    for c in body["customers"]:
+        assert c["score"] == pytest.approx(p.loc[c["customer_id"]])
+
+
+# --------------------------------------------------------------------------- uplift
+
+
+def test_an_uplift_model_targets_on_uplift_times_value(setup):
+    from models.pyfunc import ScoringModel
+    from models.uplift import make_learner
+    from serving.scoring import (
+        LoadContext,
+        ModelMeta,
+        ServingState,
+        build_score_model,
+        detect_kind,
+    )
+
+    _, settings, state, _ = setup
+    base = state.models["churn"].base
+    names = list(state.models["churn"].model.feature_names)
+    x = base.features[names]
+    rng = np.random.default_rng(3)
+    treated = rng.uniform(size=len(x)) < 0.5
+    recent = (x["days_since_last_order"] < 90).to_numpy()
+    # the contact helps recent customers only: a known sign of the effect
+    y = rng.uniform(size=len(x)) < 0.1 + 0.3 * (treated & recent)
+    wrapper = ScoringModel(
+        make_learner("t", {"n_estimators": 30}).fit(x, y.astype(int), treatment=treated),
+        names,
+        "uplift",
+    )
+    kind = detect_kind(wrapper)
+    assert kind.name == "uplift"
+    meta = ModelMeta("uplift", "uplift", "u", "champion", "1", "r", None, {}, {}, "now")
+    served = build_score_model(meta, wrapper, base, LoadContext(settings, None))
+    assert served.output == "uplift"
+    uplift_state = ServingState(models={"uplift": served}, shadows={}, bases={}, loaded_at="now")
+    body = target_customers(
+        uplift_state,
+        campaign_id="u1",
+        channel="email",
+        model="uplift",
+        value_per_conversion=50.0,
+        cost_per_contact=10.0,
+    )
+    assert body["score_kind"] == "uplift"
+    chosen = pd.Series({c["customer_id"]: c["score"] for c in body["customers"]})
+    assert len(chosen) > 50 and (chosen * 50.0 - 10.0 > 0).all()  # uplift above 0.2
+    assert recent[base.positions(list(chosen.index))].mean() > 0.8 > recent.mean()
+    scored = score_customers(uplift_state, "uplift", list(chosen.index[:3]), 10)
+    assert scored["kind"] == "uplift"
+    assert all(s["probability"] is None and s["value"] is None for s in scored["scores"])
+
+
+def test_models_info_carries_the_monitoring_summary(setup, tmp_path):
+    import json
+    import shutil
+
+    from features.store import StateDirs
+    from serving.scoring import load_base, model_info
+
+    pipeline, _, state, _ = setup
+    src = pipeline["state"]
+    copy = StateDirs.resolve(tmp_path / "home")
+    snap = state.models["churn"].base.snapshot_path
+    target = copy.snapshots("synthetic", "churn_v1")
+    target.mkdir(parents=True)
+    shutil.copy(snap, target / snap.name)
+    shutil.copytree(src.data("synthetic"), copy.data("synthetic"))
+    report = {
+        "registered_model": NAME,
+        "model_version": "1",
+        "reference_as_of": "2024-09-30",
+        "current_as_of": "2024-12-31",
+        "created_at": "2026-11-24T00:00:00+00:00",
+        "score": {"psi": 0.04, "flag": "stable"},
+        "breached": {"features": []},
+        "features": [{"feature": "x", "psi": 0.01}],
+    }
+    (target / "monitor.json").write_text(json.dumps(report))
+    base = load_base(copy, "synthetic", "churn_v1")
+    assert base.monitor == report
+    served = dataclasses.replace(state.models["churn"], base=base)
+    info = model_info(dataclasses.replace(state, models={"churn": served}), {})
+    monitoring = info[0]["monitoring"]
+    assert monitoring["score"] == {"psi": 0.04, "flag": "stable"}
+    assert "features" not in monitoring  # the summary, not the per-feature table
