@@ -25,18 +25,17 @@ ADMIN_KEY = "test-admin-key-9876543210"
 
 
 def ensure_snapshot(state: StateDirs, dataset: str, feature_set: str) -> Path:
-    """The latest snapshot of a dataset's feature set, written at the last data date if none."""
-    from features.build import data_date_range, latest_snapshot, transactions_source, write_snapshot
+    """The snapshot at the last data date (so it is the latest, whatever other tests wrote)."""
+    from features.build import data_date_range, transactions_source, write_snapshot
     from features.definitions import feature_set as get_feature_set
     from features.sources import connect
 
-    try:
-        return latest_snapshot(state, dataset, feature_set)[1]
-    except FileNotFoundError:
-        pass
     con = connect(state)
     try:
         as_of = data_date_range(con, transactions_source(state, dataset))[1]
+        path = state.snapshots(dataset, feature_set) / f"as_of={as_of.isoformat()}.parquet"
+        if path.exists():
+            return path
         return write_snapshot(con, state, dataset, get_feature_set(feature_set), as_of)
     finally:
         con.close()
