@@ -33,31 +33,3 @@ def global_importance(pipeline: Any, frame: pd.DataFrame) -> pd.DataFrame:
     c = contributions(pipeline, frame)
     imp = c.abs().mean().sort_values(ascending=False)
     return pd.DataFrame({"feature": imp.index, "mean_abs_shap": imp.to_numpy()})
-
-
-def top_reasons(
-    contribs: pd.DataFrame, values: pd.DataFrame, k: int = 3
-) -> list[list[dict[str, Any]]]:
-    """The k largest positive-or-negative contributions per row: feature, value, contribution."""
-    arr = contribs.to_numpy()
-    order = np.argsort(-np.abs(arr), axis=1)[:, :k]
-    names = contribs.columns
-    out = []
-    for i, idx in enumerate(order):
-        row = []
-        for j in idx:
-            name = names[j]
-            value = values.iloc[i][name] if name in values.columns else None
-            row.append({"feature": name, "value": _plain(value), "contribution": float(arr[i, j])})
-        out.append(row)
-    return out
-
-
-def _plain(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    return value
