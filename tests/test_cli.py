@@ -57,3 +57,19 @@ def test_campaign_evaluate(synthetic_pipeline, tmp_path):
     assert "Newcombe" in out
     html = page.read_text()
     assert "CMP_" in html and "<img" in html
+
+
+def test_bad_config_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from training.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndataset: synthetic\nregistered_model: x\nhorizon_days: -3\n")
+    monkeypatch.setattr("sys.argv", ["patron", "train", "-c", str(bad), "--home", str(tmp_path)])
+    monkeypatch.delenv("PATRON_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    out = capsys.readouterr().out
+    assert "horizon_days" in out and "Traceback" not in out

@@ -155,7 +155,7 @@ def features(
 
     state = _state(home)
     cfg = load_dataset(dataset)
-    cutoff = date.fromisoformat(as_of) if as_of else None
+    cutoff = _date(as_of, "--as-of")
     path = _snapshot(cfg.name, feature_set, cutoff, state)
     console.print(f"snapshot written to [bold]{path}[/bold]")
 
@@ -304,12 +304,9 @@ def segments(
 
     state = _state(home)
     result = run_segments(state, load_dataset(dataset).name, _date(as_of, "--as-of"), None, out)
-    summary = result["summary"]
-    frame = summary if hasattr(summary, "columns") else None
-    if frame is None:
-        import pandas as pd
+    import pandas as pd
 
-        frame = pd.read_csv(summary)
+    frame = pd.read_csv(result["summary"])
     table = Table(title=f"segments of {dataset} at {result['as_of']}")
     for col in frame.columns:
         table.add_column(str(col))
@@ -667,5 +664,20 @@ def demo(
     )
 
 
+def main() -> None:
+    """The `patron` entry point: bad configs and inputs end in one clear line, not a traceback.
+
+    Set PATRON_DEBUG=1 to see the traceback."""
+    from pydantic import ValidationError
+
+    try:
+        app()
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        if os.environ.get("PATRON_DEBUG"):
+            raise
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()
