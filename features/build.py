@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -9,20 +10,19 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from features.definitions import FeatureSet
+from features.catalog import Catalog
+from features.definitions import FeatureSet, feature_set, feature_set_from_spec
 from features.engine import churn_label_sql, features_sql
-from features.sources import _lit
+from features.offers import customer_profile_sql, profile_frame
+from features.sql import sql_literal
 from features.store import StateDirs, atomic_path
+
+SPEC_FILE = "feature_set.json"
 
 
 def transactions_source(state: StateDirs, dataset: str) -> str:
     """The relation of a dataset's accepted transactions."""
-    path = state.data(dataset) / "transactions.parquet"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no ingested transactions for dataset {dataset!r} at {path}; run `patron ingest` first"
-        )
-    return f"read_parquet({_lit(str(path))})"
+    return Catalog(state, dataset).relation("transactions")
 
 
 def data_date_range(con: duckdb.DuckDBPyConnection, source: str) -> tuple[date, date]:
@@ -36,26 +36,15 @@ def data_date_range(con: duckdb.DuckDBPyConnection, source: str) -> tuple[date, 
 
 def input_relations(state: StateDirs, dataset: str, fs: FeatureSet) -> dict[str, str]:
     """The optional relations a feature set reads (events, customers, households), by keyword."""
-    files = {
-        "events": state.data(dataset) / "events.parquet",
-        "customers": state.data(dataset) / "customers.parquet",
-        "households": state.data(dataset) / "households.parquet",
-    }
-    hints = {
-        "events": "ingest an events table",
-        "customers": "ingest a customers table",
-        "households": "run `patron customers link`",
-    }
+    catalog = Catalog(state, dataset)
     relations = {}
     for name in fs.inputs:
         if name == "transactions":
             continue
-        path = files[name]
-        if not path.exists():
-            raise FileNotFoundError(
-                f"feature set {fs.name!r} reads {name} but {path} does not exist: {hints[name]}"
-            )
-        relations[name] = f"read_parquet({_lit(str(path))})"
+        try:
+            relations[name] = catalog.relation(name)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"feature set {fs.name!r} reads {name}: {exc}") from None
     return relations
 
 
@@ -108,40 +97,63 @@ def write_snapshot(
     fs: FeatureSet,
     as_of: date,
 ) -> Path:
-    """Compute and write the feature snapshot at ``as_of`` out-of-core (DuckDB COPY), atomically."""
+    """Compute and write the feature snapshot at ``as_of`` out-of-core (DuckDB COPY), atomically;
+    the folder is named by the set's key and holds its spec (``feature_set.json``)."""
     source = transactions_source(state, dataset)
     sql = features_sql(source, as_of, fs, **input_relations(state, dataset, fs))
-    out = state.snapshots(dataset, fs.name) / f"as_of={as_of.isoformat()}.parquet"
+    catalog = Catalog(state, dataset)
+    out = catalog.snapshot_path(fs.key, as_of)
     with atomic_path(out) as tmp:
-        con.execute(
-            f"COPY ({sql}) TO {_lit(str(tmp))} (FORMAT parquet)"
-        )
+        con.execute(f"COPY ({sql}) TO {sql_literal(str(tmp))} (FORMAT parquet)")
+    with atomic_path(out.parent / SPEC_FILE) as tmp:
+        tmp.write_text(json.dumps(fs.spec(), indent=2, sort_keys=True))
     return out
 
 
 def latest_snapshot(state: StateDirs, dataset: str, feature_set: str) -> tuple[date, Path]:
-    """The most recent snapshot of a dataset's feature set."""
-    folder = state.snapshots(dataset, feature_set)
-    found = sorted(folder.glob("as_of=*.parquet"))
-    if not found:
-        raise FileNotFoundError(f"no feature snapshot in {folder}; run `patron features` first")
-    path = found[-1]
-    return date.fromisoformat(path.stem.split("=", 1)[1]), path
+    """The most recent snapshot of a dataset's feature set (by key)."""
+    return Catalog(state, dataset).latest_snapshot(feature_set)
+
+
+def snapshot_feature_set(state: StateDirs, dataset: str, key: str) -> FeatureSet:
+    """The feature set a snapshot folder was built with: its recorded spec, else the released
+    set of that name."""
+    spec_path = Catalog(state, dataset).snapshot_folder(key) / SPEC_FILE
+    if spec_path.exists():
+        return feature_set_from_spec(json.loads(spec_path.read_text()))
+    return feature_set(key)
+
+
+def customer_inputs(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    as_of: date,
+    fs: FeatureSet,
+    categories: list[str],
+    products: str | None = None,
+) -> pd.DataFrame:
+    """What a next-best-offer model ranks from, per customer at ``as_of``: features of ``fs``,
+    category shares and tiers, for every customer with a purchase by then."""
+    feats = compute_features(con, source, as_of, fs)
+    feats["customer_id"] = feats["customer_id"].astype(str)
+    long = con.execute(customer_profile_sql(source, as_of, None, products)).df()
+    profile = profile_frame(long, categories)
+    out = feats.merge(profile, on="customer_id", how="inner", validate="one_to_one")
+    out.insert(1, "as_of", pd.Timestamp(as_of))
+    return out
 
 
 def write_customer_links(state: StateDirs, dataset: str, cfg: object = None) -> dict[str, Path]:
     """Standardise the customers table, find duplicates and households; write both maps."""
     from features.linkage import LinkageConfig, link_customers
 
-    path = state.data(dataset) / "customers.parquet"
-    if not path.exists():
-        raise FileNotFoundError(f"no ingested customers table for {dataset!r} at {path}")
+    catalog = Catalog(state, dataset)
     merge_map, households = link_customers(
-        pd.read_parquet(path), cfg if isinstance(cfg, LinkageConfig) else None
+        catalog.read("customers"), cfg if isinstance(cfg, LinkageConfig) else None
     )
     out = {}
     for name, frame in (("merge_map", merge_map), ("households", households)):
-        out[name] = state.data(dataset) / f"{name}.parquet"
+        out[name] = catalog.path(name)
         with atomic_path(out[name]) as tmp:
             frame.to_parquet(tmp, index=False)
     return out

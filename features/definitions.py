@@ -36,8 +36,10 @@ none). Released feature sets are never edited: add ``churn_v2`` instead. Sets co
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -389,6 +391,32 @@ class FeatureSet:
     name: str
     features: tuple[Feature, ...]
     description: str = ""
+    rfm: RFMPointsConfig | None = None  # the RFM settings it was built with (None: default)
+
+    @property
+    def key(self) -> str:
+        """The name that pins the whole definition: the released name with default settings,
+        ``<name>@rfm-<digest>`` with custom RFM settings (snapshots and models use this)."""
+        if self.rfm is None or self.rfm == RFMPointsConfig():
+            return self.name
+        blob = json.dumps(self.rfm.model_dump(mode="json"), sort_keys=True)
+        return f"{self.name}@rfm-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of every feature's definition: equal fingerprints compute equal values."""
+        blob = json.dumps([list(_definition(f)) for f in self.features], default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def spec(self) -> dict[str, Any]:
+        """What rebuilds this set anywhere (``feature_set_from_spec``), as JSON-able data."""
+        custom = self.rfm is not None and self.rfm != RFMPointsConfig()
+        return {
+            "name": self.name,
+            "key": self.key,
+            "rfm": self.rfm.model_dump(mode="json") if custom and self.rfm else None,
+            "fingerprint": self.fingerprint,
+        }
 
     @property
     def names(self) -> list[str]:
@@ -460,7 +488,30 @@ def _definition(f: Feature) -> tuple[object, ...]:
 
 def feature_set(name: str, rfm: RFMPointsConfig | None = None) -> FeatureSet:
     """Look up a released feature set by name; ``a+b`` combines released sets in that order."""
-    sets = _sets(rfm or RFMPointsConfig())
+    if "@" in name:
+        raise KeyError(
+            f"feature set {name!r} is a key with custom settings; rebuild it from its spec "
+            "(the snapshot's feature_set.json or the model's info), not by name"
+        )
+    fs = _lookup(name, rfm or RFMPointsConfig())
+    return replace(fs, rfm=rfm) if rfm is not None and rfm != RFMPointsConfig() else fs
+
+
+def feature_set_from_spec(spec: Mapping[str, Any]) -> FeatureSet:
+    """Rebuild a feature set from ``FeatureSet.spec()``; refuses a definition that changed."""
+    rfm = RFMPointsConfig.model_validate(spec["rfm"]) if spec.get("rfm") else None
+    fs = feature_set(str(spec["name"]), rfm)
+    wanted = spec.get("fingerprint")
+    if wanted and fs.fingerprint != wanted:
+        raise ValueError(
+            f"feature set {fs.key!r}: its definition in this version of Patron differs from the "
+            "one recorded (fingerprint mismatch); retrain or rebuild the snapshot"
+        )
+    return fs
+
+
+def _lookup(name: str, rfm: RFMPointsConfig) -> FeatureSet:
+    sets = _sets(rfm)
     parts = name.split("+")
     unknown = [p for p in parts if p not in sets]
     if unknown:

@@ -15,12 +15,19 @@ class ScoringModel(mlflow.pyfunc.PythonModel):
     """
 
     def __init__(
-        self, estimator: Any, feature_names: list[str], family: str, pipeline: Any = None
+        self,
+        estimator: Any,
+        feature_names: list[str],
+        family: str,
+        pipeline: Any = None,
+        info: dict[str, Any] | None = None,
     ) -> None:
         self.estimator = estimator
         self.feature_names = list(feature_names)
         self.family = family
         self.pipeline = pipeline if pipeline is not None else estimator
+        # what serving needs to rebuild the inputs: feature_set_spec (FeatureSet.spec()), dataset
+        self.info = dict(info or {})
 
     def inputs(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The model's input columns in training order; names every missing column."""

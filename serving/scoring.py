@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.sql import sql_literal
 from features.store import StateDirs
 from serving.settings import ServedModel, ServingSettings
 from serving.targeting import CHANNELS, consent_flags, id_hashes
@@ -175,9 +176,9 @@ def load_base(state: StateDirs, dataset: str, feature_set: str) -> CustomerBase:
     products = None
     if (data / "products.parquet").exists():
         from features.offers import products_relation_sql
-        from features.sources import _lit
+        from features.sql import parquet_relation
 
-        products = products_relation_sql(f"read_parquet({_lit(str(data / 'products.parquet'))})")
+        products = products_relation_sql(parquet_relation(data / "products.parquet"))
     monitor_path = path.parent / "monitor.json"
     monitor = json.loads(monitor_path.read_text()) if monitor_path.exists() else None
     return CustomerBase(
@@ -562,37 +563,47 @@ def _finite(value: Any) -> float | None:
 
 
 def offer_inputs(python_model: Any, base: CustomerBase, ctx: LoadContext) -> pd.DataFrame:
-    """What NBOModel.rank needs per base customer, built by the NBO job's own input functions.
+    """What NBOModel.rank needs per base customer, built from what the model recorded.
 
-    With the served model's ``experiment`` YAML: ``training.nbo.scoring_inputs`` (its products
-    table, its RFM settings); without: ``training.nbo.customer_inputs`` on the snapshot's
-    feature set and the ingested products table, if any. Rows follow the base.
+    The model's ``info`` names its feature set (``feature_set_spec``: name, RFM settings,
+    fingerprint) and the product -> tier file it was trained with (``products``); without them
+    (older models) the snapshot's feature set and the ingested products table. Rows follow the
+    base.
     """
-    from training.nbo import customer_inputs, scoring_inputs
+    from features.build import customer_inputs, snapshot_feature_set
+    from features.definitions import feature_set_from_spec
+    from features.offers import products_relation_sql
+    from features.sources import connect
+    from features.sql import parquet_relation
 
-    if ctx.spec is not None and ctx.spec.experiment:
-        from training.config import load_experiment
-
-        cfg = load_experiment(ctx.spec.experiment)
-        frame = scoring_inputs(cfg, ctx.state, python_model, base.as_of)
-    else:
-        from features.definitions import feature_set
-        from features.sources import connect
-
-        if base.transactions_relation is None:
-            raise FileNotFoundError(f"no ingested transactions for {base.dataset}")
-        con = connect(ctx.state)
-        try:
-            frame = customer_inputs(
-                con,
-                base.transactions_relation,
-                base.as_of,
-                feature_set(base.feature_set),
-                python_model.categories,
-                base.products_relation,
-            )
-        finally:
-            con.close()
+    info = getattr(python_model, "info", {}) or {}
+    spec = info.get("feature_set_spec")
+    fs = (
+        feature_set_from_spec(spec)
+        if spec
+        else snapshot_feature_set(ctx.state, base.dataset, base.feature_set)
+    )
+    products = base.products_relation
+    recorded = (info.get("products") or {}).get("path")
+    if recorded:
+        path = Path(recorded)
+        if not path.exists():
+            raise FileNotFoundError(f"the model's product -> tier file {path} is gone")
+        reader = (
+            parquet_relation(path)
+            if path.suffix == ".parquet"
+            else f"read_csv({sql_literal(str(path))}, header = true, all_varchar = true)"
+        )
+        products = products_relation_sql(reader)
+    if base.transactions_relation is None:
+        raise FileNotFoundError(f"no ingested transactions for {base.dataset}")
+    con = connect(ctx.state)
+    try:
+        frame = customer_inputs(
+            con, base.transactions_relation, base.as_of, fs, python_model.categories, products
+        )
+    finally:
+        con.close()
     frame = frame.assign(customer_id=frame["customer_id"].astype(str)).set_index("customer_id")
     frame = frame.reindex(base.features.index).reset_index(names="customer_id")
     if "as_of" in frame.columns:

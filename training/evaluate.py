@@ -72,7 +72,7 @@ def grade(model: float, baseline: float, a_margin: float, higher_is_better: bool
     return "B" if gain > 0 else "C"
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,7 +83,7 @@ def _pyplot():
 
 def plot_gains(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
     """Cumulative gains chart of several scorers on the same customers, saved as PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
     for name, (y, s) in curves.items():
         order = np.argsort(-np.asarray(s), kind="stable")
@@ -104,7 +104,7 @@ def plot_gains(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, tit
 
 def plot_lift(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
     """Lift by decile of several scorers, saved as PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
     width = 0.8 / max(len(curves), 1)
     for i, (name, (y, s)) in enumerate(curves.items()):
@@ -127,7 +127,7 @@ def plot_calibration(
     curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str
 ) -> Path:
     """Reliability diagram: observed rate against mean prediction per bin, saved as PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
     ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfect")
     for name, (y, p) in curves.items():
@@ -148,7 +148,7 @@ def plot_calibration(
 
 def plot_importance(importance: pd.DataFrame, path: Path, title: str, top: int = 15) -> Path:
     """Horizontal bar chart of mean |SHAP| per feature."""
-    plt = _pyplot()
+    plt = pyplot()
     top_rows = importance.head(top).iloc[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(top_rows) + 1.2), dpi=110)
     ax.barh(top_rows["feature"], top_rows["mean_abs_shap"])

@@ -406,9 +406,9 @@ def train_nbo(
 
 def plot_ranking(result: NBOResult, ks: list[int], path: Path, title: str) -> Path:
     """hit@k, MAP@k and NDCG@k of the model and the popularity baseline as grouped bars."""
-    from training.evaluate import _pyplot
+    from training.evaluate import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     names = [f"{m}@{k}" for m in ("hit", "map", "ndcg") for k in ks]
     keys = [f"{m}_at_{k}" for m in ("hit", "map", "ndcg") for k in ks]
     x = np.arange(len(names))
