@@ -26,12 +26,16 @@ class StateDirs:
     """Paths of Patron's state folder."""
 
     home: Path
+    tracking_uri_override: str | None = None  # an MLflow server instead of the state's SQLite
 
     @classmethod
-    def resolve(cls, home: str | Path | None = None) -> StateDirs:
-        """Resolve the state folder: explicit argument, else $PATRON_HOME, else ~/.patron."""
+    def resolve(cls, home: str | Path | None = None, tracking_uri: str | None = None) -> StateDirs:
+        """Resolve the state folder (explicit argument, else $PATRON_HOME, else ~/.patron) and the
+        MLflow store (explicit argument, else $MLFLOW_TRACKING_URI, else SQLite in the folder).
+        The environment is read here, once, at the edge; the result is passed explicitly."""
         raw = home if home is not None else os.environ.get("PATRON_HOME", DEFAULT_HOME)
-        return cls(Path(raw).expanduser().resolve())
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+        return cls(Path(raw).expanduser().resolve(), uri)
 
     def data(self, dataset: str) -> Path:
         return self.home / "data" / dataset
@@ -51,8 +55,8 @@ class StateDirs:
 
     @property
     def tracking_uri(self) -> str:
-        """MLflow tracking URI: $MLFLOW_TRACKING_URI if set, else SQLite in the state folder."""
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        """MLflow tracking URI: the one given to ``resolve``, else SQLite in the state folder."""
+        return self.tracking_uri_override or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
     @property
     def artifact_root(self) -> Path:

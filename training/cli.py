@@ -509,7 +509,6 @@ def _serving_env(cfg: Any, state: Any) -> dict[str, str]:
                 "alias": "champion",
                 "dataset": dataset,
                 "feature_set": cfg.feature_set,
-                "experiment": str(cfg.config_path) if cfg.config_path else None,
             }
         },
     }

@@ -11,11 +11,15 @@ from typing import Any
 
 from sklearn.metrics import roc_auc_score
 
+from features.sources import load_dataset
 from features.store import StateDirs
 from models.estimators import DEFAULT_XGB_PARAMS
 from training.config import ExperimentConfig, SearchParam
-from training.frames import LABEL, ModelFrame
-from training.train import TrainResult, fit_model, load_frame, run_training, setup_mlflow
+from training.families import get_family
+from training.families.base import Frame, RunContext
+from training.families.binary import fit_model
+from training.frames import LABEL
+from training.run import RunOutput, ensure_experiment, run_experiment, tracking
 
 DEFAULT_SEARCH_SPACE: dict[str, SearchParam] = {
     "max_depth": SearchParam(type="int", low=2, high=8),
@@ -37,8 +41,11 @@ class TuneResult:
     default_valid_auc: float
     n_trials: int
     n_pruned: int
-    tuned: TrainResult | None = None
-    tuned_logged: dict[str, Any] | None = None
+    tuned: RunOutput | None = None
+
+    @property
+    def tuned_logged(self) -> dict[str, Any] | None:
+        return self.tuned.logged if self.tuned else None
 
 
 def suggest(trial: Any, space: dict[str, SearchParam]) -> dict[str, Any]:
@@ -54,7 +61,7 @@ def suggest(trial: Any, space: dict[str, SearchParam]) -> dict[str, Any]:
     return params
 
 
-def valid_auc(cfg: ExperimentConfig, mf: ModelFrame, params: dict[str, Any],
+def valid_auc(cfg: ExperimentConfig, mf: Frame, params: dict[str, Any],
               callbacks: list[Any] | None = None) -> float:
     """ROC AUC on the validation rows of a model fitted on the fit rows."""
     pipe = fit_model(cfg, mf, params, callbacks)
@@ -62,7 +69,7 @@ def valid_auc(cfg: ExperimentConfig, mf: ModelFrame, params: dict[str, Any],
     return float(roc_auc_score(valid[LABEL], pipe.predict_proba(valid[mf.feature_names])[:, 1]))
 
 
-def search(cfg: ExperimentConfig, mf: ModelFrame, state: StateDirs,
+def search(cfg: ExperimentConfig, mf: Frame, state: StateDirs,
            n_trials: int | None = None, progress: Any = None) -> TuneResult:
     """Run the Optuna search, logging a parent run with one nested run per trial."""
     import mlflow
@@ -73,13 +80,14 @@ def search(cfg: ExperimentConfig, mf: ModelFrame, state: StateDirs,
     space = cfg.tuning.search_space or DEFAULT_SEARCH_SPACE
     base = {**DEFAULT_XGB_PARAMS, **cfg.model.params}
     trials = n_trials or cfg.tuning.n_trials
-    setup_mlflow(state, cfg.experiment_name)
     study = optuna.create_study(
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=cfg.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=30),
     )
-    with mlflow.start_run(run_name=f"{cfg.name}-tuning"):
+    with tracking(state.tracking_uri), mlflow.start_run(
+        experiment_id=ensure_experiment(state, cfg.experiment_name), run_name=f"{cfg.name}-tuning"
+    ):
         mlflow.set_tags({"family": cfg.family, "kind": "tuning"})
         default_auc = valid_auc(cfg, mf, base)
         mlflow.log_metric("default_valid_roc_auc", default_auc)
@@ -117,10 +125,11 @@ def run_tuning(cfg: ExperimentConfig, state: StateDirs, n_trials: int | None = N
                progress: Any = None) -> TuneResult:
     """Search on the validation cutoff, then the final fit with the best parameters (logged and
     registered like any training run; tagged ``tuned``)."""
-    if cfg.family not in ("churn", "propensity", "labelled"):
-        raise ValueError(f"tuning supports the binary families, not {cfg.family!r}")
-    mf, _ = load_frame(cfg, state)
+    family = get_family(cfg.family)
+    if not getattr(family, "tunable", False):
+        raise ValueError(f"family: tuning supports the binary families, not {cfg.family!r}")
+    mf = family.build_frame(cfg, RunContext(state, load_dataset(cfg.dataset)))
     result = search(cfg, mf, state, n_trials, progress)
     tuned_cfg = cfg.model_copy(update={"name": f"{cfg.name}-tuned"})
-    result.tuned, result.tuned_logged = run_training(tuned_cfg, state, params=result.best_params)
+    result.tuned = run_experiment(tuned_cfg, state, params=result.best_params)
     return result

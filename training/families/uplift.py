@@ -25,23 +25,22 @@ true CATE, and the mean *true* uplift among the top k of each ranking (noise-fre
 
 from __future__ import annotations
 
-import json
 import math
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from features.build import compute_features, transactions_source
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from features.build import compute_features
 from features.contracts import CAMPAIGN_HISTORY
-from features.definitions import FeatureSet, feature_set
-from features.sources import DatasetConfig, _sha256, connect, load_dataset
-from features.store import StateDirs
+from features.definitions import FeatureSet, RFMPointsConfig, feature_set
+from features.sources import _sha256, connect
 from models.estimators import preprocessor, xgb_pipeline
 from models.pyfunc import ScoringModel
 from models.uplift import (
@@ -51,21 +50,67 @@ from models.uplift import (
     uplift_by_bin,
     uplift_metrics,
 )
-from training.config import ExperimentConfig
-from training.evaluate import grade
-from training.promote import PromotionDecision, PromotionPolicy, decide_promotion
-from training.train import (
-    _git_sha,
-    _input_example,
-    build_manifest,
-    register_and_promote,
-    setup_mlflow,
-)
+from training.config import ExperimentConfig, Split
+from training.evaluate import grade, pyplot
+from training.families.base import Family, Frame, RunContext, Trained
 
 ID, LABEL, TREATMENT, SPLIT = "customer_id", "label", "treatment", "split"
 CAMPAIGN, SEND, CUTOFF = "campaign_id", "send_date", "as_of"
 TRUTH_FILE = "truth_uplift.parquet"
 RANDOM_DRAWS = 20
+
+
+class UpliftSpec(BaseModel):
+    """Uplift options: campaigns, learner, where features come from, groups, metric (see
+    docs/campaigns.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    campaign_ids: list[str] | None = Field(None, description="campaigns to learn from (all)")
+    learner: Literal["x", "t"] = "x"
+    top_k: list[float] = Field(
+        default_factory=lambda: [0.1, 0.2, 0.3], description="fractions for uplift at top k"
+    )
+    metric: Literal["qini", "auuc"] = Field(
+        "qini", description="test metric for the grade and the champion / challenger decision"
+    )
+    features: Literal["auto", "transactions", "campaign_history"] = Field(
+        "auto",
+        description="transactions: the feature set at the day before each send; campaign_history:"
+        " its extra (passthrough) columns; auto: transactions when the dataset has them",
+    )
+    treatment_groups: list[str] = Field(
+        default_factory=lambda: ["treatment"], description="group values meaning treated"
+    )
+    control_groups: list[str] = Field(
+        default_factory=lambda: ["control"], description="group values meaning control"
+    )
+
+    @model_validator(mode="after")
+    def _fractions(self) -> UpliftSpec:
+        if not self.top_k or any(not 0 < k <= 1 for k in self.top_k):
+            raise ValueError(f"uplift.top_k must be fractions in (0, 1], got {self.top_k}")
+        both = {g.lower() for g in self.treatment_groups} & {g.lower() for g in self.control_groups}
+        if both:
+            raise ValueError(f"uplift: groups {sorted(both)} are both treatment and control")
+        return self
+
+
+
+class UpliftConfig(ExperimentConfig):
+    """An uplift experiment: its ``uplift`` block says which campaigns and how to learn."""
+
+    family: Literal["uplift"] = "uplift"
+    feature_set: str = "churn_v1"
+    rfm: RFMPointsConfig = Field(default_factory=RFMPointsConfig)
+    split: Split = Field(default_factory=Split)
+    drop_columns: list[str] = Field(
+        default_factory=list, description="campaign_history columns not to use as features"
+    )
+    uplift: UpliftSpec = Field(default_factory=UpliftSpec)
+
+    @property
+    def test_label(self) -> str:
+        return "test campaigns"
 
 
 @dataclass
@@ -113,7 +158,7 @@ class UpliftResult:
 # --------------------------------------------------------------------------- the frame
 
 
-def _group_treatment(group: pd.Series, cfg: ExperimentConfig) -> pd.Series:
+def _group_treatment(group: pd.Series, cfg: Any) -> pd.Series:
     """1 = treated, 0 = control; names every group value that is neither."""
     g = group.astype("string").str.strip().str.lower()
     treated = {v.lower() for v in cfg.uplift.treatment_groups}
@@ -129,17 +174,10 @@ def _group_treatment(group: pd.Series, cfg: ExperimentConfig) -> pd.Series:
     return g.isin(treated).astype(int)
 
 
-def read_contacts(cfg: ExperimentConfig, state: StateDirs, dataset: str) -> tuple[pd.DataFrame,
-                                                                                  dict[str, int]]:
+def read_contacts(cfg: Any, ctx: RunContext) -> tuple[pd.DataFrame, dict[str, int]]:
     """The experiment's campaign contacts: one row per campaign and customer, with treatment and
     label; the send date of each campaign is its first contact's date."""
-    path = state.data(dataset) / "campaign_history.parquet"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no ingested campaign_history for dataset {dataset!r} at {path}; the dataset config "
-            "needs a campaign_history table (then `patron ingest`)"
-        )
-    contacts = pd.read_parquet(path)
+    contacts = ctx.catalog.read("campaign_history")
     contacts[CAMPAIGN] = contacts[CAMPAIGN].astype(str)
     contacts[ID] = contacts[ID].astype(str)
     wanted = cfg.uplift.campaign_ids
@@ -181,33 +219,29 @@ def _split(contacts: pd.DataFrame, test_size: float, seed: int) -> tuple[pd.Seri
     return out, "stratified_by_group_and_response"
 
 
-def _truth_path(dataset: DatasetConfig, state: StateDirs) -> Path | None:
+def _truth_path(ctx: RunContext) -> Path | None:
     """A synthetic dataset's uplift truth, beside its campaign_history file, if there is one."""
-    table = dataset.tables.get("campaign_history")
+    table = ctx.dataset.tables.get("campaign_history")
     if table is None:
         return None
     for src in table.sources:
-        candidate = dataset.resolve_path(src.path, state).parent / TRUTH_FILE
+        candidate = ctx.dataset.resolve_path(src.path, ctx.state).parent / TRUTH_FILE
         if candidate.exists():
             return candidate
     return None
 
 
-def uplift_frame(cfg: ExperimentConfig, state: StateDirs) -> tuple[UpliftFrame, dict[str, Any]]:
-    """The experiment's contacts with point-in-time features and a split; the ingest report."""
-    dataset = load_dataset(cfg.dataset)
-    report_path = state.data(dataset.name) / "ingest_report.json"
-    ingest_report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    contacts, dropped = read_contacts(cfg, state, dataset.name)
+def uplift_frame(cfg: Any, ctx: RunContext) -> UpliftFrame:
+    """The experiment's contacts with point-in-time features and a split."""
+    contacts, dropped = read_contacts(cfg, ctx)
     source = cfg.uplift.features
     if source == "auto":
-        has_tx = (state.data(dataset.name) / "transactions.parquet").exists()
-        source = "transactions" if has_tx else "campaign_history"
+        source = "transactions" if ctx.catalog.has("transactions") else "campaign_history"
     fs: FeatureSet | None = None
     if source == "transactions":
         fs = feature_set(cfg.feature_set, cfg.rfm)
-        tx = transactions_source(state, dataset.name)
-        con = connect(state)
+        tx = ctx.catalog.relation("transactions")
+        con = connect(ctx.state)
         try:
             feats = []
             for as_of in sorted(contacts[CUTOFF].unique()):
@@ -247,11 +281,8 @@ def uplift_frame(cfg: ExperimentConfig, state: StateDirs) -> tuple[UpliftFrame, 
         .sort_values([SEND, CAMPAIGN])
     )
     campaigns["control"] = campaigns["contacts"] - campaigns["treated"]
-    return (
-        UpliftFrame(frame, list(names), list(categorical), campaigns, kind, fs,
-                    _truth_path(dataset, state), dropped),
-        ingest_report,
-    )
+    return UpliftFrame(frame, list(names), list(categorical), campaigns, kind, fs,
+                       _truth_path(ctx), dropped)
 
 
 def _label_split(values: pd.Series) -> str:
@@ -288,7 +319,7 @@ def _true_uplift_at_k(true: np.ndarray, score: np.ndarray, top_k: list[float]) -
 
 
 def train_uplift(
-    cfg: ExperimentConfig, uf: UpliftFrame, params: dict[str, Any] | None = None
+    cfg: Any, uf: UpliftFrame, params: dict[str, Any] | None = None
 ) -> UpliftResult:
     """Fit the uplift learner and the response model on ``fit`` rows; evaluate on ``test``."""
     fit_rows, test_rows = uf.part("fit"), uf.part("test")
@@ -378,11 +409,7 @@ def train_uplift(
 def plot_qini(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path,
               title: str) -> Path:
     """Qini curves (incremental responses against the share targeted) of several rankings."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
     end = (0.0, 0.0)
     for name, (y, t, s) in curves.items():
@@ -401,46 +428,7 @@ def plot_qini(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path
     return path
 
 
-def _metric_dicts(result: UpliftResult) -> dict[str, dict[str, float]]:
-    out = {"test": result.metrics, "response_model": result.baseline_metrics,
-           "random": result.random_metrics}
-    if result.truth_metrics is not None:
-        out["truth"] = result.truth_metrics
-    return out
-
-
-def _champion_metric(cfg: ExperimentConfig, result: UpliftResult, client: Any) -> float | None:
-    """The current champion's metric on the challenger's own test rows (None if no champion)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        mv = client.get_model_version_by_alias(cfg.registered_model, "champion")
-    except MlflowException:
-        return None
-    wrapper = mlflow.pyfunc.load_model(
-        f"models:/{cfg.registered_model}/{mv.version}"
-    ).unwrap_python_model()
-    try:
-        scores = np.asarray(wrapper.score(result.test_frame), dtype=float)
-    except (ValueError, KeyError):  # the champion needs other features: its own logged metric
-        return client.get_run(mv.run_id).data.metrics.get(f"test_{cfg.uplift.metric}")
-    preds = result.test_predictions
-    return uplift_metrics(preds[LABEL], preds[TREATMENT], scores, [])[cfg.uplift.metric]
-
-
-def _decide(cfg: ExperimentConfig, result: UpliftResult, client: Any) -> PromotionDecision:
-    policy = PromotionPolicy(metric=cfg.uplift.metric, higher_is_better=True,
-                             margin=cfg.promotion.margin)
-    return decide_promotion(
-        policy,
-        challenger=result.metrics[cfg.uplift.metric],
-        baseline=result.baseline_metrics[cfg.uplift.metric],
-        champion=_champion_metric(cfg, result, client),
-    )
-
-
-def run_description(cfg: ExperimentConfig, result: UpliftResult) -> str:
+def run_description(cfg: Any, result: UpliftResult) -> str:
     """A human sentence for the MLflow UI's run list."""
     m, b = result.metrics, result.baseline_metrics
     text = (f"uplift ({cfg.uplift.learner}-learner) on {cfg.dataset}, {result.split_kind}: Qini "
@@ -450,62 +438,109 @@ def run_description(cfg: ExperimentConfig, result: UpliftResult) -> str:
     return f"{text}, grade {result.grade}. {cfg.description}".strip()
 
 
-def log_uplift_result(
-    cfg: ExperimentConfig,
-    result: UpliftResult,
-    manifest: dict[str, Any],
-    state: StateDirs,
-    feature_set_doc: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Log params, metrics, Qini chart, config, manifest and model; register; decide promotion."""
-    import mlflow
 
-    setup_mlflow(state, cfg.experiment_name)
-    campaigns = result.campaigns
-    with mlflow.start_run(run_name=cfg.name) as _run, tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        mlflow.set_tags(
+
+def uplift_manifest(uf: UpliftFrame) -> dict[str, Any]:
+    """The family's manifest facts: feature source, split, campaigns with send dates, truth."""
+    manifest: dict[str, Any] = {
+        "feature_set": uf.feature_set.key if uf.feature_set else None,
+        "features_from": "transactions" if uf.feature_set else "campaign_history",
+        "split": uf.split_kind,
+        "campaigns": [
             {
-                "family": cfg.family,
-                "dataset": manifest.get("dataset") or "",
-                "feature_set": manifest.get("feature_set") or "",
-                "git_sha": _git_sha(),
-                "grade": result.grade,
-                "baseline": result.baseline_name,
-                "split": result.split_kind,
-                "mlflow.note.content": run_description(cfg, result),
+                CAMPAIGN: r[CAMPAIGN],
+                "send_date": pd.Timestamp(r[SEND]).date().isoformat(),
+                "feature_cutoff": pd.Timestamp(r[CUTOFF]).date().isoformat(),
+                "split": r["split"],
+                "contacts": int(r["contacts"]),
+                "treated": int(r["treated"]),
+                "control": int(r["control"]),
             }
+            for _, r in uf.campaigns.iterrows()
+        ],
+    }
+    if uf.truth_path is not None:
+        manifest["truth_file"] = {"path": str(uf.truth_path), "sha256": _sha256(uf.truth_path)}
+    return manifest
+
+
+class Uplift(Family):
+    name = "uplift"
+    config = UpliftConfig
+    default_metric = "qini"
+    headline_metrics = ("qini", "auuc", "uplift_at_10pct", "uplift_at_20pct", "uplift_at_30pct")
+
+    def build_frame(self, cfg: Any, ctx: RunContext) -> Frame:
+        uf = uplift_frame(cfg, ctx)
+        return Frame(uf.frame, uf.feature_names, uf.categorical, uf.feature_set, None,
+                     manifest=uplift_manifest(uf), details=uf)
+
+    def train(self, cfg: Any, frame: Frame, params: dict[str, Any] | None = None) -> Trained:
+        r = train_uplift(cfg, frame.details, params)
+        extra = {"random": r.random_metrics}
+        if r.truth_metrics is not None:
+            extra["truth"] = r.truth_metrics
+        return Trained(
+            model=r.model,
+            baseline_name=r.baseline_name,
+            metrics=r.metrics,
+            baseline_metrics=r.baseline_metrics,
+            test_predictions=r.test_predictions,
+            test_frame=r.test_frame,
+            grade=r.grade,
+            params=r.params,
+            feature_names=r.feature_names,
+            row_counts=r.row_counts,
+            details=r,
+            extra_metrics=extra,
         )
-        mlflow.log_params(
-            {
-                **{f"xgb.{k}": v for k, v in result.params.items()},
-                "family": cfg.family,
-                "learner": cfg.uplift.learner,
-                "feature_set": manifest.get("feature_set") or "",
-                "split": result.split_kind,
-                "train_campaigns": ",".join(campaigns.loc[campaigns["split"].str.contains("fit"),
-                                                          CAMPAIGN]),
-                "test_campaigns": ",".join(campaigns.loc[campaigns["split"].str.contains("test"),
-                                                         CAMPAIGN]),
-                "metric": cfg.uplift.metric,
-                "top_k": ",".join(str(k) for k in cfg.uplift.top_k),
-                "seed": cfg.seed,
-            }
-        )
-        for prefix, values in _metric_dicts(result).items():
-            mlflow.log_metrics({f"{prefix}_{k}": v for k, v in values.items() if np.isfinite(v)})
-        if cfg.config_path is not None:
-            mlflow.log_artifact(str(cfg.config_path), artifact_path="config")
-        mlflow.log_dict(cfg.model_dump(mode="json"), "config/resolved.json")
-        mlflow.log_dict(manifest, "data_manifest.json")
-        if feature_set_doc:
-            mlflow.log_dict(feature_set_doc, "feature_set.json")
-        mlflow.log_dict({k: v for k, v in _metric_dicts(result).items()},
-                        "evaluation/metrics.json")
-        preds = result.test_predictions
-        preds.to_parquet(tmp_path / "test_predictions.parquet", index=False)
-        result.bins.to_csv(tmp_path / "uplift_by_decile.csv", index=False)
-        campaigns.astype({SEND: str, CUTOFF: str}).to_csv(tmp_path / "campaigns.csv", index=False)
+
+    def promotion_metric(self, cfg: Any) -> tuple[str, bool]:
+        return cfg.uplift.metric, True
+
+    def evaluate(self, cfg: Any, trained: Trained, scores: np.ndarray) -> dict[str, float]:
+        preds = trained.test_predictions
+        return uplift_metrics(preds[LABEL].to_numpy(), preds[TREATMENT].to_numpy(),
+                              np.asarray(scores, dtype=float), list(cfg.uplift.top_k))
+
+    def wrap(self, cfg: Any, frame: Frame, trained: Trained) -> Any:
+        info: dict[str, Any] = {"dataset": frame.manifest.get("dataset")}
+        if frame.feature_set is not None:
+            info["feature_set_spec"] = frame.feature_set.spec()
+        return ScoringModel(trained.model, trained.feature_names, self.name, None, info)
+
+    def log_params(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
+        campaigns = trained.details.campaigns
+        return {
+            "learner": cfg.uplift.learner,
+            "split": trained.details.split_kind,
+            "train_campaigns": ",".join(
+                campaigns.loc[campaigns["split"].str.contains("fit"), CAMPAIGN]
+            ),
+            "test_campaigns": ",".join(
+                campaigns.loc[campaigns["split"].str.contains("test"), CAMPAIGN]
+            ),
+            "metric": cfg.uplift.metric,
+            "top_k": ",".join(str(k) for k in cfg.uplift.top_k),
+        }
+
+    def tags(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, str]:
+        return {"split": trained.details.split_kind}
+
+    def artifacts(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
+        r: UpliftResult = trained.details
+        metrics = {"test": r.metrics, "response_model": r.baseline_metrics,
+                   "random": r.random_metrics}
+        if r.truth_metrics is not None:
+            metrics["truth"] = r.truth_metrics
+        return {
+            "uplift_by_decile.csv": r.bins,
+            "campaigns.csv": r.campaigns.astype({SEND: str, CUTOFF: str}),
+            "metrics.json": metrics,
+        }
+
+    def charts(self, cfg: Any, trained: Trained, folder: Path) -> list[Path]:
+        preds = trained.test_predictions
         y, t = preds[LABEL].to_numpy(), preds[TREATMENT].to_numpy()
         curves = {
             f"uplift model ({cfg.uplift.learner}-learner)": (y, t, preds["uplift"].to_numpy()),
@@ -513,77 +548,11 @@ def log_uplift_result(
         }
         if "true_uplift" in preds and preds["true_uplift"].notna().all():
             curves["true uplift"] = (y, t, preds["true_uplift"].to_numpy())
-        plot_qini(curves, tmp_path / "qini.png", f"Qini, test campaigns ({result.split_kind})")
-        for name in ("test_predictions.parquet", "uplift_by_decile.csv", "campaigns.csv",
-                     "qini.png"):
-            mlflow.log_artifact(str(tmp_path / name), artifact_path="evaluation")
-        wrapper = ScoringModel(result.model, result.feature_names, cfg.family)
-        example = _input_example(result.test_frame[result.feature_names])
-        return register_and_promote(
-            cfg, wrapper, example, result.grade, lambda client: _decide(cfg, result, client)
-        )
+        title = f"Qini, test campaigns ({trained.details.split_kind})"
+        return [plot_qini(curves, folder / "qini.png", title)]
+
+    def describe(self, cfg: Any, trained: Trained) -> str:
+        return run_description(cfg, trained.details)
 
 
-def uplift_manifest(
-    cfg: ExperimentConfig, uf: UpliftFrame, ingest_report: dict[str, Any],
-    row_counts: dict[str, int],
-) -> dict[str, Any]:
-    """The data manifest: input files, campaigns with send dates and cutoffs, split, row counts."""
-    manifest = build_manifest(cfg, ingest_report, row_counts)
-    manifest["feature_set"] = uf.feature_set.name if uf.feature_set else None
-    manifest["features_from"] = "transactions" if uf.feature_set else "campaign_history"
-    manifest["split"] = uf.split_kind
-    manifest["campaigns"] = [
-        {
-            CAMPAIGN: r[CAMPAIGN],
-            "send_date": pd.Timestamp(r[SEND]).date().isoformat(),
-            "feature_cutoff": pd.Timestamp(r[CUTOFF]).date().isoformat(),
-            "split": r["split"],
-            "contacts": int(r["contacts"]),
-            "treated": int(r["treated"]),
-            "control": int(r["control"]),
-        }
-        for _, r in uf.campaigns.iterrows()
-    ]
-    if uf.truth_path is not None:
-        manifest["truth_file"] = {"path": str(uf.truth_path), "sha256": _sha256(uf.truth_path)}
-    return manifest
-
-
-def run_uplift_training(
-    cfg: ExperimentConfig,
-    state: StateDirs,
-    progress: Any = None,
-    params: dict[str, Any] | None = None,
-) -> tuple[UpliftResult, dict[str, Any]]:
-    """The whole job: contacts and features, fit, evaluate, log to MLflow, decide promotion."""
-    if cfg.family != "uplift":
-        raise ValueError(f"run_uplift_training needs family 'uplift', got {cfg.family!r}")
-    if progress:
-        progress("features")
-    uf, ingest_report = uplift_frame(cfg, state)
-    if progress:
-        progress("fit")
-    result = train_uplift(cfg, uf, params)
-    manifest = uplift_manifest(cfg, uf, ingest_report, result.row_counts)
-    if progress:
-        progress("log")
-    fs_doc = (
-        {"name": uf.feature_set.name, "features": uf.feature_set.describe()}
-        if uf.feature_set
-        else None
-    )
-    logged = log_uplift_result(cfg, result, manifest, state, fs_doc)
-    return result, logged
-
-
-__all__ = [
-    "UpliftFrame",
-    "UpliftResult",
-    "log_uplift_result",
-    "plot_qini",
-    "read_contacts",
-    "run_uplift_training",
-    "train_uplift",
-    "uplift_frame",
-]
+FAMILY = Uplift()

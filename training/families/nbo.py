@@ -1,45 +1,93 @@
-"""Next-best-offer training job: offers, eligible (customer, offer) pairs with labels at stacked
-cutoffs, one calibrated XGBoost classifier against the popularity baseline, ranking metrics out
-of time, everything logged to MLflow the way ``training.train.log_result`` does."""
+"""Next-best-offer: offers, eligible (customer, offer) pairs with labels at stacked cutoffs, one
+calibrated XGBoost classifier against the popularity baseline, ranking metrics out of time."""
 
 from __future__ import annotations
 
-import json
-import tempfile
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
-from features.build import compute_features, data_date_range
+from features.build import customer_inputs, data_date_range
 from features.definitions import FeatureSet, feature_set
 from features.offers import (
-    customer_profile_sql,
     derive_offers_sql,
     offer_labels_sql,
     offers_relation_sql,
     products_relation_sql,
-    profile_frame,
     validate_offers,
 )
-from features.sources import DatasetConfig, _lit, _sha256, connect, load_dataset
-from features.store import StateDirs
+from features.sources import _sha256, connect
+from features.sql import parquet_relation, sql_date, sql_literal
 from models.calibration import CalibrationChoice, calibrate
 from models.estimators import DEFAULT_XGB_PARAMS
 from models.explain import global_importance
 from models.nbo import NBOClassifier, NBOModel, PopularityBaseline, attach_offers, ranking_metrics
-from training.config import ExperimentConfig
-from training.evaluate import binary_metrics, grade, plot_calibration, plot_importance
-from training.promote import PromotionDecision, decide_promotion
-from training.train import _git_sha, build_manifest, register_and_promote, setup_mlflow
+from training.config import CutoffExperiment
+from training.evaluate import binary_metrics, grade, plot_calibration, plot_importance, pyplot
+from training.families.base import Family, Frame, RunContext, Trained
+from training.families.binary import cutoff_manifest
+from training.frames import fit_valid_split
+from training.promote import PromotionPolicy
 
 ID, AS_OF, SPLIT, LABEL = "customer_id", "as_of", "split", "taken"
 BASELINE_NAME = "popularity"
 IMPORTANCE_ROWS = 5_000
+
+
+class NBOSpec(BaseModel):
+    """Next-best-offer options (docs/nbo.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    k: list[int] = Field(default_factory=lambda: [1, 3, 5])
+    kinds: list[Literal["cross_sell", "up_sell"]] = Field(
+        default_factory=lambda: ["cross_sell", "up_sell"]
+    )
+    offers: Literal["table", "derive"] = Field(
+        "table",
+        description="table: the dataset's ingested offers; derive: one cross-sell offer per "
+        "transaction category (offer group), from the lines up to the last training cutoff",
+    )
+    margin_rate: float = Field(
+        0.35, gt=0, le=1, description="derive: offer value = this x median order-line amount"
+    )
+    min_offer_lines: int = Field(
+        100, ge=1, description="derive: groups with fewer lines are not offered"
+    )
+    exclude_categories: list[str] = Field(
+        default_factory=list, description="categories never offered (e.g. a catch-all OTHER)"
+    )
+    products: str | None = Field(
+        None,
+        description="product -> tier file (product_id, tier) for up-sell, when the dataset has "
+        "no ingested products table; {home} and ${VAR} expand, relative to the dataset YAML",
+    )
+    upsell_steps: int = Field(1, ge=1, description="up-sell: how many tiers above the current")
+    bought_within_days: int | None = Field(
+        None,
+        gt=0,
+        description="a category counts as already bought (no cross-sell of it) when bought in "
+        "this many days before the cutoff; None: ever bought by the cutoff",
+    )
+    rank_by: Literal["expected_value", "probability"] = Field(
+        "expected_value", description="serving order of a customer's offers"
+    )
+    seasonal: bool = Field(
+        True, description="give the model the cutoff's day of the year (seasonal offers)"
+    )
+
+
+
+class NBOConfig(CutoffExperiment):
+    """A next-best-offer experiment: its ``nbo`` block says which offers and how to rank."""
+
+    family: Literal["nbo"] = "nbo"
+    nbo: NBOSpec = Field(default_factory=NBOSpec)
+    promotion: PromotionPolicy = Field(default_factory=lambda: PromotionPolicy(metric="map_at_3"))
 
 
 @dataclass
@@ -88,30 +136,27 @@ class NBOResult:
 # --------------------------------------------------------------------------- inputs
 
 
-def products_relation(
-    cfg: ExperimentConfig, state: StateDirs, dataset: DatasetConfig
-) -> tuple[str | None, dict[str, Any] | None]:
+def products_relation(cfg: Any, ctx: RunContext) -> tuple[str | None, dict[str, Any] | None]:
     """The product -> tier relation (ingested ``products`` table, else ``nbo.products``)."""
-    ingested = state.data(dataset.name) / "products.parquet"
-    if ingested.exists():
-        path = ingested
+    catalog = ctx.catalog
+    if catalog.has("products"):
+        path = catalog.path("products")
     elif cfg.nbo.products:
-        path = dataset.resolve_path(cfg.nbo.products, state)
+        path = ctx.dataset.resolve_path(cfg.nbo.products, ctx.state)
         if not path.exists():
             raise FileNotFoundError(f"nbo.products: file not found: {path}")
     else:
         return None, None
     reader = (
-        f"read_parquet({_lit(str(path))})"
+        parquet_relation(path)
         if path.suffix == ".parquet"
-        else f"read_csv({_lit(str(path))}, header = true, all_varchar = true)"
+        else f"read_csv({sql_literal(str(path))}, header = true, all_varchar = true)"
     )
     return products_relation_sql(reader), {"path": str(path), "sha256": _sha256(path)}
 
 
 def load_offers(
-    cfg: ExperimentConfig, con: duckdb.DuckDBPyConnection, state: StateDirs, dataset: str,
-    source: str,
+    cfg: Any, con: duckdb.DuckDBPyConnection, ctx: RunContext, source: str
 ) -> tuple[pd.DataFrame, str]:
     """The experiment's offers (validated) and where they came from."""
     assert cfg.cutoffs is not None
@@ -122,13 +167,13 @@ def load_offers(
         )
         raw, origin = con.execute(sql).df(), "derived"
     else:
-        path = state.data(dataset) / "offers.parquet"
-        if not path.exists():
+        if not ctx.catalog.has("offers"):
             raise FileNotFoundError(
-                f"no ingested offers table for {dataset!r} at {path}; add an offers table to the "
-                "dataset or set nbo.offers: derive"
+                f"no ingested offers table for {ctx.dataset.name!r} at "
+                f"{ctx.catalog.path('offers')}; add an offers table to the dataset or set "
+                "nbo.offers: derive"
             )
-        raw, origin = pd.read_parquet(path), "table"
+        raw, origin = ctx.catalog.read("offers"), "table"
     offers = validate_offers(raw, cfg.nbo.kinds)
     offers = offers[~offers["category"].isin(cfg.nbo.exclude_categories)].reset_index(drop=True)
     if offers.empty:
@@ -136,59 +181,19 @@ def load_offers(
     return offers, origin
 
 
-def customer_inputs(
-    con: duckdb.DuckDBPyConnection,
-    source: str,
-    as_of: date,
-    fs: FeatureSet,
-    categories: list[str],
-    products: str | None = None,
-) -> pd.DataFrame:
-    """What ``NBOModel.rank`` needs per customer at ``as_of``: features of ``fs``, category
-    shares and tiers, for every customer with a purchase by then."""
-    feats = compute_features(con, source, as_of, fs)
-    feats[ID] = feats[ID].astype(str)
-    long = con.execute(customer_profile_sql(source, as_of, None, products)).df()
-    profile = profile_frame(long, categories)
-    out = feats.merge(profile, on=ID, how="inner", validate="one_to_one")
-    out.insert(1, AS_OF, pd.Timestamp(as_of))
-    return out
-
-
-def scoring_inputs(
-    cfg: ExperimentConfig, state: StateDirs, model: NBOModel, as_of: date | None = None
-) -> pd.DataFrame:
-    """``customer_inputs`` for a trained model at ``as_of`` (default: the last data date)."""
-    dataset = load_dataset(cfg.dataset)
-    source = f"read_parquet({_lit(str(state.data(dataset.name) / 'transactions.parquet'))})"
-    products, _ = products_relation(cfg, state, dataset)
-    con = connect(state)
-    try:
-        as_of = as_of or data_date_range(con, source)[1]
-        fs = feature_set(cfg.feature_set, cfg.rfm)
-        return customer_inputs(con, source, as_of, fs, model.categories, products)
-    finally:
-        con.close()
-
-
-def nbo_frame(cfg: ExperimentConfig, state: StateDirs) -> NBOFrame:
+def nbo_frame(cfg: Any, ctx: RunContext) -> NBOFrame:
     """Stacked eligible pairs with labels and customer inputs at every cutoff, split."""
-    assert cfg.cutoffs is not None
-    dataset = load_dataset(cfg.dataset)
-    tx_path = state.data(dataset.name) / "transactions.parquet"
-    if not tx_path.exists():
-        raise FileNotFoundError(f"no ingested transactions for {dataset.name!r} at {tx_path}")
-    source = f"read_parquet({_lit(str(tx_path))})"
+    source = ctx.catalog.relation("transactions")
     fs = feature_set(cfg.feature_set, cfg.rfm)
     unknown = sorted(set(cfg.drop_columns) - set(fs.names))
     if unknown:
         raise ValueError(f"drop_columns: {unknown} are not features of {fs.name!r}")
     notes: list[str] = []
-    con = connect(state)
+    con = connect(ctx.state)
     try:
         _, last = data_date_range(con, source)
-        offers, origin = load_offers(cfg, con, state, dataset.name, source)
-        products, products_info = products_relation(cfg, state, dataset)
+        offers, origin = load_offers(cfg, con, ctx, source)
+        products, products_info = products_relation(cfg, ctx)
         if products is None and (offers["kind"] == "up_sell").any():
             notes.append("no product tiers (products table, nbo.products): up-sell offers dropped")
             offers = offers[offers["kind"] != "up_sell"].reset_index(drop=True)
@@ -196,7 +201,7 @@ def nbo_frame(cfg: ExperimentConfig, state: StateDirs) -> NBOFrame:
             raise ValueError("no offers left to rank")
         seen = con.execute(
             f"SELECT DISTINCT CAST(category AS VARCHAR) FROM {source} WHERE category IS NOT NULL "
-            f"AND CAST(ts AS DATE) <= DATE '{cfg.cutoffs.train[-1].isoformat()}'"
+            f"AND CAST(ts AS DATE) <= {sql_date(cfg.cutoffs.train[-1])}"
         ).fetchall()
         offer_cats = [c for c in offers["category"] if isinstance(c, str)]
         categories = sorted({r[0] for r in seen} | set(offer_cats))
@@ -220,16 +225,8 @@ def nbo_frame(cfg: ExperimentConfig, state: StateDirs) -> NBOFrame:
     finally:
         con.close()
     pairs = attach_offers(pd.concat(frames, ignore_index=True), offers)
-    pairs[SPLIT] = "fit"
-    pairs.loc[pairs[AS_OF] == pd.Timestamp(cfg.cutoffs.test), SPLIT] = "test"
-    if len(cfg.cutoffs.train) > 1:
-        pairs.loc[pairs[AS_OF] == pd.Timestamp(cfg.cutoffs.train[-1]), SPLIT] = "valid"
-    else:  # one training cutoff: 20 % of its customers (all their pairs) validate
-        fit = pairs[SPLIT] == "fit"
-        ids = np.sort(pairs.loc[fit, ID].unique())
-        rng = np.random.default_rng(cfg.seed)
-        valid_ids = set(ids[rng.random(len(ids)) < 0.2])
-        pairs.loc[fit & pairs[ID].isin(valid_ids), SPLIT] = "valid"
+    # one training cutoff: 20 % of its customers (all their pairs) validate
+    pairs[SPLIT] = fit_valid_split(pairs, cfg.cutoffs.train, cfg.cutoffs.test, cfg.seed, group=ID)
     names = [f for f in fs.names if f not in cfg.drop_columns]
     return NBOFrame(
         pairs=pairs,
@@ -285,7 +282,7 @@ def _per_offer(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def train_nbo(
-    cfg: ExperimentConfig, frame: NBOFrame, params: dict[str, Any] | None = None
+    cfg: Any, frame: NBOFrame, params: dict[str, Any] | None = None
 ) -> NBOResult:
     """Fit on ``fit`` pairs, calibrate on ``valid`` pairs, evaluate out of time on ``test``."""
     fit_rows, valid_rows, test_rows = frame.part("fit"), frame.part("valid"), frame.part("test")
@@ -317,7 +314,8 @@ def train_nbo(
     info = {
         "family": "nbo",
         "dataset": Path(cfg.dataset).stem,
-        "feature_set": frame.feature_set.name,
+        "feature_set": frame.feature_set.key,
+        "feature_set_spec": frame.feature_set.spec(),
         "horizon_days": cfg.horizon_days,
         "offers_source": frame.offers_source,
         "test_cutoff": cfg.cutoffs.test.isoformat() if cfg.cutoffs else None,
@@ -348,7 +346,7 @@ def train_nbo(
             "baseline_expected_value": p_base * value,
         }
     )
-    ks = sorted(set(cfg.nbo.k))
+    ks = _ks(cfg)
     metrics = _evaluate(preds, "probability", "expected_value", ks, cfg.nbo.kinds)
     metrics["ece_uncalibrated"] = binary_metrics(preds[LABEL], p_raw)["ece"]
     base_metrics = _evaluate(preds, "baseline_score", "baseline_expected_value", ks, cfg.nbo.kinds)
@@ -406,8 +404,6 @@ def train_nbo(
 
 def plot_ranking(result: NBOResult, ks: list[int], path: Path, title: str) -> Path:
     """hit@k, MAP@k and NDCG@k of the model and the popularity baseline as grouped bars."""
-    from training.evaluate import pyplot
-
     plt = pyplot()
     names = [f"{m}@{k}" for m in ("hit", "map", "ndcg") for k in ks]
     keys = [f"{m}_at_{k}" for m in ("hit", "map", "ndcg") for k in ks]
@@ -427,7 +423,7 @@ def plot_ranking(result: NBOResult, ks: list[int], path: Path, title: str) -> Pa
     return path
 
 
-def _input_example(result: NBOResult) -> pd.DataFrame:
+def input_example(result: NBOResult) -> pd.DataFrame:
     """One customer row of typical values (no customer's own data) with the real dtypes."""
     cols = result.model.input_columns
     frame = result.test_frame.drop_duplicates(ID)
@@ -443,198 +439,131 @@ def _input_example(result: NBOResult) -> pd.DataFrame:
     return out.astype({c: frame[c].dtype for c in cols[1:]})
 
 
-def run_description(cfg: ExperimentConfig, result: NBOResult) -> str:
-    """A human sentence for the MLflow UI's run list."""
-    m, b, metric = result.metrics, result.baseline_metrics, cfg.promotion.metric
-    return (
-        f"nbo model on {result.model.info['dataset']} ({result.offers_source} offers, test "
-        f"cutoff {cfg.cutoffs.test if cfg.cutoffs else ''}): {metric} {m[metric]:.3f} vs "
-        f"{BASELINE_NAME} {b[metric]:.3f}, grade {result.grade}. {cfg.description}"
-    ).strip()
-
-
-def _champion_metric(cfg: ExperimentConfig, result: NBOResult, client: Any) -> float | None:
-    """The current champion's metric on the challenger's own test pairs (None if no champion)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        mv = client.get_model_version_by_alias(cfg.registered_model, "champion")
-    except MlflowException:
-        return None
-    metric = cfg.promotion.metric
-    try:
-        wrapper = mlflow.pyfunc.load_model(
-            f"models:/{cfg.registered_model}/{mv.version}"
-        ).unwrap_python_model()
-        p = wrapper.score_pairs(result.test_frame)
-        pairs = result.test_pairs.assign(probability=p, expected_value=p * result.test_pairs.value)
-        ks = sorted(set(cfg.nbo.k))
-        if "_at_" in metric:
-            ks = sorted({*ks, int(metric.rsplit("_", 1)[1])})
-        return _evaluate(pairs, "probability", "expected_value", ks, cfg.nbo.kinds)[metric]
-    except (ValueError, KeyError, AttributeError, TypeError):
-        # the champion needs inputs or offers this run lacks: fall back to its logged metric
-        return client.get_run(mv.run_id).data.metrics.get(f"test_{metric}")
-
-
-def log_nbo_result(
-    cfg: ExperimentConfig,
-    result: NBOResult,
-    manifest: dict[str, Any],
-    state: StateDirs,
-    feature_set_doc: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Log params, metrics, config, manifest, charts and model; register; decide promotion."""
-    import mlflow
-
-    assert cfg.cutoffs is not None
-    setup_mlflow(state, cfg.experiment_name)
+def _ks(cfg: Any) -> list[int]:
+    """The k of the ranking metrics (with the promotion metric's own k)."""
     ks = sorted(set(cfg.nbo.k))
-    with mlflow.start_run(run_name=cfg.name) as _run, tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        mlflow.set_tags(
-            {
-                "family": "nbo",
-                "dataset": manifest.get("dataset") or "",
-                "feature_set": manifest.get("feature_set") or "",
-                "git_sha": _git_sha(),
-                "test_cutoff": cfg.cutoffs.test.isoformat(),
-                "grade": result.grade,
-                "baseline": BASELINE_NAME,
-                "offers_source": result.offers_source,
-                "mlflow.note.content": run_description(cfg, result),
-            }
-        )
-        mlflow.log_params(
-            {
-                **{f"xgb.{k}": v for k, v in result.params.items()},
-                "family": "nbo",
-                "feature_set": manifest.get("feature_set") or "",
-                "horizon_days": cfg.horizon_days,
-                "lookback_days": cfg.lookback_days,
-                "train_cutoffs": ",".join(d.isoformat() for d in cfg.cutoffs.train),
-                "test_cutoff": cfg.cutoffs.test.isoformat(),
-                "calibration": result.calibration.method if result.calibration else "none",
-                "seed": cfg.seed,
-                "nbo.offers": result.offers_source,
-                "nbo.kinds": ",".join(cfg.nbo.kinds),
-                "nbo.k": ",".join(map(str, ks)),
-                "nbo.upsell_steps": cfg.nbo.upsell_steps,
-                "nbo.bought_within_days": cfg.nbo.bought_within_days or "ever",
-                "nbo.rank_by": cfg.nbo.rank_by,
-                "nbo.n_offers": len(result.offers),
-                **({"nbo.margin_rate": cfg.nbo.margin_rate} if result.offers_source == "derived"
-                   else {}),
-            }
-        )
-        mlflow.log_metrics({f"test_{k}": v for k, v in result.metrics.items()})
-        mlflow.log_metrics({f"baseline_{k}": v for k, v in result.baseline_metrics.items()})
-        if cfg.config_path is not None:
-            mlflow.log_artifact(str(cfg.config_path), artifact_path="config")
-        mlflow.log_dict(cfg.model_dump(mode="json"), "config/resolved.json")
-        mlflow.log_dict(manifest, "data_manifest.json")
-        if feature_set_doc:
-            mlflow.log_dict(feature_set_doc, "feature_set.json")
-        if result.notes:
-            mlflow.log_dict({"notes": result.notes}, "notes.json")
-        if result.calibration:
-            mlflow.log_dict(
-                {
-                    "method": result.calibration.method,
-                    "rule": result.calibration.rule,
-                    "crossfit_brier": result.calibration.brier,
-                },
-                "evaluation/calibration.json",
-            )
-        result.offers.to_csv(tmp_path / "offers.csv", index=False)
-        result.per_offer.to_csv(tmp_path / "per_offer.csv", index=False)
-        result.importance.to_csv(tmp_path / "importance.csv", index=False)
-        result.test_pairs.to_parquet(tmp_path / "test_predictions.parquet", index=False)
-        title = f"nbo, out of time ({cfg.cutoffs.test})"
-        plot_ranking(result, ks, tmp_path / "ranking.png", f"ranking: {title}")
-        y = result.test_pairs[LABEL].to_numpy()
-        plot_calibration(
-            {
-                "XGBoost calibrated": (y, result.test_pairs["probability"].to_numpy()),
-                "XGBoost uncalibrated": (
-                    y, result.test_pairs["probability_uncalibrated"].to_numpy()
-                ),
-                BASELINE_NAME: (y, result.test_pairs["baseline_score"].to_numpy()),
-            },
-            tmp_path / "calibration.png",
-            f"reliability: {title}",
-        )
-        plot_importance(result.importance, tmp_path / "importance.png", "global importance (SHAP)")
-        for name in (
-            "offers.csv", "per_offer.csv", "importance.csv", "test_predictions.parquet",
-            "ranking.png", "calibration.png", "importance.png",
-        ):
-            mlflow.log_artifact(str(tmp_path / name), artifact_path="evaluation")
-        params = {"k": 3, "kind": "any", "by": cfg.nbo.rank_by}
-        return register_and_promote(
-            cfg, result.model, _input_example(result), result.grade,
-            lambda client: _decide(cfg, result, client), predict_params=params,
-        )
-
-
-def _decide(cfg: ExperimentConfig, result: NBOResult, client: Any) -> PromotionDecision:
-    """Champion / challenger decision on the out-of-time metric."""
     metric = cfg.promotion.metric
-    return decide_promotion(
-        cfg.promotion,
-        challenger=result.metrics[metric],
-        baseline=result.baseline_metrics[metric],
-        champion=_champion_metric(cfg, result, client),
-    )
+    if "_at_" in metric and metric.rsplit("_", 1)[1].isdigit():
+        ks = sorted({*ks, int(metric.rsplit("_", 1)[1])})
+    return ks
 
 
-def nbo_manifest(
-    cfg: ExperimentConfig, state: StateDirs, result: NBOResult
-) -> dict[str, Any]:
-    """The data manifest (``training.train.build_manifest``) plus offers and product tiers."""
-    dataset = load_dataset(cfg.dataset)
-    report_path = state.data(dataset.name) / "ingest_report.json"
-    ingest_report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    manifest = build_manifest(cfg, ingest_report, result.row_counts)
-    manifest["offers"] = {
-        "source": result.offers_source,
-        "count": len(result.offers),
-        "offer_ids": result.offers["offer_id"].tolist(),
-    }
-    manifest["products"] = result.products
-    return manifest
+class NBO(Family):
+    name = "nbo"
+    config = NBOConfig
+    default_metric = "map_at_3"
+    headline_metrics = ("hit_at_1", "map_at_3", "ndcg_at_3", "value_at_3", "roc_auc", "ece")
+
+    def build_frame(self, cfg: Any, ctx: RunContext) -> Frame:
+        nf = nbo_frame(cfg, ctx)
+        manifest = {
+            **cutoff_manifest(cfg, nf.feature_set.key),
+            "offers": {
+                "source": nf.offers_source,
+                "count": len(nf.offers),
+                "offer_ids": nf.offers["offer_id"].tolist(),
+            },
+            "products": nf.products,
+        }
+        return Frame(nf.pairs, nf.feature_names, nf.categorical, nf.feature_set, None,
+                     manifest=manifest, details=nf)
+
+    def train(self, cfg: Any, frame: Frame, params: dict[str, Any] | None = None) -> Trained:
+        r = train_nbo(cfg, frame.details, params)
+        return Trained(
+            model=r.model,
+            baseline_name=BASELINE_NAME,
+            metrics=r.metrics,
+            baseline_metrics=r.baseline_metrics,
+            test_predictions=r.test_pairs,
+            test_frame=r.test_frame,
+            grade=r.grade,
+            params=r.params,
+            feature_names=r.feature_names,
+            row_counts=r.row_counts,
+            details=r,
+        )
+
+    def evaluate(self, cfg: Any, trained: Trained, scores: np.ndarray) -> dict[str, float]:
+        p = np.asarray(scores, dtype=float)
+        pairs = trained.test_predictions.assign(
+            probability=p, expected_value=p * trained.test_predictions["value"]
+        )
+        return _evaluate(pairs, "probability", "expected_value", _ks(cfg), cfg.nbo.kinds)
+
+    def champion_scores(self, cfg: Any, trained: Trained, python_model: Any) -> np.ndarray:
+        return np.asarray(python_model.score_pairs(trained.test_frame), dtype=float)
+
+    def wrap(self, cfg: Any, frame: Frame, trained: Trained) -> Any:
+        return trained.model
+
+    def input_example(self, cfg: Any, trained: Trained) -> pd.DataFrame:
+        return input_example(trained.details)
+
+    def predict_params(self, cfg: Any) -> dict[str, Any] | None:
+        return {"k": 3, "kind": "any", "by": cfg.nbo.rank_by}
+
+    def log_params(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
+        r: NBOResult = trained.details
+        return {
+            "calibration": r.calibration.method if r.calibration else "none",
+            "nbo.offers": r.offers_source,
+            "nbo.kinds": ",".join(cfg.nbo.kinds),
+            "nbo.k": ",".join(map(str, sorted(set(cfg.nbo.k)))),
+            "nbo.upsell_steps": cfg.nbo.upsell_steps,
+            "nbo.bought_within_days": cfg.nbo.bought_within_days or "ever",
+            "nbo.rank_by": cfg.nbo.rank_by,
+            "nbo.n_offers": len(r.offers),
+            **({"nbo.margin_rate": cfg.nbo.margin_rate} if r.offers_source == "derived" else {}),
+        }
+
+    def tags(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, str]:
+        return {"offers_source": trained.details.offers_source}
+
+    def artifacts(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
+        r: NBOResult = trained.details
+        out: dict[str, Any] = {
+            "offers.csv": r.offers,
+            "per_offer.csv": r.per_offer,
+            "importance.csv": r.importance,
+        }
+        if r.notes:
+            out["notes.json"] = {"notes": r.notes}
+        if r.calibration:
+            out["calibration.json"] = {
+                "method": r.calibration.method,
+                "rule": r.calibration.rule,
+                "crossfit_brier": r.calibration.brier,
+            }
+        return out
+
+    def charts(self, cfg: Any, trained: Trained, folder: Path) -> list[Path]:
+        r: NBOResult = trained.details
+        pairs = trained.test_predictions
+        title = f"nbo, out of time ({cfg.cutoffs.test})"
+        y = pairs[LABEL].to_numpy()
+        return [
+            plot_ranking(r, sorted(set(cfg.nbo.k)), folder / "ranking.png", f"ranking: {title}"),
+            plot_calibration(
+                {
+                    "XGBoost calibrated": (y, pairs["probability"].to_numpy()),
+                    "XGBoost uncalibrated": (y, pairs["probability_uncalibrated"].to_numpy()),
+                    BASELINE_NAME: (y, pairs["baseline_score"].to_numpy()),
+                },
+                folder / "calibration.png",
+                f"reliability: {title}",
+            ),
+            plot_importance(r.importance, folder / "importance.png", "global importance (SHAP)"),
+        ]
+
+    def describe(self, cfg: Any, trained: Trained) -> str:
+        m, b, metric = trained.metrics, trained.baseline_metrics, cfg.promotion.metric
+        r: NBOResult = trained.details
+        return (
+            f"nbo model on {r.model.info['dataset']} ({r.offers_source} offers, test cutoff "
+            f"{cfg.cutoffs.test}): {metric} {m[metric]:.3f} vs {BASELINE_NAME} {b[metric]:.3f}, "
+            f"grade {trained.grade}. {cfg.description}"
+        ).strip()
 
 
-def run_nbo_training(
-    cfg: ExperimentConfig,
-    state: StateDirs,
-    progress: Any = None,
-    params: dict[str, Any] | None = None,
-) -> tuple[NBOResult, dict[str, Any]]:
-    """The whole job: pairs, train, evaluate against popularity, log to MLflow, register."""
-    if cfg.family != "nbo":
-        raise ValueError(f"run_nbo_training trains family 'nbo', not {cfg.family!r}")
-    if progress:
-        progress("features")
-    frame = nbo_frame(cfg, state)
-    if progress:
-        progress("fit")
-    result = train_nbo(cfg, frame, params)
-    if progress:
-        progress("log")
-    fs_doc = {"name": frame.feature_set.name, "features": frame.feature_set.describe()}
-    logged = log_nbo_result(cfg, result, nbo_manifest(cfg, state, result), state, fs_doc)
-    return result, logged
-
-
-__all__ = [
-    "NBOFrame",
-    "NBOResult",
-    "customer_inputs",
-    "log_nbo_result",
-    "nbo_frame",
-    "run_nbo_training",
-    "scoring_inputs",
-    "train_nbo",
-]
+FAMILY = NBO()

@@ -1,0 +1,174 @@
+"""The shape of a model family: what one run path and one logging path need from it.
+
+A family declares its config block (a subclass of ``ExperimentConfig`` discriminated by
+``family``), builds its frame (features + label + fit / valid / test), fits the model and its
+baseline, scores rows, evaluates any scores on the test rows (model, baseline and champion alike),
+wraps the model for serving and draws its charts. ``training.run`` does everything else, the same
+way for every family: run start, manifest, config, feature set, tags, params, metrics, charts,
+model with signature, registration and promotion.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from features.catalog import Catalog
+from features.definitions import FeatureSet
+from features.sources import DatasetConfig
+from features.store import StateDirs
+from training.config import ExperimentConfig
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a run reads from: the state folder, the dataset config and its catalog."""
+
+    state: StateDirs
+    dataset: DatasetConfig
+
+    @property
+    def catalog(self) -> Catalog:
+        return Catalog(self.state, self.dataset.name)
+
+
+@dataclass
+class Trained:
+    """What a family's ``train`` returns: the fitted model, its baseline, and the evaluation of
+    both on the same test rows. ``details`` is the family's own result object (kept for callers
+    and tests: calibration choice, per-offer tables, uplift truth …)."""
+
+    model: Any  # what the served wrapper scores with
+    baseline_name: str
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    test_predictions: pd.DataFrame  # one row per test row: ids, label, model and baseline scores
+    test_frame: pd.DataFrame  # the test rows with every model input (champion re-scoring)
+    grade: str
+    params: dict[str, Any]  # estimator parameters (logged as ``model.<name>``)
+    feature_names: list[str]
+    row_counts: dict[str, int] = field(default_factory=dict)
+    details: Any = None
+    extra_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. random, truth
+
+
+@dataclass
+class Frame:
+    """A family's modelling frame: rows with a ``split`` column and what the columns mean."""
+
+    frame: pd.DataFrame
+    feature_names: list[str]
+    categorical: list[str] = field(default_factory=list)
+    feature_set: FeatureSet | None = None
+    value_column: str | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)  # family facts for the data manifest
+    details: Any = None  # the family's own frame object
+
+    def part(self, name: str) -> pd.DataFrame:
+        return self.frame[self.frame["split"] == name]
+
+
+class Family(ABC):
+    """One model family. Subclass, set ``name`` and ``config``, implement the abstract methods and
+    register an instance (``training.families.register``)."""
+
+    name: ClassVar[str]
+    config: ClassVar[type[ExperimentConfig]]
+    #: the metric the grade and the champion decision use when the config does not say
+    default_metric: ClassVar[str] = "roc_auc"
+    #: the test metric names ``patron train`` prints first
+    headline_metrics: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def build_frame(self, cfg: Any, ctx: RunContext) -> Frame:
+        """Features + label + fit / valid / test split."""
+
+    @abstractmethod
+    def train(self, cfg: Any, frame: Frame, params: dict[str, Any] | None = None) -> Trained:
+        """Fit the model and the baseline; evaluate both on the test rows with ``evaluate``."""
+
+    @abstractmethod
+    def evaluate(self, cfg: Any, trained: Trained, scores: np.ndarray) -> dict[str, float]:
+        """Metrics of any scores of the test rows (model, baseline and champion alike)."""
+
+    @abstractmethod
+    def wrap(self, cfg: Any, frame: Frame, trained: Trained) -> Any:
+        """The MLflow python model served for this family."""
+
+    def champion_scores(self, cfg: Any, trained: Trained, python_model: Any) -> np.ndarray:
+        """Scores of the test rows by a loaded champion (its own ``score`` by default)."""
+        return np.asarray(python_model.score(trained.test_frame), dtype=float)
+
+    def promotion_metric(self, cfg: Any) -> tuple[str, bool]:
+        """(metric, higher is better) of the grade and the champion decision."""
+        return cfg.promotion.metric, cfg.promotion.higher_is_better
+
+    def input_example(self, cfg: Any, trained: Trained) -> pd.DataFrame:
+        """One row of typical values with the real dtypes (no customer's own data)."""
+        return typical_row(trained.test_frame[trained.feature_names])
+
+    def predict_params(self, cfg: Any) -> dict[str, Any] | None:
+        """Parameters of the served model's ``predict`` (for its signature), if any."""
+        return None
+
+    def log_params(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
+        """The family's own parameters (beyond the shared ones)."""
+        return {}
+
+    def tags(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, str]:
+        """The family's own run tags (beyond the shared ones)."""
+        return {}
+
+    def artifacts(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
+        """Evaluation tables (DataFrame → csv / parquet by suffix) and documents (dict → json),
+        by file name under ``evaluation/``."""
+        return {}
+
+    def charts(self, cfg: Any, trained: Trained, folder: Path) -> list[Path]:
+        """PNG charts written into ``folder``."""
+        return []
+
+    def describe(self, cfg: Any, trained: Trained) -> str:
+        """A human sentence for the MLflow run list."""
+        metric, _ = self.promotion_metric(cfg)
+        return (
+            f"{self.name} model on {cfg.dataset} ({cfg.test_label}): {metric} "
+            f"{trained.metrics[metric]:.3f} vs {trained.baseline_name} "
+            f"{trained.baseline_metrics[metric]:.3f}, grade {trained.grade}. {cfg.description}"
+        ).strip()
+
+    def run_name(self, cfg: Any, trained: Trained) -> str:
+        """A run name that tells runs of one experiment apart in the MLflow UI."""
+        p = trained.params
+        return f"{cfg.name} d{p.get('max_depth')} n{p.get('n_estimators')} lr{p.get('learning_rate')}"
+
+
+def typical_row(features: pd.DataFrame) -> pd.DataFrame:
+    """A one-row frame of medians (numbers) and modes (others) with the columns' dtypes."""
+    row: dict[str, Any] = {}
+    for c in features.columns:
+        col = features[c]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            row[c] = col.median()
+        else:
+            modes = col.mode(dropna=True)
+            row[c] = modes.iloc[0] if len(modes) else None
+    return pd.DataFrame([row]).astype(features.dtypes.to_dict())
+
+
+def split_counts(frame: pd.DataFrame, unit: str = "rows") -> dict[str, int]:
+    """Rows per split (``fit_rows`` …) and per cutoff (``rows_at_<date>``) of a frame."""
+    counts = {f"{s}_{unit}": int((frame["split"] == s).sum()) for s in ("fit", "valid", "test")}
+    if "as_of" in frame.columns:
+        counts.update(
+            {
+                f"{unit}_at_{pd.Timestamp(d).date().isoformat()}": int(n)
+                for d, n in frame.groupby("as_of").size().items()
+            }
+        )
+    return counts

@@ -1,0 +1,336 @@
+"""The one run path and the one logging path of every family.
+
+``run_experiment`` builds the family's frame, trains, and hands the result to ``log_run``, which
+writes the same complete record for every family: tags (family, dataset, feature set, git commit,
+grade, promotion reason), params, metrics (test, baseline, delta, champion), the config file and
+the resolved config, the data manifest, the feature set, evaluation tables and charts, the model
+with its signature; then registers it as ``challenger`` and moves ``champion`` when earned.
+
+MLflow's tracking URI is passed explicitly (``StateDirs.tracking_uri``) and set only inside
+``tracking``, which restores the previous URI and environment afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.sources import load_dataset
+from features.store import StateDirs
+from training.config import ExperimentConfig
+from training.families import get_family
+from training.families.base import Family, Frame, RunContext, Trained
+from training.promote import PromotionDecision, PromotionPolicy, decide_promotion
+
+PIP_REQUIREMENTS = ["xgboost-cpu", "scikit-learn", "pandas", "numpy", "mlflow"]
+_TRACKING_LOCK = threading.RLock()
+
+
+@dataclass
+class RunOutput:
+    """A finished run: the frame, the trained result and what was logged / registered."""
+
+    frame: Frame
+    trained: Trained
+    logged: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.trained.metrics
+
+
+@contextmanager
+def tracking(uri: str) -> Iterator[None]:
+    """Use ``uri`` for MLflow's fluent API inside the block only; restore the previous tracking
+    and registry URIs and the environment afterwards (MLflow exports the URI to the
+    environment when it is set)."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    with _TRACKING_LOCK:
+        old_env = os.environ.get("MLFLOW_TRACKING_URI")
+        old_uri = tracking_utils._tracking_uri
+        old_registry = mlflow.get_registry_uri() if old_uri else None
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(old_uri)  # type: ignore[arg-type]
+            mlflow.set_registry_uri(old_registry)  # type: ignore[arg-type]
+            if old_env is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = old_env
+
+
+def ensure_experiment(state: StateDirs, name: str) -> str:
+    """The MLflow experiment's id (created with an absolute artifact location); inside
+    ``tracking``."""
+    import mlflow
+
+    state.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    location = (state.artifact_root / name).as_uri()
+    return str(mlflow.create_experiment(name, artifact_location=location))
+
+
+def git_sha() -> str:
+    """The commit of the code that ran ("unknown" outside a checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def build_manifest(
+    cfg: ExperimentConfig, ingest_report: dict[str, Any], frame: Frame, trained: Trained
+) -> dict[str, Any]:
+    """The data manifest: input files with sha256, ingest counts, the family's own facts
+    (feature set, cutoffs, split …) and row counts."""
+    tables = ingest_report.get("tables", {})
+    return {
+        "dataset": ingest_report.get("dataset"),
+        "input_files": [f for t in tables.values() for f in t.get("source_files", [])],
+        "ingest": {
+            name: {k: t[k] for k in ("read", "accepted", "quarantined", "quarantined_by_reason")}
+            for name, t in tables.items()
+        },
+        "family": cfg.family,
+        "feature_set": None,
+        **frame.manifest,
+        "row_counts": trained.row_counts,
+    }
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    state: StateDirs,
+    progress: Callable[[str], None] | None = None,
+    params: dict[str, Any] | None = None,
+) -> RunOutput:
+    """The whole job for any family: frame, train, log to MLflow, register, decide promotion."""
+    family = get_family(cfg.family)
+    ctx = RunContext(state, load_dataset(cfg.dataset))
+    if progress:
+        progress("features")
+    frame = family.build_frame(cfg, ctx)
+    frame.manifest.setdefault("dataset", ctx.dataset.name)
+    if progress:
+        progress("fit")
+    trained = family.train(cfg, frame, params)
+    if progress:
+        progress("log")
+    manifest = build_manifest(cfg, ctx.catalog.ingest_report(), frame, trained)
+    logged = log_run(cfg, family, frame, trained, manifest, state)
+    return RunOutput(frame, trained, logged)
+
+
+def _finite(values: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if v is not None and np.isfinite(v)}
+
+
+def _write_artifact(folder: Path, name: str, value: Any) -> Path:
+    path = folder / name
+    if isinstance(value, pd.DataFrame):
+        if name.endswith(".parquet"):
+            value.to_parquet(path, index=False)
+        else:
+            value.to_csv(path, index=False)
+    else:
+        import json
+
+        path.write_text(json.dumps(value, indent=2, default=str))
+    return path
+
+
+def log_run(
+    cfg: ExperimentConfig,
+    family: Family,
+    frame: Frame,
+    trained: Trained,
+    manifest: dict[str, Any],
+    state: StateDirs,
+) -> dict[str, Any]:
+    """Log the complete record of a run; register the model; decide and log promotion."""
+    import mlflow
+
+    metric, _ = family.promotion_metric(cfg)
+    sha = git_sha()
+    with tracking(state.tracking_uri):
+        exp_id = ensure_experiment(state, cfg.experiment_name)
+        with mlflow.start_run(
+            experiment_id=exp_id, run_name=family.run_name(cfg, trained)
+        ), tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            fs = frame.feature_set
+            mlflow.set_tags(
+                {
+                    "family": cfg.family,
+                    "dataset": manifest.get("dataset") or "",
+                    "feature_set": fs.key if fs else "",
+                    "git_sha": sha,
+                    "mlflow.source.git.commit": sha,
+                    "registered_model": cfg.registered_model,
+                    "test_cutoff": (manifest.get("cutoffs") or {}).get("test", ""),
+                    "grade": trained.grade,
+                    "baseline": trained.baseline_name,
+                    "mlflow.note.content": family.describe(cfg, trained),
+                    **family.tags(cfg, frame, trained),
+                }
+            )
+            cutoffs = manifest.get("cutoffs") or {}
+            mlflow.log_params(
+                {
+                    **{f"xgb.{k}": v for k, v in trained.params.items()},
+                    "family": cfg.family,
+                    "feature_set": fs.key if fs else "",
+                    "horizon_days": manifest.get("horizon_days") or "",
+                    "lookback_days": manifest.get("lookback_days") or "",
+                    "train_cutoffs": ",".join(cutoffs.get("train", [])),
+                    "test_cutoff": cutoffs.get("test", ""),
+                    "seed": cfg.seed,
+                    **family.log_params(cfg, frame, trained),
+                }
+            )
+            mlflow.log_metrics({f"test_{k}": v for k, v in _finite(trained.metrics).items()})
+            mlflow.log_metrics(
+                {f"baseline_{k}": v for k, v in _finite(trained.baseline_metrics).items()}
+            )
+            for prefix, values in trained.extra_metrics.items():
+                mlflow.log_metrics({f"{prefix}_{k}": v for k, v in _finite(values).items()})
+            mlflow.log_metric(
+                f"delta_baseline_{metric}",
+                trained.metrics[metric] - trained.baseline_metrics[metric],
+            )
+            if cfg.config_path is not None:
+                mlflow.log_artifact(str(cfg.config_path), artifact_path="config")
+            mlflow.log_dict(cfg.model_dump(mode="json"), "config/resolved.json")
+            mlflow.log_dict(manifest, "data_manifest.json")
+            if fs is not None:
+                mlflow.log_dict({**fs.spec(), "features": fs.describe()}, "feature_set.json")
+            outputs = {
+                "test_predictions.parquet": trained.test_predictions,
+                **family.artifacts(cfg, frame, trained),
+            }
+            paths = [_write_artifact(folder, name, value) for name, value in outputs.items()]
+            paths += family.charts(cfg, trained, folder)
+            for path in paths:
+                mlflow.log_artifact(str(path), artifact_path="evaluation")
+            return register_and_promote(cfg, family, frame, trained, state)
+
+
+def register_and_promote(
+    cfg: ExperimentConfig, family: Family, frame: Frame, trained: Trained, state: StateDirs
+) -> dict[str, Any]:
+    """Inside an active run: log the served model with its signature, register it as
+    ``challenger``, re-score the champion on the same test rows, move ``champion`` when earned,
+    and log the decision with its numbers."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    run = mlflow.active_run()
+    assert run is not None, "register_and_promote runs inside log_run's MLflow run"
+    wrapper = family.wrap(cfg, frame, trained)
+    example = family.input_example(cfg, trained)
+    predict_params = family.predict_params(cfg)
+    output = wrapper.predict(None, example, predict_params)
+    with warnings.catch_warnings():
+        # integer feature columns are never missing in snapshots: MLflow's hint does not apply
+        warnings.simplefilter("ignore", UserWarning)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=wrapper,
+            signature=infer_signature(example, output, predict_params),
+            input_example=example,
+            pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=cfg.registered_model,
+        )
+    version = str(info.registered_model_version)
+    client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
+    decision = decide(cfg, family, trained, client, version)
+    client.set_registered_model_alias(cfg.registered_model, "challenger", version)
+    if decision.promote:
+        client.set_registered_model_alias(cfg.registered_model, "champion", version)
+    for key, value in {"grade": trained.grade, "family": cfg.family}.items():
+        client.set_model_version_tag(cfg.registered_model, version, key, value)
+    mlflow.set_tags(
+        {
+            "promoted_to_champion": str(decision.promote).lower(),
+            "promotion_reason": decision.reason,
+            "model_version": version,
+        }
+    )
+    mlflow.log_dict(decision.to_dict(), "promotion.json")
+    if decision.champion is not None:
+        mlflow.log_metric(f"champion_{decision.metric}", decision.champion)
+    return {
+        "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+        "model_uri": info.model_uri,
+        "registered_model": cfg.registered_model,
+        "version": version,
+        "champion": decision.promote,
+        "decision": decision.to_dict(),
+    }
+
+
+def champion_metric(
+    cfg: ExperimentConfig, family: Family, trained: Trained, client: Any, exclude: str
+) -> float | None:
+    """The current champion's metric on the challenger's own test rows, evaluated exactly as the
+    challenger was (None without a champion; its own logged metric when it cannot score them)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    metric, _ = family.promotion_metric(cfg)
+    try:
+        mv = client.get_model_version_by_alias(cfg.registered_model, "champion")
+    except MlflowException:
+        return None
+    if str(mv.version) == exclude:
+        return None
+    try:
+        wrapper = mlflow.pyfunc.load_model(
+            f"models:/{cfg.registered_model}/{mv.version}"
+        ).unwrap_python_model()
+        scores = family.champion_scores(cfg, trained, wrapper)
+        return family.evaluate(cfg, trained, scores)[metric]
+    except (ValueError, KeyError, AttributeError, TypeError):
+        # the champion needs inputs this run lacks: fall back to its own logged test metric
+        return client.get_run(mv.run_id).data.metrics.get(f"test_{metric}")
+
+
+def decide(
+    cfg: ExperimentConfig, family: Family, trained: Trained, client: Any, version: str
+) -> PromotionDecision:
+    """Champion / challenger decision on the family's out-of-time metric."""
+    metric, higher = family.promotion_metric(cfg)
+    policy = PromotionPolicy(metric=metric, higher_is_better=higher, margin=cfg.promotion.margin)
+    return decide_promotion(
+        policy,
+        challenger=trained.metrics[metric],
+        baseline=trained.baseline_metrics[metric],
+        champion=champion_metric(cfg, family, trained, client, version),
+    )
