@@ -100,6 +100,13 @@ class Family(ABC):
     def wrap(self, cfg: Any, frame: Frame, trained: Trained) -> Any:
         """The MLflow python model served for this family."""
 
+    def served_feature_set(self, cfg: Any) -> FeatureSet | None:
+        """The feature set the served model scores from (None: the family reads no snapshot)."""
+        from features.definitions import feature_set
+
+        name = getattr(cfg, "feature_set", None)
+        return feature_set(name, getattr(cfg, "rfm", None)) if name else None
+
     def champion_scores(self, cfg: Any, trained: Trained, python_model: Any) -> np.ndarray:
         """Scores of the test rows by a loaded champion (its own ``score`` by default)."""
         return np.asarray(python_model.score(trained.test_frame), dtype=float)

@@ -1,0 +1,145 @@
+"""The ``experiments`` package's commands: compare, monitor, campaign evaluate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from features.cli import DatasetOpt, HomeOpt, console, parse_date, state_of, write_snapshot_at
+
+app = typer.Typer()
+campaign_app = typer.Typer(help="Campaign read-outs.", no_args_is_help=True)
+app.add_typer(campaign_app, name="campaign")
+
+
+@app.command()
+def compare(
+    experiment: Annotated[
+        list[str] | None, typer.Option("--experiment", "-e", help="MLflow experiment (repeatable)")
+    ] = None,
+    run: Annotated[
+        list[str] | None, typer.Option("--run", "-r", help="run id (repeatable)")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="KEY=VALUE tag filter (repeatable)")
+    ] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="also write an HTML page")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Runs side by side: params, data window, metrics against the champion, AUC difference CI."""
+    from experiments.compare import run_compare
+
+    tags: dict[str, str] = {}
+    for item in tag or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--tag")
+        tags[key] = value
+    try:
+        run_compare(
+            experiment or None,
+            run or None,
+            tags or None,
+            html,
+            state_of(home).tracking_uri,
+            console=console,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if html:
+        console.print(f"HTML comparison written to [bold]{html}[/bold]")
+
+
+@app.command()
+def monitor(
+    config: Annotated[Path, typer.Option("--config", "-c", help="experiment YAML of the model")],
+    reference: Annotated[str, typer.Option(help="reference snapshot date (e.g. training)")],
+    current: Annotated[
+        str | None, typer.Option(help="current snapshot date (default: last)")
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Drift between two snapshots: PSI per feature, score shift, score-decile stability."""
+    from experiments.monitor import run_monitor
+    from features.build import data_date_range, transactions_source
+    from features.catalog import Catalog
+    from features.definitions import feature_set
+    from features.sources import connect, load_dataset
+    from training.config import load_experiment
+
+    state = state_of(home)
+    cfg = load_experiment(config)
+    dataset = load_dataset(cfg.dataset).name
+    ref = parse_date(reference, "--reference")
+    cur = parse_date(current, "--current")
+    if cur is None:
+        con = connect(state)
+        try:
+            cur = data_date_range(con, transactions_source(state, dataset))[1]
+        finally:
+            con.close()
+    if not hasattr(cfg, "feature_set"):
+        raise typer.BadParameter("the experiment has no feature set to monitor", param_hint="-c")
+    fs = feature_set(cfg.feature_set, cfg.rfm)
+    for as_of in (ref, cur):
+        if not Catalog(state, dataset).snapshot_path(fs.key, as_of).exists():
+            write_snapshot_at(dataset, fs, as_of, state)
+    report = run_monitor(
+        state, dataset, fs.key, ref, cur, cfg.registered_model, state.tracking_uri
+    )
+    table = Table(title=f"feature drift {ref} -> {cur} (PSI)")
+    for col in ("feature", "psi", "flag"):
+        table.add_column(col)
+    for row in report.features.itertuples(index=False):
+        table.add_row(str(row.feature), f"{row.psi:.4f}", str(row.flag))
+    console.print(table)
+    console.print(
+        f"score PSI {report.score.psi:.4f} ({report.score.flag}), mean shift "
+        f"{report.score.mean_shift:+.4f}; {report.stability.change_share:.1%} of "
+        f"{report.stability.n_common:,} customers changed score decile"
+    )
+
+
+@campaign_app.command("evaluate")
+def campaign_evaluate(
+    dataset: DatasetOpt = "synthetic",
+    campaign: Annotated[
+        list[str] | None, typer.Option("--campaign", help="campaign id (repeatable; default all)")
+    ] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="also write an HTML report")] = None,
+    window_days: Annotated[int, typer.Option(help="response / revenue window after a send")] = 30,
+    home: HomeOpt = None,
+) -> None:
+    """Per campaign and offer: treatment vs control, uplift CI and p-value, ROI, negatives."""
+    from experiments.campaigns import run_campaign_evaluate
+
+    table = run_campaign_evaluate(
+        state_of(home), dataset, campaign or None, html, window_days=window_days
+    )
+    out = Table(title=f"campaigns of {dataset} (uplift: 95 % Newcombe interval)")
+    cols = [
+        "campaign_id",
+        "offer_id",
+        "contacts",
+        "control",
+        "response_rate_treatment",
+        "response_rate_control",
+        "uplift",
+        "uplift_ci_low",
+        "uplift_ci_high",
+        "p_value",
+        "incremental_revenue",
+        "roi",
+        "declined",
+    ]
+    cols = [c for c in cols if c in table.columns]
+    for col in cols:
+        out.add_column(col)
+    for row in table[cols].itertuples(index=False):
+        out.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(out)
+    if html:
+        console.print(f"campaign report written to [bold]{html}[/bold]")

@@ -1,0 +1,255 @@
+"""CLI support shared by every package's commands (console, options, state, progress, dates),
+and the ``features`` package's own commands: generate, ingest, features, segments, reports,
+customer links. The root (``patron.cli``) mounts them."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from features.store import StateDirs
+
+console = Console()
+app = typer.Typer()
+report_app = typer.Typer(help="HTML reports for analysts.", no_args_is_help=True)
+customers_app = typer.Typer(help="Customer records: duplicates and households.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+app.add_typer(customers_app, name="customers")
+
+HomeOpt = Annotated[
+    Path | None, typer.Option("--home", help="state folder (default $PATRON_HOME or ~/.patron)")
+]
+DatasetOpt = Annotated[
+    str, typer.Option("--dataset", "-d", help="dataset name (experiments/datasets) or YAML path")
+]
+
+
+def state_of(home: Path | None) -> StateDirs:
+    """The state folder (and MLflow store) of a command, resolved once at the edge."""
+    return StateDirs.resolve(home)
+
+
+def progress_bar() -> Progress:
+    """A progress display with counts (when the work has a total) and elapsed time."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def parse_date(value: str | None, name: str) -> date | None:
+    """A YYYY-MM-DD option value; a clear error naming the option otherwise."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint=name) from exc
+
+
+def write_snapshot_at(dataset_name: str, fs: Any, as_of: date | None, state: StateDirs) -> Path:
+    """Write the snapshot of feature set ``fs`` at ``as_of`` (default: the last data date)."""
+    from features.build import data_date_range, transactions_source, write_snapshot
+    from features.sources import connect
+
+    con = connect(state)
+    try:
+        if as_of is None:
+            as_of = data_date_range(con, transactions_source(state, dataset_name))[1]
+        return write_snapshot(con, state, dataset_name, fs, as_of)
+    finally:
+        con.close()
+
+
+@app.command()
+def generate(
+    dataset: DatasetOpt = "synthetic",
+    customers: Annotated[int | None, typer.Option(help="override n_customers")] = None,
+    seed: Annotated[int | None, typer.Option(help="override the seed")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Generate the synthetic data of a dataset config that has a `synthetic` block."""
+    from features.sources import load_dataset
+
+    state = state_of(home)
+    cfg = load_dataset(dataset)
+    out = _generate(cfg, state, customers, seed)
+    console.print(f"synthetic data written to [bold]{out}[/bold]")
+
+
+def _generate(cfg: Any, state: Any, customers: int | None = None, seed: int | None = None) -> Path:
+    from features.synthetic import SyntheticConfig
+    from features.synthetic import generate as generate_data
+
+    if cfg.synthetic is None:
+        raise typer.BadParameter(
+            f"dataset {cfg.name!r} has no `synthetic` block", param_hint="--dataset"
+        )
+    params = dict(cfg.synthetic)
+    if customers is not None:
+        params["n_customers"] = customers
+    if seed is not None:
+        params["seed"] = seed
+    syn = SyntheticConfig.model_validate(params)
+    out = state.synthetic(cfg.name)
+    with progress_bar() as progress:
+        task = progress.add_task(f"generating {syn.n_customers:,} customers", total=None)
+
+        def tick(done: int, total: int) -> None:
+            progress.update(task, total=total, completed=done)
+
+        counts = generate_data(syn, out, progress=tick)
+    console.print(", ".join(f"{k}: {v:,}" for k, v in counts.items()))
+    return out
+
+
+def _ingest(cfg: Any, state: Any) -> Any:
+    from features.sources import ingest as ingest_dataset
+
+    with progress_bar() as progress:
+        task = progress.add_task(f"ingesting {cfg.name}", total=len(cfg.tables))
+
+        def step(table: str) -> None:
+            progress.update(task, description=f"ingesting {cfg.name}.{table}", advance=0)
+
+        report = ingest_dataset(cfg, state, progress=step)
+        progress.update(task, completed=len(cfg.tables))
+    table = Table(title=f"ingest {cfg.name}")
+    for col in ("table", "read", "accepted", "quarantined", "reason", "rows"):
+        table.add_column(
+            col, justify="right" if col in ("read", "accepted", "quarantined", "rows") else "left"
+        )
+    for name, t in report.tables.items():
+        reasons = list(t.quarantined_by_reason.items()) or [("", 0)]
+        for i, (reason, n) in enumerate(reasons):
+            first = i == 0
+            table.add_row(
+                name if first else "",
+                f"{t.read:,}" if first else "",
+                f"{t.accepted:,}" if first else "",
+                f"{t.quarantined:,}" if first else "",
+                reason,
+                f"{n:,}" if reason else "",
+            )
+    console.print(table)
+    console.print(
+        "read = accepted + quarantined holds for every table; quarantined rows are in "
+        f"{state.quarantine(cfg.name)}"
+    )
+    return report
+
+
+@app.command()
+def ingest(dataset: DatasetOpt = "synthetic", home: HomeOpt = None) -> None:
+    """Validate a dataset's raw files into canonical tables; rejected rows go to quarantine."""
+    from features.sources import load_dataset
+
+    _ingest(load_dataset(dataset), state_of(home))
+
+
+@app.command()
+def features(
+    dataset: DatasetOpt = "synthetic",
+    feature_set: Annotated[str, typer.Option(help="feature set to build")] = "churn_v1",
+    as_of: Annotated[
+        str | None, typer.Option(help="cutoff date YYYY-MM-DD (default: last data date)")
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Write the point-in-time feature snapshot of a dataset at a cutoff."""
+    from features.sources import load_dataset
+
+    state = state_of(home)
+    cfg = load_dataset(dataset)
+    cutoff = parse_date(as_of, "--as-of")
+    from features.definitions import feature_set as released
+
+    path = write_snapshot_at(cfg.name, released(feature_set), cutoff, state)
+    console.print(f"snapshot written to [bold]{path}[/bold]")
+
+
+@app.command()
+def segments(
+    dataset: DatasetOpt = "synthetic",
+    as_of: Annotated[str | None, typer.Option(help="cutoff YYYY-MM-DD (default: last)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Per-customer segments (RFM, Pareto ABC, pyramid, lifecycle, clusters) and a summary."""
+    from features.segments_report import run_segments
+    from features.sources import load_dataset
+
+    state = state_of(home)
+    result = run_segments(state, load_dataset(dataset).name, parse_date(as_of, "--as-of"), None, out)
+    import pandas as pd
+
+    frame = pd.read_csv(result["summary"])
+    table = Table(title=f"segments of {dataset} at {result['as_of']}")
+    for col in frame.columns:
+        table.add_column(str(col))
+    for row in frame.itertuples(index=False):
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+    console.print(f"written: {result['segments']}, chart {result['chart']}")
+
+
+@report_app.command("segments")
+def report_segments(
+    dataset: DatasetOpt = "synthetic",
+    as_of: Annotated[str | None, typer.Option(help="cutoff YYYY-MM-DD (default: last)")] = None,
+    previous_as_of: Annotated[
+        str | None, typer.Option(help="earlier cutoff for the lifecycle flow (default: -90 days)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="HTML file to write")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """An HTML page: segment sizes and revenue, Pareto curve, RFM heat map, lifecycle flow."""
+    from features.segments_report import run_segments_report
+    from features.sources import load_dataset
+
+    path = run_segments_report(
+        state_of(home),
+        load_dataset(dataset).name,
+        parse_date(as_of, "--as-of"),
+        parse_date(previous_as_of, "--previous-as-of"),
+        None,
+        out,
+    )
+    console.print(f"segment report written to [bold]{path}[/bold]")
+
+
+@customers_app.command("link")
+def customers_link(dataset: DatasetOpt = "synthetic", home: HomeOpt = None) -> None:
+    """Standardise customer records; write a reviewable duplicate merge map and households."""
+    import pandas as pd
+
+    from features.build import write_customer_links
+    from features.sources import load_dataset
+
+    paths = write_customer_links(state_of(home), load_dataset(dataset).name)
+    merge_map = pd.read_parquet(paths["merge_map"])
+    households = pd.read_parquet(paths["households"])
+    merged = int((merge_map["customer_id"] != merge_map["master_id"]).sum())
+    multi = int((households["household_size"] > 1).sum())
+    console.print(
+        f"{len(merge_map):,} customer records: {merged:,} duplicates mapped to a master id; "
+        f"{households['household_id'].nunique():,} households ({multi:,} customers share one)"
+    )
+    console.print(f"merge map: {paths['merge_map']}\nhouseholds: {paths['households']}")

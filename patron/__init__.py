@@ -1,0 +1,1 @@
+"""The ``patron`` command (composition root above features, models, training, serving and experiments)."""

@@ -1,0 +1,5 @@
+"""``python -m patron``."""
+
+from patron.cli import main
+
+main()

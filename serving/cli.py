@@ -1,0 +1,161 @@
+"""The ``serving`` package's commands: serve (BentoML over HTTP) and score (batch).
+
+Serving knows nothing of training: the root hands it ``resolve``, which turns an experiment YAML
+into a ``ServedExperiment`` (registered model, family, dataset, feature set)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from features.cli import HomeOpt, console, state_of, write_snapshot_at
+from features.store import StateDirs
+
+
+@dataclass(frozen=True)
+class ServedExperiment:
+    """What serving needs to know of an experiment."""
+
+    family: str
+    registered_model: str
+    dataset: str
+    feature_set: Any  # features.definitions.FeatureSet, or None for a ready labelled table
+
+    @property
+    def feature_set_key(self) -> str:
+        return self.feature_set.key if self.feature_set is not None else "churn_v1"
+
+
+Resolver = Callable[[Path], ServedExperiment]
+
+
+def ensure_snapshot(served: ServedExperiment, state: StateDirs) -> None:
+    """Build the served snapshot at the last data date when there is none yet."""
+    from features.build import latest_snapshot
+
+    try:
+        latest_snapshot(state, served.dataset, served.feature_set_key)
+    except FileNotFoundError:
+        from features.definitions import feature_set
+
+        fs = served.feature_set if served.feature_set is not None else feature_set("churn_v1")
+        write_snapshot_at(served.dataset, fs, None, state)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serving_env(served: ServedExperiment, state: StateDirs) -> dict[str, str]:
+    """The server process's environment: the state folder and the serving settings as JSON."""
+    settings = {
+        "home": str(state.home),
+        "models": {
+            served.family: {
+                "registered_model": served.registered_model,
+                "alias": "champion",
+                "dataset": served.dataset,
+                "feature_set": served.feature_set_key,
+            }
+        },
+    }
+    env = {**os.environ, "PATRON_HOME": str(state.home), "PATRON_SERVING": json.dumps(settings)}
+    if state.tracking_uri_override:
+        env["MLFLOW_TRACKING_URI"] = state.tracking_uri_override
+    return env
+
+
+def start_server(env: dict[str, str], host: str, port: int) -> subprocess.Popen[bytes]:
+    """Start `bentoml serve` for the Patron service in a child process."""
+    bentoml = Path(sys.executable).with_name("bentoml")
+    cmd = [str(bentoml), "serve", "serving.service:Patron", "--host", host, "--port", str(port)]
+    return subprocess.Popen(cmd, env=env, cwd=Path(__file__).resolve().parent.parent)
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90.0) -> None:
+    """Poll /readyz until the server answers 200, or fail if the process dies or time runs out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"the server at {url} was not ready within {timeout_s:.0f} s")
+
+
+def make_app(resolve: Resolver) -> typer.Typer:
+    """The serve and score commands, reading experiments with ``resolve``."""
+    app = typer.Typer()
+
+    @app.command()
+    def serve(
+        config: Annotated[Path, typer.Option("--config", "-c", help="experiment YAML of the model")],
+        host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="port")] = 3000,
+        allow_anonymous: Annotated[
+            bool, typer.Option(help="serve without API keys (local use only)")
+        ] = False,
+        home: HomeOpt = None,
+    ) -> None:
+        """Serve the experiment's champion model over HTTP (BentoML); Ctrl-C stops it.
+
+        API keys come from $PATRON_API_KEYS and $PATRON_ADMIN_KEYS (comma-separated)."""
+        from serving.settings import AuthSettings
+
+        state = state_of(home)
+        served = resolve(config)
+        ensure_snapshot(served, state)
+        env = serving_env(served, state)
+        if allow_anonymous:
+            env["PATRON_ALLOW_ANONYMOUS"] = "1"
+        try:
+            AuthSettings.from_env(env).check_startable()
+        except RuntimeError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        proc = start_server(env, host, port)
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+    @app.command()
+    def score(
+        config: Annotated[Path, typer.Option("--config", "-c", help="experiment YAML of the model")],
+        out: Annotated[Path, typer.Option(help="parquet file to write")] = Path("scores.parquet"),
+        home: HomeOpt = None,
+    ) -> None:
+        """Batch-score the whole base with the champion: the same values /score returns."""
+        from serving.batch import score_to_file
+        from serving.settings import ServingSettings
+
+        state = state_of(home)
+        served = resolve(config)
+        ensure_snapshot(served, state)
+        settings = ServingSettings.model_validate(
+            json.loads(serving_env(served, state)["PATRON_SERVING"])
+        )
+        path = score_to_file(served.family, out, state, settings)
+        console.print(f"scores written to [bold]{path}[/bold]")
+
+
+    return app
