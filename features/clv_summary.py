@@ -28,6 +28,8 @@ from typing import Literal
 import duckdb
 import pandas as pd
 
+from features.sql import sql_date
+
 TimeUnit = Literal["days", "weeks"]
 
 #: Days per time unit.
@@ -36,10 +38,6 @@ UNIT_DAYS: dict[str, int] = {"days": 1, "weeks": 7}
 #: Columns of the summary; the holdout ones only when a horizon is given.
 SUMMARY_COLUMNS = ["customer_id", "frequency", "recency", "T", "monetary_value"]
 HOLDOUT_COLUMNS = ["holdout_purchases", "holdout_spend"]
-
-
-def _date(d: date) -> str:
-    return f"DATE '{d.isoformat()}'"
 
 
 def clv_summary_sql(
@@ -51,8 +49,8 @@ def clv_summary_sql(
     if horizon_days is not None and horizon_days < 1:
         raise ValueError(f"horizon_days must be >= 1, not {horizon_days}")
     k = float(UNIT_DAYS[unit])
-    t0 = _date(as_of)
-    end = _date(as_of + timedelta(days=horizon_days or 0))
+    t0 = sql_date(as_of)
+    end = sql_date(as_of + timedelta(days=horizon_days or 0))
     holdout_cols = ""
     holdout_join = ""
     if horizon_days is not None:

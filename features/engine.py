@@ -17,6 +17,7 @@ import sqlglot
 from sqlglot import exp
 
 from features.definitions import LEVEL_INPUTS, Feature, FeatureSet
+from features.sql import sql_date
 
 _CTYPE = {"double": "DOUBLE", "integer": "BIGINT", "string": "VARCHAR"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -29,10 +30,6 @@ _ORDER_COLUMNS = {
     "order_month": "month(min(line_date))",
 }
 _ORDER_WINDOW_COLUMNS = ("gap_days",)
-
-
-def _date(d: date) -> str:
-    return f"DATE '{d.isoformat()}'"
 
 
 @lru_cache(maxsize=4096)
@@ -69,9 +66,9 @@ def lines_sql(source: str, as_of: date) -> str:
            CAST(quantity AS DOUBLE) AS quantity,
            (coalesce(is_return, FALSE) OR amount < 0) AS is_return,
            CAST(ts AS DATE) AS line_date,
-           date_diff('day', CAST(ts AS DATE), {_date(as_of)}) AS days_ago
+           date_diff('day', CAST(ts AS DATE), {sql_date(as_of)}) AS days_ago
     FROM {source}
-    WHERE CAST(ts AS DATE) <= {_date(as_of)}"""
+    WHERE CAST(ts AS DATE) <= {sql_date(as_of)}"""
 
 
 _SEP = ",\n           "
@@ -130,7 +127,7 @@ def _categories_ctes(feats: list[Feature]) -> list[str]:
 
 
 def _events_ctes(events: str, as_of: date, feats: list[Feature]) -> list[str]:
-    a = _date(as_of)
+    a = sql_date(as_of)
     return [
         f"""events_seen AS (
     SELECT customer_id, lower(event_type) AS event_type,
@@ -147,7 +144,7 @@ def _customers_ctes(customers: str, as_of: date, feats: list[Feature]) -> list[s
     wrapped = [Feature(f.name, f.level, f"min({f.sql})", f.dtype) for f in feats]
     return [
         f"""customers_seen AS (
-    SELECT *, date_diff('day', CAST(signup_date AS DATE), {_date(as_of)}) AS signup_days_ago
+    SELECT *, date_diff('day', CAST(signup_date AS DATE), {sql_date(as_of)}) AS signup_days_ago
     FROM {customers}
 )""",
         _grouped("f_customers", "customers_seen", wrapped),
@@ -249,7 +246,7 @@ def churn_label_sql(source: str, as_of: date, horizon_days: int, lookback_days: 
     return f"""
 WITH o AS (
     SELECT customer_id,
-           date_diff('day', CAST(ts AS DATE), {_date(as_of)}) AS days_ago
+           date_diff('day', CAST(ts AS DATE), {sql_date(as_of)}) AS days_ago
     FROM {source}
     WHERE NOT (coalesce(is_return, FALSE) OR amount < 0)
 ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import date
 
 from features.engine import churn_label_sql
+from features.sql import sql_date, sql_literal
 
 __all__ = [
     "campaign_response_label_sql",
@@ -19,18 +20,10 @@ __all__ = [
 ]
 
 
-def _date(d: date) -> str:
-    return f"DATE '{d.isoformat()}'"
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _purchases(source: str, as_of: date) -> str:
     return f"""
     SELECT customer_id, category, CAST(amount AS DOUBLE) AS amount,
-           date_diff('day', CAST(ts AS DATE), {_date(as_of)}) AS days_ago
+           date_diff('day', CAST(ts AS DATE), {sql_date(as_of)}) AS days_ago
     FROM {source}
     WHERE NOT (coalesce(is_return, FALSE) OR amount < 0)"""
 
@@ -44,7 +37,7 @@ def purchase_label_sql(
 ) -> str:
     """Propensity: among customers with an order in the lookback, any purchase in the horizon
     (of ``category`` when given); ``value`` is the horizon spend on it."""
-    in_cat = f"AND category = {_lit(category)}" if category is not None else ""
+    in_cat = f"AND category = {sql_literal(category)}" if category is not None else ""
     return f"""
 WITH p AS ({_purchases(source, as_of)}
 ),
@@ -70,7 +63,7 @@ def spend_label_sql(source: str, as_of: date, horizon_days: int) -> str:
 WITH l AS (
     SELECT customer_id, CAST(amount AS DOUBLE) AS amount,
            (coalesce(is_return, FALSE) OR amount < 0) AS is_return,
-           date_diff('day', CAST(ts AS DATE), {_date(as_of)}) AS days_ago
+           date_diff('day', CAST(ts AS DATE), {sql_date(as_of)}) AS days_ago
     FROM {source}
 ),
 population AS (
@@ -98,11 +91,11 @@ def campaign_response_label_sql(
     """
     only = ""
     if campaign_ids:
-        only = "AND campaign_id IN (" + ", ".join(_lit(c) for c in campaign_ids) + ")"
+        only = "AND campaign_id IN (" + ", ".join(sql_literal(c) for c in campaign_ids) + ")"
     return f"""
 WITH c AS (
     SELECT customer_id, CAST(responded AS BOOLEAN) AS responded,
-           date_diff('day', CAST(ts AS DATE), {_date(as_of)}) AS days_ago
+           date_diff('day', CAST(ts AS DATE), {sql_date(as_of)}) AS days_ago
     FROM {campaigns}
     WHERE lower("group") = 'treatment' {only}
 )

@@ -34,6 +34,8 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
+from features.sql import sql_date, sql_literal
+
 NBO_KINDS = ("cross_sell", "up_sell")
 OFFER_COLUMNS = ("offer_id", "category", "kind", "tier", "value", "cost")
 SHARE_PREFIX = "cat_share__"
@@ -50,14 +52,6 @@ def recency_column(category: str) -> str:
     """Name of the profile column holding the days from the customer's last purchase in
     ``category`` to T (NaN = never bought)."""
     return f"{RECENCY_PREFIX}{category}"
-
-
-def _date(d: date) -> str:
-    return f"DATE '{d.isoformat()}'"
-
-
-def _lit(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
 
 
 def products_relation_sql(reader: str) -> str:
@@ -85,10 +79,10 @@ def purchases_sql(
     return f"""
     SELECT t.customer_id, CAST(t.category AS VARCHAR) AS category, {tier} AS tier,
            CAST(t.amount AS DOUBLE) AS amount,
-           date_diff('day', CAST(t.ts AS DATE), {_date(as_of)}) AS days_ago
+           date_diff('day', CAST(t.ts AS DATE), {sql_date(as_of)}) AS days_ago
     FROM {source} t {join}
     WHERE NOT (coalesce(t.is_return, FALSE) OR t.amount < 0)
-      AND CAST(t.ts AS DATE) <= {_date(as_of + timedelta(days=int(horizon_days)))}"""
+      AND CAST(t.ts AS DATE) <= {sql_date(as_of + timedelta(days=int(horizon_days)))}"""
 
 
 def _population(lookback_days: int | None) -> str:
@@ -210,9 +204,9 @@ def offers_relation_sql(offers: pd.DataFrame) -> str:
         raise ValueError("no offers")
     rows = []
     for r in offers.itertuples(index=False):
-        cat = "NULL" if r.category is None else _lit(r.category)
+        cat = "NULL" if r.category is None else sql_literal(r.category)
         tier = "NULL" if pd.isna(r.tier) else str(int(r.tier))
-        rows.append(f"({_lit(r.offer_id)}, {cat}, {_lit(r.kind)}, {tier})")
+        rows.append(f"({sql_literal(r.offer_id)}, {cat}, {sql_literal(r.kind)}, {tier})")
     return (
         "(SELECT CAST(offer_id AS VARCHAR) AS offer_id, CAST(category AS VARCHAR) AS category, "
         "CAST(kind AS VARCHAR) AS kind, CAST(tier AS BIGINT) AS tier FROM (VALUES "
@@ -327,7 +321,8 @@ def derive_offers_sql(
     ``until``: offer_id ``XS_<category>``, value = ``margin_rate`` x the median non-return line
     amount (a margin proxy when no costs are known), cost 0; groups with fewer than ``min_lines``
     lines and the ``exclude`` list are left out; ``lines`` gives the support."""
-    skip = f"AND category NOT IN ({', '.join(_lit(c) for c in exclude)})" if exclude else ""
+    excluded = ", ".join(sql_literal(str(c)) for c in exclude)
+    skip = f"AND category NOT IN ({excluded})" if exclude else ""
     return f"""
 SELECT 'XS_' || category AS offer_id, category, 'cross_sell' AS kind,
        CAST(NULL AS BIGINT) AS tier,
@@ -335,7 +330,7 @@ SELECT 'XS_' || category AS offer_id, category, 'cross_sell' AS kind,
        0.0 AS cost, count(*) AS lines
 FROM {source}
 WHERE NOT (coalesce(is_return, FALSE) OR amount <= 0)
-  AND category IS NOT NULL AND CAST(ts AS DATE) <= {_date(until)} {skip}
+  AND category IS NOT NULL AND CAST(ts AS DATE) <= {sql_date(until)} {skip}
 GROUP BY category
 HAVING count(*) >= {int(min_lines)}
 ORDER BY category"""

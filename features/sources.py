@@ -4,7 +4,8 @@ A dataset YAML names, per canonical table, one or more source files and how thei
 canonical columns. A column mapping is either the raw column's name or an object with exactly one of
 ``from`` (raw column), ``expr`` (a DuckDB SQL expression over the raw columns), plus optional
 ``values`` (raw value -> canonical value) and ``format`` (strptime format for timestamps / dates).
-``exclude`` rules (SQL over canonical columns) send matching rows to quarantine with the given reason.
+``exclude`` rules (SQL over canonical columns) send matching rows to quarantine with the given
+reason.
 
 Every row read ends either in ``data/<dataset>/<table>.parquet`` or in
 ``quarantine/<dataset>/<table>.parquet`` with one reason; ``IngestReport`` checks
@@ -26,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from features.contracts import DUCKDB_TYPES, NO_CUSTOMER, TABLES, Table
+from features.sql import parquet_relation, quote_ident, sql_literal
 from features.store import StateDirs, atomic_path
 
 _TRUE = ("true", "t", "yes", "y", "1")
@@ -135,7 +137,7 @@ def expand_vars(text: str) -> str:
 
 
 def load_dataset(ref: str | Path, search_dir: Path | None = None) -> DatasetConfig:
-    """Load a dataset config from a YAML path, or by name from ``experiments/datasets/<name>.yaml``."""
+    """Load a dataset config from a YAML path, or by name from ``experiments/datasets/``."""
     path = Path(ref)
     if not path.suffix:
         base = search_dir or Path(__file__).resolve().parent.parent / "experiments" / "datasets"
@@ -197,44 +199,26 @@ class IngestReport:
         }
 
 
-def _q(name: str) -> str:
-    """Quote an identifier for DuckDB."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: Any) -> str:
-    """A SQL literal."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_lit(v) for v in value) + "]"
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def _reader(path: Path, src: SourceFile) -> str:
     fmt = src.format
     if fmt == "auto":
         fmt = "parquet" if path.suffix == ".parquet" else "csv"
     if fmt == "parquet":
-        return f"read_parquet({_lit(str(path))})"
+        return parquet_relation(path)
     opts = {"header": True, "all_varchar": True, **src.read_options}
-    args = ", ".join(f"{k} = {_lit(v)}" for k, v in opts.items())
-    return f"read_csv({_lit(str(path))}, {args})"
+    args = ", ".join(f"{k} = {sql_literal(v)}" for k, v in opts.items())
+    return f"read_csv({sql_literal(str(path))}, {args})"
 
 
 def _raw_expr(mapping: str | ColumnMap) -> str:
     """SQL giving the raw text of a canonical column: trimmed, empty -> NULL."""
     if isinstance(mapping, str):
         mapping = ColumnMap.model_validate({"from": mapping})
-    inner = _q(mapping.from_) if mapping.from_ is not None else f"({mapping.expr})"
+    inner = quote_ident(mapping.from_) if mapping.from_ is not None else f"({mapping.expr})"
     text = f"NULLIF(trim(CAST({inner} AS VARCHAR)), '')"
     if mapping.values:
         cases = " ".join(
-            f"WHEN {_lit(str(k))} THEN {_lit('' if v is None else str(v))}"
+            f"WHEN {sql_literal(str(k))} THEN {sql_literal('' if v is None else str(v))}"
             for k, v in mapping.values.items()
         )
         text = f"NULLIF(CASE {text} {cases} ELSE {text} END, '')"
@@ -246,11 +230,14 @@ def _typed_expr(raw: str, dtype: str, fmt: str | None) -> str:
     if dtype == "string":
         return raw
     if dtype == "boolean":
-        t = ", ".join(_lit(v) for v in _TRUE)
-        f = ", ".join(_lit(v) for v in _FALSE)
-        return f"(CASE WHEN lower({raw}) IN ({t}) THEN TRUE WHEN lower({raw}) IN ({f}) THEN FALSE END)"
+        t = ", ".join(sql_literal(v) for v in _TRUE)
+        f = ", ".join(sql_literal(v) for v in _FALSE)
+        return (
+            f"(CASE WHEN lower({raw}) IN ({t}) THEN TRUE "
+            f"WHEN lower({raw}) IN ({f}) THEN FALSE END)"
+        )
     if dtype in ("timestamp", "date") and fmt:
-        return f"CAST(try_strptime({raw}, {_lit(fmt)}) AS {DUCKDB_TYPES[dtype]})"
+        return f"CAST(try_strptime({raw}, {sql_literal(fmt)}) AS {DUCKDB_TYPES[dtype]})"
     return f"TRY_CAST({raw} AS {DUCKDB_TYPES[dtype]})"
 
 
@@ -290,20 +277,20 @@ def _source_sql(
         fmt = mapping.format if isinstance(mapping, ColumnMap) else None
         fmt = fmt or (tsrc.ts_format if dtype == "timestamp" else None)
         raw = _raw_expr(mapping)
-        selects.append(f"{raw} AS {_q('__raw_' + name)}")
-        selects.append(f"{_typed_expr(raw, dtype, fmt)} AS {_q(name)}")
-        raw_ref, typed_ref = _q("__raw_" + name), _q(name)
+        selects.append(f"{raw} AS {quote_ident('__raw_' + name)}")
+        selects.append(f"{_typed_expr(raw, dtype, fmt)} AS {quote_ident(name)}")
+        raw_ref, typed_ref = quote_ident("__raw_" + name), quote_ident(name)
         if col is not None and col.required:
             missing_reason = NO_CUSTOMER if name == "customer_id" else f"{name}: missing"
-            reasons.append(f"WHEN {raw_ref} IS NULL THEN {_lit(missing_reason)}")
+            reasons.append(f"WHEN {raw_ref} IS NULL THEN {sql_literal(missing_reason)}")
         reasons.append(
             f"WHEN {raw_ref} IS NOT NULL AND {typed_ref} IS NULL "
-            f"THEN {_lit(f'{name}: not a valid {dtype}')}"
+            f"THEN {sql_literal(f'{name}: not a valid {dtype}')}"
         )
     for col in table.columns:  # optional canonical columns absent from the file are typed NULLs
         if col.name not in mapped:
-            selects.append(f"CAST(NULL AS {DUCKDB_TYPES[col.dtype]}) AS {_q(col.name)}")
-    excl = [f"WHEN ({r.when}) THEN {_lit(r.reason)}" for r in src.exclude]
+            selects.append(f"CAST(NULL AS {DUCKDB_TYPES[col.dtype]}) AS {quote_ident(col.name)}")
+    excl = [f"WHEN ({r.when}) THEN {sql_literal(r.reason)}" for r in src.exclude]
     reason_sql = "CASE " + " ".join(excl + reasons) + " END" if excl + reasons else "NULL"
     inner = (
         f"SELECT {index} AS __source, row_number() OVER () AS __row, "
@@ -348,13 +335,13 @@ def ingest_table(
     con.execute(f"CREATE OR REPLACE TEMP TABLE __classified AS {union}")
     if table.key:
         # a repeated key is quarantined; the first occurrence (file order, row order) is kept
-        key = ", ".join(_q(k) for k in table.key)
+        key = ", ".join(quote_ident(k) for k in table.key)
         dup = f"{'/'.join(table.key)}: duplicate key"
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE __classified AS
             SELECT * REPLACE (CASE WHEN __reason IS NULL AND row_number() OVER (
                 PARTITION BY {key}, __reason IS NULL ORDER BY __source, __row) > 1
-                THEN {_lit(dup)} ELSE __reason END AS __reason)
+                THEN {sql_literal(dup)} ELSE __reason END AS __reason)
             FROM __classified"""
         )
     read = con.execute("SELECT count(*) FROM __classified").fetchone()[0]
@@ -366,21 +353,22 @@ def ingest_table(
     )
     accepted_path = state.data(cfg.name) / f"{table_name}.parquet"
     quarantine_path = state.quarantine(cfg.name) / f"{table_name}.parquet"
-    cols = ", ".join(_q(c) for c in all_cols)
+    cols = ", ".join(quote_ident(c) for c in all_cols)
     with atomic_path(accepted_path) as tmp:
         con.execute(
             f"COPY (SELECT {cols} FROM __classified WHERE __reason IS NULL "
-            f"ORDER BY __source, __row) TO {_lit(str(tmp))} (FORMAT parquet)"
+            f"ORDER BY __source, __row) TO {sql_literal(str(tmp))} (FORMAT parquet)"
         )
+    source_paths = [f["path"] for f in files]
     with atomic_path(quarantine_path) as tmp:
         con.execute(
             "COPY (SELECT __reason AS reason, "
-            f"list_extract({_lit([f['path'] for f in files])}, __source + 1) AS source_file, "
+            f"list_extract({sql_literal(source_paths)}, __source + 1) AS source_file, "
             "__row AS source_row, "
             f"__raw_json AS raw FROM __classified WHERE __reason IS NOT NULL "
-            f"ORDER BY __source, __row) TO {_lit(str(tmp))} (FORMAT parquet)"
+            f"ORDER BY __source, __row) TO {sql_literal(str(tmp))} (FORMAT parquet)"
         )
-    accepted = con.execute(f"SELECT count(*) FROM read_parquet({_lit(str(accepted_path))})")
+    accepted = con.execute(f"SELECT count(*) FROM {parquet_relation(accepted_path)}")
     report = TableReport(
         table=table_name,
         read=read,
@@ -400,10 +388,10 @@ def connect(state: StateDirs, memory_limit: str | None = None) -> duckdb.DuckDBP
     con = duckdb.connect()
     spill = state.home / "tmp" / "duckdb"
     spill.mkdir(parents=True, exist_ok=True)
-    con.execute(f"SET temp_directory = {_lit(str(spill))}")
+    con.execute(f"SET temp_directory = {sql_literal(str(spill))}")
     con.execute("SET preserve_insertion_order = true")
     if memory_limit:
-        con.execute(f"SET memory_limit = {_lit(memory_limit)}")
+        con.execute(f"SET memory_limit = {sql_literal(memory_limit)}")
     return con
 
 
