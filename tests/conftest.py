@@ -37,22 +37,23 @@ def synthetic_pipeline(tmp_path_factory: pytest.TempPathFactory):
     from features.sources import ingest, load_dataset
     from features.synthetic import SyntheticConfig, generate
     from training.config import load_experiment
-    from training.train import run_training
+    from training.run import run_experiment
 
     home = tmp_path_factory.mktemp("pipeline") / "home"
     state = StateDirs.resolve(home)
     old_env = {k: os.environ.get(k) for k in ("PATRON_HOME", "MLFLOW_TRACKING_URI")}
     os.environ["PATRON_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+    state = StateDirs.resolve(home)
     try:
         dataset = load_dataset("synthetic")
         syn = SyntheticConfig.model_validate({**dataset.synthetic, "n_customers": 3000})
         generate(syn, state.synthetic(dataset.name))
         report = ingest(dataset, state)
         cfg = load_experiment(ROOT / "experiments" / "churn" / "synthetic.yaml")
-        result, logged = run_training(cfg, state)
-        yield {"state": state, "dataset": dataset, "cfg": cfg, "result": result,
-               "logged": logged, "ingest": report}
+        out = run_experiment(cfg, state)
+        yield {"state": state, "dataset": dataset, "cfg": cfg, "result": out.trained,
+               "logged": out.logged, "ingest": report, "frame": out.frame}
     finally:
         for k, v in old_env.items():
             if v is None:

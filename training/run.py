@@ -334,3 +334,15 @@ def decide(
         baseline=trained.baseline_metrics[metric],
         champion=champion_metric(cfg, family, trained, client, version),
     )
+
+
+def build_frame(cfg: ExperimentConfig, state: StateDirs) -> Frame:
+    """The experiment's modelling frame, built by its family (no MLflow)."""
+    return get_family(cfg.family).build_frame(cfg, RunContext(state, load_dataset(cfg.dataset)))
+
+
+def train_frame(
+    cfg: ExperimentConfig, frame: Frame, params: dict[str, Any] | None = None
+) -> Trained:
+    """Fit and evaluate the experiment's family on a frame (no MLflow)."""
+    return get_family(cfg.family).train(cfg, frame, params)

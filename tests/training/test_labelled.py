@@ -13,8 +13,12 @@ from features.sources import ingest, load_dataset
 from features.store import StateDirs
 from tests.conftest import require_dataset
 from training.config import load_experiment
-from training.frames import labelled_frame
-from training.train import run_training
+from training.run import build_frame, run_experiment
+
+
+def run_training(cfg, state):
+    out = run_experiment(cfg, state)
+    return out.trained, out.logged
 
 
 def _unseen_table(path: Path, n: int = 3000, seed: int = 3) -> None:
@@ -86,7 +90,7 @@ def test_a_leaky_column_left_in_is_visible_as_a_too_good_auc(unseen, state):
 def test_date_split(unseen, state):
     cfg = unseen(["exit_reason"], {"kind": "date", "date_column": "snapshot",
                                    "valid_from": "2023-08-01", "test_from": "2023-10-01"})
-    mf = labelled_frame(cfg, state, "subs")
+    mf = build_frame(cfg, state)
     when = pd.to_datetime(mf.frame["snapshot"])
     assert (when[mf.frame["split"] == "test"] >= "2023-10-01").all()
     assert (when[mf.frame["split"] == "fit"] < "2023-08-01").all()
@@ -96,7 +100,7 @@ def test_date_split(unseen, state):
 def test_unknown_drop_column_names_the_field(unseen, state):
     cfg = unseen(["no_such_column"])
     with pytest.raises(ValueError, match=r"drop_columns: \['no_such_column'\]"):
-        labelled_frame(cfg, state, "subs")
+        build_frame(cfg, state)
 
 
 @pytest.mark.realdata

@@ -7,11 +7,12 @@ import json
 import mlflow
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from training.config import ExperimentConfig, load_experiment
-from training.train import train
+from training.run import build_frame, train_frame, tracking
 
 
 def test_model_recovers_much_of_the_oracles_discrimination(synthetic_pipeline):
@@ -30,8 +31,7 @@ def test_model_recovers_much_of_the_oracles_discrimination(synthetic_pipeline):
 
 def test_run_is_logged_with_manifest_chart_and_registered_model(synthetic_pipeline):
     state, cfg, logged = (synthetic_pipeline[k] for k in ("state", "cfg", "logged"))
-    mlflow.set_tracking_uri(state.tracking_uri)
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
     run = client.get_run(logged["run_id"])
     for key in ("roc_auc", "pr_auc", "log_loss", "brier", "lift_top_decile"):
         assert f"test_{key}" in run.data.metrics
@@ -49,7 +49,8 @@ def test_run_is_logged_with_manifest_chart_and_registered_model(synthetic_pipeli
     assert manifest["row_counts"]["test_rows"] == len(synthetic_pipeline["result"].test_predictions)
     version = client.get_model_version_by_alias(cfg.registered_model, "challenger")
     assert str(version.version) == logged["version"]
-    model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}/{logged['version']}")
+    with tracking(state.tracking_uri):
+        model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}/{logged['version']}")
     assert model.metadata.signature is not None
     probs = model.predict(synthetic_pipeline["result"].test_frame.head(5))["score"]
     assert ((probs >= 0) & (probs <= 1)).all()
@@ -57,22 +58,24 @@ def test_run_is_logged_with_manifest_chart_and_registered_model(synthetic_pipeli
 
 def test_champion_alias_follows_the_decision(synthetic_pipeline):
     state, cfg, logged = (synthetic_pipeline[k] for k in ("state", "cfg", "logged"))
-    mlflow.set_tracking_uri(state.tracking_uri)
     decision = logged["decision"]
     assert decision["promote"] == (decision["challenger"] > decision["baseline"])
-    client = MlflowClient()
-    if decision["promote"]:
-        champ = client.get_model_version_by_alias(cfg.registered_model, "champion")
-        assert str(champ.version) == logged["version"]
+    client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
+    try:
+        champion = str(client.get_model_version_by_alias(cfg.registered_model, "champion").version)
+    except MlflowException:
+        champion = None
+    run = client.get_run(logged["run_id"])
+    assert run.data.tags["promoted_to_champion"] == str(decision["promote"]).lower()
+    # promoted: it holds the alias; not promoted: it never does
+    assert (champion == logged["version"]) == decision["promote"]
 
 
 def test_same_config_same_data_same_metrics(synthetic_pipeline):
     cfg: ExperimentConfig = synthetic_pipeline["cfg"]
     result = synthetic_pipeline["result"]
-    from training.train import load_frame
-
-    mf, _ = load_frame(cfg, synthetic_pipeline["state"])
-    again = train(cfg, mf)
+    mf = build_frame(cfg, synthetic_pipeline["state"])
+    again = train_frame(cfg, mf)
     assert again.metrics == result.metrics
 
 
@@ -88,14 +91,12 @@ def test_cutoffs_that_leak_into_the_test_period_are_refused(tmp_path):
 
 def test_full_width_feature_set_with_customer_attributes_trains(synthetic_pipeline):
     """crm_v1 + customer attributes: a string attribute goes through the unseen-category policy."""
-    from training.train import load_frame
-
     cfg = synthetic_pipeline["cfg"].model_copy(
         update={"feature_set": "crm_v1+crm_customer_v1", "model": cfg_model(60)}
     )
-    mf, _ = load_frame(cfg, synthetic_pipeline["state"])
+    mf = build_frame(cfg, synthetic_pipeline["state"])
     assert mf.categorical and set(mf.categorical) <= set(mf.feature_names)
-    result = train(cfg, mf)
+    result = train_frame(cfg, mf)
     assert 0.5 < result.metrics["roc_auc"] <= 1.0
     assert result.baseline_metrics["roc_auc"] > 0.5
 
