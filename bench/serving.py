@@ -197,15 +197,14 @@ def prepare_state(home: Path | None, customers: int, work: Path) -> tuple[Any, s
     dataset = load_dataset(cfg.dataset)
     if home is not None:
         state = StateDirs.resolve(home)
-        import mlflow
         from mlflow.tracking import MlflowClient
 
-        mlflow.set_tracking_uri(state.tracking_uri)
-        mv = MlflowClient().get_model_version_by_alias(cfg.registered_model, "champion")
+        client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
+        mv = client.get_model_version_by_alias(cfg.registered_model, "champion")
         model_uri = str(mv.source)
     else:
         from features.synthetic import SyntheticConfig, generate
-        from training.train import run_training
+        from training.run import run_experiment
 
         state = StateDirs.resolve(work / "home")
         os.environ["PATRON_HOME"] = str(state.home)
@@ -213,8 +212,7 @@ def prepare_state(home: Path | None, customers: int, work: Path) -> tuple[Any, s
         print(f"set-up: generating {customers:,} customers, ingesting, training ...", flush=True)
         generate(syn, state.synthetic(dataset.name))
         ingest(dataset, state)
-        _, logged = run_training(cfg, state)
-        model_uri = logged["model_uri"]
+        model_uri = run_experiment(cfg, state).logged["model_uri"]
     ensure_snapshot(state, dataset.name, cfg.feature_set)
     register_copy(state, model_uri, NAME, ("champion",))
     pipeline = {"state": state, "cfg": cfg, "dataset": dataset}
@@ -277,9 +275,11 @@ def inprocess_reference(
     settings: dict, state: Any, ids: list[str], repeats: int
 ) -> dict[str, float]:
     """Median seconds of the 1 000-customer work done in this process, two ways."""
+    from serving.handlers import score_customers
+    from serving.kinds import rank_stats
     from serving.schemas import ScoreResponse
-    from serving.scoring import build_state, rank_stats, score_customers
     from serving.settings import ServingSettings
+    from serving.state import build_state
 
     served_state = build_state(ServingSettings.model_validate(settings), state)
     served = served_state.models["churn"]
@@ -307,7 +307,7 @@ def inprocess_reference(
         body = score_customers(served_state, "churn", ids, 10_000)
         return ScoreResponse.model_validate(body).model_dump_json().encode()
 
-    assert rank_stats  # the same percentile rule as the service (serving.scoring.rank_stats)
+    assert rank_stats  # the same percentile rule as the service (serving.kinds.rank_stats)
     out = {}
     for name, fn in (("live", live), ("service_path", service_path)):
         fn()

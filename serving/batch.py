@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 
 from features.store import StateDirs, atomic_path
-from serving.scoring import N_REASONS, ScoreModel, build_state, score_records
+from serving.handlers import score_records
+from serving.kinds import N_REASONS, ScoreModel
 from serving.settings import ServedModel, ServingSettings
+from serving.state import build_state
 
 CHUNK = 20_000  # rows explained per call: bounds the memory of the SHAP matrix
 SEGMENT_FIELDS = ("rfm_code", "rfm_segment", "abc_class", "lifecycle_stage", "win_back_priority")

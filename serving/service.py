@@ -2,7 +2,7 @@
 
 Endpoints (docs/serving.md): POST /score, POST /next-best-offer, POST /target, GET /models,
 POST /admin/reload; /healthz, /readyz, /livez, /metrics and /docs.json come from BentoML.
-The methods here only parse, delegate to serving.scoring / serving.targeting, and answer.
+The methods here only parse, delegate to serving.handlers / serving.state, and answer.
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
 from features.store import StateDirs
+from serving.errors import RequestError
+from serving.handlers import model_info, rank_offers, score_customers, target_customers
+from serving.kinds import ScoreModel
+from serving.registry import Registry, tracking_uri_of
 from serving.schemas import (
     AudienceFilters,
     CampaignBudget,
@@ -46,22 +50,10 @@ from serving.schemas import (
     WinBackFirst,
     WithReasons,
 )
-from serving.scoring import (
-    Registry,
-    RequestError,
-    ScoreModel,
-    ServingState,
-    ShadowStats,
-    build_state,
-    model_info,
-    rank_offers,
-    score_customers,
-    state_keys,
-    target_customers,
-    tracking_uri_of,
-)
 from serving.security import ApiKeyMiddleware, install_log_redaction, request_id
 from serving.settings import AuthSettings, ServingSettings
+from serving.shadow import ShadowStats
+from serving.state import ServingState, build_state, state_keys
 
 log = logging.getLogger("patron.serving")
 T = TypeVar("T")

@@ -24,7 +24,7 @@ ANONYMOUS_VAR = "PATRON_ALLOW_ANONYMOUS"
 HARD_MAX_BATCH = 10_000
 #: The largest k of /next-best-offer.
 MAX_K = 20
-#: Model kinds the service knows (serving.scoring.KINDS); "auto" reads it from the loaded model.
+#: Model kinds the service knows (serving.kinds.KINDS); "auto" reads it from the loaded model.
 ModelKindName = Literal["auto", "score", "nbo", "uplift"]
 
 
@@ -35,13 +35,12 @@ class ServedModel(BaseModel):
     registered_model: str = Field(description="MLflow registered model name")
     alias: str = Field("champion", description="registry alias served")
     dataset: str = Field(description="dataset whose latest feature snapshot is scored")
-    feature_set: str = Field("churn_v1", description="feature set of that snapshot")
-    kind: ModelKindName = Field("auto", description="model kind; auto: from the loaded model")
-    experiment: str | None = Field(
+    feature_set: str | None = Field(
         None,
-        description="experiment YAML the model was trained with; NBO models build their "
-        "inputs with it (products table, RFM settings)",
+        description="feature set key of that snapshot; None: the one the model recorded "
+        "(churn_v1 for models that recorded none)",
     )
+    kind: ModelKindName = Field("auto", description="model kind; auto: from the loaded model")
     shadow_alias: str | None = Field(
         None,
         description="alias scored in this one's shadow (aggregates logged, never returned)",

@@ -6,11 +6,14 @@ moving aliases here never disturbs the training tests that share the session pip
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +46,59 @@ def ensure_snapshot(state: StateDirs, dataset: str, feature_set: str) -> Path:
 
 def register_copy(state: StateDirs, model_uri: str, name: str, aliases: tuple[str, ...]) -> str:
     """Register a logged model under ``name`` (a new version) and point the aliases at it."""
-    import mlflow
+    return register_in(state.tracking_uri, model_uri, name, aliases)
+
+
+def register_in(uri: str, model_uri: str, name: str, aliases: tuple[str, ...]) -> str:
+    """Register a model of the store at ``uri`` (a logged ``models:/<model id>`` or a version's
+    artifact location) under ``name``, explicitly, and point the aliases at the new version."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from serving.scoring import mlflow_uris
-
-    with mlflow_uris(state.tracking_uri):
-        mv = mlflow.register_model(model_uri, name)
-    client = MlflowClient(tracking_uri=state.tracking_uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    source, run_id, model_id = model_uri, None, None
+    if model_uri.startswith("models:/m-"):
+        # resolved here: the SQL registry resolves a models:/ source with the process-wide URI
+        model_id = model_uri.removeprefix("models:/")
+        logged = client.get_logged_model(model_id)
+        source, run_id = logged.artifact_location, logged.source_run_id
+    with contextlib.suppress(MlflowException):  # registered before
+        client.create_registered_model(name)
+    mv = client.create_model_version(name, source, run_id=run_id, model_id=model_id)
     for alias in aliases:
         client.set_registered_model_alias(name, alias, str(mv.version))
     return str(mv.version)
+
+
+@contextmanager
+def fluent_logging_to(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for the block (test set-up only), then put it back.
+
+    ``mlflow.set_tracking_uri`` also exports $MLFLOW_TRACKING_URI; the variable is removed again.
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    before, env_before = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if env_before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env_before
+
+
+def load_logged(uri: str, model_uri: str) -> Any:
+    """The python model of a logged model (``models:/<model id>``) of the store at ``uri``."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    location = client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location
+    return mlflow.pyfunc.load_model(location).unwrap_python_model()
 
 
 def serving_settings(pipeline: dict[str, Any], name: str, **extra: Any) -> dict[str, Any]:

@@ -21,9 +21,9 @@ import httpx
 import numpy as np
 import pytest
 
-from serving.scoring import build_state, mlflow_uris
 from serving.settings import ServingSettings
-from tests.serving.conftest import free_port, serving_settings
+from serving.state import build_state
+from tests.serving.conftest import fluent_logging_to, free_port, load_logged, serving_settings
 
 pytestmark = pytest.mark.server
 
@@ -149,12 +149,12 @@ def _publish(uri: str, wrapper, metrics: dict[str, float]) -> str:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from training.train import PIP_REQUIREMENTS
+    from training.run import PIP_REQUIREMENTS
 
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name("serving-postgres")
     exp_id = found.experiment_id if found else client.create_experiment("serving-postgres")
-    with mlflow_uris(uri):
+    with fluent_logging_to(uri):
         with mlflow.start_run(experiment_id=exp_id):
             mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
             info = mlflow.pyfunc.log_model(
@@ -169,12 +169,8 @@ def _publish(uri: str, wrapper, metrics: dict[str, float]) -> str:
 
 
 def test_replicas_load_the_champion_from_a_postgres_backed_server(served_pipeline, postgres_mlflow):
-    import mlflow
-
     state = served_pipeline["state"]
-    with mlflow_uris(state.tracking_uri):
-        local = mlflow.pyfunc.load_model(served_pipeline["logged"]["model_uri"])
-    local = local.unwrap_python_model()
+    local = load_logged(state.tracking_uri, served_pipeline["logged"]["model_uri"])
     metrics = {"roc_auc": float(served_pipeline["result"].metrics["roc_auc"])}
     version = _publish(postgres_mlflow, local, metrics)
 

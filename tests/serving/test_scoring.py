@@ -11,17 +11,11 @@ import pandas as pd
 import pytest
 
 from serving.batch import score_base
-from serving.scoring import (
-    RequestError,
-    build_state,
-    check_ids,
-    rank_offers,
-    rank_stats,
-    score_customers,
-    state_keys,
-    target_customers,
-)
+from serving.errors import RequestError
+from serving.handlers import check_ids, rank_offers, score_customers, target_customers
+from serving.kinds import rank_stats
 from serving.settings import AuthSettings, ServingSettings
+from serving.state import build_state, state_keys
 from tests.serving.conftest import register_copy, serving_settings
 
 NAME = "serving-inprocess-test"
@@ -209,7 +203,7 @@ def test_reload_reuses_what_did_not_change_and_loads_a_moved_alias(setup):
 
         client = MlflowClient(tracking_uri=registry_state.tracking_uri)
         client.set_registered_model_alias(NAME, "champion", version)
-    from serving.scoring import Registry
+    from serving.registry import Registry
 
     keys = state_keys(settings, registry_state, Registry(registry_state.tracking_uri))
     assert keys == state.keys
@@ -357,12 +351,11 @@ def offers_setup(served_pipeline):
     """A next-best-offer model trained on the session data and served beside churn."""
     from tests.serving.conftest import ROOT
     from training.config import load_experiment
-    from training.nbo import run_nbo_training
+    from training.run import run_experiment
 
     state = served_pipeline["state"]
-    experiment = ROOT / "experiments" / "nbo" / "synthetic.yaml"
-    cfg = load_experiment(experiment)
-    _, logged = run_nbo_training(cfg, state)
+    cfg = load_experiment(ROOT / "experiments" / "nbo" / "synthetic.yaml")
+    logged = run_experiment(cfg, state).logged
     name = "serving-nbo-test"
     register_copy(state, logged["model_uri"], name, ("champion",))
     raw = serving_settings(served_pipeline, NAME, reload_interval_s=0)
@@ -370,15 +363,32 @@ def offers_setup(served_pipeline):
         "registered_model": name,
         "dataset": "synthetic",
         "feature_set": cfg.feature_set,
-        "experiment": str(experiment),
     }
     settings = ServingSettings.model_validate(raw)
     return cfg, build_state(settings, state), state
 
 
-def test_next_best_offers_are_the_nbo_models_own_ranking(offers_setup):
-    from training.nbo import scoring_inputs
+def nbo_inputs(cfg, state, model, as_of):
+    """The NBO model's inputs at ``as_of`` as training builds them (not serving's code)."""
+    from features.build import customer_inputs, transactions_source
+    from features.definitions import feature_set_from_spec
+    from features.sources import connect, load_dataset
+    from training.families.base import RunContext
+    from training.families.nbo import products_relation
 
+    dataset = load_dataset(cfg.dataset)
+    products, _ = products_relation(cfg, RunContext(state, dataset))
+    fs = feature_set_from_spec(model.info["feature_set_spec"])
+    con = connect(state)
+    try:
+        source = transactions_source(state, dataset.name)
+        frame = customer_inputs(con, source, as_of, fs, model.categories, products)
+    finally:
+        con.close()
+    return model.inputs(frame)
+
+
+def test_next_best_offers_are_the_nbo_models_own_ranking(offers_setup):
     cfg, served_state, state = offers_setup
     served = served_state.models["nbo"]
     assert served.meta.kind == "nbo"
@@ -387,7 +397,7 @@ def test_next_best_offers_are_the_nbo_models_own_ranking(offers_setup):
     assert body["model"] == "nbo" and body["unknown"] == [
         {"customer_id": "NOPE", "reason": "not in the feature snapshot"}
     ]
-    inputs = scoring_inputs(cfg, state, served.model, served.base.as_of)
+    inputs = nbo_inputs(cfg, state, served.model, served.base.as_of)
     inputs = inputs[inputs["customer_id"].astype(str).isin(ids)]
     expected = served.model.rank(inputs, k=3, kind="any")
     for rec in body["customers"]:
@@ -429,13 +439,9 @@ def test_an_offer_campaign_ranks_on_the_offers_probability(offers_setup):
 def test_an_uplift_model_targets_on_uplift_times_value(setup):
     from models.pyfunc import ScoringModel
     from models.uplift import make_learner
-    from serving.scoring import (
-        LoadContext,
-        ModelMeta,
-        ServingState,
-        build_score_model,
-        detect_kind,
-    )
+    from serving.kinds import LoadContext, build_score_model, detect_kind
+    from serving.registry import ModelMeta
+    from serving.state import ServingState
 
     _, settings, state, _ = setup
     base = state.models["churn"].base
@@ -479,7 +485,8 @@ def test_models_info_carries_the_monitoring_summary(setup, tmp_path):
     import shutil
 
     from features.store import StateDirs
-    from serving.scoring import load_base, model_info
+    from serving.base import load_base
+    from serving.handlers import model_info
 
     pipeline, _, state, _ = setup
     src = pipeline["state"]

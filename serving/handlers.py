@@ -1,0 +1,373 @@
+"""Request logic as plain functions over a ``ServingState``: what each endpoint answers.
+
+The service only parses, calls these and validates the answer with its schema; ``serving.batch``
+calls ``score_records`` so the batch file holds what /score returns. Client errors raise
+``RequestError``, which the service turns into a 4xx naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from serving.base import SEGMENT_COLUMNS, CustomerBase
+from serving.errors import RequestError
+from serving.kinds import ScoreModel
+from serving.registry import ModelMeta
+from serving.state import ServingState
+
+
+def check_ids(
+    customer_ids: Sequence[str], max_batch: int, field_name: str = "customer_ids"
+) -> None:
+    """Reject empty, oversized or duplicated id lists (the error names positions, never ids)."""
+    if len(customer_ids) == 0:
+        raise RequestError(field_name, "at least one customer id is needed")
+    if len(customer_ids) > max_batch:
+        raise RequestError(
+            field_name, f"{len(customer_ids)} ids exceed the maximum of {max_batch} per request"
+        )
+    seen: dict[str, int] = {}
+    dups: list[int] = []
+    for i, cid in enumerate(customer_ids):
+        if cid in seen:
+            dups.append(i)
+        else:
+            seen[cid] = i
+    if dups:
+        shown = ", ".join(str(i) for i in dups[:10])
+        more = f" (and {len(dups) - 10} more)" if len(dups) > 10 else ""
+        raise RequestError(field_name, f"duplicated ids at positions {shown}{more}")
+
+
+def _segment_records(base: CustomerBase, positions: np.ndarray) -> list[dict[str, Any] | None]:
+    if base.segment_arrays is None:
+        return [None] * len(positions)
+    cols = base.segment_arrays
+    return [
+        {
+            "rfm_code": str(code),
+            "rfm_segment": str(seg),
+            "abc_class": str(abc),
+            "lifecycle_stage": str(stage),
+            "win_back_priority": bool(lapsed),
+        }
+        for code, seg, abc, stage, lapsed in zip(
+            *(cols[c][positions] for c in SEGMENT_COLUMNS),
+            strict=True,
+        )
+    ]
+
+
+def score_records(
+    served: ScoreModel, positions: np.ndarray, with_reasons: bool = True
+) -> list[dict[str, Any]]:
+    """One record per base row: score, percentile, decile, segment and reasons."""
+    scores = served.scores[positions]
+    pct = served.percentile[positions]
+    dec = served.decile[positions]
+    ids = served.base.features.index[positions]
+    segments = _segment_records(served.base, positions)
+    reasons = served.reasons(positions) if with_reasons else [[] for _ in range(len(positions))]
+    prob, value = served.output == "probability", served.output == "value"
+    return [
+        {
+            "customer_id": cid,
+            "score": float(s),
+            "probability": float(s) if prob else None,
+            "value": float(s) if value else None,
+            "percentile": float(p),
+            "decile": int(d),
+            "segment": seg,
+            "reasons": rs,
+        }
+        for cid, s, p, d, seg, rs in zip(ids, scores, pct, dec, segments, reasons, strict=True)
+    ]
+
+
+def score_customers(
+    state: ServingState,
+    family: str,
+    customer_ids: Sequence[str],
+    max_batch: int,
+    with_reasons: bool = True,
+) -> dict[str, Any]:
+    """The /score answer as plain data (serving.schemas.ScoreResponse validates it)."""
+    served = state.model(family)
+    if not isinstance(served, ScoreModel):
+        raise RequestError("model", f"model {family!r} is a {served.meta.kind} model, not a scorer")
+    check_ids(customer_ids, max_batch)
+    positions = served.base.positions(customer_ids)
+    known = positions[positions >= 0]
+    unknown = [cid for cid, pos in zip(customer_ids, positions, strict=True) if pos < 0]
+    return {
+        "model": family,
+        "kind": served.output,
+        "registered_model": served.meta.registered_model,
+        "alias": served.meta.alias,
+        "version": served.meta.version,
+        "as_of": served.base.as_of.isoformat(),
+        "scores": score_records(served, known, with_reasons),
+        "unknown": [{"customer_id": c, "reason": "not in the feature snapshot"} for c in unknown],
+    }
+
+
+def model_info(
+    state: ServingState, shadow_stats: Mapping[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The /models answer as plain data."""
+    out = []
+    for family, served in state.models.items():
+        meta: ModelMeta = served.meta
+        base: CustomerBase = served.base
+        shadow = state.shadows.get(family)
+        out.append(
+            {
+                "family": family,
+                "kind": meta.kind,
+                "output": getattr(served, "output", meta.kind),
+                "registered_model": meta.registered_model,
+                "alias": meta.alias,
+                "version": meta.version,
+                "run_id": meta.run_id,
+                "trained_at": meta.trained_at,
+                "metrics": dict(meta.metrics),
+                "tags": dict(meta.tags),
+                "dataset": base.dataset,
+                "feature_set": base.feature_set,
+                "snapshot_as_of": base.as_of.isoformat(),
+                "customers": base.size,
+                "loaded_at": meta.loaded_at,
+                "monitoring": monitor_summary(base.monitor),
+                "shadow": None
+                if shadow is None
+                else {
+                    "alias": shadow.meta.alias,
+                    "version": shadow.meta.version,
+                    **shadow_stats.get(family, {}),
+                },
+            }
+        )
+    return out
+
+
+def monitor_summary(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The aggregate lines of a monitor.json (no per-customer data is in it anyway)."""
+    if not report:
+        return None
+    keys = (
+        "registered_model",
+        "model_version",
+        "reference_as_of",
+        "current_as_of",
+        "created_at",
+        "score",
+        "breached",
+        "mlflow_run_id",
+    )
+    return {k: report.get(k) for k in keys if k in report}
+
+
+# --------------------------------------------------------------------------- campaigns
+
+
+def _offer_row(base: CustomerBase, offer_id: str) -> pd.Series:
+    if base.offers is None or offer_id not in base.offers.index:
+        known = [] if base.offers is None else sorted(base.offers.index)[:20]
+        raise RequestError("offer_id", f"unknown offer {offer_id!r}; known: {known}", 404)
+    return base.offers.loc[offer_id]
+
+
+def _number(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _nbo_model(state: ServingState) -> str | None:
+    names = [
+        f for f, m in state.models.items() if getattr(m, "meta", None) and m.meta.kind == "nbo"
+    ]
+    return names[0] if names else None
+
+
+def target_customers(
+    state: ServingState,
+    *,
+    campaign_id: str,
+    channel: str,
+    model: str | None = None,
+    offer_id: str | None = None,
+    audience: Mapping[str, Any] | None = None,
+    budget: Mapping[str, Any] | None = None,
+    cost_per_contact: float | None = None,
+    value_per_conversion: float | None = None,
+    control_fraction: float = 0.1,
+    test_cell_fraction: float = 0.0,
+    win_back_first: bool = False,
+    include_customers: bool = True,
+) -> dict[str, Any]:
+    """The /target answer as plain data: profit-ranked customers within budget, with groups."""
+    from serving.targeting import CampaignRules, select_customers
+
+    audience = dict(audience or {})
+    budget = dict(budget or {})
+    if control_fraction + test_cell_fraction > 1.0:
+        raise RequestError("test_cell_fraction", "control_fraction + test_cell_fraction exceed 1")
+    if model is None:
+        model = _nbo_model(state) if offer_id is not None else None
+        if model is None:
+            raise RequestError(
+                "model",
+                "no next-best-offer model is served to score the offer: name a model",
+                404,
+            )
+    served = state.model(model)
+    base: CustomerBase = served.base
+    offer = _offer_row(base, offer_id) if offer_id is not None else None
+    scorer = getattr(served, "campaign_scores", None)
+    if scorer is None:
+        raise RequestError("model", f"model {model!r} cannot rank a campaign audience")
+    scores, score_kind = scorer(offer_id)
+    value = value_per_conversion
+    if value is None and offer is not None:
+        value = _number(offer.get("value"))
+    if value is None:
+        value = 1.0  # no money given: profit counted in responses
+    cost = cost_per_contact
+    if cost is None and offer is not None:
+        cost = _number(offer.get("cost"))
+    if cost is None:
+        cost = 0.0
+    segments = base.segments
+    for key in ("segments", "abc_classes", "lifecycle_stages"):
+        if audience.get(key) and segments is None:
+            raise RequestError(f"audience.{key}", "segments are not available for this snapshot")
+    n = base.size
+    candidates = pd.DataFrame(
+        {
+            "customer_id": base.features.index.to_numpy(),
+            "score": scores,
+            "consent": base.consent[channel],
+            "rfm_segment": segments["rfm_segment"].to_numpy()
+            if segments is not None
+            else np.full(n, None, dtype=object),
+            "abc_class": segments["abc_class"].to_numpy()
+            if segments is not None
+            else np.full(n, None, dtype=object),
+            "lifecycle_stage": segments["lifecycle_stage"].to_numpy()
+            if segments is not None
+            else np.full(n, None, dtype=object),
+            "lapsed_recently": segments["lapsed_recently"].to_numpy(dtype=bool)
+            if segments is not None
+            else np.zeros(n, dtype=bool),
+            "id_hash": base.id_hash,
+        }
+    )
+
+    def allowed(key: str) -> frozenset[str] | None:
+        values = audience.get(key)
+        return frozenset(values) if values else None
+
+    rules = CampaignRules(
+        campaign_id=campaign_id,
+        value_per_conversion=float(value),
+        cost_per_contact=float(cost),
+        segments=allowed("segments"),
+        abc_classes=allowed("abc_classes"),
+        lifecycle_stages=allowed("lifecycle_stages"),
+        min_score=audience.get("min_score"),
+        max_contacts=budget.get("max_contacts"),
+        max_cost=budget.get("max_cost"),
+        control_fraction=control_fraction,
+        test_cell_fraction=test_cell_fraction,
+        win_back_first=win_back_first,
+    )
+    selection = select_customers(candidates, rules)
+    customers = selection.customers
+    records = (
+        [
+            {
+                "rank": int(r),
+                "customer_id": c,
+                "group": g,
+                "score": float(s),
+                "expected_profit": float(p),
+                "win_back_priority": bool(w),
+                "lifecycle_stage": st,
+                "rfm_segment": seg,
+            }
+            for r, c, g, s, p, w, st, seg in zip(
+                customers["rank"],
+                customers["customer_id"],
+                customers["group"],
+                customers["score"],
+                customers["expected_profit"],
+                customers["win_back_priority"],
+                customers["lifecycle_stage"],
+                customers["rfm_segment"],
+                strict=True,
+            )
+        ]
+        if include_customers
+        else []
+    )
+    return {
+        "campaign_id": campaign_id,
+        "model": model,
+        "registered_model": served.meta.registered_model,
+        "version": served.meta.version,
+        "score_kind": score_kind,
+        "offer_id": offer_id,
+        "channel": channel,
+        "as_of": base.as_of.isoformat(),
+        "value_per_conversion": float(value),
+        "cost_per_contact": float(cost),
+        "summary": selection.summary,
+        "customers": records,
+    }
+
+
+# --------------------------------------------------------------------------- next-best offer
+
+
+def rank_offers(
+    state: ServingState,
+    model: str | None,
+    customer_ids: Sequence[str],
+    k: int,
+    kind: str,
+    max_batch: int,
+) -> dict[str, Any]:
+    """The /next-best-offer answer as plain data, from a served model of kind ``nbo``."""
+    if model is None:
+        model = _nbo_model(state)
+        if model is None:
+            raise RequestError("model", "no next-best-offer model is served", 404)
+    served = state.model(model)
+    if getattr(served, "meta", None) is None or served.meta.kind != "nbo":
+        raise RequestError("model", f"model {model!r} is not a next-best-offer model", 404)
+    check_ids(customer_ids, max_batch)
+    base: CustomerBase = served.base
+    positions = base.positions(customer_ids)
+    known = positions[positions >= 0]
+    unknown = [cid for cid, pos in zip(customer_ids, positions, strict=True) if pos < 0]
+    ranked = served.rank(known, k, kind)
+    return {
+        "model": model,
+        "registered_model": served.meta.registered_model,
+        "version": served.meta.version,
+        "as_of": base.as_of.isoformat(),
+        "kind": kind,
+        "customers": [
+            {"customer_id": cid, "offers": offers}
+            for cid, offers in zip(base.features.index[known], ranked, strict=True)
+        ],
+        "unknown": [{"customer_id": c, "reason": "not in the feature snapshot"} for c in unknown],
+    }

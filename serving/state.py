@@ -1,0 +1,189 @@
+"""The serving state: every served model by alias over its base, built whole and never mutated.
+
+``build_state`` loads every served model by alias and the latest feature snapshot of its dataset,
+scores the whole snapshot once (the base distribution behind percentiles, deciles and targeting),
+and returns a frozen ``ServingState``. The service swaps that one reference on reload, so a request
+that started on the old state finishes on it. The HTTP layer and ``serving.batch`` both read it,
+which is what makes the batch file and the API agree.
+
+A served model's snapshot is the feature set the model recorded (``info["feature_set_spec"]``)
+unless the settings name one; a snapshot built from another definition of that set (its
+``feature_set.json`` fingerprint differs from the model's) is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from features.store import StateDirs
+from serving.base import CustomerBase, base_fingerprint, load_base
+from serving.errors import RequestError
+from serving.kinds import LoadContext, detect_kind
+from serving.registry import ModelMeta, Registry, recorded_feature_set, tracking_uri_of
+from serving.settings import ServedModel, ServingSettings
+
+#: The snapshot of models that recorded no feature set (trained before models recorded one).
+DEFAULT_FEATURE_SET = "churn_v1"
+
+
+class FeatureSetMismatch(ValueError):
+    """A served model and its snapshot were built from different feature definitions."""
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """Everything a request reads, built whole and never mutated."""
+
+    models: Mapping[str, Any]  # family -> ScoreModel / other kinds
+    shadows: Mapping[str, Any]  # family -> the shadow alias's model (never returned)
+    bases: Mapping[tuple[str, str], CustomerBase]
+    loaded_at: str
+    keys: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # what each part came from
+
+    def model(self, family: str, field_name: str = "model") -> Any:
+        """A served model by family name, or a 404 naming the field."""
+        served = self.models.get(family)
+        if served is None:
+            raise RequestError(
+                field_name, f"unknown model {family!r}; served: {sorted(self.models)}", 404
+            )
+        return served
+
+
+def served_feature_set(spec: ServedModel, registry: Registry, version: str) -> str:
+    """The feature set whose snapshot a served model scores: the settings', else its record's."""
+    if spec.feature_set:
+        return spec.feature_set
+    recorded = registry.feature_set(spec.registered_model, version)
+    return str((recorded or {}).get("key") or DEFAULT_FEATURE_SET)
+
+
+def check_feature_set(family: str, meta: ModelMeta, python_model: Any, base: CustomerBase) -> None:
+    """Refuse a snapshot whose recorded feature-set fingerprint differs from the model's."""
+    model_fp = (recorded_feature_set(python_model) or {}).get("fingerprint")
+    snapshot_fp = base.recorded_fingerprint
+    if model_fp and snapshot_fp and model_fp != snapshot_fp:
+        raise FeatureSetMismatch(
+            f"served model {family!r} ({meta.registered_model} v{meta.version}) was trained on "
+            f"feature set {base.feature_set!r} with fingerprint {model_fp}, but the snapshot "
+            f"{base.snapshot_path} records fingerprint {snapshot_fp}: rebuild the snapshot "
+            "with the model's feature set (`patron features`) or serve a model trained on it"
+        )
+
+
+def _load_one(
+    family: str,
+    spec: ServedModel,
+    alias: str,
+    registry: Registry,
+    base: CustomerBase,
+    version: tuple[str, str],
+    ctx: LoadContext,
+) -> Any:
+    """Load one registered version, check it against its base and build its served form."""
+    python_model = registry.load(spec.registered_model, version[0])
+    kind = detect_kind(python_model, spec.kind)
+    trained_at, metrics, tags = registry.run_facts(version[1])
+    meta = ModelMeta(
+        family=family,
+        kind=kind.name,
+        registered_model=spec.registered_model,
+        alias=alias,
+        version=version[0],
+        run_id=version[1],
+        trained_at=trained_at,
+        metrics=metrics,
+        tags=tags,
+        loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    check_feature_set(family, meta, python_model, base)
+    return kind.build(meta, python_model, base, ctx)
+
+
+def _shadow_version(spec: ServedModel, registry: Registry) -> tuple[str, str] | None:
+    if not spec.shadow_alias:
+        return None
+    try:
+        return registry.version(spec.registered_model, spec.shadow_alias)
+    except Exception:  # no such alias (yet): nothing to shadow
+        return None
+
+
+def state_keys(
+    settings: ServingSettings, state: StateDirs, registry: Registry
+) -> dict[str, tuple[Any, ...]]:
+    """What the state would be built from now: alias versions, feature sets and snapshots."""
+    keys: dict[str, tuple[Any, ...]] = {}
+    for family, spec in settings.models.items():
+        version = registry.version(spec.registered_model, spec.alias)
+        feature_set = served_feature_set(spec, registry, version[0])
+        fp = base_fingerprint(state, spec.dataset, feature_set)
+        keys[family] = (version, feature_set, fp)
+        shadow = _shadow_version(spec, registry)
+        if shadow is not None:
+            keys[f"{family}@shadow"] = (shadow, feature_set, fp)
+    return keys
+
+
+def build_state(
+    settings: ServingSettings,
+    state: StateDirs,
+    previous: ServingState | None = None,
+    registry: Registry | None = None,
+) -> ServingState:
+    """Load every served model and its base; parts whose inputs did not change are reused."""
+    registry = registry or Registry(tracking_uri_of(settings, state))
+    keys = state_keys(settings, state, registry)
+    old_keys = previous.keys if previous is not None else {}
+    bases: dict[tuple[str, str], CustomerBase] = {}
+
+    def base_for(dataset: str, feature_set: str, fp: tuple[Any, ...]) -> CustomerBase:
+        key = (dataset, feature_set)
+        if key in bases:
+            return bases[key]
+        reuse = previous.bases.get(key) if previous is not None else None
+        bases[key] = (
+            reuse
+            if reuse is not None and reuse.fingerprint == fp
+            else load_base(state, dataset, feature_set)
+        )
+        return bases[key]
+
+    models: dict[str, Any] = {}
+    shadows: dict[str, Any] = {}
+    for family, spec in settings.models.items():
+        version, feature_set, fp = keys[family]
+        base = base_for(spec.dataset, feature_set, fp)
+        if (
+            previous is not None
+            and family in previous.models
+            and old_keys.get(family) == keys[family]
+        ):
+            models[family] = previous.models[family]
+        else:
+            ctx = LoadContext(settings, state, spec)
+            models[family] = _load_one(family, spec, spec.alias, registry, base, version, ctx)
+        shadow_key = keys.get(f"{family}@shadow")
+        if shadow_key is not None and shadow_key[0][0] != version[0]:
+            if (
+                previous is not None
+                and family in previous.shadows
+                and old_keys.get(f"{family}@shadow") == shadow_key
+            ):
+                shadows[family] = previous.shadows[family]
+            else:
+                # the shadow's reasons are never returned: no need to precompute them
+                quiet = LoadContext(settings, state, spec, precompute_reasons=False)
+                shadows[family] = _load_one(
+                    family, spec, spec.shadow_alias or "", registry, base, shadow_key[0], quiet
+                )
+    return ServingState(
+        models=models,
+        shadows=shadows,
+        bases=bases,
+        loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        keys=keys,
+    )
