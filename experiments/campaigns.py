@@ -39,8 +39,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from features.catalog import Catalog
 from features.sources import load_dataset
 from features.store import StateDirs, atomic_path
+from training.evaluate import pyplot
 
 KEYS = ["campaign_id", "offer_id"]
 NO_OFFER = "(none)"
@@ -246,13 +248,8 @@ def evaluate_campaigns(
     )
 
 
-def _read(state: StateDirs, dataset: str, table: str) -> pd.DataFrame | None:
-    path = state.data(dataset) / f"{table}.parquet"
-    return pd.read_parquet(path) if path.exists() else None
-
-
 def _window_transactions(
-    contacts: pd.DataFrame, tx_path: Path, window_days: int | dict[str, int]
+    contacts: pd.DataFrame, transactions: str, window_days: int | dict[str, int]
 ) -> pd.DataFrame:
     """Only the transactions of contacted customers inside some campaign window (DuckDB)."""
     import duckdb
@@ -268,10 +265,9 @@ def _window_transactions(
         con.register("windows", windows)
         # a semi-join: a row in two customers' windows (overlapping campaigns) is read once
         return con.execute(
-            "SELECT t.customer_id, t.ts, t.amount FROM read_parquet(?) t WHERE EXISTS ("
+            f"SELECT t.customer_id, t.ts, t.amount FROM {transactions} t WHERE EXISTS ("
             "SELECT 1 FROM windows w WHERE t.customer_id = w.customer_id "
-            "AND t.ts >= w.start AND t.ts < w.end)",
-            [str(tx_path)],
+            "AND t.ts >= w.start AND t.ts < w.end)"
         ).df()
     finally:
         con.close()
@@ -290,26 +286,22 @@ def run_campaign_evaluate(
     """Evaluate a dataset's ingested campaign history (with its transactions and offers when
     ingested); optionally write an HTML report (and its chart as PNG beside it)."""
     name = load_dataset(dataset).name
-    history = _read(state, name, "campaign_history")
-    if history is None:
-        raise FileNotFoundError(
-            f"no ingested campaign_history for dataset {name!r}; add the table to its config "
-            "and run `patron ingest`"
-        )
+    catalog = Catalog(state, name)
+    history = catalog.read("campaign_history")
     if campaign_ids:
         unknown = sorted(set(campaign_ids) - set(history["campaign_id"].astype(str)))
         if unknown:
             raise ValueError(f"campaigns {unknown} are not in the campaign history")
         history = history[history["campaign_id"].astype(str).isin(list(campaign_ids))]
-    tx_path = state.data(name) / "transactions.parquet"
     transactions = None
-    if tx_path.exists():
-        transactions = _window_transactions(prepare_contacts(history), tx_path, window_days)
+    relation = catalog.relation_or_none("transactions")
+    if relation is not None:
+        transactions = _window_transactions(prepare_contacts(history), relation, window_days)
     report = evaluate_campaigns(
         history,
         transactions,
         expected_scores,
-        offers=_read(state, name, "offers"),
+        offers=catalog.read_or_none("offers"),
         window_days=window_days,
         contact_cost=contact_cost,
     )
@@ -323,11 +315,7 @@ def run_campaign_evaluate(
 
 def plot_campaigns(report: pd.DataFrame, path: Path | None = None) -> bytes:
     """Uplift with its interval per campaign and negative responses by reason, as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     labels = [f"{c}\n{o}" for c, o in zip(report["campaign_id"], report["offer_id"], strict=True)]
     y = np.arange(len(report))
     fig, (left, right) = plt.subplots(

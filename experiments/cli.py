@@ -64,7 +64,7 @@ def monitor(
 ) -> None:
     """Drift between two snapshots: PSI per feature, score shift, score-decile stability."""
     from experiments.monitor import run_monitor
-    from features.build import data_date_range, transactions_source
+    from features.build import data_date_range
     from features.catalog import Catalog
     from features.definitions import feature_set
     from features.sources import connect, load_dataset
@@ -73,23 +73,22 @@ def monitor(
     state = state_of(home)
     cfg = load_experiment(config)
     dataset = load_dataset(cfg.dataset).name
+    catalog = Catalog(state, dataset)
     ref = parse_date(reference, "--reference")
     cur = parse_date(current, "--current")
     if cur is None:
         con = connect(state)
         try:
-            cur = data_date_range(con, transactions_source(state, dataset))[1]
+            cur = data_date_range(con, catalog.relation("transactions"))[1]
         finally:
             con.close()
     if not hasattr(cfg, "feature_set"):
         raise typer.BadParameter("the experiment has no feature set to monitor", param_hint="-c")
     fs = feature_set(cfg.feature_set, cfg.rfm)
     for as_of in (ref, cur):
-        if not Catalog(state, dataset).snapshot_path(fs.key, as_of).exists():
+        if not catalog.snapshot_path(fs.key, as_of).exists():
             write_snapshot_at(dataset, fs, as_of, state)
-    report = run_monitor(
-        state, dataset, fs.key, ref, cur, cfg.registered_model, state.tracking_uri
-    )
+    report = run_monitor(state, dataset, fs.key, ref, cur, cfg.registered_model, state.tracking_uri)
     table = Table(title=f"feature drift {ref} -> {cur} (PSI)")
     for col in ("feature", "psi", "flag"):
         table.add_column(col)

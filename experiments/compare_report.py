@@ -15,7 +15,7 @@ import pandas as pd
 
 from experiments.compare import ComparisonResult, auc_interval_text
 from features.store import atomic_path
-from training.evaluate import decile_table
+from training.evaluate import decile_table, pyplot
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #222; }
@@ -40,11 +40,7 @@ METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "lift_top_decile", "positiv
 
 def _png(draw: Callable[[Any], None], title: str) -> str:
     """A matplotlib chart drawn by ``draw(ax)`` as a base64 PNG data URI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 4.0), dpi=100)
     try:
         draw(ax)

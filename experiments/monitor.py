@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from features.catalog import Catalog
 from features.store import StateDirs, atomic_path
 
 EPSILON = 1e-4  # share given to an empty bin so that log(a / e) stays finite
@@ -283,10 +284,6 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [dict(r) for r in clean.to_dict(orient="records")]
 
 
-def _snapshot_path(state: StateDirs, dataset: str, feature_set: str, as_of: date) -> Path:
-    return state.snapshots(dataset, feature_set) / f"as_of={as_of.isoformat()}.parquet"
-
-
 def _load_snapshot(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"no feature snapshot at {path}; run `patron features` first")
@@ -387,8 +384,9 @@ def run_monitor(
 
     thresholds = thresholds or PSIThresholds()
     tracking_uri = tracking_uri or state.tracking_uri
-    reference = _load_snapshot(_snapshot_path(state, dataset, feature_set, reference_as_of))
-    current_path = _snapshot_path(state, dataset, feature_set, current_as_of)
+    catalog = Catalog(state, dataset)
+    reference = _load_snapshot(catalog.snapshot_path(feature_set, reference_as_of))
+    current_path = catalog.snapshot_path(feature_set, current_as_of)
     current = _load_snapshot(current_path)
 
     mlflow.set_tracking_uri(tracking_uri)

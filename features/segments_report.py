@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from features.catalog import Catalog
 from features.segments import (
     RFM_SEGMENT_GRID,
     SegmentsConfig,
@@ -302,10 +303,10 @@ def _features_at(con: Any, source: str, as_of: date, cfg: SegmentsConfig) -> pd.
 
 
 def _open(state: StateDirs, dataset: str, as_of: date | None) -> tuple[Any, str, date]:
-    from features.build import data_date_range, transactions_source
+    from features.build import data_date_range
     from features.sources import connect
 
-    source = transactions_source(state, dataset)
+    source = Catalog(state, dataset).relation("transactions")
     con = connect(state)
     if as_of is None:
         try:

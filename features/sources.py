@@ -26,6 +26,7 @@ import duckdb
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from features.catalog import Catalog
 from features.contracts import DUCKDB_TYPES, NO_CUSTOMER, TABLES, Table
 from features.sql import parquet_relation, quote_ident, sql_literal
 from features.store import StateDirs, atomic_path
@@ -351,7 +352,7 @@ def ingest_table(
             "GROUP BY 1 ORDER BY 2 DESC"
         ).fetchall()
     )
-    accepted_path = state.data(cfg.name) / f"{table_name}.parquet"
+    accepted_path = Catalog(state, cfg.name).path(table_name)
     quarantine_path = state.quarantine(cfg.name) / f"{table_name}.parquet"
     cols = ", ".join(quote_ident(c) for c in all_cols)
     with atomic_path(accepted_path) as tmp:
@@ -411,6 +412,6 @@ def ingest(
     finally:
         con.close()
     report = IngestReport(cfg.name, reports)
-    with atomic_path(state.data(cfg.name) / "ingest_report.json") as tmp:
+    with atomic_path(Catalog(state, cfg.name).report_path) as tmp:
         tmp.write_text(json.dumps(report.to_dict(), indent=2))
     return report
