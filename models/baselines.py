@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
@@ -17,6 +19,11 @@ class ScoreColumnClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, column: int = 0) -> None:
         self.column = column
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # a missing score is read as 0 (``_score``)
+        return tags
 
     def fit(self, X, y):  # noqa: N803 - scikit-learn's signature
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan")
@@ -34,4 +41,5 @@ class ScoreColumnClassifier(ClassifierMixin, BaseEstimator):
         return self.model_.predict_proba(self._score(X))
 
     def predict(self, X) -> np.ndarray:  # noqa: N803
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ from scipy.special import digamma, expit, gammaln, hyp2f1
 from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 BGNBD_COLUMNS = ("frequency", "recency", "T")
 GG_COLUMNS = ("frequency", "monetary_value")
@@ -42,9 +43,12 @@ def _columns(X, names: tuple[str, ...]) -> list[np.ndarray]:  # noqa: N803 - sci
             raise ValueError(f"X has no column(s) {missing}; expected {list(names)}")
         cols = [X[n].to_numpy(dtype=np.float64, na_value=np.nan) for n in names]
     else:
-        arr = np.asarray(X, dtype=np.float64)
-        if arr.ndim != 2 or arr.shape[1] < len(names):
-            raise ValueError(f"X must be 2-D with columns {list(names)}; got shape {arr.shape}")
+        # check_array refuses sparse, complex, 1-D and featureless input with the standard
+        # messages; missing values are left to the per-column message below
+        arr = check_array(X, dtype=np.float64, ensure_all_finite=False, ensure_min_samples=0)
+        if arr.shape[1] < len(names):
+            raise ValueError(f"X has {arr.shape[1]} feature(s); expected the columns "
+                             f"{list(names)}, got shape {arr.shape}")
         cols = [arr[:, i] for i in range(len(names))]
     for name, col in zip(names, cols, strict=True):
         if not np.all(np.isfinite(col)):
@@ -55,13 +59,22 @@ def _columns(X, names: tuple[str, ...]) -> list[np.ndarray]:  # noqa: N803 - sci
 def _bgnbd_inputs(X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: N803
     """Validated (x, t_x, T) of a BG/NBD summary."""
     x, t_x, t = _columns(X, BGNBD_COLUMNS)
-    if np.any(x < 0) or np.any(x != np.round(x)):
+    if np.any(x < 0) or np.any(t_x < 0) or np.any(t < 0):  # tagged positive_only: its message
+        raise ValueError("Negative values in data: frequency must hold non-negative whole "
+                         "numbers (repeat purchase periods), recency and T must be >= 0")
+    if np.any(x != np.round(x)):
         raise ValueError("frequency must hold non-negative whole numbers (repeat purchase periods)")
     if np.any(t_x < 0) or np.any(t_x > t + 1e-9):
         raise ValueError("recency must lie in [0, T]")
     if np.any((x == 0) & (t_x != 0)):
         raise ValueError("recency must be 0 where frequency is 0")
     return x, t_x, t
+
+
+def _positive_only_tags(tags: Any) -> Any:
+    """Tags of a model of counts, times and money: negative inputs are refused."""
+    tags.input_tags.positive_only = True
+    return tags
 
 
 def _weighted_unique(*cols: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
@@ -161,9 +174,15 @@ class BetaGeoModel(BaseEstimator):
         self.prediction_periods = prediction_periods
         self.penalizer = penalizer
 
+    def __sklearn_tags__(self) -> Any:
+        return _positive_only_tags(super().__sklearn_tags__())
+
     def fit(self, X, y=None):  # noqa: N803
         """Fit r, alpha, a, b by maximum likelihood on log-parameters (L-BFGS-B, exact gradient)."""
         x, t_x, t = _bgnbd_inputs(X)
+        # n_features_in_ (and feature_names_in_ for a frame) as the contract asks; predict reads
+        # its columns by name or position and ignores the others, so it does not check them
+        validate_data(self, X, skip_check_array=True)
         if len(x) == 0:
             raise ValueError("cannot fit on an empty summary")
         if self.penalizer < 0:
@@ -276,19 +295,24 @@ class GammaGammaModel(BaseEstimator):
     def __init__(self, penalizer: float = 0.0) -> None:
         self.penalizer = penalizer
 
+    def __sklearn_tags__(self) -> Any:
+        return _positive_only_tags(super().__sklearn_tags__())
+
     @staticmethod
     def _inputs(X) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
         x, m = _columns(X, GG_COLUMNS)
         if np.any(x < 0) or np.any(m < 0):
-            raise ValueError("frequency and monetary_value must be >= 0")
+            raise ValueError("Negative values in data: frequency and monetary_value must be >= 0")
         return x, m
 
     def fit(self, X, y=None):  # noqa: N803
         """Fit p, q, v by maximum likelihood on the repeat buyers' mean purchase values."""
         x, m = self._inputs(X)
+        validate_data(self, X, skip_check_array=True)  # n_features_in_ as in BetaGeoModel.fit
         keep = (x > 0) & (m > 0)
         if keep.sum() < 2:
-            raise ValueError("Gamma-Gamma needs customers with repeat purchases and positive value")
+            raise ValueError("Gamma-Gamma needs at least 2 customers with repeat purchases and "
+                             f"positive value; {int(keep.sum())} sample(s) qualify")
         if self.penalizer < 0:
             raise ValueError("penalizer must be >= 0")
         # rescale money so the mean value is 1; v scales with money and is scaled back afterwards

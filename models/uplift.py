@@ -85,6 +85,11 @@ class _UpliftBase(BaseEstimator):
         self.params = params
         self.random_state = random_state
 
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # XGBoost routes missing values; fit allows NaN
+        return tags
+
     def _xgb_params(self) -> dict[str, Any]:
         return {**DEFAULT_UPLIFT_PARAMS, **(self.params or {}), "random_state": self.random_state}
 
