@@ -43,11 +43,12 @@ def test_bentoml_build_makes_a_bento_of_the_service(tmp_path):
         "serving/targeting.py",
         "features/segments.py",
         "models/pyfunc.py",
-        "training/nbo.py",
-        "experiments/nbo/synthetic.yaml",
+        "models/nbo.py",
+        "features/build.py",
     ):
         assert (src / module).exists(), module
     assert not (src / "tests").exists()
+    assert not (src / "training").exists() and not (src / "experiments").exists()
     assert not list(src.rglob("*.parquet")) and not list(src.rglob("*.db"))
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
     assert "bentoml" in requirements and "mlflow" in requirements

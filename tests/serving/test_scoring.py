@@ -347,8 +347,9 @@ def test_reasons_precomputed_at_load_equal_the_live_ones(setup):
 
 
 @pytest.fixture(scope="module")
-def offers_setup(served_pipeline):
-    """A next-best-offer model trained on the session data and served beside churn."""
+def offers_setup(served_pipeline, setup):
+    """A next-best-offer model trained on the session data and served beside churn (``setup``
+    registered the churn model)."""
     from tests.serving.conftest import ROOT
     from training.config import load_experiment
     from training.run import run_experiment
@@ -410,6 +411,44 @@ def test_next_best_offers_are_the_nbo_models_own_ranking(offers_setup):
     with pytest.raises(RequestError) as err:
         rank_offers(served_state, "churn", ids, 3, "any", 100)
     assert (err.value.field, err.value.status) == ("model", 404)
+
+
+_NO_TRAINING = """
+import json, sys
+sys.modules["training"] = None  # import training -> ImportError
+sys.modules["experiments"] = None
+from features.store import StateDirs
+from serving.settings import ServingSettings
+from serving.state import build_state
+settings = ServingSettings.model_validate(json.loads(sys.argv[1]))
+served = build_state(settings, StateDirs.resolve(settings.home))
+print(json.dumps({f: m.meta.kind for f, m in served.models.items()}))
+"""
+
+
+def test_serving_loads_score_and_offer_models_without_training(offers_setup, served_pipeline):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.serving.conftest import ROOT
+
+    _, served_state, state = offers_setup
+    raw = serving_settings(served_pipeline, NAME, reload_interval_s=0)
+    raw["tracking_uri"] = state.tracking_uri
+    raw["models"]["nbo"] = {"registered_model": "serving-nbo-test", "dataset": "synthetic"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PATRON_", "MLFLOW_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_TRAINING, json.dumps(raw)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"churn": "score", "nbo": "nbo"}
 
 
 def test_an_offer_campaign_ranks_on_the_offers_probability(offers_setup):
