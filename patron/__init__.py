@@ -1,1 +1,2 @@
-"""The ``patron`` command (composition root above features, models, training, serving and experiments)."""
+"""The ``patron`` command: the composition root above features, models, training, serving
+and experiments."""

@@ -53,7 +53,9 @@ def root(
 
 
 def mount() -> typer.Typer:
-    """Mount every package's commands on the root app (done once, by ``main``)."""
+    """Mount every package's commands on the root app (once; later calls return it as it is)."""
+    if app.registered_groups:
+        return app
     from experiments.cli import app as experiments_app
     from serving.cli import make_app
     from training.cli import app as training_app
@@ -76,9 +78,8 @@ def demo(
     """The whole pipeline: generate, ingest, features, train, register, serve, score, stop."""
     import httpx
 
-    from features.cli import _generate, _ingest
+    from features.cli import _generate, _ingest, write_snapshot_at
     from features.sources import load_dataset
-    from features.cli import write_snapshot_at
     from serving.cli import _free_port, serving_env, start_server, wait_ready
     from training.cli import train_config
     from training.config import load_experiment

@@ -7,7 +7,9 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
-from training.cli import app
+from patron.cli import mount
+
+app = mount()
 
 runner = CliRunner()
 
@@ -62,7 +64,7 @@ def test_campaign_evaluate(synthetic_pipeline, tmp_path):
 def test_bad_config_is_one_clear_line(tmp_path, monkeypatch, capsys):
     import pytest
 
-    from training.cli import main
+    from patron.cli import main
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ndataset: synthetic\nregistered_model: x\nhorizon_days: -3\n")

@@ -31,6 +31,8 @@ def print_result(cfg: Any, trained: Any) -> None:
         table.add_row(key, f"{trained.metrics[key]:.4f}", "" if base is None else f"{base:.4f}")
     console.print(table)
     console.print(f"grade [bold]{trained.grade}[/bold] against the baseline")
+    for line in family.notes(cfg, trained):
+        console.print(line)
 
 
 def print_logged(logged: dict[str, Any]) -> None:

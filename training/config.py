@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from features.definitions import RFMPointsConfig
 from training.promote import PromotionPolicy
 
+
 class Cutoffs(BaseModel):
     """Training cutoffs (stacked; the last one is the validation cutoff) and the test cutoff."""
 
@@ -143,6 +144,15 @@ class CutoffExperiment(ExperimentConfig):
         return f"test cutoff {self.cutoffs.test}"
 
 
+def experiment_config(data: dict[str, Any]) -> ExperimentConfig:
+    """Validate an experiment mapping with the config class of its ``family`` (default churn):
+    the experiment config is a union discriminated by family, open to registered families."""
+    from training.families import get_family
+
+    family = str(data.get("family", "churn"))
+    return get_family(family).config.model_validate({**data, "family": family})
+
+
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Load an experiment YAML and validate it with its family's config (from the registry);
     dataset paths resolve relative to the YAML."""
@@ -154,9 +164,7 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: an experiment config is a mapping of keys")
-    data.update(overrides or {})
-    data.setdefault("family", "churn")
-    cfg = get_family(str(data["family"])).config.model_validate(data)
+    cfg = experiment_config({**data, **(overrides or {})})
     if cfg.dataset.endswith((".yaml", ".yml")) and not Path(cfg.dataset).is_absolute():
         cfg = cfg.model_copy(update={"dataset": str((path.parent / cfg.dataset).resolve())})
     return cfg.model_copy(update={"config_path": path.resolve()})

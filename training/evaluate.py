@@ -109,8 +109,9 @@ def plot_lift(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, titl
     width = 0.8 / max(len(curves), 1)
     for i, (name, (y, s)) in enumerate(curves.items()):
         table = decile_table(y, s)
-        ax.bar(table["decile"] + (i - (len(curves) - 1) / 2) * width, table["lift"], width,
-               label=name)
+        ax.bar(
+            table["decile"] + (i - (len(curves) - 1) / 2) * width, table["lift"], width, label=name
+        )
     ax.axhline(1.0, ls="--", color="grey")
     ax.set_xlabel("decile (1 = highest score)")
     ax.set_ylabel("lift")
@@ -132,8 +133,12 @@ def plot_calibration(
     ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfect")
     for name, (y, p) in curves.items():
         rc = reliability_curve(y, p)
-        ax.plot(rc[:, 0], rc[:, 1], marker="o",
-                label=f"{name} (ECE {expected_calibration_error(y, p):.3f})")
+        ax.plot(
+            rc[:, 0],
+            rc[:, 1],
+            marker="o",
+            label=f"{name} (ECE {expected_calibration_error(y, p):.3f})",
+        )
     ax.set_xlabel("mean predicted probability")
     ax.set_ylabel("observed rate")
     ax.set_xlim(0, 1)

@@ -44,11 +44,15 @@ def decide_promotion(
 
     reasons = []
     if not beats(baseline):
-        reasons.append(f"does not beat the baseline {policy.metric} {baseline:.4f} "
-                       f"by more than {policy.margin}")
+        reasons.append(
+            f"does not beat the baseline {policy.metric} {baseline:.4f} "
+            f"by more than {policy.margin}"
+        )
     if champion is not None and not beats(champion):
-        reasons.append(f"does not beat the champion {policy.metric} {champion:.4f} "
-                       f"by more than {policy.margin}")
+        reasons.append(
+            f"does not beat the champion {policy.metric} {champion:.4f} "
+            f"by more than {policy.margin}"
+        )
     promote = not reasons
     if promote:
         against = "baseline" if champion is None else "baseline and champion"

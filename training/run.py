@@ -179,9 +179,10 @@ def log_run(
     sha = git_sha()
     with tracking(state.tracking_uri):
         exp_id = ensure_experiment(state, cfg.experiment_name)
-        with mlflow.start_run(
-            experiment_id=exp_id, run_name=family.run_name(cfg, trained)
-        ), tempfile.TemporaryDirectory() as tmp:
+        with (
+            mlflow.start_run(experiment_id=exp_id, run_name=family.run_name(cfg, trained)),
+            tempfile.TemporaryDirectory() as tmp,
+        ):
             folder = Path(tmp)
             fs = frame.feature_set
             mlflow.set_tags(

@@ -61,16 +61,22 @@ def suggest(trial: Any, space: dict[str, SearchParam]) -> dict[str, Any]:
     return params
 
 
-def valid_auc(cfg: ExperimentConfig, mf: Frame, params: dict[str, Any],
-              callbacks: list[Any] | None = None) -> float:
+def valid_auc(
+    cfg: ExperimentConfig, mf: Frame, params: dict[str, Any], callbacks: list[Any] | None = None
+) -> float:
     """ROC AUC on the validation rows of a model fitted on the fit rows."""
     pipe = fit_model(cfg, mf, params, callbacks)
     valid = mf.part("valid")
     return float(roc_auc_score(valid[LABEL], pipe.predict_proba(valid[mf.feature_names])[:, 1]))
 
 
-def search(cfg: ExperimentConfig, mf: Frame, state: StateDirs,
-           n_trials: int | None = None, progress: Any = None) -> TuneResult:
+def search(
+    cfg: ExperimentConfig,
+    mf: Frame,
+    state: StateDirs,
+    n_trials: int | None = None,
+    progress: Any = None,
+) -> TuneResult:
     """Run the Optuna search, logging a parent run with one nested run per trial."""
     import mlflow
     import optuna
@@ -85,33 +91,34 @@ def search(cfg: ExperimentConfig, mf: Frame, state: StateDirs,
         sampler=optuna.samplers.TPESampler(seed=cfg.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=30),
     )
-    with tracking(state.tracking_uri), mlflow.start_run(
-        experiment_id=ensure_experiment(state, cfg.experiment_name), run_name=f"{cfg.name}-tuning"
-    ):
-        mlflow.set_tags({"family": cfg.family, "kind": "tuning"})
-        default_auc = valid_auc(cfg, mf, base)
-        mlflow.log_metric("default_valid_roc_auc", default_auc)
+    with tracking(state.tracking_uri):
+        exp_id = ensure_experiment(state, cfg.experiment_name)
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.name}-tuning"):
+            mlflow.set_tags({"family": cfg.family, "kind": "tuning"})
+            default_auc = valid_auc(cfg, mf, base)
+            mlflow.log_metric("default_valid_roc_auc", default_auc)
 
-        def objective(trial: Any) -> float:
-            params = suggest(trial, space)
-            with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
-                mlflow.log_params(params)
-                callback = XGBoostPruningCallback(trial, "validation_0-auc")
-                try:
-                    auc = valid_auc(cfg, mf, {**base, **params}, [callback])
-                except optuna.TrialPruned:
-                    mlflow.set_tag("pruned", "true")
-                    raise
-                mlflow.log_metric("valid_roc_auc", auc)
-            if progress:
-                progress(trial.number + 1, trials)
-            return auc
+            def objective(trial: Any) -> float:
+                params = suggest(trial, space)
+                with mlflow.start_run(
+                    experiment_id=exp_id, run_name=f"trial-{trial.number}", nested=True
+                ):
+                    mlflow.log_params(params)
+                    callback = XGBoostPruningCallback(trial, "validation_0-auc")
+                    try:
+                        auc = valid_auc(cfg, mf, {**base, **params}, [callback])
+                    except optuna.TrialPruned:
+                        mlflow.set_tag("pruned", "true")
+                        raise
+                    mlflow.log_metric("valid_roc_auc", auc)
+                if progress:
+                    progress(trial.number + 1, trials)
+                return auc
 
-        study.optimize(objective, n_trials=trials, timeout=cfg.tuning.timeout_s,
-                       catch=())
-        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-        mlflow.log_params({f"best.{k}": v for k, v in study.best_params.items()})
-        mlflow.log_metrics({"best_valid_roc_auc": study.best_value, "n_pruned": pruned})
+            study.optimize(objective, n_trials=trials, timeout=cfg.tuning.timeout_s, catch=())
+            pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+            mlflow.log_params({f"best.{k}": v for k, v in study.best_params.items()})
+            mlflow.log_metrics({"best_valid_roc_auc": study.best_value, "n_pruned": pruned})
     return TuneResult(
         best_params=dict(study.best_params),
         best_valid_auc=float(study.best_value),
@@ -121,8 +128,9 @@ def search(cfg: ExperimentConfig, mf: Frame, state: StateDirs,
     )
 
 
-def run_tuning(cfg: ExperimentConfig, state: StateDirs, n_trials: int | None = None,
-               progress: Any = None) -> TuneResult:
+def run_tuning(
+    cfg: ExperimentConfig, state: StateDirs, n_trials: int | None = None, progress: Any = None
+) -> TuneResult:
     """Search on the validation cutoff, then the final fit with the best parameters (logged and
     registered like any training run; tagged ``tuned``)."""
     family = get_family(cfg.family)

@@ -19,11 +19,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from features.sources import ingest, load_dataset
 from features.store import StateDirs
 from models.pyfunc import ScoringModel
-from training.config import ExperimentConfig, load_experiment
+from training.config import ExperimentConfig, Split, load_experiment
 from training.families import get_family, register
 from training.families.base import Family, Frame, RunContext, Trained, split_counts
 from training.frames import LABEL, SPLIT, split_labelled
-from training.config import Split
 from training.run import run_experiment, tracking
 
 
@@ -60,11 +59,25 @@ class MeanValue(Family):
     def train(self, cfg: Any, frame: Frame, params: dict[str, Any] | None = None) -> Trained:
         fit, test = frame.frame[frame.frame[SPLIT] != "test"], frame.part("test")
         model = MeanRegressor().fit(fit[frame.feature_names], fit[LABEL].astype(float))
-        preds = pd.DataFrame({"customer_id": test["customer_id"].astype(str),
-                              LABEL: test[LABEL].astype(float).to_numpy(),
-                              "score": model.predict(test[frame.feature_names])})
-        trained = Trained(model, "zero", {}, {}, preds, test.reset_index(drop=True), "",
-                          {"kind": "mean"}, frame.feature_names, split_counts(frame.frame))
+        preds = pd.DataFrame(
+            {
+                "customer_id": test["customer_id"].astype(str),
+                LABEL: test[LABEL].astype(float).to_numpy(),
+                "score": model.predict(test[frame.feature_names]),
+            }
+        )
+        trained = Trained(
+            model,
+            "zero",
+            {},
+            {},
+            preds,
+            test.reset_index(drop=True),
+            "",
+            {"kind": "mean"},
+            frame.feature_names,
+            split_counts(frame.frame),
+        )
         trained.metrics = self.evaluate(cfg, trained, preds["score"].to_numpy())
         trained.baseline_metrics = self.evaluate(cfg, trained, np.zeros(len(preds)))
         better = trained.metrics["rmse"] < trained.baseline_metrics["rmse"]
@@ -85,17 +98,45 @@ class MeanValue(Family):
 def _dataset(folder: Path, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     n = 400
-    pd.DataFrame({"id": [f"c{i}" for i in range(n)], "x": rng.normal(size=n),
-                  "y": rng.choice([0, 1], n, p=[0.7, 0.3])}).to_csv(folder / "t.csv", index=False)
-    (folder / "d.yaml").write_text(yaml.safe_dump({"name": "tiny", "tables": {"labelled": {
-        "types": {"x": "double"},
-        "sources": [{"path": "t.csv", "columns": {"customer_id": "id",
-                                                  "label": {"from": "y", "values": {"1": 1,
-                                                                                    "0": 0}}}}],
-    }}}))
+    pd.DataFrame(
+        {
+            "id": [f"c{i}" for i in range(n)],
+            "x": rng.normal(size=n),
+            "y": rng.choice([0, 1], n, p=[0.7, 0.3]),
+        }
+    ).to_csv(folder / "t.csv", index=False)
+    (folder / "d.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "tables": {
+                    "labelled": {
+                        "types": {"x": "double"},
+                        "sources": [
+                            {
+                                "path": "t.csv",
+                                "columns": {
+                                    "customer_id": "id",
+                                    "label": {"from": "y", "values": {"1": 1, "0": 0}},
+                                },
+                            }
+                        ],
+                    }
+                },
+            }
+        )
+    )
     exp = folder / "exp.yaml"
-    exp.write_text(yaml.safe_dump({"name": "tiny_mean", "family": "mean_value",
-                                   "dataset": "d.yaml", "registered_model": "tiny-mean"}))
+    exp.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny_mean",
+                "family": "mean_value",
+                "dataset": "d.yaml",
+                "registered_model": "tiny-mean",
+            }
+        )
+    )
     return exp
 
 
@@ -126,13 +167,14 @@ def test_a_family_defined_in_a_test_trains_logs_registers_and_scores(
     assert {"test_rmse", "baseline_rmse", "delta_baseline_rmse"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config", "data_manifest.json", "evaluation", "promotion.json"} <= artifacts
-    resolved = json.loads(Path(client.download_artifacts(run.info.run_id,
-                                                         "config/resolved.json")).read_text())
+    resolved = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "config/resolved.json")).read_text()
+    )
     assert resolved["family"] == "mean_value"
     champion = client.get_model_version_by_alias("tiny-mean", "champion")
     assert str(champion.version) == out.logged["version"]
     with tracking(state.tracking_uri):
-        served = mlflow.pyfunc.load_model(f"models:/tiny-mean@champion")
+        served = mlflow.pyfunc.load_model("models:/tiny-mean@champion")
     scores = served.predict(out.trained.test_frame[["x"]])["score"]
     assert np.allclose(scores, out.trained.model.mean_)
     # a second run is compared with the champion on the same rows, lower-is-better honoured
@@ -153,8 +195,10 @@ def test_a_block_of_another_family_is_refused(tmp_path: Path):
     from pydantic import ValidationError
 
     exp = tmp_path / "e.yaml"
-    exp.write_text("name: x\nfamily: churn\ndataset: d\nregistered_model: r\n"
-                   "cutoffs: {train: [2024-01-01], test: 2024-06-30}\nnbo: {k: [1]}\n")
+    exp.write_text(
+        "name: x\nfamily: churn\ndataset: d\nregistered_model: r\n"
+        "cutoffs: {train: [2024-01-01], test: 2024-06-30}\nnbo: {k: [1]}\n"
+    )
     with pytest.raises(ValidationError, match="nbo"):
         load_experiment(exp)
 
@@ -175,8 +219,7 @@ def test_two_state_folders_in_one_process_never_see_each_other(
         run_experiment(cfg, state)
         states.append(state)
     assert "MLFLOW_TRACKING_URI" not in os.environ  # nothing exported
-    for state, own, other in ((states[0], "model-a", "model-b"),
-                              (states[1], "model-b", "model-a")):
+    for state, own, other in ((states[0], "model-a", "model-b"), (states[1], "model-b", "model-a")):
         client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
         names = {m.name for m in client.search_registered_models()}
         assert own in names and other not in names

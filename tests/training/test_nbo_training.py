@@ -11,10 +11,41 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.build import customer_inputs, data_date_range
+from features.definitions import feature_set_from_spec
+from features.offers import products_relation_sql
+from features.sources import connect
+from features.sql import sql_literal
 from features.store import StateDirs
 from tests.conftest import ROOT, require_dataset
 from training.config import load_experiment
-from training.nbo import run_nbo_training, scoring_inputs
+from training.run import run_experiment, tracking
+
+
+def run_nbo_training(cfg, state, params=None):
+    out = run_experiment(cfg, state, params=params)
+    return out.trained.details, out.logged
+
+
+def scoring_inputs(cfg, state, model, as_of=None):
+    """The NBO inputs of every customer at ``as_of``, rebuilt from what the model recorded."""
+    from features.catalog import Catalog
+    from features.sources import load_dataset
+
+    catalog = Catalog(state, load_dataset(cfg.dataset).name)
+    source = catalog.relation("transactions")
+    path = (model.info.get("products") or {}).get("path")
+    products = (products_relation_sql(
+        f"read_csv({sql_literal(path)}, header = true, all_varchar = true)"
+        if not path.endswith(".parquet") else f"read_parquet({sql_literal(path)})")
+        if path else None)
+    con = connect(state)
+    try:
+        as_of = as_of or data_date_range(con, source)[1]
+        fs = feature_set_from_spec(model.info["feature_set_spec"])
+        return customer_inputs(con, source, as_of, fs, model.categories, products)
+    finally:
+        con.close()
 
 SYNTHETIC_YAML = ROOT / "experiments" / "nbo" / "synthetic.yaml"
 
@@ -80,8 +111,7 @@ def test_run_is_logged_and_registered(synthetic_run):
     from mlflow.tracking import MlflowClient
 
     state, cfg, logged = (synthetic_run[k] for k in ("state", "cfg", "logged"))
-    mlflow.set_tracking_uri(state.tracking_uri)
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
     run = client.get_run(logged["run_id"])
     assert run.data.params["family"] == "nbo"
     assert run.data.params["nbo.offers"] == "table"
@@ -95,8 +125,7 @@ def test_run_is_logged_and_registered(synthetic_run):
     assert {"ranking.png", "calibration.png", "offers.csv", "per_offer.csv",
             "test_predictions.parquet"} <= evaluation
     manifest = json.loads(
-        Path(mlflow.artifacts.download_artifacts(run_id=logged["run_id"],
-                                                 artifact_path="data_manifest.json")).read_text()
+        Path(client.download_artifacts(logged["run_id"], "data_manifest.json")).read_text()
     )
     assert manifest["offers"]["count"] == len(synthetic_run["result"].offers)
     assert manifest["products"]["sha256"]
@@ -105,7 +134,8 @@ def test_run_is_logged_and_registered(synthetic_run):
     assert str(mv.version) == logged["version"]
     champion = client.get_model_version_by_alias(cfg.registered_model, "champion")
     assert str(champion.version) == logged["version"]  # beat popularity, no champion before
-    model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@challenger")
+    with tracking(state.tracking_uri):
+        model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@challenger")
     wrapper = model.unwrap_python_model()
     inputs = scoring_inputs(cfg, state, wrapper).head(50)
     direct = synthetic_run["result"].model.rank(inputs, k=3)
@@ -125,7 +155,6 @@ def test_serving_inputs_equal_the_training_inputs_at_a_cutoff(synthetic_run):
 
 
 def test_next_run_is_judged_against_the_champion_on_the_same_pairs(synthetic_run):
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     state, cfg, first = (synthetic_run[k] for k in ("state", "cfg", "result"))
@@ -136,8 +165,8 @@ def test_next_run_is_judged_against_the_champion_on_the_same_pairs(synthetic_run
         result.metrics["map_at_3"] > max(first.metrics["map_at_3"],
                                          result.baseline_metrics["map_at_3"])
     )
-    mlflow.set_tracking_uri(state.tracking_uri)
-    champion = MlflowClient().get_model_version_by_alias(cfg.registered_model, "champion")
+    client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
+    champion = client.get_model_version_by_alias(cfg.registered_model, "champion")
     expected = logged["version"] if decision["promote"] else synthetic_run["logged"]["version"]
     assert str(champion.version) == expected
 

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from training.config import ExperimentConfig, load_experiment
-from training.run import build_frame, train_frame, tracking
+from training.run import build_frame, tracking, train_frame
 
 
 def test_model_recovers_much_of_the_oracles_discrimination(synthetic_pipeline):

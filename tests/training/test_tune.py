@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import mlflow
 from mlflow.tracking import MlflowClient
 
 from training.config import SearchParam, TuningSpec
-from training.train import load_frame
+from training.run import build_frame
 from training.tune import search
 
 SPACE = {
@@ -22,7 +21,7 @@ def test_search_is_seeded_and_logs_nested_trials(synthetic_pipeline):
         update={"tuning": TuningSpec(n_trials=4, search_space=SPACE),
                 "experiment": "tuning-test"}
     )
-    mf, _ = load_frame(cfg, state)
+    mf = build_frame(cfg, state)
     first = search(cfg, mf, state)
     second = search(cfg, mf, state)
     assert first.best_params == second.best_params
@@ -30,8 +29,7 @@ def test_search_is_seeded_and_logs_nested_trials(synthetic_pipeline):
     assert 2 <= first.best_params["max_depth"] <= 5
     assert 30 <= first.best_params["n_estimators"] <= 80
     assert first.best_valid_auc >= 0.5
-    mlflow.set_tracking_uri(state.tracking_uri)
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=state.tracking_uri)
     exp = client.get_experiment_by_name("tuning-test")
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("kind") == "tuning"]

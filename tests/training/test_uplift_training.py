@@ -18,8 +18,25 @@ from mlflow.tracking import MlflowClient
 from features.sources import ingest, load_dataset
 from features.store import StateDirs
 from features.synthetic import CampaignSpec, SyntheticConfig, campaign_effects, generate
-from training.config import ExperimentConfig, load_experiment
-from training.uplift import read_contacts, run_uplift_training, uplift_frame
+from training.config import experiment_config, load_experiment
+from training.families.base import RunContext
+from training.families.uplift import read_contacts
+from training.families.uplift import uplift_frame as _uplift_frame
+from training.run import run_experiment, tracking
+
+
+def run_uplift_training(cfg, state, progress=None):
+    out = run_experiment(cfg, state, progress=progress)
+    return out.trained.details, out.logged
+
+
+def uplift_frame(cfg, state):
+    return _uplift_frame(cfg, RunContext(state, load_dataset(cfg.dataset))), None
+
+
+def _contacts(cfg, state, dataset):
+    return read_contacts(cfg, RunContext(state, load_dataset(cfg.dataset).model_copy(
+        update={"name": dataset})))
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = ROOT / "experiments" / "uplift" / "synthetic.yaml"
@@ -122,10 +139,9 @@ def test_model_finds_the_true_uplift_better_than_the_response_model(trained) -> 
 
 def test_run_is_logged_registered_and_serves_uplift(trained) -> None:
     state, cfg, logged, result = (trained[k] for k in ("state", "cfg", "logged", "result"))
-    mlflow.set_tracking_uri(state.tracking_uri)
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
     run = client.get_run(logged["run_id"])
-    for prefix in ("test", "response_model", "random", "truth"):
+    for prefix in ("test", "baseline", "random", "truth"):
         assert f"{prefix}_qini" in run.data.metrics and f"{prefix}_auuc" in run.data.metrics
     assert run.data.metrics["test_uplift_at_10pct"] == pytest.approx(
         result.metrics["uplift_at_10pct"])
@@ -140,7 +156,8 @@ def test_run_is_logged_registered_and_serves_uplift(trained) -> None:
         "2023-10-01", "2024-02-04", "2024-06-02"]
     assert manifest["truth_file"]["sha256"] and manifest["features_from"] == "transactions"
     assert logged["champion"]  # the first model: it beats the response model
-    model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@champion")
+    with tracking(state.tracking_uri):
+        model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@champion")
     scores = model.predict(result.test_frame.head(20))["score"].to_numpy()
     assert scores == pytest.approx(result.test_predictions["uplift"].head(20).to_numpy())
 
@@ -211,7 +228,7 @@ def test_a_campaign_history_with_its_own_features_trains_by_configuration(env, t
         }},
     }))
     ingest(load_dataset(tmp_path / "mailing.yaml"), env)
-    cfg = ExperimentConfig.model_validate({
+    cfg = experiment_config({
         "name": "uplift_mailing", "family": "uplift", "dataset": str(tmp_path / "mailing.yaml"),
         "registered_model": "uplift-mailing",
         "uplift": {"treatment_groups": ["T"], "control_groups": ["C"]},
@@ -228,10 +245,10 @@ def test_a_campaign_history_with_its_own_features_trains_by_configuration(env, t
     wrong = cfg.model_copy(update={"uplift": cfg.uplift.model_copy(
         update={"treatment_groups": ["treatment"], "control_groups": ["control"]})})
     with pytest.raises(ValueError, match=r"\['c', 't'\] are neither treatment"):
-        read_contacts(wrong, env, "mailing")
+        _contacts(wrong, env, "mailing")
     missing = cfg.model_copy(update={"uplift": cfg.uplift.model_copy(
         update={"campaign_ids": ["M2"]})})
     with pytest.raises(ValueError, match="M2"):
-        read_contacts(missing, env, "mailing")
+        _contacts(missing, env, "mailing")
     with pytest.raises(FileNotFoundError, match="campaign_history"):
-        read_contacts(cfg, env, "no_such_dataset")
+        _contacts(cfg, env, "no_such_dataset")

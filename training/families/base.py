@@ -140,6 +140,10 @@ class Family(ABC):
         """PNG charts written into ``folder``."""
         return []
 
+    def notes(self, cfg: Any, trained: Trained) -> list[str]:
+        """Lines ``patron train`` prints under the metrics (e.g. the calibration chosen)."""
+        return []
+
     def describe(self, cfg: Any, trained: Trained) -> str:
         """A human sentence for the MLflow run list."""
         metric, _ = self.promotion_metric(cfg)
@@ -152,7 +156,9 @@ class Family(ABC):
     def run_name(self, cfg: Any, trained: Trained) -> str:
         """A run name that tells runs of one experiment apart in the MLflow UI."""
         p = trained.params
-        return f"{cfg.name} d{p.get('max_depth')} n{p.get('n_estimators')} lr{p.get('learning_rate')}"
+        return (
+            f"{cfg.name} d{p.get('max_depth')} n{p.get('n_estimators')} lr{p.get('learning_rate')}"
+        )
 
 
 def typical_row(features: pd.DataFrame) -> pd.DataFrame:

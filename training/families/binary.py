@@ -105,7 +105,9 @@ class BinaryFamily(Family):
                 raw_valid = pipe.predict_proba(xv)[:, 1]
                 choice = choose_calibration(raw_valid, yv, cfg.calibration.min_per_class, cfg.seed)
             else:
-                choice = CalibrationChoice(cfg.calibration.method, {}, "set in the experiment config")
+                choice = CalibrationChoice(
+                    cfg.calibration.method, {}, "set in the experiment config"
+                )
             model = calibrate(pipe, xv, yv, choice.method)
         baseline, baseline_name = fit_baseline(frame, fit_rows)
         xt, yt = _xy(test_rows, frame.feature_names)
@@ -201,6 +203,10 @@ class BinaryFamily(Family):
                 trained.details.importance, folder / "importance.png", "global importance (SHAP)"
             ),
         ]
+
+    def notes(self, cfg: Any, trained: Trained) -> list[str]:
+        calib = trained.details.calibration
+        return [f"calibration: {f'{calib.method} ({calib.rule})' if calib else 'none'}"]
 
     def describe(self, cfg: Any, trained: Trained) -> str:
         m, b = trained.metrics, trained.baseline_metrics

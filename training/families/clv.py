@@ -53,8 +53,10 @@ def bgnbd_baseline(
     repeat = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
     gg = GammaGammaModel().fit(repeat)
     value = customer_lifetime_value(bg, gg, summary, horizon_days / 7.0, discount_rate)
-    params = {**{f"bgnbd_{k}": float(v) for k, v in bg.params_.items()},
-              **{f"gg_{k}": float(v) for k, v in gg.params_.items()}}
+    params = {
+        **{f"bgnbd_{k}": float(v) for k, v in bg.params_.items()},
+        **{f"gg_{k}": float(v) for k, v in gg.params_.items()},
+    }
     return pd.DataFrame({ID: summary[ID].astype(str), "bgnbd_clv": value}), params
 
 
@@ -84,15 +86,23 @@ class CLV(Family):
         train_rows = frame.frame[frame.frame[SPLIT] != "test"]
         test_rows = frame.part("test").reset_index(drop=True)
         params = {**DEFAULT_XGB_PARAMS, **DEFAULT_CLV_PARAMS, **cfg.model.params, **(params or {})}
-        pipe = xgb_pipeline(frame.feature_names, frame.categorical, params, cfg.seed,
-                            regression=True)
+        pipe = xgb_pipeline(
+            frame.feature_names, frame.categorical, params, cfg.seed, regression=True
+        )
         pipe.fit(train_rows[frame.feature_names], train_rows[LABEL].to_numpy())
         pred = np.clip(pipe.predict(test_rows[frame.feature_names]), 0.0, None)
         y = test_rows[LABEL].to_numpy(dtype=float)
         base = test_rows[[ID]].astype(str).merge(baseline, on=ID, how="left")["bgnbd_clv"]
         base = base.fillna(0.0).to_numpy()
-        preds = pd.DataFrame({ID: test_rows[ID].astype(str), LABEL: y, "score": pred,
-                              "baseline_score": base, "value": y})
+        preds = pd.DataFrame(
+            {
+                ID: test_rows[ID].astype(str),
+                LABEL: y,
+                "score": pred,
+                "baseline_score": base,
+                "value": y,
+            }
+        )
         trained = Trained(
             model=pipe,
             baseline_name=BASELINE_NAME,
@@ -108,8 +118,9 @@ class CLV(Family):
         trained.metrics = self.evaluate(cfg, trained, pred)
         trained.baseline_metrics = self.evaluate(cfg, trained, base)
         metric, higher = self.promotion_metric(cfg)
-        trained.grade = grade(trained.metrics[metric], trained.baseline_metrics[metric],
-                              cfg.grade.a_margin, higher)
+        trained.grade = grade(
+            trained.metrics[metric], trained.baseline_metrics[metric], cfg.grade.a_margin, higher
+        )
         trained.details = CLVDetails(
             deciles=decile_table((y > 0).astype(float), pred, y),
             importance=global_importance(pipe, test_rows[frame.feature_names]),
@@ -131,18 +142,26 @@ class CLV(Family):
         return dict(trained.details.baseline_params)
 
     def artifacts(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
-        return {"deciles.csv": trained.details.deciles,
-                "importance.csv": trained.details.importance}
+        return {
+            "deciles.csv": trained.details.deciles,
+            "importance.csv": trained.details.importance,
+        }
 
     def charts(self, cfg: Any, trained: Trained, folder: Path) -> list[Path]:
         preds = trained.test_predictions
         y = preds["value"].to_numpy()
         return [
-            plot_gains({"XGBoost": (y, preds["score"].to_numpy()),
-                        BASELINE_NAME: (y, preds["baseline_score"].to_numpy())},
-                       folder / "gains.png", "share of horizon spend captured (out of time)"),
-            plot_importance(trained.details.importance, folder / "importance.png",
-                            "global importance (SHAP)"),
+            plot_gains(
+                {
+                    "XGBoost": (y, preds["score"].to_numpy()),
+                    BASELINE_NAME: (y, preds["baseline_score"].to_numpy()),
+                },
+                folder / "gains.png",
+                "share of horizon spend captured (out of time)",
+            ),
+            plot_importance(
+                trained.details.importance, folder / "importance.png", "global importance (SHAP)"
+            ),
         ]
 
     def describe(self, cfg: Any, trained: Trained) -> str:

@@ -46,14 +46,19 @@ class Labelled(BinaryFamily):
             reserved.add(cfg.split.date_column)
         features = [c for c in frame.columns if c not in reserved]
         categorical = [
-            c for c in features
+            c
+            for c in features
             if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
         ]
         for c in categorical:
             frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
         frame[SPLIT] = split_labelled(frame, cfg.split, cfg.seed)
         return Frame(
-            frame, features, categorical, None, cfg.value_column,
+            frame,
+            features,
+            categorical,
+            None,
+            cfg.value_column,
             manifest={"split": cfg.split.model_dump(mode="json")},
         )
 

@@ -81,7 +81,6 @@ class NBOSpec(BaseModel):
     )
 
 
-
 class NBOConfig(CutoffExperiment):
     """A next-best-offer experiment: its ``nbo`` block says which offers and how to rank."""
 
@@ -162,7 +161,10 @@ def load_offers(
     assert cfg.cutoffs is not None
     if cfg.nbo.offers == "derive":
         sql = derive_offers_sql(
-            source, cfg.cutoffs.train[-1], cfg.nbo.margin_rate, cfg.nbo.min_offer_lines,
+            source,
+            cfg.cutoffs.train[-1],
+            cfg.nbo.margin_rate,
+            cfg.nbo.min_offer_lines,
             cfg.nbo.exclude_categories,
         )
         raw, origin = con.execute(sql).df(), "derived"
@@ -216,8 +218,14 @@ def nbo_frame(cfg: Any, ctx: RunContext) -> NBOFrame:
             inputs = customer_inputs(con, source, as_of, fs, categories, products)
             labels = con.execute(
                 offer_labels_sql(
-                    source, offers_rel, as_of, cfg.horizon_days, cfg.lookback_days, products,
-                    cfg.nbo.upsell_steps, cfg.nbo.bought_within_days,
+                    source,
+                    offers_rel,
+                    as_of,
+                    cfg.horizon_days,
+                    cfg.lookback_days,
+                    products,
+                    cfg.nbo.upsell_steps,
+                    cfg.nbo.bought_within_days,
                 )
             ).df()
             labels[ID] = labels[ID].astype(str)
@@ -281,18 +289,14 @@ def _per_offer(pairs: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
-def train_nbo(
-    cfg: Any, frame: NBOFrame, params: dict[str, Any] | None = None
-) -> NBOResult:
+def train_nbo(cfg: Any, frame: NBOFrame, params: dict[str, Any] | None = None) -> NBOResult:
     """Fit on ``fit`` pairs, calibrate on ``valid`` pairs, evaluate out of time on ``test``."""
     fit_rows, valid_rows, test_rows = frame.part("fit"), frame.part("valid"), frame.part("test")
     for name, rows in (("fit", fit_rows), ("valid", valid_rows), ("test", test_rows)):
         if rows[LABEL].nunique() < 2:
             raise ValueError(f"the {name} pairs need both taken and not-taken offers")
     params = {**DEFAULT_XGB_PARAMS, **cfg.model.params, **(params or {})}
-    clf = NBOClassifier(
-        frame.feature_names, frame.categorical, params, cfg.seed, cfg.nbo.seasonal
-    )
+    clf = NBOClassifier(frame.feature_names, frame.categorical, params, cfg.seed, cfg.nbo.seasonal)
     clf.fit(fit_rows, fit_rows[LABEL].to_numpy())
     yv = valid_rows[LABEL].to_numpy().astype(int)
     choice: CalibrationChoice | None = None
@@ -323,7 +327,12 @@ def train_nbo(
         "lookback_days": cfg.lookback_days,
     }
     model = NBOModel(
-        estimator, clf, frame.offers, cfg.nbo.upsell_steps, cfg.nbo.rank_by, info,
+        estimator,
+        clf,
+        frame.offers,
+        cfg.nbo.upsell_steps,
+        cfg.nbo.rank_by,
+        info,
         cfg.nbo.bought_within_days,
     )
     p_model = estimator.predict_proba(test_rows)[:, 1]
@@ -388,7 +397,9 @@ def train_nbo(
         importance=global_importance(clf.model_, clf.pair_features(sample)),
         calibration=choice,
         grade=grade(
-            metrics[metric], base_metrics[metric], cfg.grade.a_margin,
+            metrics[metric],
+            base_metrics[metric],
+            cfg.grade.a_margin,
             cfg.promotion.higher_is_better,
         ),
         params=params,
@@ -465,8 +476,15 @@ class NBO(Family):
             },
             "products": nf.products,
         }
-        return Frame(nf.pairs, nf.feature_names, nf.categorical, nf.feature_set, None,
-                     manifest=manifest, details=nf)
+        return Frame(
+            nf.pairs,
+            nf.feature_names,
+            nf.categorical,
+            nf.feature_set,
+            None,
+            manifest=manifest,
+            details=nf,
+        )
 
     def train(self, cfg: Any, frame: Frame, params: dict[str, Any] | None = None) -> Trained:
         r = train_nbo(cfg, frame.details, params)

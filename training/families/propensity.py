@@ -51,8 +51,11 @@ class Propensity(CutoffBinaryFamily):
         return purchase_label_sql(source, as_of, cfg.horizon_days, cfg.lookback_days, category)
 
     def log_params(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
-        return {**super().log_params(cfg, frame, trained), "target": cfg.target.kind,
-                "target.category": cfg.target.category or ""}
+        return {
+            **super().log_params(cfg, frame, trained),
+            "target": cfg.target.kind,
+            "target.category": cfg.target.category or "",
+        }
 
 
 FAMILY = Propensity()

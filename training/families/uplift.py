@@ -32,10 +32,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.build import compute_features
 from features.contracts import CAMPAIGN_HISTORY
@@ -93,7 +92,6 @@ class UpliftSpec(BaseModel):
         if both:
             raise ValueError(f"uplift: groups {sorted(both)} are both treatment and control")
         return self
-
 
 
 class UpliftConfig(ExperimentConfig):
@@ -252,8 +250,13 @@ def uplift_frame(cfg: Any, ctx: RunContext) -> UpliftFrame:
         finally:
             con.close()
         base = contacts[[CAMPAIGN, ID, SEND, CUTOFF, TREATMENT, LABEL]]
-        frame = base.merge(pd.concat(feats, ignore_index=True), on=[ID, CUTOFF], how="left",
-                           validate="many_to_one", indicator=True)
+        frame = base.merge(
+            pd.concat(feats, ignore_index=True),
+            on=[ID, CUTOFF],
+            how="left",
+            validate="many_to_one",
+            indicator=True,
+        )
         dropped["contacts_without_history"] = int((frame.pop("_merge") == "left_only").sum())
         names, categorical = fs.names, fs.categorical_names
     else:
@@ -266,7 +269,8 @@ def uplift_frame(cfg: Any, ctx: RunContext) -> UpliftFrame:
             )
         frame = contacts
         categorical = [
-            c for c in names
+            c
+            for c in names
             if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
         ]
         for c in categorical:
@@ -275,14 +279,20 @@ def uplift_frame(cfg: Any, ctx: RunContext) -> UpliftFrame:
     frame[SPLIT], kind = _split(frame, cfg.split.test_size, cfg.seed)
     campaigns = (
         frame.groupby(CAMPAIGN)
-        .agg(send_date=(SEND, "first"), as_of=(CUTOFF, "first"), split=(SPLIT, _label_split),
-             contacts=(ID, "size"), treated=(TREATMENT, "sum"))
+        .agg(
+            send_date=(SEND, "first"),
+            as_of=(CUTOFF, "first"),
+            split=(SPLIT, _label_split),
+            contacts=(ID, "size"),
+            treated=(TREATMENT, "sum"),
+        )
         .reset_index()
         .sort_values([SEND, CAMPAIGN])
     )
     campaigns["control"] = campaigns["contacts"] - campaigns["treated"]
-    return UpliftFrame(frame, list(names), list(categorical), campaigns, kind, fs,
-                       _truth_path(ctx), dropped)
+    return UpliftFrame(
+        frame, list(names), list(categorical), campaigns, kind, fs, _truth_path(ctx), dropped
+    )
 
 
 def _label_split(values: pd.Series) -> str:
@@ -318,9 +328,7 @@ def _true_uplift_at_k(true: np.ndarray, score: np.ndarray, top_k: list[float]) -
     }
 
 
-def train_uplift(
-    cfg: Any, uf: UpliftFrame, params: dict[str, Any] | None = None
-) -> UpliftResult:
+def train_uplift(cfg: Any, uf: UpliftFrame, params: dict[str, Any] | None = None) -> UpliftResult:
     """Fit the uplift learner and the response model on ``fit`` rows; evaluate on ``test``."""
     fit_rows, test_rows = uf.part("fit"), uf.part("test")
     for name, rows in (("fit", fit_rows), ("test", test_rows)):
@@ -332,8 +340,11 @@ def train_uplift(
     names, categorical = uf.feature_names, uf.categorical
     learner = make_learner(cfg.uplift.learner, params, cfg.seed)
     model = Pipeline([("pre", preprocessor(names, categorical)), ("uplift", learner)])
-    model.fit(fit_rows[names], fit_rows[LABEL].to_numpy(),
-              uplift__treatment=fit_rows[TREATMENT].to_numpy())
+    model.fit(
+        fit_rows[names],
+        fit_rows[LABEL].to_numpy(),
+        uplift__treatment=fit_rows[TREATMENT].to_numpy(),
+    )
     treated_fit = fit_rows[fit_rows[TREATMENT] == 1]
     response = xgb_pipeline(names, categorical, params, cfg.seed)
     response.fit(treated_fit[names], treated_fit[LABEL].to_numpy())
@@ -406,8 +417,9 @@ def train_uplift(
 # --------------------------------------------------------------------------- logging
 
 
-def plot_qini(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path,
-              title: str) -> Path:
+def plot_qini(
+    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path, title: str
+) -> Path:
     """Qini curves (incremental responses against the share targeted) of several rankings."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
@@ -431,13 +443,13 @@ def plot_qini(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path
 def run_description(cfg: Any, result: UpliftResult) -> str:
     """A human sentence for the MLflow UI's run list."""
     m, b = result.metrics, result.baseline_metrics
-    text = (f"uplift ({cfg.uplift.learner}-learner) on {cfg.dataset}, {result.split_kind}: Qini "
-            f"{m['qini']:.3f} vs response model {b['qini']:.3f}")
+    text = (
+        f"uplift ({cfg.uplift.learner}-learner) on {cfg.dataset}, {result.split_kind}: Qini "
+        f"{m['qini']:.3f} vs response model {b['qini']:.3f}"
+    )
     if result.truth_metrics:
         text += f" (truth {result.truth_metrics['qini']:.3f})"
     return f"{text}, grade {result.grade}. {cfg.description}".strip()
-
-
 
 
 def uplift_manifest(uf: UpliftFrame) -> dict[str, Any]:
@@ -472,8 +484,15 @@ class Uplift(Family):
 
     def build_frame(self, cfg: Any, ctx: RunContext) -> Frame:
         uf = uplift_frame(cfg, ctx)
-        return Frame(uf.frame, uf.feature_names, uf.categorical, uf.feature_set, None,
-                     manifest=uplift_manifest(uf), details=uf)
+        return Frame(
+            uf.frame,
+            uf.feature_names,
+            uf.categorical,
+            uf.feature_set,
+            None,
+            manifest=uplift_manifest(uf),
+            details=uf,
+        )
 
     def train(self, cfg: Any, frame: Frame, params: dict[str, Any] | None = None) -> Trained:
         r = train_uplift(cfg, frame.details, params)
@@ -500,8 +519,12 @@ class Uplift(Family):
 
     def evaluate(self, cfg: Any, trained: Trained, scores: np.ndarray) -> dict[str, float]:
         preds = trained.test_predictions
-        return uplift_metrics(preds[LABEL].to_numpy(), preds[TREATMENT].to_numpy(),
-                              np.asarray(scores, dtype=float), list(cfg.uplift.top_k))
+        return uplift_metrics(
+            preds[LABEL].to_numpy(),
+            preds[TREATMENT].to_numpy(),
+            np.asarray(scores, dtype=float),
+            list(cfg.uplift.top_k),
+        )
 
     def wrap(self, cfg: Any, frame: Frame, trained: Trained) -> Any:
         info: dict[str, Any] = {"dataset": frame.manifest.get("dataset")}
@@ -529,8 +552,11 @@ class Uplift(Family):
 
     def artifacts(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
         r: UpliftResult = trained.details
-        metrics = {"test": r.metrics, "response_model": r.baseline_metrics,
-                   "random": r.random_metrics}
+        metrics = {
+            "test": r.metrics,
+            "response_model": r.baseline_metrics,
+            "random": r.random_metrics,
+        }
         if r.truth_metrics is not None:
             metrics["truth"] = r.truth_metrics
         return {
