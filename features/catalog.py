@@ -91,8 +91,6 @@ class Catalog:
         folder = self.snapshot_folder(feature_set_key)
         found = sorted(folder.glob("as_of=*.parquet"))
         if not found:
-            raise FileNotFoundError(
-                f"no feature snapshot in {folder}; run `patron features` first"
-            )
+            raise FileNotFoundError(f"no feature snapshot in {folder}; run `patron features` first")
         path = found[-1]
         return date.fromisoformat(path.stem.split("=", 1)[1]), path

@@ -25,7 +25,9 @@ from features.store import StateDirs
 console = Console()
 app = typer.Typer()
 report_app = typer.Typer(help="HTML reports for analysts.", no_args_is_help=True)
-customers_app = typer.Typer(help="Customer records: duplicates and households.", no_args_is_help=True)
+customers_app = typer.Typer(
+    help="Customer records: duplicates and households.", no_args_is_help=True
+)
 app.add_typer(report_app, name="report")
 app.add_typer(customers_app, name="customers")
 
@@ -197,7 +199,9 @@ def segments(
     from features.sources import load_dataset
 
     state = state_of(home)
-    result = run_segments(state, load_dataset(dataset).name, parse_date(as_of, "--as-of"), None, out)
+    result = run_segments(
+        state, load_dataset(dataset).name, parse_date(as_of, "--as-of"), None, out
+    )
     import pandas as pd
 
     frame = pd.read_csv(result["summary"])

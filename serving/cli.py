@@ -107,7 +107,9 @@ def make_app(resolve: Resolver) -> typer.Typer:
 
     @app.command()
     def serve(
-        config: Annotated[Path, typer.Option("--config", "-c", help="experiment YAML of the model")],
+        config: Annotated[
+            Path, typer.Option("--config", "-c", help="experiment YAML of the model")
+        ],
         host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="port")] = 3000,
         allow_anonymous: Annotated[
@@ -137,10 +139,11 @@ def make_app(resolve: Resolver) -> typer.Typer:
             proc.terminate()
             proc.wait(timeout=30)
 
-
     @app.command()
     def score(
-        config: Annotated[Path, typer.Option("--config", "-c", help="experiment YAML of the model")],
+        config: Annotated[
+            Path, typer.Option("--config", "-c", help="experiment YAML of the model")
+        ],
         out: Annotated[Path, typer.Option(help="parquet file to write")] = Path("scores.parquet"),
         home: HomeOpt = None,
     ) -> None:
@@ -156,6 +159,5 @@ def make_app(resolve: Resolver) -> typer.Typer:
         )
         path = score_to_file(served.family, out, state, settings)
         console.print(f"scores written to [bold]{path}[/bold]")
-
 
     return app

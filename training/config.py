@@ -156,7 +156,6 @@ def experiment_config(data: dict[str, Any]) -> ExperimentConfig:
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Load an experiment YAML and validate it with its family's config (from the registry);
     dataset paths resolve relative to the YAML."""
-    from training.families import get_family
 
     path = Path(path)
     if not path.exists():

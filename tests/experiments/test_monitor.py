@@ -165,7 +165,15 @@ def test_monitor_run_is_logged_and_written_beside_the_snapshot(snapshots):
     assert {f"psi_{f}" for f in fs.names} <= set(run.data.metrics)
     assert run.data.metrics["decile_change_share"] == pytest.approx(report.stability.change_share)
     assert run.data.metrics["score_psi"] == pytest.approx(report.score.psi)
-    assert run.data.tags["drift"] in {"none", "moderate", "significant"}
+    # the drift tag is the worst band among the features and the score ("stable" -> "none"),
+    # and psi_significant names exactly the significant ones
+    bands = ["n/a", "stable", "moderate", "significant"]
+    flags = dict(zip(report.features["feature"], report.features["flag"], strict=True))
+    flags["score"] = report.score.flag
+    worst = max(flags.values(), key=bands.index)
+    assert run.data.tags["drift"] == {"n/a": "none", "stable": "none"}.get(worst, worst)
+    significant = {f for f, flag in flags.items() if flag == "significant"}
+    assert set(filter(None, run.data.tags["psi_significant"].split(","))) == significant
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "monitor")}
     assert {"monitor/feature_psi.csv", "monitor/decile_transitions.csv"} <= arts
     champion = client.get_model_version_by_alias(cfg.registered_model, "champion")

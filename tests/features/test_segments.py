@@ -344,7 +344,10 @@ def test_segment_customers_and_summary(lifecycle_tx: pd.DataFrame) -> None:
     seg = segment_customers(feats, lifecycle_tx, as_of=AS_OF,
                             cfg=SegmentsConfig(clusters=ClusterConfig(k_max=4)))
     assert list(seg.columns) == SEGMENT_COLUMNS and len(seg) == len(feats)
-    assert seg.attrs["clusters"]["k"] in (2, 3, 4)
+    clusters = seg.attrs["clusters"]  # describes the cluster column: k_min..k_max tried
+    assert sorted(clusters["silhouette"]) == ["2", "3", "4"]
+    assert clusters["k"] == int(max(clusters["silhouette"], key=clusters["silhouette"].get))
+    assert seg["cluster"].nunique() == clusters["k"]
     summary = segment_summary(seg)
     assert set(summary["scheme"]) == {"rfm_band", "rfm_segment", "abc_class", "pyramid_level",
                                       "lifecycle_stage", "cluster"}
