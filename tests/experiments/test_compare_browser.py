@@ -40,7 +40,7 @@ def comparison(synthetic_pipeline, tmp_path_factory):
     from experiments.compare import compare_runs, print_comparison, select_runs
     from experiments.compare_report import write_html
     from training.config import ModelSpec
-    from training.train import run_training
+    from training.run import run_experiment
 
     state, cfg = synthetic_pipeline["state"], synthetic_pipeline["cfg"]
     run_ids = []
@@ -51,7 +51,7 @@ def comparison(synthetic_pipeline, tmp_path_factory):
             "registered_model": "churn-compare-browser",  # leaves the pipeline's champion alone
             "model": ModelSpec(params=params),
         })
-        _, logged = run_training(quick, state)
+        logged = run_experiment(quick, state).logged
         run_ids.append(logged["run_id"])
     runs = select_runs(state.tracking_uri, "churn_compare_browser")
     result = compare_runs(runs, n_boot=500, seed=0, tracking_uri=state.tracking_uri)
