@@ -161,6 +161,37 @@ class Family(ABC):
         )
 
 
+def trained_from(result: Any, predictions: pd.DataFrame, **extra: Any) -> Trained:
+    """A ``Trained`` over a family's own result object (which keeps the fields of the same name)."""
+    return Trained(
+        model=result.model,
+        baseline_name=result.baseline_name,
+        metrics=result.metrics,
+        baseline_metrics=result.baseline_metrics,
+        test_predictions=predictions,
+        test_frame=result.test_frame,
+        grade=result.grade,
+        params=result.params,
+        feature_names=result.feature_names,
+        row_counts=result.row_counts,
+        details=result,
+        **extra,
+    )
+
+
+def served_info(frame: Frame) -> dict[str, Any]:
+    """What a served model records to rebuild its inputs: the dataset and the feature set spec."""
+    info: dict[str, Any] = {"dataset": frame.manifest.get("dataset")}
+    if frame.feature_set is not None:
+        info["feature_set_spec"] = frame.feature_set.spec()
+    return info
+
+
+def calibration_doc(choice: Any) -> dict[str, Any]:
+    """The calibration chosen, with its rule and cross-fitted Brier scores, for MLflow."""
+    return {"method": choice.method, "rule": choice.rule, "crossfit_brier": choice.brier}
+
+
 def typical_row(features: pd.DataFrame) -> pd.DataFrame:
     """A one-row frame of medians (numbers) and modes (others) with the columns' dtypes."""
     row: dict[str, Any] = {}

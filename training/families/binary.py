@@ -33,7 +33,15 @@ from training.evaluate import (
     plot_importance,
     plot_lift,
 )
-from training.families.base import Family, Frame, RunContext, Trained, split_counts
+from training.families.base import (
+    Family,
+    Frame,
+    RunContext,
+    Trained,
+    calibration_doc,
+    served_info,
+    split_counts,
+)
 from training.frames import ID, LABEL, SPLIT, fit_valid_split
 
 AS_OF = "as_of"
@@ -158,11 +166,12 @@ class BinaryFamily(Family):
         return binary_metrics(trained.test_predictions[LABEL].to_numpy(), scores)
 
     def wrap(self, cfg: Any, frame: Frame, trained: Trained) -> Any:
-        info = {"dataset": frame.manifest.get("dataset")}
-        if frame.feature_set is not None:
-            info["feature_set_spec"] = frame.feature_set.spec()
         return ScoringModel(
-            trained.model, trained.feature_names, self.name, trained.details.pipeline, info
+            trained.model,
+            trained.feature_names,
+            self.name,
+            trained.details.pipeline,
+            served_info(frame),
         )
 
     def log_params(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
@@ -173,11 +182,7 @@ class BinaryFamily(Family):
         d: BinaryDetails = trained.details
         out: dict[str, Any] = {"deciles.csv": d.deciles, "importance.csv": d.importance}
         if d.calibration:
-            out["calibration.json"] = {
-                "method": d.calibration.method,
-                "rule": d.calibration.rule,
-                "crossfit_brier": d.calibration.brier,
-            }
+            out["calibration.json"] = calibration_doc(d.calibration)
         return out
 
     def charts(self, cfg: Any, trained: Trained, folder: Path) -> list[Path]:

@@ -21,7 +21,14 @@ from models.explain import global_importance
 from models.pyfunc import ScoringModel
 from training.config import CutoffExperiment
 from training.evaluate import decile_table, grade, plot_gains, plot_importance
-from training.families.base import Family, Frame, RunContext, Trained, split_counts
+from training.families.base import (
+    Family,
+    Frame,
+    RunContext,
+    Trained,
+    served_info,
+    split_counts,
+)
 from training.families.binary import cutoff_frame
 from training.frames import ID, LABEL, SPLIT
 from training.promote import PromotionPolicy
@@ -133,10 +140,9 @@ class CLV(Family):
         return clv_metrics(y, np.clip(np.asarray(scores, dtype=float), 0.0, None))
 
     def wrap(self, cfg: Any, frame: Frame, trained: Trained) -> Any:
-        info: dict[str, Any] = {"dataset": frame.manifest.get("dataset")}
-        if frame.feature_set is not None:
-            info["feature_set_spec"] = frame.feature_set.spec()
-        return ScoringModel(trained.model, trained.feature_names, self.name, None, info)
+        return ScoringModel(
+            trained.model, trained.feature_names, self.name, None, served_info(frame)
+        )
 
     def log_params(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
         return dict(trained.details.baseline_params)

@@ -29,7 +29,15 @@ from models.explain import global_importance
 from models.nbo import NBOClassifier, NBOModel, PopularityBaseline, attach_offers, ranking_metrics
 from training.config import CutoffExperiment
 from training.evaluate import binary_metrics, grade, plot_calibration, plot_importance, pyplot
-from training.families.base import Family, Frame, RunContext, Trained
+from training.families.base import (
+    Family,
+    Frame,
+    RunContext,
+    Trained,
+    calibration_doc,
+    trained_from,
+    typical_row,
+)
 from training.families.binary import cutoff_manifest
 from training.frames import fit_valid_split
 from training.promote import PromotionPolicy
@@ -437,17 +445,9 @@ def plot_ranking(result: NBOResult, ks: list[int], path: Path, title: str) -> Pa
 def input_example(result: NBOResult) -> pd.DataFrame:
     """One customer row of typical values (no customer's own data) with the real dtypes."""
     cols = result.model.input_columns
-    frame = result.test_frame.drop_duplicates(ID)
-    row: dict[str, Any] = {ID: "C_EXAMPLE"}
-    for c in cols[1:]:
-        col = frame[c]
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            row[c] = col.median()
-        else:
-            modes = col.mode(dropna=True)
-            row[c] = modes.iloc[0] if len(modes) else None
-    out = pd.DataFrame([row])
-    return out.astype({c: frame[c].dtype for c in cols[1:]})
+    row = typical_row(result.test_frame.drop_duplicates(ID)[cols[1:]])
+    row.insert(0, ID, "C_EXAMPLE")
+    return row
 
 
 def _ks(cfg: Any) -> list[int]:
@@ -488,19 +488,7 @@ class NBO(Family):
 
     def train(self, cfg: Any, frame: Frame, params: dict[str, Any] | None = None) -> Trained:
         r = train_nbo(cfg, frame.details, params)
-        return Trained(
-            model=r.model,
-            baseline_name=BASELINE_NAME,
-            metrics=r.metrics,
-            baseline_metrics=r.baseline_metrics,
-            test_predictions=r.test_pairs,
-            test_frame=r.test_frame,
-            grade=r.grade,
-            params=r.params,
-            feature_names=r.feature_names,
-            row_counts=r.row_counts,
-            details=r,
-        )
+        return trained_from(r, r.test_pairs)
 
     def evaluate(self, cfg: Any, trained: Trained, scores: np.ndarray) -> dict[str, float]:
         p = np.asarray(scores, dtype=float)
@@ -548,11 +536,7 @@ class NBO(Family):
         if r.notes:
             out["notes.json"] = {"notes": r.notes}
         if r.calibration:
-            out["calibration.json"] = {
-                "method": r.calibration.method,
-                "rule": r.calibration.rule,
-                "crossfit_brier": r.calibration.brier,
-            }
+            out["calibration.json"] = calibration_doc(r.calibration)
         return out
 
     def charts(self, cfg: Any, trained: Trained, folder: Path) -> list[Path]:

@@ -51,7 +51,7 @@ from models.uplift import (
 )
 from training.config import ExperimentConfig, Split
 from training.evaluate import grade, pyplot
-from training.families.base import Family, Frame, RunContext, Trained
+from training.families.base import Family, Frame, RunContext, Trained, served_info, trained_from
 
 ID, LABEL, TREATMENT, SPLIT = "customer_id", "label", "treatment", "split"
 CAMPAIGN, SEND, CUTOFF = "campaign_id", "send_date", "as_of"
@@ -499,20 +499,7 @@ class Uplift(Family):
         extra = {"random": r.random_metrics}
         if r.truth_metrics is not None:
             extra["truth"] = r.truth_metrics
-        return Trained(
-            model=r.model,
-            baseline_name=r.baseline_name,
-            metrics=r.metrics,
-            baseline_metrics=r.baseline_metrics,
-            test_predictions=r.test_predictions,
-            test_frame=r.test_frame,
-            grade=r.grade,
-            params=r.params,
-            feature_names=r.feature_names,
-            row_counts=r.row_counts,
-            details=r,
-            extra_metrics=extra,
-        )
+        return trained_from(r, r.test_predictions, extra_metrics=extra)
 
     def promotion_metric(self, cfg: Any) -> tuple[str, bool]:
         return cfg.uplift.metric, True
@@ -527,10 +514,9 @@ class Uplift(Family):
         )
 
     def wrap(self, cfg: Any, frame: Frame, trained: Trained) -> Any:
-        info: dict[str, Any] = {"dataset": frame.manifest.get("dataset")}
-        if frame.feature_set is not None:
-            info["feature_set_spec"] = frame.feature_set.spec()
-        return ScoringModel(trained.model, trained.feature_names, self.name, None, info)
+        return ScoringModel(
+            trained.model, trained.feature_names, self.name, None, served_info(frame)
+        )
 
     def log_params(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
         campaigns = trained.details.campaigns
