@@ -36,10 +36,15 @@ def scoring_inputs(cfg, state, model, as_of=None):
     catalog = Catalog(state, load_dataset(cfg.dataset).name)
     source = catalog.relation("transactions")
     path = (model.info.get("products") or {}).get("path")
-    products = (products_relation_sql(
-        f"read_csv({sql_literal(path)}, header = true, all_varchar = true)"
-        if not path.endswith(".parquet") else f"read_parquet({sql_literal(path)})")
-        if path else None)
+    products = (
+        products_relation_sql(
+            f"read_csv({sql_literal(path)}, header = true, all_varchar = true)"
+            if not path.endswith(".parquet")
+            else f"read_parquet({sql_literal(path)})"
+        )
+        if path
+        else None
+    )
     con = connect(state)
     try:
         as_of = as_of or data_date_range(con, source)[1]
@@ -47,6 +52,7 @@ def scoring_inputs(cfg, state, model, as_of=None):
         return customer_inputs(con, source, as_of, fs, model.categories, products)
     finally:
         con.close()
+
 
 SYNTHETIC_YAML = ROOT / "experiments" / "nbo" / "synthetic.yaml"
 
@@ -75,8 +81,9 @@ def synthetic_run(home: StateDirs):
     dataset = load_dataset("synthetic")
     syn = dict(dataset.synthetic or {})
     syn.pop("campaigns", None)  # not needed here; keeps the generator fast
-    generate(SyntheticConfig.model_validate({**syn, "n_customers": 3000}),
-             home.synthetic(dataset.name))
+    generate(
+        SyntheticConfig.model_validate({**syn, "n_customers": 3000}), home.synthetic(dataset.name)
+    )
     tables = {k: v for k, v in dataset.tables.items() if k in ("transactions", "offers")}
     ingest(dataset.model_copy(update={"tables": tables}), home)
     cfg = load_experiment(SYNTHETIC_YAML)
@@ -96,15 +103,20 @@ def test_model_beats_popularity_out_of_time(synthetic_run):
     assert result.metrics["map_at_3"] > result.baseline_metrics["map_at_3"]
     assert result.metrics["ndcg_at_3"] > result.baseline_metrics["ndcg_at_3"]
     assert result.grade == grade(
-        result.metrics["map_at_3"], result.baseline_metrics["map_at_3"], cfg.grade.a_margin
+        result.metrics["map_at_3"],
+        result.baseline_metrics["map_at_3"],
+        synthetic_run["cfg"].grade.a_margin,
     )
     kinds = set(result.test_pairs["kind"])
     assert kinds == {"cross_sell", "up_sell"}  # tiers came from the generated catalogue
     # every test pair is eligible: a cross-sell never offers a category bought in the window
     frame = result.test_frame
     days = np.array(
-        [frame.at[i, f"cat_days__{c}"] for i, c in zip(frame.index, frame["offer_category"],
-                                                       strict=True) if isinstance(c, str)]
+        [
+            frame.at[i, f"cat_days__{c}"]
+            for i, c in zip(frame.index, frame["offer_category"], strict=True)
+            if isinstance(c, str)
+        ]
     )
     assert not (days < 365).any()
 
@@ -125,8 +137,13 @@ def test_run_is_logged_and_registered(synthetic_run):
     artifacts = {a.path for a in client.list_artifacts(logged["run_id"])}
     assert {"data_manifest.json", "config", "evaluation", "promotion.json"} <= artifacts
     evaluation = {Path(a.path).name for a in client.list_artifacts(logged["run_id"], "evaluation")}
-    assert {"ranking.png", "calibration.png", "offers.csv", "per_offer.csv",
-            "test_predictions.parquet"} <= evaluation
+    assert {
+        "ranking.png",
+        "calibration.png",
+        "offers.csv",
+        "per_offer.csv",
+        "test_predictions.parquet",
+    } <= evaluation
     manifest = json.loads(
         Path(client.download_artifacts(logged["run_id"], "data_manifest.json")).read_text()
     )
@@ -165,8 +182,8 @@ def test_next_run_is_judged_against_the_champion_on_the_same_pairs(synthetic_run
     decision = logged["decision"]
     assert decision["champion"] == pytest.approx(first.metrics["map_at_3"])
     assert decision["promote"] == (
-        result.metrics["map_at_3"] > max(first.metrics["map_at_3"],
-                                         result.baseline_metrics["map_at_3"])
+        result.metrics["map_at_3"]
+        > max(first.metrics["map_at_3"], result.baseline_metrics["map_at_3"])
     )
     client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
     champion = client.get_model_version_by_alias(cfg.registered_model, "champion")
