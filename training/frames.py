@@ -55,6 +55,7 @@ def split_labelled(frame: pd.DataFrame, split: Split, seed: int) -> pd.Series:
         when = pd.to_datetime(frame[split.date_column], errors="coerce")
         if when.isna().any():
             raise ValueError(f"split.date_column {split.date_column!r} has missing or bad dates")
+        assert split.valid_from is not None and split.test_from is not None  # Split validates
         out[when >= pd.Timestamp(split.valid_from)] = "valid"
         out[when >= pd.Timestamp(split.test_from)] = "test"
         return out

@@ -52,10 +52,14 @@ def suggest(trial: Any, space: dict[str, SearchParam]) -> dict[str, Any]:
     """Draw one parameter set from the search space."""
     params: dict[str, Any] = {}
     for name, p in space.items():
+        if p.type in ("int", "float") and (p.low is None or p.high is None):
+            raise ValueError(f"tuning.search_space.{name}: {p.type} needs low and high")
         if p.type == "int":
-            params[name] = trial.suggest_int(name, int(p.low), int(p.high), log=p.log)
+            params[name] = trial.suggest_int(name, int(p.low or 0), int(p.high or 0), log=p.log)
         elif p.type == "float":
-            params[name] = trial.suggest_float(name, float(p.low), float(p.high), log=p.log)
+            params[name] = trial.suggest_float(
+                name, float(p.low or 0), float(p.high or 0), log=p.log
+            )
         else:
             params[name] = trial.suggest_categorical(name, p.choices)
     return params

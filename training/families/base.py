@@ -211,7 +211,7 @@ def split_counts(frame: pd.DataFrame, unit: str = "rows") -> dict[str, int]:
     if "as_of" in frame.columns:
         counts.update(
             {
-                f"{unit}_at_{pd.Timestamp(d).date().isoformat()}": int(n)
+                f"{unit}_at_{pd.Timestamp(str(d)).date().isoformat()}": int(n)
                 for d, n in frame.groupby("as_of").size().items()
             }
         )

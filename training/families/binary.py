@@ -8,7 +8,7 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,7 @@ from models.calibration import CalibrationChoice, calibrate, choose_calibration
 from models.estimators import DEFAULT_XGB_PARAMS, logistic_baseline, xgb_pipeline
 from models.explain import global_importance
 from models.pyfunc import ScoringModel
-from training.config import CutoffExperiment
+from training.config import CutoffExperiment, ExperimentConfig
 from training.evaluate import (
     binary_metrics,
     decile_table,
@@ -225,7 +225,7 @@ class BinaryFamily(Family):
 class CutoffBinaryFamily(BinaryFamily):
     """A binary family whose label is computed from transactions at each cutoff."""
 
-    config: Any = CutoffExperiment
+    config: ClassVar[type[ExperimentConfig]] = CutoffExperiment
 
     @abstractmethod
     def label_sql(self, cfg: Any, ctx: RunContext, source: str, as_of: date) -> str:

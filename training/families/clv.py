@@ -99,8 +99,8 @@ class CLV(Family):
         pipe.fit(train_rows[frame.feature_names], train_rows[LABEL].to_numpy())
         pred = np.clip(pipe.predict(test_rows[frame.feature_names]), 0.0, None)
         y = test_rows[LABEL].to_numpy(dtype=float)
-        base = test_rows[[ID]].astype(str).merge(baseline, on=ID, how="left")["bgnbd_clv"]
-        base = base.fillna(0.0).to_numpy()
+        merged = test_rows[[ID]].astype(str).merge(baseline, on=ID, how="left")["bgnbd_clv"]
+        base = merged.fillna(0.0).to_numpy()
         preds = pd.DataFrame(
             {
                 ID: test_rows[ID].astype(str),

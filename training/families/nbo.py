@@ -35,6 +35,7 @@ from training.families.base import (
     RunContext,
     Trained,
     calibration_doc,
+    split_counts,
     trained_from,
     typical_row,
 )
@@ -44,6 +45,8 @@ from training.promote import PromotionPolicy
 
 ID, AS_OF, SPLIT, LABEL = "customer_id", "as_of", "split", "taken"
 BASELINE_NAME = "popularity"
+OfferKind = Literal["cross_sell", "up_sell"]
+OFFER_KINDS: tuple[OfferKind, ...] = ("cross_sell", "up_sell")
 IMPORTANCE_ROWS = 5_000
 
 
@@ -52,9 +55,7 @@ class NBOSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     k: list[int] = Field(default_factory=lambda: [1, 3, 5])
-    kinds: list[Literal["cross_sell", "up_sell"]] = Field(
-        default_factory=lambda: ["cross_sell", "up_sell"]
-    )
+    kinds: list[OfferKind] = Field(default_factory=lambda: list(OFFER_KINDS))
     offers: Literal["table", "derive"] = Field(
         "table",
         description="table: the dataset's ingested offers; derive: one cross-sell offer per "
@@ -365,7 +366,7 @@ def train_nbo(cfg: Any, frame: NBOFrame, params: dict[str, Any] | None = None) -
     )
     ks = _ks(cfg)
     metrics = _evaluate(preds, "probability", "expected_value", ks, cfg.nbo.kinds)
-    metrics["ece_uncalibrated"] = binary_metrics(preds[LABEL], p_raw)["ece"]
+    metrics["ece_uncalibrated"] = binary_metrics(preds[LABEL].to_numpy(), p_raw)["ece"]
     base_metrics = _evaluate(preds, "baseline_score", "baseline_expected_value", ks, cfg.nbo.kinds)
     metric = cfg.promotion.metric
     if metric not in metrics or metric not in base_metrics:
@@ -377,16 +378,10 @@ def train_nbo(cfg: Any, frame: NBOFrame, params: dict[str, Any] | None = None) -
     sample = test_rows.iloc[
         np.sort(rng.choice(len(test_rows), min(IMPORTANCE_ROWS, len(test_rows)), replace=False))
     ]
-    counts = {f"{s}_pairs": int((frame.pairs[SPLIT] == s).sum()) for s in ("fit", "valid", "test")}
+    counts = split_counts(frame.pairs, "pairs")
     counts.update(
         {
-            f"pairs_at_{d.date().isoformat()}": int(n)
-            for d, n in frame.pairs.groupby(AS_OF).size().items()
-        }
-    )
-    counts.update(
-        {
-            f"customers_at_{d.date().isoformat()}": int(n)
+            f"customers_at_{pd.Timestamp(str(d)).date().isoformat()}": int(n)
             for d, n in frame.pairs.groupby(AS_OF)[ID].nunique().items()
         }
     )
