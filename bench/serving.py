@@ -229,6 +229,7 @@ def start_server(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PATRON_")}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
     env.update(
         PATRON_HOME=str(state.home),
         PATRON_SERVING=json.dumps(settings),

@@ -72,23 +72,27 @@ def register_in(uri: str, model_uri: str, name: str, aliases: tuple[str, ...]) -
 
 @contextmanager
 def fluent_logging_to(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at ``uri`` for the block (test set-up only), then put it back.
-
-    ``mlflow.set_tracking_uri`` also exports $MLFLOW_TRACKING_URI; the variable is removed again.
-    """
+    """Point MLflow's fluent API (tracking and registry) at ``uri`` for the block (test set-up
+    only), then put back both URIs and their environment variables, which MLflow exports."""
     import mlflow
-    from mlflow.tracking._tracking_service import utils
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    before, env_before = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    env_before = {k: os.environ.get(k) for k in names}
+    before = (tracking_utils._tracking_uri, registry_utils._registry_uri)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(before)
-        if env_before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = env_before
+        mlflow.set_tracking_uri(before[0])
+        registry_utils._registry_uri = before[1]
+        for key, value in env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def load_logged(uri: str, model_uri: str) -> Any:
@@ -189,6 +193,7 @@ class Server:
 def server_env(settings: dict[str, Any], home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PATRON_")}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
     env.update(
         {
             "PATRON_HOME": str(home),

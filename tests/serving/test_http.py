@@ -333,7 +333,7 @@ def test_shadow_is_never_returned_and_a_champion_swap_fails_no_request(server):
     state = pipeline["state"]
     ids = snapshot_ids(pipeline, 20)
     before = post(srv, "/score", {"customer_ids": ids}).json()
-    client = MlflowClient(tracking_uri=state.tracking_uri)
+    client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
     new = register_copy(state, pipeline["logged"]["model_uri"], NAME, ("challenger",))
     r = post(srv, "/admin/reload", None, headers=ADMIN, params={"force": "true"})
     assert r.status_code == 200 and r.json()["swapped"] is True
@@ -370,7 +370,8 @@ def test_polling_follows_the_alias_without_an_admin_call(server):
     from mlflow.tracking import MlflowClient
 
     srv, pipeline, version = server
-    client = MlflowClient(tracking_uri=pipeline["state"].tracking_uri)
+    uri = pipeline["state"].tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.set_registered_model_alias(NAME, "champion", version)
     deadline = time.monotonic() + 20
     served = None

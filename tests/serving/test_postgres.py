@@ -151,7 +151,7 @@ def _publish(uri: str, wrapper, metrics: dict[str, float]) -> str:
 
     from training.run import PIP_REQUIREMENTS
 
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     found = client.get_experiment_by_name("serving-postgres")
     exp_id = found.experiment_id if found else client.create_experiment("serving-postgres")
     with fluent_logging_to(uri):

@@ -201,7 +201,8 @@ def test_reload_reuses_what_did_not_change_and_loads_a_moved_alias(setup):
     finally:
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(tracking_uri=registry_state.tracking_uri)
+        uri = registry_state.tracking_uri
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.set_registered_model_alias(NAME, "champion", version)
     from serving.registry import Registry
 
