@@ -70,8 +70,10 @@ def newcombe_interval(
     l1, u1 = wilson_interval(x1, n1, confidence)
     l2, u2 = wilson_interval(x2, n2, confidence)
     d = p1 - p2
-    return (d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2),
-            d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
+    return (
+        d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2),
+        d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2),
+    )
 
 
 def two_proportion_test(x1: int, n1: int, x2: int, n2: int) -> tuple[float, str]:
@@ -132,8 +134,9 @@ def window_revenue(
     tx = transactions[["customer_id", "ts", "amount"]].copy()
     tx["customer_id"] = tx["customer_id"].astype(str)
     tx["ts"] = pd.to_datetime(tx["ts"])
-    keyed = pd.DataFrame({"customer_id": contacts["customer_id"], "row": contacts.index,
-                          "start": start, "end": end})
+    keyed = pd.DataFrame(
+        {"customer_id": contacts["customer_id"], "row": contacts.index, "start": start, "end": end}
+    )
     joined = keyed.merge(tx, on="customer_id", how="inner")
     inside = joined[(joined["ts"] >= joined["start"]) & (joined["ts"] < joined["end"])]
     spent = inside.groupby("row")["amount"].sum()
@@ -201,13 +204,16 @@ def evaluate_campaigns(
         }
         per_contact = contact_cost
         if per_contact is None and cost is not None and offer in cost.index:
-            per_contact = float(cost[offer])
+            per_contact = float(cost.get(offer, np.nan))
         revenue = np.nan
         if transactions is not None:
             rev_t, rev_c = treated["revenue"], control["revenue"]
             diff = rev_t.mean() - rev_c.mean() if n_t and n_c else np.nan
-            se = math.sqrt(rev_t.var(ddof=1) / n_t + rev_c.var(ddof=1) / n_c) if (
-                n_t > 1 and n_c > 1) else np.nan
+            se = (
+                math.sqrt(rev_t.var(ddof=1) / n_t + rev_c.var(ddof=1) / n_c)
+                if (n_t > 1 and n_c > 1)
+                else np.nan
+            )
             z = stats.norm.ppf(0.5 + confidence / 2)
             revenue = diff * n_t
             row.update(
@@ -219,7 +225,7 @@ def evaluate_campaigns(
                 incremental_revenue_ci_high=(diff + z * se) * n_t,
             )
         elif value is not None and offer in value.index:
-            revenue = float(value[offer]) * uplift * n_t
+            revenue = float(value.get(offer, np.nan)) * uplift * n_t
             row.update(revenue_source="offer value", incremental_revenue=revenue)
         else:
             row.update(revenue_source="none", incremental_revenue=np.nan)
@@ -257,9 +263,13 @@ def _window_transactions(
     days = contacts["campaign_id"].map(
         window_days if isinstance(window_days, dict) else lambda _: window_days
     )
-    windows = pd.DataFrame({"customer_id": contacts["customer_id"],
-                            "start": contacts["send_date"],
-                            "end": contacts["send_date"] + pd.to_timedelta(days, unit="D")})
+    windows = pd.DataFrame(
+        {
+            "customer_id": contacts["customer_id"],
+            "start": contacts["send_date"],
+            "end": contacts["send_date"] + pd.to_timedelta(days, unit="D"),
+        }
+    )
     con = duckdb.connect()
     try:
         con.register("windows", windows)
@@ -322,8 +332,15 @@ def plot_campaigns(report: pd.DataFrame, path: Path | None = None) -> bytes:
         1, 2, figsize=(11, 1.0 + 0.55 * max(len(report), 2)), dpi=100, sharey=True
     )
     try:
-        err = np.vstack([report["uplift"] - report["uplift_ci_low"],
-                         report["uplift_ci_high"] - report["uplift"]]) * 100
+        err = (
+            np.vstack(
+                [
+                    report["uplift"] - report["uplift_ci_low"],
+                    report["uplift_ci_high"] - report["uplift"],
+                ]
+            )
+            * 100
+        )
         left.errorbar(report["uplift"] * 100, y, xerr=err, fmt="o", capsize=4)
         left.axvline(0, color="grey", ls="--")
         left.set_yticks(y, labels, fontsize=8)
@@ -354,7 +371,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float | np.floating):
         if not np.isfinite(value):
             return ""
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:,.0f}"
+        return f"{value:.4f}" if abs(float(value)) < 10 else f"{value:,.0f}"
     return html.escape(str(value))
 
 

@@ -82,7 +82,7 @@ def monitor(
             cur = data_date_range(con, catalog.relation("transactions"))[1]
         finally:
             con.close()
-    if not hasattr(cfg, "feature_set"):
+    if not (hasattr(cfg, "feature_set") and hasattr(cfg, "rfm")):
         raise typer.BadParameter("the experiment has no feature set to monitor", param_hint="-c")
     fs = feature_set(cfg.feature_set, cfg.rfm)
     for as_of in (ref, cur):

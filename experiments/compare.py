@@ -113,7 +113,8 @@ def select_runs(
         order_by=["attributes.start_time DESC"],
     )
     return [
-        r for r in runs
+        r
+        for r in runs
         if r.info.status == "FINISHED" and any(k.startswith("test_") for k in r.data.metrics)
     ]
 
@@ -186,9 +187,7 @@ def paired_auc_bootstrap(
     return diff, float(lo), float(hi)
 
 
-def pair_predictions(
-    champion: pd.DataFrame, other: pd.DataFrame
-) -> tuple[pd.DataFrame, str]:
+def pair_predictions(champion: pd.DataFrame, other: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Test rows both runs scored (joined on customer_id and label) and a note on the overlap."""
     for name, frame in (("champion", champion), ("run", other)):
         if frame["customer_id"].duplicated().any():
@@ -201,8 +200,9 @@ def pair_predictions(
         return joined, "n/a: no test rows in common with the champion"
     if len(joined) == len(left) == len(right):
         return joined, "same test rows"
-    note = (f"intersection: {len(joined):,} rows of {len(left):,} (champion) "
-            f"and {len(right):,} (run)")
+    note = (
+        f"intersection: {len(joined):,} rows of {len(left):,} (champion) and {len(right):,} (run)"
+    )
     if shared_ids > len(joined):
         note += f"; {shared_ids - len(joined):,} shared customers with different labels left out"
     return joined, note
@@ -260,13 +260,19 @@ def find_champion(client: Any, runs: Sequence[Run]) -> tuple[str | None, str]:
             continue
         if mv.run_id in ids:
             return mv.run_id, f"registry alias {name}@champion (version {mv.version})"
-    scored = [(r.data.metrics["test_roc_auc"], r.info.run_id) for r in runs
-              if "test_roc_auc" in r.data.metrics]
+    scored = [
+        (r.data.metrics["test_roc_auc"], r.info.run_id)
+        for r in runs
+        if "test_roc_auc" in r.data.metrics
+    ]
     if not scored:
         return None, "no champion: no run has test_roc_auc"
     best = max(scored)[1]
-    why = (f"the champion of {', '.join(names)} is not among these runs" if names
-           else "none of these runs has a registered model")
+    why = (
+        f"the champion of {', '.join(names)} is not among these runs"
+        if names
+        else "none of these runs has a registered model"
+    )
     return best, f"best test_roc_auc ({why})"
 
 
@@ -328,7 +334,7 @@ def compare_runs(
     champ_preds = predictions.get(champion_run_id) if champion_run_id else None
     rows = []
     for run in runs:
-        rid, m, p = run.info.run_id, run.data.metrics, run.data.params
+        rid, m, params = run.info.run_id, run.data.metrics, run.data.params
         row: dict[str, Any] = {
             "run_id": rid,
             "run_name": run.info.run_name or "",
@@ -337,12 +343,12 @@ def compare_runs(
             "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
             "family": run.data.tags.get("family", ""),
             "dataset": run.data.tags.get("dataset", ""),
-            "feature_set": p.get("feature_set") or run.data.tags.get("feature_set", ""),
-            "train_cutoffs": p.get("train_cutoffs", ""),
-            "test_cutoff": p.get("test_cutoff", ""),
-            "data_window": _window(p),
+            "feature_set": params.get("feature_set") or run.data.tags.get("feature_set", ""),
+            "train_cutoffs": params.get("train_cutoffs", ""),
+            "test_cutoff": params.get("test_cutoff", ""),
+            "data_window": _window(params),
         }
-        row.update({f"param.{k}": p.get(k) for k in param_cols})
+        row.update({f"param.{k}": params.get(k) for k in param_cols})
         row.update({k: m.get(k, np.nan) for k in metric_cols})
         for name in DELTA_METRICS:
             key = f"test_{name}"
@@ -384,13 +390,20 @@ def _paired(
     seed: int,
 ) -> dict[str, Any]:
     """The paired ROC-AUC difference to the champion with its bootstrap interval, or n/a."""
-    out: dict[str, Any] = {"auc_diff": np.nan, "auc_diff_lo": np.nan, "auc_diff_hi": np.nan,
-                           "paired_rows": 0}
+    out: dict[str, Any] = {
+        "auc_diff": np.nan,
+        "auc_diff_lo": np.nan,
+        "auc_diff_hi": np.nan,
+        "paired_rows": 0,
+    }
     if champion_run_id is None:
         return {**out, "paired_note": "n/a: no champion"}
     if rid == champion_run_id:
-        return {**out, "paired_rows": len(preds) if preds is not None else 0,
-                "paired_note": "champion"}
+        return {
+            **out,
+            "paired_rows": len(preds) if preds is not None else 0,
+            "paired_note": "champion",
+        }
     if champ_preds is None or preds is None:
         who = "champion" if champ_preds is None else "run"
         return {**out, "paired_note": f"n/a: the {who} logged no test predictions"}
@@ -399,13 +412,21 @@ def _paired(
         return {**out, "paired_note": note}
     y = joined["label"].to_numpy(dtype=float)
     if len(np.unique(y)) < 2:
-        return {**out, "paired_rows": len(joined),
-                "paired_note": "n/a: the common test rows hold one class only"}
+        return {
+            **out,
+            "paired_rows": len(joined),
+            "paired_note": "n/a: the common test rows hold one class only",
+        }
     diff, lo, hi = paired_auc_bootstrap(
         y, joined["score_champion"].to_numpy(), joined["score_run"].to_numpy(), n_boot, seed
     )
-    return {"auc_diff": diff, "auc_diff_lo": lo, "auc_diff_hi": hi,
-            "paired_rows": len(joined), "paired_note": note}
+    return {
+        "auc_diff": diff,
+        "auc_diff_lo": lo,
+        "auc_diff_hi": hi,
+        "paired_rows": len(joined),
+        "paired_note": note,
+    }
 
 
 # ---------------------------------------------------------------- terminal
@@ -419,13 +440,13 @@ def _fmt(value: Any, digits: int = 4, signed: bool = False) -> str:
     return str(value)
 
 
-def auc_interval_text(row: Mapping[str, Any]) -> str:
+def auc_interval_text(row: Mapping[str, Any] | pd.Series) -> str:
     """``+0.0123 [−0.0040, +0.0290]`` or the reason it is not available."""
     if row["champion"]:
         return "champion"
     if np.isnan(row["auc_diff"]):
         return str(row["paired_note"])
-    return (f"{row['auc_diff']:+.4f} [{row['auc_diff_lo']:+.4f}, {row['auc_diff_hi']:+.4f}]")
+    return f"{row['auc_diff']:+.4f} [{row['auc_diff_lo']:+.4f}, {row['auc_diff_hi']:+.4f}]"
 
 
 def print_comparison(result: ComparisonResult, console: Console | None = None) -> None:
@@ -441,8 +462,9 @@ def print_comparison(result: ComparisonResult, console: Console | None = None) -
     table.add_column("feature set")
     for col in result.param_columns:
         table.add_column(col.removeprefix("param.xgb.").removeprefix("param."), justify="right")
-    metrics = [m for m in ("roc_auc", "pr_auc", "log_loss", "brier", "lift_top_decile")
-               if f"test_{m}" in t]
+    metrics = [
+        m for m in ("roc_auc", "pr_auc", "log_loss", "brier", "lift_top_decile") if f"test_{m}" in t
+    ]
     for m in metrics:
         table.add_column(m, justify="right")
     table.add_column("Δ AUC vs champion [95 % CI]", justify="right", overflow="fold")
@@ -463,8 +485,10 @@ def print_comparison(result: ComparisonResult, console: Console | None = None) -
     paired = [str(n) for n in t["paired_note"] if n not in ("champion", "same test rows")]
     for note in dict.fromkeys(paired):
         console.print(f"[dim]paired bootstrap: {note}[/dim]")
-    console.print(f"[dim]paired bootstrap: {result.n_boot} resamples of the common test rows, "
-                  f"seed {result.seed}[/dim]")
+    console.print(
+        f"[dim]paired bootstrap: {result.n_boot} resamples of the common test rows, "
+        f"seed {result.seed}[/dim]"
+    )
 
 
 def run_compare(
@@ -518,8 +542,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tracking-uri", help="default: the state folder's SQLite store")
     args = parser.parse_args(argv)
     try:
-        run_compare(args.experiment, args.run_ids, _parse_tags(args.tag) or None, args.html,
-                    args.tracking_uri)
+        run_compare(
+            args.experiment,
+            args.run_ids,
+            _parse_tags(args.tag) or None,
+            args.html,
+            args.tracking_uri,
+        )
     except ValueError as exc:  # nothing selected, unknown experiment: say so, no traceback
         raise SystemExit(f"error: {exc}") from None
 

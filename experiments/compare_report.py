@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,8 +79,9 @@ def _curves(result: ComparisonResult) -> list[tuple[str, str, np.ndarray, np.nda
         if preds is None:
             continue
         label = ("★ " if rid == result.champion_run_id else "") + result.labels.get(rid, rid)
-        out.append((rid, label, preds["label"].to_numpy(dtype=float),
-                    preds["score"].to_numpy(dtype=float)))
+        out.append(
+            (rid, label, preds["label"].to_numpy(dtype=float), preds["score"].to_numpy(dtype=float))
+        )
     return out
 
 
@@ -135,8 +136,13 @@ def _cell(value: Any, signed: bool = False) -> str:
 
 
 METRIC_HEADERS = {
-    "roc_auc": "ROC AUC", "pr_auc": "PR AUC", "log_loss": "log loss", "brier": "Brier",
-    "lift_top_decile": "lift top 10 %", "positive_rate": "positive rate", "n": "test rows",
+    "roc_auc": "ROC AUC",
+    "pr_auc": "PR AUC",
+    "log_loss": "log loss",
+    "brier": "Brier",
+    "lift_top_decile": "lift top 10 %",
+    "positive_rate": "positive rate",
+    "n": "test rows",
 }
 
 
@@ -152,22 +158,29 @@ def _param_header(column: str) -> str:
 def _runs_table(result: ComparisonResult) -> str:
     """What each run is: family, data, feature set, window and the params that matter."""
     t = result.table
-    text_cols = {"family": "family", "dataset": "dataset", "feature_set": "feature set",
-                 "data_window": "data window (train cutoffs → test cutoff)"}
+    text_cols = {
+        "family": "family",
+        "dataset": "dataset",
+        "feature_set": "feature set",
+        "data_window": "data window (train cutoffs → test cutoff)",
+    }
     head = '<th class="text">run</th>'
     head += "".join(f'<th class="text">{html.escape(h)}</th>' for h in text_cols.values())
-    head += "".join(f'<th title="{html.escape(c)}">{html.escape(_param_header(c))}</th>'
-                    for c in result.param_columns)
+    head += "".join(
+        f'<th title="{html.escape(c)}">{html.escape(_param_header(c))}</th>'
+        for c in result.param_columns
+    )
     body = []
     for _, row in t.iterrows():
         cls = ' class="champion"' if row["champion"] else ""
-        cells = [f'<td class="text nowrap" title="{html.escape(row["run_id"])}">'
-                 f"{html.escape(_run_label(result, row))}</td>"]
+        cells = [
+            f'<td class="text nowrap" title="{html.escape(row["run_id"])}">'
+            f"{html.escape(_run_label(result, row))}</td>"
+        ]
         cells += [f'<td class="text nowrap">{_cell(row[c])}</td>' for c in text_cols]
         cells += [f"<td>{_cell(row[c])}</td>" for c in result.param_columns]
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return (f'<table id="runs"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+    return f'<table id="runs"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
 def _metric_cell(row: Any, metric: str) -> str:
@@ -185,14 +198,19 @@ def _metrics_table(result: ComparisonResult) -> str:
     t = result.table
     head_metrics = [m for m in ("roc_auc",) if f"test_{m}" in t]
     metrics = [m for m in METRICS if f"test_{m}" in t and m not in head_metrics]
-    extra = [c.removeprefix("test_") for c in result.metric_columns if c.startswith("test_")
-             and c.removeprefix("test_") not in METRICS]
+    extra = [
+        c.removeprefix("test_")
+        for c in result.metric_columns
+        if c.startswith("test_") and c.removeprefix("test_") not in METRICS
+    ]
     baselines = [c for c in ("baseline_roc_auc", "baseline_lift_top_decile") if c in t]
     head = '<th class="text">run</th>'
     head += "".join(f"<th>{html.escape(METRIC_HEADERS[m])}</th>" for m in head_metrics)
     head += "<th>Δ ROC AUC vs champion,<br>paired bootstrap [95 % CI]</th>"
-    head += "".join(f"<th>{html.escape(METRIC_HEADERS.get(m, m.replace('_', ' ')))}</th>"
-                    for m in [*metrics, *extra])
+    head += "".join(
+        f"<th>{html.escape(METRIC_HEADERS.get(m, m.replace('_', ' ')))}</th>"
+        for m in [*metrics, *extra]
+    )
     head += "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in baselines)
     head += '<th class="text">paired test rows</th>'
     body = []
@@ -208,12 +226,17 @@ def _metrics_table(result: ComparisonResult) -> str:
             rows_note += f" ({html.escape(str(row['paired_note']))})"
         cells.append(f'<td class="text">{rows_note}</td>')
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return (f'<table id="comparison"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+    return (
+        f'<table id="comparison"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
 
 
-DECILE_HEADERS = {"mean_score": "mean score", "rate": "positive rate",
-                  "cumulative_gain": "cum. gain"}
+DECILE_HEADERS = {
+    "mean_score": "mean score",
+    "rate": "positive rate",
+    "cumulative_gain": "cum. gain",
+}
 
 
 def _decile_tables(result: ComparisonResult) -> str:
@@ -221,8 +244,11 @@ def _decile_tables(result: ComparisonResult) -> str:
     for rid, label, y, s in _curves(result):
         d = decile_table(y, s)
         order = np.argsort(-s, kind="stable")
-        d.insert(2, "mean_score", [float(s[idx].mean()) if len(idx) else np.nan
-                                   for idx in np.array_split(order, len(d))])
+        d.insert(
+            2,
+            "mean_score",
+            [float(s[idx].mean()) if len(idx) else np.nan for idx in np.array_split(order, len(d))],
+        )
         head = "".join(f"<th>{html.escape(DECILE_HEADERS.get(c, c))}</th>" for c in d.columns)
         rows = "".join(
             "<tr>" + "".join(f"<td>{_decile_cell(c, v)}</td>" for c, v in r.items()) + "</tr>"
@@ -235,7 +261,7 @@ def _decile_tables(result: ComparisonResult) -> str:
     return f'<div class="deciles">{"".join(parts)}</div>'
 
 
-def _decile_cell(column: str, value: Any) -> str:
+def _decile_cell(column: Hashable, value: Any) -> str:
     if column in ("decile", "customers", "positives"):
         return f"{int(value):,}"
     if column in ("rate", "cumulative_gain"):
@@ -256,8 +282,11 @@ def render_html(result: ComparisonResult) -> str:
         f"<figcaption>{captions[name]}</figcaption></figure>"
         for name, uri in charts.items()
     )
-    notes = [*result.notes, f"paired bootstrap: {result.n_boot} resamples of the test rows both "
-             f"runs scored, seed {result.seed}"]
+    notes = [
+        *result.notes,
+        f"paired bootstrap: {result.n_boot} resamples of the test rows both "
+        f"runs scored, seed {result.seed}",
+    ]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     source = html.escape(result.tracking_uri or "the current MLflow tracking URI")
     return f"""<!DOCTYPE html>
@@ -267,7 +296,7 @@ def render_html(result: ComparisonResult) -> str:
 <h1>Run comparison</h1>
 <p class="meta">{len(result.table)} runs from {source}; generated {generated}.
 Metrics are on each run's out-of-time test cutoff.</p>
-<ul class="notes">{''.join(f'<li>{html.escape(n)}</li>' for n in notes)}</ul>
+<ul class="notes">{"".join(f"<li>{html.escape(n)}</li>" for n in notes)}</ul>
 <h2>Runs</h2>
 <div class="scroll">{_runs_table(result)}</div>
 <h2>Out-of-time test metrics</h2>
@@ -275,7 +304,7 @@ Metrics are on each run's out-of-time test cutoff.</p>
 test rows). The interval compares both runs on the test rows they share.</p>
 <div class="scroll">{_metrics_table(result)}</div>
 <h2>Charts</h2>
-<div class="charts">{figures or '<p>No run logged test predictions.</p>'}</div>
+<div class="charts">{figures or "<p>No run logged test predictions.</p>"}</div>
 <h2>Deciles per run</h2>
 {_decile_tables(result)}
 </body></html>

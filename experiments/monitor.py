@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -189,7 +189,9 @@ def score_shift(
 def score_deciles(scores: pd.Series, n_bins: int = N_DECILES) -> pd.Series:
     """Decile per customer, 1 = highest scores; tied scores always share a decile."""
     ranks = scores.rank(ascending=False, method="min")
-    return np.ceil(ranks * n_bins / len(scores)).clip(1, n_bins).astype(int)
+    scaled = ranks * n_bins / len(scores)
+    ceiled = pd.Series(np.ceil(scaled.to_numpy()), index=scaled.index, name=scaled.name)
+    return ceiled.clip(1, n_bins).astype(int)
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,7 @@ def decile_stability(
     )
     transitions.index.name, transitions.columns.name = "decile_a", "decile_b"
     n = len(common)
-    moved = (a.to_numpy() != b.to_numpy())
+    moved = a.to_numpy() != b.to_numpy()
     return DecileStability(
         change_share=float(moved.mean()) if n else float("nan"),
         n_common=int(n),
@@ -278,7 +280,7 @@ class MonitorReport:
         }
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+def _records(frame: pd.DataFrame) -> list[dict[Hashable, Any]]:
     """Rows as plain dicts with NaN as None (valid JSON)."""
     clean = frame.astype(object).where(frame.notna(), None)
     return [dict(r) for r in clean.to_dict(orient="records")]
@@ -324,16 +326,19 @@ def _log_report(report: MonitorReport, client: Any, experiment_id: str) -> str:
         "model_version": report.model_version,
         "dataset": report.dataset,
         "feature_set": report.feature_set,
-        "drift": "significant" if report.breached["significant"] else (
-            "moderate" if report.breached["moderate"] else "none"),
+        "drift": "significant"
+        if report.breached["significant"]
+        else ("moderate" if report.breached["moderate"] else "none"),
         "psi_significant": ",".join(report.breached["significant"]),
         "psi_moderate": ",".join(report.breached["moderate"]),
     }
     run = client.create_run(experiment_id, tags=tags)
     run_id = run.info.run_id
     now = int(datetime.now(UTC).timestamp() * 1000)
-    metrics = {f"psi_{f}": float(v) for f, v in zip(report.features["feature"],
-                                                    report.features["psi"], strict=True)}
+    metrics = {
+        f"psi_{f}": float(v)
+        for f, v in zip(report.features["feature"], report.features["psi"], strict=True)
+    }
     metrics.update(
         score_psi=report.score.psi,
         score_mean_shift=report.score.mean_shift,
@@ -417,9 +422,7 @@ def run_monitor(
         stability=decile_stability(ref_scores, cur_scores),
     )
     report.breached = _breaches(features, score)
-    experiment_id = _monitor_experiment(
-        client, f"monitor-{registered_model}", state, tracking_uri
-    )
+    experiment_id = _monitor_experiment(client, f"monitor-{registered_model}", state, tracking_uri)
     report.mlflow_run_id = _log_report(report, client, experiment_id)
     out = current_path.parent / "monitor.json"
     with atomic_path(out) as tmp:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, overload
 
 import typer
 from rich.console import Console
@@ -56,6 +56,10 @@ def progress_bar() -> Progress:
     )
 
 
+@overload
+def parse_date(value: str, name: str) -> date: ...
+@overload
+def parse_date(value: str | None, name: str) -> date | None: ...
 def parse_date(value: str | None, name: str) -> date | None:
     """A YYYY-MM-DD option value; a clear error naming the option otherwise."""
     if value is None:

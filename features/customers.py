@@ -44,30 +44,112 @@ ISO_ALPHA2: frozenset[str] = frozenset(
 #: Common country names, local names and non-ISO codes -> alpha-2 (keys are match-normalised).
 COUNTRY_NAMES: dict[str, str] = {
     # British Isles
-    "united kingdom": "GB", "uk": "GB", "u k": "GB", "great britain": "GB", "britain": "GB",
-    "gbr": "GB", "england": "GB", "scotland": "GB", "wales": "GB", "northern ireland": "GB",
+    "united kingdom": "GB",
+    "uk": "GB",
+    "u k": "GB",
+    "great britain": "GB",
+    "britain": "GB",
+    "gbr": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "northern ireland": "GB",
     "united kingdom of great britain and northern ireland": "GB",
-    "ireland": "IE", "eire": "IE", "republic of ireland": "IE", "irl": "IE", "eire ireland": "IE",
+    "ireland": "IE",
+    "eire": "IE",
+    "republic of ireland": "IE",
+    "irl": "IE",
+    "eire ireland": "IE",
     # Europe
-    "germany": "DE", "deutschland": "DE", "deu": "DE", "france": "FR", "fra": "FR",
-    "spain": "ES", "espana": "ES", "esp": "ES", "italy": "IT", "italia": "IT", "ita": "IT",
-    "netherlands": "NL", "the netherlands": "NL", "holland": "NL", "nederland": "NL", "nld": "NL",
-    "belgium": "BE", "belgique": "BE", "belgie": "BE", "bel": "BE", "portugal": "PT", "prt": "PT",
-    "switzerland": "CH", "schweiz": "CH", "suisse": "CH", "che": "CH", "austria": "AT",
-    "osterreich": "AT", "oesterreich": "AT", "aut": "AT", "denmark": "DK", "danmark": "DK",
-    "dnk": "DK", "sweden": "SE", "sverige": "SE", "swe": "SE", "norway": "NO", "norge": "NO",
-    "nor": "NO", "finland": "FI", "suomi": "FI", "fin": "FI", "iceland": "IS", "poland": "PL",
-    "polska": "PL", "pol": "PL", "czech republic": "CZ", "czechia": "CZ", "cze": "CZ",
-    "greece": "GR", "grc": "GR", "cyprus": "CY", "malta": "MT", "lithuania": "LT",
-    "luxembourg": "LU", "luxemburg": "LU",
+    "germany": "DE",
+    "deutschland": "DE",
+    "deu": "DE",
+    "france": "FR",
+    "fra": "FR",
+    "spain": "ES",
+    "espana": "ES",
+    "esp": "ES",
+    "italy": "IT",
+    "italia": "IT",
+    "ita": "IT",
+    "netherlands": "NL",
+    "the netherlands": "NL",
+    "holland": "NL",
+    "nederland": "NL",
+    "nld": "NL",
+    "belgium": "BE",
+    "belgique": "BE",
+    "belgie": "BE",
+    "bel": "BE",
+    "portugal": "PT",
+    "prt": "PT",
+    "switzerland": "CH",
+    "schweiz": "CH",
+    "suisse": "CH",
+    "che": "CH",
+    "austria": "AT",
+    "osterreich": "AT",
+    "oesterreich": "AT",
+    "aut": "AT",
+    "denmark": "DK",
+    "danmark": "DK",
+    "dnk": "DK",
+    "sweden": "SE",
+    "sverige": "SE",
+    "swe": "SE",
+    "norway": "NO",
+    "norge": "NO",
+    "nor": "NO",
+    "finland": "FI",
+    "suomi": "FI",
+    "fin": "FI",
+    "iceland": "IS",
+    "poland": "PL",
+    "polska": "PL",
+    "pol": "PL",
+    "czech republic": "CZ",
+    "czechia": "CZ",
+    "cze": "CZ",
+    "greece": "GR",
+    "grc": "GR",
+    "cyprus": "CY",
+    "malta": "MT",
+    "lithuania": "LT",
+    "luxembourg": "LU",
+    "luxemburg": "LU",
     # elsewhere
-    "usa": "US", "u s a": "US", "united states": "US", "united states of america": "US",
-    "america": "US", "canada": "CA", "can": "CA", "australia": "AU", "aus": "AU",
-    "new zealand": "NZ", "japan": "JP", "jpn": "JP", "korea": "KR", "south korea": "KR",
-    "republic of korea": "KR", "singapore": "SG", "hong kong": "HK", "israel": "IL",
-    "lebanon": "LB", "bahrain": "BH", "saudi arabia": "SA", "united arab emirates": "AE",
-    "uae": "AE", "brazil": "BR", "brasil": "BR", "rsa": "ZA", "south africa": "ZA",
-    "nigeria": "NG", "thailand": "TH", "india": "IN", "china": "CN", "mexico": "MX",
+    "usa": "US",
+    "u s a": "US",
+    "united states": "US",
+    "united states of america": "US",
+    "america": "US",
+    "canada": "CA",
+    "can": "CA",
+    "australia": "AU",
+    "aus": "AU",
+    "new zealand": "NZ",
+    "japan": "JP",
+    "jpn": "JP",
+    "korea": "KR",
+    "south korea": "KR",
+    "republic of korea": "KR",
+    "singapore": "SG",
+    "hong kong": "HK",
+    "israel": "IL",
+    "lebanon": "LB",
+    "bahrain": "BH",
+    "saudi arabia": "SA",
+    "united arab emirates": "AE",
+    "uae": "AE",
+    "brazil": "BR",
+    "brasil": "BR",
+    "rsa": "ZA",
+    "south africa": "ZA",
+    "nigeria": "NG",
+    "thailand": "TH",
+    "india": "IN",
+    "china": "CN",
+    "mexico": "MX",
 }
 
 #: Values that mean "not given": they become missing (the original stays in ``country_raw``).
@@ -77,13 +159,52 @@ COUNTRY_PLACEHOLDERS: frozenset[str] = frozenset(
 
 #: Country calling codes for phone normalisation (countries without an entry use the default).
 CALLING_CODES: dict[str, str] = {
-    "GB": "44", "IE": "353", "DE": "49", "FR": "33", "ES": "34", "IT": "39", "NL": "31",
-    "BE": "32", "PT": "351", "CH": "41", "AT": "43", "DK": "45", "SE": "46", "NO": "47",
-    "FI": "358", "IS": "354", "PL": "48", "CZ": "420", "GR": "30", "CY": "357", "MT": "356",
-    "LT": "370", "LU": "352", "US": "1", "CA": "1", "AU": "61", "NZ": "64", "JP": "81",
-    "KR": "82", "SG": "65", "HK": "852", "IL": "972", "LB": "961", "BH": "973", "SA": "966",
-    "AE": "971", "BR": "55", "ZA": "27", "NG": "234", "TH": "66", "IN": "91", "CN": "86",
-    "MX": "52", "JE": "44", "GG": "44", "IM": "44",
+    "GB": "44",
+    "IE": "353",
+    "DE": "49",
+    "FR": "33",
+    "ES": "34",
+    "IT": "39",
+    "NL": "31",
+    "BE": "32",
+    "PT": "351",
+    "CH": "41",
+    "AT": "43",
+    "DK": "45",
+    "SE": "46",
+    "NO": "47",
+    "FI": "358",
+    "IS": "354",
+    "PL": "48",
+    "CZ": "420",
+    "GR": "30",
+    "CY": "357",
+    "MT": "356",
+    "LT": "370",
+    "LU": "352",
+    "US": "1",
+    "CA": "1",
+    "AU": "61",
+    "NZ": "64",
+    "JP": "81",
+    "KR": "82",
+    "SG": "65",
+    "HK": "852",
+    "IL": "972",
+    "LB": "961",
+    "BH": "973",
+    "SA": "966",
+    "AE": "971",
+    "BR": "55",
+    "ZA": "27",
+    "NG": "234",
+    "TH": "66",
+    "IN": "91",
+    "CN": "86",
+    "MX": "52",
+    "JE": "44",
+    "GG": "44",
+    "IM": "44",
 }
 
 #: Countries whose national numbers keep their leading 0 after the country code.
@@ -91,7 +212,13 @@ KEEPS_LEADING_ZERO: frozenset[str] = frozenset({"IT", "SM", "VA"})
 
 NAME_COLUMNS: tuple[str, ...] = ("first_name", "last_name", "name", "middle_name")
 TEXT_COLUMNS: tuple[str, ...] = (
-    "address", "address_line1", "address_line2", "address1", "address2", "city", "town",
+    "address",
+    "address_line1",
+    "address_line2",
+    "address1",
+    "address2",
+    "city",
+    "town",
 )
 RAW_SUFFIX = "_raw"
 #: Flag columns that standardisation adds (dropped by restore_originals).
@@ -252,6 +379,14 @@ def _flags(values: list[Any], index: pd.Index) -> pd.Series:
     return pd.Series(pd.array(values, dtype="boolean"), index=index)
 
 
+def _after(columns: pd.Index, col: str) -> int:
+    """Insert position just after the (unique) column ``col``."""
+    loc = columns.get_loc(col)
+    if not isinstance(loc, int):
+        raise ValueError(f"column {col!r} is not unique")
+    return loc + 1
+
+
 def standardise_customers(df: pd.DataFrame, default_country: str = "GB") -> pd.DataFrame:
     """Standardised copy of a customers frame; originals kept in ``<col>_raw``; idempotent."""
     default_country = standardise_country(default_country)[0] or "GB"
@@ -265,14 +400,14 @@ def standardise_customers(df: pd.DataFrame, default_country: str = "GB") -> pd.D
     def put(col: str, values: list[Any]) -> None:
         raw = col + RAW_SUFFIX
         if raw not in out.columns:
-            out.insert(out.columns.get_loc(col) + 1, raw, out[col])
+            out.insert(_after(out.columns, col), raw, out[col])
         out[col] = _strings(values, out.index)
 
     def put_flag(col: str, values: list[Any], after: str) -> None:
         if col in out.columns:
             out[col] = _flags(values, out.index)
         else:
-            out.insert(out.columns.get_loc(after + RAW_SUFFIX) + 1, col, _flags(values, out.index))
+            out.insert(_after(out.columns, after + RAW_SUFFIX), col, _flags(values, out.index))
 
     for col in NAME_COLUMNS:
         if col in out.columns:

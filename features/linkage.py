@@ -346,7 +346,7 @@ def compare_pairs(keys: pd.DataFrame, pairs: pd.DataFrame, cfg: LinkageConfig) -
     """Similarity of each candidate pair, field by field (NaN where a field is missing)."""
     i, j = pairs["i"].to_numpy(), pairs["j"].to_numpy()
 
-    def both(col: str) -> tuple[list[object], list[object]]:
+    def both(col: str) -> tuple[list[str | None], list[str | None]]:
         values = keys[col].to_numpy(dtype=object)
         return values[i].tolist(), values[j].tolist()
 
@@ -641,7 +641,7 @@ def households_from_keys(
 
     pos_of = pd.Series(np.arange(n), index=ids.to_numpy())
     dup_i = np.arange(n)
-    dup_j = pos_of.loc[master.to_numpy()].to_numpy()
+    dup_j = pos_of.loc[master].to_numpy()
     rules = [pd.DataFrame({"i": dup_i, "j": dup_j, "rule": "duplicate"})]
 
     cmp = compare_pairs(keys, candidate_pairs(keys, HOUSEHOLD_BLOCKS[:2], cfg.max_block_size), cfg)

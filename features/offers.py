@@ -153,9 +153,11 @@ def profile_frame(long: pd.DataFrame, categories: Sequence[str]) -> pd.DataFrame
         ],
         axis=1,
     )
-    tiers = long.assign(customer_id=long["customer_id"].astype(str)).groupby("customer_id")[
-        list(TIER_COLUMNS)
-    ].first()
+    tiers = (
+        long.assign(customer_id=long["customer_id"].astype(str))
+        .groupby("customer_id")[list(TIER_COLUMNS)]
+        .first()
+    )
     return out.join(tiers.astype(float)).reset_index()
 
 
@@ -171,9 +173,7 @@ def validate_offers(offers: pd.DataFrame, kinds: Sequence[str] = NBO_KINDS) -> p
             if "category" in offers
             else pd.Series(None, index=offers.index, dtype=object),
             "kind": offers["kind"].astype(str).str.strip().str.lower(),
-            "tier": pd.to_numeric(offers["tier"], errors="coerce")
-            if "tier" in offers
-            else np.nan,
+            "tier": pd.to_numeric(offers["tier"], errors="coerce") if "tier" in offers else np.nan,
             "value": pd.to_numeric(offers["value"], errors="coerce").astype(float),
             "cost": pd.to_numeric(offers["cost"], errors="coerce").fillna(0.0).astype(float)
             if "cost" in offers
@@ -203,10 +203,13 @@ def offers_relation_sql(offers: pd.DataFrame) -> str:
     if offers.empty:
         raise ValueError("no offers")
     rows = []
-    for r in offers.itertuples(index=False):
-        cat = "NULL" if r.category is None else sql_literal(r.category)
-        tier = "NULL" if pd.isna(r.tier) else str(int(r.tier))
-        rows.append(f"({sql_literal(r.offer_id)}, {cat}, {sql_literal(r.kind)}, {tier})")
+    values = zip(
+        offers["offer_id"], offers["category"], offers["kind"], offers["tier"], strict=True
+    )
+    for offer_id, category, kind, tier_value in values:
+        cat = "NULL" if category is None else sql_literal(category)
+        tier = "NULL" if pd.isna(tier_value) else str(int(tier_value))
+        rows.append(f"({sql_literal(offer_id)}, {cat}, {sql_literal(kind)}, {tier})")
     return (
         "(SELECT CAST(offer_id AS VARCHAR) AS offer_id, CAST(category AS VARCHAR) AS category, "
         "CAST(kind AS VARCHAR) AS kind, CAST(tier AS BIGINT) AS tier FROM (VALUES "
@@ -300,12 +303,13 @@ def eligibility_matrix(
     if bought_within_days:
         bought_all &= days < bought_within_days
     where = {c: i for i, c in enumerate(cats)}
-    for j, offer in enumerate(offers.itertuples(index=False)):
-        bought = bought_all[:, where[offer.category]] if isinstance(offer.category, str) else None
-        if offer.kind == "cross_sell":
+    rows = zip(offers["kind"], offers["category"], offers["tier"], strict=True)
+    for j, (kind, category, tier) in enumerate(rows):
+        bought = bought_all[:, where[category]] if isinstance(category, str) else None
+        if kind == "cross_sell":
             out[:, j] = ~bought if bought is not None else False
-        elif offer.kind == "up_sell" and not pd.isna(offer.tier):
-            ok = (offer.tier > cur) & (offer.tier <= cur + upsell_steps)
+        elif kind == "up_sell" and not pd.isna(tier):
+            ok = (tier > cur) & (tier <= cur + upsell_steps)
             out[:, j] = ok & bought if bought is not None else ok
     return out
 

@@ -36,8 +36,17 @@ from features.engine import lines_sql
 # --------------------------------------------------------------------------- labels, in order
 
 RFM_SEGMENTS = (
-    "Champions", "Loyal", "Potential loyalist", "New", "Promising", "Need attention",
-    "About to sleep", "At risk", "Can't lose them", "Hibernating", "Lost",
+    "Champions",
+    "Loyal",
+    "Potential loyalist",
+    "New",
+    "Promising",
+    "Need attention",
+    "About to sleep",
+    "At risk",
+    "Can't lose them",
+    "Hibernating",
+    "Lost",
 )
 ABC_CLASSES = ("A", "B", "C")
 PYRAMID_LEVELS = ("top", "big", "medium", "small")
@@ -82,15 +91,21 @@ class LifecycleConfig(BaseModel):
     lapsing_days: int = Field(90, ge=1, description="lapsing: no order for more than this")
     lapsed_days: int = Field(180, ge=1, description="lapsed: no order for more than this")
     won_back_days: int = Field(
-        90, ge=1,
+        90,
+        ge=1,
         description="won back: an order fewer than this many days ago that ended a gap between "
-                    "order days longer than lapsed_days")
+        "order days longer than lapsed_days",
+    )
     loyal_min_orders: int = Field(4, ge=1, description="loyal: at least this many orders ...")
     loyal_orders_column: str = Field(
-        "orders_count_365d", description="... counted in this feature (the last year)")
+        "orders_count_365d", description="... counted in this feature (the last year)"
+    )
     lapsed_within_days: int = Field(
-        7, ge=1, description="lapsed_recently: days_since_last_order in "
-                             "(lapsed_days, lapsed_days + lapsed_within_days]")
+        7,
+        ge=1,
+        description="lapsed_recently: days_since_last_order in "
+        "(lapsed_days, lapsed_days + lapsed_within_days]",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> LifecycleConfig:
@@ -106,8 +121,12 @@ class ClusterConfig(BaseModel):
 
     enabled: bool = True
     features: tuple[str, ...] = (
-        "days_since_last_order", "days_since_first_order", "orders_count_total",
-        "spend_sum_total", "spend_mean_order", "returns_share",
+        "days_since_last_order",
+        "days_since_first_order",
+        "orders_count_total",
+        "spend_sum_total",
+        "spend_mean_order",
+        "returns_share",
     )
     k_min: int = Field(2, ge=2)
     k_max: int = Field(8, ge=2)
@@ -128,19 +147,24 @@ class SegmentsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rfm: RFMPointsConfig = Field(
-        RFMPointsConfig(), description="RFM points scheme used to compute features")
+        RFMPointsConfig(), description="RFM points scheme used to compute features"
+    )
     rfm_band_edges: tuple[float, ...] = Field(
-        (20.0, 40.0), description="RFM points band edges; bands are [lo, hi), the last closed")
+        (20.0, 40.0), description="RFM points band edges; bands are [lo, hi), the last closed"
+    )
     rfm_band_labels: tuple[str, ...] = ("low", "medium", "high")
     recency_column: str = "days_since_last_order"
     frequency_column: str = "orders_count_total"
     monetary_column: str = "spend_sum_total"
     revenue: Literal["net", "gross"] = Field(
-        "net", description="net: order value minus returns; gross: order value")
+        "net", description="net: order value minus returns; gross: order value"
+    )
     abc_cumulative_shares: tuple[float, float] = Field(
-        (0.80, 0.95), description="revenue share reached at the end of A and of B")
+        (0.80, 0.95), description="revenue share reached at the end of A and of B"
+    )
     pyramid_cumulative_shares: tuple[float, float, float] = Field(
-        (0.01, 0.05, 0.20), description="customer share reached at the end of top, big, medium")
+        (0.01, 0.05, 0.20), description="customer share reached at the end of top, big, medium"
+    )
     lifecycle: LifecycleConfig = LifecycleConfig()  # frozen: a shared default is safe
     clusters: ClusterConfig = ClusterConfig()
 
@@ -189,8 +213,9 @@ def quintile_scores(values: pd.Series, higher_is_better: bool = True, n: int = 5
         return pd.Series([], index=values.index, dtype="int8")
     v = values.astype(float) if higher_is_better else -values.astype(float)
     ranks = v.rank(method="average", na_option="top")
-    score = np.floor(n * (ranks - 0.5) / len(v)).clip(0, n - 1) + 1
-    return score.astype("int8")
+    scaled = n * (ranks - 0.5) / len(v)
+    floored = pd.Series(np.floor(scaled.to_numpy()), index=scaled.index, name=scaled.name)
+    return (floored.clip(0, n - 1) + 1).astype("int8")
 
 
 def rfm_segment_name(r: int, f: int) -> str:
@@ -211,8 +236,13 @@ def rfm_quintiles(
     code = r.astype(str) + f.astype(str) + m.astype(str)
     name = [RFM_SEGMENT_GRID[(int(a), int(b))] for a, b in zip(r, f, strict=True)]
     return pd.DataFrame(
-        {"r_score": r, "f_score": f, "m_score": m, "rfm_code": code,
-         "rfm_segment": pd.Series(name, index=features.index, dtype=object)},
+        {
+            "r_score": r,
+            "f_score": f,
+            "m_score": m,
+            "rfm_code": code,
+            "rfm_segment": pd.Series(name, index=features.index, dtype=object),
+        },
         index=features.index,
     )
 
@@ -222,8 +252,7 @@ def rfm_quintiles(
 
 def _value_order(revenue: pd.Series, customer_id: pd.Series) -> np.ndarray:
     """Positions sorted by revenue descending, ties by customer id (a stable, documented order)."""
-    frame = pd.DataFrame({"revenue": revenue.to_numpy(),
-                          "cid": customer_id.astype(str).to_numpy()})
+    frame = pd.DataFrame({"revenue": revenue.to_numpy(), "cid": customer_id.astype(str).to_numpy()})
     ranked = frame.sort_values(["revenue", "cid"], ascending=[False, True], kind="mergesort")
     return ranked.index.to_numpy()
 
@@ -267,8 +296,11 @@ def customer_pyramid(
         order = _value_order(revenue, customer_id)
         before = np.arange(n) / n
         t, bg, m = cumulative_shares
-        lvl = np.select([before < t - _EPS, before < bg - _EPS, before < m - _EPS],
-                        ["top", "big", "medium"], "small")
+        lvl = np.select(
+            [before < t - _EPS, before < bg - _EPS, before < m - _EPS],
+            ["top", "big", "medium"],
+            "small",
+        )
         out[order] = lvl
         out[(revenue.fillna(0.0) <= 0).to_numpy()] = "small"
     return pd.Series(out, index=revenue.index, name="pyramid_level")
@@ -379,9 +411,15 @@ def lifecycle_stages(
         w = pd.Series(days_since_won_back).to_numpy(dtype=float, na_value=np.nan)
         won = np.nan_to_num(w, nan=np.inf) < cfg.won_back_days
     stage = np.select(
-        [d > cfg.lapsed_days, d > cfg.lapsing_days, t < cfg.new_days, won,
-         n >= cfg.loyal_min_orders],
-        ["lapsed", "lapsing", "new", "won back", "loyal"], "active",
+        [
+            d > cfg.lapsed_days,
+            d > cfg.lapsing_days,
+            t < cfg.new_days,
+            won,
+            n >= cfg.loyal_min_orders,
+        ],
+        ["lapsed", "lapsing", "new", "won back", "loyal"],
+        "active",
     ).astype(object)
     flag = (d > cfg.lapsed_days) & (d <= cfg.lapsed_days + cfg.lapsed_within_days)
     return pd.DataFrame({"lifecycle_stage": stage, "lapsed_recently": flag}, index=features.index)
@@ -409,8 +447,9 @@ def lifecycle_flow(
     to = s1.reindex(ids).fillna(NO_LONGER)
     rows = [NOT_YET, *LIFECYCLE_STAGES]
     cols = [*LIFECYCLE_STAGES, *([NO_LONGER] if (to == NO_LONGER).any() else [])]
-    counts = pd.crosstab(pd.Categorical(frm, categories=rows), pd.Categorical(to, categories=cols),
-                         dropna=False)
+    counts = pd.crosstab(
+        pd.Categorical(frm, categories=rows), pd.Categorical(to, categories=cols), dropna=False
+    )
     counts = counts.reindex(index=rows, columns=cols, fill_value=0).astype("int64")
     counts.index.name, counts.columns.name = "from", "to"
     return counts
@@ -426,12 +465,14 @@ def _signed_log1p(x: np.ndarray) -> np.ndarray:
 
 def cluster_pipeline(k: int, seed: int, n_init: int = 4) -> Pipeline:
     """Impute (median), log1p, standardise, KMeans(k)."""
-    return Pipeline([
-        ("impute", SimpleImputer(strategy="median")),
-        ("log1p", FunctionTransformer(_signed_log1p, feature_names_out="one-to-one")),
-        ("scale", StandardScaler()),
-        ("kmeans", KMeans(n_clusters=k, n_init=n_init, random_state=seed)),
-    ])
+    return Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median")),
+            ("log1p", FunctionTransformer(_signed_log1p, feature_names_out="one-to-one")),
+            ("scale", StandardScaler()),
+            ("kmeans", KMeans(n_clusters=k, n_init=n_init, random_state=seed)),
+        ]
+    )
 
 
 @dataclass
@@ -443,16 +484,21 @@ class ClusterResult:
     silhouette: dict[int, float]
     features: list[str]
     pipeline: Pipeline | None = None
-    criterion: str = ("silhouette (euclidean, scaled features) on a seeded sample; "
-                      "max, ties -> lower k")
+    criterion: str = (
+        "silhouette (euclidean, scaled features) on a seeded sample; max, ties -> lower k"
+    )
     sample_size: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (no pipeline)."""
-        return {"k": self.k, "criterion": self.criterion, "sample_size": self.sample_size,
-                "silhouette": {str(k): v for k, v in self.silhouette.items()},
-                "features": self.features}
+        return {
+            "k": self.k,
+            "criterion": self.criterion,
+            "sample_size": self.sample_size,
+            "silhouette": {str(k): v for k, v in self.silhouette.items()},
+            "features": self.features,
+        }
 
 
 def cluster_customers(features: pd.DataFrame, cfg: ClusterConfig | None = None) -> ClusterResult:
@@ -498,10 +544,26 @@ def _cluster_customers(features: pd.DataFrame, cfg: ClusterConfig) -> ClusterRes
 # --------------------------------------------------------------------------- all together
 
 SEGMENT_COLUMNS = [
-    "customer_id", "revenue", "days_since_last_order", "days_since_first_order",
-    "orders_count_total", "rfm_points", "rfm_band", "r_score", "f_score", "m_score", "rfm_code",
-    "rfm_segment", "abc_class", "pyramid_level", "lifecycle_stage", "lapsed_recently",
-    "last_gap_days", "longest_gap_days", "days_since_won_back", "cluster",
+    "customer_id",
+    "revenue",
+    "days_since_last_order",
+    "days_since_first_order",
+    "orders_count_total",
+    "rfm_points",
+    "rfm_band",
+    "r_score",
+    "f_score",
+    "m_score",
+    "rfm_code",
+    "rfm_segment",
+    "abc_class",
+    "pyramid_level",
+    "lifecycle_stage",
+    "lapsed_recently",
+    "last_gap_days",
+    "longest_gap_days",
+    "days_since_won_back",
+    "cluster",
 ]
 
 
@@ -532,20 +594,24 @@ def segment_customers(
         if col not in feats.columns:
             feats[col] = pd.Series(pd.NA, index=feats.index, dtype="Int64")
     revenue = customer_revenue(feats, cfg.revenue)
-    out = pd.DataFrame({
-        "customer_id": feats["customer_id"],
-        "revenue": revenue,
-        "days_since_last_order": feats["days_since_last_order"],
-        "days_since_first_order": feats["days_since_first_order"],
-        "orders_count_total": feats["orders_count_total"],
-        "rfm_points": feats["rfm_points"].astype(float),
-    })
+    out = pd.DataFrame(
+        {
+            "customer_id": feats["customer_id"],
+            "revenue": revenue,
+            "days_since_last_order": feats["days_since_last_order"],
+            "days_since_first_order": feats["days_since_first_order"],
+            "orders_count_total": feats["orders_count_total"],
+            "rfm_points": feats["rfm_points"].astype(float),
+        }
+    )
     out["rfm_band"] = rfm_bands(out["rfm_points"], cfg.rfm_band_edges, cfg.rfm_band_labels)
-    out = out.join(rfm_quintiles(feats, cfg.recency_column, cfg.frequency_column,
-                                 cfg.monetary_column))
+    out = out.join(
+        rfm_quintiles(feats, cfg.recency_column, cfg.frequency_column, cfg.monetary_column)
+    )
     out["abc_class"] = abc_classes(revenue, feats["customer_id"], cfg.abc_cumulative_shares)
-    out["pyramid_level"] = customer_pyramid(revenue, feats["customer_id"],
-                                            cfg.pyramid_cumulative_shares)
+    out["pyramid_level"] = customer_pyramid(
+        revenue, feats["customer_id"], cfg.pyramid_cumulative_shares
+    )
     out = out.join(lifecycle_stages(feats, cfg.lifecycle, feats["days_since_won_back"]))
     for col in gap_cols:
         out[col] = feats[col].astype("Int64")
@@ -586,13 +652,20 @@ def segment_summary(segments: pd.DataFrame, cfg: SegmentsConfig | None = None) -
         for seg in order:
             customers = int(grouped["size"].get(seg, 0))
             revenue = float(grouped["sum"].get(seg, 0.0))
-            rows.append({
-                "scheme": scheme, "segment": seg, "customers": customers,
-                "customer_share": customers / n if n else 0.0,
-                "revenue": revenue, "revenue_share": revenue / total if total else 0.0,
-            })
-    return pd.DataFrame(rows, columns=["scheme", "segment", "customers", "customer_share",
-                                       "revenue", "revenue_share"])
+            rows.append(
+                {
+                    "scheme": scheme,
+                    "segment": seg,
+                    "customers": customers,
+                    "customer_share": customers / n if n else 0.0,
+                    "revenue": revenue,
+                    "revenue_share": revenue / total if total else 0.0,
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=["scheme", "segment", "customers", "customer_share", "revenue", "revenue_share"],
+    )
 
 
 def _natural(label: str) -> tuple[int, str]:

@@ -234,8 +234,7 @@ def _typed_expr(raw: str, dtype: str, fmt: str | None) -> str:
         t = ", ".join(sql_literal(v) for v in _TRUE)
         f = ", ".join(sql_literal(v) for v in _FALSE)
         return (
-            f"(CASE WHEN lower({raw}) IN ({t}) THEN TRUE "
-            f"WHEN lower({raw}) IN ({f}) THEN FALSE END)"
+            f"(CASE WHEN lower({raw}) IN ({t}) THEN TRUE WHEN lower({raw}) IN ({f}) THEN FALSE END)"
         )
     if dtype in ("timestamp", "date") and fmt:
         return f"CAST(try_strptime({raw}, {sql_literal(fmt)}) AS {DUCKDB_TYPES[dtype]})"
@@ -273,15 +272,15 @@ def _source_sql(
 
     selects, reasons = [], []
     for name, mapping in mapped.items():
-        col = table.column(name) if name in table.names else None
-        dtype = col.dtype if col else tsrc.types.get(name, "string")
+        canonical = table.column(name) if name in table.names else None
+        dtype = canonical.dtype if canonical else tsrc.types.get(name, "string")
         fmt = mapping.format if isinstance(mapping, ColumnMap) else None
         fmt = fmt or (tsrc.ts_format if dtype == "timestamp" else None)
         raw = _raw_expr(mapping)
         selects.append(f"{raw} AS {quote_ident('__raw_' + name)}")
         selects.append(f"{_typed_expr(raw, dtype, fmt)} AS {quote_ident(name)}")
         raw_ref, typed_ref = quote_ident("__raw_" + name), quote_ident(name)
-        if col is not None and col.required:
+        if canonical is not None and canonical.required:
             missing_reason = NO_CUSTOMER if name == "customer_id" else f"{name}: missing"
             reasons.append(f"WHEN {raw_ref} IS NULL THEN {sql_literal(missing_reason)}")
         reasons.append(
@@ -309,6 +308,14 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    """The single integer a ``SELECT count(*) ...`` query returns."""
+    row = con.execute(sql).fetchone()
+    if row is None:
+        raise RuntimeError(f"count query returned no row: {sql}")
+    return int(row[0])
 
 
 def ingest_table(
@@ -345,7 +352,7 @@ def ingest_table(
                 THEN {sql_literal(dup)} ELSE __reason END AS __reason)
             FROM __classified"""
         )
-    read = con.execute("SELECT count(*) FROM __classified").fetchone()[0]
+    read = _count(con, "SELECT count(*) FROM __classified")
     by_reason = dict(
         con.execute(
             "SELECT __reason, count(*) FROM __classified WHERE __reason IS NOT NULL "
@@ -354,10 +361,10 @@ def ingest_table(
     )
     accepted_path = Catalog(state, cfg.name).path(table_name)
     quarantine_path = state.quarantine(cfg.name) / f"{table_name}.parquet"
-    cols = ", ".join(quote_ident(c) for c in all_cols)
+    select_cols = ", ".join(quote_ident(c) for c in all_cols)
     with atomic_path(accepted_path) as tmp:
         con.execute(
-            f"COPY (SELECT {cols} FROM __classified WHERE __reason IS NULL "
+            f"COPY (SELECT {select_cols} FROM __classified WHERE __reason IS NULL "
             f"ORDER BY __source, __row) TO {sql_literal(str(tmp))} (FORMAT parquet)"
         )
     source_paths = [f["path"] for f in files]
@@ -369,11 +376,11 @@ def ingest_table(
             f"__raw_json AS raw FROM __classified WHERE __reason IS NOT NULL "
             f"ORDER BY __source, __row) TO {sql_literal(str(tmp))} (FORMAT parquet)"
         )
-    accepted = con.execute(f"SELECT count(*) FROM {parquet_relation(accepted_path)}")
+    accepted = _count(con, f"SELECT count(*) FROM {parquet_relation(accepted_path)}")
     report = TableReport(
         table=table_name,
         read=read,
-        accepted=accepted.fetchone()[0],
+        accepted=accepted,
         quarantined_by_reason=by_reason,
         accepted_path=str(accepted_path),
         quarantine_path=str(quarantine_path),

@@ -26,9 +26,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -67,7 +67,14 @@ PAIR_NUMERIC = [
 SEASON_FEATURES = ["season_sin", "season_cos"]
 PAIR_CATEGORICAL = ["offer_id", "offer_kind"]
 RANK_COLUMNS = [
-    "customer_id", "rank", "offer_id", "kind", "category", "tier", "probability", "value",
+    "customer_id",
+    "rank",
+    "offer_id",
+    "kind",
+    "category",
+    "tier",
+    "probability",
+    "value",
     "expected_value",
 ]
 Kind = Literal["cross_sell", "up_sell", "any"]
@@ -196,7 +203,7 @@ class NBOClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("NBOClassifier needs both taken (1) and not taken (0) pairs")
         self.classes_ = np.array([0, 1])
         self.categories_ = sorted(
-            c[len(SHARE_PREFIX):] for c in X.columns if c.startswith(SHARE_PREFIX)
+            c[len(SHARE_PREFIX) :] for c in X.columns if c.startswith(SHARE_PREFIX)
         )
         key = [c for c in ("customer_id", "as_of") if c in X.columns]
         customers = X.drop_duplicates(key) if key else X
@@ -222,7 +229,10 @@ class NBOClassifier(ClassifierMixin, BaseEstimator):
         )
         season = SEASON_FEATURES if self.seasonal else []
         self.design_names_ = [
-            *self.numeric_, *self.categorical, *PAIR_NUMERIC, *season,
+            *self.numeric_,
+            *self.categorical,
+            *PAIR_NUMERIC,
+            *season,
             *(f"offer_id={o}" for o in self.offer_levels_),
             *(f"offer_kind={k}" for k in self.kind_levels_),
         ]
@@ -245,7 +255,8 @@ class NBOClassifier(ClassifierMixin, BaseEstimator):
         index = {c: i for i, c in enumerate(self.categories_)}
         cat_idx = np.fromiter(
             (index.get(c, -1) if isinstance(c, str) else -1 for c in X["offer_category"]),
-            dtype=int, count=n,
+            dtype=int,
+            count=n,
         )
         has_cat = cat_idx >= 0
         nan = np.full(n, np.nan)
@@ -346,8 +357,8 @@ def ranking_metrics(
     keep = n_rel_g[g] > 0
     f, g, rel = f[keep], g[keep], rel[keep]
     if len(f) == 0:
-        out = {f"{m}_at_{k}": float("nan") for k in ks for m in ("hit", "map", "ndcg")}
-        return {**out, "n_customers": 0.0}
+        empty = {f"{m}_at_{k}": float("nan") for k in ks for m in ("hit", "map", "ndcg")}
+        return {**empty, "n_customers": 0.0}
     tie = pd.factorize(f[tiebreak].astype(str), sort=True)[0]
     order = np.lexsort((tie, -f[score].to_numpy(float), g))
     g, rel = g[order], rel[order]
@@ -364,8 +375,8 @@ def ranking_metrics(
     for k in ks:
         in_k = rank <= k
         hit = np.bincount(g, weights=(rel * in_k), minlength=g.max() + 1)[groups] > 0
-        ap = np.bincount(g, weights=rel * in_k * cum_rel / rank, minlength=g.max() + 1)[groups]
-        ap = ap / np.minimum(k, n_rel)
+        ap_sum = np.bincount(g, weights=rel * in_k * cum_rel / rank, minlength=g.max() + 1)
+        ap = ap_sum[groups] / np.minimum(k, n_rel)
         dcg = np.bincount(g, weights=rel * in_k / np.log2(rank + 1), minlength=g.max() + 1)
         idcg = _idcg(k)[np.minimum(k, n_rel).astype(int)]
         out[f"hit_at_{k}"] = float(hit.mean())
@@ -397,12 +408,17 @@ def top_k(
 
 def _empty_ranking() -> pd.DataFrame:
     """A ranking with no rows and the columns' dtypes."""
-    dtypes = {"rank": "int64", "tier": "float64", "probability": "float64", "value": "float64",
-              "expected_value": "float64"}
+    dtypes = {
+        "rank": "int64",
+        "tier": "float64",
+        "probability": "float64",
+        "value": "float64",
+        "expected_value": "float64",
+    }
     return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in RANK_COLUMNS})
 
 
-class NBOModel(mlflow.pyfunc.PythonModel):
+class NBOModel(PythonModel):
     """Ranks eligible offers per customer by expected value (or probability) for serving.
 
     Holds the calibrated classifier, the uncalibrated ``NBOClassifier`` (category statistics,
@@ -478,7 +494,7 @@ class NBOModel(mlflow.pyfunc.PythonModel):
         if eligible.any():
             pairs = x[eligible].reset_index(drop=True)
             for src, dst in OFFER_ATTRS.items():
-                pairs[dst] = offers.at[0, src]
+                pairs[dst] = offers[src].iloc[0]
             out[eligible] = self.estimator.predict_proba(pairs)[:, 1]
         return out
 

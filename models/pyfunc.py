@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 
-class ScoringModel(mlflow.pyfunc.PythonModel):
+class ScoringModel(PythonModel):
     """Wraps a fitted (calibrated) classifier or regressor and its uncalibrated pipeline.
 
     ``predict`` returns column ``score``: P(positive) for classifiers, the value for regressors.
@@ -51,4 +51,3 @@ class ScoringModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         return pd.DataFrame({"score": self.score(model_input)})
-
