@@ -32,10 +32,22 @@ N_DAYS = 3 * 365
 AS_OF = date(2024, 10, 31)
 #: The churn_v1 features every engine computes (the core of the set).
 CORE = [
-    "days_since_last_order", "days_since_first_order", "orders_count_total", "spend_sum_total",
-    "spend_mean_order", "orders_count_30d", "spend_sum_30d", "orders_count_90d", "spend_sum_90d",
-    "orders_count_365d", "spend_sum_365d", "orders_count_730d", "spend_sum_730d", "returns_share",
-    "categories_distinct", "rfm_points",
+    "days_since_last_order",
+    "days_since_first_order",
+    "orders_count_total",
+    "spend_sum_total",
+    "spend_mean_order",
+    "orders_count_30d",
+    "spend_sum_30d",
+    "orders_count_90d",
+    "spend_sum_90d",
+    "orders_count_365d",
+    "spend_sum_365d",
+    "orders_count_730d",
+    "spend_sum_730d",
+    "returns_share",
+    "categories_distinct",
+    "rfm_points",
 ]
 
 
@@ -107,16 +119,18 @@ def generate_transactions(
             np.random.default_rng([seed, part]), n, first_order, cust_cdf, cust_start, price
         )
         first_order += n_orders
-        table = pa.table({
-            "cust": cols["cust"],
-            "ts": (epoch + cols["sec"].astype("timedelta64[s]")).astype("datetime64[us]"),
-            "ord": cols["order"],
-            "product": cols["product"],
-            "quantity": cols["quantity"].astype(np.float64),
-            "amount": cols["cents"] / 100.0,
-            "is_return": cols["is_return"],
-            "store": cols["store"],
-        })
+        table = pa.table(
+            {
+                "cust": cols["cust"],
+                "ts": (epoch + cols["sec"].astype("timedelta64[s]")).astype("datetime64[us]"),
+                "ord": cols["order"],
+                "product": cols["product"],
+                "quantity": cols["quantity"].astype(np.float64),
+                "amount": cols["cents"] / 100.0,
+                "is_return": cols["is_return"],
+                "store": cols["store"],
+            }
+        )
         con.register("chunk", table)
         con.execute(f"""
             COPY (
@@ -184,34 +198,50 @@ def pandas_features(files: list[str], as_of: date) -> Any:
     cols = ["customer_id", "ts", "order_id", "category", "amount", "is_return"]
     df = pd.concat([pd.read_parquet(f, columns=cols) for f in files], ignore_index=True)
     day = df["ts"].to_numpy().astype("datetime64[D]").astype(np.int64)
-    days_ago = (np.datetime64(as_of.isoformat(), "D").astype(np.int64) - day)
+    days_ago = np.datetime64(as_of.isoformat(), "D").astype(np.int64) - day
     seen = days_ago >= 0
     df = df.loc[seen]
     cust, ids = pd.factorize(df["customer_id"])
-    lines = pd.DataFrame({
-        "cust": cust,
-        "order": pd.factorize(df["order_id"])[0],
-        "cat": pd.factorize(df["category"], use_na_sentinel=True)[0],
-        "amount": df["amount"].to_numpy(),
-        "ret": df["is_return"].fillna(False).to_numpy(bool) | (df["amount"].to_numpy() < 0),
-        "d": days_ago[seen],
-    })
+    lines = pd.DataFrame(
+        {
+            "cust": cust,
+            "order": pd.factorize(df["order_id"])[0],
+            "cat": pd.factorize(df["category"], use_na_sentinel=True)[0],
+            "amount": df["amount"].to_numpy(),
+            "ret": df["is_return"].fillna(False).to_numpy(bool) | (df["amount"].to_numpy() < 0),
+            "d": days_ago[seen],
+        }
+    )
     buys = lines[~lines["ret"]]
     orders = buys.groupby(["cust", "order"], sort=False).agg(d=("d", "max"), amt=("amount", "sum"))
     orders = orders.reset_index()
     g = orders.groupby("cust", sort=False)
-    out = g.agg(days_since_last_order=("d", "min"), days_since_first_order=("d", "max"),
-                orders_count_total=("d", "size"), spend_sum_total=("amt", "sum"),
-                spend_mean_order=("amt", "mean"))
+    out = g.agg(
+        days_since_last_order=("d", "min"),
+        days_since_first_order=("d", "max"),
+        orders_count_total=("d", "size"),
+        spend_sum_total=("amt", "sum"),
+        spend_mean_order=("amt", "mean"),
+    )
     for w in (30, 90, 365, 730):
         inside = orders["d"] < w
-        win = pd.DataFrame({"cust": orders["cust"], "n": inside.astype(np.int64),
-                            "m": orders["amt"].where(inside, 0.0)}).groupby("cust", sort=False)
+        win = pd.DataFrame(
+            {
+                "cust": orders["cust"],
+                "n": inside.astype(np.int64),
+                "m": orders["amt"].where(inside, 0.0),
+            }
+        ).groupby("cust", sort=False)
         sums = win.sum()
         out[f"orders_count_{w}d"] = sums["n"]
         out[f"spend_sum_{w}d"] = sums["m"]
-    amounts = pd.DataFrame({"cust": lines["cust"], "ret": lines["amount"].where(lines["ret"], 0.0),
-                            "buy": lines["amount"].where(~lines["ret"], 0.0)})
+    amounts = pd.DataFrame(
+        {
+            "cust": lines["cust"],
+            "ret": lines["amount"].where(lines["ret"], 0.0),
+            "buy": lines["amount"].where(~lines["ret"], 0.0),
+        }
+    )
     per = amounts.groupby("cust", sort=False).sum().reindex(out.index)
     share = -per["ret"] / per["buy"].where(per["buy"] != 0)
     out["returns_share"] = share.fillna(0.0)
@@ -219,8 +249,11 @@ def pandas_features(files: list[str], as_of: date) -> Any:
     out["categories_distinct"] = cats.groupby("cust").size().reindex(out.index, fill_value=0)
     rec = out["days_since_last_order"].to_numpy()
     r = np.select([rec < 91, rec < 182, rec < 365], [20.0, 10.0, 3.0], 1.0)
-    out["rfm_points"] = (r + np.minimum(4.0 * out["orders_count_730d"], 20.0)
-                         + np.minimum(np.maximum(0.1 * out["spend_sum_730d"], 0.0), 20.0))
+    out["rfm_points"] = (
+        r
+        + np.minimum(4.0 * out["orders_count_730d"], 20.0)
+        + np.minimum(np.maximum(0.1 * out["spend_sum_730d"], 0.0), 20.0)
+    )
     out.insert(0, "customer_id", ids[out.index.to_numpy()])
     return out.sort_values("customer_id").reset_index(drop=True)
 
@@ -322,28 +355,52 @@ def worker(engine: str, data: str, as_of: date, out: Path, memory_limit: str | N
     if engine != "spark":
         seconds = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0  # this process only (not Spark's JVM)
-    rows = len(frame) if frame is not None else con.execute(
-        f"SELECT count(*) FROM read_parquet('{out}')").fetchone()[0]
+    rows = (
+        len(frame)
+        if frame is not None
+        else con.execute(f"SELECT count(*) FROM read_parquet('{out}')").fetchone()[0]
+    )
     if frame is not None:
         frame.to_parquet(out)
-    return {"engine": engine, "seconds": seconds, "cpu_seconds": cpu,
-            "peak_rss_mb": _rss_mb() + extra_rss,
-            "rss_after_imports_mb": rss_imports, "rows": int(rows)}
+    return {
+        "engine": engine,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "peak_rss_mb": _rss_mb() + extra_rss,
+        "rss_after_imports_mb": rss_imports,
+        "rows": int(rows),
+    }
 
 
 # --------------------------------------------------------------------------- driver
 
 
-def run_engine(engine: str, data: str, as_of: date, out: Path,
-               memory_limit: str | None = None, nice: int = 0) -> dict:
+def run_engine(
+    engine: str, data: str, as_of: date, out: Path, memory_limit: str | None = None, nice: int = 0
+) -> dict:
     """Run ``worker`` in a fresh subprocess (its own peak RSS); also time the whole process."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", engine, "--data", data,
-           "--as-of", as_of.isoformat(), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        engine,
+        "--data",
+        data,
+        "--as-of",
+        as_of.isoformat(),
+        "--out",
+        str(out),
+    ]
     if memory_limit:
         cmd += ["--memory-limit", memory_limit]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          preexec_fn=(lambda: os.nice(nice)) if nice else None)
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=(lambda: os.nice(nice)) if nice else None,
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{engine} failed:\n{proc.stderr[-3000:]}")
@@ -355,8 +412,16 @@ def run_engine(engine: str, data: str, as_of: date, out: Path,
 
 def generate_in_subprocess(n_rows: int, out_dir: Path, seed: int) -> str:
     """Generate data in a child process, so this driver stays small (children inherit nothing)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--generate", str(n_rows),
-           "--out", str(out_dir), "--seed", str(seed)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--generate",
+        str(n_rows),
+        "--out",
+        str(out_dir),
+        "--seed",
+        str(seed),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"data generation failed:\n{proc.stderr[-3000:]}")
@@ -386,10 +451,13 @@ def compare(paths: dict[str, Path]) -> dict[str, float]:
 
 def _best(runs: list[dict]) -> dict:
     best = min(runs, key=lambda r: r["seconds"])
-    return {**best, "all_seconds": [round(r["seconds"], 3) for r in runs],
-            "median_seconds": float(np.median([r["seconds"] for r in runs])),
-            "min_cpu_seconds": min(r["cpu_seconds"] for r in runs),
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+    return {
+        **best,
+        "all_seconds": [round(r["seconds"], 3) for r in runs],
+        "median_seconds": float(np.median([r["seconds"] for r in runs])),
+        "min_cpu_seconds": min(r["cpu_seconds"] for r in runs),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,9 +473,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=None, help="data folder (deleted after)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "features.json")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--nice", type=int, default=0,
-                        help="niceness of the engine processes; on a shared machine a negative "
-                             "value (root only) shields the timings from other load")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness of the engine processes; on a shared machine a negative "
+        "value (root only) shields the timings from other load",
+    )
     parser.add_argument("--generate", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -418,8 +490,17 @@ def main(argv: list[str] | None = None) -> int:
         print(generate_transactions(args.generate, args.out, seed=args.seed))
         return 0
     if args.worker:
-        print(json.dumps(worker(args.worker, args.data, date.fromisoformat(args.as_of), args.out,
-                                args.memory_limit if args.worker == "duckdb_copy" else None)))
+        print(
+            json.dumps(
+                worker(
+                    args.worker,
+                    args.data,
+                    date.fromisoformat(args.as_of),
+                    args.out,
+                    args.memory_limit if args.worker == "duckdb_copy" else None,
+                )
+            )
+        )
         return 0
 
     base = args.work_dir or Path(os.environ.get("PATRON_HOME") or tempfile.gettempdir())
@@ -446,8 +527,11 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     for i in range(args.repeat):  # interleaved, so load from elsewhere hits every engine alike
         for e in engines:
             runs[e].append(run_engine(e, data, AS_OF, outs[e], nice=args.nice))
-            print(f"  run {i + 1}/{args.repeat} {e:14s} {runs[e][-1]['seconds']:7.2f} s "
-                  f"{runs[e][-1]['peak_rss_mb']:7.0f} MB", flush=True)
+            print(
+                f"  run {i + 1}/{args.repeat} {e:14s} {runs[e][-1]['seconds']:7.2f} s "
+                f"{runs[e][-1]['peak_rss_mb']:7.0f} MB",
+                flush=True,
+            )
     if args.spark:
         runs["spark"] = [run_engine("spark", data, AS_OF, work / "spark.parquet", nice=args.nice)]
         outs["spark"] = work / "spark.parquet"
@@ -466,16 +550,24 @@ def _run(args: argparse.Namespace, work: Path) -> int:
         "speedup_vs_pandas_median": median["pandas"] / median["duckdb"],
         "ratio_to_floor_median": median["duckdb"] / median["floor"],
         "raw_seconds": {e: b["seconds"] for e, b in best.items()},
-        "cpu_speedup_vs_pandas": (best["pandas"]["min_cpu_seconds"]
-                                  / best["duckdb"]["min_cpu_seconds"]),
+        "cpu_speedup_vs_pandas": (
+            best["pandas"]["min_cpu_seconds"] / best["duckdb"]["min_cpu_seconds"]
+        ),
         "load_average_1min_at_start": load_start,
         "nice": args.nice,
         "max_rel_diff_vs_duckdb": diffs,
         "engines": best,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "duckdb": duckdb.__version__, "pandas": pd.__version__},
-        "goals": {"speedup_vs_pandas": ">= 4", "ratio_to_floor": "<= 1.5",
-                  "peak_rss_mb_100m": "< 8192"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "duckdb": duckdb.__version__,
+            "pandas": pd.__version__,
+        },
+        "goals": {
+            "speedup_vs_pandas": ">= 4",
+            "ratio_to_floor": "<= 1.5",
+            "peak_rss_mb_100m": "< 8192",
+        },
     }
     shutil.rmtree(work / "tx")
     if not args.skip_100m:
@@ -485,11 +577,24 @@ def _run(args: argparse.Namespace, work: Path) -> int:
         big_data = generate_in_subprocess(big, work / "tx_big", args.seed + 1)
         big_gen = time.perf_counter() - t0
         print(f"  {big_gen:.0f} s; building the snapshot out of core ...", flush=True)
-        snap = run_engine("duckdb_copy", big_data, AS_OF, work / "snapshot_big.parquet",
-                          memory_limit=args.memory_limit, nice=args.nice)
-        result.update({"transactions_100m": big, "peak_rss_mb_100m": snap["peak_rss_mb"],
-                       "seconds_100m": snap["seconds"], "customers_100m": snap["rows"],
-                       "memory_limit_100m": args.memory_limit, "generate_seconds_100m": big_gen})
+        snap = run_engine(
+            "duckdb_copy",
+            big_data,
+            AS_OF,
+            work / "snapshot_big.parquet",
+            memory_limit=args.memory_limit,
+            nice=args.nice,
+        )
+        result.update(
+            {
+                "transactions_100m": big,
+                "peak_rss_mb_100m": snap["peak_rss_mb"],
+                "seconds_100m": snap["seconds"],
+                "customers_100m": snap["rows"],
+                "memory_limit_100m": args.memory_limit,
+                "generate_seconds_100m": big_gen,
+            }
+        )
         shutil.rmtree(work / "tx_big")
     _print_table(result)
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -499,24 +604,34 @@ def _run(args: argparse.Namespace, work: Path) -> int:
 
 
 def _print_table(r: dict[str, Any]) -> None:
-    print(f"\nchurn_v1 core ({len(CORE)} features), {r['transactions']:,} transactions -> "
-          f"{r['customers']:,} customers, best of {len(r['engines']['duckdb']['all_seconds'])}")
-    print(f"{'engine':16s} {'best s':>7s} {'median s':>9s} {'CPU s':>7s} {'peak RSS MB':>12s} "
-          f"{'max rel diff':>13s}")
+    print(
+        f"\nchurn_v1 core ({len(CORE)} features), {r['transactions']:,} transactions -> "
+        f"{r['customers']:,} customers, best of {len(r['engines']['duckdb']['all_seconds'])}"
+    )
+    print(
+        f"{'engine':16s} {'best s':>7s} {'median s':>9s} {'CPU s':>7s} {'peak RSS MB':>12s} "
+        f"{'max rel diff':>13s}"
+    )
     for name, e in r["engines"].items():
         diff = r["max_rel_diff_vs_duckdb"].get(name)
-        print(f"{name:16s} {e['seconds']:7.2f} {e['median_seconds']:9.2f} "
-              f"{e['min_cpu_seconds']:7.2f} {e['peak_rss_mb']:12.0f} "
-              f"{'' if diff is None else f'{diff:13.1e}'}")
-    print(f"speed-up vs pandas {r['speedup_vs_pandas']:.2f} (goal >= 4; medians "
-          f"{r['speedup_vs_pandas_median']:.2f}, CPU time {r['cpu_speedup_vs_pandas']:.2f}); "
-          f"ratio to floor {r['ratio_to_floor']:.2f} (goal <= 1.5; medians "
-          f"{r['ratio_to_floor_median']:.2f}); load average at start "
-          f"{r['load_average_1min_at_start']:.1f}")
+        print(
+            f"{name:16s} {e['seconds']:7.2f} {e['median_seconds']:9.2f} "
+            f"{e['min_cpu_seconds']:7.2f} {e['peak_rss_mb']:12.0f} "
+            f"{'' if diff is None else f'{diff:13.1e}'}"
+        )
+    print(
+        f"speed-up vs pandas {r['speedup_vs_pandas']:.2f} (goal >= 4; medians "
+        f"{r['speedup_vs_pandas_median']:.2f}, CPU time {r['cpu_speedup_vs_pandas']:.2f}); "
+        f"ratio to floor {r['ratio_to_floor']:.2f} (goal <= 1.5; medians "
+        f"{r['ratio_to_floor_median']:.2f}); load average at start "
+        f"{r['load_average_1min_at_start']:.1f}"
+    )
     if "peak_rss_mb_100m" in r:
-        print(f"{r['transactions_100m']:,} transactions out of core (memory_limit "
-              f"{r['memory_limit_100m']}): {r['seconds_100m']:.1f} s, peak RSS "
-              f"{r['peak_rss_mb_100m']:.0f} MB (goal < 8192), {r['customers_100m']:,} customers")
+        print(
+            f"{r['transactions_100m']:,} transactions out of core (memory_limit "
+            f"{r['memory_limit_100m']}): {r['seconds_100m']:.1f} s, peak RSS "
+            f"{r['peak_rss_mb_100m']:.0f} MB (goal < 8192), {r['customers_100m']:,} customers"
+        )
 
 
 if __name__ == "__main__":

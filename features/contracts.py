@@ -1,4 +1,4 @@
-"""Canonical tables: the data contracts every dataset is mapped onto (see PRODUCT.md, Data contracts).
+"""Canonical tables: the data contracts every dataset is mapped onto (PRODUCT.md, Data contracts).
 
 A contract names each canonical column, its type and whether it is required. Validation happens in
 ``features.sources`` (in DuckDB, row by row); this module is data only.
@@ -37,7 +37,7 @@ class Column:
 
 @dataclass(frozen=True)
 class Table:
-    """A canonical table: its columns, an optional unique key, and whether extra columns pass through."""
+    """A canonical table: its columns, an optional unique key, do extra columns pass through."""
 
     name: str
     columns: tuple[Column, ...]

@@ -149,35 +149,90 @@ def _window_features(days: int) -> list[Feature]:
 def _core_features(rfm: RFMPointsConfig) -> list[Feature]:
     h = rfm.history_days
     return [
-        Feature("days_since_last_order", "orders", "min(days_ago)", "integer", None,
-                "recency: days from the last order to the cutoff"),
-        Feature("days_since_first_order", "orders", "max(days_ago)", "integer", None,
-                "tenure: days from the first order to the cutoff"),
-        Feature("orders_count_total", "orders", "count(*)", "integer", None,
-                "frequency: orders up to the cutoff"),
-        Feature("spend_sum_total", "orders", "sum(amount)", "double", None,
-                "monetary: spend on all orders up to the cutoff"),
-        Feature("spend_mean_order", "orders", "avg(amount)", "double", None,
-                "monetary: mean order value"),
+        Feature(
+            "days_since_last_order",
+            "orders",
+            "min(days_ago)",
+            "integer",
+            None,
+            "recency: days from the last order to the cutoff",
+        ),
+        Feature(
+            "days_since_first_order",
+            "orders",
+            "max(days_ago)",
+            "integer",
+            None,
+            "tenure: days from the first order to the cutoff",
+        ),
+        Feature(
+            "orders_count_total",
+            "orders",
+            "count(*)",
+            "integer",
+            None,
+            "frequency: orders up to the cutoff",
+        ),
+        Feature(
+            "spend_sum_total",
+            "orders",
+            "sum(amount)",
+            "double",
+            None,
+            "monetary: spend on all orders up to the cutoff",
+        ),
+        Feature(
+            "spend_mean_order",
+            "orders",
+            "avg(amount)",
+            "double",
+            None,
+            "monetary: mean order value",
+        ),
         *_window_features(30),
         *_window_features(90),
         *_window_features(365),
-        Feature(f"orders_count_{h}d", "orders", f"count(*) FILTER (WHERE days_ago < {h})",
-                "integer", h, "orders in the RFM history window"),
-        Feature(f"spend_sum_{h}d", "orders",
-                f"coalesce(sum(amount) FILTER (WHERE days_ago < {h}), 0.0)", "double", h,
-                "spend in the RFM history window"),
-        Feature("returns_share", "lines",
-                "coalesce(-sum(amount) FILTER (WHERE is_return) / "
-                "NULLIF(sum(amount) FILTER (WHERE NOT is_return), 0.0), 0.0)",
-                "double", None, "returned value / purchased value, up to the cutoff"),
-        Feature("categories_distinct", "lines",
-                "count(DISTINCT category) FILTER (WHERE NOT is_return)", "integer", None,
-                "distinct categories bought up to the cutoff"),
-        Feature("rfm_points", "derived",
-                rfm_points_sql(rfm, "days_since_last_order", f"orders_count_{h}d",
-                               f"spend_sum_{h}d"),
-                "double", h, "RFM points score R + F + M (max 60), the literature's scheme"),
+        Feature(
+            f"orders_count_{h}d",
+            "orders",
+            f"count(*) FILTER (WHERE days_ago < {h})",
+            "integer",
+            h,
+            "orders in the RFM history window",
+        ),
+        Feature(
+            f"spend_sum_{h}d",
+            "orders",
+            f"coalesce(sum(amount) FILTER (WHERE days_ago < {h}), 0.0)",
+            "double",
+            h,
+            "spend in the RFM history window",
+        ),
+        Feature(
+            "returns_share",
+            "lines",
+            "coalesce(-sum(amount) FILTER (WHERE is_return) / "
+            "NULLIF(sum(amount) FILTER (WHERE NOT is_return), 0.0), 0.0)",
+            "double",
+            None,
+            "returned value / purchased value, up to the cutoff",
+        ),
+        Feature(
+            "categories_distinct",
+            "lines",
+            "count(DISTINCT category) FILTER (WHERE NOT is_return)",
+            "integer",
+            None,
+            "distinct categories bought up to the cutoff",
+        ),
+        Feature(
+            "rfm_points",
+            "derived",
+            rfm_points_sql(rfm, "days_since_last_order", f"orders_count_{h}d", f"spend_sum_{h}d"),
+            "double",
+            h,
+            "RFM points score R + F + M (max 60), the literature's scheme",
+        ),
     ]
 
 
@@ -193,20 +248,42 @@ def _tagged(family: str, feats: Iterable[Feature]) -> list[Feature]:
 def _rfm_family(rfm: RFMPointsConfig) -> list[Feature]:
     h = rfm.history_days
     core = {f.name: f for f in _core_features(rfm)}
-    feats = [core[n] for n in ("days_since_last_order", "orders_count_total", "spend_sum_total",
-                               "spend_mean_order")]
+    feats = [
+        core[n]
+        for n in (
+            "days_since_last_order",
+            "orders_count_total",
+            "spend_sum_total",
+            "spend_mean_order",
+        )
+    ]
     for w in dict.fromkeys((*CRM_WINDOWS, h)):  # the history window, unless already a window
         feats += _window_features(w)
     feats += [
-        Feature("rfm_recency_points", "derived",
-                f"CAST({rfm_recency_points_sql(rfm, 'days_since_last_order')} AS DOUBLE)",
-                "double", None, "R points of the RFM scheme (by days since the last order)"),
-        Feature("rfm_frequency_points", "derived",
-                rfm_frequency_points_sql(rfm, f"orders_count_{h}d"), "double", h,
-                "F points of the RFM scheme (per order in the history window, capped)"),
-        Feature("rfm_monetary_points", "derived",
-                rfm_monetary_points_sql(rfm, f"spend_sum_{h}d"), "double", h,
-                "M points of the RFM scheme (share of the history spend, capped)"),
+        Feature(
+            "rfm_recency_points",
+            "derived",
+            f"CAST({rfm_recency_points_sql(rfm, 'days_since_last_order')} AS DOUBLE)",
+            "double",
+            None,
+            "R points of the RFM scheme (by days since the last order)",
+        ),
+        Feature(
+            "rfm_frequency_points",
+            "derived",
+            rfm_frequency_points_sql(rfm, f"orders_count_{h}d"),
+            "double",
+            h,
+            "F points of the RFM scheme (per order in the history window, capped)",
+        ),
+        Feature(
+            "rfm_monetary_points",
+            "derived",
+            rfm_monetary_points_sql(rfm, f"spend_sum_{h}d"),
+            "double",
+            h,
+            "M points of the RFM scheme (share of the history spend, capped)",
+        ),
         core["rfm_points"],
     ]
     return _tagged("rfm", feats)
@@ -219,88 +296,215 @@ def _trend_family() -> list[Feature]:
     spend_before = f"coalesce(sum(amount) FILTER (WHERE {before}), 0.0)"
     orders_now = f"count(*) FILTER (WHERE {now})"
     orders_before = f"count(*) FILTER (WHERE {before})"
-    return _tagged("trend", [
-        Feature("spend_trend_diff_180d", "orders", f"{spend_now} - {spend_before}", "double", 180,
-                "spend in the last 90 days minus spend in the 90 days before"),
-        Feature("spend_trend_ratio_180d", "orders", f"{spend_now} / NULLIF({spend_before}, 0.0)",
-                "double", 180,
-                "spend in the last 90 days / spend in the 90 days before (NULL when that is 0)"),
-        Feature("orders_trend_diff_180d", "orders", f"{orders_now} - {orders_before}", "integer",
-                180, "orders in the last 90 days minus orders in the 90 days before"),
-        Feature("orders_trend_ratio_180d", "orders", f"{orders_now} / NULLIF({orders_before}, 0)",
-                "double", 180,
-                "orders in the last 90 days / orders in the 90 days before (NULL when that is 0)"),
-    ])
+    return _tagged(
+        "trend",
+        [
+            Feature(
+                "spend_trend_diff_180d",
+                "orders",
+                f"{spend_now} - {spend_before}",
+                "double",
+                180,
+                "spend in the last 90 days minus spend in the 90 days before",
+            ),
+            Feature(
+                "spend_trend_ratio_180d",
+                "orders",
+                f"{spend_now} / NULLIF({spend_before}, 0.0)",
+                "double",
+                180,
+                "spend in the last 90 days / spend in the 90 days before (NULL when that is 0)",
+            ),
+            Feature(
+                "orders_trend_diff_180d",
+                "orders",
+                f"{orders_now} - {orders_before}",
+                "integer",
+                180,
+                "orders in the last 90 days minus orders in the 90 days before",
+            ),
+            Feature(
+                "orders_trend_ratio_180d",
+                "orders",
+                f"{orders_now} / NULLIF({orders_before}, 0)",
+                "double",
+                180,
+                "orders in the last 90 days / orders in the 90 days before (NULL when that is 0)",
+            ),
+        ],
+    )
 
 
 def _interpurchase_family() -> list[Feature]:
-    return _tagged("interpurchase", [
-        Feature("interpurchase_days_mean", "orders", "avg(gap_days)", "double", None,
-                "mean days between consecutive orders (NULL with one order)"),
-        Feature("interpurchase_days_std", "orders", "stddev_samp(gap_days)", "double", None,
-                "sample std of the days between consecutive orders (NULL with < 3 orders)"),
-        Feature("days_overdue", "derived", "days_since_last_order - interpurchase_days_mean",
-                "double", None,
-                "days since the last order minus the mean gap: > 0 when the next order is late"),
-    ])
+    return _tagged(
+        "interpurchase",
+        [
+            Feature(
+                "interpurchase_days_mean",
+                "orders",
+                "avg(gap_days)",
+                "double",
+                None,
+                "mean days between consecutive orders (NULL with one order)",
+            ),
+            Feature(
+                "interpurchase_days_std",
+                "orders",
+                "stddev_samp(gap_days)",
+                "double",
+                None,
+                "sample std of the days between consecutive orders (NULL with < 3 orders)",
+            ),
+            Feature(
+                "days_overdue",
+                "derived",
+                "days_since_last_order - interpurchase_days_mean",
+                "double",
+                None,
+                "days since the last order minus the mean gap: > 0 when the next order is late",
+            ),
+        ],
+    )
 
 
 def _basket_family() -> list[Feature]:
-    return _tagged("basket", [
-        Feature("lines_mean_order", "orders", "avg(n_lines)", "double", None,
-                "basket size: mean (non-return) lines per order"),
-        Feature("units_mean_order", "orders", "avg(n_units)", "double", None,
-                "basket size: mean units (sum of quantity) per order"),
-        Feature("spend_max_order", "orders", "max(amount)", "double", None,
-                "basket value: largest order value"),
-        Feature("spend_mean_order_365d", "orders", "avg(amount) FILTER (WHERE days_ago < 365)",
-                "double", 365, "basket value: mean order value in the last 365 days"),
-    ])
+    return _tagged(
+        "basket",
+        [
+            Feature(
+                "lines_mean_order",
+                "orders",
+                "avg(n_lines)",
+                "double",
+                None,
+                "basket size: mean (non-return) lines per order",
+            ),
+            Feature(
+                "units_mean_order",
+                "orders",
+                "avg(n_units)",
+                "double",
+                None,
+                "basket size: mean units (sum of quantity) per order",
+            ),
+            Feature(
+                "spend_max_order",
+                "orders",
+                "max(amount)",
+                "double",
+                None,
+                "basket value: largest order value",
+            ),
+            Feature(
+                "spend_mean_order_365d",
+                "orders",
+                "avg(amount) FILTER (WHERE days_ago < 365)",
+                "double",
+                365,
+                "basket value: mean order value in the last 365 days",
+            ),
+        ],
+    )
 
 
 def _category_family() -> list[Feature]:
-    return _tagged("category", [
-        Feature("categories_distinct", "lines",
-                "count(DISTINCT category) FILTER (WHERE NOT is_return)", "integer", None,
-                "distinct categories bought up to the cutoff"),
-        Feature("products_distinct", "lines",
-                "count(DISTINCT product_id) FILTER (WHERE NOT is_return)", "integer", None,
-                "distinct products bought up to the cutoff"),
-        Feature("category_share_max", "categories", "max(share)", "double", None,
-                "share of spend in the customer's top category (1 = single-category buyer)"),
-        Feature("category_entropy", "categories",
-                "-sum(share * ln(share)) FILTER (WHERE share > 0)", "double", None,
-                "Shannon entropy (nats) of the spend shares over categories (0 = one category)"),
-    ])
+    return _tagged(
+        "category",
+        [
+            Feature(
+                "categories_distinct",
+                "lines",
+                "count(DISTINCT category) FILTER (WHERE NOT is_return)",
+                "integer",
+                None,
+                "distinct categories bought up to the cutoff",
+            ),
+            Feature(
+                "products_distinct",
+                "lines",
+                "count(DISTINCT product_id) FILTER (WHERE NOT is_return)",
+                "integer",
+                None,
+                "distinct products bought up to the cutoff",
+            ),
+            Feature(
+                "category_share_max",
+                "categories",
+                "max(share)",
+                "double",
+                None,
+                "share of spend in the customer's top category (1 = single-category buyer)",
+            ),
+            Feature(
+                "category_entropy",
+                "categories",
+                "-sum(share * ln(share)) FILTER (WHERE share > 0)",
+                "double",
+                None,
+                "Shannon entropy (nats) of the spend shares over categories (0 = one category)",
+            ),
+        ],
+    )
 
 
 def _returns_family() -> list[Feature]:
     core = {f.name: f for f in _core_features(RFMPointsConfig())}
-    return _tagged("returns", [
-        core["returns_share"],
-        Feature("returns_share_365d", "lines",
+    return _tagged(
+        "returns",
+        [
+            core["returns_share"],
+            Feature(
+                "returns_share_365d",
+                "lines",
                 "coalesce(-sum(amount) FILTER (WHERE is_return AND days_ago < 365) / "
                 "NULLIF(sum(amount) FILTER (WHERE NOT is_return AND days_ago < 365), 0.0), 0.0)",
-                "double", 365, "returned value / purchased value, last 365 days"),
-        Feature("returns_lines_share", "lines",
-                "count(*) FILTER (WHERE is_return) / NULLIF(count(*), 0)", "double", None,
-                "share of the customer's lines that are returns / cancellations"),
-        Feature("returns_orders_share", "lines",
+                "double",
+                365,
+                "returned value / purchased value, last 365 days",
+            ),
+            Feature(
+                "returns_lines_share",
+                "lines",
+                "count(*) FILTER (WHERE is_return) / NULLIF(count(*), 0)",
+                "double",
+                None,
+                "share of the customer's lines that are returns / cancellations",
+            ),
+            Feature(
+                "returns_orders_share",
+                "lines",
                 "count(DISTINCT order_id) FILTER (WHERE is_return) / "
-                "NULLIF(count(DISTINCT order_id), 0)", "double", None,
-                "cancellation rate: share of the customer's order ids with a return line"),
-    ])
+                "NULLIF(count(DISTINCT order_id), 0)",
+                "double",
+                None,
+                "cancellation rate: share of the customer's order ids with a return line",
+            ),
+        ],
+    )
 
 
 def _season_family() -> list[Feature]:
-    return _tagged("season", [
-        Feature("orders_share_weekend", "orders",
-                "count(*) FILTER (WHERE order_weekday >= 5) / NULLIF(count(*), 0)", "double", None,
-                "share of orders placed on a Saturday or Sunday"),
-        Feature("orders_share_novdec", "orders",
-                "count(*) FILTER (WHERE order_month >= 11) / NULLIF(count(*), 0)", "double", None,
-                "share of orders placed in November or December"),
-    ])
+    return _tagged(
+        "season",
+        [
+            Feature(
+                "orders_share_weekend",
+                "orders",
+                "count(*) FILTER (WHERE order_weekday >= 5) / NULLIF(count(*), 0)",
+                "double",
+                None,
+                "share of orders placed on a Saturday or Sunday",
+            ),
+            Feature(
+                "orders_share_novdec",
+                "orders",
+                "count(*) FILTER (WHERE order_month >= 11) / NULLIF(count(*), 0)",
+                "double",
+                None,
+                "share of orders placed in November or December",
+            ),
+        ],
+    )
 
 
 def _tenure_family() -> list[Feature]:
@@ -308,59 +512,136 @@ def _tenure_family() -> list[Feature]:
     return _tagged("tenure", [core["days_since_first_order"]])
 
 
-ENGAGEMENT_EVENTS = (("visit", "visits"), ("email_open", "email_opens"), ("click", "clicks"),
-                     ("complaint", "complaints"))
+ENGAGEMENT_EVENTS = (
+    ("visit", "visits"),
+    ("email_open", "email_opens"),
+    ("click", "clicks"),
+    ("complaint", "complaints"),
+)
 
 
 def _engagement_family() -> list[Feature]:
     feats = [
-        Feature(f"{what}_count_{w}d", "events",
-                f"count(*) FILTER (WHERE event_type = '{etype}' AND days_ago < {w})", "integer",
-                w, f"{etype} events in the last {w} days", default=0.0)
+        Feature(
+            f"{what}_count_{w}d",
+            "events",
+            f"count(*) FILTER (WHERE event_type = '{etype}' AND days_ago < {w})",
+            "integer",
+            w,
+            f"{etype} events in the last {w} days",
+            default=0.0,
+        )
         for w in (30, 90)
         for etype, what in ENGAGEMENT_EVENTS
     ]
     feats += [
-        Feature("days_since_last_event", "events", "min(days_ago)", "integer", None,
-                "days from the last event of any type to the cutoff (NULL: no event)"),
-        Feature("days_since_last_visit", "events",
-                "min(days_ago) FILTER (WHERE event_type = 'visit')", "integer", None,
-                "days from the last visit to the cutoff (NULL: no visit)"),
-        Feature("clicks_per_open_90d", "events",
-                "count(*) FILTER (WHERE event_type = 'click' AND days_ago < 90) / "
-                "NULLIF(count(*) FILTER (WHERE event_type = 'email_open' AND days_ago < 90), 0)",
-                "double", 90, "clicks / e-mail opens in the last 90 days (NULL: no open)"),
+        Feature(
+            "days_since_last_event",
+            "events",
+            "min(days_ago)",
+            "integer",
+            None,
+            "days from the last event of any type to the cutoff (NULL: no event)",
+        ),
+        Feature(
+            "days_since_last_visit",
+            "events",
+            "min(days_ago) FILTER (WHERE event_type = 'visit')",
+            "integer",
+            None,
+            "days from the last visit to the cutoff (NULL: no visit)",
+        ),
+        Feature(
+            "clicks_per_open_90d",
+            "events",
+            "count(*) FILTER (WHERE event_type = 'click' AND days_ago < 90) / "
+            "NULLIF(count(*) FILTER (WHERE event_type = 'email_open' AND days_ago < 90), 0)",
+            "double",
+            90,
+            "clicks / e-mail opens in the last 90 days (NULL: no open)",
+        ),
     ]
     return _tagged("engagement", feats)
 
 
 def _customer_family() -> list[Feature]:
-    return _tagged("customer", [
-        Feature("signup_tenure_days", "customers",
-                "CASE WHEN signup_days_ago >= 0 THEN signup_days_ago END", "integer", None,
-                "days from sign-up to the cutoff (NULL: unknown or after the cutoff)"),
-        Feature("country", "customers", "CAST(country AS VARCHAR)", "string", None,
-                "country code as recorded; encode with UnseenCategoryEncoder"),
-    ])
+    return _tagged(
+        "customer",
+        [
+            Feature(
+                "signup_tenure_days",
+                "customers",
+                "CASE WHEN signup_days_ago >= 0 THEN signup_days_ago END",
+                "integer",
+                None,
+                "days from sign-up to the cutoff (NULL: unknown or after the cutoff)",
+            ),
+            Feature(
+                "country",
+                "customers",
+                "CAST(country AS VARCHAR)",
+                "string",
+                None,
+                "country code as recorded; encode with UnseenCategoryEncoder",
+            ),
+        ],
+    )
 
 
 def _household_family() -> list[Feature]:
-    return _tagged("household", [
-        Feature("household_customers_count", "households", "count(DISTINCT customer_id)",
-                "integer", None, "customers of the household with an order up to the cutoff"),
-        Feature("household_orders_count_total", "households", "count(*)", "integer", None,
-                "orders of the whole household up to the cutoff"),
-        Feature("household_orders_count_365d", "households",
-                "count(*) FILTER (WHERE days_ago < 365)", "integer", 365,
-                "orders of the whole household in the last 365 days"),
-        Feature("household_spend_sum_total", "households", "sum(amount)", "double", None,
-                "spend of the whole household up to the cutoff"),
-        Feature("household_spend_sum_365d", "households",
-                "coalesce(sum(amount) FILTER (WHERE days_ago < 365), 0.0)", "double", 365,
-                "spend of the whole household in the last 365 days"),
-        Feature("household_days_since_last_order", "households", "min(days_ago)", "integer",
-                None, "days from the household's last order to the cutoff"),
-    ])
+    return _tagged(
+        "household",
+        [
+            Feature(
+                "household_customers_count",
+                "households",
+                "count(DISTINCT customer_id)",
+                "integer",
+                None,
+                "customers of the household with an order up to the cutoff",
+            ),
+            Feature(
+                "household_orders_count_total",
+                "households",
+                "count(*)",
+                "integer",
+                None,
+                "orders of the whole household up to the cutoff",
+            ),
+            Feature(
+                "household_orders_count_365d",
+                "households",
+                "count(*) FILTER (WHERE days_ago < 365)",
+                "integer",
+                365,
+                "orders of the whole household in the last 365 days",
+            ),
+            Feature(
+                "household_spend_sum_total",
+                "households",
+                "sum(amount)",
+                "double",
+                None,
+                "spend of the whole household up to the cutoff",
+            ),
+            Feature(
+                "household_spend_sum_365d",
+                "households",
+                "coalesce(sum(amount) FILTER (WHERE days_ago < 365), 0.0)",
+                "double",
+                365,
+                "spend of the whole household in the last 365 days",
+            ),
+            Feature(
+                "household_days_since_last_order",
+                "households",
+                "min(days_ago)",
+                "integer",
+                None,
+                "days from the household's last order to the cutoff",
+            ),
+        ],
+    )
 
 
 def category_share_features(
@@ -373,11 +654,19 @@ def category_share_features(
     for cat in categories:
         slug = re.sub(r"[^a-z0-9]+", "_", cat.lower()).strip("_")
         lit = cat.replace("'", "''")
-        feats.append(Feature(
-            f"spend_share_{slug}_{suffix}", "lines",
-            f"coalesce(sum(amount) FILTER (WHERE NOT is_return AND category = '{lit}'{within}) / "
-            f"NULLIF(sum(amount) FILTER (WHERE NOT is_return{within}), 0.0), 0.0)",
-            "double", window_days, f"share of spend in category {cat!r}", family="category"))
+        feats.append(
+            Feature(
+                f"spend_share_{slug}_{suffix}",
+                "lines",
+                "coalesce(sum(amount) FILTER "
+                f"(WHERE NOT is_return AND category = '{lit}'{within}) / "
+                f"NULLIF(sum(amount) FILTER (WHERE NOT is_return{within}), 0.0), 0.0)",
+                "double",
+                window_days,
+                f"share of spend in category {cat!r}",
+                family="category",
+            )
+        )
     return feats
 
 
@@ -441,9 +730,16 @@ class FeatureSet:
     def describe(self) -> list[dict[str, object]]:
         """The set as data, for MLflow and docs."""
         return [
-            {"name": f.name, "level": f.level, "dtype": f.dtype, "window_days": f.window_days,
-             "description": f.description, "family": f.family, "sql": f.sql,
-             "default": f.default}
+            {
+                "name": f.name,
+                "level": f.level,
+                "dtype": f.dtype,
+                "window_days": f.window_days,
+                "description": f.description,
+                "family": f.family,
+                "sql": f.sql,
+                "default": f.default,
+            }
             for f in self.features
         ]
 
@@ -455,25 +751,38 @@ def _set(name: str, description: str, feats: Iterable[Feature]) -> FeatureSet:
 def _sets(rfm: RFMPointsConfig) -> dict[str, Callable[[], FeatureSet]]:
     return {
         "churn_v1": lambda: FeatureSet(
-            "churn_v1", tuple(_core_features(rfm)),
+            "churn_v1",
+            tuple(_core_features(rfm)),
             "RFM, order counts and spend in 30/90/365-day windows, tenure, returns, categories",
         ),
         "crm_v1": lambda: _set(
             "crm_v1",
             "transactions only: RFM and 7/30/90/180/365-day windows, trends, inter-purchase time,"
             " basket, category mix, returns, seasonality, tenure",
-            [*_rfm_family(rfm), *_tenure_family(), *_trend_family(), *_interpurchase_family(),
-             *_basket_family(), *_category_family(), *_returns_family(), *_season_family()],
+            [
+                *_rfm_family(rfm),
+                *_tenure_family(),
+                *_trend_family(),
+                *_interpurchase_family(),
+                *_basket_family(),
+                *_category_family(),
+                *_returns_family(),
+                *_season_family(),
+            ],
         ),
         "crm_engagement_v1": lambda: _set(
-            "crm_engagement_v1", "engagement counts from the optional events table",
-            _engagement_family()),
+            "crm_engagement_v1",
+            "engagement counts from the optional events table",
+            _engagement_family(),
+        ),
         "crm_customer_v1": lambda: _set(
-            "crm_customer_v1", "attributes from the optional customers table",
-            _customer_family()),
+            "crm_customer_v1", "attributes from the optional customers table", _customer_family()
+        ),
         "crm_household_v1": lambda: _set(
-            "crm_household_v1", "household aggregates from an optional customer -> household map",
-            _household_family()),
+            "crm_household_v1",
+            "household aggregates from an optional customer -> household map",
+            _household_family(),
+        ),
     }
 
 
@@ -539,8 +848,10 @@ def catalogue_markdown(names: Sequence[str] = RELEASED_SETS) -> str:
         for f in fs.features:
             window = f"{f.window_days} d" if f.window_days else "all"
             sql = f.sql.replace("|", "\\|")
-            out.append(f"| `{f.name}` | {f.family or '-'} | {f.level} | {f.dtype} | {window} | "
-                       f"{f.description} | `{sql}` |")
+            out.append(
+                f"| `{f.name}` | {f.family or '-'} | {f.level} | {f.dtype} | {window} | "
+                f"{f.description} | `{sql}` |"
+            )
         out.append("")
     return "\n".join(out)
 
@@ -557,8 +868,9 @@ class UnseenCategoryEncoder(TransformerMixin, BaseEstimator):
     with numeric features. Values are compared as strings.
     """
 
-    def __init__(self, min_frequency: int = 1, other: str = "__other__",
-                 missing: str = "__missing__") -> None:
+    def __init__(
+        self, min_frequency: int = 1, other: str = "__other__", missing: str = "__missing__"
+    ) -> None:
         self.min_frequency = min_frequency
         self.other = other
         self.missing = missing
@@ -581,8 +893,9 @@ class UnseenCategoryEncoder(TransformerMixin, BaseEstimator):
         self.categories_ = []
         for j in range(frame.shape[1]):
             counts = frame.iloc[:, j].value_counts()
-            kept = sorted(str(c) for c in counts.index[counts >= self.min_frequency]
-                          if c != self.other)
+            kept = sorted(
+                str(c) for c in counts.index[counts >= self.min_frequency] if c != self.other
+            )
             self.categories_.append(np.asarray([*kept, self.other], dtype=object))
         return self
 

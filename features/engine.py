@@ -54,8 +54,10 @@ def check_feature_set(fs: FeatureSet) -> None:
         if f.level == "derived":
             missing = referenced_columns(f.sql) - base
             if missing:
-                raise ValueError(f"derived feature {f.name!r} uses {sorted(missing)}, which are "
-                                 f"not non-derived features of {fs.name!r}")
+                raise ValueError(
+                    f"derived feature {f.name!r} uses {sorted(missing)}, which are "
+                    f"not non-derived features of {fs.name!r}"
+                )
 
 
 def lines_sql(source: str, as_of: date) -> str:
@@ -106,8 +108,10 @@ def _orders_ctes(source: str, as_of: date, feats: list[Feature]) -> list[str]:
 
 
 def _grouped(name: str, rel: str, feats: list[Feature], key: str = "customer_id") -> str:
-    return (f"{name} AS (\n    SELECT {key},\n           {_cols(feats)}\n"
-            f"    FROM {rel} GROUP BY {key}\n)")
+    return (
+        f"{name} AS (\n    SELECT {key},\n           {_cols(feats)}\n"
+        f"    FROM {rel} GROUP BY {key}\n)"
+    )
 
 
 def _categories_ctes(feats: list[Feature]) -> list[str]:
@@ -194,8 +198,12 @@ def features_sql(
     features in declaration order; rows ordered by customer_id.
     """
     check_feature_set(fs)
-    given = {"transactions": source, "events": events, "customers": customers,
-             "households": households}
+    given = {
+        "transactions": source,
+        "events": events,
+        "customers": customers,
+        "households": households,
+    }
     for f in fs.features:
         needed = LEVEL_INPUTS[f.level]
         if needed is not None and given[needed] is None:
@@ -227,11 +235,14 @@ def features_sql(
         join_sql += f"\n    LEFT JOIN {cte} {alias} ON o.customer_id = {alias}.customer_id"
         for f in feats:
             col = f"{alias}.{f.name}"
-            base_cols.append(f"coalesce({col}, {f.default}) AS {f.name}"
-                             if f.default is not None else col)
+            base_cols.append(
+                f"coalesce({col}, {f.default}) AS {f.name}" if f.default is not None else col
+            )
     ctes.append(f"base AS (\n    SELECT {_SEP.join(base_cols)}\n    FROM f_orders o{join_sql}\n)")
-    out = [f"CAST({f.sql if f.level == 'derived' else f.name} AS {_CTYPE[f.dtype]}) AS {f.name}"
-           for f in fs.features]
+    out = [
+        f"CAST({f.sql if f.level == 'derived' else f.name} AS {_CTYPE[f.dtype]}) AS {f.name}"
+        for f in fs.features
+    ]
     final = ",\n       ".join(["customer_id", *out])
     with_ctes = ",\n".join(ctes)
     return f"""

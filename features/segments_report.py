@@ -83,7 +83,7 @@ def sizes_figure(summary: pd.DataFrame) -> Figure:
         ax.set_title(_SCHEME_TITLES.get(scheme, scheme))
         ax.axvline(0, color="black", linewidth=0.5)
         ax.legend(loc="lower right", fontsize="small")
-    for ax in axes[len(schemes):]:
+    for ax in axes[len(schemes) :]:
         ax.set_visible(False)
     fig.tight_layout()
     return fig
@@ -93,16 +93,21 @@ def pareto_figure(curve: pd.DataFrame, a_share: float = 0.80) -> Figure:
     """Cumulative revenue share against customer share, with the 80 % line."""
     fig = Figure(figsize=(6, 4.5), dpi=90)
     ax = fig.subplots()
-    ax.plot(curve["customer_share"] * 100, curve["revenue_share"] * 100,
-            label="customers by revenue")
+    ax.plot(
+        curve["customer_share"] * 100, curve["revenue_share"] * 100, label="customers by revenue"
+    )
     ax.plot([0, 100], [0, 100], linestyle=":", color="grey", label="equal shares")
     ax.axhline(a_share * 100, color="red", linestyle="--", label=f"{a_share:.0%} of revenue")
     reach = curve.loc[curve["revenue_share"] >= a_share - 1e-12, "customer_share"]
     if len(reach):
         x = float(reach.iloc[0]) * 100
         ax.axvline(x, color="red", linestyle=":", linewidth=1)
-        ax.annotate(f"{x:.1f} % of customers", (x, a_share * 100),
-                    xytext=(x + 5, a_share * 100 - 15), arrowprops={"arrowstyle": "->"})
+        ax.annotate(
+            f"{x:.1f} % of customers",
+            (x, a_share * 100),
+            xytext=(x + 5, a_share * 100 - 15),
+            arrowprops={"arrowstyle": "->"},
+        )
     ax.set_xlabel("% of customers (ranked by revenue)")
     ax.set_ylabel("cumulative % of revenue")
     ax.set_xlim(0, 100)
@@ -127,8 +132,10 @@ def rfm_heatmap_figure(segments: pd.DataFrame) -> Figure:
     counts, means = rfm_grid(segments)
     fig = Figure(figsize=(12, 4.8), dpi=90)
     axes = fig.subplots(1, 2)
-    for ax, grid, title, fmt in ((axes[0], counts, "customers", "{:,.0f}"),
-                                 (axes[1], means, "mean revenue", "{:,.0f}")):
+    for ax, grid, title, fmt in (
+        (axes[0], counts, "customers", "{:,.0f}"),
+        (axes[1], means, "mean revenue", "{:,.0f}"),
+    ):
         values = grid.to_numpy(dtype=float)
         image = ax.imshow(np.nan_to_num(values), cmap="YlGnBu", aspect="auto")
         fig.colorbar(image, ax=ax, shrink=0.8)
@@ -144,8 +151,15 @@ def rfm_heatmap_figure(segments: pd.DataFrame) -> Figure:
                 label = "-" if np.isnan(v) else fmt.format(v)
                 color = "white" if top and v > 0.6 * top else "black"
                 ax.text(j, i - 0.12, label, ha="center", va="center", fontsize=9, color=color)
-                ax.text(j, i + 0.22, RFM_SEGMENT_GRID[(int(r), int(f))], ha="center",
-                        va="center", fontsize=6.5, color=color)
+                ax.text(
+                    j,
+                    i + 0.22,
+                    RFM_SEGMENT_GRID[(int(r), int(f))],
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                    color=color,
+                )
     fig.tight_layout()
     return fig
 
@@ -165,8 +179,9 @@ def flow_figure(flow: pd.DataFrame) -> Figure:
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             color = "white" if top and np.log1p(values[i, j]) > 0.6 * top else "black"
-            ax.text(j, i, f"{int(values[i, j]):,}", ha="center", va="center", fontsize=9,
-                    color=color)
+            ax.text(
+                j, i, f"{int(values[i, j]):,}", ha="center", va="center", fontsize=9, color=color
+            )
     fig.tight_layout()
     return fig
 
@@ -203,13 +218,15 @@ def _table(frame: pd.DataFrame, index: bool = False) -> str:
 
 
 def _summary_display(part: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "segment": part["segment"].astype(str),
-        "customers": part["customers"].map("{:,}".format),
-        "% customers": (part["customer_share"] * 100).map("{:.1f}".format),
-        "revenue": part["revenue"].map("{:,.0f}".format),
-        "% revenue": (part["revenue_share"] * 100).map("{:.1f}".format),
-    })
+    return pd.DataFrame(
+        {
+            "segment": part["segment"].astype(str),
+            "customers": part["customers"].map("{:,}".format),
+            "% customers": (part["customer_share"] * 100).map("{:.1f}".format),
+            "revenue": part["revenue"].map("{:,.0f}".format),
+            "% revenue": (part["revenue_share"] * 100).map("{:.1f}".format),
+        }
+    )
 
 
 def _cluster_profile(segments: pd.DataFrame) -> pd.DataFrame:
@@ -234,14 +251,18 @@ def render_segments_report(
     out_path = Path(out_path)
     esc = html.escape
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
     ]
     facts = {"customers": f"{len(segments):,}", "revenue": f"{segments['revenue'].sum():,.0f}"}
     facts.update({k: str(v) for k, v in (meta or {}).items()})
-    parts.append('<table class="meta">' + "".join(
-        f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items()) + "</table>")
+    parts.append(
+        '<table class="meta">'
+        + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items())
+        + "</table>"
+    )
 
     parts.append(f"<h2>{REPORT_SECTIONS[0]}</h2>")
     parts.append(_img(sizes_figure(summary), "segment sizes and revenue shares"))
@@ -249,10 +270,16 @@ def render_segments_report(
     parts.append(f"<h2>{REPORT_SECTIONS[1]}</h2>")
     abc = summary[summary["scheme"] == "abc_class"].set_index("segment")
     if len(abc):
-        parts.append('<p class="note">' + "; ".join(
-            f"{esc(str(s))}: {r.customer_share:.1%} of customers, {r.revenue_share:.1%} of revenue"
-            for s, r in abc.iterrows()) + ". A ends with the customer who crosses "
-            f"{a_share:.0%} of revenue; zero or negative revenue is C.</p>")
+        parts.append(
+            '<p class="note">'
+            + "; ".join(
+                f"{esc(str(s))}: {r.customer_share:.1%} of customers, "
+                f"{r.revenue_share:.1%} of revenue"
+                for s, r in abc.iterrows()
+            )
+            + ". A ends with the customer who crosses "
+            f"{a_share:.0%} of revenue; zero or negative revenue is C.</p>"
+        )
     parts.append(_img(pareto_figure(pareto_curve, a_share), "Pareto curve"))
 
     parts.append(f"<h2>{REPORT_SECTIONS[2]}</h2>")
@@ -273,13 +300,18 @@ def render_segments_report(
     parts.append(f"<h2>{REPORT_SECTIONS[5]}</h2>")
     info = segments.attrs.get("clusters", {})
     if info:
-        parts.append(f'<p class="note">k = {esc(str(info.get("k")))} chosen by '
-                     f'{esc(str(info.get("criterion")))}; features: '
-                     f'{esc(", ".join(info.get("features", [])))}.</p>')
+        parts.append(
+            f'<p class="note">k = {esc(str(info.get("k")))} chosen by '
+            f"{esc(str(info.get('criterion')))}; features: "
+            f"{esc(', '.join(info.get('features', [])))}.</p>"
+        )
         sil = info.get("silhouette", {})
         if sil:
-            parts.append(_table(pd.DataFrame({"k": list(sil), "silhouette": [
-                f"{v:.3f}" for v in sil.values()]})))
+            parts.append(
+                _table(
+                    pd.DataFrame({"k": list(sil), "silhouette": [f"{v:.3f}" for v in sil.values()]})
+                )
+            )
     parts.append(_table(_cluster_profile(segments)))
     parts.append("</body></html>")
     with atomic_path(out_path) as tmp:
@@ -338,8 +370,12 @@ def run_segments(
         con.close()
     summary = segment_summary(segments, cfg)
     out = Path(out_dir) if out_dir is not None else segments_dir(state, dataset_name, as_of)
-    paths = {"segments": out / "segments.parquet", "summary": out / "segment_summary.csv",
-             "chart": out / "segments_chart.png", "meta": out / "segments_meta.json"}
+    paths = {
+        "segments": out / "segments.parquet",
+        "summary": out / "segment_summary.csv",
+        "chart": out / "segments_chart.png",
+        "meta": out / "segments_meta.json",
+    }
     clusters = dict(segments.attrs.get("clusters", {}))
     with atomic_path(paths["segments"]) as tmp:
         frame = segments.copy()
@@ -348,9 +384,14 @@ def run_segments(
     with atomic_path(paths["summary"]) as tmp:
         summary.to_csv(tmp, index=False)
     segments_chart(summary, paths["chart"])
-    meta = {"dataset": dataset_name, "as_of": as_of.isoformat(), "feature_set": "churn_v1",
-            "customers": len(segments), "clusters": clusters,
-            "config": cfg.model_dump(mode="json")}
+    meta = {
+        "dataset": dataset_name,
+        "as_of": as_of.isoformat(),
+        "feature_set": "churn_v1",
+        "customers": len(segments),
+        "clusters": clusters,
+        "config": cfg.model_dump(mode="json"),
+    }
     with atomic_path(paths["meta"]) as tmp:
         tmp.write_text(json.dumps(meta, indent=2))
     return {"as_of": as_of, "customers": len(segments), "clusters_k": clusters.get("k"), **paths}
@@ -375,8 +416,9 @@ def run_segments_report(
     try:
         if previous >= as_of:
             raise ValueError(f"previous_as_of {previous} must be before as_of {as_of}")
-        segments = segment_customers(_features_at(con, source, as_of, cfg), source, con, cfg,
-                                     as_of=as_of)
+        segments = segment_customers(
+            _features_at(con, source, as_of, cfg), source, con, cfg, as_of=as_of
+        )
         before = _features_at(con, source, previous, cfg)
         gaps = order_gaps(source, previous, cfg.lifecycle.lapsed_days, con)
     finally:
@@ -386,13 +428,27 @@ def run_segments_report(
     stages_before.index = before["customer_id"]
     flow = compute_flow(stages_before["lifecycle_stage"], segments)
     summary = segment_summary(segments, cfg)
-    out = Path(out_path) if out_path is not None else (
-        segments_dir(state, dataset_name, as_of) / "segments_report.html")
-    meta = {"dataset": dataset_name, "as_of": as_of.isoformat(),
-            "lifecycle flow from": previous.isoformat(), "feature set": "churn_v1",
-            "revenue definition": "net (order value minus returns)" if cfg.revenue == "net"
-            else "gross (order value)"}
+    out = (
+        Path(out_path)
+        if out_path is not None
+        else (segments_dir(state, dataset_name, as_of) / "segments_report.html")
+    )
+    meta = {
+        "dataset": dataset_name,
+        "as_of": as_of.isoformat(),
+        "lifecycle flow from": previous.isoformat(),
+        "feature set": "churn_v1",
+        "revenue definition": "net (order value minus returns)"
+        if cfg.revenue == "net"
+        else "gross (order value)",
+    }
     return render_segments_report(
-        segments, summary, flow, compute_pareto_curve(segments), out,
-        title=f"Customer segments: {dataset_name} at {as_of.isoformat()}", meta=meta,
-        a_share=cfg.abc_cumulative_shares[0])
+        segments,
+        summary,
+        flow,
+        compute_pareto_curve(segments),
+        out,
+        title=f"Customer segments: {dataset_name} at {as_of.isoformat()}",
+        meta=meta,
+        a_share=cfg.abc_cumulative_shares[0],
+    )

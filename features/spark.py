@@ -68,8 +68,11 @@ def compute_features_spark(
 ) -> pd.DataFrame:
     """Features of ``fs`` at ``as_of`` computed by Spark from canonical parquet tables."""
     views: dict[str, Any] = {}
-    for name, path in (("events", events_path), ("customers", customers_path),
-                       ("households", households_path)):
+    for name, path in (
+        ("events", events_path),
+        ("customers", customers_path),
+        ("households", households_path),
+    ):
         views[name] = None if path is None else register_parquet(spark, f"patron_{name}", path)
     source = register_parquet(spark, "patron_transactions", transactions_path)
     return run_sql(spark, features_sql(source, as_of, fs, **views))

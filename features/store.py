@@ -65,7 +65,7 @@ class StateDirs:
 
 @contextmanager
 def atomic_path(final_path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final_path``; move it into place only if the block succeeds."""
+    """Yield a temporary path beside ``final_path``; move it into place if the block succeeds."""
     final_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent)
     os.close(fd)

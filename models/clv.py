@@ -47,8 +47,10 @@ def _columns(X, names: tuple[str, ...]) -> list[np.ndarray]:  # noqa: N803 - sci
         # messages; missing values are left to the per-column message below
         arr = check_array(X, dtype=np.float64, ensure_all_finite=False, ensure_min_samples=0)
         if arr.shape[1] < len(names):
-            raise ValueError(f"X has {arr.shape[1]} feature(s); expected the columns "
-                             f"{list(names)}, got shape {arr.shape}")
+            raise ValueError(
+                f"X has {arr.shape[1]} feature(s); expected the columns "
+                f"{list(names)}, got shape {arr.shape}"
+            )
         cols = [arr[:, i] for i in range(len(names))]
     for name, col in zip(names, cols, strict=True):
         if not np.all(np.isfinite(col)):
@@ -60,8 +62,10 @@ def _bgnbd_inputs(X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: N803
     """Validated (x, t_x, T) of a BG/NBD summary."""
     x, t_x, t = _columns(X, BGNBD_COLUMNS)
     if np.any(x < 0) or np.any(t_x < 0) or np.any(t < 0):  # tagged positive_only: its message
-        raise ValueError("Negative values in data: frequency must hold non-negative whole "
-                         "numbers (repeat purchase periods), recency and T must be >= 0")
+        raise ValueError(
+            "Negative values in data: frequency must hold non-negative whole "
+            "numbers (repeat purchase periods), recency and T must be >= 0"
+        )
     if np.any(x != np.round(x)):
         raise ValueError("frequency must hold non-negative whole numbers (repeat purchase periods)")
     if np.any(t_x < 0) or np.any(t_x > t + 1e-9):
@@ -89,20 +93,29 @@ def _fit_log_params(
     """Minimise a mean negative log-likelihood over log-parameters; optimum and total Hessian."""
     bounds = [(-_LOG_BOUND, _LOG_BOUND)] * len(x0)
     res = minimize(
-        nll_grad, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+        nll_grad,
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
         options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-9},
     )
     # a line search that stalls at the optimum ("ABNORMAL") is not a failure: judge by the gradient
     grad_norm = float(np.max(np.abs(nll_grad(res.x)[1])))
     converged = bool(res.success) or grad_norm < 1e-6
     if not converged:
-        warnings.warn(f"{model} fit did not converge: {res.message} (max |gradient| "
-                      f"{grad_norm:.2g})", ConvergenceWarning, stacklevel=3)
+        warnings.warn(
+            f"{model} fit did not converge: {res.message} (max |gradient| {grad_norm:.2g})",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     at_bound = np.abs(res.x) >= _LOG_BOUND - 1e-6
     if np.any(at_bound):
         warnings.warn(
             f"{model} parameter(s) {[m for m, b in zip(names, at_bound, strict=True) if b]} hit "
-            "the search bound: the data do not identify them", ConvergenceWarning, stacklevel=3,
+            "the search bound: the data do not identify them",
+            ConvergenceWarning,
+            stacklevel=3,
         )
     # observed information by central differences of the analytic gradient
     k, h = len(res.x), 1e-5
@@ -130,20 +143,37 @@ def _bgnbd_loglik_terms(
     """Per-pattern BG/NBD log-likelihood (FHL 2005 eq. 6) and its gradient in the parameters."""
     r, alpha, a, b = params
     pos = x > 0
-    common = (gammaln(r + x) - gammaln(r) + r * np.log(alpha)
-              + gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x))
+    common = (
+        gammaln(r + x)
+        - gammaln(r)
+        + r * np.log(alpha)
+        + gammaln(a + b)
+        + gammaln(b + x)
+        - gammaln(b)
+        - gammaln(a + b + x)
+    )
     c3 = -(r + x) * np.log(alpha + t)
     bx1 = np.where(pos, b + x - 1.0, 1.0)
     c4 = np.where(pos, np.log(a) - np.log(bx1) - (r + x) * np.log(alpha + t_x), -np.inf)
     ll = common + np.logaddexp(c3, c4)
     w4 = np.where(pos, expit(c4 - np.where(pos, c3, 0.0)), 0.0)  # share of the "dropped" branch
     w3 = 1.0 - w4
-    d_r = (digamma(r + x) - digamma(r) + np.log(alpha)
-           - w3 * np.log(alpha + t) - w4 * np.log(alpha + t_x))
+    d_r = (
+        digamma(r + x)
+        - digamma(r)
+        + np.log(alpha)
+        - w3 * np.log(alpha + t)
+        - w4 * np.log(alpha + t_x)
+    )
     d_alpha = r / alpha - (r + x) * (w3 / (alpha + t) + w4 / (alpha + t_x))
     d_a = digamma(a + b) - digamma(a + b + x) + w4 / a
-    d_b = (digamma(a + b) + digamma(b + x) - digamma(b) - digamma(a + b + x)
-           - np.where(pos, w4 / bx1, 0.0))
+    d_b = (
+        digamma(a + b)
+        + digamma(b + x)
+        - digamma(b)
+        - digamma(a + b + x)
+        - np.where(pos, w4 / bx1, 0.0)
+    )
     return ll, np.stack([d_r, d_alpha, d_a, d_b])
 
 
@@ -201,8 +231,7 @@ class BetaGeoModel(BaseEstimator):
             g = -(grad @ w) * p / n + pen * 2 * p**2
             return float(f), g
 
-        log_p, hess, nit, ok = _fit_log_params(nll_grad, np.zeros(4), n, self.param_names,
-                                                 "BG/NBD")
+        log_p, hess, nit, ok = _fit_log_params(nll_grad, np.zeros(4), n, self.param_names, "BG/NBD")
         params = np.exp(log_p)
         se = _standard_errors(log_p, hess)
         params[1] /= scale
@@ -210,8 +239,9 @@ class BetaGeoModel(BaseEstimator):
         self.params_ = pd.Series(params, index=list(self.param_names), name="estimate")
         self.standard_errors_ = pd.Series(se, index=list(self.param_names), name="std_error")
         # the log-likelihood in the caller's time unit (rescaling time adds a Jacobian term)
-        self.log_likelihood_ = float(w @ _bgnbd_loglik_terms(params, ux, utx / scale,
-                                                             ut / scale)[0])
+        self.log_likelihood_ = float(
+            w @ _bgnbd_loglik_terms(params, ux, utx / scale, ut / scale)[0]
+        )
         self.n_customers_ = int(n)
         self.time_scale_ = scale
         self.converged_ = ok
@@ -237,8 +267,11 @@ class BetaGeoModel(BaseEstimator):
         r, alpha, a, b = self._params()
         x, t_x, t = _bgnbd_inputs(X)
         pos = x > 0
-        log_odds_dead = (np.log(a) - np.log(np.where(pos, b + x - 1.0, 1.0))
-                         + (r + x) * (np.log(alpha + t) - np.log(alpha + t_x)))
+        log_odds_dead = (
+            np.log(a)
+            - np.log(np.where(pos, b + x - 1.0, 1.0))
+            + (r + x) * (np.log(alpha + t) - np.log(alpha + t_x))
+        )
         return np.where(pos, expit(-log_odds_dead), 1.0)
 
     def expected_purchases(self, X, t: float | np.ndarray) -> np.ndarray:  # noqa: N803
@@ -273,8 +306,15 @@ def _gg_loglik_terms(
     p, q, v = params
     px = p * x
     log_vm = np.log(v + x * m)
-    ll = (gammaln(px + q) - gammaln(px) - gammaln(q) + q * np.log(v)
-          + (px - 1.0) * np.log(m) + px * np.log(x) - (px + q) * log_vm)
+    ll = (
+        gammaln(px + q)
+        - gammaln(px)
+        - gammaln(q)
+        + q * np.log(v)
+        + (px - 1.0) * np.log(m)
+        + px * np.log(x)
+        - (px + q) * log_vm
+    )
     d_p = x * (digamma(px + q) - digamma(px) + np.log(m) + np.log(x) - log_vm)
     d_q = digamma(px + q) - digamma(q) + np.log(v) - log_vm
     d_v = q / v - (px + q) / (v + x * m)
@@ -311,8 +351,10 @@ class GammaGammaModel(BaseEstimator):
         validate_data(self, X, skip_check_array=True)  # n_features_in_ as in BetaGeoModel.fit
         keep = (x > 0) & (m > 0)
         if keep.sum() < 2:
-            raise ValueError("Gamma-Gamma needs at least 2 customers with repeat purchases and "
-                             f"positive value; {int(keep.sum())} sample(s) qualify")
+            raise ValueError(
+                "Gamma-Gamma needs at least 2 customers with repeat purchases and "
+                f"positive value; {int(keep.sum())} sample(s) qualify"
+            )
         if self.penalizer < 0:
             raise ValueError("penalizer must be >= 0")
         # rescale money so the mean value is 1; v scales with money and is scaled back afterwards
@@ -328,8 +370,9 @@ class GammaGammaModel(BaseEstimator):
             g = -(grad @ w) * theta / n + pen * 2 * theta**2
             return float(f), g
 
-        log_p, hess, nit, ok = _fit_log_params(nll_grad, np.zeros(3), n, self.param_names,
-                                                 "Gamma-Gamma")
+        log_p, hess, nit, ok = _fit_log_params(
+            nll_grad, np.zeros(3), n, self.param_names, "Gamma-Gamma"
+        )
         params = np.exp(log_p)
         se = _standard_errors(log_p, hess)
         params[2] /= scale
@@ -397,8 +440,9 @@ def customer_lifetime_value(
     if discount_rate_per_period <= -1:
         raise ValueError("discount_rate_per_period must be > -1")
     spend = gg.expected_spend(X) * margin
-    ends = np.minimum(np.arange(1, math.ceil(horizon_periods) + 1, dtype=np.float64),
-                      horizon_periods)
+    ends = np.minimum(
+        np.arange(1, math.ceil(horizon_periods) + 1, dtype=np.float64), horizon_periods
+    )
     value = np.zeros(len(spend))
     before = np.zeros(len(spend))
     for k, end in enumerate(ends, start=1):

@@ -41,7 +41,10 @@ def preprocessor(features: list[str], categorical: list[str]) -> ColumnTransform
 
 
 def xgb_pipeline(
-    features: list[str], categorical: list[str], params: dict[str, Any], seed: int,
+    features: list[str],
+    categorical: list[str],
+    params: dict[str, Any],
+    seed: int,
     regression: bool = False,
 ) -> Pipeline:
     """An unfitted preprocessing + XGBoost pipeline."""

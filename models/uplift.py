@@ -79,9 +79,7 @@ def _is_binary(y: np.ndarray) -> bool:
 class _UpliftBase(BaseEstimator):
     """Shared parts of the meta-learners: validation and the per-group outcome models."""
 
-    def __init__(
-        self, params: dict[str, Any] | None = None, random_state: int = 0
-    ) -> None:
+    def __init__(self, params: dict[str, Any] | None = None, random_state: int = 0) -> None:
         self.params = params
         self.random_state = random_state
 
@@ -128,8 +126,9 @@ class _UpliftBase(BaseEstimator):
     def predict_outcomes(self, X: Any) -> np.ndarray:
         """Columns: expected outcome under control, under treatment (P(respond) if binary)."""
         X = self._validate_predict(X)
-        return np.column_stack([self._mean(self.control_model_, X),
-                                self._mean(self.treated_model_, X)])
+        return np.column_stack(
+            [self._mean(self.control_model_, X), self._mean(self.treated_model_, X)]
+        )
 
     def predict_response_treated(self, X: Any) -> np.ndarray:
         """P(respond | x, treated): the "response model" a campaign would target by."""
@@ -293,9 +292,16 @@ def uplift_by_bin(
         n_t, n_c = int(tb.sum()), int((1 - tb).sum())
         rate_t = yb[tb == 1].mean() if n_t else np.nan
         rate_c = yb[tb == 0].mean() if n_c else np.nan
-        row = {"bin": i, "customers": len(idx), "treated": n_t, "control": n_c,
-               "rate_treated": rate_t, "rate_control": rate_c, "uplift": rate_t - rate_c,
-               "mean_score": float(s_arr[idx].mean())}
+        row = {
+            "bin": i,
+            "customers": len(idx),
+            "treated": n_t,
+            "control": n_c,
+            "rate_treated": rate_t,
+            "rate_control": rate_c,
+            "uplift": rate_t - rate_c,
+            "mean_score": float(s_arr[idx].mean()),
+        }
         if true is not None:
             row["mean_true_uplift"] = float(true[idx].mean())
         rows.append(row)

@@ -10,9 +10,7 @@ import pytest
 from features.store import StateDirs
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATASETS = Path(
-    os.environ.get("PATRON_SHARED", str(ROOT.parent / "shared"))
-) / "datasets"
+SHARED_DATASETS = Path(os.environ.get("PATRON_SHARED", str(ROOT.parent / "shared"))) / "datasets"
 
 
 @pytest.fixture
@@ -27,13 +25,15 @@ def require_dataset(*parts: str) -> Path:
     """Path of a file under ../shared/datasets, or skip the test saying what is missing."""
     path = SHARED_DATASETS.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"public dataset not found at {path} (expected ../shared/datasets beside the repo)")
+        pytest.skip(
+            f"public dataset not found at {path} (expected ../shared/datasets beside the repo)"
+        )
     return path
 
 
 @pytest.fixture(scope="session")
 def synthetic_pipeline(tmp_path_factory: pytest.TempPathFactory):
-    """Synthetic data generated, ingested and trained once per session (experiments/churn/synthetic)."""
+    """Synthetic data generated, ingested and trained once per session (churn/synthetic.yaml)."""
     from features.sources import ingest, load_dataset
     from features.synthetic import SyntheticConfig, generate
     from training.config import load_experiment
@@ -52,8 +52,15 @@ def synthetic_pipeline(tmp_path_factory: pytest.TempPathFactory):
         report = ingest(dataset, state)
         cfg = load_experiment(ROOT / "experiments" / "churn" / "synthetic.yaml")
         out = run_experiment(cfg, state)
-        yield {"state": state, "dataset": dataset, "cfg": cfg, "result": out.trained,
-               "logged": out.logged, "ingest": report, "frame": out.frame}
+        yield {
+            "state": state,
+            "dataset": dataset,
+            "cfg": cfg,
+            "result": out.trained,
+            "logged": out.logged,
+            "ingest": report,
+            "frame": out.frame,
+        }
     finally:
         for k, v in old_env.items():
             if v is None:

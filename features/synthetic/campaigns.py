@@ -66,7 +66,13 @@ from features.synthetic.world import (
 )
 
 CAMPAIGN_COLUMNS = (
-    "campaign_id", "customer_id", "offer_id", "ts", "group", "responded", "reason",
+    "campaign_id",
+    "customer_id",
+    "offer_id",
+    "ts",
+    "group",
+    "responded",
+    "reason",
 )
 UPLIFT_TRUTH_SCHEMA = pa.schema(
     [
@@ -179,8 +185,9 @@ def run_campaigns(
         in_window = (order_sec >= start_sec) & (order_sec < end_sec)
         organic = np.zeros(n, bool)
         organic[order_cust[in_window]] = True
-        responded = np.where(treated, ~suppressed & (organic[audience] | induced),
-                             organic[audience])
+        responded = np.where(
+            treated, ~suppressed & (organic[audience] | induced), organic[audience]
+        )
 
         # the contact: suppressed customers' organic orders in the window vanish, induced appear
         quiet = np.zeros(n, bool)
@@ -211,9 +218,7 @@ def run_campaigns(
         pick = draw_categorical(rng, weights / weights.sum(axis=1, keepdims=True), np.arange(m))
         says = declined & ~suppressed & (rng.random(m) < REASON_GIVEN)
         reason[says] = pick[says]
-        parts.append(
-            (audience, np.full(m, k), treated, responded, reason, p_control, p_treatment)
-        )
+        parts.append((audience, np.full(m, k), treated, responded, reason, p_control, p_treatment))
     cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
     perm = np.lexsort((cols[1], cols[0]))
     rows = CampaignRows(*(c[perm] for c in cols))
@@ -235,9 +240,7 @@ def campaign_tables(
             "ts": encoded(rows.campaign, pa.array([f"{c.send_date} 00:00:00" for c in specs])),
             "group": encoded(rows.treated.astype(np.int64), pa.array(["control", "treatment"])),
             "responded": pa.array(rows.responded),
-            "reason": encoded(
-                np.maximum(rows.reason, 0), pa.array(REASONS), null=rows.reason < 0
-            ),
+            "reason": encoded(np.maximum(rows.reason, 0), pa.array(REASONS), null=rows.reason < 0),
         }
     )
     truth = pa.table(

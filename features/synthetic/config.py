@@ -118,16 +118,21 @@ class SyntheticConfig(BaseModel):
         previous: CampaignSpec | None = None
         for c in sorted(self.campaigns, key=lambda c: c.send_date):
             if not self.start < c.send_date or c.last_day > self.end:
-                raise ValueError(f"campaign {c.campaign_id}: the send date must be after start "
-                                 f"and the window must end by end ({self.end})")
+                raise ValueError(
+                    f"campaign {c.campaign_id}: the send date must be after start "
+                    f"and the window must end by end ({self.end})"
+                )
             if c.offer_id not in offers:
                 raise ValueError(f"campaign {c.campaign_id}: unknown offer {c.offer_id!r}")
             if previous is not None and c.send_date <= previous.last_day:
-                raise ValueError(f"campaign windows overlap: {previous.campaign_id} and "
-                                 f"{c.campaign_id}")
+                raise ValueError(
+                    f"campaign windows overlap: {previous.campaign_id} and {c.campaign_id}"
+                )
             for cutoff in self.truth_cutoffs:
                 horizon_end = date.fromordinal(cutoff.toordinal() + self.horizon_days)
                 if c.send_date <= horizon_end and c.last_day > cutoff:
-                    raise ValueError(f"campaign {c.campaign_id} overlaps the churn-truth horizon "
-                                     f"of {cutoff}: that truth would not hold")
+                    raise ValueError(
+                        f"campaign {c.campaign_id} overlaps the churn-truth horizon "
+                        f"of {cutoff}: that truth would not hold"
+                    )
             previous = c

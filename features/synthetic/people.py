@@ -44,22 +44,12 @@ FIRST_NAMES = (
         "William|Grace"
     ),
     _split("Lukas|Leon|Finn|Paul|Jonas|Mia|Emma|Hannah|Lea|Anna|Felix|Sophia|Max|Laura"),
-    _split(
-        "Lucas|Hugo|Louis|Jules|Gabriel|Léa|Chloé|Manon|Camille|Inès|Arthur|Jade|Nathan|"
-        "Louise"
-    ),
+    _split("Lucas|Hugo|Louis|Jules|Gabriel|Léa|Chloé|Manon|Camille|Inès|Arthur|Jade|Nathan|Louise"),
     _split("Daan|Sem|Lucas|Milan|Levi|Julia|Sophie|Tess|Fenna|Sara|Bram|Noor|Jesse|Lotte"),
+    _split("Arthur|Noah|Jules|Louis|Adam|Olivia|Emma|Louise|Marie|Elena|Victor|Lina|Liam|Alice"),
+    _split("Jack|Noah|James|Conor|Oisín|Emily|Grace|Fiadh|Sophie|Aoife|Seán|Ciara|Darragh|Niamh"),
     _split(
-        "Arthur|Noah|Jules|Louis|Adam|Olivia|Emma|Louise|Marie|Elena|Victor|Lina|Liam|"
-        "Alice"
-    ),
-    _split(
-        "Jack|Noah|James|Conor|Oisín|Emily|Grace|Fiadh|Sophie|Aoife|Seán|Ciara|Darragh|"
-        "Niamh"
-    ),
-    _split(
-        "Hugo|Martín|Lucas|Mateo|Pablo|Lucía|Sofía|María|Paula|Julia|Daniel|Carmen|"
-        "Alejandro|Elena"
+        "Hugo|Martín|Lucas|Mateo|Pablo|Lucía|Sofía|María|Paula|Julia|Daniel|Carmen|Alejandro|Elena"
     ),
     _split(
         "Leonardo|Francesco|Alessandro|Lorenzo|Mattia|Sofia|Giulia|Aurora|Alice|Ginevra|"
@@ -145,8 +135,20 @@ CONSENT_SMS_GIVEN_EMAIL = (0.20, 0.55)
 CONSENT_PHONE_GIVEN_SMS = (0.15, 0.38)
 
 CUSTOMER_COLUMNS = (
-    "customer_id", "signup_date", "country", "region", "age_band", "first_name", "last_name",
-    "email", "phone", "address", "postcode", "consent_email", "consent_sms", "consent_phone",
+    "customer_id",
+    "signup_date",
+    "country",
+    "region",
+    "age_band",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "address",
+    "postcode",
+    "consent_email",
+    "consent_sms",
+    "consent_phone",
 )
 
 

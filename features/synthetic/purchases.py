@@ -77,8 +77,15 @@ from features.synthetic.world import (
 )
 
 TRANSACTION_COLUMNS = (
-    "customer_id", "ts", "order_id", "product_id", "category", "quantity", "amount",
-    "is_return", "channel",
+    "customer_id",
+    "ts",
+    "order_id",
+    "product_id",
+    "category",
+    "quantity",
+    "amount",
+    "is_return",
+    "channel",
 )
 TRUTH_SCHEMA = pa.schema(
     [
@@ -313,15 +320,11 @@ def transactions_table(
                 np.concatenate([clean, kind == 3]),
             ),
             "product_id": encoded(product, pa.array(world.product_ids)),
-            "category": encoded(
-                world.product_category[product], pa.array(world.category_names)
-            ),
+            "category": encoded(world.product_category[product], pa.array(world.category_names)),
             "quantity": pa.array(with_dirty(chunk.rows_qty), pa.int64()),
             "amount": encoded(
                 amount_idx,
-                pa.concat_arrays(
-                    [money_strings(amount_cents.ravel()), pa.array(BAD_AMOUNT)]
-                ),
+                pa.concat_arrays([money_strings(amount_cents.ravel()), pa.array(BAD_AMOUNT)]),
             ),
             "is_return": pa.array(with_dirty(chunk.rows_return)),
             "channel": encoded(with_dirty(chunk.rows_channel), pa.array(CHANNELS)),

@@ -116,8 +116,14 @@ def generate(
     counts: dict[str, int] = {}
     n_dirty = 0
     names = [
-        "transactions.csv", "customers.csv", "truth_duplicates.csv", "truth_households.csv",
-        "truth_churn.parquet", "offers.csv", "products.csv", "MANIFEST.json",
+        "transactions.csv",
+        "customers.csv",
+        "truth_duplicates.csv",
+        "truth_households.csv",
+        "truth_churn.parquet",
+        "offers.csv",
+        "products.csv",
+        "MANIFEST.json",
     ]
     if cfg.campaigns:
         names += ["campaign_history.csv", "truth_uplift.parquet"]

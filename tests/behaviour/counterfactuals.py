@@ -129,9 +129,11 @@ class DirectionResult:
         return self.change > self.tolerance
 
     def __str__(self) -> str:
-        return (f"{self.name}: mean score {self.before:.4f} -> {self.after:.4f} "
-                f"(change {self.change:+.4f}, must be {self.expect.replace('_', ' ')} within "
-                f"{self.tolerance}; n={self.n})")
+        return (
+            f"{self.name}: mean score {self.before:.4f} -> {self.after:.4f} "
+            f"(change {self.change:+.4f}, must be {self.expect.replace('_', ' ')} within "
+            f"{self.tolerance}; n={self.n})"
+        )
 
 
 def direction_check(
@@ -146,8 +148,9 @@ def direction_check(
     step the other way for a few customers and still have the right direction)."""
     before = np.asarray(score(rows), dtype=float)
     after = np.asarray(score(shift(rows)), dtype=float)
-    return DirectionResult(name, float(before.mean()), float(after.mean()), expect, tolerance,
-                           len(rows))
+    return DirectionResult(
+        name, float(before.mean()), float(after.mean()), expect, tolerance, len(rows)
+    )
 
 
 def id_sensitivity(score: Scorer, rows: pd.DataFrame) -> float:

@@ -21,24 +21,26 @@ FS = feature_set("churn_v1")
 
 def customers() -> pd.DataFrame:
     """Three consistent churn_v1 rows: recent and frequent, lapsing, nearly gone."""
-    rows = pd.DataFrame({
-        "customer_id": ["a", "b", "c"],
-        "days_since_last_order": [5, 80, 300],
-        "days_since_first_order": [700, 100, 900],
-        "orders_count_total": [20, 2, 4],
-        "spend_sum_total": [1000.0, 80.0, 200.0],
-        "orders_count_30d": [2, 0, 0],
-        "spend_sum_30d": [100.0, 0.0, 0.0],
-        "orders_count_90d": [4, 2, 0],
-        "spend_sum_90d": [200.0, 80.0, 0.0],
-        "orders_count_365d": [10, 2, 1],
-        "spend_sum_365d": [500.0, 80.0, 50.0],
-        "orders_count_730d": [19, 2, 3],
-        "spend_sum_730d": [950.0, 80.0, 150.0],
-        "returns_share": [0.1, 0.0, 0.2],
-        "categories_distinct": [5, 1, 2],
-        "rfm_points": [0.0, 0.0, 0.0],
-    })
+    rows = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "days_since_last_order": [5, 80, 300],
+            "days_since_first_order": [700, 100, 900],
+            "orders_count_total": [20, 2, 4],
+            "spend_sum_total": [1000.0, 80.0, 200.0],
+            "orders_count_30d": [2, 0, 0],
+            "spend_sum_30d": [100.0, 0.0, 0.0],
+            "orders_count_90d": [4, 2, 0],
+            "spend_sum_90d": [200.0, 80.0, 0.0],
+            "orders_count_365d": [10, 2, 1],
+            "spend_sum_365d": [500.0, 80.0, 50.0],
+            "orders_count_730d": [19, 2, 3],
+            "spend_sum_730d": [950.0, 80.0, 150.0],
+            "returns_share": [0.1, 0.0, 0.2],
+            "categories_distinct": [5, 1, 2],
+            "rfm_points": [0.0, 0.0, 0.0],
+        }
+    )
     rows["spend_mean_order"] = rows["spend_sum_total"] / rows["orders_count_total"]
     return recompute_derived(rows, FS)
 
@@ -50,8 +52,9 @@ def assert_consistent(rows: pd.DataFrame) -> None:
     assert all((a <= b).all() for a, b in zip(counts, counts[1:], strict=False))
     for w in WINDOWS:  # an order inside the window <=> the last order is inside it
         assert ((rows[f"orders_count_{w}d"] > 0) == (last < w)).all(), w
-    np.testing.assert_allclose(rows["spend_mean_order"] * rows["orders_count_total"],
-                               rows["spend_sum_total"])
+    np.testing.assert_allclose(
+        rows["spend_mean_order"] * rows["orders_count_total"], rows["spend_sum_total"]
+    )
     np.testing.assert_array_equal(recompute_derived(rows, FS)["rfm_points"], rows["rfm_points"])
 
 
@@ -84,8 +87,7 @@ def test_add_recent_orders_adds_orders_in_the_90_day_window_only(k: int) -> None
     rows = customers()
     out = add_recent_orders(rows, k, FS)
     assert_consistent(out)
-    for c in ("orders_count_90d", "orders_count_365d", "orders_count_730d",
-              "orders_count_total"):
+    for c in ("orders_count_90d", "orders_count_365d", "orders_count_730d", "orders_count_total"):
         assert (out[c] == rows[c] + k).all()
     assert (out["orders_count_30d"] == rows["orders_count_30d"]).all()
     np.testing.assert_allclose(out["spend_mean_order"], rows["spend_mean_order"])
@@ -99,9 +101,11 @@ def test_scale_spend_365d_adds_the_extra_spend_to_every_longer_window() -> None:
     out = scale_spend_365d(rows, 2.0, FS)
     assert_consistent(out)
     np.testing.assert_allclose(out["spend_sum_365d"], 2 * rows["spend_sum_365d"])
-    np.testing.assert_allclose(out["spend_sum_730d"],
-                               rows["spend_sum_730d"] + rows["spend_sum_365d"])
-    np.testing.assert_allclose(out["spend_sum_total"],
-                               rows["spend_sum_total"] + rows["spend_sum_365d"])
+    np.testing.assert_allclose(
+        out["spend_sum_730d"], rows["spend_sum_730d"] + rows["spend_sum_365d"]
+    )
+    np.testing.assert_allclose(
+        out["spend_sum_total"], rows["spend_sum_total"] + rows["spend_sum_365d"]
+    )
     for c in ("orders_count_365d", "days_since_last_order"):
         assert out[c].tolist() == rows[c].tolist()

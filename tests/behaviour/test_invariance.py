@@ -14,15 +14,15 @@ FAMILIES = ["churn", "clv"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_renaming_customer_ids_changes_no_score(trained_models: dict[str, BehaviourModel],
-                                                family: str) -> None:
+def test_renaming_customer_ids_changes_no_score(
+    trained_models: dict[str, BehaviourModel], family: str
+) -> None:
     model = trained_models[family]
     assert id_sensitivity(model.score, model.rows) == 0.0
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_row_order_changes_no_score(trained_models: dict[str, BehaviourModel],
-                                    family: str) -> None:
+def test_row_order_changes_no_score(trained_models: dict[str, BehaviourModel], family: str) -> None:
     model = trained_models[family]
     assert order_sensitivity(model.score, model.rows, seed=1) == 0.0
 

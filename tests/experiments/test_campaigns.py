@@ -43,33 +43,54 @@ def test_two_proportion_test_uses_fisher_for_small_cells() -> None:
     assert p == pytest.approx(stats.fisher_exact([[3, 7], [1, 9]]).pvalue)
 
 
-def contacts(campaign: str, offer: str, send: str, treated: list[int], control: list[int],
-             reasons: list[str] | None = None) -> pd.DataFrame:
+def contacts(
+    campaign: str,
+    offer: str,
+    send: str,
+    treated: list[int],
+    control: list[int],
+    reasons: list[str] | None = None,
+) -> pd.DataFrame:
     """Rows of one campaign: responses of the treated, then of the control group."""
     n_t = len(treated)
-    frame = pd.DataFrame({
-        "campaign_id": campaign,
-        "customer_id": [f"{campaign}-{i}" for i in range(n_t + len(control))],
-        "offer_id": offer,
-        "ts": pd.Timestamp(send),
-        "group": ["treatment"] * n_t + ["control"] * len(control),
-        "responded": [bool(v) for v in treated + control],
-    })
+    frame = pd.DataFrame(
+        {
+            "campaign_id": campaign,
+            "customer_id": [f"{campaign}-{i}" for i in range(n_t + len(control))],
+            "offer_id": offer,
+            "ts": pd.Timestamp(send),
+            "group": ["treatment"] * n_t + ["control"] * len(control),
+            "responded": [bool(v) for v in treated + control],
+        }
+    )
     frame["reason"] = (reasons or []) + [None] * (len(frame) - len(reasons or []))
     return frame
 
 
 def test_evaluation_by_hand() -> None:
-    a = contacts("A", "RET_01", "2024-03-01", [1, 1, 1, 0, 0, 0, 0, 0], [1, 0, 0, 0],
-                 reasons=[None, None, None, "price", "Price ", "no need", "", None])
+    a = contacts(
+        "A",
+        "RET_01",
+        "2024-03-01",
+        [1, 1, 1, 0, 0, 0, 0, 0],
+        [1, 0, 0, 0],
+        reasons=[None, None, None, "price", "Price ", "no need", "", None],
+    )
     b = contacts("B", "XS_01", "2024-04-01", [1] * 30 + [0] * 70, [1] * 20 + [0] * 80)
-    offers = pd.DataFrame({"offer_id": ["RET_01", "XS_01"], "value": [50.0, 10.0],
-                           "cost": [2.0, 0.5]})
-    scores = pd.DataFrame({"campaign_id": "A", "customer_id": [f"A-{i}" for i in range(4)],
-                           "score": [0.5, 0.5, 0.25, 0.25]})
+    offers = pd.DataFrame(
+        {"offer_id": ["RET_01", "XS_01"], "value": [50.0, 10.0], "cost": [2.0, 0.5]}
+    )
+    scores = pd.DataFrame(
+        {
+            "campaign_id": "A",
+            "customer_id": [f"A-{i}" for i in range(4)],
+            "score": [0.5, 0.5, 0.25, 0.25],
+        }
+    )
     history = pd.concat([b, a, a.iloc[:1]])  # a repeated contact counts once
     report = evaluate_campaigns(history, expected_scores=scores, offers=offers).set_index(
-        "campaign_id")
+        "campaign_id"
+    )
     assert list(report.index) == ["A", "B"]  # by send date
     ra, rb = report.loc["A"], report.loc["B"]
     assert (ra["contacts"], ra["control"]) == (8, 4)
@@ -94,12 +115,22 @@ def test_evaluation_by_hand() -> None:
 
 def test_revenue_from_transactions_in_the_window() -> None:
     history = contacts("A", "RET_01", "2024-03-01 08:00", [1, 0], [0, 0])
-    tx = pd.DataFrame({
-        "customer_id": ["A-0", "A-0", "A-0", "A-1", "A-2", "A-3"],
-        "ts": pd.to_datetime(["2024-03-01 07:00", "2024-03-05 12:00", "2024-03-31 00:00",
-                              "2024-02-28 12:00", "2024-03-30 23:59", "2024-03-10 12:00"]),
-        "amount": [100.0, -20.0, 999.0, 50.0, 30.0, 10.0],
-    })
+    tx = pd.DataFrame(
+        {
+            "customer_id": ["A-0", "A-0", "A-0", "A-1", "A-2", "A-3"],
+            "ts": pd.to_datetime(
+                [
+                    "2024-03-01 07:00",
+                    "2024-03-05 12:00",
+                    "2024-03-31 00:00",
+                    "2024-02-28 12:00",
+                    "2024-03-30 23:59",
+                    "2024-03-10 12:00",
+                ]
+            ),
+            "amount": [100.0, -20.0, 999.0, 50.0, 30.0, 10.0],
+        }
+    )
     from experiments.campaigns import prepare_contacts
 
     ch = prepare_contacts(history)
@@ -125,21 +156,23 @@ SENDS = [date(2023, 3, 6), date(2023, 9, 4), date(2024, 3, 4), date(2024, 9, 2)]
 
 def small_campaigns(seed: int, out: Path) -> pd.DataFrame:
     """Four small synthetic campaigns (~190 contacts per group); evaluation with the truth."""
-    campaigns = [{"campaign_id": f"C{i}", "send_date": d, "audience_share": 1.0}
-                 for i, d in enumerate(SENDS)]
-    generate(SyntheticConfig(seed=seed, n_customers=800, dirty_share=0.0, campaigns=campaigns),
-             out)
+    campaigns = [
+        {"campaign_id": f"C{i}", "send_date": d, "audience_share": 1.0} for i, d in enumerate(SENDS)
+    ]
+    generate(SyntheticConfig(seed=seed, n_customers=800, dirty_share=0.0, campaigns=campaigns), out)
     report = evaluate_campaigns(pd.read_csv(out / "campaign_history.csv"))
     truth = pd.read_parquet(out / "truth_uplift.parquet")
     # the estimand: the average treatment effect over the campaign's audience (both groups)
-    report["true_ate"] = report["campaign_id"].map(truth.groupby("campaign_id")["true_uplift"]
-                                                   .mean())
+    report["true_ate"] = report["campaign_id"].map(
+        truth.groupby("campaign_id")["true_uplift"].mean()
+    )
     return report
 
 
 def covers(report: pd.DataFrame) -> pd.Series:
     return (report["uplift_ci_low"] <= report["true_ate"]) & (
-        report["true_ate"] <= report["uplift_ci_high"])
+        report["true_ate"] <= report["uplift_ci_high"]
+    )
 
 
 def test_interval_covers_the_true_average_uplift_of_a_campaign(tmp_path) -> None:
@@ -147,8 +180,9 @@ def test_interval_covers_the_true_average_uplift_of_a_campaign(tmp_path) -> None
     generate(SyntheticConfig.model_validate(dataset.synthetic), tmp_path)
     report = evaluate_campaigns(pd.read_csv(tmp_path / "campaign_history.csv"))
     truth = pd.read_parquet(tmp_path / "truth_uplift.parquet")
-    report["true_ate"] = report["campaign_id"].map(truth.groupby("campaign_id")["true_uplift"]
-                                                   .mean())
+    report["true_ate"] = report["campaign_id"].map(
+        truth.groupby("campaign_id")["true_uplift"].mean()
+    )
     assert covers(report).all()  # the demo's four campaigns
     assert (report["p_value"] < 0.05).all() and (report["uplift"] > 0).all()
 
@@ -173,12 +207,14 @@ def test_run_campaign_evaluate_on_an_ingested_dataset(tmp_path, monkeypatch) -> 
     generate(SyntheticConfig.model_validate(params), state.synthetic(dataset.name))
     ingest(dataset, state)
     html = tmp_path / "report" / "campaigns.html"
-    report = run_campaign_evaluate(state, "synthetic", ["CMP_2024_04_XS", "CMP_2024_06_RET"],
-                                   out_html=html)
+    report = run_campaign_evaluate(
+        state, "synthetic", ["CMP_2024_04_XS", "CMP_2024_06_RET"], out_html=html
+    )
     assert report["campaign_id"].tolist() == ["CMP_2024_04_XS", "CMP_2024_06_RET"]
     assert (report["revenue_source"] == "transactions").all()
     assert report["contact_costs"].tolist() == pytest.approx(
-        [0.1 * report["contacts"].iloc[0], 2.0 * report["contacts"].iloc[1]])
+        [0.1 * report["contacts"].iloc[0], 2.0 * report["contacts"].iloc[1]]
+    )
     # the cross-sell offer is declined as "not relevant" more often than the retention offer
     share = report["declined_not_relevant"] / report["declined"]
     assert share.iloc[0] > share.iloc[1]

@@ -39,8 +39,12 @@ def _scores(rng: np.random.Generator, y: np.ndarray, noise: float) -> np.ndarray
 def _log_run(client, exp_id, name, preds, params, tags=None):
     run = client.create_run(exp_id, run_name=name, tags={"family": "churn", **(tags or {})})
     rid = run.info.run_id
-    for k, v in {"feature_set": "churn_v1", "train_cutoffs": "2023-06-30,2023-09-30",
-                 "test_cutoff": "2024-09-30", **params}.items():
+    for k, v in {
+        "feature_set": "churn_v1",
+        "train_cutoffs": "2023-06-30,2023-09-30",
+        "test_cutoff": "2024-09-30",
+        **params,
+    }.items():
         client.log_param(rid, k, v)
     if preds is not None:
         for k, v in binary_metrics(preds["label"].to_numpy(), preds["score"].to_numpy()).items():
@@ -68,16 +72,29 @@ def base_store(tmp_path_factory):
 
     def frame(sl, noise):
         y = y_all[sl]
-        return pd.DataFrame({"customer_id": ids[sl], "label": y, "score": _scores(rng, y, noise),
-                             "baseline_score": rng.random(len(y))})
+        return pd.DataFrame(
+            {
+                "customer_id": ids[sl],
+                "label": y,
+                "score": _scores(rng, y, noise),
+                "baseline_score": rng.random(len(y)),
+            }
+        )
 
     runs = {
         "A": _log_run(client, exp, "strong", frame(slice(0, N), 0.8), {"xgb.max_depth": "4"}),
         "B": _log_run(client, exp, "weak", frame(slice(0, N), 1.6), {"xgb.max_depth": "2"}),
-        "C": _log_run(client, exp, "shifted", frame(slice(N // 2, N + N // 2), 1.0),
-                      {"xgb.max_depth": "3"}),
-        "D": _log_run(client, exp, "disjoint", frame(slice(2 * N, 2 * N + 500), 1.0),
-                      {"xgb.max_depth": "3"}, tags={"family": "clv"}),
+        "C": _log_run(
+            client, exp, "shifted", frame(slice(N // 2, N + N // 2), 1.0), {"xgb.max_depth": "3"}
+        ),
+        "D": _log_run(
+            client,
+            exp,
+            "disjoint",
+            frame(slice(2 * N, 2 * N + 500), 1.0),
+            {"xgb.max_depth": "3"},
+            tags={"family": "clv"},
+        ),
         "E": _log_run(client, exp, "no-preds", None, {"xgb.max_depth": "5"}),
     }
     return home / "mlflow.db", runs
@@ -111,6 +128,7 @@ def test_paired_bootstrap_of_identical_scores_is_exactly_zero():
 
 def test_paired_bootstrap_interval_covers_the_true_difference():
     """Scores y + N(0, sd) have AUC Phi(1 / (sd sqrt 2)); the 95 % interval should cover it."""
+
     def phi(x: float) -> float:
         return 0.5 * (1 + erf(x / sqrt(2)))
 
@@ -138,8 +156,8 @@ def test_paired_bootstrap_depends_on_the_seed_only():
 
 
 def test_pairing_uses_customer_and_label():
-    champ = pd.DataFrame({"customer_id": list("abc"), "label": [1, 0, 1], "score": [.9, .1, .8]})
-    other = pd.DataFrame({"customer_id": list("bcd"), "label": [0, 0, 1], "score": [.2, .3, .4]})
+    champ = pd.DataFrame({"customer_id": list("abc"), "label": [1, 0, 1], "score": [0.9, 0.1, 0.8]})
+    other = pd.DataFrame({"customer_id": list("bcd"), "label": [0, 0, 1], "score": [0.2, 0.3, 0.4]})
     joined, note = pair_predictions(champ, other)
     assert joined["customer_id"].tolist() == ["b"]
     assert "1 rows of 3" in note and "different labels" in note
@@ -152,7 +170,9 @@ def test_select_runs_by_experiment_tag_and_ids(store):
     churn = select_runs(uri, "churn_cmp", tag_filter={"family": "churn"})
     assert runs["D"] not in {r.info.run_id for r in churn} and len(churn) == 4
     assert [r.info.run_id for r in select_runs(uri, run_ids=[runs["B"], runs["A"]])] == [
-        runs["B"], runs["A"]]
+        runs["B"],
+        runs["A"],
+    ]
     above = select_runs(uri, tag_filter="metrics.test_roc_auc > 0.6")
     assert {r.info.run_id for r in above} == set(runs.values()) - {runs["E"]}
     with pytest.raises(ValueError, match="churn_cmp"):
@@ -168,7 +188,8 @@ def test_best_auc_is_the_champion_without_a_registry(store):
     assert result.table["run_id"].iloc[0] == runs["A"]
     # Δ columns are differences of the logged metrics
     assert t.loc[runs["B"], "delta_test_roc_auc"] == pytest.approx(
-        t.loc[runs["B"], "test_roc_auc"] - t.loc[runs["A"], "test_roc_auc"])
+        t.loc[runs["B"], "test_roc_auc"] - t.loc[runs["A"], "test_roc_auc"]
+    )
     assert t.loc[runs["B"], "paired_note"] == "same test rows"
     assert t.loc[runs["B"], "auc_diff_hi"] < 0  # the weak run is clearly worse
     assert t.loc[runs["B"], "data_window"] == "2023-06-30, 2023-09-30 → 2024-09-30"
@@ -182,8 +203,14 @@ def test_different_test_rows_use_the_intersection_or_are_na(store):
     c = t.loc[runs["C"]]
     assert c["paired_rows"] == N // 2 and c["paired_note"].startswith("intersection: 400 rows")
     # the interval is the paired bootstrap on exactly those common rows
-    preds = {k: pd.read_parquet(client.download_artifacts(
-        runs[k], "evaluation/test_predictions.parquet", tempfile.mkdtemp())) for k in "AC"}
+    preds = {
+        k: pd.read_parquet(
+            client.download_artifacts(
+                runs[k], "evaluation/test_predictions.parquet", tempfile.mkdtemp()
+            )
+        )
+        for k in "AC"
+    }
     joined = preds["A"].merge(preds["C"], on=["customer_id", "label"], suffixes=("_a", "_c"))
     expected = paired_auc_bootstrap(joined["label"], joined["score_a"], joined["score_c"], 200, 11)
     assert (c["auc_diff"], c["auc_diff_lo"], c["auc_diff_hi"]) == pytest.approx(expected)
@@ -196,8 +223,7 @@ def test_different_test_rows_use_the_intersection_or_are_na(store):
 def test_registry_champion_wins_over_the_best_auc(store):
     uri, client, runs = store
     client.create_registered_model("churn-cmp")
-    mv = client.create_model_version("churn-cmp", source="file:///nowhere/model",
-                                     run_id=runs["B"])
+    mv = client.create_model_version("churn-cmp", source="file:///nowhere/model", run_id=runs["B"])
     client.set_registered_model_alias("churn-cmp", "champion", mv.version)
     result = compare_runs(select_runs(uri, "churn_cmp"), n_boot=200, tracking_uri=uri)
     assert result.champion_run_id == runs["B"]
@@ -210,8 +236,15 @@ def test_terminal_and_html_output(store, tmp_path):
     uri, client, runs = store
     client.set_tag(runs["B"], "mlflow.runName", "<script>alert(1)</script>")
     console = Console(record=True, width=300)
-    result = run_compare("churn_cmp", None, {"family": "churn"}, tmp_path / "r" / "cmp.html", uri,
-                         n_boot=100, console=console)
+    result = run_compare(
+        "churn_cmp",
+        None,
+        {"family": "churn"},
+        tmp_path / "r" / "cmp.html",
+        uri,
+        n_boot=100,
+        console=console,
+    )
     text = console.export_text()
     assert "★ strong" in text and "Δ AUC vs champion" in text and "[-" in text
     page = (tmp_path / "r" / "cmp.html").read_text()

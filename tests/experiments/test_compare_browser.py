@@ -12,8 +12,16 @@ import numpy as np
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 QUICK_PARAMS = [  # small forests: seconds per run, and visibly different models
     {"n_estimators": 15, "max_depth": 2, "learning_rate": 0.1},
     {"n_estimators": 40, "max_depth": 3, "learning_rate": 0.1},
@@ -45,12 +53,14 @@ def comparison(synthetic_pipeline, tmp_path_factory):
     state, cfg = synthetic_pipeline["state"], synthetic_pipeline["cfg"]
     run_ids = []
     for i, params in enumerate(QUICK_PARAMS):
-        quick = cfg.model_copy(update={
-            "name": f"quick_{i}_depth{params['max_depth']}",
-            "experiment": "churn_compare_browser",
-            "registered_model": "churn-compare-browser",  # leaves the pipeline's champion alone
-            "model": ModelSpec(params=params),
-        })
+        quick = cfg.model_copy(
+            update={
+                "name": f"quick_{i}_depth{params['max_depth']}",
+                "experiment": "churn_compare_browser",
+                "registered_model": "churn-compare-browser",  # leaves the pipeline's champion alone
+                "model": ModelSpec(params=params),
+            }
+        )
         logged = run_experiment(quick, state).logged
         run_ids.append(logged["run_id"])
     runs = select_runs(state.tracking_uri, "churn_compare_browser")
@@ -64,7 +74,10 @@ def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
     profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
     return subprocess.run(
         [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=90, check=False,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
     )
 
 

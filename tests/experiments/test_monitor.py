@@ -49,8 +49,11 @@ def test_psi_by_hand_on_a_tiny_example():
 def test_missing_values_are_a_bin_of_their_own():
     """Two missing of ten where the reference had none: that bin gets EPSILON on the left."""
     actual = [1, 2, 3, 4, 5, 6, 7, 8, np.nan, np.nan]
-    by_hand = ((0.5 - 0.5) * np.log(0.5 / 0.5) + (0.3 - 0.5) * np.log(0.3 / 0.5)
-               + (0.2 - EPSILON) * np.log(0.2 / EPSILON))
+    by_hand = (
+        (0.5 - 0.5) * np.log(0.5 / 0.5)
+        + (0.3 - 0.5) * np.log(0.3 / 0.5)
+        + (0.2 - EPSILON) * np.log(0.2 / EPSILON)
+    )
     assert psi(np.arange(1, 11), actual, bins=2) == pytest.approx(by_hand, abs=1e-12)
 
 
@@ -68,15 +71,22 @@ def test_categories_are_bins_and_a_new_category_counts():
     assert psi(list("aabb"), list("abbc")) == pytest.approx(by_hand, abs=1e-12)
     region = pd.Series(["north", "south", None, "north"])
     assert psi(region, region.copy()) == 0.0
-    table = feature_psi(pd.DataFrame({"region": list("aabb")}),
-                        pd.DataFrame({"region": list("abbc")}), ["region"])
+    table = feature_psi(
+        pd.DataFrame({"region": list("aabb")}), pd.DataFrame({"region": list("abbc")}), ["region"]
+    )
     assert table.loc[0, "flag"] == "significant" and np.isnan(table.loc[0, "reference_mean"])
 
 
 def test_thresholds_are_configurable_and_ordered():
     default = PSIThresholds()
     assert [default.flag(v) for v in (0.0, 0.099, 0.1, 0.25, 0.2501, np.nan)] == [
-        "stable", "stable", "moderate", "moderate", "significant", "n/a"]
+        "stable",
+        "stable",
+        "moderate",
+        "moderate",
+        "significant",
+        "n/a",
+    ]
     strict = PSIThresholds(moderate=0.02, significant=0.05)
     assert strict.flag(0.03) == "moderate" and strict.flag(0.06) == "significant"
     with pytest.raises(ValueError):
@@ -149,8 +159,9 @@ def test_resampled_halves_are_stable_and_the_shifted_feature_is_flagged(snapshot
 def test_monitor_run_is_logged_and_written_beside_the_snapshot(snapshots):
     pipeline, fs, paths = snapshots
     state, cfg = pipeline["state"], pipeline["cfg"]
-    report = run_monitor(state, "synthetic", fs.name, REFERENCE, CURRENT, cfg.registered_model,
-                         state.tracking_uri)
+    report = run_monitor(
+        state, "synthetic", fs.name, REFERENCE, CURRENT, cfg.registered_model, state.tracking_uri
+    )
     assert report.monitor_path == paths[CURRENT].parent / "monitor.json"
     saved = json.loads(report.monitor_path.read_text())
     assert saved["current_as_of"] == "2024-09-30" and saved["mlflow_run_id"]
@@ -190,8 +201,15 @@ def test_monitor_tags_the_breached_features(snapshots):
     snap = pd.read_parquet(paths[CURRENT])
     snap["days_since_last_order"] = snap["days_since_last_order"] + 60
     snap.to_parquet(folder / f"as_of={CURRENT.isoformat()}.parquet", index=False)
-    report = run_monitor(state, "synthetic_shifted", fs.name, REFERENCE, CURRENT,
-                         cfg.registered_model, state.tracking_uri)
+    report = run_monitor(
+        state,
+        "synthetic_shifted",
+        fs.name,
+        REFERENCE,
+        CURRENT,
+        cfg.registered_model,
+        state.tracking_uri,
+    )
     assert report.breached["significant"][:1] == ["days_since_last_order"]
     run = MlflowClient(state.tracking_uri).get_run(report.mlflow_run_id)
     assert "days_since_last_order" in run.data.tags["psi_significant"].split(",")

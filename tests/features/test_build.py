@@ -15,12 +15,12 @@ ROWS = [
     # customer, ts, order, amount, is_return
     ("A", "2024-01-10 09:00", "o1", 100.0, False),
     ("A", "2024-03-30 18:00", "o2", 50.0, False),
-    ("A", "2024-04-15 10:00", "o3", 20.0, False),   # after the cutoff, inside the horizon
+    ("A", "2024-04-15 10:00", "o3", 20.0, False),  # after the cutoff, inside the horizon
     ("B", "2023-12-01 10:00", "o4", 300.0, False),
     ("B", "2024-02-01 10:00", "o4-R", -100.0, True),
-    ("C", "2022-01-01 10:00", "o5", 10.0, False),   # outside the 365-day lookback: not active
-    ("D", "2024-03-31 23:59", "o6", 40.0, False),   # last minute of the cutoff day: counted
-    ("E", "2024-04-01 00:00", "o7", 40.0, False),   # first minute after the cutoff: invisible
+    ("C", "2022-01-01 10:00", "o5", 10.0, False),  # outside the 365-day lookback: not active
+    ("D", "2024-03-31 23:59", "o6", 40.0, False),  # last minute of the cutoff day: counted
+    ("E", "2024-04-01 00:00", "o7", 40.0, False),  # first minute after the cutoff: invisible
     ("E", "2024-07-01 00:00", "o8", 40.0, False),
 ]
 AS_OF = date(2024, 3, 31)
@@ -53,6 +53,7 @@ def test_features_see_the_whole_cutoff_day_and_nothing_after(con):
     assert feats.loc["A", "rfm_points"] == 43.0
     assert feats.loc["B", "rfm_points"] == 34.0
     assert feats.loc["C", "rfm_points"] == 1.0  # older than a year, nothing in two years
+
 
 def test_churn_labels(con):
     labels = compute_churn_labels(con, "tx", AS_OF, 90, 365).set_index("customer_id")["label"]

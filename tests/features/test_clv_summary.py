@@ -52,12 +52,20 @@ def test_summary_in_days_hand_checked() -> None:
     assert list(s.reset_index().columns) == SUMMARY_COLUMNS + HOLDOUT_COLUMNS
     assert list(s.index) == ["A", "B"]
     assert s.loc["A"].to_dict() == {
-        "frequency": 2, "recency": 14.0, "T": 14.0, "monetary_value": 25.0,
-        "holdout_purchases": 3, "holdout_spend": 22.0,
+        "frequency": 2,
+        "recency": 14.0,
+        "T": 14.0,
+        "monetary_value": 25.0,
+        "holdout_purchases": 3,
+        "holdout_spend": 22.0,
     }
     assert s.loc["B"].to_dict() == {
-        "frequency": 0, "recency": 0.0, "T": 5.0, "monetary_value": 0.0,
-        "holdout_purchases": 0, "holdout_spend": 0.0,
+        "frequency": 0,
+        "recency": 0.0,
+        "T": 5.0,
+        "monetary_value": 0.0,
+        "holdout_purchases": 0,
+        "holdout_spend": 0.0,
     }
     assert s["frequency"].dtype == np.int64 and s["holdout_purchases"].dtype == np.int64
 

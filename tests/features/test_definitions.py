@@ -58,10 +58,21 @@ def test_released_sets_are_never_edited(name):
 
 def test_churn_v1_keeps_its_features_in_order():
     assert feature_set("churn_v1").names == [
-        "days_since_last_order", "days_since_first_order", "orders_count_total",
-        "spend_sum_total", "spend_mean_order", "orders_count_30d", "spend_sum_30d",
-        "orders_count_90d", "spend_sum_90d", "orders_count_365d", "spend_sum_365d",
-        "orders_count_730d", "spend_sum_730d", "returns_share", "categories_distinct",
+        "days_since_last_order",
+        "days_since_first_order",
+        "orders_count_total",
+        "spend_sum_total",
+        "spend_mean_order",
+        "orders_count_30d",
+        "spend_sum_30d",
+        "orders_count_90d",
+        "spend_sum_90d",
+        "orders_count_365d",
+        "spend_sum_365d",
+        "orders_count_730d",
+        "spend_sum_730d",
+        "returns_share",
+        "categories_distinct",
         "rfm_points",
     ]
 
@@ -69,7 +80,15 @@ def test_churn_v1_keeps_its_features_in_order():
 def test_crm_v1_covers_every_family_and_window():
     fs = feature_set("crm_v1")
     assert {f.family for f in fs.features} == {
-        "rfm", "tenure", "trend", "interpurchase", "basket", "category", "returns", "season"}
+        "rfm",
+        "tenure",
+        "trend",
+        "interpurchase",
+        "basket",
+        "category",
+        "returns",
+        "season",
+    }
     for w in (7, 30, 90, 180, 365):
         assert {f"orders_count_{w}d", f"spend_sum_{w}d"} <= set(fs.names)
     assert fs.inputs == ["transactions"]
@@ -135,12 +154,14 @@ def _date_args_only(sql: str) -> None:
     for node in sqlglot.parse_one(sql, read="duckdb").find_all(exp.DateDiff):
         for arg in (node.this, node.expression):
             is_date = (isinstance(arg, exp.Cast) and arg.to.this == exp.DataType.Type.DATE) or (
-                isinstance(arg, exp.Cast | exp.Date | exp.Literal) and "DATE" in arg.sql().upper())
+                isinstance(arg, exp.Cast | exp.Date | exp.Literal) and "DATE" in arg.sql().upper()
+            )
             assert is_date, f"date_diff on a non-DATE argument: {node.sql()}"
 
 
-@pytest.mark.parametrize("name", [*RELEASED_SETS, "crm_v1+crm_engagement_v1+crm_customer_v1"
-                                  "+crm_household_v1"])
+@pytest.mark.parametrize(
+    "name", [*RELEASED_SETS, "crm_v1+crm_engagement_v1+crm_customer_v1+crm_household_v1"]
+)
 def test_sql_transpiles_to_spark_without_the_known_traps(name):
     fs = feature_set(name)
     sql = features_sql("tx", AS_OF, fs, **RELATIONS)
@@ -175,16 +196,24 @@ def test_columns_follow_the_declaration_order():
 
 
 def test_configured_category_shares():
-    tx = pd.DataFrame({
-        "customer_id": ["A"] * 4, "order_id": ["o1", "o1", "o2", "o2-R"],
-        "ts": pd.to_datetime(["2024-03-01"] * 2 + ["2024-03-05", "2024-03-06"]),
-        "product_id": ["p"] * 4, "category": ["Home & Garden", "toys", "toys", "toys"],
-        "quantity": [1.0, 1.0, 1.0, -1.0], "amount": [30.0, 10.0, 60.0, -60.0],
-        "is_return": [False, False, False, True],
-    })
+    tx = pd.DataFrame(
+        {
+            "customer_id": ["A"] * 4,
+            "order_id": ["o1", "o1", "o2", "o2-R"],
+            "ts": pd.to_datetime(["2024-03-01"] * 2 + ["2024-03-05", "2024-03-06"]),
+            "product_id": ["p"] * 4,
+            "category": ["Home & Garden", "toys", "toys", "toys"],
+            "quantity": [1.0, 1.0, 1.0, -1.0],
+            "amount": [30.0, 10.0, 60.0, -60.0],
+            "is_return": [False, False, False, True],
+        }
+    )
     extra = category_share_features(["Home & Garden", "toys", "o'brien"])
-    assert [f.name for f in extra] == ["spend_share_home_garden_total", "spend_share_toys_total",
-                                       "spend_share_o_brien_total"]
+    assert [f.name for f in extra] == [
+        "spend_share_home_garden_total",
+        "spend_share_toys_total",
+        "spend_share_o_brien_total",
+    ]
     fs = FeatureSet("shop_v1", (*feature_set("churn_v1").features, *extra))
     con = duckdb.connect()
     con.register("tx", tx)

@@ -37,11 +37,11 @@ CAMPAIGNS = [
 @pytest.fixture
 def con() -> duckdb.DuckDBPyConnection:
     c = duckdb.connect()
-    tx = pd.DataFrame(TX, columns=["customer_id", "ts", "order_id", "category", "amount",
-                                   "is_return"])
+    tx = pd.DataFrame(
+        TX, columns=["customer_id", "ts", "order_id", "category", "amount", "is_return"]
+    )
     tx["ts"] = pd.to_datetime(tx["ts"])
-    ch = pd.DataFrame(CAMPAIGNS, columns=["campaign_id", "customer_id", "ts", "group",
-                                          "responded"])
+    ch = pd.DataFrame(CAMPAIGNS, columns=["campaign_id", "customer_id", "ts", "group", "responded"])
     ch["ts"] = pd.to_datetime(ch["ts"])
     c.register("tx", tx)
     c.register("ch", ch)

@@ -163,8 +163,16 @@ def test_shared_phone_with_different_names_is_a_household_not_a_duplicate() -> N
 
 
 def test_a_phone_shared_by_many_customers_links_no_household() -> None:
-    people = [("Ava", "Hill"), ("Ben", "Ross"), ("Cleo", "Nash"), ("Dev", "Shah"), ("Eve", "Kerr"),
-              ("Finn", "Ward"), ("Gus", "Pike"), ("Hana", "Ito")]
+    people = [
+        ("Ava", "Hill"),
+        ("Ben", "Ross"),
+        ("Cleo", "Nash"),
+        ("Dev", "Shah"),
+        ("Eve", "Kerr"),
+        ("Finn", "Ward"),
+        ("Gus", "Pike"),
+        ("Hana", "Ito"),
+    ]
     rows = [
         (str(k), first, last, None, "0800 123 4567", None, None)
         for k, (first, last) in enumerate(people)
@@ -335,8 +343,15 @@ def test_empty_and_minimal_frames() -> None:
 
 @pytest.mark.parametrize(
     ("name", "code"),
-    [("robert", "R163"), ("rupert", "R163"), ("tymczak", "T522"), ("pfister", "P236"),
-     ("ashcraft", "A261"), ("lee", "L000"), ("", "")],
+    [
+        ("robert", "R163"),
+        ("rupert", "R163"),
+        ("tymczak", "T522"),
+        ("pfister", "P236"),
+        ("ashcraft", "A261"),
+        ("lee", "L000"),
+        ("", ""),
+    ],
 )
 def test_soundex(name: str, code: str) -> None:
     assert soundex(name) == code
@@ -372,8 +387,14 @@ def test_pairwise_scores() -> None:
 
 # --------------------------------------------------------------------------- synthetic truth
 
-ABBREVIATIONS = (("Street", "St."), ("Road", "Rd"), ("Avenue", "Ave"), ("Lane", "Ln."),
-                 ("straße", "str."), ("Straße", "Str."))
+ABBREVIATIONS = (
+    ("Street", "St."),
+    ("Road", "Rd"),
+    ("Avenue", "Ave"),
+    ("Lane", "Ln."),
+    ("straße", "str."),
+    ("Straße", "Str."),
+)
 
 
 def _typo(text: str, rng: np.random.Generator) -> str:

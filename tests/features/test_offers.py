@@ -87,8 +87,14 @@ def con() -> duckdb.DuckDBPyConnection:
 def labels(con, upsell_steps: int = 1, bought_within_days: int | None = None, tx: str = "tx"):
     offers = validate_offers(OFFERS)
     sql = offer_labels_sql(
-        tx, offers_relation_sql(offers), T, H, LOOKBACK, products_relation_sql("products_raw"),
-        upsell_steps, bought_within_days,
+        tx,
+        offers_relation_sql(offers),
+        T,
+        H,
+        LOOKBACK,
+        products_relation_sql("products_raw"),
+        upsell_steps,
+        bought_within_days,
     )
     out = con.execute(sql).df()
     return {(r.customer_id, r.offer_id): int(r.taken) for r in out.itertuples()}
@@ -158,8 +164,11 @@ def test_pandas_eligibility_matches_sql(con):
     for steps, within in ((1, None), (2, None), (1, 200)):
         rows, cols = np.nonzero(eligibility_matrix(wide, offers, steps, within))
         pandas_pairs = set(
-            zip(wide["customer_id"].to_numpy()[rows], offers["offer_id"].to_numpy()[cols],
-                strict=True)
+            zip(
+                wide["customer_id"].to_numpy()[rows],
+                offers["offer_id"].to_numpy()[cols],
+                strict=True,
+            )
         )
         assert pandas_pairs == set(labels(con, steps, within)), (steps, within)
 

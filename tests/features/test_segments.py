@@ -43,8 +43,16 @@ from features.store import StateDirs
 from tests.conftest import require_dataset
 
 AS_OF = date(2024, 6, 30)
-TX_COLUMNS = ["customer_id", "ts", "order_id", "product_id", "category", "quantity", "amount",
-              "is_return"]
+TX_COLUMNS = [
+    "customer_id",
+    "ts",
+    "order_id",
+    "product_id",
+    "category",
+    "quantity",
+    "amount",
+    "is_return",
+]
 
 
 def _tx(rows: list[tuple[str, int, float]], as_of: date = AS_OF) -> pd.DataFrame:
@@ -52,8 +60,9 @@ def _tx(rows: list[tuple[str, int, float]], as_of: date = AS_OF) -> pd.DataFrame
     out = []
     for i, (cid, days_ago, amount) in enumerate(rows):
         ts = pd.Timestamp(as_of - timedelta(days=days_ago)) + pd.Timedelta(hours=12)
-        out.append((cid, ts, f"o{i}", "p1", "cat", 1.0 if amount >= 0 else -1.0, amount,
-                    amount < 0))
+        out.append(
+            (cid, ts, f"o{i}", "p1", "cat", 1.0 if amount >= 0 else -1.0, amount, amount < 0)
+        )
     frame = pd.DataFrame(out, columns=TX_COLUMNS)
     frame["ts"] = frame["ts"].astype("datetime64[us]")
     return frame
@@ -152,7 +161,17 @@ def test_rfm_point_bands_are_half_open() -> None:
 def test_quintile_scores_exact_without_ties_shared_with_ties() -> None:
     assert quintile_scores(pd.Series(range(10))).tolist() == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     assert quintile_scores(pd.Series(range(10)), higher_is_better=False).tolist() == [
-        5, 5, 4, 4, 3, 3, 2, 2, 1, 1]
+        5,
+        5,
+        4,
+        4,
+        3,
+        3,
+        2,
+        2,
+        1,
+        1,
+    ]
     # six tied values (mid-rank 3.5 of 10) share one score; row order cannot matter
     values = pd.Series([1, 1, 1, 1, 1, 1, 2, 3, 4, 5])
     scores = quintile_scores(values)
@@ -165,11 +184,13 @@ def test_quintile_scores_exact_without_ties_shared_with_ties() -> None:
 def test_rfm_quintile_codes_of_extreme_customers() -> None:
     n = 50
     rng = np.random.default_rng(1)
-    feats = pd.DataFrame({
-        "days_since_last_order": rng.integers(5, 300, n),
-        "orders_count_total": rng.integers(2, 20, n),
-        "spend_sum_total": rng.uniform(10, 900, n),
-    })
+    feats = pd.DataFrame(
+        {
+            "days_since_last_order": rng.integers(5, 300, n),
+            "orders_count_total": rng.integers(2, 20, n),
+            "spend_sum_total": rng.uniform(10, 900, n),
+        }
+    )
     feats.loc[0] = [0, 100, 10_000.0]  # the most recent, most frequent, biggest spender
     feats.loc[1] = [900, 1, 1.0]  # the opposite
     q = rfm_quintiles(feats)
@@ -179,14 +200,30 @@ def test_rfm_quintile_codes_of_extreme_customers() -> None:
     assert q["m_score"].value_counts().to_dict() == {s: 10 for s in range(1, 6)}
 
 
-@pytest.mark.parametrize(("r", "f", "name"), [
-    (5, 5, "Champions"), (5, 4, "Champions"), (4, 5, "Loyal"), (3, 4, "Loyal"),
-    (5, 2, "Potential loyalist"), (4, 3, "Potential loyalist"), (5, 1, "New"),
-    (4, 1, "Promising"), (3, 3, "Need attention"), (3, 1, "About to sleep"),
-    (3, 2, "About to sleep"), (2, 3, "At risk"), (1, 4, "At risk"), (1, 5, "Can't lose them"),
-    (2, 5, "Can't lose them"), (2, 2, "Hibernating"), (1, 2, "Hibernating"), (2, 1, "Hibernating"),
-    (1, 1, "Lost"),
-])
+@pytest.mark.parametrize(
+    ("r", "f", "name"),
+    [
+        (5, 5, "Champions"),
+        (5, 4, "Champions"),
+        (4, 5, "Loyal"),
+        (3, 4, "Loyal"),
+        (5, 2, "Potential loyalist"),
+        (4, 3, "Potential loyalist"),
+        (5, 1, "New"),
+        (4, 1, "Promising"),
+        (3, 3, "Need attention"),
+        (3, 1, "About to sleep"),
+        (3, 2, "About to sleep"),
+        (2, 3, "At risk"),
+        (1, 4, "At risk"),
+        (1, 5, "Can't lose them"),
+        (2, 5, "Can't lose them"),
+        (2, 2, "Hibernating"),
+        (1, 2, "Hibernating"),
+        (2, 1, "Hibernating"),
+        (1, 1, "Lost"),
+    ],
+)
 def test_named_segment_grid(r: int, f: int, name: str) -> None:
     assert RFM_SEGMENT_GRID[(r, f)] == name
 
@@ -240,10 +277,13 @@ def test_order_gaps_hand_checked(lifecycle_tx: pd.DataFrame) -> None:
 
 def test_each_lifecycle_stage_and_the_7_day_lapse_flag(lifecycle_tx: pd.DataFrame) -> None:
     feats = _features(lifecycle_tx)
-    seg = segment_customers(feats, lifecycle_tx, cfg=SegmentsConfig(clusters=ClusterConfig(
-        enabled=False)), as_of=AS_OF).set_index("customer_id")
-    got = {cid: (seg.loc[cid, "lifecycle_stage"], bool(seg.loc[cid, "lapsed_recently"]))
-           for cid in LIFECYCLE_CASES}
+    seg = segment_customers(
+        feats, lifecycle_tx, cfg=SegmentsConfig(clusters=ClusterConfig(enabled=False)), as_of=AS_OF
+    ).set_index("customer_id")
+    got = {
+        cid: (seg.loc[cid, "lifecycle_stage"], bool(seg.loc[cid, "lapsed_recently"]))
+        for cid in LIFECYCLE_CASES
+    }
     assert got == {cid: (stage, flag) for cid, (_, stage, flag) in LIFECYCLE_CASES.items()}
     assert set(seg["lifecycle_stage"]) == set(LIFECYCLE_STAGES)
 
@@ -255,8 +295,9 @@ def test_without_gaps_nobody_is_won_back(lifecycle_tx: pd.DataFrame) -> None:
 
 def test_lifecycle_thresholds_are_configurable(lifecycle_tx: pd.DataFrame) -> None:
     feats = _features(lifecycle_tx).set_index("customer_id")
-    strict = lifecycle_stages(feats, LifecycleConfig(loyal_min_orders=2, lapsing_days=60,
-                                                     lapsed_days=100, new_days=15))
+    strict = lifecycle_stages(
+        feats, LifecycleConfig(loyal_min_orders=2, lapsing_days=60, lapsed_days=100, new_days=15)
+    )
     assert strict.loc["active", "lifecycle_stage"] == "loyal"  # 2 orders in the last year
     assert strict.loc["lapsing", "lifecycle_stage"] == "lapsed"  # 120 > 100
     assert strict.loc["new_busy", "lifecycle_stage"] == "loyal"  # first order 30 >= 15 days ago
@@ -268,10 +309,18 @@ def test_lifecycle_thresholds_are_configurable(lifecycle_tx: pd.DataFrame) -> No
 
 
 def test_lifecycle_flow_counts_and_sums() -> None:
-    t0 = pd.DataFrame({"customer_id": ["a", "b", "c", "x"],
-                       "lifecycle_stage": ["new", "active", "lapsing", "lapsed"]})
-    t1 = pd.DataFrame({"customer_id": ["a", "b", "c", "d", "e"],
-                       "lifecycle_stage": ["active", "active", "lapsed", "new", "new"]})
+    t0 = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "x"],
+            "lifecycle_stage": ["new", "active", "lapsing", "lapsed"],
+        }
+    )
+    t1 = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "d", "e"],
+            "lifecycle_stage": ["active", "active", "lapsed", "new", "new"],
+        }
+    )
     flow = lifecycle_flow(t0, t1)
     assert list(flow.index) == [NOT_YET, *LIFECYCLE_STAGES]
     assert list(flow.columns) == [*LIFECYCLE_STAGES, NO_LONGER]
@@ -281,9 +330,11 @@ def test_lifecycle_flow_counts_and_sums() -> None:
     assert flow.loc["lapsing", "lapsed"] == 1 and flow.loc["lapsed", NO_LONGER] == 1
     # row sums are the stages at t0 (plus newcomers), column sums the stages at t1
     assert flow.sum(axis=1).drop(NOT_YET).to_dict() == {
-        s: int((t0["lifecycle_stage"] == s).sum()) for s in LIFECYCLE_STAGES}
+        s: int((t0["lifecycle_stage"] == s).sum()) for s in LIFECYCLE_STAGES
+    }
     assert flow.sum(axis=0).drop(NO_LONGER).to_dict() == {
-        s: int((t1["lifecycle_stage"] == s).sum()) for s in LIFECYCLE_STAGES}
+        s: int((t1["lifecycle_stage"] == s).sum()) for s in LIFECYCLE_STAGES
+    }
     series_flow = lifecycle_flow(t0.set_index("customer_id")["lifecycle_stage"], t1)
     pd.testing.assert_frame_equal(series_flow, flow)
 
@@ -311,8 +362,9 @@ def _blobs(seed: int = 0, n: int = 600) -> pd.DataFrame:
     centres = np.array([[5.0, 1.0, 3.0], [200.0, 3.0, 60.0], [20.0, 30.0, 3000.0]])
     group = rng.integers(0, 3, n)
     values = centres[group] * np.exp(rng.normal(0.0, 0.15, (n, 3)))
-    return pd.DataFrame(values, columns=["days_since_last_order", "orders_count_total",
-                                         "spend_sum_total"]).assign(group=group)
+    return pd.DataFrame(
+        values, columns=["days_since_last_order", "orders_count_total", "spend_sum_total"]
+    ).assign(group=group)
 
 
 def test_clusters_choose_k_by_silhouette_deterministically() -> None:
@@ -341,16 +393,23 @@ def test_clusters_degenerate_input_gives_one_cluster() -> None:
 
 def test_segment_customers_and_summary(lifecycle_tx: pd.DataFrame) -> None:
     feats = _features(lifecycle_tx)
-    seg = segment_customers(feats, lifecycle_tx, as_of=AS_OF,
-                            cfg=SegmentsConfig(clusters=ClusterConfig(k_max=4)))
+    seg = segment_customers(
+        feats, lifecycle_tx, as_of=AS_OF, cfg=SegmentsConfig(clusters=ClusterConfig(k_max=4))
+    )
     assert list(seg.columns) == SEGMENT_COLUMNS and len(seg) == len(feats)
     clusters = seg.attrs["clusters"]  # describes the cluster column: k_min..k_max tried
     assert sorted(clusters["silhouette"]) == ["2", "3", "4"]
     assert clusters["k"] == int(max(clusters["silhouette"], key=clusters["silhouette"].get))
     assert seg["cluster"].nunique() == clusters["k"]
     summary = segment_summary(seg)
-    assert set(summary["scheme"]) == {"rfm_band", "rfm_segment", "abc_class", "pyramid_level",
-                                      "lifecycle_stage", "cluster"}
+    assert set(summary["scheme"]) == {
+        "rfm_band",
+        "rfm_segment",
+        "abc_class",
+        "pyramid_level",
+        "lifecycle_stage",
+        "cluster",
+    }
     for _, part in summary.groupby("scheme"):
         assert part["customers"].sum() == len(seg)
         assert part["customer_share"].sum() == pytest.approx(1.0)

@@ -46,10 +46,31 @@ def _transactions(seed: int = 0, n_customers: int = 150) -> pd.DataFrame:
             amount = round(float(rng.lognormal(3.5, 1.0)), 2)
             rows.append((f"c{c:03d}", ts, f"o{c}-{i}", "p1", None, 1.0, amount, False))
             if rng.random() < 0.05:
-                rows.append((f"c{c:03d}", ts + pd.Timedelta(days=3), f"o{c}-{i}R", "p1", None,
-                             -1.0, -amount, True))
-    frame = pd.DataFrame(rows, columns=["customer_id", "ts", "order_id", "product_id", "category",
-                                        "quantity", "amount", "is_return"])
+                rows.append(
+                    (
+                        f"c{c:03d}",
+                        ts + pd.Timedelta(days=3),
+                        f"o{c}-{i}R",
+                        "p1",
+                        None,
+                        -1.0,
+                        -amount,
+                        True,
+                    )
+                )
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "customer_id",
+            "ts",
+            "order_id",
+            "product_id",
+            "category",
+            "quantity",
+            "amount",
+            "is_return",
+        ],
+    )
     frame["ts"] = frame["ts"].astype("datetime64[us]")
     return frame[frame["ts"].dt.date <= LAST]
 
@@ -72,8 +93,14 @@ def _check_report(path: Path) -> str:
     assert not re.search(r'(src|href)="(https?:)?//', text)  # no external assets
     for heading in REPORT_SECTIONS:
         assert f"<h2>{heading}</h2>" in text
-    for table_heading in ("Pareto ABC", "Customer pyramid", "Lifecycle stage", "RFM named segment",
-                          "<th>% revenue</th>", "<th>silhouette</th>"):
+    for table_heading in (
+        "Pareto ABC",
+        "Customer pyramid",
+        "Lifecycle stage",
+        "RFM named segment",
+        "<th>% revenue</th>",
+        "<th>silhouette</th>",
+    ):
         assert table_heading in text
     return text
 
@@ -88,15 +115,18 @@ def test_render_report_from_frames(tmp_path: Path) -> None:
     con = duckdb.connect()
     con.register("tx", tx)
     as_of, before = LAST, LAST - timedelta(days=90)
-    seg = segment_customers(compute_features(con, "tx", as_of, feature_set("churn_v1")), "tx",
-                            con, CFG, as_of=as_of)
-    seg0 = segment_customers(compute_features(con, "tx", before, feature_set("churn_v1")), "tx",
-                             con, CFG, as_of=before)
+    seg = segment_customers(
+        compute_features(con, "tx", as_of, feature_set("churn_v1")), "tx", con, CFG, as_of=as_of
+    )
+    seg0 = segment_customers(
+        compute_features(con, "tx", before, feature_set("churn_v1")), "tx", con, CFG, as_of=before
+    )
     con.close()
     summary = segment_summary(seg, CFG)
     flow = lifecycle_flow(seg0, seg)
-    out = render_segments_report(seg, summary, flow, pareto_curve(seg), tmp_path / "r" / "s.html",
-                                 title="Toy <segments>")
+    out = render_segments_report(
+        seg, summary, flow, pareto_curve(seg), tmp_path / "r" / "s.html", title="Toy <segments>"
+    )
     assert out == tmp_path / "r" / "s.html" and out.is_file()
     text = _check_report(out)
     assert "Toy &lt;segments&gt;" in text  # escaped
@@ -105,8 +135,14 @@ def test_render_report_from_frames(tmp_path: Path) -> None:
 
 
 def test_segments_chart_is_a_png(tmp_path: Path) -> None:
-    seg = pd.DataFrame({"customer_id": ["a", "b"], "revenue": [3.0, 1.0],
-                        "rfm_segment": ["Champions", "Lost"], "abc_class": ["A", "B"]})
+    seg = pd.DataFrame(
+        {
+            "customer_id": ["a", "b"],
+            "revenue": [3.0, 1.0],
+            "rfm_segment": ["Champions", "Lost"],
+            "abc_class": ["A", "B"],
+        }
+    )
     path = segments_chart(segment_summary(seg), tmp_path / "chart.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -116,10 +152,14 @@ def test_run_segments_writes_outputs_under_the_state_folder(ingested: StateDirs)
     folder = ingested.home / "segments" / "toy" / f"as_of={LAST.isoformat()}"
     assert out["as_of"] == LAST
     assert {out[k] for k in ("segments", "summary", "chart", "meta")} == {
-        folder / "segments.parquet", folder / "segment_summary.csv", folder / "segments_chart.png",
-        folder / "segments_meta.json"}
+        folder / "segments.parquet",
+        folder / "segment_summary.csv",
+        folder / "segments_chart.png",
+        folder / "segments_meta.json",
+    }
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["segments.parquet", "segment_summary.csv", "segments_chart.png", "segments_meta.json"])
+        ["segments.parquet", "segment_summary.csv", "segments_chart.png", "segments_meta.json"]
+    )
     seg = pd.read_parquet(out["segments"])
     assert len(seg) == out["customers"] == _transactions()["customer_id"].nunique()
     meta = json.loads(out["meta"].read_text())
@@ -130,8 +170,9 @@ def test_run_segments_writes_outputs_under_the_state_folder(ingested: StateDirs)
 
 def test_run_segments_report_flow_from_previous_cutoff(ingested: StateDirs, tmp_path: Path) -> None:
     path = run_segments_report(ingested, "toy", None, None, CFG, None)
-    assert path == (ingested.home / "segments" / "toy" / f"as_of={LAST.isoformat()}"
-                    / "segments_report.html")
+    assert path == (
+        ingested.home / "segments" / "toy" / f"as_of={LAST.isoformat()}" / "segments_report.html"
+    )
     text = _check_report(path)
     assert (LAST - timedelta(days=90)).isoformat() in text
     # a previous cutoff before the first order: everyone is "not yet a customer"

@@ -42,7 +42,9 @@ def _dataset(tmp_path: Path, csv: str = CSV, **extra: object) -> DatasetConfig:
                             "order_id": "inv",
                             "product_id": "sku",
                             "quantity": "qty",
-                            "amount": {"expr": 'TRY_CAST(qty AS DOUBLE) * TRY_CAST(price AS DOUBLE)'},
+                            "amount": {
+                                "expr": "TRY_CAST(qty AS DOUBLE) * TRY_CAST(price AS DOUBLE)"
+                            },
                             "is_return": {"expr": "starts_with(inv, 'C')"},
                         },
                         **extra,
@@ -102,8 +104,16 @@ def test_missing_required_column_names_the_field(tmp_path: Path, state: StateDir
     csv = "cust,when\nA1,2024-01-05 10:00:00\n"
     (tmp_path / "tx.csv").write_text(csv)
     cfg = DatasetConfig.model_validate(
-        {"name": "bad", "tables": {"transactions": {"sources": [
-            {"path": "tx.csv", "columns": {"customer_id": "cust", "ts": "when"}}]}}}
+        {
+            "name": "bad",
+            "tables": {
+                "transactions": {
+                    "sources": [
+                        {"path": "tx.csv", "columns": {"customer_id": "cust", "ts": "when"}}
+                    ]
+                }
+            },
+        }
     ).model_copy(update={"base_dir": tmp_path})
     with pytest.raises(ValueError, match=r"required \['order_id', 'amount'\]"):
         ingest(cfg, state)
@@ -115,12 +125,21 @@ def test_unknown_table_is_rejected_by_the_config():
 
 
 def test_duplicate_keys_are_quarantined_first_kept(tmp_path: Path, state: StateDirs):
-    (tmp_path / "c.csv").write_text(
-        "id,consent\nK1,yes\nK2,no\nK1,no\nK3,maybe\n"
-    )
+    (tmp_path / "c.csv").write_text("id,consent\nK1,yes\nK2,no\nK1,no\nK3,maybe\n")
     cfg = DatasetConfig.model_validate(
-        {"name": "cust", "tables": {"customers": {"sources": [
-            {"path": "c.csv", "columns": {"customer_id": "id", "consent_email": "consent"}}]}}}
+        {
+            "name": "cust",
+            "tables": {
+                "customers": {
+                    "sources": [
+                        {
+                            "path": "c.csv",
+                            "columns": {"customer_id": "id", "consent_email": "consent"},
+                        }
+                    ]
+                }
+            },
+        }
     ).model_copy(update={"base_dir": tmp_path})
     report = ingest(cfg, state).tables["customers"]
     assert report.quarantined_by_reason == {
@@ -146,7 +165,9 @@ def test_online_retail_adapter(state: StateDirs):
     assert accepted.loc[cancels, "is_return"].all()
     assert (accepted.loc[cancels, "amount"] <= 0).all()
     assert accepted["ts"].min() >= pd.Timestamp("2009-12-01")
-    assert len(report.source_files) == 2 and all(len(f["sha256"]) == 64 for f in report.source_files)
+    assert len(report.source_files) == 2 and all(
+        len(f["sha256"]) == 64 for f in report.source_files
+    )
 
 
 @pytest.mark.realdata

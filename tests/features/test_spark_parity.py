@@ -53,8 +53,14 @@ def tables_path(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _duckdb(paths: dict[str, Path], as_of: date, set_name: str) -> pd.DataFrame:
     rel = {k: f"read_parquet('{p}')" for k, p in paths.items()}
-    sql = features_sql(rel["transactions"], as_of, feature_set(set_name), events=rel["events"],
-                       customers=rel["customers"], households=rel["households"])
+    sql = features_sql(
+        rel["transactions"],
+        as_of,
+        feature_set(set_name),
+        events=rel["events"],
+        customers=rel["customers"],
+        households=rel["households"],
+    )
     return duckdb.connect().execute(sql).df()
 
 
@@ -79,8 +85,12 @@ def test_every_released_feature_matches(spark, tables_path):
     as_of = AS_OF
     duck = _duckdb(tables_path, as_of, ALL_SETS)
     got = compute_features_spark(
-        spark, str(tables_path["transactions"]), as_of, feature_set(ALL_SETS),
-        events_path=str(tables_path["events"]), customers_path=str(tables_path["customers"]),
+        spark,
+        str(tables_path["transactions"]),
+        as_of,
+        feature_set(ALL_SETS),
+        events_path=str(tables_path["events"]),
+        customers_path=str(tables_path["customers"]),
         households_path=str(tables_path["households"]),
     )
     assert len(duck) > 30
@@ -94,8 +104,9 @@ def test_every_released_feature_matches(spark, tables_path):
 def test_churn_v1_alone_matches(spark, tables_path):
     as_of = AS_OF - timedelta(days=200)  # a second cutoff, and the set without the extra columns
     duck = _duckdb(tables_path, as_of, "churn_v1")
-    got = compute_features_spark(spark, str(tables_path["transactions"]), as_of,
-                                 feature_set("churn_v1"))
+    got = compute_features_spark(
+        spark, str(tables_path["transactions"]), as_of, feature_set("churn_v1")
+    )
     _assert_same(duck, got, "churn_v1")
 
 
@@ -103,8 +114,9 @@ def test_labels_match(spark, tables_path):
     as_of, horizon, lookback = AS_OF - timedelta(days=90), 60, 365
     src = f"read_parquet('{tables_path['transactions']}')"
     duck = duckdb.connect().execute(churn_label_sql(src, as_of, horizon, lookback)).df()
-    got = compute_churn_labels_spark(spark, str(tables_path["transactions"]), as_of, horizon,
-                                     lookback)
+    got = compute_churn_labels_spark(
+        spark, str(tables_path["transactions"]), as_of, horizon, lookback
+    )
     assert got["customer_id"].tolist() == duck["customer_id"].tolist()
     assert got["label"].astype(int).tolist() == duck["label"].astype(int).tolist()
     assert 0 < duck["label"].mean() < 1

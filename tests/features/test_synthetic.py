@@ -31,8 +31,13 @@ CUTOFFS = [date(2023, 3, 31), date(2023, 9, 30), date(2024, 6, 30)]
 HORIZON = 90
 N_CUSTOMERS = 4_000  # ~60 k rows, ~9 k truth rows: a binomial s.e. of ~0.005 on the mean churn
 FILES = (
-    "transactions.csv", "customers.csv", "offers.csv", "products.csv", "truth_churn.parquet",
-    "truth_duplicates.csv", "truth_households.csv",
+    "transactions.csv",
+    "customers.csv",
+    "offers.csv",
+    "products.csv",
+    "truth_churn.parquet",
+    "truth_duplicates.csv",
+    "truth_households.csv",
 )
 RAW = {"dtype": str, "keep_default_na": False}
 
@@ -40,7 +45,10 @@ RAW = {"dtype": str, "keep_default_na": False}
 def config(**overrides: object) -> SyntheticConfig:
     """The small test configuration, with overrides."""
     base: dict[str, object] = {
-        "seed": 7, "n_customers": N_CUSTOMERS, "truth_cutoffs": CUTOFFS, "horizon_days": HORIZON
+        "seed": 7,
+        "n_customers": N_CUSTOMERS,
+        "truth_cutoffs": CUTOFFS,
+        "horizon_days": HORIZON,
     }
     return SyntheticConfig.model_validate(base | overrides)
 
@@ -362,10 +370,19 @@ def test_chunking_keeps_ids_and_distribution(generated, tmp_path) -> None:
 
 CAMPAIGNS = [
     {"campaign_id": "RET_A", "send_date": date(2023, 5, 1), "offer_id": "RET_01"},
-    {"campaign_id": "XS_B", "send_date": date(2023, 11, 6), "offer_id": "XS_cat_02",
-     "window_days": 21},
-    {"campaign_id": "RET_C", "send_date": date(2024, 3, 4), "offer_id": "RET_01",
-     "audience_share": 1.0, "control_share": 0.3},
+    {
+        "campaign_id": "XS_B",
+        "send_date": date(2023, 11, 6),
+        "offer_id": "XS_cat_02",
+        "window_days": 21,
+    },
+    {
+        "campaign_id": "RET_C",
+        "send_date": date(2024, 3, 4),
+        "offer_id": "RET_01",
+        "audience_share": 1.0,
+        "control_share": 0.3,
+    },
 ]
 CAMPAIGN_CUTOFFS = [date(2024, 6, 30)]  # its horizon starts after the last window (2024-04-02)
 
@@ -384,8 +401,15 @@ def with_campaigns(tmp_path_factory: pytest.TempPathFactory) -> dict:
     rows = history.merge(truth, on=["campaign_id", "customer_id"], validate="one_to_one")
     send = rows["campaign_id"].map({c["campaign_id"]: c["send_date"] for c in CAMPAIGNS})
     rows["send"] = pd.to_datetime(send)
-    return {"out": out, "plain": plain, "counts": counts, "clean": clean, "history": history,
-            "rows": rows, "orders": orders_of(clean)}
+    return {
+        "out": out,
+        "plain": plain,
+        "counts": counts,
+        "clean": clean,
+        "history": history,
+        "rows": rows,
+        "orders": orders_of(clean),
+    }
 
 
 def history_at_send(rows: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
@@ -397,10 +421,12 @@ def history_at_send(rows: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
         last = before.groupby("customer_id")["ts"].max().dt.normalize()
         recent = before[day[before.index] >= send - pd.Timedelta(days=365)]
         freq = recent.groupby("customer_id").size()
-        out.append(part.assign(
-            recency=(send - pd.Timedelta(days=1) - part["customer_id"].map(last)).dt.days,
-            frequency=part["customer_id"].map(freq).fillna(0),
-        ))
+        out.append(
+            part.assign(
+                recency=(send - pd.Timedelta(days=1) - part["customer_id"].map(last)).dt.days,
+                frequency=part["customer_id"].map(freq).fillna(0),
+            )
+        )
     return pd.concat(out)
 
 
@@ -409,13 +435,19 @@ def test_campaigns_change_only_the_order_files(with_campaigns) -> None:
     assert {"campaign_history.csv", "truth_uplift.parquet"} <= {p.name for p in out.iterdir()}
     assert not (plain / "campaign_history.csv").exists()
     first, second = digests(out), digests(plain)
-    same = {"customers.csv", "offers.csv", "products.csv", "truth_duplicates.csv",
-            "truth_households.csv"}
+    same = {
+        "customers.csv",
+        "offers.csv",
+        "products.csv",
+        "truth_duplicates.csv",
+        "truth_households.csv",
+    }
     assert {name for name in second if first[name] == second[name]} == same
     assert "campaigns" not in json.loads((plain / "MANIFEST.json").read_text())["config"]
     manifest = json.loads((out / "MANIFEST.json").read_text())
     assert SyntheticConfig.model_validate(manifest["config"]) == config(
-        campaigns=CAMPAIGNS, truth_cutoffs=CAMPAIGN_CUTOFFS)
+        campaigns=CAMPAIGNS, truth_cutoffs=CAMPAIGN_CUTOFFS
+    )
     assert manifest["rows"]["campaign_history.csv"] == len(with_campaigns["history"])
 
 
@@ -426,10 +458,10 @@ def test_campaign_history_follows_the_contract(with_campaigns) -> None:
     assert not history.duplicated(["campaign_id", "customer_id"]).any()
     assert set(history["group"]) == {"treatment", "control"}
     spec = {c["campaign_id"]: c for c in CAMPAIGNS}
-    assert (history["ts"] == history["campaign_id"].map(
-        lambda c: f"{spec[c]['send_date']} 00:00:00")).all()
-    assert (history["offer_id"] == history["campaign_id"].map(
-        lambda c: spec[c]["offer_id"])).all()
+    assert (
+        history["ts"] == history["campaign_id"].map(lambda c: f"{spec[c]['send_date']} 00:00:00")
+    ).all()
+    assert (history["offer_id"] == history["campaign_id"].map(lambda c: spec[c]["offer_id"])).all()
     declined = (history["group"] == "treatment") & ~history["responded"]
     assert (history.loc[~declined, "reason"] == "").all()  # reasons only from the contacted
     assert set(history.loc[declined, "reason"]) == {"", *REASONS}
@@ -439,8 +471,7 @@ def test_campaign_history_follows_the_contract(with_campaigns) -> None:
 
 def test_audience_is_consenting_customers_active_before_the_send(with_campaigns) -> None:
     rows = history_at_send(with_campaigns["rows"], with_campaigns["orders"])
-    customers = pd.read_csv(with_campaigns["out"] / "customers.csv", **RAW).set_index(
-        "customer_id")
+    customers = pd.read_csv(with_campaigns["out"] / "customers.csv", **RAW).set_index("customer_id")
     assert (customers.loc[rows["customer_id"], "consent_email"] == "true").all()
     assert rows["recency"].between(0, 364).all()
     # RET_C takes every eligible customer: all consenting customers with an order in the year
@@ -454,7 +485,8 @@ def test_audience_is_consenting_customers_active_before_the_send(with_campaigns)
 def test_responses_are_the_orders_in_the_window(with_campaigns) -> None:
     rows, orders = with_campaigns["rows"], with_campaigns["orders"]
     window = rows["campaign_id"].map(
-        {c["campaign_id"]: c.get("window_days", 30) for c in CAMPAIGNS})
+        {c["campaign_id"]: c.get("window_days", 30) for c in CAMPAIGNS}
+    )
     joined = rows.assign(end=rows["send"] + pd.to_timedelta(window, unit="D")).merge(
         orders.assign(day=orders["ts"].dt.normalize()), on="customer_id", how="left"
     )
@@ -517,7 +549,8 @@ def test_reasons_depend_on_the_customer(with_campaigns) -> None:
     cheap = said["unit_price"] <= said["unit_price"].quantile(1 / 3)
     dear = said["unit_price"] >= said["unit_price"].quantile(2 / 3)
     assert (said.loc[cheap, "reason"] == "price").mean() > (
-        said.loc[dear, "reason"] == "price").mean() + 0.05
+        said.loc[dear, "reason"] == "price"
+    ).mean() + 0.05
     relevant = said.groupby("campaign_id")["reason"].apply(lambda r: (r == "not relevant").mean())
     assert relevant["XS_B"] > 2 * relevant[["RET_A", "RET_C"]].max()
     assert said.groupby("campaign_id")["reason"].nunique().min() == len(REASONS)
@@ -545,10 +578,17 @@ def test_campaign_history_ingests_without_quarantine(with_campaigns, tmp_path) -
     from features.store import StateDirs
 
     out = with_campaigns["out"]
-    dataset = DatasetConfig.model_validate({
-        "name": "syn", "tables": {"campaign_history": {
-            "ts_format": "%Y-%m-%d %H:%M:%S",
-            "sources": [{"path": str(out / "campaign_history.csv")}]}}})
+    dataset = DatasetConfig.model_validate(
+        {
+            "name": "syn",
+            "tables": {
+                "campaign_history": {
+                    "ts_format": "%Y-%m-%d %H:%M:%S",
+                    "sources": [{"path": str(out / "campaign_history.csv")}],
+                }
+            },
+        }
+    )
     report = ingest(dataset, StateDirs.resolve(tmp_path)).tables["campaign_history"]
     assert report.quarantined == 0 and report.accepted == len(with_campaigns["history"])
     table = pd.read_parquet(report.accepted_path)

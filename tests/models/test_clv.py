@@ -69,6 +69,7 @@ def simulate_gamma_gamma(x: np.ndarray, p: float, q: float, v: float, seed: int)
 
 # -- the published formulas --------------------------------------------------------------------
 
+
 def test_unconditional_expectation_matches_hardie_spreadsheet() -> None:
     model = _with_params(BetaGeoModel(), **CDNOW)
     t = np.array([0.1429, 1.0, 3.0, 31.8571, 32.0, 78.0])
@@ -130,8 +131,9 @@ TRUTHS = {
 
 
 @pytest.fixture(scope="module", params=sorted(TRUTHS))
-def fitted_bgnbd(request: pytest.FixtureRequest) -> tuple[dict[str, float], pd.DataFrame,
-                                                            BetaGeoModel]:
+def fitted_bgnbd(
+    request: pytest.FixtureRequest,
+) -> tuple[dict[str, float], pd.DataFrame, BetaGeoModel]:
     truth = TRUTHS[request.param]
     data = simulate_bgnbd(20_000, **truth, t_range=(52.0, 104.0), seed=7)
     return truth, data, BetaGeoModel().fit(data)
@@ -166,8 +168,9 @@ def test_bgnbd_predicts_the_simulated_holdout(fitted_bgnbd) -> None:
 def test_fit_in_days_equals_fit_in_weeks_rescaled(fitted_bgnbd) -> None:
     _, data, weeks = fitted_bgnbd
     days = BetaGeoModel().fit(data.assign(recency=data["recency"] * 7, T=data["T"] * 7))
-    np.testing.assert_allclose(days.params_[["r", "a", "b"]], weeks.params_[["r", "a", "b"]],
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        days.params_[["r", "a", "b"]], weeks.params_[["r", "a", "b"]], rtol=1e-4
+    )
     assert days.params_["alpha"] == pytest.approx(7 * weeks.params_["alpha"], rel=1e-4)
 
 
@@ -178,9 +181,12 @@ def test_reproduces_maximum_likelihood_of_a_generic_optimiser() -> None:
     data = simulate_bgnbd(3_000, 0.5, 5.0, 0.8, 2.5, (30.0, 60.0), seed=11)
     model = BetaGeoModel().fit(data)
     cols = [data[c].to_numpy(dtype=float) for c in ("frequency", "recency", "T")]
-    res = minimize(lambda lp: -_bgnbd_loglik_terms(np.exp(lp), *cols)[0].sum(),
-                   np.log(model.params_.to_numpy()) + 0.05, method="Nelder-Mead",
-                   options={"xatol": 1e-8, "fatol": 1e-8, "maxiter": 4000})
+    res = minimize(
+        lambda lp: -_bgnbd_loglik_terms(np.exp(lp), *cols)[0].sum(),
+        np.log(model.params_.to_numpy()) + 0.05,
+        method="Nelder-Mead",
+        options={"xatol": 1e-8, "fatol": 1e-8, "maxiter": 4000},
+    )
     assert model.log_likelihood_ >= -res.fun - 1e-6
     assert model.log_likelihood_ == pytest.approx(model.log_likelihood(data).sum())
 
@@ -239,8 +245,10 @@ def test_gamma_gamma_reproduces_cdnow_population_mean() -> None:
 
 # -- the estimator contract --------------------------------------------------------------------
 
-@pytest.mark.parametrize("model", [BetaGeoModel(prediction_periods=4.0, penalizer=0.01),
-                                   GammaGammaModel(penalizer=0.01)])
+
+@pytest.mark.parametrize(
+    "model", [BetaGeoModel(prediction_periods=4.0, penalizer=0.01), GammaGammaModel(penalizer=0.01)]
+)
 def test_estimator_contract(model) -> None:
     data = simulate_bgnbd(500, 0.5, 5.0, 0.8, 2.5, (20.0, 40.0), seed=2)
     data["monetary_value"] = np.where(data["frequency"] > 0, 10.0 + data["recency"], 0.0)
@@ -296,6 +304,7 @@ def test_arrays_are_read_in_column_order() -> None:
 
 # -- CLV ---------------------------------------------------------------------------------------
 
+
 def test_clv_discounts_each_period(fitted_bgnbd, fitted_gg) -> None:
     _, data, bg = fitted_bgnbd
     _, gg = fitted_gg
@@ -306,19 +315,22 @@ def test_clv_discounts_each_period(fitted_bgnbd, fitted_gg) -> None:
     hand = (e1 / (1 + d) + (e2 - e1) / (1 + d) ** 2) * spend
     np.testing.assert_allclose(customer_lifetime_value(bg, gg, rows, 2, d), hand)
     # undiscounted CLV over a fractional horizon is expected purchases x expected spend
-    np.testing.assert_allclose(customer_lifetime_value(bg, gg, rows, 2.5),
-                               bg.expected_purchases(rows, 2.5) * spend)
+    np.testing.assert_allclose(
+        customer_lifetime_value(bg, gg, rows, 2.5), bg.expected_purchases(rows, 2.5) * spend
+    )
     # discounting lowers, a margin scales, a longer horizon raises
     base = customer_lifetime_value(bg, gg, rows, 26, 0.0)
     discounted = customer_lifetime_value(bg, gg, rows, 26, 0.01)
     assert np.all(discounted <= base) and discounted.sum() < base.sum()
-    np.testing.assert_allclose(customer_lifetime_value(bg, gg, rows, 26, 0.0, margin=0.3),
-                               0.3 * base)
+    np.testing.assert_allclose(
+        customer_lifetime_value(bg, gg, rows, 26, 0.0, margin=0.3), 0.3 * base
+    )
     longer = customer_lifetime_value(bg, gg, rows, 52, 0.0)
     assert np.all(longer >= base) and longer.sum() > base.sum()
 
 
 # -- metrics -----------------------------------------------------------------------------------
+
 
 def test_clv_metrics_hand_computed() -> None:
     y = [4.0, 0.0, 1.0, 3.0]
@@ -348,6 +360,7 @@ def test_clv_metrics_perfect_and_top_decile() -> None:
 
 # -- real data ---------------------------------------------------------------------------------
 
+
 @pytest.mark.realdata
 def test_online_retail_out_of_time(tmp_path) -> None:
     """BG/NBD + Gamma-Gamma at 2011-06-01 against the actual spend of the next 180 days."""
@@ -361,8 +374,13 @@ def test_online_retail_out_of_time(tmp_path) -> None:
     state = StateDirs.resolve(tmp_path)
     ingest(load_dataset("online_retail"), state)
     con = connect(state)
-    summary = clv_summary(transactions_source(state, "online_retail"), date(2011, 6, 1),
-                          unit="weeks", horizon_days=180, con=con)
+    summary = clv_summary(
+        transactions_source(state, "online_retail"),
+        date(2011, 6, 1),
+        unit="weeks",
+        horizon_days=180,
+        con=con,
+    )
     con.close()
     weeks = 180 / 7
     bg = BetaGeoModel().fit(summary)
@@ -390,16 +408,20 @@ def _coverage_study(seeds: int = 30) -> None:
             model = BetaGeoModel().fit(data)
             z.append((model.params_ - pd.Series(truth)) / model.standard_errors_)
         table = pd.DataFrame(z)
-        print(f"BG/NBD {label}: z mean {table.mean().round(2).to_dict()} "
-              f"sd {table.std().round(2).to_dict()} max|z| {table.abs().max().round(2).to_dict()}")
+        print(
+            f"BG/NBD {label}: z mean {table.mean().round(2).to_dict()} "
+            f"sd {table.std().round(2).to_dict()} max|z| {table.abs().max().round(2).to_dict()}"
+        )
     z = []
     for seed in range(100, 100 + seeds):
         x = 1 + np.random.default_rng(seed).poisson(2.0, 20_000)
         model = GammaGammaModel().fit(simulate_gamma_gamma(x, **GG_TRUTH, seed=seed))
         z.append((model.params_ - pd.Series(GG_TRUTH)) / model.standard_errors_)
     table = pd.DataFrame(z)
-    print(f"Gamma-Gamma: z mean {table.mean().round(2).to_dict()} "
-          f"sd {table.std().round(2).to_dict()} max|z| {table.abs().max().round(2).to_dict()}")
+    print(
+        f"Gamma-Gamma: z mean {table.mean().round(2).to_dict()} "
+        f"sd {table.std().round(2).to_dict()} max|z| {table.abs().max().round(2).to_dict()}"
+    )
 
 
 if __name__ == "__main__":  # python -m tests.models.test_clv

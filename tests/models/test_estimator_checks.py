@@ -51,9 +51,7 @@ _NOT_A_SUMMARY = (
     "generic data are not a BG/NBD summary: frequency must be whole repeat-purchase counts and "
     "0 <= recency <= T; fit refuses anything else (contract subset below runs on a summary)"
 )
-_TWO_COLUMNS = (
-    "the check fits 2-column data; BG/NBD reads 3 columns (frequency, recency, T)"
-)
+_TWO_COLUMNS = "the check fits 2-column data; BG/NBD reads 3 columns (frequency, recency, T)"
 BETA_GEO_FAILS = {
     "check_fit_score_takes_y": _NOT_A_SUMMARY,
     "check_estimators_overwrite_params": _TWO_COLUMNS,
@@ -228,8 +226,10 @@ def _declared_estimator_classes() -> set[str]:
             derived = {"BaseEstimator", "ClassifierMixin", "RegressorMixin", "TransformerMixin"}
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.ClassDef):
-                    bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "")
-                             for b in node.bases}
+                    bases = {
+                        b.id if isinstance(b, ast.Name) else getattr(b, "attr", "")
+                        for b in node.bases
+                    }
                     if bases & derived:
                         derived.add(node.name)
                         if not node.name.startswith("_"):
@@ -282,14 +282,24 @@ def _nbo_case() -> Case:
     pairs = planted_pairs(150, 14)
     # NBO reads its inputs by column name from a frame that also carries ids and the label, so
     # an input column count would describe nothing: it keeps ``design_names_`` instead
-    return Case(NBOClassifier(["orders_count_365d"], [], FAST_XGB), pairs, pairs["taken"],
-                method="predict_proba", n_features_in=False)
+    return Case(
+        NBOClassifier(["orders_count_365d"], [], FAST_XGB),
+        pairs,
+        pairs["taken"],
+        method="predict_proba",
+        n_features_in=False,
+    )
 
 
 def _pipeline_frame() -> tuple[pd.DataFrame, np.ndarray]:
     rng = np.random.default_rng(15)
-    x = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300),
-                      "c": rng.choice(["x", "y", "z"], 300)})
+    x = pd.DataFrame(
+        {
+            "a": rng.normal(size=300),
+            "b": rng.normal(size=300),
+            "c": rng.choice(["x", "y", "z"], 300),
+        }
+    )
     y = (x["a"] + (x["c"] == "x") + rng.normal(size=300) > 0.5).astype(int).to_numpy()
     return x, y
 
@@ -301,7 +311,8 @@ CASES: dict[str, Callable[[], Case]] = {
     "XLearner": lambda: _uplift_case(XLearner),
     "NBOClassifier": _nbo_case,
     "xgb_pipeline": lambda: Case(
-        xgb_pipeline(["a", "b", "c"], ["c"], FAST_XGB, seed=0), *_pipeline_frame(),
+        xgb_pipeline(["a", "b", "c"], ["c"], FAST_XGB, seed=0),
+        *_pipeline_frame(),
         method="predict_proba",
     ),
     "logistic_baseline": lambda: Case(
@@ -336,10 +347,12 @@ def fitted(case: Case) -> BaseEstimator:
 
 def _plain_params(est: BaseEstimator) -> str:
     """Hash of the parameters that are values (a pipeline's steps are fitted in place)."""
+
     def is_estimator(v: Any) -> bool:
         return hasattr(v, "fit") or (
             isinstance(v, list | tuple) and any(is_estimator(i) for i in v)
         )
+
     return joblib.hash({k: v for k, v in est.get_params().items() if not is_estimator(v)})
 
 
@@ -374,8 +387,10 @@ def test_refit_and_pickle_reproduce_the_predictions(case: Case, fitted: BaseEsti
 def test_predictions_follow_the_rows(case: Case, fitted: BaseEstimator) -> None:
     expected = _predict(case, fitted)
     order = np.random.default_rng(16).permutation(len(expected))
-    np.testing.assert_allclose(_predict(case, fitted, _rows(case.X, order)), expected[order],
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        _predict(case, fitted, _rows(case.X, order)), expected[order], rtol=1e-9, atol=1e-12
+    )
     half = order[: len(order) // 2]
-    np.testing.assert_allclose(_predict(case, fitted, _rows(case.X, half)), expected[half],
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        _predict(case, fitted, _rows(case.X, half)), expected[half], rtol=1e-9, atol=1e-12
+    )

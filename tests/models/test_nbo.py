@@ -62,7 +62,9 @@ def test_ranking_metrics_break_ties_by_offer_id_and_ignore_row_order():
     assert m["hit_at_1"] == pytest.approx(0.5)  # A's x1 first (taken), B's y1 first (not)
     top = top_k(frame.iloc[::-1], "score", 1)
     assert dict(zip(top["customer_id"], top["offer_id"], strict=True)) == {
-        "C": "z1", "B": "y1", "A": "x1"
+        "C": "z1",
+        "B": "y1",
+        "A": "x1",
     }
     assert (top["rank"] == 1).all()
 
@@ -128,11 +130,17 @@ def planted_customers(n: int, seed: int, as_of: str = "2024-03-31") -> tuple[pd.
     frame["mean_tier"] = frame["current_tier"] - 0.3
     p_take = np.where(liked, 0.45, 0.03)
     takes = rng.random((n, 6)) < p_take
-    truth = {(frame.customer_id[i], f"XS_{c}"): int(takes[i, j])
-             for i in range(n) for j, c in enumerate(CATS)}
+    truth = {
+        (frame.customer_id[i], f"XS_{c}"): int(takes[i, j])
+        for i in range(n)
+        for j, c in enumerate(CATS)
+    }
     up = rng.random((n, 2)) < 0.1
-    truth |= {(frame.customer_id[i], o): int(up[i, k])
-              for i in range(n) for k, o in enumerate(("UP_2", "UP_3"))}
+    truth |= {
+        (frame.customer_id[i], o): int(up[i, k])
+        for i in range(n)
+        for k, o in enumerate(("UP_2", "UP_3"))
+    }
     return frame, truth
 
 

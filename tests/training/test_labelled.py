@@ -29,36 +29,57 @@ def _unseen_table(path: Path, n: int = 3000, seed: int = 3) -> None:
     tickets = rng.poisson(1.5, n)
     logit = -1.0 - 0.04 * months + 0.5 * tickets + np.where(plan == "basic", 0.8, -0.3)
     left = rng.random(n) < 1 / (1 + np.exp(-logit))
-    frame = pd.DataFrame({
-        "Account No": [f"acc-{i:05d}" for i in range(n)],
-        "months_active": months,
-        "plan tier": plan,
-        "support_tickets": tickets,
-        "snapshot": pd.date_range("2023-01-01", periods=n, freq="3h").strftime("%Y-%m-%d"),
-        "exit_reason": np.where(left, "moved", ""),  # known only after leaving: leaks the label
-        "Left?": np.where(left, "Y", "N"),
-    })
+    frame = pd.DataFrame(
+        {
+            "Account No": [f"acc-{i:05d}" for i in range(n)],
+            "months_active": months,
+            "plan tier": plan,
+            "support_tickets": tickets,
+            "snapshot": pd.date_range("2023-01-01", periods=n, freq="3h").strftime("%Y-%m-%d"),
+            "exit_reason": np.where(left, "moved", ""),  # known only after leaving: leaks the label
+            "Left?": np.where(left, "Y", "N"),
+        }
+    )
     frame.to_csv(path, index=False)
 
 
 def _configs(tmp_path: Path, drop: list[str], split: dict) -> Path:
     _unseen_table(tmp_path / "subs.csv")
-    (tmp_path / "subs.yaml").write_text(yaml.safe_dump({
-        "name": "subs",
-        "tables": {"labelled": {
-            "types": {"months_active": "integer", "support_tickets": "integer"},
-            "sources": [{"path": "subs.csv", "columns": {
-                "customer_id": "Account No",
-                "label": {"from": "Left?", "values": {"Y": 1, "N": 0}},
-            }}],
-        }},
-    }))
+    (tmp_path / "subs.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "subs",
+                "tables": {
+                    "labelled": {
+                        "types": {"months_active": "integer", "support_tickets": "integer"},
+                        "sources": [
+                            {
+                                "path": "subs.csv",
+                                "columns": {
+                                    "customer_id": "Account No",
+                                    "label": {"from": "Left?", "values": {"Y": 1, "N": 0}},
+                                },
+                            }
+                        ],
+                    }
+                },
+            }
+        )
+    )
     exp = tmp_path / "exp.yaml"
-    exp.write_text(yaml.safe_dump({
-        "name": "subs_churn", "family": "labelled", "dataset": "subs.yaml",
-        "drop_columns": drop, "split": split, "registered_model": "subs-churn",
-        "model": {"params": {"n_estimators": 60}},
-    }))
+    exp.write_text(
+        yaml.safe_dump(
+            {
+                "name": "subs_churn",
+                "family": "labelled",
+                "dataset": "subs.yaml",
+                "drop_columns": drop,
+                "split": split,
+                "registered_model": "subs-churn",
+                "model": {"params": {"n_estimators": 60}},
+            }
+        )
+    )
     return exp
 
 
@@ -69,6 +90,7 @@ def unseen(tmp_path: Path, state: StateDirs):
         cfg = load_experiment(exp)
         ingest(load_dataset(cfg.dataset), state)
         return cfg
+
     return make
 
 
@@ -88,8 +110,15 @@ def test_a_leaky_column_left_in_is_visible_as_a_too_good_auc(unseen, state):
 
 
 def test_date_split(unseen, state):
-    cfg = unseen(["exit_reason"], {"kind": "date", "date_column": "snapshot",
-                                   "valid_from": "2023-08-01", "test_from": "2023-10-01"})
+    cfg = unseen(
+        ["exit_reason"],
+        {
+            "kind": "date",
+            "date_column": "snapshot",
+            "valid_from": "2023-08-01",
+            "test_from": "2023-10-01",
+        },
+    )
     mf = build_frame(cfg, state)
     when = pd.to_datetime(mf.frame["snapshot"])
     assert (when[mf.frame["split"] == "test"] >= "2023-10-01").all()

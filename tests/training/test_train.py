@@ -82,7 +82,7 @@ def test_same_config_same_data_same_metrics(synthetic_pipeline):
 
 
 def test_cutoffs_that_leak_into_the_test_period_are_refused(tmp_path):
-    text = (tmp_path / "x.yaml")
+    text = tmp_path / "x.yaml"
     text.write_text(
         "name: x\ndataset: synthetic\nregistered_model: x\nhorizon_days: 90\n"
         "cutoffs: {train: [2024-08-01], test: 2024-09-30}\n"

@@ -18,8 +18,7 @@ SPACE = {
 def test_search_is_seeded_and_logs_nested_trials(synthetic_pipeline):
     state = synthetic_pipeline["state"]
     cfg = synthetic_pipeline["cfg"].model_copy(
-        update={"tuning": TuningSpec(n_trials=4, search_space=SPACE),
-                "experiment": "tuning-test"}
+        update={"tuning": TuningSpec(n_trials=4, search_space=SPACE), "experiment": "tuning-test"}
     )
     mf = build_frame(cfg, state)
     first = search(cfg, mf, state)
@@ -36,6 +35,4 @@ def test_search_is_seeded_and_logs_nested_trials(synthetic_pipeline):
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 2
     assert len(children) == 8
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {
-        p.info.run_id for p in parents
-    }
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {p.info.run_id for p in parents}

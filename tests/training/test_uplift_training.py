@@ -36,8 +36,10 @@ def uplift_frame(cfg, state):
 
 
 def _contacts(cfg, state, dataset):
-    return read_contacts(cfg, RunContext(state, load_dataset(cfg.dataset).model_copy(
-        update={"name": dataset})))
+    return read_contacts(
+        cfg, RunContext(state, load_dataset(cfg.dataset).model_copy(update={"name": dataset}))
+    )
+
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = ROOT / "experiments" / "uplift" / "synthetic.yaml"
@@ -81,11 +83,14 @@ def test_split_is_out_of_time_with_features_the_day_before_each_send(trained) ->
     assert campaigns["split"].tolist() == ["fit", "fit", "test"]
     assert (campaigns["as_of"] == campaigns["send_date"] - pd.Timedelta(days=1)).all()
     test_ids = set(result.test_predictions["campaign_id"])
-    assert test_ids == {"CMP_2024_06_RET"} and len(result.test_predictions) == (
-        campaigns.loc["CMP_2024_06_RET", "contacts"]
+    assert (
+        test_ids == {"CMP_2024_06_RET"}
+        and len(result.test_predictions) == (campaigns.loc["CMP_2024_06_RET", "contacts"])
     )
-    assert result.row_counts["fit_rows"] == campaigns.loc[campaigns["split"] == "fit",
-                                                          "contacts"].sum()
+    assert (
+        result.row_counts["fit_rows"]
+        == campaigns.loc[campaigns["split"] == "fit", "contacts"].sum()
+    )
 
 
 def test_features_do_not_see_the_campaign(trained, tmp_path) -> None:
@@ -108,19 +113,31 @@ def test_the_truth_is_a_function_of_the_features_at_the_cutoff(trained) -> None:
     truth = pd.read_parquet(state.synthetic("synthetic") / "truth_uplift.parquet")
     rows = result.test_frame.merge(truth, on=["campaign_id", "customer_id"], validate="1:1")
     assert len(rows) == len(result.test_frame)
-    spec = next(c for c in load_dataset("synthetic").synthetic["campaigns"]
-                if c["campaign_id"] == "CMP_2024_06_RET")
+    spec = next(
+        c
+        for c in load_dataset("synthetic").synthetic["campaigns"]
+        if c["campaign_id"] == "CMP_2024_06_RET"
+    )
     campaign = CampaignSpec.model_validate(spec)
-    q, s = campaign_effects(rows["days_since_last_order"], rows["orders_count_365d"],
-                            np.ones(len(rows)), campaign.max_uplift, campaign.sleeping_dog)
+    q, s = campaign_effects(
+        rows["days_since_last_order"],
+        rows["orders_count_365d"],
+        np.ones(len(rows)),
+        campaign.max_uplift,
+        campaign.sleeping_dog,
+    )
     expected = (1 - s) * (1 - (1 - rows["p_control"]) * (1 - q))
     assert np.allclose(expected, rows["p_treatment"], rtol=0, atol=1e-12)
 
 
 def test_model_finds_the_true_uplift_better_than_the_response_model(trained) -> None:
     result = trained["result"]
-    m, base, rand, truth = (result.metrics, result.baseline_metrics, result.random_metrics,
-                            result.truth_metrics)
+    m, base, rand, truth = (
+        result.metrics,
+        result.baseline_metrics,
+        result.random_metrics,
+        result.truth_metrics,
+    )
     assert truth is not None
     # noise-free: ranked by the model, the top 20 % hold at least half of what the truth's top
     # 20 % gain over random targeting, and more than the response model's top 20 %
@@ -145,16 +162,24 @@ def test_run_is_logged_registered_and_serves_uplift(trained) -> None:
     for prefix in ("test", "baseline", "random", "truth"):
         assert f"{prefix}_qini" in run.data.metrics and f"{prefix}_auuc" in run.data.metrics
     assert run.data.metrics["test_uplift_at_10pct"] == pytest.approx(
-        result.metrics["uplift_at_10pct"])
+        result.metrics["uplift_at_10pct"]
+    )
     assert run.data.params["feature_set"] == "churn_v1" and run.data.params["learner"] == "x"
     assert run.data.params["test_campaigns"] == "CMP_2024_06_RET"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    assert {"evaluation/qini.png", "evaluation/test_predictions.parquet",
-            "evaluation/campaigns.csv", "evaluation/uplift_by_decile.csv"} <= artifacts
+    assert {
+        "evaluation/qini.png",
+        "evaluation/test_predictions.parquet",
+        "evaluation/campaigns.csv",
+        "evaluation/uplift_by_decile.csv",
+    } <= artifacts
     local = Path(client.download_artifacts(run.info.run_id, "data_manifest.json"))
     manifest = json.loads(local.read_text())
     assert [c["feature_cutoff"] for c in manifest["campaigns"]] == [
-        "2023-10-01", "2024-02-04", "2024-06-02"]
+        "2023-10-01",
+        "2024-02-04",
+        "2024-06-02",
+    ]
     assert manifest["truth_file"]["sha256"] and manifest["features_from"] == "transactions"
     assert logged["champion"]  # the first model: it beats the response model
     with tracking(state.tracking_uri):
@@ -173,8 +198,10 @@ def test_same_model_again_is_not_promoted_over_itself(trained) -> None:
     client = MlflowClient(state.tracking_uri)
     champion = client.get_model_version_by_alias(cfg.registered_model, "champion")
     assert str(champion.version) == trained["logged"]["version"]
-    assert str(client.get_model_version_by_alias(cfg.registered_model, "challenger").version) == (
-        logged["version"])
+    assert (
+        str(client.get_model_version_by_alias(cfg.registered_model, "challenger").version)
+        == (logged["version"])
+    )
 
 
 def test_one_campaign_is_split_by_group_and_response(trained) -> None:
@@ -204,11 +231,18 @@ def mailing(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     treated = rng.random(n) < 0.5
     responded = rng.random(n) < np.clip(base + treated * tau, 0, 1)
     ids = [f"P{i:05d}" for i in range(n)]
-    contacts = pd.DataFrame({
-        "mailing": "M1", "prospect": ids, "sent": "2024-03-01 09:00:00",
-        "arm": np.where(treated, "T", "C"), "converted": np.where(responded, "yes", "no"),
-        "recency_days": recency.round(1), "visits": visits, "spend_band": band,
-    })
+    contacts = pd.DataFrame(
+        {
+            "mailing": "M1",
+            "prospect": ids,
+            "sent": "2024-03-01 09:00:00",
+            "arm": np.where(treated, "T", "C"),
+            "converted": np.where(responded, "yes", "no"),
+            "recency_days": recency.round(1),
+            "visits": visits,
+            "spend_band": band,
+        }
+    )
     truth = pd.DataFrame({"campaign_id": "M1", "customer_id": ids, "true_uplift": tau})
     return contacts, truth
 
@@ -219,22 +253,41 @@ def test_a_campaign_history_with_its_own_features_trains_by_configuration(env, t
     raw.mkdir()
     contacts.to_csv(raw / "mailing.csv", index=False)
     truth.to_parquet(raw / "truth_uplift.parquet")
-    (tmp_path / "mailing.yaml").write_text(yaml.safe_dump({
-        "name": "mailing",
-        "tables": {"campaign_history": {
-            "sources": [{"path": "raw/mailing.csv", "columns": {
-                "campaign_id": "mailing", "customer_id": "prospect", "ts": "sent",
-                "group": "arm", "responded": "converted"}}],
-            "types": {"recency_days": "double", "visits": "integer"},
-        }},
-    }))
+    (tmp_path / "mailing.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "mailing",
+                "tables": {
+                    "campaign_history": {
+                        "sources": [
+                            {
+                                "path": "raw/mailing.csv",
+                                "columns": {
+                                    "campaign_id": "mailing",
+                                    "customer_id": "prospect",
+                                    "ts": "sent",
+                                    "group": "arm",
+                                    "responded": "converted",
+                                },
+                            }
+                        ],
+                        "types": {"recency_days": "double", "visits": "integer"},
+                    }
+                },
+            }
+        )
+    )
     ingest(load_dataset(tmp_path / "mailing.yaml"), env)
-    cfg = experiment_config({
-        "name": "uplift_mailing", "family": "uplift", "dataset": str(tmp_path / "mailing.yaml"),
-        "registered_model": "uplift-mailing",
-        "uplift": {"treatment_groups": ["T"], "control_groups": ["C"]},
-        "model": {"params": {"n_estimators": 100}},
-    })
+    cfg = experiment_config(
+        {
+            "name": "uplift_mailing",
+            "family": "uplift",
+            "dataset": str(tmp_path / "mailing.yaml"),
+            "registered_model": "uplift-mailing",
+            "uplift": {"treatment_groups": ["T"], "control_groups": ["C"]},
+            "model": {"params": {"n_estimators": 100}},
+        }
+    )
     result, logged = run_uplift_training(cfg, env)
     assert result.split_kind == "stratified_by_group_and_response"
     assert result.feature_names == ["recency_days", "visits", "spend_band"]
@@ -243,12 +296,18 @@ def test_a_campaign_history_with_its_own_features_trains_by_configuration(env, t
     assert result.metrics["true_uplift_at_20pct"] > result.baseline_metrics["true_uplift_at_20pct"]
     assert logged["registered_model"] == "uplift-mailing"
 
-    wrong = cfg.model_copy(update={"uplift": cfg.uplift.model_copy(
-        update={"treatment_groups": ["treatment"], "control_groups": ["control"]})})
+    wrong = cfg.model_copy(
+        update={
+            "uplift": cfg.uplift.model_copy(
+                update={"treatment_groups": ["treatment"], "control_groups": ["control"]}
+            )
+        }
+    )
     with pytest.raises(ValueError, match=r"\['c', 't'\] are neither treatment"):
         _contacts(wrong, env, "mailing")
-    missing = cfg.model_copy(update={"uplift": cfg.uplift.model_copy(
-        update={"campaign_ids": ["M2"]})})
+    missing = cfg.model_copy(
+        update={"uplift": cfg.uplift.model_copy(update={"campaign_ids": ["M2"]})}
+    )
     with pytest.raises(ValueError, match="M2"):
         _contacts(missing, env, "mailing")
     with pytest.raises(FileNotFoundError, match="campaign_history"):
