@@ -53,26 +53,29 @@ class RunOutput:
 @contextmanager
 def tracking(uri: str) -> Iterator[None]:
     """Use ``uri`` for MLflow's fluent API inside the block only; restore the previous tracking
-    and registry URIs and the environment afterwards (MLflow exports the URI to the
+    and registry URIs and both environment variables afterwards (MLflow exports each URI to the
     environment when it is set)."""
     import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     with _TRACKING_LOCK:
-        old_env = os.environ.get("MLFLOW_TRACKING_URI")
-        old_uri = tracking_utils._tracking_uri
-        old_registry = mlflow.get_registry_uri() if old_uri else None
+        old_env = {name: os.environ.get(name) for name in names}
+        old_tracking = tracking_utils._tracking_uri
+        old_registry = registry_utils._registry_uri
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         try:
             yield
         finally:
-            mlflow.set_tracking_uri(old_uri)  # type: ignore[arg-type]
-            mlflow.set_registry_uri(old_registry)  # type: ignore[arg-type]
-            if old_env is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = old_env
+            mlflow.set_tracking_uri(old_tracking)  # type: ignore[arg-type]
+            registry_utils._registry_uri = old_registry
+            for name, value in old_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def ensure_experiment(state: StateDirs, name: str) -> str:

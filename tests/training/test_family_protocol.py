@@ -209,6 +209,7 @@ def test_two_state_folders_in_one_process_never_see_each_other(
     import os
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     states = []
     for name in ("a", "b"):
         folder = tmp_path / name
@@ -218,7 +219,8 @@ def test_two_state_folders_in_one_process_never_see_each_other(
         ingest(load_dataset(cfg.dataset), state)
         run_experiment(cfg, state)
         states.append(state)
-    assert "MLFLOW_TRACKING_URI" not in os.environ  # nothing exported
+    # nothing exported
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
     for state, own, other in ((states[0], "model-a", "model-b"), (states[1], "model-b", "model-a")):
         client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
         names = {m.name for m in client.search_registered_models()}
