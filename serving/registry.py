@@ -40,8 +40,7 @@ class ModelMeta:
 
 
 def tracking_uri_of(settings: ServingSettings, state: StateDirs) -> str:
-    """The settings' tracking URI, else the state's (``StateDirs.resolve``: its argument, else
-    $MLFLOW_TRACKING_URI, else the state folder's SQLite)."""
+    """The settings' tracking URI, else the state's (as ``StateDirs.resolve`` settled it)."""
     return settings.tracking_uri or state.tracking_uri
 
 

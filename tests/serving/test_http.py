@@ -76,9 +76,11 @@ def snapshot_ids(pipeline, n: int) -> list[str]:
 
 
 def test_the_cli_serving_env_is_valid_settings(served_pipeline):
-    from training.cli import _serving_env
+    from patron.cli import served_experiment
+    from serving.cli import serving_env
 
-    env = _serving_env(served_pipeline["cfg"], served_pipeline["state"])
+    served = served_experiment(served_pipeline["cfg"].config_path)
+    env = serving_env(served, served_pipeline["state"])
     settings = ServingSettings.model_validate(json.loads(env["PATRON_SERVING"]))
     assert settings.models["churn"].alias == "champion"
 
