@@ -179,7 +179,7 @@ def _offer_row(base: CustomerBase, offer_id: str) -> pd.Series:
     if base.offers is None or offer_id not in base.offers.index:
         known = [] if base.offers is None else sorted(base.offers.index)[:20]
         raise RequestError("offer_id", f"unknown offer {offer_id!r}; known: {known}", 404)
-    return base.offers.loc[offer_id]
+    return base.offers.loc[[offer_id]].iloc[0]  # a Series (offer ids are unique)
 
 
 def _number(value: Any) -> float | None:

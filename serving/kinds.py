@@ -60,7 +60,7 @@ def single_thread_xgboost(obj: Any, _seen: set[int] | None = None, _depth: int =
     if isinstance(obj, xgb.XGBModel):
         obj.set_params(n_jobs=1)
         try:
-            obj.get_booster().set_param("nthread", 1)
+            obj.get_booster().set_param("nthread", "1")
         except Exception:  # not fitted
             return 0
         return 1

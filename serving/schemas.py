@@ -180,16 +180,16 @@ class OffersResponse(BaseModel):
 class Audience(Strict):
     """Who may be targeted; every filter is optional and all given filters must hold."""
 
-    segments: list[RfmSegment] | None = Field(  # type: ignore[valid-type]
+    segments: list[RfmSegment] | None = Field(
         None,
         min_length=1,
         description="named RFM segments",
         examples=[["At risk", "Can't lose them"]],
     )
-    abc_classes: list[AbcClass] | None = Field(  # type: ignore[valid-type]
+    abc_classes: list[AbcClass] | None = Field(
         None, min_length=1, description="Pareto ABC classes", examples=[["A", "B"]]
     )
-    lifecycle_stages: list[LifecycleStage] | None = Field(  # type: ignore[valid-type]
+    lifecycle_stages: list[LifecycleStage] | None = Field(
         None, min_length=1, description="lifecycle stages", examples=[["lapsing", "lapsed"]]
     )
     min_score: float | None = Field(

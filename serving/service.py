@@ -206,13 +206,16 @@ class Patron:
             self.shadow.maybe_log(self.settings.shadow_log_every_s)
         return ScoreResponse.model_validate(body)
 
+    # Optional request fields default to None but are typed without ``| None``: BentoML publishes
+    # the annotation as the request schema, and null is not a value the API offers (leave the
+    # field out for the default); hence the ``type: ignore[assignment]`` on those defaults.
     @bentoml.api(route="/next-best-offer")
     async def next_best_offer(
         self,
         customer_ids: CustomerIds,
         k: OffersK = 3,
         kind: OffersKind = "any",
-        model: OfferModelName = None,
+        model: OfferModelName = None,  # type: ignore[assignment]
     ) -> OffersResponse:
         """The k best eligible offers per customer from the next-best-offer model (404 when
         none is served); ids not in the snapshot are listed under `unknown`."""
@@ -232,12 +235,12 @@ class Patron:
         self,
         campaign_id: CampaignId,
         channel: ContactChannel,
-        model: CampaignModel = None,
-        offer_id: CampaignOffer = None,
-        audience: AudienceFilters = None,
-        budget: CampaignBudget = None,
-        cost_per_contact: CostPerContact = None,
-        value_per_conversion: ValuePerConversion = None,
+        model: CampaignModel = None,  # type: ignore[assignment]
+        offer_id: CampaignOffer = None,  # type: ignore[assignment]
+        audience: AudienceFilters = None,  # type: ignore[assignment]
+        budget: CampaignBudget = None,  # type: ignore[assignment]
+        cost_per_contact: CostPerContact = None,  # type: ignore[assignment]
+        value_per_conversion: ValuePerConversion = None,  # type: ignore[assignment]
         control_fraction: ControlFraction = 0.1,
         test_cell_fraction: TestCellFraction = 0.0,
         win_back_first: WinBackFirst = False,

@@ -19,7 +19,7 @@ class ShadowStats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._stats: dict[str, dict[str, float]] = {}
+        self._stats: dict[str, dict[str, Any]] = {}
         self._last_log = time.monotonic()
 
     def add(
