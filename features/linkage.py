@@ -1,5 +1,8 @@
 """Duplicate customers and households: rule-based and fuzzy record linkage with rapidfuzz.
 
+(Over 600 lines on purpose: blocking, pair scoring, the merge map and households are one
+algorithm over one frame; splitting it would spread one explanation across files.)
+
 Pure functions over a customers frame (raw or standardised: records are standardised first with
 :func:`features.customers.standardise_customers`, which is idempotent). Nothing is deleted:
 :func:`find_duplicates` returns a *merge map* (one row per input customer, naming its surviving

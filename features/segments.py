@@ -1,5 +1,6 @@
 """Customer segments at a cutoff: RFM points bands and quintile codes, Pareto ABC, the customer
 pyramid, lifecycle stages and behavioural clusters (pure functions; docs/segments.md).
+(Over 600 lines on purpose: each scheme is short and they share their inputs and naming.)
 
 Input is the per-customer feature frame at a cutoff ``as_of`` (``features.build.compute_features``
 with the ``churn_v1`` set: customer_id, days_since_last_order, days_since_first_order,
