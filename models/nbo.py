@@ -331,6 +331,14 @@ def _idcg(k: int) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))])
 
 
+def group_ranks(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """1-based rank of each row within its run of equal ``groups`` (rows already sorted by group,
+    best first within a group); also each run's start index and size."""
+    starts = np.r_[0, np.flatnonzero(np.diff(groups)) + 1]
+    sizes = np.diff(np.r_[starts, len(groups)])
+    return np.arange(len(groups)) - np.repeat(starts, sizes) + 1, starts, sizes
+
+
 def ranking_metrics(
     frame: pd.DataFrame,
     score: str,
@@ -363,9 +371,7 @@ def ranking_metrics(
     order = np.lexsort((tie, -f[score].to_numpy(float), g))
     g, rel = g[order], rel[order]
     vals = f[value].to_numpy(float)[order] if value else None
-    starts = np.r_[0, np.flatnonzero(np.diff(g)) + 1]
-    sizes = np.diff(np.r_[starts, len(g)])
-    rank = np.arange(len(g)) - np.repeat(starts, sizes) + 1
+    rank, starts, sizes = group_ranks(g)
     cum_rel = np.cumsum(rel)
     cum_rel = cum_rel - np.repeat(cum_rel[starts] - rel[starts], sizes)
     groups = np.unique(g)
@@ -396,9 +402,7 @@ def top_k(
     g = pd.factorize(frame[group])[0]
     tie = pd.factorize(frame[tiebreak].astype(str), sort=True)[0]
     order = np.lexsort((tie, -frame[score].to_numpy(float), g))
-    gs = g[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(gs)) + 1]
-    rank = np.arange(len(gs)) - np.repeat(starts, np.diff(np.r_[starts, len(gs)])) + 1
+    rank = group_ranks(g[order])[0]
     keep = rank <= k
     return frame.iloc[order[keep]].assign(rank=rank[keep]).reset_index(drop=True)
 
@@ -529,9 +533,7 @@ class NBOModel(PythonModel):
         ev = p * value
         # rows come customer by customer; offers are sorted by id, so ``cols`` breaks ties
         order = np.lexsort((cols, -(ev if by == "expected_value" else p), rows))
-        grouped = rows[order]
-        starts = np.r_[0, np.flatnonzero(np.diff(grouped)) + 1]
-        rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)])) + 1
+        rank = group_ranks(rows[order])[0]
         keep = order[rank <= int(k)]
         return pd.DataFrame(
             {
