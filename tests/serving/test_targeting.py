@@ -223,5 +223,9 @@ def test_property_consent_budget_and_counts(n, seed, max_contacts, control, test
     assert chosen["consent"].all()
     if max_contacts is not None:
         assert sel.summary["contacted"] <= max_contacts
+    else:  # no budget: nobody is left out for budget, every profitable consenting one is chosen
+        assert sel.summary["excluded"].get("budget", 0) == 0
+        profitable = c["consent"] & (c["score"] * 10.0 - 1.0 > 0)  # the rules' value and cost
+        assert sel.summary["selected"] == int(profitable.sum())
     assert sum(sel.summary["excluded"].values()) + sel.summary["selected"] == n
     assert (sel.customers["expected_profit"] > 0).all()
