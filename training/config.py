@@ -25,7 +25,11 @@ class Split(BaseModel):
     """How a ready labelled table is split into fit / validation / test rows."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["random", "stratified", "date"] = "stratified"
+    kind: Literal["random", "stratified", "date", "ordered"] = Field(
+        "stratified",
+        description="ordered: in table order, the last test_size share is test and the last "
+        "valid_size share of the rest is valid (a table without dates, sorted by time)",
+    )
     test_size: float = Field(0.25, gt=0, lt=1)
     valid_size: float = Field(0.2, gt=0, lt=1, description="share of the non-test rows")
     date_column: str | None = Field(None, description="for kind date")
@@ -39,6 +43,14 @@ class Split(BaseModel):
         if self.kind == "date" and self.valid_from >= self.test_from:  # type: ignore[operator]
             raise ValueError("split.valid_from must be before split.test_from")
         return self
+
+
+class MinRows(BaseModel):
+    """The fewest rows a run fits on and is tested on; fewer refuses the run before fitting."""
+
+    model_config = ConfigDict(extra="forbid")
+    fit: int = Field(50, ge=1, description="rows (pairs, contacts) the model is fitted on")
+    test: int = Field(30, ge=1, description="rows the model and baseline are tested on")
 
 
 class ModelSpec(BaseModel):
@@ -98,6 +110,7 @@ class ExperimentConfig(BaseModel):
     grade: GradePolicy = Field(default_factory=GradePolicy)
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
     tuning: TuningSpec = Field(default_factory=TuningSpec)
+    min_rows: MinRows = Field(default_factory=MinRows)
     seed: int = 42
     registered_model: str = Field(description="name in the MLflow model registry")
     experiment: str | None = Field(None, description="MLflow experiment (default: the name)")

@@ -51,6 +51,13 @@ def fit_valid_split(
 def split_labelled(frame: pd.DataFrame, split: Split, seed: int) -> pd.Series:
     """fit / valid / test for each row of a ready labelled table."""
     out = pd.Series("fit", index=frame.index, dtype=object)
+    if split.kind == "ordered":
+        n = len(frame)
+        n_test = int(round(n * split.test_size))
+        n_valid = int(round((n - n_test) * split.valid_size))
+        out.iloc[n - n_test - n_valid : n - n_test] = "valid"
+        out.iloc[n - n_test :] = "test"
+        return out
     if split.kind == "date":
         when = pd.to_datetime(frame[split.date_column], errors="coerce")
         if when.isna().any():

@@ -139,6 +139,7 @@ def run_experiment(
         progress("features")
     frame = family.build_frame(cfg, ctx)
     frame.manifest.setdefault("dataset", ctx.dataset.name)
+    check_min_rows(cfg, frame)
     if progress:
         progress("fit")
     trained = family.train(cfg, frame, params)
@@ -147,6 +148,18 @@ def run_experiment(
     manifest = build_manifest(cfg, ctx.catalog.ingest_report(), frame, trained)
     logged = log_run(cfg, family, frame, trained, manifest, state)
     return RunOutput(frame, trained, logged)
+
+
+def check_min_rows(cfg: ExperimentConfig, frame: Frame) -> None:
+    """Refuse to fit (and so to register) on fewer rows than ``min_rows`` asks, naming the key."""
+    counts = frame.frame["split"].value_counts()
+    for part in ("fit", "test"):
+        have, need = int(counts.get(part, 0)), getattr(cfg.min_rows, part)
+        if have < need:
+            raise ValueError(
+                f"min_rows.{part}: the split leaves {have:,} {part} rows, fewer than the "
+                f"configured {need:,}; widen the cutoffs or the data, or lower min_rows.{part}"
+            )
 
 
 def _finite(values: dict[str, float]) -> dict[str, float]:

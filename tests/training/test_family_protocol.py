@@ -225,3 +225,15 @@ def test_two_state_folders_in_one_process_never_see_each_other(
         client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
         names = {m.name for m in client.search_registered_models()}
         assert own in names and other not in names
+
+
+def test_too_few_fit_rows_refuse_the_run_before_anything_is_logged(
+    mean_family, tmp_path: Path, state: StateDirs
+):
+    exp = _dataset(tmp_path, 3)
+    cfg = load_experiment(exp, {"min_rows": {"fit": 10_000}})
+    ingest(load_dataset(cfg.dataset), state)
+    with pytest.raises(ValueError, match=r"min_rows\.fit: the split leaves 2\d\d fit rows"):
+        run_experiment(cfg, state)
+    client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
+    assert not client.search_registered_models()  # nothing registered

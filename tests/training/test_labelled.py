@@ -143,3 +143,12 @@ def test_telco_auc_within_the_honest_published_range(state):
     # honest holdout AUCs in the literature are 0.84-0.85; >= 0.9 would signal leakage
     assert 0.82 <= result.metrics["roc_auc"] < 0.90
     assert result.metrics["ece"] < 0.06
+
+
+def test_ordered_split_keeps_table_order(unseen, state):
+    """A table without dates, sorted by time: the last rows test, the ones before validate."""
+    cfg = unseen(["exit_reason"], {"kind": "ordered", "test_size": 0.2, "valid_size": 0.25})
+    mf = build_frame(cfg, state)
+    split = mf.frame["split"].tolist()
+    n = len(split)
+    assert split == ["fit"] * (n - 600 - 600) + ["valid"] * 600 + ["test"] * 600
