@@ -104,17 +104,23 @@ def search(
 
             def objective(trial: Any) -> float:
                 params = suggest(trial, space)
-                with mlflow.start_run(
+                mlflow.start_run(
                     experiment_id=exp_id, run_name=f"trial-{trial.number}", nested=True
-                ):
-                    mlflow.log_params(params)
-                    callback = XGBoostPruningCallback(trial, "validation_0-auc")
-                    try:
-                        auc = valid_auc(cfg, mf, {**base, **params}, [callback])
-                    except optuna.TrialPruned:
-                        mlflow.set_tag("pruned", "true")
-                        raise
-                    mlflow.log_metric("valid_roc_auc", auc)
+                )
+                mlflow.log_params(params)
+                callback = XGBoostPruningCallback(trial, "validation_0-auc")
+                try:
+                    auc = valid_auc(cfg, mf, {**base, **params}, [callback])
+                except optuna.TrialPruned:
+                    # a pruned trial is stopped on purpose, not a failure: KILLED + tag
+                    mlflow.set_tag("pruned", "true")
+                    mlflow.end_run(status="KILLED")
+                    raise
+                except BaseException:
+                    mlflow.end_run(status="FAILED")
+                    raise
+                mlflow.log_metric("valid_roc_auc", auc)
+                mlflow.end_run()
                 if progress:
                     progress(trial.number + 1, trials)
                 return auc
@@ -142,6 +148,9 @@ def run_tuning(
         raise ValueError(f"family: tuning supports the binary families, not {cfg.family!r}")
     mf = family.build_frame(cfg, RunContext(state, load_dataset(cfg.dataset)))
     result = search(cfg, mf, state, n_trials, progress)
-    tuned_cfg = cfg.model_copy(update={"name": f"{cfg.name}-tuned"})
+    # the tuned run lands in the same MLflow experiment as the runs it competes with
+    tuned_cfg = cfg.model_copy(
+        update={"name": f"{cfg.name}-tuned", "experiment": cfg.experiment_name}
+    )
     result.tuned = run_experiment(tuned_cfg, state, params=result.best_params)
     return result

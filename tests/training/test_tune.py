@@ -36,3 +36,29 @@ def test_search_is_seeded_and_logs_nested_trials(synthetic_pipeline):
     assert len(parents) == 2
     assert len(children) == 8
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {p.info.run_id for p in parents}
+
+
+def test_tuned_run_lands_beside_its_trials_and_pruned_trials_are_not_failures(synthetic_pipeline):
+    from training.tune import run_tuning
+
+    state = synthetic_pipeline["state"]
+    cfg = synthetic_pipeline["cfg"].model_copy(
+        update={
+            "name": "tune_placement",
+            "registered_model": "churn-tune-placement",  # leaves the pipeline's champion alone
+            "tuning": TuningSpec(n_trials=7, search_space=SPACE),
+        }
+    )
+    result = run_tuning(cfg, state)
+    client = MlflowClient(tracking_uri=state.tracking_uri)
+    exp = client.get_experiment_by_name("tune_placement")
+    assert result.tuned_logged and result.tuned_logged["experiment_id"] == exp.experiment_id
+    assert client.get_experiment_by_name("tune_placement-tuned") is None
+    trials = [
+        r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags
+    ]
+    assert len(trials) == 7
+    for run in trials:
+        pruned = run.data.tags.get("pruned") == "true"
+        assert run.info.status == ("KILLED" if pruned else "FINISHED")
+    assert sum(r.data.tags.get("pruned") == "true" for r in trials) == result.n_pruned
