@@ -53,6 +53,15 @@ class MinRows(BaseModel):
     test: int = Field(30, ge=1, description="rows the model and baseline are tested on")
 
 
+class LeakCheck(BaseModel):
+    """A column that alone separates the label this well on the fit rows is refused as a
+    probable leak, unless named in ``allow``."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_single_auc: float = Field(0.98, gt=0.5, le=1.0)
+    allow: list[str] = Field(default_factory=list, description="columns allowed all the same")
+
+
 class ModelSpec(BaseModel):
     """The estimator and its parameters."""
 
@@ -111,6 +120,7 @@ class ExperimentConfig(BaseModel):
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
     tuning: TuningSpec = Field(default_factory=TuningSpec)
     min_rows: MinRows = Field(default_factory=MinRows)
+    leak_check: LeakCheck = Field(default_factory=LeakCheck)
     seed: int = 42
     registered_model: str = Field(description="name in the MLflow model registry")
     experiment: str | None = Field(None, description="MLflow experiment (default: the name)")

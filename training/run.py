@@ -31,6 +31,7 @@ from features.store import StateDirs
 from training.config import ExperimentConfig
 from training.families import get_family
 from training.families.base import Family, Frame, RunContext, Trained
+from training.guards import check_frame
 from training.promote import PromotionDecision, PromotionPolicy, decide_promotion
 
 PIP_REQUIREMENTS = ["xgboost-cpu", "scikit-learn", "pandas", "numpy", "mlflow"]
@@ -139,7 +140,7 @@ def run_experiment(
         progress("features")
     frame = family.build_frame(cfg, ctx)
     frame.manifest.setdefault("dataset", ctx.dataset.name)
-    check_min_rows(cfg, frame)
+    check_frame(cfg, frame)
     if progress:
         progress("fit")
     trained = family.train(cfg, frame, params)
@@ -148,18 +149,6 @@ def run_experiment(
     manifest = build_manifest(cfg, ctx.catalog.ingest_report(), frame, trained)
     logged = log_run(cfg, family, frame, trained, manifest, state)
     return RunOutput(frame, trained, logged)
-
-
-def check_min_rows(cfg: ExperimentConfig, frame: Frame) -> None:
-    """Refuse to fit (and so to register) on fewer rows than ``min_rows`` asks, naming the key."""
-    counts = frame.frame["split"].value_counts()
-    for part in ("fit", "test"):
-        have, need = int(counts.get(part, 0)), getattr(cfg.min_rows, part)
-        if have < need:
-            raise ValueError(
-                f"min_rows.{part}: the split leaves {have:,} {part} rows, fewer than the "
-                f"configured {need:,}; widen the cutoffs or the data, or lower min_rows.{part}"
-            )
 
 
 def _finite(values: dict[str, float]) -> dict[str, float]:
@@ -354,8 +343,10 @@ def decide(
 
 
 def build_frame(cfg: ExperimentConfig, state: StateDirs) -> Frame:
-    """The experiment's modelling frame, built by its family (no MLflow)."""
-    return get_family(cfg.family).build_frame(cfg, RunContext(state, load_dataset(cfg.dataset)))
+    """The experiment's modelling frame, built by its family and checked (no MLflow)."""
+    frame = get_family(cfg.family).build_frame(cfg, RunContext(state, load_dataset(cfg.dataset)))
+    check_frame(cfg, frame)
+    return frame
 
 
 def train_frame(

@@ -19,6 +19,7 @@ from training.families import get_family
 from training.families.base import Frame, RunContext
 from training.families.binary import fit_model
 from training.frames import LABEL
+from training.guards import check_frame
 from training.run import RunOutput, ensure_experiment, run_experiment, tracking
 
 DEFAULT_SEARCH_SPACE: dict[str, SearchParam] = {
@@ -147,6 +148,7 @@ def run_tuning(
     if not getattr(family, "tunable", False):
         raise ValueError(f"family: tuning supports the binary families, not {cfg.family!r}")
     mf = family.build_frame(cfg, RunContext(state, load_dataset(cfg.dataset)))
+    check_frame(cfg, mf)
     result = search(cfg, mf, state, n_trials, progress)
     # the tuned run lands in the same MLflow experiment as the runs it competes with
     tuned_cfg = cfg.model_copy(

@@ -12,7 +12,7 @@ import yaml
 from features.sources import ingest, load_dataset
 from features.store import StateDirs
 from tests.conftest import require_dataset
-from training.config import load_experiment
+from training.config import LeakCheck, load_experiment
 from training.run import build_frame, run_experiment
 
 
@@ -103,10 +103,26 @@ def test_unseen_table_trains_by_configuration(unseen, state):
     assert logged["registered_model"] == "subs-churn"
 
 
-def test_a_leaky_column_left_in_is_visible_as_a_too_good_auc(unseen, state):
+def test_a_leaky_column_left_in_is_refused_unless_allowed_by_name(unseen, state):
+    """exit_reason is known only after leaving: alone it separates the label, so training stops
+    with the key to set; allowed by name, it trains, and the too-good AUC shows why."""
     cfg = unseen([])
-    result, _ = run_training(cfg, state)
+    with pytest.raises(ValueError, match=r"leak_check\.allow: 'exit_reason' \(AUC 1\.000\)"):
+        run_training(cfg, state)
+    allowed = cfg.model_copy(update={"leak_check": LeakCheck(allow=["exit_reason"])})
+    result, logged = run_training(allowed, state)
     assert result.metrics["roc_auc"] > 0.99  # why drop_columns exists
+    manifest = build_frame(allowed, state).manifest
+    assert manifest["leak_check"]["top_single_column_auc"]["exit_reason"] == 1.0
+
+
+def test_no_honest_column_is_flagged(unseen, state):
+    frame = build_frame(unseen(["exit_reason"]), state)
+    from training.guards import check_leaks
+
+    cfg = unseen(["exit_reason"])
+    report = check_leaks(cfg, frame)
+    assert report["checked"] and max(report["top_single_column_auc"].values()) < 0.8
 
 
 def test_date_split(unseen, state):
