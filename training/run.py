@@ -275,7 +275,7 @@ def register_and_promote(
         )
     version = str(info.registered_model_version)
     client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
-    decision = decide(cfg, family, trained, client, version)
+    decision = decide(cfg, family, trained, client)
     client.set_registered_model_alias(cfg.registered_model, "challenger", version)
     if decision.promote:
         client.set_registered_model_alias(cfg.registered_model, "champion", version)
@@ -303,7 +303,7 @@ def register_and_promote(
 
 
 def champion_metric(
-    cfg: ExperimentConfig, family: Family, trained: Trained, client: Any, exclude: str
+    cfg: ExperimentConfig, family: Family, trained: Trained, client: Any
 ) -> float | None:
     """The current champion's metric on the challenger's own test rows, evaluated exactly as the
     challenger was (None without a champion; its own logged metric when it cannot score them)."""
@@ -314,8 +314,6 @@ def champion_metric(
     try:
         mv = client.get_model_version_by_alias(cfg.registered_model, "champion")
     except MlflowException:
-        return None
-    if str(mv.version) == exclude:
         return None
     try:
         wrapper = mlflow.pyfunc.load_model(
@@ -329,7 +327,7 @@ def champion_metric(
 
 
 def decide(
-    cfg: ExperimentConfig, family: Family, trained: Trained, client: Any, version: str
+    cfg: ExperimentConfig, family: Family, trained: Trained, client: Any
 ) -> PromotionDecision:
     """Champion / challenger decision on the family's out-of-time metric."""
     metric, higher = family.promotion_metric(cfg)
@@ -338,7 +336,7 @@ def decide(
         policy,
         challenger=trained.metrics[metric],
         baseline=trained.baseline_metrics[metric],
-        champion=champion_metric(cfg, family, trained, client, version),
+        champion=champion_metric(cfg, family, trained, client),
     )
 
 

@@ -145,7 +145,7 @@ def run_tuning(
     """Search on the validation cutoff, then the final fit with the best parameters (logged and
     registered like any training run; tagged ``tuned``)."""
     family = get_family(cfg.family)
-    if not getattr(family, "tunable", False):
+    if not family.tunable:
         raise ValueError(f"family: tuning supports the binary families, not {cfg.family!r}")
     mf = family.build_frame(cfg, RunContext(state, load_dataset(cfg.dataset)))
     check_frame(cfg, mf)

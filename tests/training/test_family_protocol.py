@@ -48,7 +48,6 @@ class MeanValueConfig(ExperimentConfig):
 class MeanValue(Family):
     name = "mean_value"
     config = MeanValueConfig
-    default_metric = "rmse"
 
     def build_frame(self, cfg: Any, ctx: RunContext) -> Frame:
         frame = ctx.catalog.read("labelled")

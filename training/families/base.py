@@ -79,8 +79,8 @@ class Family(ABC):
 
     name: ClassVar[str]
     config: ClassVar[type[ExperimentConfig]]
-    #: the metric the grade and the champion decision use when the config does not say
-    default_metric: ClassVar[str] = "roc_auc"
+    #: whether ``training.tune`` can search its parameters (binary families)
+    tunable: ClassVar[bool] = False
     #: the test metric names ``patron train`` prints first
     headline_metrics: ClassVar[tuple[str, ...]] = ()
 

@@ -93,7 +93,6 @@ def fit_baseline(frame: Frame, fit_rows: pd.DataFrame) -> tuple[Any, str]:
 class BinaryFamily(Family):
     """A calibrated classifier of a 0/1 label against a simple baseline."""
 
-    default_metric = "roc_auc"
     headline_metrics = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile")
     tunable = True
 

@@ -70,7 +70,6 @@ def bgnbd_baseline(
 class CLV(Family):
     name = "clv"
     config = CLVConfig
-    default_metric = "gini"
     headline_metrics = ("gini", "spearman", "top_decile_capture", "total_ratio", "mae")
 
     def build_frame(self, cfg: Any, ctx: RunContext) -> Frame:

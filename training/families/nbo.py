@@ -457,7 +457,6 @@ def _ks(cfg: Any) -> list[int]:
 class NBO(Family):
     name = "nbo"
     config = NBOConfig
-    default_metric = "map_at_3"
     headline_metrics = ("hit_at_1", "map_at_3", "ndcg_at_3", "value_at_3", "roc_auc", "ece")
 
     def build_frame(self, cfg: Any, ctx: RunContext) -> Frame:

@@ -479,7 +479,6 @@ def uplift_manifest(uf: UpliftFrame) -> dict[str, Any]:
 class Uplift(Family):
     name = "uplift"
     config = UpliftConfig
-    default_metric = "qini"
     headline_metrics = ("qini", "auuc", "uplift_at_10pct", "uplift_at_20pct", "uplift_at_30pct")
 
     def build_frame(self, cfg: Any, ctx: RunContext) -> Frame:
