@@ -14,7 +14,13 @@ class PromotionPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     metric: str = Field("roc_auc", description="test metric compared")
     higher_is_better: bool = True
-    margin: float = Field(0.0, ge=0.0, description="required improvement, in metric units")
+    margin: float = Field(
+        0.0, ge=0.0, description="the improvement's lower confidence bound must exceed this"
+    )
+    confidence: float = Field(
+        0.90, gt=0.5, lt=1.0, description="two-sided level of the paired-bootstrap interval"
+    )
+    n_boot: int = Field(500, ge=50, description="paired-bootstrap resamples of the test rows")
 
 
 @dataclass(frozen=True)
