@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
+import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -422,3 +423,108 @@ def ingest(
     with atomic_path(Catalog(state, cfg.name).report_path) as tmp:
         tmp.write_text(json.dumps(report.to_dict(), indent=2))
     return report
+
+
+# --------------------------------------------------------------------------- type inference
+
+#: A number as text: optional sign, digits with optional thousands commas, optional decimals and
+#: exponent (" 12 ", "1,234.5", "-0.5", "3e4").
+_NUMBER = re.compile(r"^[+-]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?([eE][+-]?\d+)?$")
+#: A leading zero before another digit ("02134", "007"): an identifier or a code, kept as text.
+_LEADING_ZERO = re.compile(r"^[+-]?0\d")
+
+
+@dataclass(frozen=True)
+class InferredType:
+    """What type inference decided for one undeclared text column, and why."""
+
+    column: str
+    dtype: Literal["double", "string"]
+    non_empty: int
+    unparsed: int
+    reason: str
+
+    def note(self) -> str:
+        """One line for the CLI and the run record."""
+        return f"type inferred: {self.column} -> {self.dtype} ({self.reason})"
+
+
+@dataclass(frozen=True)
+class ManyLevels:
+    """A categorical column with very many levels (an id, a number read as text, free text)."""
+
+    column: str
+    levels: int
+    unique_share: float
+
+    def note(self) -> str:
+        return (
+            f"warning: categorical column {self.column} has {self.levels:,} levels "
+            f"({self.unique_share:.0%} of its non-empty rows unique); declare its type or drop it"
+        )
+
+
+def _numeric_text(values: pd.Series) -> pd.Series:
+    """The text values as numbers (NaN where a value does not parse); commas as thousands."""
+    text = values.astype(str).str.strip()
+    ok = text.str.fullmatch(_NUMBER) & text.str.contains(r"\d", regex=True)
+    return pd.to_numeric(text.where(ok).str.replace(",", "", regex=False), errors="coerce")
+
+
+def infer_numeric_types(
+    frame: pd.DataFrame,
+    declared: Mapping[str, str],
+    columns: list[str],
+    min_share: float = 0.99,
+) -> tuple[pd.DataFrame, list[InferredType]]:
+    """Undeclared text columns whose non-empty values (nearly) all parse as numbers become
+    doubles (blanks and the rare unparsed value -> missing); a declared type always wins and a
+    column with leading zeros ("02134") stays text. Returns the new frame and what was decided."""
+    out = frame.copy()
+    decided: list[InferredType] = []
+    for col in columns:
+        s = out[col]
+        if col in declared or pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            continue
+        text = s.astype("string").str.strip()
+        text = text.where(text != "")
+        non_empty = text.dropna()
+        if non_empty.empty:
+            continue
+        parsed = _numeric_text(non_empty)
+        n, bad = len(non_empty), int(parsed.isna().sum())
+        if (n - bad) / n < min_share:
+            continue
+        if non_empty.str.match(_LEADING_ZERO).any():
+            decided.append(
+                InferredType(col, "string", n, bad, "numbers with leading zeros: kept as text")
+            )
+            continue
+        out[col] = _numeric_text(text.fillna("")).astype("float64")
+        blanks = len(s) - n
+        parts = [f"{n - bad:,} of {n:,} non-empty values are numbers"]
+        if blanks:
+            parts.append(f"{blanks:,} empty -> missing")
+        if bad:
+            parts.append(f"{bad:,} unparsed -> missing")
+        decided.append(InferredType(col, "double", n, bad, "; ".join(parts)))
+    return out, decided
+
+
+def many_level_columns(
+    frame: pd.DataFrame,
+    columns: list[str],
+    max_levels: int = 1000,
+    max_unique_share: float = 0.5,
+    min_rows: int = 100,
+) -> list[ManyLevels]:
+    """Categorical columns with more than ``max_levels`` levels, or (with at least ``min_rows``
+    non-empty rows) more than ``max_unique_share`` of them distinct."""
+    found = []
+    for col in columns:
+        s = frame[col].dropna()
+        levels = int(s.nunique())
+        share = levels / len(s) if len(s) else 0.0
+        if levels > max_levels or (len(s) >= min_rows and share > max_unique_share):
+            found.append(ManyLevels(col, levels, share))
+    return found

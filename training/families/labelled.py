@@ -1,16 +1,24 @@
 """Labelled: a ready customer table with a 0/1 label (e.g. a subscription-churn snapshot), split
-by configuration, against a logistic-regression baseline."""
+by configuration, against a logistic-regression baseline.
+
+Columns the dataset config does not type arrive as text; those whose values (nearly) all parse as
+numbers are read as numbers (``features.sources.infer_numeric_types``) and every decision is
+recorded (``inferred_types`` in the data manifest, one note per column on the command line);
+categorical columns with very many levels are named as a warning (``many_levels``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import pandas as pd
 from pydantic import Field
 
+from features.sources import InferredType, infer_numeric_types, many_level_columns
 from training.config import CalibrationSpec, ExperimentConfig, Split
-from training.families.base import Frame, RunContext
-from training.families.binary import BinaryFamily
+from training.families.base import Frame, RunContext, Trained
+from training.families.binary import BinaryDetails, BinaryFamily
 from training.frames import AS_OF, ID, LABEL, SPLIT, split_labelled
 
 
@@ -26,10 +34,56 @@ class LabelledConfig(ExperimentConfig):
         None, description="money per customer for the decile table's captured revenue"
     )
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    infer_types: bool = Field(
+        True,
+        description="read undeclared text columns whose values (nearly) all parse as numbers "
+        "as numbers (a type declared in the dataset config always wins)",
+    )
 
     @property
     def test_label(self) -> str:
         return f"{self.split.kind} split"
+
+
+@dataclass
+class LabelledDetails(BinaryDetails):
+    """The binary details plus the frame's notes on column types."""
+
+    type_notes: list[str]
+
+
+def column_types(
+    frame: pd.DataFrame, declared: Mapping[str, str], features: list[str], infer: bool
+) -> tuple[pd.DataFrame, list[str], dict[str, Any], list[str]]:
+    """Infer numeric types of undeclared columns; (frame, categorical columns, manifest facts,
+    notes)."""
+    inferred: list[InferredType] = []
+    if infer:
+        frame, inferred = infer_numeric_types(frame, declared, features)
+    categorical = [
+        c
+        for c in features
+        if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
+    ]
+    for c in categorical:
+        frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
+    many = many_level_columns(frame, categorical)
+    facts: dict[str, Any] = {
+        "inferred_types": {
+            d.column: {
+                "dtype": d.dtype,
+                "non_empty": d.non_empty,
+                "unparsed": d.unparsed,
+                "reason": d.reason,
+            }
+            for d in inferred
+        },
+        "many_levels": {
+            m.column: {"levels": m.levels, "unique_share": round(m.unique_share, 4)} for m in many
+        },
+    }
+    notes = [d.note() for d in inferred] + [m.note() for m in many]
+    return frame, categorical, facts, notes
 
 
 class Labelled(BinaryFamily):
@@ -45,13 +99,9 @@ class Labelled(BinaryFamily):
         if cfg.split.date_column:
             reserved.add(cfg.split.date_column)
         features = [c for c in frame.columns if c not in reserved]
-        categorical = [
-            c
-            for c in features
-            if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
-        ]
-        for c in categorical:
-            frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
+        table = ctx.dataset.tables.get("labelled")
+        declared = dict(table.types) if table is not None else {}
+        frame, categorical, facts, notes = column_types(frame, declared, features, cfg.infer_types)
         frame[SPLIT] = split_labelled(frame, cfg.split, cfg.seed)
         return Frame(
             frame,
@@ -59,8 +109,22 @@ class Labelled(BinaryFamily):
             categorical,
             None,
             cfg.value_column,
-            manifest={"split": cfg.split.model_dump(mode="json")},
+            manifest={"split": cfg.split.model_dump(mode="json"), **facts},
+            details=notes,
         )
+
+    def train(self, cfg: Any, frame: Frame, params: dict[str, Any] | None = None) -> Trained:
+        trained = super().train(cfg, frame, params)
+        d = trained.details
+        notes = list(frame.details) if isinstance(frame.details, list) else []
+        trained.details = LabelledDetails(
+            **{f.name: getattr(d, f.name) for f in fields(BinaryDetails)}, type_notes=notes
+        )
+        return trained
+
+    def notes(self, cfg: Any, trained: Trained) -> list[str]:
+        extra = getattr(trained.details, "type_notes", [])
+        return [*super().notes(cfg, trained), *extra]
 
 
 FAMILY = Labelled()
