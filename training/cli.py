@@ -76,7 +76,8 @@ def tune(
     trials: Annotated[int | None, typer.Option(help="override tuning.n_trials")] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Optuna search on the validation cutoff (nested MLflow runs), then the final tuned fit."""
+    """Optuna search over out-of-time validation folds (nested MLflow runs); the tuned parameters
+    are kept only on evidence; then the final run, the only one that reads the test rows."""
     from training.config import load_experiment
     from training.tune import run_tuning
 
@@ -89,11 +90,14 @@ def tune(
             progress.update(task, completed=done, total=total)
 
         result = run_tuning(cfg, state, trials, progress=tick)
+    if result.plan is not None:
+        console.print(f"validation: {result.plan.note}")
     console.print(
-        f"{result.n_trials} trials ({result.n_pruned} pruned): validation ROC AUC "
-        f"{result.best_valid_auc:.4f} tuned vs {result.default_valid_auc:.4f} with the config's "
-        f"parameters; best {result.best_params}"
+        f"{result.n_trials} trials ({result.n_pruned} pruned): mean validation ROC AUC "
+        f"{result.best_valid_auc:.4f} best trial vs {result.default_valid_auc:.4f} with the "
+        f"config's parameters; best {result.best_params}"
     )
+    console.print(result.reason)
     if result.tuned is not None:
         print_result(cfg, result.tuned.trained)
         print_logged(result.tuned.logged)

@@ -71,11 +71,28 @@ class ModelSpec(BaseModel):
 
 
 class CalibrationSpec(BaseModel):
-    """Calibration on the validation rows (models/calibration.py states the rule for ``auto``)."""
+    """Calibration fitted on out-of-fold scores and kept only when it lowers the held-out ECE
+    (models/calibration.py states the rule for ``auto``; docs/training.md, Calibration)."""
 
     model_config = ConfigDict(extra="forbid")
     method: Literal["auto", "sigmoid", "isotonic", "none"] = "auto"
-    min_per_class: int = Field(200, gt=0)
+    min_per_class: int = Field(200, gt=0, description="isotonic needs this many rows per class")
+    folds: int = Field(
+        3,
+        ge=1,
+        description="out-of-fold evidence: the last this many training cutoffs (rolling origin), "
+        "or this many stratified folds of a labelled table",
+    )
+
+
+class RefitOption(BaseModel):
+    """Evaluate, then ship a model refitted on every labelled row."""
+
+    refit: bool = Field(
+        True,
+        description="after the out-of-time test, refit the shipped model on all labelled rows "
+        "(test rows included); the test figures describe the evaluated model",
+    )
 
 
 class SearchParam(BaseModel):
@@ -90,10 +107,18 @@ class SearchParam(BaseModel):
 
 
 class TuningSpec(BaseModel):
-    """Optuna search: seeded TPE, median pruning on the validation metric."""
+    """Optuna search: seeded TPE, each trial validated over several out-of-time folds (median
+    pruning after each fold); docs/training.md, Tuning."""
 
     model_config = ConfigDict(extra="forbid")
     n_trials: int = Field(20, gt=0)
+    folds: int = Field(
+        3,
+        ge=2,
+        description="validation folds: the last this many training cutoffs (rolling origin, "
+        "capped by the cutoffs there are), or k stratified folds of a labelled table's non-test "
+        "rows",
+    )
     timeout_s: float | None = Field(None, gt=0)
     search_space: dict[str, SearchParam] = Field(default_factory=dict)
 
