@@ -9,7 +9,7 @@ both scorers. ``improvement`` is signed so that positive always means "the chall
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,6 +45,41 @@ class PairedDifference:
         )
 
 
+def resamples(
+    n: int, groups: np.ndarray | None = None, n_boot: int = 500, seed: int = 0
+) -> Iterator[np.ndarray]:
+    """``n_boot`` resamples of ``n`` rows as row indices: rows drawn with replacement, or whole
+    ``groups`` (every row of a drawn group, as often as the group is drawn). The same ``seed``
+    gives the same draws, so every comparison of one decision sees the same resamples."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        for _ in range(n_boot):
+            yield rng.integers(0, n, size=n)
+        return
+    codes, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")  # rows grouped, group by group
+    sizes = np.bincount(inverse, minlength=len(codes))
+    starts = np.cumsum(sizes) - sizes
+    for _ in range(n_boot):
+        draw = rng.integers(0, len(codes), size=len(codes))
+        size = sizes[draw]
+        first = np.repeat(starts[draw] - (np.cumsum(size) - size), size)
+        yield order[first + np.arange(int(size.sum()))]
+
+
+def n_units(n: int, groups: np.ndarray | None) -> int:
+    """How many units a resample draws: rows, or distinct groups."""
+    return n if groups is None else len(np.unique(np.asarray(groups)))
+
+
+def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1.0 - level) / 2.0
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return float("nan"), float("nan")
+    return float(np.quantile(finite, tail)), float(np.quantile(finite, 1.0 - tail))
+
+
 def paired_bootstrap(
     metric: str,
     metric_of: MetricOf,
@@ -69,31 +104,14 @@ def paired_bootstrap(
     sign = 1.0 if higher_is_better else -1.0
     every = np.arange(n)
     a, b = metric_of(every, challenger), metric_of(every, other)
-    if groups is None:
-        members = [np.array([i]) for i in range(n)]
-    else:
-        codes, inverse = np.unique(np.asarray(groups), return_inverse=True)
-        order = np.argsort(inverse, kind="stable")
-        members = np.split(order, np.cumsum(np.bincount(inverse, minlength=len(codes)))[:-1])
-    units = len(members)
-    rng = np.random.default_rng(seed)
     diffs = np.full(n_boot, np.nan)
-    flat = groups is None
-    for k in range(n_boot):
-        draw = rng.integers(0, units, size=units)
-        idx = draw if flat else np.concatenate([members[u] for u in draw])
+    for k, idx in enumerate(resamples(n, groups, n_boot, seed)):
         with np.errstate(all="ignore"):
             try:
                 diffs[k] = sign * (metric_of(idx, challenger) - metric_of(idx, other))
             except ValueError:  # the metric is undefined on this resample
                 continue
-    tail = (1.0 - level) / 2.0
-    finite = diffs[np.isfinite(diffs)]
-    lower, upper = (
-        (float(np.quantile(finite, tail)), float(np.quantile(finite, 1.0 - tail)))
-        if len(finite)
-        else (float("nan"), float("nan"))
-    )
+    lower, upper = _interval(diffs, level)
     return PairedDifference(
         metric=metric,
         challenger=float(a),
@@ -103,5 +121,55 @@ def paired_bootstrap(
         upper=upper,
         level=level,
         n_boot=n_boot,
-        n_units=units,
+        n_units=n_units(n, groups),
+    )
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One scorer's metric on the rows with its bootstrap interval at ``level`` (readiness)."""
+
+    metric: str
+    value: float
+    lower: float
+    upper: float
+    level: float
+    n_boot: int
+    n_units: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bootstrap_interval(
+    metric: str,
+    metric_of: MetricOf,
+    scores: np.ndarray,
+    *,
+    groups: np.ndarray | None = None,
+    n_boot: int = 500,
+    level: float = 0.90,
+    seed: int = 0,
+) -> Estimate:
+    """One scorer's ``metric`` on all rows and its two-sided percentile interval at ``level``,
+    from the same resamples as ``paired_bootstrap`` with the same seed."""
+    scores = np.asarray(scores, dtype=float)
+    n = len(scores)
+    value = metric_of(np.arange(n), scores)
+    values = np.full(n_boot, np.nan)
+    for k, idx in enumerate(resamples(n, groups, n_boot, seed)):
+        with np.errstate(all="ignore"):
+            try:
+                values[k] = metric_of(idx, scores)
+            except ValueError:
+                continue
+    lower, upper = _interval(values, level)
+    return Estimate(
+        metric=metric,
+        value=float(value),
+        lower=lower,
+        upper=upper,
+        level=level,
+        n_boot=n_boot,
+        n_units=n_units(n, groups),
     )

@@ -32,10 +32,11 @@ from training.config import ExperimentConfig
 from training.families import get_family
 from training.families.base import Family, Frame, RunContext, Trained
 from training.guards import check_frame
-from training.promote import PromotionDecision, PromotionPolicy, decide_promotion
+from training.promote import Champion, PromotionDecision, PromotionPolicy, decide_promotion
 
 PIP_REQUIREMENTS = ["xgboost-cpu", "scikit-learn", "pandas", "numpy", "mlflow"]
 _TRACKING_LOCK = threading.RLock()
+MAX_TAG_CHARS = 5000  # MLflow's limit on a tag value; promotion.json keeps the whole reason
 
 
 @dataclass
@@ -251,7 +252,7 @@ def register_and_promote(
 ) -> dict[str, Any]:
     """Inside an active run: log the served model with its signature, register it as
     ``challenger``, re-score the champion on the same test rows, move ``champion`` when earned,
-    and log the decision with its numbers."""
+    and log the decision with its evidence (``promotion.json``, ``promotion_*`` metrics)."""
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
@@ -284,12 +285,13 @@ def register_and_promote(
     mlflow.set_tags(
         {
             "promoted_to_champion": str(decision.promote).lower(),
-            "promotion_reason": decision.reason,
+            "promotion_reason": decision.reason[:MAX_TAG_CHARS],
             "model_version": version,
         }
     )
     mlflow.log_dict(decision.to_dict(), "promotion.json")
-    if decision.champion is not None:
+    mlflow.log_metrics(decision.evidence_metrics())
+    if decision.champion is not None and np.isfinite(decision.champion):
         mlflow.log_metric(f"champion_{decision.metric}", decision.champion)
     return {
         "run_id": run.info.run_id,
@@ -302,11 +304,12 @@ def register_and_promote(
     }
 
 
-def champion_metric(
+def champion_evidence(
     cfg: ExperimentConfig, family: Family, trained: Trained, client: Any
-) -> float | None:
-    """The current champion's metric on the challenger's own test rows, evaluated exactly as the
-    challenger was (None without a champion; its own logged metric when it cannot score them)."""
+) -> Champion | None:
+    """The current champion's scores of the challenger's own test rows, scored as the family
+    scores a loaded champion (None without a champion). When it cannot score them (it needs
+    inputs this run lacks), no scores: the error and its own logged test metric instead."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -319,25 +322,65 @@ def champion_metric(
         wrapper = mlflow.pyfunc.load_model(
             f"models:/{cfg.registered_model}/{mv.version}"
         ).unwrap_python_model()
-        scores = family.champion_scores(cfg, trained, wrapper)
-        return family.evaluate(cfg, trained, scores)[metric]
-    except (ValueError, KeyError, AttributeError, TypeError):
-        # the champion needs inputs this run lacks: fall back to its own logged test metric
-        return client.get_run(mv.run_id).data.metrics.get(f"test_{metric}")
+        scores = np.asarray(family.champion_scores(cfg, trained, wrapper), dtype=float)
+        rows = len(trained.test_predictions)
+        if scores.shape != (rows,):
+            raise ValueError(f"scores of shape {scores.shape} for {rows} test rows")
+        return Champion(str(mv.version), scores)
+    except (ValueError, KeyError, AttributeError, TypeError, MlflowException) as err:
+        logged = client.get_run(mv.run_id).data.metrics.get(f"test_{metric}")
+        return Champion(str(mv.version), None, logged, f"{type(err).__name__}: {err}")
+
+
+def promotion_policy(cfg: ExperimentConfig, family: Family) -> PromotionPolicy:
+    """The experiment's promotion policy with the family's metric, direction and guards."""
+    metric, higher = family.promotion_metric(cfg)
+    return cfg.promotion.model_copy(
+        update={
+            "metric": metric,
+            "higher_is_better": higher,
+            "guards": family.promotion_guards(cfg),
+        }
+    )
 
 
 def decide(
     cfg: ExperimentConfig, family: Family, trained: Trained, client: Any
 ) -> PromotionDecision:
-    """Champion / challenger decision on the family's out-of-time metric."""
-    metric, higher = family.promotion_metric(cfg)
-    policy = PromotionPolicy(metric=metric, higher_is_better=higher, margin=cfg.promotion.margin)
-    return decide_promotion(
-        policy,
-        challenger=trained.metrics[metric],
-        baseline=trained.baseline_metrics[metric],
-        champion=champion_metric(cfg, family, trained, client),
-    )
+    """Champion / challenger decision on evidence: paired bootstraps of the family's metric and
+    guards against the baseline and the re-scored champion on the same test rows, readiness."""
+    policy = promotion_policy(cfg, family)
+    metric = policy.metric
+    names = {metric, *(policy.guards or []), *(r.metric for r in policy.readiness)}
+    metric_of = {}
+    for name in sorted(names):
+        try:
+            metric_of[name] = family.metric_of(cfg, trained, name)
+        except KeyError:
+            continue  # decide_promotion names it: no evidence, no promotion
+    champion = champion_evidence(cfg, family, trained, client)
+    try:
+        challenger = family.model_scores(cfg, trained)
+        baseline = family.baseline_scores(cfg, trained)
+        groups = family.bootstrap_groups(cfg, trained)
+        return decide_promotion(policy, metric_of, challenger, baseline, champion, groups)
+    except KeyError as err:
+        # the family gives no per-row scores (model, baseline) of its test rows
+        return PromotionDecision(
+            promote=False,
+            metric=metric,
+            challenger=trained.metrics.get(metric, float("nan")),
+            baseline=trained.baseline_metrics.get(metric, float("nan")),
+            champion=None if champion is None else champion.logged_metric,
+            margin=policy.margin,
+            reason=(
+                f"no per-row scores of the test rows ({type(err).__name__}: {err}; the family "
+                "must give model_scores and baseline_scores): no evidence, not promoted"
+            ),
+            confidence=policy.confidence,
+            n_boot=policy.n_boot,
+            champion_version=None if champion is None else champion.version,
+        )
 
 
 def build_frame(cfg: ExperimentConfig, state: StateDirs) -> Frame:

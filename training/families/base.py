@@ -11,7 +11,7 @@ model with signature, registration and promotion.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +23,7 @@ from features.definitions import FeatureSet
 from features.sources import DatasetConfig
 from features.store import StateDirs
 from training.config import ExperimentConfig
+from training.evidence import MetricOf
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,56 @@ class Family(ABC):
     def promotion_metric(self, cfg: Any) -> tuple[str, bool]:
         """(metric, higher is better) of the grade and the champion decision."""
         return cfg.promotion.metric, cfg.promotion.higher_is_better
+
+    # ---------------------------------------------------------- what the promotion gate reads
+
+    #: metrics that must not be significantly worse for a promotion (``promotion.guards`` wins)
+    guard_metrics: ClassVar[tuple[str, ...]] = ()
+
+    def promotion_guards(self, cfg: Any) -> list[str]:
+        """The guard metrics of the promotion gate: the config's, else the family's defaults."""
+        guards = cfg.promotion.guards
+        return list(self.guard_metrics if guards is None else guards)
+
+    def model_scores(self, cfg: Any, trained: Trained) -> np.ndarray:
+        """The model's scores of the test rows, in ``test_predictions`` order."""
+        return trained.test_predictions["score"].to_numpy(dtype=float)
+
+    def baseline_scores(self, cfg: Any, trained: Trained) -> np.ndarray:
+        """The baseline's scores of the same test rows, in the same order."""
+        return trained.test_predictions["baseline_score"].to_numpy(dtype=float)
+
+    def bootstrap_groups(self, cfg: Any, trained: Trained) -> np.ndarray | None:
+        """The unit the bootstrap resamples, one label per test row (None: rows). Rows that are
+        not independent (all offer pairs of one customer) must be drawn together."""
+        return None
+
+    def metric_of(self, cfg: Any, trained: Trained, metric: str) -> MetricOf:
+        """``metric_of(idx, scores)``: ``metric`` of ``scores[idx]`` on the test rows ``idx``
+        (drawn with replacement). By default ``evaluate`` on a ``Trained`` cut to those rows, so
+        any family works; override with vectorised metrics when ``evaluate`` is slow. Raises
+        KeyError when ``evaluate`` does not give ``metric``."""
+        if metric not in trained.metrics:
+            raise KeyError(metric)
+        every = np.arange(len(trained.test_predictions))
+        same_rows = len(trained.test_frame) == len(trained.test_predictions)
+
+        def of(idx: np.ndarray, scores: np.ndarray) -> float:
+            if len(idx) == len(every) and np.array_equal(idx, every):
+                cut = trained
+            else:
+                cut = replace(
+                    trained,
+                    test_predictions=trained.test_predictions.iloc[idx].reset_index(drop=True),
+                    test_frame=(
+                        trained.test_frame.iloc[idx].reset_index(drop=True)
+                        if same_rows
+                        else trained.test_frame
+                    ),
+                )
+            return float(self.evaluate(cfg, cut, np.asarray(scores)[idx])[metric])
+
+        return of
 
     def input_example(self, cfg: Any, trained: Trained) -> pd.DataFrame:
         """One row of typical values with the real dtypes (no customer's own data)."""

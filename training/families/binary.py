@@ -27,12 +27,14 @@ from training.config import CutoffExperiment, ExperimentConfig
 from training.evaluate import (
     binary_metrics,
     decile_table,
+    fast_binary_metric,
     grade,
     plot_calibration,
     plot_gains,
     plot_importance,
     plot_lift,
 )
+from training.evidence import MetricOf
 from training.families.base import (
     Family,
     Frame,
@@ -219,6 +221,14 @@ class BinaryFamily(Family):
             f"vs {trained.baseline_name} {b['roc_auc']:.3f}, grade {trained.grade}. "
             f"{cfg.description}"
         ).strip()
+
+    # calibration, Brier and lift must not get significantly worse for a promotion
+    guard_metrics: ClassVar[tuple[str, ...]] = ("ece", "brier", "lift_top_decile")
+
+    def metric_of(self, cfg: Any, trained: Trained, metric: str) -> MetricOf:
+        """Vectorised metrics for the promotion bootstrap (``evaluate`` on cut rows otherwise)."""
+        fast = fast_binary_metric(metric, trained.test_predictions[LABEL].to_numpy())
+        return fast if fast is not None else super().metric_of(cfg, trained, metric)
 
 
 class CutoffBinaryFamily(BinaryFamily):
