@@ -24,7 +24,8 @@ one level; aggregates run per customer over the level's rows, which have these c
     ``events``      the customer's events (optional ``events`` table): event_type (lower case),
                     days_ago;
     ``customers``   a scalar expression over the customer's row of the optional ``customers`` table
-                    (its columns plus signup_days_ago); not temporal: the table is today's state;
+                    (its columns plus signup_days_ago); a table with history is read as of T
+                    (``features.build.attribute_plan``), one without is today's state;
     ``households``  the orders (days_ago, amount, customer_id) of every customer of the customer's
                     household, from an optional map (customer_id, household_id); a customer absent
                     from the map is a household of one;
@@ -95,6 +96,27 @@ class RFMPointsConfig(BaseModel):
     frequency_cap: float = 20.0
     monetary_share: float = 0.10
     monetary_cap: float = 20.0
+
+
+#: Customers-table columns that never change for a customer (everything else can: country,
+#: consent, segment-like fields) and the one the engine derives from them.
+FIXED_CUSTOMER_COLUMNS = frozenset({"customer_id", "signup_date", "signup_days_ago"})
+#: The attribute name of household membership (the ``households`` level).
+HOUSEHOLD = "household"
+
+
+class CurrentStateAttributes(BaseModel):
+    """Attributes that can change (country, consent, household, segment-like fields) of a
+    customers table without history are today's values: at historical training cutoffs they are
+    left out unless named in ``allow`` (a table with history is read as of each cutoff)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allow: tuple[str, ...] = Field(
+        (),
+        description="attributes (customers columns, or 'household') whose current value may be "
+        "used at historical cutoffs all the same",
+    )
 
 
 def rfm_recency_points_sql(cfg: RFMPointsConfig, recency: str) -> str:

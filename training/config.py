@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from features.definitions import RFMPointsConfig
+from features.definitions import CurrentStateAttributes, RFMPointsConfig
 from training.promote import PromotionPolicy
 
 
@@ -176,6 +176,11 @@ class CutoffExperiment(ExperimentConfig):
     )
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     rfm: RFMPointsConfig = Field(default_factory=RFMPointsConfig)
+    current_state_attributes: CurrentStateAttributes = Field(
+        default_factory=CurrentStateAttributes,
+        description="attributes a customers table without history gives only today's value of; "
+        "left out at historical cutoffs unless named in allow (features.build.attribute_plan)",
+    )
 
     @model_validator(mode="after")
     def _out_of_time(self) -> CutoffExperiment:
