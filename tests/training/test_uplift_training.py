@@ -312,3 +312,61 @@ def test_a_campaign_history_with_its_own_features_trains_by_configuration(env, t
         _contacts(missing, env, "mailing")
     with pytest.raises(FileNotFoundError, match="campaign_history"):
         _contacts(cfg, env, "no_such_dataset")
+
+
+# --------------------------------------------------------------------------- selection before test
+
+
+def three_mailings(seed: int = 5):
+    """Three mailings on successive dates (two fit, the latest test) with the mailing() effect."""
+    from training.families.uplift import UpliftFrame
+
+    parts = []
+    for i, send in enumerate(["2024-01-10", "2024-03-10", "2024-05-10"]):
+        contacts, _ = mailing(1500, seed + i)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "campaign_id": f"M{i + 1}",
+                    "customer_id": contacts["prospect"] + f"_{i}",
+                    "send_date": pd.Timestamp(send),
+                    "as_of": pd.Timestamp(send) - pd.Timedelta(days=1),
+                    "treatment": (contacts["arm"] == "T").astype(int),
+                    "label": (contacts["converted"] == "yes").astype(int),
+                    "recency_days": contacts["recency_days"],
+                    "visits": contacts["visits"],
+                    "split": "test" if i == 2 else "fit",
+                }
+            )
+        )
+    frame = pd.concat(parts, ignore_index=True)
+    return UpliftFrame(frame, ["recency_days", "visits"], [], pd.DataFrame(), "out_of_time")
+
+
+def test_auto_learner_is_chosen_on_the_latest_fit_campaign_never_on_test_rows() -> None:
+    from training.families.uplift import choose_learner
+
+    cfg = experiment_config(
+        {
+            "name": "uplift_auto",
+            "family": "uplift",
+            "dataset": "synthetic",
+            "registered_model": "uplift-auto",
+            "uplift": {"learner": "auto"},
+        }
+    )
+    params = {"n_estimators": 40, "max_depth": 3}
+    uf = three_mailings()
+    choice = choose_learner(cfg, uf, params)
+    assert choice.requested == "auto" and choice.learner in ("x", "t")
+    assert set(choice.validation) == {"x", "t"}
+    assert choice.learner == max(("x", "t"), key=lambda k: (choice.validation[k], k == "x"))
+    assert "M2" in choice.validation_rows  # the latest fit campaign validates
+    assert choice.fit_rows == choice.valid_rows == 1500
+    # flipping every test label and scrambling the test features changes nothing
+    test = uf.frame["split"] == "test"
+    uf.frame.loc[test, "label"] = 1 - uf.frame.loc[test, "label"]
+    uf.frame.loc[test, "recency_days"] = uf.frame.loc[test, "recency_days"].to_numpy()[::-1]
+    assert choose_learner(cfg, uf, params) == choice
+    fixed = cfg.model_copy(update={"uplift": cfg.uplift.model_copy(update={"learner": "t"})})
+    assert choose_learner(fixed, uf, params).learner == "t"

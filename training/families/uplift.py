@@ -15,6 +15,12 @@ Split: with two or more campaigns, out of time -- the campaigns sent on the late
 the test rows, the earlier ones are fitted; with one campaign, a seeded split of its contacts
 stratified by group x response (``split.test_size`` of them are test rows).
 
+Learner (``uplift.learner``): ``x`` or ``t`` as set, or ``auto``: both are fitted on the fit rows
+before a validation slice of them (the latest fit campaign when the fit rows span two or more send
+dates, else a seeded quarter of the fit contacts stratified by group x response) and the higher
+validation ``uplift.metric`` wins (ties to ``x``); the chosen learner is then refitted on all fit
+rows. The test rows play no part in the choice (``choose_learner``).
+
 Evaluation on the test rows: the normalised Qini coefficient, AUUC and uplift at each top-k of
 the uplift model, of the *response model* (an XGBoost of P(respond | treated) fitted on the
 treated fit rows: the usual way to target) and of random targeting (the mean of 20 seeded random
@@ -26,7 +32,7 @@ true CATE, and the mean *true* uplift among the top k of each ranking (noise-fre
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,6 +63,7 @@ ID, LABEL, TREATMENT, SPLIT = "customer_id", "label", "treatment", "split"
 CAMPAIGN, SEND, CUTOFF = "campaign_id", "send_date", "as_of"
 TRUTH_FILE = "truth_uplift.parquet"
 RANDOM_DRAWS = 20
+SELECTION_VALID_SHARE = 0.25
 
 
 class UpliftSpec(BaseModel):
@@ -65,7 +72,11 @@ class UpliftSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     campaign_ids: list[str] | None = Field(None, description="campaigns to learn from (all)")
-    learner: Literal["x", "t"] = "x"
+    learner: Literal["x", "t", "auto"] = Field(
+        "x",
+        description="x / t-learner, or auto: the better uplift.metric on a validation slice of "
+        "the fit rows (the latest fit campaign; ties to x); never on the test rows",
+    )
     top_k: list[float] = Field(
         default_factory=lambda: [0.1, 0.2, 0.3], description="fractions for uplift at top k"
     )
@@ -147,10 +158,31 @@ class UpliftResult:
     grade: str
     params: dict[str, Any]
     row_counts: dict[str, int] = field(default_factory=dict)
+    learner_choice: LearnerChoice | None = None
 
     @property
     def baseline_name(self) -> str:
         return "response model"
+
+    @property
+    def learner(self) -> str:
+        return self.learner_choice.learner if self.learner_choice else "x"
+
+
+@dataclass(frozen=True)
+class LearnerChoice:
+    """Which uplift learner was fitted, and on what evidence (validation rows only)."""
+
+    learner: str
+    requested: str
+    rule: str
+    validation: dict[str, float] = field(default_factory=dict)  # uplift.metric per learner
+    validation_rows: str = ""
+    fit_rows: int = 0
+    valid_rows: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 # --------------------------------------------------------------------------- the frame
@@ -328,6 +360,76 @@ def _true_uplift_at_k(true: np.ndarray, score: np.ndarray, top_k: list[float]) -
     }
 
 
+def _fit_learner(
+    kind: str, rows: pd.DataFrame, uf: UpliftFrame, params: dict[str, Any], seed: int
+) -> Pipeline:
+    learner = make_learner(kind, params, seed)
+    model = Pipeline([("pre", preprocessor(uf.feature_names, uf.categorical)), ("uplift", learner)])
+    return model.fit(
+        rows[uf.feature_names],
+        rows[LABEL].to_numpy(),
+        uplift__treatment=rows[TREATMENT].to_numpy(),
+    )
+
+
+def selection_split(fit_rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(inner fit, validation, how) within the fit rows: the latest fit campaign(s) validate when
+    the fit rows span two or more send dates, else a seeded stratified share of the contacts."""
+    sends = fit_rows.groupby(CAMPAIGN)[SEND].first()
+    if sends.nunique() >= 2:
+        valid = fit_rows[CAMPAIGN].map(sends == sends.max()).astype(bool)
+        names = ",".join(sorted(sends.index[sends == sends.max()]))
+        return fit_rows[~valid], fit_rows[valid], f"latest fit campaign ({names}), out of time"
+    strata = fit_rows[TREATMENT].astype(str) + "_" + fit_rows[LABEL].astype(str)
+    if strata.value_counts().min() < 2:
+        strata = fit_rows[TREATMENT].astype(str)
+    inner, valid = train_test_split(
+        fit_rows.index, test_size=SELECTION_VALID_SHARE, random_state=seed, stratify=strata
+    )
+    how = f"{SELECTION_VALID_SHARE:.0%} of the fit contacts, stratified by group x response"
+    return fit_rows.loc[inner], fit_rows.loc[valid], how
+
+
+def choose_learner(cfg: Any, uf: UpliftFrame, params: dict[str, Any]) -> LearnerChoice:
+    """The learner to fit: as set, or for ``auto`` the higher ``uplift.metric`` on validation rows
+    carved from the fit rows (ties to x). Reads no test row."""
+    requested = cfg.uplift.learner
+    if requested != "auto":
+        return LearnerChoice(requested, requested, "set in the experiment config")
+    inner, valid, how = selection_split(uf.part("fit"), cfg.seed)
+    for rows in (inner, valid):
+        if rows[TREATMENT].nunique() < 2 or rows[LABEL].nunique() < 2:
+            return LearnerChoice(
+                "x",
+                "auto",
+                "auto: too few validation contacts to compare (both groups and "
+                "both outcomes needed): the default x-learner",
+                {},
+                how,
+                len(inner),
+                len(valid),
+            )
+    metric = cfg.uplift.metric
+    y, t = valid[LABEL].to_numpy(), valid[TREATMENT].to_numpy()
+    scores = {
+        kind: float(
+            uplift_metrics(
+                y,
+                t,
+                _fit_learner(kind, inner, uf, params, cfg.seed).predict(valid[uf.feature_names]),
+                [],
+            )[metric]
+        )
+        for kind in ("x", "t")
+    }
+    best = "t" if scores["t"] > scores["x"] else "x"
+    rule = (
+        f"auto: the higher validation {metric} wins, ties to x "
+        f"(x {scores['x']:.4f}, t {scores['t']:.4f}: {best}-learner)"
+    )
+    return LearnerChoice(best, "auto", rule, scores, how, len(inner), len(valid))
+
+
 def train_uplift(cfg: Any, uf: UpliftFrame, params: dict[str, Any] | None = None) -> UpliftResult:
     """Fit the uplift learner and the response model on ``fit`` rows; evaluate on ``test``."""
     fit_rows, test_rows = uf.part("fit"), uf.part("test")
@@ -338,13 +440,8 @@ def train_uplift(cfg: Any, uf: UpliftFrame, params: dict[str, Any] | None = None
             raise ValueError(f"the {name} rows need both responders and non-responders")
     params = {**DEFAULT_UPLIFT_PARAMS, **cfg.model.params, **(params or {})}
     names, categorical = uf.feature_names, uf.categorical
-    learner = make_learner(cfg.uplift.learner, params, cfg.seed)
-    model = Pipeline([("pre", preprocessor(names, categorical)), ("uplift", learner)])
-    model.fit(
-        fit_rows[names],
-        fit_rows[LABEL].to_numpy(),
-        uplift__treatment=fit_rows[TREATMENT].to_numpy(),
-    )
+    choice = choose_learner(cfg, uf, params)
+    model = _fit_learner(choice.learner, fit_rows, uf, params, cfg.seed)
     treated_fit = fit_rows[fit_rows[TREATMENT] == 1]
     response = xgb_pipeline(names, categorical, params, cfg.seed)
     response.fit(treated_fit[names], treated_fit[LABEL].to_numpy())
@@ -411,6 +508,7 @@ def train_uplift(cfg: Any, uf: UpliftFrame, params: dict[str, Any] | None = None
         grade=grade(metrics[metric], base[metric], cfg.grade.a_margin, True),
         params=params,
         row_counts=counts,
+        learner_choice=choice,
     )
 
 
@@ -444,7 +542,7 @@ def run_description(cfg: Any, result: UpliftResult) -> str:
     """A human sentence for the MLflow UI's run list."""
     m, b = result.metrics, result.baseline_metrics
     text = (
-        f"uplift ({cfg.uplift.learner}-learner) on {cfg.dataset}, {result.split_kind}: Qini "
+        f"uplift ({result.learner}-learner) on {cfg.dataset}, {result.split_kind}: Qini "
         f"{m['qini']:.3f} vs response model {b['qini']:.3f}"
     )
     if result.truth_metrics:
@@ -520,7 +618,8 @@ class Uplift(Family):
     def log_params(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
         campaigns = trained.details.campaigns
         return {
-            "learner": cfg.uplift.learner,
+            "learner": trained.details.learner,
+            "learner.requested": cfg.uplift.learner,
             "split": trained.details.split_kind,
             "train_campaigns": ",".join(
                 campaigns.loc[campaigns["split"].str.contains("fit"), CAMPAIGN]
@@ -548,19 +647,24 @@ class Uplift(Family):
             "uplift_by_decile.csv": r.bins,
             "campaigns.csv": r.campaigns.astype({SEND: str, CUTOFF: str}),
             "metrics.json": metrics,
+            **({"learner_choice.json": r.learner_choice.to_dict()} if r.learner_choice else {}),
         }
 
     def charts(self, cfg: Any, trained: Trained, folder: Path) -> list[Path]:
         preds = trained.test_predictions
         y, t = preds[LABEL].to_numpy(), preds[TREATMENT].to_numpy()
         curves = {
-            f"uplift model ({cfg.uplift.learner}-learner)": (y, t, preds["uplift"].to_numpy()),
+            f"uplift model ({trained.details.learner}-learner)": (y, t, preds["uplift"].to_numpy()),
             "response model": (y, t, preds["response_score"].to_numpy()),
         }
         if "true_uplift" in preds and preds["true_uplift"].notna().all():
             curves["true uplift"] = (y, t, preds["true_uplift"].to_numpy())
         title = f"Qini, test campaigns ({trained.details.split_kind})"
         return [plot_qini(curves, folder / "qini.png", title)]
+
+    def notes(self, cfg: Any, trained: Trained) -> list[str]:
+        choice = trained.details.learner_choice
+        return [f"learner: {choice.learner} ({choice.rule})"] if choice else []
 
     def describe(self, cfg: Any, trained: Trained) -> str:
         return run_description(cfg, trained.details)
