@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
 
 from features.catalog import Catalog
-from features.definitions import FeatureSet, feature_set, feature_set_from_spec
-from features.engine import churn_label_sql, features_sql
+from features.definitions import (
+    FIXED_CUSTOMER_COLUMNS,
+    HOUSEHOLD,
+    CurrentStateAttributes,
+    FeatureSet,
+    feature_set,
+    feature_set_from_spec,
+)
+from features.engine import churn_label_sql, features_sql, referenced_columns
 from features.offers import customer_profile_sql, profile_frame
-from features.sql import sql_literal
+from features.sql import sql_date, sql_literal
 from features.store import StateDirs, atomic_path
 
 SPEC_FILE = "feature_set.json"
@@ -35,7 +44,16 @@ def data_date_range(con: duckdb.DuckDBPyConnection, source: str) -> tuple[date, 
 
 
 def input_relations(state: StateDirs, dataset: str, fs: FeatureSet) -> dict[str, str]:
-    """The optional relations a feature set reads (events, customers, households), by keyword."""
+    """The optional relations a feature set reads (events, customers, households), by keyword;
+    a customers table with history gives each customer's current version."""
+    relations = _raw_relations(state, dataset, fs)
+    if "customers" in relations:
+        history = customers_history(relations["customers"])
+        relations["customers"] = customers_as_of_sql(relations["customers"], history, None)
+    return relations
+
+
+def _raw_relations(state: StateDirs, dataset: str, fs: FeatureSet) -> dict[str, str]:
     catalog = Catalog(state, dataset)
     relations = {}
     for name in fs.inputs:
@@ -46,6 +64,158 @@ def input_relations(state: StateDirs, dataset: str, fs: FeatureSet) -> dict[str,
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"feature set {fs.name!r} reads {name}: {exc}") from None
     return relations
+
+
+# --------------------------------------------------------------------------- as-of attributes
+
+#: How a customers table carries history: validity dates, an update time, or none (today's state).
+NO_HISTORY = "none"
+
+
+def customers_history(relation: str, con: duckdb.DuckDBPyConnection | None = None) -> str:
+    """How a customers relation carries history: ``valid_from/valid_to`` (validity dates),
+    ``valid_from`` (start dates only), ``updated_at`` (each row is the state from its update
+    time on) or ``none`` (one row per customer: today's state)."""
+    own = con is None
+    con = duckdb.connect() if con is None else con
+    try:
+        columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+        present = [c for c in ("valid_from", "valid_to", "updated_at") if c in columns]
+        counts = dict(zip(present, [0] * len(present), strict=True))
+        if present:
+            row = con.execute(
+                f"SELECT {', '.join(f'count({c})' for c in present)} FROM {relation}"
+            ).fetchone()
+            counts = dict(zip(present, row or [0] * len(present), strict=True))
+    finally:
+        if own:
+            con.close()
+    if counts.get("valid_from"):
+        return "valid_from/valid_to" if "valid_to" in counts else "valid_from"
+    return "updated_at" if counts.get("updated_at") else NO_HISTORY
+
+
+def customers_as_of_sql(relation: str, history: str, as_of: date | None) -> str:
+    """The customers relation with one row per customer: the version valid at the end of day
+    ``as_of`` (None: the current version). A version starting after ``as_of`` is invisible;
+    ``valid_to`` is exclusive (a version ending on ``as_of`` no longer holds at its end)."""
+    if history == NO_HISTORY:
+        return relation
+    start = "updated_at" if history == "updated_at" else "valid_from"
+    where = []
+    if as_of is not None:
+        where.append(f"({start} IS NULL OR CAST({start} AS DATE) <= {sql_date(as_of)})")
+    if history == "valid_from/valid_to":
+        where.append(
+            "valid_to IS NULL"
+            if as_of is None
+            else f"(valid_to IS NULL OR CAST(valid_to AS DATE) > {sql_date(as_of)})"
+        )
+    cond = f" WHERE {' AND '.join(where)}" if where else ""
+    return (
+        "(SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY customer_id "
+        f"ORDER BY {start} DESC NULLS LAST) AS __version FROM {relation}{cond}) "
+        "WHERE __version = 1)"
+    )
+
+
+def changeable_attributes(fs: FeatureSet) -> dict[str, list[str]]:
+    """The attributes that can change over time each feature reads: customers columns other than
+    the fixed ones (country, consent, segment-like fields) and household membership; derived
+    features inherit those of the features they use. Features reading none are absent."""
+    out: dict[str, list[str]] = {}
+    for f in fs.features:
+        if f.level == "customers":
+            attrs = sorted(referenced_columns(f.sql) - FIXED_CUSTOMER_COLUMNS)
+        elif f.level == "households":
+            attrs = [HOUSEHOLD]
+        elif f.level == "derived":
+            used = referenced_columns(f.sql)
+            attrs = sorted({a for name in used for a in out.get(name, [])})
+        else:
+            attrs = []
+        if attrs:
+            out[f.name] = attrs
+    return out
+
+
+@dataclass(frozen=True)
+class AttributePlan:
+    """How a feature set's customer attributes are read at historical cutoffs: the relations
+    to use at each cutoff, the features to leave out, and the facts for the data manifest."""
+
+    base: dict[str, str]
+    history: str | None  # how the customers table carries history (None: not read)
+    dropped: tuple[str, ...] = ()
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def relations(self, as_of: date) -> dict[str, str]:
+        """The input relations at cutoff ``as_of``: customers as of ``as_of`` when it has
+        history."""
+        out = dict(self.base)
+        if "customers" in out and self.history:
+            out["customers"] = customers_as_of_sql(out["customers"], self.history, as_of)
+        return out
+
+
+def attribute_plan(
+    state: StateDirs,
+    dataset: str,
+    fs: FeatureSet,
+    policy: CurrentStateAttributes | None = None,
+) -> AttributePlan:
+    """How to read ``fs``'s attributes at historical cutoffs: as of each cutoff when the customers
+    table carries history; else attributes that can change (and household membership, whose map
+    has no history) are dropped unless ``policy.allow`` names them."""
+    return plan_attributes(fs, _raw_relations(state, dataset, fs), policy)
+
+
+def plan_attributes(
+    fs: FeatureSet,
+    relations: dict[str, str],
+    policy: CurrentStateAttributes | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> AttributePlan:
+    """``attribute_plan`` over given relations (a DuckDB relation per input name; ``con`` is
+    the connection they live in, when they are not files)."""
+    allow = set((policy or CurrentStateAttributes()).allow)
+    customers = relations.get("customers")
+    history = None if customers is None else customers_history(customers, con)
+    by_feature = changeable_attributes(fs)
+    known = {a for attrs in by_feature.values() for a in attrs}
+    unknown = sorted(allow - known)
+    if unknown:
+        raise ValueError(
+            f"current_state_attributes.allow: {unknown} are not attributes that feature set "
+            f"{fs.name!r} reads; it reads {sorted(known) or 'none that can change'}"
+        )
+
+    def how(attr: str) -> str:
+        if attr != HOUSEHOLD and history not in (None, NO_HISTORY):
+            return "as_of"
+        return "current_state_allowed" if attr in allow else "dropped"
+
+    attributes = {a: how(a) for a in sorted(known)}
+    dropped = tuple(
+        f for f, attrs in by_feature.items() if any(attributes[a] == "dropped" for a in attrs)
+    )
+    fixed: dict[str, list[str]] = {}
+    for f in fs.features:
+        if f.level == "customers":
+            for c in referenced_columns(f.sql) & FIXED_CUSTOMER_COLUMNS - {"customer_id"}:
+                fixed.setdefault("signup_date" if c == "signup_days_ago" else c, []).append(f.name)
+    manifest = {
+        "customers_history": history,
+        "attributes": {
+            **{a: {"how": "fixed", "features": feats} for a, feats in sorted(fixed.items())},
+            **{
+                a: {"how": h, "features": [f for f, attrs in by_feature.items() if a in attrs]}
+                for a, h in attributes.items()
+            },
+        },
+        "dropped_features": list(dropped),
+    }
+    return AttributePlan(relations, history, dropped, manifest)
 
 
 def compute_features(
@@ -100,7 +270,7 @@ def write_snapshot(
     """Compute and write the feature snapshot at ``as_of`` out-of-core (DuckDB COPY), atomically;
     the folder is named by the set's key and holds its spec (``feature_set.json``)."""
     source = transactions_source(state, dataset)
-    sql = features_sql(source, as_of, fs, **input_relations(state, dataset, fs))
+    sql = features_sql(source, as_of, fs, **attribute_plan(state, dataset, fs).relations(as_of))
     catalog = Catalog(state, dataset)
     out = catalog.snapshot_path(fs.key, as_of)
     with atomic_path(out) as tmp:
@@ -148,9 +318,17 @@ def write_customer_links(state: StateDirs, dataset: str, cfg: object = None) -> 
     from features.linkage import LinkageConfig, link_customers
 
     catalog = Catalog(state, dataset)
-    merge_map, households = link_customers(
-        catalog.read("customers"), cfg if isinstance(cfg, LinkageConfig) else None
-    )
+    customers = catalog.relation("customers")
+    current = customers_as_of_sql(customers, customers_history(customers), None)
+    if current == customers:
+        table = catalog.read("customers")
+    else:  # a table with history: link today's version of each customer
+        con = duckdb.connect()
+        try:
+            table = con.execute(f"SELECT * EXCLUDE (__version) FROM {current}").df()
+        finally:
+            con.close()
+    merge_map, households = link_customers(table, cfg if isinstance(cfg, LinkageConfig) else None)
     out = {}
     for name, frame in (("merge_map", merge_map), ("households", households)):
         out[name] = catalog.path(name)

@@ -45,6 +45,8 @@ class Table:
     passthrough: bool = False
     description: str = ""
     required_sources: tuple[str, ...] = field(default=())
+    #: history columns: when a source maps one, it joins the key (one row per key and version)
+    versioned_by: tuple[str, ...] = ()
 
     def column(self, name: str) -> Column:
         for col in self.columns:
@@ -75,9 +77,11 @@ TRANSACTIONS = Table(
 
 CUSTOMERS = Table(
     name="customers",
-    description="One row per customer: attributes, consent per channel, household fields.",
+    description="One row per customer (or per customer and version, when the table carries "
+    "history): attributes, consent per channel, household fields.",
     key=("customer_id",),
     passthrough=True,
+    versioned_by=("valid_from", "updated_at"),
     columns=(
         Column("customer_id", "string", True, "customer identifier"),
         Column("signup_date", "date", False, "date the customer registered"),
@@ -85,6 +89,9 @@ CUSTOMERS = Table(
         Column("consent_email", "boolean", False, "may be contacted by e-mail"),
         Column("consent_sms", "boolean", False, "may be contacted by SMS"),
         Column("consent_phone", "boolean", False, "may be contacted by phone"),
+        Column("valid_from", "timestamp", False, "history: the row holds from this time on"),
+        Column("valid_to", "timestamp", False, "history: the row holds until this time (excl.)"),
+        Column("updated_at", "timestamp", False, "history: the row is the state from this time on"),
     ),
 )
 

@@ -329,6 +329,7 @@ def ingest_table(
     table = TABLES[table_name]
     tsrc = cfg.tables[table_name]
     parts, all_cols, files = [], [], []
+    versioned: set[str] = set()
     for i, src in enumerate(tsrc.sources):
         path = cfg.resolve_path(src.path, state)
         if not path.exists():
@@ -337,15 +338,18 @@ def ingest_table(
             r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {_reader(path, src)}").fetchall()
         ]
         sql, cols = _source_sql(table, tsrc, src, path, i, raw_cols)
+        versioned |= {c for c in table.versioned_by if c in src.columns or c in raw_cols}
         parts.append(sql)
         all_cols += [c for c in cols if c not in all_cols]
         files.append({"path": str(path), "sha256": _sha256(path)})
     union = " UNION ALL BY NAME ".join(f"({p})" for p in parts)
     con.execute(f"CREATE OR REPLACE TEMP TABLE __classified AS {union}")
     if table.key:
-        # a repeated key is quarantined; the first occurrence (file order, row order) is kept
-        key = ", ".join(quote_ident(k) for k in table.key)
-        dup = f"{'/'.join(table.key)}: duplicate key"
+        # a repeated key is quarantined; the first occurrence (file order, row order) is kept;
+        # a table with history (a mapped versioned_by column) has one row per key and version
+        key_cols = [*table.key, *(c for c in table.versioned_by if c in versioned)]
+        key = ", ".join(quote_ident(k) for k in key_cols)
+        dup = f"{'/'.join(key_cols)}: duplicate key"
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE __classified AS
             SELECT * REPLACE (CASE WHEN __reason IS NULL AND row_number() OVER (
