@@ -601,6 +601,12 @@ class Uplift(Family):
     def promotion_metric(self, cfg: Any) -> tuple[str, bool]:
         return cfg.uplift.metric, True
 
+    def model_scores(self, cfg: Any, trained: Trained) -> np.ndarray:
+        return trained.test_predictions["uplift"].to_numpy(dtype=float)
+
+    def baseline_scores(self, cfg: Any, trained: Trained) -> np.ndarray:
+        return trained.test_predictions["response_score"].to_numpy(dtype=float)
+
     def evaluate(self, cfg: Any, trained: Trained, scores: np.ndarray) -> dict[str, float]:
         preds = trained.test_predictions
         return uplift_metrics(
