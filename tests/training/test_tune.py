@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from training.config import SearchParam, TuningSpec, experiment_config
+from training.config import ModelSpec, SearchParam, TuningSpec, experiment_config
 from training.families.base import Frame
 from training.frames import AS_OF, ID, LABEL, SPLIT
 from training.run import build_frame
@@ -210,10 +210,17 @@ def test_tuned_params_kept_when_defaults_are_crippled(state):
     assert parent.data.metrics["tuned_improvement_lower"] == pytest.approx(result.evidence.lower)
 
 
+FAST_MODEL = ModelSpec(params={"n_estimators": 60, "max_depth": 3, "learning_rate": 0.1})
+
+
 def test_search_is_seeded_and_logs_nested_trials(synthetic_pipeline):
     state = synthetic_pipeline["state"]
     cfg = synthetic_pipeline["cfg"].model_copy(
-        update={"tuning": TuningSpec(n_trials=4, search_space=SPACE), "experiment": "tuning-test"}
+        update={
+            "tuning": TuningSpec(n_trials=4, search_space=SPACE),
+            "experiment": "tuning-test",
+            "model": FAST_MODEL,
+        }
     )
     mf = build_frame(cfg, state)
     first = search(cfg, mf, state)
@@ -244,6 +251,7 @@ def test_tuned_run_lands_beside_its_trials_and_pruned_trials_are_not_failures(sy
             "name": "tune_placement",
             "registered_model": "churn-tune-placement",  # leaves the pipeline's champion alone
             "tuning": TuningSpec(n_trials=7, search_space=SPACE),
+            "model": FAST_MODEL,
         }
     )
     ticks = []
