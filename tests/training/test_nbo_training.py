@@ -211,3 +211,58 @@ def test_online_retail_with_derived_offer_groups(home: StateDirs):
     # personalised probabilities separate takers from non-takers better than offer popularity
     assert result.metrics["roc_auc"] > result.baseline_metrics["roc_auc"]
     assert logged["version"]
+
+
+def test_auto_settings_are_chosen_on_validation_pairs_never_on_test_pairs(synthetic_run):
+    """seasonal / rank_by auto pick on the validation cutoff's pairs: flipping every test label
+    and scrambling the test pairs' features leaves the choice and its evidence unchanged."""
+    from training.families.nbo import choose_rank_by, choose_seasonal
+    from training.run import build_frame
+
+    base, state = synthetic_run["cfg"], synthetic_run["state"]
+    cfg = base.model_copy(
+        update={"nbo": base.nbo.model_copy(update={"seasonal": "auto", "rank_by": "auto"})}
+    )
+    params = {"n_estimators": 40, "max_depth": 3}
+
+    def choose(frame):
+        nf = frame.details
+        fit, valid = nf.part("fit"), nf.part("valid")
+        clf, rule, scores = choose_seasonal(cfg, nf, params, fit, valid)
+        by, by_rule, by_scores = choose_rank_by(cfg, valid, clf.predict_proba(valid)[:, 1])
+        return clf.seasonal, rule, scores, by, by_rule, by_scores
+
+    frame = build_frame(cfg, state)
+    first = choose(frame)
+    assert set(first[2]) == {"seasonal_on", "seasonal_off"}
+    assert first[0] == (first[2]["seasonal_on"] >= first[2]["seasonal_off"])
+    assert first[3] in ("expected_value", "probability") and first[1].startswith("auto")
+    pairs = frame.details.pairs
+    test = pairs["split"] == "test"
+    pairs.loc[test, "taken"] = 1 - pairs.loc[test, "taken"]
+    numeric = [c for c in frame.feature_names if pd.api.types.is_numeric_dtype(pairs[c])]
+    pairs.loc[test, numeric] = pairs.loc[test, numeric].to_numpy()[::-1]
+    assert choose(frame) == first
+
+
+def test_promotion_evidence_resamples_whole_customers(synthetic_run):
+    """The gate gets per-pair scores of model and popularity, the customer as bootstrap unit, and
+    a metric that ranks each draw of a customer as a customer of its own."""
+    from training.families import get_family
+    from training.families.base import trained_from
+
+    cfg, result = synthetic_run["cfg"], synthetic_run["result"]
+    assert "no per-row scores" not in synthetic_run["logged"]["decision"]["reason"]
+    family = get_family("nbo")
+    trained = trained_from(result, result.test_pairs)
+    scores = family.model_scores(cfg, trained)
+    groups = family.bootstrap_groups(cfg, trained)
+    every = np.arange(len(scores))
+    for metric in ("map_at_3", "hit_at_1", "value_at_3", "roc_auc"):
+        of = family.metric_of(cfg, trained, metric)
+        assert of(every, scores) == pytest.approx(result.metrics[metric])
+    # one customer drawn twice counts twice, as two customers with the same result
+    one = np.flatnonzero(groups == groups[np.argmax(result.test_pairs["taken"].to_numpy())])
+    twice = np.concatenate([one, one])
+    of = family.metric_of(cfg, trained, "map_at_3")
+    assert of(twice, scores) == pytest.approx(of(one, scores))

@@ -1,9 +1,12 @@
 """Next-best-offer: offers, eligible (customer, offer) pairs with labels at stacked cutoffs, one
-calibrated XGBoost classifier against the popularity baseline, ranking metrics out of time."""
+calibrated XGBoost classifier against the popularity baseline, ranking metrics out of time.
+
+Settings chosen on evidence (``nbo.seasonal: auto``, ``nbo.rank_by: auto``) are chosen on the
+validation pairs (the last training cutoff), never on the test pairs (``select_settings``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +32,7 @@ from models.explain import global_importance
 from models.nbo import NBOClassifier, NBOModel, PopularityBaseline, attach_offers, ranking_metrics
 from training.config import CutoffExperiment
 from training.evaluate import binary_metrics, grade, plot_calibration, plot_importance, pyplot
+from training.evidence import MetricOf
 from training.families.base import (
     Family,
     Frame,
@@ -82,11 +86,15 @@ class NBOSpec(BaseModel):
         description="a category counts as already bought (no cross-sell of it) when bought in "
         "this many days before the cutoff; None: ever bought by the cutoff",
     )
-    rank_by: Literal["expected_value", "probability"] = Field(
-        "expected_value", description="serving order of a customer's offers"
+    rank_by: Literal["expected_value", "probability", "auto"] = Field(
+        "expected_value",
+        description="serving order of a customer's offers; auto: the order with the higher "
+        "value@k on the validation pairs (ties to expected_value)",
     )
-    seasonal: bool = Field(
-        True, description="give the model the cutoff's day of the year (seasonal offers)"
+    seasonal: Literal["auto"] | bool = Field(
+        True,
+        description="give the model the cutoff's day of the year (seasonal offers); auto: with "
+        "and without, the better promotion metric on the validation pairs (ties to with)",
     )
 
 
@@ -139,6 +147,23 @@ class NBOResult:
     row_counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     baseline_name: str = BASELINE_NAME
+    selection: NBOSelection | None = None
+
+
+RankBy = Literal["expected_value", "probability"]
+
+
+@dataclass(frozen=True)
+class NBOSelection:
+    """The NBO settings used and how each was chosen (validation pairs only)."""
+
+    seasonal: bool
+    rank_by: RankBy
+    rules: dict[str, str]
+    validation: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -298,6 +323,86 @@ def _per_offer(pairs: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
+def _scored_pairs(rows: pd.DataFrame, p: np.ndarray) -> pd.DataFrame:
+    """Pairs with probability, value and expected value, as ``_evaluate`` reads them."""
+    value = rows["offer_value"].to_numpy(float)
+    return pd.DataFrame(
+        {
+            ID: rows[ID].astype(str).to_numpy(),
+            "offer_id": rows["offer_id"].to_numpy(),
+            "kind": rows["offer_kind"].to_numpy(),
+            LABEL: rows[LABEL].to_numpy().astype(int),
+            "probability": p,
+            "value": value,
+            "expected_value": p * value,
+        }
+    )
+
+
+def _value_k(cfg: Any) -> int:
+    """The k of value@k that ``rank_by: auto`` compares: the promotion metric's, else 3 (the
+    served default)."""
+    metric = cfg.promotion.metric
+    return int(metric.rsplit("_", 1)[1]) if "_at_" in metric and metric[-1].isdigit() else 3
+
+
+def choose_seasonal(
+    cfg: Any, frame: NBOFrame, params: dict[str, Any], fit_rows: pd.DataFrame, valid: pd.DataFrame
+) -> tuple[NBOClassifier, str, dict[str, float]]:
+    """The classifier fitted on the fit pairs: seasonal as set, or for ``auto`` with and without
+    the cutoff's day of the year, the higher promotion metric on the validation pairs (ties to
+    seasonal)."""
+    y = fit_rows[LABEL].to_numpy()
+
+    def fit(seasonal: bool) -> NBOClassifier:
+        clf = NBOClassifier(frame.feature_names, frame.categorical, params, cfg.seed, seasonal)
+        return clf.fit(fit_rows, y)
+
+    if cfg.nbo.seasonal != "auto":
+        return fit(bool(cfg.nbo.seasonal)), "set in the experiment config", {}
+    metric = cfg.promotion.metric
+    sign = 1.0 if cfg.promotion.higher_is_better else -1.0
+    fitted, scores = {}, {}
+    for seasonal in (True, False):
+        fitted[seasonal] = clf = fit(seasonal)
+        pairs = _scored_pairs(valid, clf.predict_proba(valid)[:, 1])
+        scores[seasonal] = _evaluate(pairs, "probability", "expected_value", _ks(cfg), [])[metric]
+    best = not sign * scores[False] > sign * scores[True]
+    rule = (
+        f"auto: the better validation {metric} wins, ties to seasonal (with {scores[True]:.4f}, "
+        f"without {scores[False]:.4f}: {'seasonal' if best else 'not seasonal'})"
+    )
+    return (
+        fitted[best],
+        rule,
+        {
+            f"seasonal_{k}": v
+            for k, v in zip(("on", "off"), (scores[True], scores[False]), strict=True)
+        },
+    )
+
+
+def choose_rank_by(
+    cfg: Any, valid: pd.DataFrame, p_valid: np.ndarray
+) -> tuple[RankBy, str, dict[str, float]]:
+    """The serving order: as set, or for ``auto`` the order (expected value or probability) with
+    the higher value@k on the validation pairs (ties to expected value)."""
+    if cfg.nbo.rank_by != "auto":
+        return cfg.nbo.rank_by, "set in the experiment config", {}
+    k = _value_k(cfg)
+    pairs = _scored_pairs(valid, p_valid)
+    by: dict[RankBy, float] = {
+        order: ranking_metrics(pairs, order, [k], value="value")[f"value_at_{k}"]
+        for order in ("expected_value", "probability")
+    }
+    best: RankBy = "probability" if by["probability"] > by["expected_value"] else "expected_value"
+    rule = (
+        f"auto: the higher validation value@{k} wins, ties to expected_value (expected_value "
+        f"{by['expected_value']:.4f}, probability {by['probability']:.4f}: {best})"
+    )
+    return best, rule, {f"value_at_{k}_by_{o}": v for o, v in by.items()}
+
+
 def train_nbo(cfg: Any, frame: NBOFrame, params: dict[str, Any] | None = None) -> NBOResult:
     """Fit on ``fit`` pairs, calibrate on ``valid`` pairs, evaluate out of time on ``test``."""
     fit_rows, valid_rows, test_rows = frame.part("fit"), frame.part("valid"), frame.part("test")
@@ -305,8 +410,7 @@ def train_nbo(cfg: Any, frame: NBOFrame, params: dict[str, Any] | None = None) -
         if rows[LABEL].nunique() < 2:
             raise ValueError(f"the {name} pairs need both taken and not-taken offers")
     params = {**DEFAULT_XGB_PARAMS, **cfg.model.params, **(params or {})}
-    clf = NBOClassifier(frame.feature_names, frame.categorical, params, cfg.seed, cfg.nbo.seasonal)
-    clf.fit(fit_rows, fit_rows[LABEL].to_numpy())
+    clf, seasonal_rule, seasonal_scores = choose_seasonal(cfg, frame, params, fit_rows, valid_rows)
     yv = valid_rows[LABEL].to_numpy().astype(int)
     choice: CalibrationChoice | None = None
     estimator: Any = clf
@@ -320,6 +424,15 @@ def train_nbo(cfg: Any, frame: NBOFrame, params: dict[str, Any] | None = None) -
         else:
             choice = CalibrationChoice(cfg.calibration.method, {}, "set in the experiment config")
         estimator = calibrate(clf, valid_rows, yv, choice.method)
+    rank_by, rank_rule, rank_scores = choose_rank_by(
+        cfg, valid_rows, estimator.predict_proba(valid_rows)[:, 1]
+    )
+    selection = NBOSelection(
+        seasonal=bool(clf.seasonal),
+        rank_by=rank_by,
+        rules={"seasonal": seasonal_rule, "rank_by": rank_rule},
+        validation={**seasonal_scores, **rank_scores},
+    )
     train_rows = pd.concat([fit_rows, valid_rows])
     baseline = PopularityBaseline(key="offer_id").fit(
         train_rows[["offer_id"]], train_rows[LABEL].to_numpy().astype(int)
@@ -340,7 +453,7 @@ def train_nbo(cfg: Any, frame: NBOFrame, params: dict[str, Any] | None = None) -
         clf,
         frame.offers,
         cfg.nbo.upsell_steps,
-        cfg.nbo.rank_by,
+        rank_by,
         info,
         cfg.nbo.bought_within_days,
     )
@@ -410,6 +523,7 @@ def train_nbo(cfg: Any, frame: NBOFrame, params: dict[str, Any] | None = None) -
         products=frame.products,
         row_counts=counts,
         notes=list(frame.notes),
+        selection=selection,
     )
 
 
@@ -494,6 +608,49 @@ class NBO(Family):
     def champion_scores(self, cfg: Any, trained: Trained, python_model: Any) -> np.ndarray:
         return np.asarray(python_model.score_pairs(trained.test_frame), dtype=float)
 
+    def model_scores(self, cfg: Any, trained: Trained) -> np.ndarray:
+        return trained.test_predictions["probability"].to_numpy(dtype=float)
+
+    def baseline_scores(self, cfg: Any, trained: Trained) -> np.ndarray:
+        return trained.test_predictions["baseline_score"].to_numpy(dtype=float)
+
+    def bootstrap_groups(self, cfg: Any, trained: Trained) -> np.ndarray | None:
+        # a customer's offer pairs are ranked together: the customer is the resampling unit
+        return trained.test_predictions[ID].astype(str).to_numpy()
+
+    def metric_of(self, cfg: Any, trained: Trained, metric: str) -> MetricOf:
+        """``metric`` of resampled test pairs; each draw of a customer (all its pairs, drawn
+        together by ``bootstrap_groups``) ranks as a customer of its own. Ranking metrics are
+        computed alone (fast); others through ``_evaluate``."""
+        if metric not in trained.metrics:
+            raise KeyError(metric)
+        preds = trained.test_predictions
+        base = pd.DataFrame(
+            {
+                ID: pd.factorize(preds[ID].astype(str))[0],
+                "offer_id": preds["offer_id"].to_numpy(),
+                "kind": preds["kind"].to_numpy(),
+                LABEL: preds[LABEL].to_numpy().astype(int),
+                "value": preds["value"].to_numpy(float),
+            }
+        )
+        ks, kinds = _ks(cfg), list(cfg.nbo.kinds)
+        name, _, k = metric.rpartition("_at_")
+
+        def of(idx: np.ndarray, scores: np.ndarray) -> float:
+            p = np.asarray(scores, dtype=float)[idx]
+            cut = base.iloc[idx].reset_index(drop=True)
+            copy = pd.Series(idx).groupby(idx).cumcount().to_numpy()  # which draw of the row
+            cut[ID] = cut[ID].to_numpy() * (int(copy.max()) + 1) + copy
+            cut["probability"], cut["expected_value"] = p, p * cut["value"].to_numpy()
+            if name in ("hit", "map", "ndcg") and k.isdigit():
+                return ranking_metrics(cut, "probability", [int(k)])[metric]
+            if name == "value" and k.isdigit():
+                return ranking_metrics(cut, "expected_value", [int(k)], value="value")[metric]
+            return _evaluate(cut, "probability", "expected_value", ks, kinds)[metric]
+
+        return of
+
     def wrap(self, cfg: Any, frame: Frame, trained: Trained) -> Any:
         return trained.model
 
@@ -501,7 +658,8 @@ class NBO(Family):
         return input_example(trained.details)
 
     def predict_params(self, cfg: Any) -> dict[str, Any] | None:
-        return {"k": 3, "kind": "any", "by": cfg.nbo.rank_by}
+        # with rank_by auto the served model's own chosen order is the default ("" = its own)
+        return {"k": 3, "kind": "any", "by": "" if cfg.nbo.rank_by == "auto" else cfg.nbo.rank_by}
 
     def log_params(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
         r: NBOResult = trained.details
@@ -512,7 +670,10 @@ class NBO(Family):
             "nbo.k": ",".join(map(str, sorted(set(cfg.nbo.k)))),
             "nbo.upsell_steps": cfg.nbo.upsell_steps,
             "nbo.bought_within_days": cfg.nbo.bought_within_days or "ever",
-            "nbo.rank_by": cfg.nbo.rank_by,
+            "nbo.rank_by": r.model.rank_by,
+            "nbo.rank_by.requested": cfg.nbo.rank_by,
+            "nbo.seasonal": r.classifier.seasonal,
+            "nbo.seasonal.requested": cfg.nbo.seasonal,
             "nbo.n_offers": len(r.offers),
             **({"nbo.margin_rate": cfg.nbo.margin_rate} if r.offers_source == "derived" else {}),
         }
@@ -531,7 +692,18 @@ class NBO(Family):
             out["notes.json"] = {"notes": r.notes}
         if r.calibration:
             out["calibration.json"] = calibration_doc(r.calibration)
+        if r.selection:
+            out["selection.json"] = r.selection.to_dict()
         return out
+
+    def notes(self, cfg: Any, trained: Trained) -> list[str]:
+        sel: NBOSelection | None = trained.details.selection
+        if sel is None:
+            return []
+        return [
+            f"seasonal: {sel.seasonal} ({sel.rules['seasonal']})",
+            f"rank_by: {sel.rank_by} ({sel.rules['rank_by']})",
+        ]
 
     def charts(self, cfg: Any, trained: Trained, folder: Path) -> list[Path]:
         r: NBOResult = trained.details
