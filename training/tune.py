@@ -138,9 +138,13 @@ def _both_classes(frame: pd.DataFrame, rows: np.ndarray) -> bool:
 
 def _single_split(frame: pd.DataFrame, why: str) -> FoldPlan:
     split = frame[SPLIT].to_numpy()
-    fold = Fold(
-        "validation split", np.flatnonzero(split == "fit"), np.flatnonzero(split == "valid")
-    )
+    fit, valid = np.flatnonzero(split == "fit"), np.flatnonzero(split == "valid")
+    if not (_both_classes(frame, fit) and _both_classes(frame, valid)):
+        raise ValueError(
+            f"tuning: {why}, and the frame's fit / valid split has no usable validation rows "
+            "(both classes needed in each): nothing to score trials on"
+        )
+    fold = Fold("validation split", fit, valid)
     return FoldPlan("single_split", [fold], f"{why}: trials are scored on the one validation split")
 
 

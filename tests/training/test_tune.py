@@ -104,10 +104,15 @@ def test_rolling_origin_is_capped_and_single_cutoff_falls_back():
     assert [f.name.split(" (")[0] for f in plan.folds] == ["cutoff 2023-04-01", "cutoff 2023-07-01"]
     one = cutoff_cfg([date(2023, 1, 1)], date(2023, 6, 1))
     mf = cutoff_frame([date(2023, 1, 1)], date(2023, 6, 1), 80, noise)
-    mf.frame.loc[mf.frame.index[:16], SPLIT] = "valid"
+    mf.frame.loc[mf.frame[SPLIT] == "valid", SPLIT] = "fit"
+    mf.frame.loc[mf.frame.index[:20], SPLIT] = "valid"
     plan = tuning_folds(one, mf)
     assert plan.scheme == "single_split"
     assert "one training cutoff" in plan.note
+    assert len(plan.folds[0].valid) == 20 and len(plan.folds[0].fit) == 60
+    mf.frame[SPLIT] = mf.frame[SPLIT].replace("valid", "fit")
+    with pytest.raises(ValueError, match="no usable validation rows"):
+        tuning_folds(one, mf)
 
 
 def test_labelled_folds_cover_the_non_test_rows_once_and_no_test_row():
