@@ -15,6 +15,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.catalog import Catalog
+from features.definitions import context_feature_names
 from features.store import StateDirs, atomic_path
 
 EPSILON = 1e-4  # share given to an empty bin so that log(a / e) stays finite
@@ -402,7 +403,8 @@ def run_monitor(
     ).unwrap_python_model()
     if not isinstance(wrapper, ScoringModel):
         raise TypeError(f"{registered_model}@{alias} is not a Patron scoring model")
-    names = list(wrapper.feature_names)
+    # the cutoff's season differs between any two snapshot dates by design: not drift
+    names = [n for n in wrapper.feature_names if n not in context_feature_names()]
     ref_scores = pd.Series(wrapper.score(reference), index=reference["customer_id"])
     cur_scores = pd.Series(wrapper.score(current), index=current["customer_id"])
 

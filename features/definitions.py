@@ -29,6 +29,9 @@ one level; aggregates run per customer over the level's rows, which have these c
     ``households``  the orders (days_ago, amount, customer_id) of every customer of the customer's
                     household, from an optional map (customer_id, household_id); a customer absent
                     from the map is a household of one;
+    ``context``     a scalar expression over ``cutoff`` (the date T itself), the same for every
+                    customer: the season the label window starts in, which moves base rates
+                    (docs/training.md, Calibration);
     ``derived``     an expression over the set's other (non-derived) features.
 A feature whose level has no rows for a customer (no events, say) takes its ``default`` (NULL when
 none). Released feature sets are never edited: add ``churn_v2`` instead. Sets combine with ``+``:
@@ -52,7 +55,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
-Level = Literal["orders", "lines", "categories", "events", "customers", "households", "derived"]
+Level = Literal[
+    "orders", "lines", "categories", "events", "customers", "households", "context", "derived"
+]
 DType = Literal["double", "integer", "string"]
 
 #: The input relation each level reads (derived features read none).
@@ -63,6 +68,7 @@ LEVEL_INPUTS: dict[str, str | None] = {
     "events": "events",
     "customers": "customers",
     "households": "households",
+    "context": None,
     "derived": None,
 }
 
@@ -531,6 +537,28 @@ def _season_family() -> list[Feature]:
     )
 
 
+def _context_family() -> list[Feature]:
+    return _tagged(
+        "context",
+        [
+            Feature(
+                "cutoff_month",
+                "context",
+                "month(cutoff)",
+                "integer",
+                None,
+                "calendar month of the cutoff T (1-12): the season the label window starts in",
+            ),
+        ],
+    )
+
+
+def context_feature_names() -> frozenset[str]:
+    """Features of the ``context`` level: the same for every customer of a snapshot and
+    different between any two snapshot dates by design (not drift, not a customer's reason)."""
+    return frozenset(f.name for f in _context_family())
+
+
 def _tenure_family() -> list[Feature]:
     core = {f.name: f for f in _core_features(RFMPointsConfig())}
     return _tagged("tenure", [core["days_since_first_order"]])
@@ -807,11 +835,24 @@ def _sets(rfm: RFMPointsConfig) -> dict[str, Callable[[], FeatureSet]]:
             "household aggregates from an optional customer -> household map",
             _household_family(),
         ),
+        "context_v1": lambda: _set(
+            "context_v1",
+            "the cutoff's season (calendar month of T): combine with another set, e.g. "
+            "churn_v1+context_v1",
+            _context_family(),
+        ),
     }
 
 
 #: Released feature sets, in catalogue order.
-RELEASED_SETS = ("churn_v1", "crm_v1", "crm_engagement_v1", "crm_customer_v1", "crm_household_v1")
+RELEASED_SETS = (
+    "churn_v1",
+    "crm_v1",
+    "crm_engagement_v1",
+    "crm_customer_v1",
+    "crm_household_v1",
+    "context_v1",
+)
 
 
 def _definition(f: Feature) -> tuple[object, ...]:

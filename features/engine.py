@@ -229,7 +229,10 @@ def features_sql(
         joins.append(("f_households", by_level["households"]))
 
     base_cols = ["o.customer_id", *(f"o.{f.name}" for f in by_level["orders"])]
+    base_cols += [f"{f.sql} AS {f.name}" for f in by_level["context"]]
     join_sql = ""
+    if by_level["context"]:
+        join_sql += f"\n    CROSS JOIN (SELECT {sql_date(as_of)} AS cutoff) ctx"
     for i, (cte, feats) in enumerate(joins):
         alias = f"j{i}"
         join_sql += f"\n    LEFT JOIN {cte} {alias} ON o.customer_id = {alias}.customer_id"

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.definitions import context_feature_names
 from features.sql import sql_literal
 from features.store import StateDirs
 from serving.base import CustomerBase
@@ -93,6 +94,9 @@ class Explainer:
     inputs: np.ndarray  # model inputs after preprocessing, float64, aligned with the base
     booster: Any
     top: tuple[np.ndarray, np.ndarray] | None = None
+    # columns never given as a customer's reason: context features (the season of the snapshot
+    # date) are the same for every customer
+    hidden: np.ndarray | None = None
 
     def contributions(self, positions: np.ndarray, nthread: int = 1) -> np.ndarray:
         """SHAP contributions (no bias column) of the given base rows."""
@@ -102,7 +106,10 @@ class Explainer:
         matrix = xgb.DMatrix(
             self.inputs[positions], feature_names=self.names, missing=np.nan, nthread=nthread
         )
-        return self.booster.predict(matrix, pred_contribs=True)[:, :-1]
+        contribs = self.booster.predict(matrix, pred_contribs=True)[:, :-1]
+        if self.hidden is not None and self.hidden.any():
+            contribs[:, self.hidden] = 0.0
+        return contribs
 
     @staticmethod
     def _largest(contribs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +170,8 @@ def build_explainer(model: Any, features: pd.DataFrame) -> Explainer | None:
     x = pre.transform(raw) if pre is not None else raw
     names = list(x.columns) if isinstance(x, pd.DataFrame) else list(final.feature_names_in_)
     inputs = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
-    return Explainer(names=names, inputs=inputs, booster=final.get_booster())
+    hidden = np.array([n in context_feature_names() for n in names], dtype=bool)
+    return Explainer(names=names, inputs=inputs, booster=final.get_booster(), hidden=hidden)
 
 
 def rank_stats(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

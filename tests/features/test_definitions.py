@@ -41,6 +41,7 @@ FROZEN = {
     "crm_engagement_v1": "d52cd8e7eaec4cb528780047fd455db26da7e08dfc3469817bf26ceea71680ed",
     "crm_customer_v1": "9d9935e17a927c1cb11fc553efea214bf00ff39a50edc7af659156274075c8ad",
     "crm_household_v1": "0706d448b6935fdd811de56d9d385a57f18ffde71000b310a561eaf1f0eed9e0",
+    "context_v1": "009cd9da610d57f3b6333308e545d40354b54d9f85e406fa62f924236eb0bfa8",
 }
 
 
