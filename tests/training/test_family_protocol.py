@@ -63,6 +63,7 @@ class MeanValue(Family):
                 "customer_id": test["customer_id"].astype(str),
                 LABEL: test[LABEL].astype(float).to_numpy(),
                 "score": model.predict(test[frame.feature_names]),
+                "baseline_score": np.zeros(len(test)),  # per-row baseline: the gate's evidence
             }
         )
         trained = Trained(

@@ -36,7 +36,7 @@ def test_run_is_logged_with_manifest_chart_and_registered_model(synthetic_pipeli
     for key in ("roc_auc", "pr_auc", "log_loss", "brier", "lift_top_decile"):
         assert f"test_{key}" in run.data.metrics
         assert f"baseline_{key}" in run.data.metrics
-    assert run.data.params["feature_set"] == "churn_v1"
+    assert run.data.params["feature_set"] == cfg.feature_set == "churn_v1+context_v1"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config", "data_manifest.json", "evaluation", "promotion.json"} <= artifacts
     charts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
@@ -53,15 +53,32 @@ def test_run_is_logged_with_manifest_chart_and_registered_model(synthetic_pipeli
         model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}/{logged['version']}")
     assert model.metadata.signature is not None
     result = synthetic_pipeline["result"]
-    probs = model.predict(result.test_frame.head(5))["score"].to_numpy()
-    # the registered model gives the run's own out-of-time scores
-    assert probs == pytest.approx(result.test_predictions["score"].head(5).to_numpy())
+    rows = result.test_frame.head(5)
+    probs = model.predict(rows)["score"].to_numpy()
+    # the registered model is the one refitted on every labelled row: it scores as the shipped
+    # model does, and it carries the evaluated model that gave the run's out-of-time scores
+    assert probs == pytest.approx(result.model.predict_proba(rows[result.feature_names])[:, 1])
+    wrapper = model.unwrap_python_model()
+    assert wrapper.score(rows, evaluated=True) == pytest.approx(
+        result.test_predictions["score"].head(5).to_numpy()
+    )
+    fitted = result.details.fitted_rows
+    assert fitted["shipped"] == sum(
+        result.row_counts[f"{s}_rows"] for s in ("fit", "valid", "test")
+    )
+    assert fitted["evaluated"] == fitted["shipped"] - result.row_counts["test_rows"]
 
 
 def test_champion_alias_follows_the_decision(synthetic_pipeline):
     state, cfg, logged = (synthetic_pipeline[k] for k in ("state", "cfg", "logged"))
     decision = logged["decision"]
-    assert decision["promote"] == (decision["challenger"] > decision["baseline"])
+    # the rule on evidence: every primary comparison's lower bound above the margin, no guard
+    # significantly worse (its whole interval on the worse side)
+    comparisons = decision["comparisons"]
+    earned = all(
+        c["lower"] > decision["margin"] for c in comparisons if c["role"] == "primary"
+    ) and not any(c["upper"] < 0 for c in comparisons if c["role"] == "guard")
+    assert decision["promote"] == (earned and bool(comparisons))
     client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
     try:
         champion = str(client.get_model_version_by_alias(cfg.registered_model, "champion").version)

@@ -5,7 +5,7 @@ time on ``test`` rows; point-in-time frames stacked over cutoffs for the transac
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,11 +15,11 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
-from features.build import compute_features, data_date_range, input_relations
+from features.build import attribute_plan, compute_features, data_date_range
 from features.definitions import feature_set
 from features.sources import connect
 from models.baselines import ScoreColumnClassifier
-from models.calibration import CalibrationChoice, calibrate, choose_calibration
+from models.calibration import CalibratedModel, MapChoice, ScoreMap, choose_score_map
 from models.estimators import DEFAULT_XGB_PARAMS, logistic_baseline, xgb_pipeline
 from models.explain import global_importance
 from models.pyfunc import ScoringModel
@@ -40,24 +40,118 @@ from training.families.base import (
     Frame,
     RunContext,
     Trained,
-    calibration_doc,
     served_info,
     split_counts,
 )
-from training.frames import ID, LABEL, SPLIT, fit_valid_split
-
-AS_OF = "as_of"
+from training.frames import AS_OF, ID, LABEL, SPLIT, fit_valid_split
 
 
 @dataclass
 class BinaryDetails:
-    """The binary families' own results: both pipelines, calibration, deciles, importance."""
+    """The binary families' own results: the shipped and the evaluated model, calibration,
+    deciles, importance."""
 
-    pipeline: Any  # the uncalibrated XGBoost pipeline (SHAP reason codes)
+    pipeline: Any  # the shipped uncalibrated XGBoost pipeline (SHAP reason codes)
     baseline: Any
-    calibration: CalibrationChoice | None
+    calibration: MapChoice
     deciles: pd.DataFrame
     importance: pd.DataFrame
+    evaluated: Any = None  # the calibrated model the test figures describe (fit without test rows)
+    evaluated_pipeline: Any = None
+    out_of_fold: pd.DataFrame | None = None  # fold, score (uncalibrated), label
+    fitted_rows: dict[str, int] = field(default_factory=dict)
+
+
+Fold = tuple[np.ndarray, np.ndarray]
+"""(rows to fit on, rows to score) as positions in the frame."""
+
+
+def split_fold(table: pd.DataFrame) -> Fold:
+    """The one fold fit → valid."""
+    split = table[SPLIT].to_numpy()
+    return np.flatnonzero(split == "fit"), np.flatnonzero(split == "valid")
+
+
+def stratified_folds(table: pd.DataFrame, k: int, seed: int) -> list[Fold]:
+    """``k`` stratified folds of the non-test rows."""
+    from sklearn.model_selection import StratifiedKFold
+
+    known = np.flatnonzero(table[SPLIT].to_numpy() != "test")
+    y = table[LABEL].to_numpy()[known]
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(known[a], known[b]) for a, b in folds.split(known, y)]
+
+
+def time_folds(table: pd.DataFrame, horizon_days: int, k: int) -> list[Fold]:
+    """Rolling origin over the training cutoffs, like-for-like with the test: for each of the last
+    ``k`` training cutoffs ``v``, fit on the cutoffs whose label window (cutoff + horizon) ended by
+    ``v`` and score the rows at ``v``. A fold is kept only when it sees the season as the test
+    does: its fit cutoffs include one about a year before ``v`` exactly when the training cutoffs
+    include one about a year before the test cutoff (a model that has seen the same season a year
+    earlier is calibrated differently from one that has not). Empty when no fold qualifies."""
+    when = table[AS_OF].to_numpy()
+    split = table[SPLIT].to_numpy()
+    train = np.flatnonzero(split != "test")
+    cutoffs = sorted(pd.unique(when[train]))
+    tests = pd.unique(when[split == "test"])
+    horizon = np.timedelta64(horizon_days, "D")
+    test_seen = bool(len(tests)) and _season_seen(tests[0], cutoffs)
+    folds: list[Fold] = []
+    for v in cutoffs[1:]:
+        earlier = [c for c in cutoffs if c + horizon <= v]
+        if earlier and _season_seen(v, earlier) == test_seen:
+            folds.append((train[np.isin(when[train], earlier)], train[when[train] == v]))
+    return folds[-k:]
+
+
+def _season_seen(cutoff: Any, fitted: list[Any]) -> bool:
+    """Whether a cutoff among ``fitted`` lies a year (± 45 days) before ``cutoff``."""
+    year, slack = np.timedelta64(365, "D"), np.timedelta64(45, "D")
+    return any(abs((cutoff - c) - year) <= slack for c in fitted)
+
+
+def out_of_fold(cfg: Any, frame: Frame, folds: list[Fold], params: dict[str, Any]) -> pd.DataFrame:
+    """Uncalibrated scores of each fold's rows by a model fitted on that fold's fit rows."""
+    table = frame.frame
+    parts = []
+    for number, (fit_at, score_at) in enumerate(folds):
+        fit_rows, rows = table.iloc[fit_at], table.iloc[score_at]
+        if fit_rows[LABEL].nunique() < 2 or rows.empty:
+            continue
+        pipe = fit_pipeline(cfg, frame, fit_rows, params)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "fold": number,
+                    "score": pipe.predict_proba(rows[frame.feature_names])[:, 1],
+                    LABEL: rows[LABEL].to_numpy().astype(int),
+                }
+            )
+        )
+    if not parts:
+        raise ValueError("calibration: no fold to fit a calibrator on (no fit rows before a fold)")
+    return pd.concat(parts, ignore_index=True)
+
+
+def choose_map(cfg: Any, oof: pd.DataFrame) -> MapChoice:
+    """The calibration map: ``auto`` keeps whichever of none / Platt / isotonic has the lowest
+    held-out ECE; a configured method is honoured (its held-out ECE and the identity's are still
+    reported)."""
+    spec = cfg.calibration
+    p, y, fold = oof["score"].to_numpy(), oof[LABEL].to_numpy(), oof["fold"].to_numpy()
+    if spec.method == "auto":
+        return choose_score_map(p, y, fold, min_per_class=spec.min_per_class, seed=cfg.seed)
+    measured = choose_score_map(p, y, fold, ("none", spec.method), 0, cfg.seed)
+    return MapChoice(
+        spec.method, measured.ece, "set in the experiment config", measured.folds, measured.rows
+    )
+
+
+def fit_pipeline(cfg: Any, frame: Frame, rows: pd.DataFrame, params: dict[str, Any]) -> Any:
+    """The XGBoost pipeline fitted on ``rows``."""
+    pipe = xgb_pipeline(frame.feature_names, frame.categorical, params, cfg.seed)
+    x, y = _xy(rows, frame.feature_names)
+    return pipe.fit(x, y)
 
 
 def _xy(frame: pd.DataFrame, names: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
@@ -98,31 +192,49 @@ class BinaryFamily(Family):
     headline_metrics = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile")
     tunable = True
 
+    def calibration_folds(self, cfg: Any, frame: Frame) -> list[Fold]:
+        """Folds of the non-test rows whose out-of-fold scores fit and judge the calibrator:
+        ``calibration.folds`` stratified folds (a labelled table split at random), else the one
+        fold fit → valid (a date or ordered split)."""
+        table = frame.frame
+        if getattr(cfg, "split", None) is not None and cfg.split.kind in ("random", "stratified"):
+            return stratified_folds(table, cfg.calibration.folds, cfg.seed)
+        return [split_fold(table)]
+
     def train(self, cfg: Any, frame: Frame, params: dict[str, Any] | None = None) -> Trained:
-        """Fit on ``fit`` rows, calibrate on ``valid`` rows, evaluate out of time on ``test``."""
+        """Calibrate on out-of-fold scores, fit the evaluated model on every non-test row and
+        test it out of time; then (``refit``) the shipped model is refitted on every labelled row,
+        test rows included, with the same parameters and calibration method."""
         fit_rows, valid_rows, test_rows = frame.part("fit"), frame.part("valid"), frame.part("test")
         for name, rows in (("fit", fit_rows), ("valid", valid_rows), ("test", test_rows)):
             if rows[LABEL].nunique() < 2:
                 raise ValueError(f"the {name} rows need both positives and negatives")
         params = {**DEFAULT_XGB_PARAMS, **cfg.model.params, **(params or {})}
-        pipe = fit_model(cfg, frame, params)
-        xv, yv = _xy(valid_rows, frame.feature_names)
-        choice: CalibrationChoice | None = None
-        model = pipe
-        if cfg.calibration.method != "none":
-            if cfg.calibration.method == "auto":
-                raw_valid = pipe.predict_proba(xv)[:, 1]
-                choice = choose_calibration(raw_valid, yv, cfg.calibration.min_per_class, cfg.seed)
-            else:
-                choice = CalibrationChoice(
-                    cfg.calibration.method, {}, "set in the experiment config"
-                )
-            model = calibrate(pipe, xv, yv, choice.method)
-        baseline, baseline_name = fit_baseline(frame, fit_rows)
+        table = frame.frame
+        folds = self.calibration_folds(cfg, frame)
+        oof = out_of_fold(cfg, frame, folds, params)
+        choice = choose_map(cfg, oof)
+        known = table[table[SPLIT] != "test"]
+        pipe = fit_pipeline(cfg, frame, known, params)
+        model = CalibratedModel.from_parts(
+            pipe, ScoreMap.fit(oof["score"], oof[LABEL], choice.method)
+        )
+        baseline, baseline_name = fit_baseline(frame, known)
         xt, yt = _xy(test_rows, frame.feature_names)
         p_model = model.predict_proba(xt)[:, 1]
         p_raw = pipe.predict_proba(xt)[:, 1]
         p_base = baseline.predict_proba(xt)[:, 1]
+        shipped, shipped_pipe, shipped_rows = model, pipe, len(known)
+        if getattr(cfg, "refit", False):
+            shipped_pipe = fit_pipeline(cfg, frame, table, params)
+            evidence = pd.concat(
+                [oof[["score", LABEL]], pd.DataFrame({"score": p_raw, LABEL: yt})],
+                ignore_index=True,
+            )
+            shipped = CalibratedModel.from_parts(
+                shipped_pipe, ScoreMap.fit(evidence["score"], evidence[LABEL], choice.method)
+            )
+            shipped_rows = len(table)
         value = test_rows[frame.value_column].to_numpy() if frame.value_column else None
         preds = pd.DataFrame(
             {
@@ -136,7 +248,7 @@ class BinaryFamily(Family):
         if value is not None:
             preds["value"] = value
         trained = Trained(
-            model=model,
+            model=shipped,
             baseline_name=baseline_name,
             metrics={},
             baseline_metrics={},
@@ -145,7 +257,7 @@ class BinaryFamily(Family):
             grade="",
             params=params,
             feature_names=frame.feature_names,
-            row_counts=split_counts(frame.frame),
+            row_counts=split_counts(table),
         )
         trained.metrics = self.evaluate(cfg, trained, p_model)
         trained.metrics["ece_uncalibrated"] = self.evaluate(cfg, trained, p_raw)["ece"]
@@ -155,11 +267,15 @@ class BinaryFamily(Family):
             trained.metrics[metric], trained.baseline_metrics[metric], cfg.grade.a_margin, higher
         )
         trained.details = BinaryDetails(
-            pipeline=pipe,
+            pipeline=shipped_pipe,
             baseline=baseline,
             calibration=choice,
             deciles=decile_table(yt, p_model, value),
             importance=global_importance(pipe, xt),
+            evaluated=model,
+            evaluated_pipeline=pipe,
+            out_of_fold=oof,
+            fitted_rows={"evaluated": len(known), "shipped": shipped_rows},
         )
         return trained
 
@@ -167,23 +283,49 @@ class BinaryFamily(Family):
         return binary_metrics(trained.test_predictions[LABEL].to_numpy(), scores)
 
     def wrap(self, cfg: Any, frame: Frame, trained: Trained) -> Any:
+        d: BinaryDetails = trained.details
         return ScoringModel(
             trained.model,
             trained.feature_names,
             self.name,
-            trained.details.pipeline,
+            d.pipeline,
             served_info(frame),
+            evaluated=d.evaluated if d.evaluated is not trained.model else None,
         )
 
+    def champion_scores(self, cfg: Any, trained: Trained, python_model: Any) -> np.ndarray:
+        """A champion's scores by the model its own test figures describe (never by a refit that
+        may have been fitted on these very rows)."""
+        try:
+            return np.asarray(python_model.score(trained.test_frame, evaluated=True), dtype=float)
+        except TypeError:  # a wrapper without an evaluated model
+            return np.asarray(python_model.score(trained.test_frame), dtype=float)
+
     def log_params(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
-        calib = trained.details.calibration
-        return {"calibration": calib.method if calib else "none"}
+        d: BinaryDetails = trained.details
+        return {
+            "calibration": d.calibration.method,
+            "calibration_folds": d.calibration.folds,
+            "refit": bool(getattr(cfg, "refit", False)),
+            "evaluated_fit_rows": d.fitted_rows.get("evaluated", 0),
+            "shipped_fit_rows": d.fitted_rows.get("shipped", 0),
+        }
 
     def artifacts(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
         d: BinaryDetails = trained.details
-        out: dict[str, Any] = {"deciles.csv": d.deciles, "importance.csv": d.importance}
-        if d.calibration:
-            out["calibration.json"] = calibration_doc(d.calibration)
+        shipped_map = trained.model.map_.to_dict() if hasattr(trained.model, "map_") else {}
+        evaluated_map = d.evaluated.map_.to_dict() if hasattr(d.evaluated, "map_") else {}
+        out: dict[str, Any] = {
+            "deciles.csv": d.deciles,
+            "importance.csv": d.importance,
+            "calibration.json": {
+                **d.calibration.to_dict(),
+                "heldout_ece_by_method": d.calibration.ece,
+                "map_evaluated": evaluated_map,
+                "map_shipped": shipped_map,
+                "fitted_rows": d.fitted_rows,
+            },
+        }
         return out
 
     def charts(self, cfg: Any, trained: Trained, folder: Path) -> list[Path]:
@@ -211,8 +353,22 @@ class BinaryFamily(Family):
         ]
 
     def notes(self, cfg: Any, trained: Trained) -> list[str]:
-        calib = trained.details.calibration
-        return [f"calibration: {f'{calib.method} ({calib.rule})' if calib else 'none'}"]
+        d: BinaryDetails = trained.details
+        c = d.calibration
+        held = ", ".join(f"{m} {v:.4f}" for m, v in c.ece.items())
+        rows = d.fitted_rows
+        shipped = (
+            f"the shipped model is refitted on all {rows.get('shipped', 0):,} labelled rows "
+            "(test rows included): the test figures describe the evaluated model fitted on "
+            f"{rows.get('evaluated', 0):,} rows"
+            if rows.get("shipped", 0) > rows.get("evaluated", 0)
+            else "the shipped model is the evaluated one (refit: false)"
+        )
+        return [
+            f"calibration: {c.method} — held-out ECE over {c.folds} fold(s), {c.rows:,} "
+            f"out-of-fold rows: {held} ({c.rule})",
+            shipped,
+        ]
 
     def describe(self, cfg: Any, trained: Trained) -> str:
         m, b = trained.metrics, trained.baseline_metrics
@@ -243,6 +399,12 @@ class CutoffBinaryFamily(BinaryFamily):
     def build_frame(self, cfg: Any, ctx: RunContext) -> Frame:
         return cutoff_frame(cfg, ctx, lambda source, as_of: self.label_sql(cfg, ctx, source, as_of))
 
+    def calibration_folds(self, cfg: Any, frame: Frame) -> list[Fold]:
+        """Rolling origin over the training cutoffs (the last ``calibration.folds``, each fitted
+        on the cutoffs whose labels were known by then); with one training cutoff, fit → valid."""
+        folds = time_folds(frame.frame, cfg.horizon_days, cfg.calibration.folds)
+        return folds or [split_fold(frame.frame)]
+
 
 def cutoff_frame(cfg: Any, ctx: RunContext, label_sql: Any) -> Frame:
     """Stacked point-in-time features and labels at every cutoff of the experiment; the last
@@ -253,7 +415,7 @@ def cutoff_frame(cfg: Any, ctx: RunContext, label_sql: Any) -> Frame:
     unknown = sorted(set(cfg.drop_columns) - set(fs.names))
     if unknown:
         raise ValueError(f"drop_columns: {unknown} are not features of {fs.name!r}")
-    relations = input_relations(ctx.state, ctx.dataset.name, fs)
+    plan = attribute_plan(ctx.state, ctx.dataset.name, fs, cfg.current_state_attributes)
     cutoffs = [*cfg.cutoffs.train, cfg.cutoffs.test]
     con = connect(ctx.state)
     try:
@@ -265,7 +427,7 @@ def cutoff_frame(cfg: Any, ctx: RunContext, label_sql: Any) -> Frame:
                     f"cutoff {as_of} + horizon {cfg.horizon_days} days runs past the last data "
                     f"date {last}"
                 )
-            feats = compute_features(con, source, as_of, fs, **relations)
+            feats = compute_features(con, source, as_of, fs, **plan.relations(as_of))
             labels = con.execute(label_sql(source, as_of)).df()
             frame = labels.merge(feats, on=ID, how="inner", validate="one_to_one")
             frame.insert(1, AS_OF, pd.Timestamp(as_of))
@@ -275,7 +437,7 @@ def cutoff_frame(cfg: Any, ctx: RunContext, label_sql: Any) -> Frame:
     frame = pd.concat(frames, ignore_index=True)
     frame[SPLIT] = fit_valid_split(frame, cfg.cutoffs.train, cfg.cutoffs.test, cfg.seed)
     value = cfg.value_column or ("value" if "value" in frame.columns else "spend_sum_365d")
-    names = [f for f in fs.names if f not in cfg.drop_columns]
+    names = [f for f in fs.names if f not in cfg.drop_columns and f not in plan.dropped]
     categorical = [c for c in fs.categorical_names if c in names]
     for c in categorical:
         frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
@@ -285,7 +447,7 @@ def cutoff_frame(cfg: Any, ctx: RunContext, label_sql: Any) -> Frame:
         categorical,
         fs,
         value if value in frame.columns else None,
-        manifest=cutoff_manifest(cfg, fs.key),
+        manifest={**cutoff_manifest(cfg, fs.key), "attributes": plan.manifest},
     )
 
 

@@ -7,12 +7,12 @@ from datetime import date
 from typing import Any, Literal
 
 from features.labels import churn_label_sql
-from training.config import CutoffExperiment
+from training.config import CutoffExperiment, RefitOption
 from training.families.base import RunContext
 from training.families.binary import CutoffBinaryFamily
 
 
-class ChurnConfig(CutoffExperiment):
+class ChurnConfig(CutoffExperiment, RefitOption):
     """A churn experiment (no block of its own)."""
 
     family: Literal["churn"] = "churn"

@@ -9,20 +9,20 @@ categorical columns with very many levels are named as a warning (``many_levels`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import pandas as pd
 from pydantic import Field
 
 from features.sources import InferredType, infer_numeric_types, many_level_columns
-from training.config import CalibrationSpec, ExperimentConfig, Split
+from training.config import CalibrationSpec, ExperimentConfig, RefitOption, Split
 from training.families.base import Frame, RunContext, Trained
 from training.families.binary import BinaryDetails, BinaryFamily
 from training.frames import AS_OF, ID, LABEL, SPLIT, split_labelled
 
 
-class LabelledConfig(ExperimentConfig):
+class LabelledConfig(ExperimentConfig, RefitOption):
     """A labelled-table experiment: its ``split`` block says which rows validate and test."""
 
     family: Literal["labelled"] = "labelled"
@@ -49,7 +49,7 @@ class LabelledConfig(ExperimentConfig):
 class LabelledDetails(BinaryDetails):
     """The binary details plus the frame's notes on column types."""
 
-    type_notes: list[str]
+    type_notes: list[str] = field(default_factory=list)
 
 
 def column_types(

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.labels import campaign_response_label_sql, purchase_label_sql
-from training.config import CutoffExperiment
+from training.config import CutoffExperiment, RefitOption
 from training.families.base import Frame, RunContext, Trained
 from training.families.binary import CutoffBinaryFamily
 
@@ -29,7 +29,7 @@ class Target(BaseModel):
         return self
 
 
-class PropensityConfig(CutoffExperiment):
+class PropensityConfig(CutoffExperiment, RefitOption):
     """A propensity experiment: its ``target`` block says what is predicted."""
 
     family: Literal["propensity"] = "propensity"
