@@ -119,6 +119,23 @@ def compute_segments(
     return out
 
 
+def current_customers(path: Path) -> pd.DataFrame:
+    """One row per customer of a customers table: its current version when it carries history
+    (validity dates or update times; consent changes over time), the table itself otherwise."""
+    import duckdb
+
+    from features.build import customers_as_of_sql, customers_history
+    from features.sql import parquet_relation
+
+    relation = parquet_relation(path)
+    con = duckdb.connect()
+    try:
+        history = customers_history(relation, con)
+        return con.execute(f"SELECT * FROM {customers_as_of_sql(relation, history, None)}").df()
+    finally:
+        con.close()
+
+
 def load_base(state: StateDirs, dataset: str, feature_set: str) -> CustomerBase:
     """Read the latest snapshot, the customers' consent, offers and monitoring of a dataset."""
     from features.build import SPEC_FILE, transactions_source
@@ -138,7 +155,7 @@ def load_base(state: StateDirs, dataset: str, feature_set: str) -> CustomerBase:
     data = state.data(dataset)
     customers = None
     if (data / "customers.parquet").exists():
-        customers = pd.read_parquet(data / "customers.parquet")
+        customers = current_customers(data / "customers.parquet")
         customers = customers[
             [c for c in customers.columns if c == "customer_id" or c.startswith("consent_")]
         ]
