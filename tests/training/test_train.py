@@ -11,6 +11,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
+from features.definitions import CurrentStateAttributes
 from training.config import ExperimentConfig, load_experiment
 from training.run import build_frame, tracking, train_frame
 
@@ -111,7 +112,12 @@ def test_cutoffs_that_leak_into_the_test_period_are_refused(tmp_path):
 def test_full_width_feature_set_with_customer_attributes_trains(synthetic_pipeline):
     """crm_v1 + customer attributes: a string attribute goes through the unseen-category policy."""
     cfg = synthetic_pipeline["cfg"].model_copy(
-        update={"feature_set": "crm_v1+crm_customer_v1", "model": cfg_model(60)}
+        update={
+            "feature_set": "crm_v1+crm_customer_v1",
+            "model": cfg_model(60),
+            # the synthetic customers table has no history: country is opted in by name
+            "current_state_attributes": CurrentStateAttributes(allow=("country",)),
+        }
     )
     mf = build_frame(cfg, synthetic_pipeline["state"])
     assert mf.categorical and set(mf.categorical) <= set(mf.feature_names)
