@@ -29,6 +29,14 @@ one level; aggregates run per customer over the level's rows, which have these c
     ``households``  the orders (days_ago, amount, customer_id) of every customer of the customer's
                     household, from an optional map (customer_id, household_id); a customer absent
                     from the map is a household of one;
+    ``contacts``    the customer's contacts from the optional ``campaign_history`` table: rows of a
+                    treatment arm (``group`` other than control) sent on or before T, with
+                    days_ago (of the send date), campaign_id, offer_id, responded and reason
+                    (lower case, NULL when empty). The outcome columns are only *known* once the
+                    response window is over: a feature reads responded / reason only of contacts
+                    with days_ago >= ``CONTACT_RESPONSE_DAYS`` (the contract has no response date);
+    ``offer_contacts`` the same contacts with ``offer_kind`` (lower case) of their offer from the
+                    optional ``offers`` table (NULL when the offer is not there);
     ``context``     a scalar expression over ``cutoff`` (the date T itself), the same for every
                     customer: the season the label window starts in, which moves base rates
                     (docs/training.md, Calibration);
@@ -56,20 +64,31 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
 Level = Literal[
-    "orders", "lines", "categories", "events", "customers", "households", "context", "derived"
+    "orders",
+    "lines",
+    "categories",
+    "events",
+    "customers",
+    "households",
+    "contacts",
+    "offer_contacts",
+    "context",
+    "derived",
 ]
 DType = Literal["double", "integer", "string"]
 
-#: The input relation each level reads (derived features read none).
-LEVEL_INPUTS: dict[str, str | None] = {
-    "orders": "transactions",
-    "lines": "transactions",
-    "categories": "transactions",
-    "events": "events",
-    "customers": "customers",
-    "households": "households",
-    "context": None,
-    "derived": None,
+#: The input relations each level reads (context and derived features read none).
+LEVEL_INPUTS: dict[str, tuple[str, ...]] = {
+    "orders": ("transactions",),
+    "lines": ("transactions",),
+    "categories": ("transactions",),
+    "events": ("events",),
+    "customers": ("customers",),
+    "households": ("households",),
+    "contacts": ("campaign_history",),
+    "offer_contacts": ("campaign_history", "offers"),
+    "context": (),
+    "derived": (),
 }
 
 
@@ -696,6 +715,197 @@ def _household_family() -> list[Feature]:
     )
 
 
+#: Days after its send date at which a contact's outcome (responded, reason) is known: the
+#: ``campaign_history`` contract has no response date, so a response counts at cutoff T only when
+#: send date + CONTACT_RESPONSE_DAYS <= T (days_ago >= 30). Campaign windows of up to 30 days
+#: (the synthetic default) are then complete; a longer window needs a new set version.
+CONTACT_RESPONSE_DAYS = 30
+#: The offer kinds of the ``offers`` contract.
+OFFER_KINDS = ("cross_sell", "up_sell", "retention")
+
+
+def _known(cond: str = "", window: int | None = None, within: int = CONTACT_RESPONSE_DAYS) -> str:
+    """FILTER condition: the contact's outcome is known at T (and ``cond``, and in ``window``)."""
+    parts = [cond] if cond else []
+    parts.append(f"days_ago >= {within}")
+    if window is not None:
+        parts.append(f"days_ago < {window}")
+    return " AND ".join(parts)
+
+
+RESPONDED = "responded"
+NEGATIVE = "NOT responded AND reason IS NOT NULL"
+
+
+def _contact_family() -> list[Feature]:
+    w = CONTACT_RESPONSE_DAYS
+    rule = f"outcome known {w} days after the send date"
+    feats = [
+        Feature(
+            "days_since_last_contact",
+            "contacts",
+            "min(days_ago)",
+            "integer",
+            None,
+            "days from the last contact (send date, treatment arms) to the cutoff "
+            "(NULL: never contacted)",
+        ),
+        *(
+            Feature(
+                f"contacts_count_{n}d",
+                "contacts",
+                f"count(*) FILTER (WHERE days_ago < {n})",
+                "integer",
+                n,
+                f"contacts sent in the last {n} days",
+                default=0.0,
+            )
+            for n in (30, 90, 365)
+        ),
+        Feature(
+            "contacts_count_total",
+            "contacts",
+            "count(*)",
+            "integer",
+            None,
+            "contacts sent up to the cutoff",
+            default=0.0,
+        ),
+        Feature(
+            "responses_count_total",
+            "contacts",
+            f"count(*) FILTER (WHERE {_known(RESPONDED)})",
+            "integer",
+            None,
+            f"contacts the customer responded to ({rule})",
+            default=0.0,
+        ),
+        Feature(
+            "responses_count_365d",
+            "contacts",
+            f"count(*) FILTER (WHERE {_known(RESPONDED, 365)})",
+            "integer",
+            365,
+            f"responses to contacts sent in the last 365 days ({rule})",
+            default=0.0,
+        ),
+        Feature(
+            "negative_responses_count_total",
+            "contacts",
+            f"count(*) FILTER (WHERE {_known(NEGATIVE)})",
+            "integer",
+            None,
+            f"contacts declined with a reason (no response, reason given; {rule})",
+            default=0.0,
+        ),
+        Feature(
+            "negative_responses_count_365d",
+            "contacts",
+            f"count(*) FILTER (WHERE {_known(NEGATIVE, 365)})",
+            "integer",
+            365,
+            f"negative responses to contacts sent in the last 365 days ({rule})",
+            default=0.0,
+        ),
+        Feature(
+            "response_rate_365d",
+            "contacts",
+            f"count(*) FILTER (WHERE {_known(RESPONDED, 365)}) / "
+            f"NULLIF(count(*) FILTER (WHERE {_known(window=365)}), 0)",
+            "double",
+            365,
+            f"responses / contacts with a known outcome sent in the last 365 days ({rule}; "
+            "NULL: none)",
+        ),
+        Feature(
+            "days_since_last_response",
+            "contacts",
+            f"min(days_ago) FILTER (WHERE {_known(RESPONDED)})",
+            "integer",
+            None,
+            f"days from the send date of the last contact responded to ({rule}; NULL: none)",
+        ),
+        Feature(
+            "days_since_last_negative_response",
+            "contacts",
+            f"min(days_ago) FILTER (WHERE {_known(NEGATIVE)})",
+            "integer",
+            None,
+            f"days from the send date of the last contact declined with a reason ({rule}; "
+            "NULL: none)",
+        ),
+    ]
+    return _tagged("contacts", feats)
+
+
+def _contact_offer_family() -> list[Feature]:
+    rule = f"outcome known {CONTACT_RESPONSE_DAYS} days after the send date"
+    feats = []
+    for kind in OFFER_KINDS:
+        is_kind = f"offer_kind = '{kind}'"
+        feats += [
+            Feature(
+                f"{kind}_contacts_count_total",
+                "offer_contacts",
+                f"count(*) FILTER (WHERE {is_kind})",
+                "integer",
+                None,
+                f"contacts with a {kind} offer up to the cutoff",
+                default=0.0,
+            ),
+            Feature(
+                f"{kind}_responses_count_total",
+                "offer_contacts",
+                f"count(*) FILTER (WHERE {_known(f'{is_kind} AND {RESPONDED}')})",
+                "integer",
+                None,
+                f"responses to {kind} offers ({rule})",
+                default=0.0,
+            ),
+            Feature(
+                f"{kind}_negative_responses_count_total",
+                "offer_contacts",
+                f"count(*) FILTER (WHERE {_known(f'{is_kind} AND {NEGATIVE}')})",
+                "integer",
+                None,
+                f"{kind} offers declined with a reason ({rule})",
+                default=0.0,
+            ),
+            Feature(
+                f"days_since_last_{kind}_contact",
+                "offer_contacts",
+                f"min(days_ago) FILTER (WHERE {is_kind})",
+                "integer",
+                None,
+                f"days from the last contact with a {kind} offer (NULL: none)",
+            ),
+        ]
+    return _tagged("contact_offers", feats)
+
+
+def contact_reason_features(reasons: Sequence[str]) -> list[Feature]:
+    """Negative responses per configured reason (``campaign_history.reason`` is free text, so the
+    list is data-dependent, like category shares: declare a new set with them)."""
+    feats = []
+    for reason in reasons:
+        slug = re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_")
+        sql_lit = "'" + reason.strip().lower().replace("'", "''") + "'"
+        feats.append(
+            Feature(
+                f"negative_responses_{slug}_count_total",
+                "contacts",
+                f"count(*) FILTER (WHERE {_known(f'{NEGATIVE} AND reason = {sql_lit}')})",
+                "integer",
+                None,
+                f"contacts declined with the reason {reason!r} (outcome known "
+                f"{CONTACT_RESPONSE_DAYS} days after the send date)",
+                default=0.0,
+                family="contact_reasons",
+            )
+        )
+    return feats
+
+
 def category_share_features(
     categories: Sequence[str], window_days: int | None = None
 ) -> list[Feature]:
@@ -776,8 +986,8 @@ class FeatureSet:
     @property
     def inputs(self) -> list[str]:
         """Input relations the set reads (always ``transactions``: it defines the population)."""
-        needed = {LEVEL_INPUTS[f.level] for f in self.features} - {None}
-        return ["transactions", *sorted(str(n) for n in needed - {"transactions"})]
+        needed = {n for f in self.features for n in LEVEL_INPUTS[f.level]}
+        return ["transactions", *sorted(needed - {"transactions"})]
 
     def describe(self) -> list[dict[str, object]]:
         """The set as data, for MLflow and docs."""
@@ -835,6 +1045,18 @@ def _sets(rfm: RFMPointsConfig) -> dict[str, Callable[[], FeatureSet]]:
             "household aggregates from an optional customer -> household map",
             _household_family(),
         ),
+        "crm_contacts_v1": lambda: _set(
+            "crm_contacts_v1",
+            "contact history from the optional campaign_history table: recency, contacts in "
+            "30/90/365 days, responses, negative responses, response rate (an outcome is known "
+            f"{CONTACT_RESPONSE_DAYS} days after the send date)",
+            _contact_family(),
+        ),
+        "crm_contact_offers_v1": lambda: _set(
+            "crm_contact_offers_v1",
+            "contact history by offer kind (campaign_history joined to the offers table's kind)",
+            _contact_offer_family(),
+        ),
         "context_v1": lambda: _set(
             "context_v1",
             "the cutoff's season (calendar month of T): combine with another set, e.g. "
@@ -852,6 +1074,8 @@ RELEASED_SETS = (
     "crm_customer_v1",
     "crm_household_v1",
     "context_v1",
+    "crm_contacts_v1",
+    "crm_contact_offers_v1",
 )
 
 

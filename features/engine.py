@@ -143,6 +143,43 @@ def _events_ctes(events: str, as_of: date, feats: list[Feature]) -> list[str]:
     ]
 
 
+def _contacts_ctes(campaign_history: str, as_of: date, feats: list[Feature]) -> list[str]:
+    """Contacts of the treatment arms sent on or before T; responses are read by the features,
+    which apply the response-time rule (``CONTACT_RESPONSE_DAYS``) to ``days_ago``."""
+    a = sql_date(as_of)
+    return [
+        f"""contacts_seen AS (
+    SELECT customer_id,
+           CAST(campaign_id AS VARCHAR) AS campaign_id,
+           CAST(offer_id AS VARCHAR) AS offer_id,
+           coalesce(CAST(responded AS BOOLEAN), FALSE) AS responded,
+           NULLIF(lower(trim(CAST(reason AS VARCHAR))), '') AS reason,
+           date_diff('day', CAST(ts AS DATE), {a}) AS days_ago
+    FROM {campaign_history}
+    WHERE CAST(ts AS DATE) <= {a}
+      AND coalesce(lower(trim(CAST("group" AS VARCHAR))), '') <> 'control'
+)""",
+        *([_grouped("f_contacts", "contacts_seen", feats)] if feats else []),
+    ]
+
+
+def _offer_contacts_ctes(offers: str, feats: list[Feature]) -> list[str]:
+    """The contacts with the kind of their offer (one kind per offer id)."""
+    return [
+        f"""offer_kinds AS (
+    SELECT CAST(offer_id AS VARCHAR) AS offer_id,
+           min(lower(trim(CAST(kind AS VARCHAR)))) AS offer_kind
+    FROM {offers} GROUP BY CAST(offer_id AS VARCHAR)
+)""",
+        """offer_contacts_seen AS (
+    SELECT c.customer_id, c.campaign_id, c.offer_id, c.responded, c.reason, c.days_ago,
+           k.offer_kind
+    FROM contacts_seen c LEFT JOIN offer_kinds k ON c.offer_id = k.offer_id
+)""",
+        _grouped("f_offer_contacts", "offer_contacts_seen", feats),
+    ]
+
+
 def _customers_ctes(customers: str, as_of: date, feats: list[Feature]) -> list[str]:
     # one row per customer by contract; min() keeps the result defined if a table repeats one
     wrapped = [Feature(f.name, f.level, f"min({f.sql})", f.dtype) for f in feats]
@@ -190,12 +227,15 @@ def features_sql(
     events: str | None = None,
     customers: str | None = None,
     households: str | None = None,
+    campaign_history: str | None = None,
+    offers: str | None = None,
 ) -> str:
     """SQL computing feature set ``fs`` at ``as_of`` for every customer with an order by then.
 
-    ``events``, ``customers`` and ``households`` (customer_id, household_id) are the optional input
-    relations; a set with features at their level needs them. Columns: customer_id, then the
-    features in declaration order; rows ordered by customer_id.
+    ``events``, ``customers``, ``households`` (customer_id, household_id), ``campaign_history``
+    and ``offers`` are the optional input relations; a set with features at their level needs
+    them. Columns: customer_id, then the features in declaration order; rows ordered by
+    customer_id.
     """
     check_feature_set(fs)
     given = {
@@ -203,11 +243,13 @@ def features_sql(
         "events": events,
         "customers": customers,
         "households": households,
+        "campaign_history": campaign_history,
+        "offers": offers,
     }
     for f in fs.features:
-        needed = LEVEL_INPUTS[f.level]
-        if needed is not None and given[needed] is None:
-            raise ValueError(f"feature {f.name!r} of {fs.name!r} needs the {needed!r} relation")
+        for needed in LEVEL_INPUTS[f.level]:
+            if given[needed] is None:
+                raise ValueError(f"feature {f.name!r} of {fs.name!r} needs the {needed!r} relation")
     by_level = {lvl: [f for f in fs.features if f.level == lvl] for lvl in LEVEL_INPUTS}
 
     ctes = _orders_ctes(source, as_of, by_level["orders"])
@@ -227,6 +269,13 @@ def features_sql(
     if by_level["households"] and households is not None:
         ctes += _households_ctes(households, by_level["households"])
         joins.append(("f_households", by_level["households"]))
+    if (by_level["contacts"] or by_level["offer_contacts"]) and campaign_history is not None:
+        ctes += _contacts_ctes(campaign_history, as_of, by_level["contacts"])
+        if by_level["contacts"]:
+            joins.append(("f_contacts", by_level["contacts"]))
+    if by_level["offer_contacts"] and offers is not None:
+        ctes += _offer_contacts_ctes(offers, by_level["offer_contacts"])
+        joins.append(("f_offer_contacts", by_level["offer_contacts"]))
 
     base_cols = ["o.customer_id", *(f"o.{f.name}" for f in by_level["orders"])]
     base_cols += [f"{f.sql} AS {f.name}" for f in by_level["context"]]

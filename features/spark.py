@@ -65,6 +65,8 @@ def compute_features_spark(
     events_path: Paths | None = None,
     customers_path: Paths | None = None,
     households_path: Paths | None = None,
+    campaign_history_path: Paths | None = None,
+    offers_path: Paths | None = None,
 ) -> pd.DataFrame:
     """Features of ``fs`` at ``as_of`` computed by Spark from canonical parquet tables."""
     views: dict[str, Any] = {}
@@ -72,6 +74,8 @@ def compute_features_spark(
         ("events", events_path),
         ("customers", customers_path),
         ("households", households_path),
+        ("campaign_history", campaign_history_path),
+        ("offers", offers_path),
     ):
         views[name] = None if path is None else register_parquet(spark, f"patron_{name}", path)
     source = register_parquet(spark, "patron_transactions", transactions_path)

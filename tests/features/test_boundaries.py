@@ -503,3 +503,116 @@ def test_category_share_window(con, pos):
     fs = FeatureSet("share_30d", tuple(category_share_features(["x"], 30)))
     row = one(con, [anchor(category="y"), probe(days_ago, late, category="x")], fs)
     assert row["spend_share_x_30d"] == (1.0 if in_window(days_ago, 30) else 0.0)
+
+
+# --------------------------------------------------------------------------- contact history
+
+CONTACT_COLUMNS = ["campaign_id", "customer_id", "offer_id", "ts", "group", "responded", "reason"]
+
+
+def contacts_frame(rows: Iterable[tuple[int, bool, bool, str | None]]) -> pd.DataFrame:
+    """Customer A's treated contacts from (days_ago, late, responded, reason) rows."""
+    out = [
+        (f"CMP{i}", "A", "RET_01", at(days_ago, late), "treatment", responded, reason)
+        for i, (days_ago, late, responded, reason) in enumerate(rows)
+    ]
+    frame = pd.DataFrame(out, columns=CONTACT_COLUMNS)
+    frame["ts"] = frame["ts"].astype("datetime64[us]")
+    return frame
+
+
+#: N of every declared ``contacts_count_<N>d`` of crm_contacts_v1.
+CONTACT_WINDOWS = sorted(
+    {
+        int(m.group(1))
+        for f in feature_set("crm_contacts_v1").features
+        if (m := re.fullmatch(r"contacts_count_(\d+)d", f.name))
+    }
+)
+
+
+def test_the_contact_windows_are_all_here():
+    assert {30, 90, 365} <= set(CONTACT_WINDOWS)
+
+
+@pytest.mark.parametrize("n", CONTACT_WINDOWS)
+@pytest.mark.parametrize("pos", range(4), ids=FEATURE_IDS)
+def test_contact_count_windows(con, n, pos):
+    days_ago, late = feature_positions(n)[pos]
+    history = contacts_frame([(days_ago, late, False, None)])
+    fs = pick("crm_contacts_v1", f"contacts_count_{n}d", "contacts_count_total")
+    row = one(con, [anchor()], fs, campaign_history=history)
+    assert row[f"contacts_count_{n}d"] == int(in_window(days_ago, n))
+    assert row["contacts_count_total"] == int(days_ago >= 0)
+
+
+@pytest.mark.parametrize(
+    ("days_ago", "late", "recency"),
+    [(0, True, 0), (1, False, 1), (-1, False, 5)],
+    ids=["T", "T-1", "T+1"],
+)
+def test_contact_recency(con, days_ago, late, recency):
+    """The probe contact and one on T-5."""
+    history = contacts_frame([(days_ago, late, False, None), (5, False, False, None)])
+    row = one(
+        con,
+        [anchor()],
+        pick("crm_contacts_v1", "days_since_last_contact"),
+        campaign_history=history,
+    )
+    assert row["days_since_last_contact"] == recency
+
+
+RESPONSE_FEATURES = (
+    "responses_count_total",
+    "responses_count_365d",
+    "negative_responses_count_total",
+    "negative_responses_count_365d",
+    "response_rate_365d",
+    "days_since_last_response",
+    "days_since_last_negative_response",
+)
+#: (days_ago, late) of the probe contact: T, T-29 (sent, outcome unknown), T-30 (known),
+#: T-364 (in 365 days), T-365 (out), T+1.
+RESPONSE_POSITIONS = [(0, True), (29, True), (30, False), (364, False), (365, True), (-1, False)]
+RESPONSE_IDS = ["T", "T-29", "T-30", "T-364", "T-365", "T+1"]
+
+
+@pytest.mark.parametrize("pos", range(len(RESPONSE_POSITIONS)), ids=RESPONSE_IDS)
+@pytest.mark.parametrize("negative", [False, True], ids=["responded", "declined"])
+def test_a_response_counts_once_known(con, pos, negative):
+    """A contact's outcome counts at T only when send date + 30 days <= T, in its windows."""
+    days_ago, late = RESPONSE_POSITIONS[pos]
+    responded, reason = (False, "Price ") if negative else (True, None)
+    history = contacts_frame([(days_ago, late, responded, reason)])
+    row = one(
+        con, [anchor()], pick("crm_contacts_v1", *RESPONSE_FEATURES), campaign_history=history
+    )
+    known = days_ago >= 30
+    in_365 = known and days_ago < 365
+    hit, other = (
+        ("negative_responses", "responses") if negative else ("responses", "negative_responses")
+    )
+    assert row[f"{hit}_count_total"] == int(known)
+    assert row[f"{hit}_count_365d"] == int(in_365)
+    assert row[f"{other}_count_total"] == 0
+    assert row["response_rate_365d"] == ((0.0 if negative else 1.0) if in_365 else None)
+    last = "days_since_last_negative_response" if negative else "days_since_last_response"
+    assert row[last] == (days_ago if known else None)
+
+
+@pytest.mark.parametrize("pos", range(len(RESPONSE_POSITIONS)), ids=RESPONSE_IDS)
+def test_a_response_by_offer_kind_counts_once_known(con, pos):
+    days_ago, late = RESPONSE_POSITIONS[pos]
+    history = contacts_frame([(days_ago, late, True, None)])
+    offers = pd.DataFrame({"offer_id": ["RET_01"], "kind": ["retention"], "value": [1.0]})
+    names = ("retention_contacts_count_total", "retention_responses_count_total")
+    row = one(
+        con,
+        [anchor()],
+        pick("crm_contact_offers_v1", *names),
+        campaign_history=history,
+        offers=offers,
+    )
+    assert row["retention_contacts_count_total"] == int(days_ago >= 0)
+    assert row["retention_responses_count_total"] == int(days_ago >= 30)

@@ -31,7 +31,13 @@ from features.engine import check_feature_set, features_sql, to_spark_sql
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = date(2024, 3, 31)
-RELATIONS = {"events": "ev", "customers": "cu", "households": "hh"}
+RELATIONS = {
+    "events": "ev",
+    "customers": "cu",
+    "households": "hh",
+    "campaign_history": "ch",
+    "offers": "of",
+}
 
 #: sha256 of (name, level, sql, dtype, window, default) of each released set: never edit one,
 #: declare a new version (churn_v2) instead.
@@ -42,6 +48,8 @@ FROZEN = {
     "crm_customer_v1": "9d9935e17a927c1cb11fc553efea214bf00ff39a50edc7af659156274075c8ad",
     "crm_household_v1": "0706d448b6935fdd811de56d9d385a57f18ffde71000b310a561eaf1f0eed9e0",
     "context_v1": "009cd9da610d57f3b6333308e545d40354b54d9f85e406fa62f924236eb0bfa8",
+    "crm_contacts_v1": "4bd19c5d0d2a353b2180df4b9f121a5f4557f80ed959de916b1cea8ac12abd40",
+    "crm_contact_offers_v1": "c2ddfeb3f695daca26efc74acac2f780b5ee373cf81e1563d7651c6d7878bc95",
 }
 
 

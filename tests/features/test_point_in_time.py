@@ -114,7 +114,45 @@ def random_tables(
         "events": events,
         "customers": customers,
         "households": households,
+        **campaign_tables(ids, t0, seed),
     }
+
+
+OFFER_IDS = ["RET_01", "XS_1", "UP_1", "UNKNOWN"]
+
+
+def campaign_tables(ids: list[str], t0: pd.Timestamp, seed: int) -> dict[str, pd.DataFrame]:
+    """Contacts around the cutoff (both groups, responses, reasons in any case) and offers."""
+    rng = np.random.default_rng([seed, 11])  # its own stream: the other tables do not move
+    rows = []
+    for cid in ids[: len(ids) * 4 // 5]:
+        for d in rng.integers(-60, 500, int(rng.integers(1, 7))):
+            responded = bool(rng.random() < 0.3)
+            reason = None if responded else rng.choice([None, "Price", " no need ", "", "price"])
+            rows.append(
+                (
+                    f"CMP{int(d) % 7}",
+                    cid,
+                    None if rng.random() < 0.05 else str(rng.choice(OFFER_IDS)),
+                    t0 - pd.Timedelta(days=int(d), seconds=int(rng.integers(0, 86_400))),
+                    str(rng.choice(["treatment", "Control", "treatment_b"])),
+                    responded,
+                    reason,
+                )
+            )
+    history = pd.DataFrame(
+        rows,
+        columns=["campaign_id", "customer_id", "offer_id", "ts", "group", "responded", "reason"],
+    )
+    history["ts"] = history["ts"].astype("datetime64[us]")
+    offers = pd.DataFrame(
+        {
+            "offer_id": OFFER_IDS[:3],
+            "kind": ["retention", "Cross_Sell", "up_sell"],
+            "value": [10.0, 20.0, 30.0],
+        }
+    )
+    return {"campaign_history": history, "offers": offers}
 
 
 def compute(tables: dict[str, pd.DataFrame], as_of: date, set_name: str) -> pd.DataFrame:
@@ -129,6 +167,8 @@ def compute(tables: dict[str, pd.DataFrame], as_of: date, set_name: str) -> pd.D
         events="events",
         customers="customers",
         households="households",
+        campaign_history="campaign_history",
+        offers="offers",
     )
     return con.execute(sql).df()
 
@@ -203,11 +243,19 @@ def perturb_after(
         ],
         ignore_index=True,
     )
+    ch = tables["campaign_history"].copy()
+    ch_late = _future(ch["ts"], after)
+    ch.loc[ch_late, "responded"] = ~ch.loc[ch_late, "responded"]
+    ch.loc[ch_late, "reason"] = "price"
+    ch.loc[ch_late, "group"] = "treatment"
+    extra_ch = ch[~ch_late].head(8).assign(ts=t1, responded=True)  # new contacts of old ones
     return {
         "transactions": pd.concat([tx, extra], ignore_index=True),
         "events": pd.concat([ev, extra_ev], ignore_index=True),
         "customers": cust,
         "households": hh,
+        "campaign_history": pd.concat([ch, extra_ch], ignore_index=True),
+        "offers": tables["offers"],
     }
 
 

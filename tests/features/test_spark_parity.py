@@ -60,6 +60,8 @@ def _duckdb(paths: dict[str, Path], as_of: date, set_name: str) -> pd.DataFrame:
         events=rel["events"],
         customers=rel["customers"],
         households=rel["households"],
+        campaign_history=rel["campaign_history"],
+        offers=rel["offers"],
     )
     return duckdb.connect().execute(sql).df()
 
@@ -92,6 +94,8 @@ def test_every_released_feature_matches(spark, tables_path):
         events_path=str(tables_path["events"]),
         customers_path=str(tables_path["customers"]),
         households_path=str(tables_path["households"]),
+        campaign_history_path=str(tables_path["campaign_history"]),
+        offers_path=str(tables_path["offers"]),
     )
     assert len(duck) > 30
     _assert_same(duck, got, ALL_SETS)
