@@ -1,0 +1,207 @@
+"""A campaign definition: offers, channels, objective, budgets, contact and household policies.
+
+One pydantic schema for the YAML file (``load_campaign``) and, later, the HTTP request body.
+Every model forbids unknown fields, so a typo (``budjet``) is an error that names the field
+instead of silently removing a budget.
+
+Consent follows the serving convention (``serving.targeting.consent_column``): channel ``c`` is
+gated by the customers-table column ``consent_<c>``, and only an explicit yes counts
+(True, 1, "true"/"yes"/"y"/"1"). A channel may name another column with ``consent_column``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_NAME = r"^[a-z][a-z0-9_]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Budget(_Strict):
+    """A cap in contacts and/or money (expected spend: channel cost + offer cost x P(accept))."""
+
+    contacts: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="At most this many contacts.", examples=[50_000]
+    )
+    money: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="At most this expected spend, in the campaign's currency."
+    )
+
+
+class Condition(_Strict):
+    """One condition on a column of the customers table, e.g. ``tenure_months ge 6``."""
+
+    column: str
+    op: Literal["eq", "ne", "in", "not_in", "lt", "le", "gt", "ge"]
+    value: Any = Field(description="A scalar, or a list for `in` / `not_in`.")
+
+    @model_validator(mode="after")
+    def _list_for_membership(self) -> Condition:
+        if self.op in ("in", "not_in") and not isinstance(self.value, list | tuple):
+            raise ValueError(f"condition on {self.column!r}: `{self.op}` needs a list value")
+        return self
+
+
+class Offer(_Strict):
+    """An offer: what a response is worth, what an acceptance costs, who may get it."""
+
+    id: str = Field(pattern=_NAME)
+    kind: Literal["retention", "cross_sell", "up_sell", "win_back", "acquisition"]
+    value: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="Margin of one incremental response (when value_source=offer)."
+    )
+    value_source: Literal["offer", "customer_value"] = Field(
+        default="offer",
+        description="`customer_value`: a response is worth the customer's value (e.g. the CLV "
+        "margin kept by a retention offer), given per customer at planning time.",
+    )
+    cost_per_acceptance: Annotated[float, Field(ge=0)] = Field(
+        default=0.0, description="Paid on every acceptance (discount, gift), incremental or not."
+    )
+    eligibility: list[Condition] = Field(
+        default_factory=list, description="All must hold (AND); empty = everyone."
+    )
+    segments: list[str] | None = Field(
+        default=None, description="If given, only customers whose `segment_column` is listed."
+    )
+    segment_column: str = "rfm_segment"
+    budget: Budget = Field(default_factory=Budget)
+
+    @model_validator(mode="after")
+    def _value_given(self) -> Offer:
+        if self.value_source == "offer" and self.value is None:
+            raise ValueError(f"offer {self.id!r}: `value` is required when value_source=offer")
+        return self
+
+
+class Channel(_Strict):
+    """A contact channel: its cost, optional capacity and the consent column that gates it."""
+
+    name: str = Field(pattern=_NAME, examples=["email", "sms", "phone", "direct_mail"])
+    cost_per_contact: Annotated[float, Field(ge=0)]
+    capacity: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="At most this many contacts on the channel (e.g. agent hours)."
+    )
+    consent_column: str | None = Field(
+        default=None, description="Defaults to `consent_<name>` (the serving convention)."
+    )
+    uplift_multiplier: Annotated[float, Field(ge=0)] = Field(
+        default=1.0,
+        description="Scales a per-offer uplift estimate to this channel; ignored when the "
+        "estimate is given per (offer, channel) arm.",
+    )
+
+    @property
+    def consent(self) -> str:
+        """The customers-table column holding this channel's consent."""
+        return self.consent_column or f"consent_{self.name}"
+
+
+class ContactPolicy(_Strict):
+    """Fatigue rules counted from past contacts (``campaign_history``)."""
+
+    max_contacts: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="At most this many contacts per customer in `window_days`, "
+        "this campaign's contact included.",
+    )
+    window_days: Annotated[int, Field(ge=1)] = 30
+    quiet_days_after_negative: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="No contact within this many days of a negative response."
+    )
+
+
+class HouseholdPolicy(_Strict):
+    """Households are the unit of a mailing; duplicate records collapse to one person first."""
+
+    one_contact_per_household: bool = True
+
+
+class Ranking(_Strict):
+    """What ranks customers: an uplift estimate (default) or, explicitly, a non-causal score."""
+
+    basis: Literal["uplift", "non_causal_score"] = "uplift"
+    reason: str | None = Field(
+        default=None, description="Why a non-causal score is acceptable here (required then)."
+    )
+
+    @model_validator(mode="after")
+    def _reason_for_non_causal(self) -> Ranking:
+        if self.basis == "non_causal_score" and not (self.reason and self.reason.strip()):
+            raise ValueError("ranking.reason: say why a non-causal score may rank this campaign")
+        return self
+
+
+class Campaign(_Strict):
+    """A whole campaign definition, validated."""
+
+    campaign_id: str = Field(min_length=1)
+    objective: Literal["incremental_profit", "incremental_responses"] = "incremental_profit"
+    ranking: Ranking = Field(default_factory=Ranking)
+    offers: list[Offer] = Field(min_length=1)
+    channels: list[Channel] = Field(min_length=1)
+    budget: Budget = Field(default_factory=Budget)
+    contact_policy: ContactPolicy = Field(default_factory=ContactPolicy)
+    household: HouseholdPolicy = Field(default_factory=HouseholdPolicy)
+    test_cell_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
+    control_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Campaign:
+        for what, names in (
+            ("offers", [o.id for o in self.offers]),
+            ("channels", [c.name for c in self.channels]),
+        ):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"{what}: duplicate ids {dup}")
+        if self.test_cell_fraction + self.control_fraction > 1:
+            raise ValueError("test_cell_fraction + control_fraction must be at most 1")
+        channel_cost = max(c.cost_per_contact for c in self.channels)
+        if (
+            self.budget.money is not None
+            and channel_cost == 0
+            and not any(o.cost_per_acceptance > 0 for o in self.offers)
+        ):
+            raise ValueError(
+                "budget.money: every channel and offer costs 0, so a money budget cannot bind; "
+                "give costs (channels[].cost_per_contact, offers[].cost_per_acceptance) or drop it"
+            )
+        for i, o in enumerate(self.offers):
+            if o.budget.money is not None and channel_cost == 0 and o.cost_per_acceptance == 0:
+                raise ValueError(
+                    f"offers[{i}].budget.money: offer {o.id!r} and every channel cost 0, so a "
+                    "money budget cannot bind"
+                )
+        return self
+
+    @property
+    def offer_ids(self) -> list[str]:
+        """Offer ids in definition order (the offer axis of every array)."""
+        return [o.id for o in self.offers]
+
+    @property
+    def channel_names(self) -> list[str]:
+        """Channel names in definition order (the channel axis of every array)."""
+        return [c.name for c in self.channels]
+
+
+def parse_campaign(data: dict[str, Any]) -> Campaign:
+    """Validate a campaign given as a mapping (a parsed YAML file or a JSON request body)."""
+    return Campaign.model_validate(data)
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    """Read and validate a campaign YAML file."""
+    path = Path(path)
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a campaign is a mapping of keys")
+    return parse_campaign(data)

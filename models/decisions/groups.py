@@ -1,0 +1,56 @@
+"""Test cell / control / roll-out by a deterministic hash of (campaign id, customer id).
+
+The same algorithm as ``serving.targeting.campaign_uniforms`` (models may not import serving):
+``u = top53(splitmix64(blake2b64(customer_id) XOR blake2b64(campaign_id))) / 2**53``;
+control if ``u < control_fraction``, test cell if ``u < control + test fraction``, else roll-out.
+The same campaign id gives the same groups; another campaign id reshuffles them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import numpy as np
+
+GROUPS = ("control", "test", "rollout")
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def id_hashes(ids: Iterable[str]) -> np.ndarray:
+    """A stable 64-bit hash per id (BLAKE2b, 8 bytes, little-endian)."""
+    return np.fromiter(
+        (
+            int.from_bytes(
+                hashlib.blake2b(str(c).encode("utf-8"), digest_size=8).digest(), "little"
+            )
+            for c in ids
+        ),
+        dtype=np.uint64,
+    )
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+        return z ^ (z >> np.uint64(31))
+
+
+def campaign_uniforms(ids: Iterable[str], campaign_id: str) -> np.ndarray:
+    """A number in [0, 1) per id, fixed by (campaign id, id) and nothing else."""
+    salt = id_hashes([campaign_id])[0]
+    mixed = _splitmix64(id_hashes(ids) ^ salt)
+    return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def assign_groups(
+    ids: Iterable[str], campaign_id: str, control_fraction: float, test_fraction: float
+) -> np.ndarray:
+    """The group of each id: "control", "test" or "rollout"."""
+    if not (control_fraction >= 0 and test_fraction >= 0 and control_fraction + test_fraction <= 1):
+        raise ValueError("control and test fractions must be >= 0 and sum to at most 1")
+    u = campaign_uniforms(ids, campaign_id)
+    codes = np.where(u < control_fraction, 0, np.where(u < control_fraction + test_fraction, 1, 2))
+    return np.asarray(GROUPS, dtype=object)[codes]
