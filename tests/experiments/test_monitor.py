@@ -21,6 +21,7 @@ from experiments.monitor import (
     run_monitor,
     score_shift,
 )
+from features.definitions import context_feature_names
 
 REFERENCE, CURRENT = date(2024, 6, 30), date(2024, 9, 30)
 
@@ -166,14 +167,16 @@ def test_monitor_run_is_logged_and_written_beside_the_snapshot(snapshots):
     saved = json.loads(report.monitor_path.read_text())
     assert saved["current_as_of"] == "2024-09-30" and saved["mlflow_run_id"]
     assert saved["score"]["psi"] == pytest.approx(report.score.psi)
-    assert {f["feature"] for f in saved["features"]} == set(fs.names)
+    # context features (the snapshot date's month) differ between any two dates by design
+    assert {f["feature"] for f in saved["features"]} == set(fs.names) - context_feature_names()
+    assert "cutoff_month" in fs.names
     assert report.stability.n_common > 0.8 * len(pd.read_parquet(paths[CURRENT]))
     mlflow.set_tracking_uri(state.tracking_uri)
     client = MlflowClient()
     run = client.get_run(report.mlflow_run_id)
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.name == f"monitor-{cfg.registered_model}"
-    assert {f"psi_{f}" for f in fs.names} <= set(run.data.metrics)
+    assert {f"psi_{f}" for f in set(fs.names) - context_feature_names()} <= set(run.data.metrics)
     assert run.data.metrics["decile_change_share"] == pytest.approx(report.stability.change_share)
     assert run.data.metrics["score_psi"] == pytest.approx(report.score.psi)
     # the drift tag is the worst band among the features and the score ("stable" -> "none"),
