@@ -42,9 +42,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from features.build import compute_features
+from features.build import attribute_plan, compute_features
 from features.contracts import CAMPAIGN_HISTORY
-from features.definitions import FeatureSet, RFMPointsConfig, feature_set
+from features.definitions import CurrentStateAttributes, FeatureSet, RFMPointsConfig, feature_set
 from features.sources import _sha256, connect
 from models.estimators import preprocessor, xgb_pipeline
 from models.pyfunc import ScoringModel
@@ -116,6 +116,11 @@ class UpliftConfig(ExperimentConfig):
         default_factory=list, description="campaign_history columns not to use as features"
     )
     uplift: UpliftSpec = Field(default_factory=UpliftSpec)
+    current_state_attributes: CurrentStateAttributes = Field(
+        default_factory=CurrentStateAttributes,
+        description="attributes a customers table without history gives only today's value of; "
+        "left out at the contacts' cutoffs unless named in allow (features.build.attribute_plan)",
+    )
 
     @property
     def test_label(self) -> str:
@@ -271,12 +276,15 @@ def uplift_frame(cfg: Any, ctx: RunContext) -> UpliftFrame:
     if source == "transactions":
         fs = feature_set(cfg.feature_set, cfg.rfm)
         tx = ctx.catalog.relation("transactions")
+        # optional inputs (customers, households, contact history) as of each cutoff; attributes
+        # known only as today's state are left out unless allowed (docs/features.md)
+        plan = attribute_plan(ctx.state, ctx.dataset.name, fs, cfg.current_state_attributes)
         con = connect(ctx.state)
         try:
             feats = []
             for as_of in sorted(contacts[CUTOFF].unique()):
                 day = pd.Timestamp(as_of).date()
-                f = compute_features(con, tx, day, fs)
+                f = compute_features(con, tx, day, fs, **plan.relations(day))
                 f.insert(1, CUTOFF, pd.Timestamp(as_of))
                 feats.append(f)
         finally:
@@ -290,7 +298,8 @@ def uplift_frame(cfg: Any, ctx: RunContext) -> UpliftFrame:
             indicator=True,
         )
         dropped["contacts_without_history"] = int((frame.pop("_merge") == "left_only").sum())
-        names, categorical = fs.names, fs.categorical_names
+        names = [n for n in fs.names if n not in plan.dropped]
+        categorical = [c for c in fs.categorical_names if c in names]
     else:
         reserved = {*CAMPAIGN_HISTORY.names, TREATMENT, LABEL, SEND, CUTOFF, *cfg.drop_columns}
         names = [c for c in contacts.columns if c not in reserved]
