@@ -1,6 +1,23 @@
-"""The one error type the request layer turns into a 4xx answer."""
+"""The service's one error shape: ``{"error", "field", "request_id"}`` on every 4xx it answers.
+
+``RequestError`` is what the request logic raises; the service answers it with that shape.
+BentoML answers a body that fails its request model (wrong type, unknown field, ...) itself, with
+``{"error", "detail": [{"type", "loc", "msg"}]}``; ``ValidationErrorFields`` adds ``field`` (the
+first error's location, ``budget.max_cost``) and ``request_id`` to that answer on its way out.
+"""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from serving.security import request_id
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 
 
 class RequestError(Exception):
@@ -11,3 +28,69 @@ class RequestError(Exception):
         self.field = field
         self.message = message
         self.status = status
+
+
+def field_path(loc: Sequence[Any]) -> str:
+    """A pydantic error location as a dotted path (``customer_ids.3``; ``body`` when empty)."""
+    return ".".join(str(part) for part in loc) or "body"
+
+
+def with_field(body: Any, request_id: str | None) -> Any:
+    """BentoML's validation-error body with ``field`` and ``request_id`` added (else unchanged).
+
+    ``error`` becomes ``"<field>: <message>"`` of the first error (``"budjet: unknown field"``);
+    ``detail`` keeps every error. Input values are never in it (BentoML leaves them out).
+    """
+    if not isinstance(body, dict) or "field" in body:
+        return body
+    detail = body.get("detail")
+    if not isinstance(detail, list) or not detail or not isinstance(detail[0], dict):
+        return body
+    first = detail[0]
+    field = field_path(first.get("loc") or ())
+    message = "unknown field" if first.get("type") == "extra_forbidden" else first.get("msg", "")
+    more = f" (and {len(detail) - 1} more errors in detail)" if len(detail) > 1 else ""
+    return {**body, "error": f"{field}: {message}{more}", "field": field, "request_id": request_id}
+
+
+class ValidationErrorFields:
+    """ASGI middleware: a 400 JSON answer of BentoML's gets ``field`` and ``request_id``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def rewrite(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start" and message.get("status") == 400:
+                start = message  # held until the whole body is in
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = b"".join(chunks)
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
+            rid = request_id()
+            shaped = with_field(parsed, None if rid == "-" else rid)
+            if shaped is not parsed:
+                body = json.dumps(shaped).encode()
+            headers = [
+                (k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"
+            ]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, rewrite)

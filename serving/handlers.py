@@ -245,6 +245,19 @@ def target_customers(
         cost = _number(offer.get("cost"))
     if cost is None:
         cost = 0.0
+    if budget.get("max_cost") is not None and not cost > 0.0:
+        # with no cost every contact is free: a money budget would select everyone, silently
+        if cost_per_contact is not None:
+            why = "cost_per_contact is 0"
+        elif offer is not None:
+            why = f"cost_per_contact is not given and offer {offer_id!r} has no cost"
+        else:
+            why = "cost_per_contact is not given and there is no offer_id to take a cost from"
+        raise RequestError(
+            "budget.max_cost",
+            f"a money budget (budget.max_cost) needs a cost per contact above 0: {why}; "
+            "give cost_per_contact, or limit the contacts with budget.max_contacts",
+        )
     segments = base.segments
     for key in ("segments", "abc_classes", "lifecycle_stages"):
         if audience.get(key) and segments is None:

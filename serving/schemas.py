@@ -1,7 +1,9 @@
 """Request and response schemas of the campaign API (pydantic; they make the OpenAPI document).
 
-BentoML turns each API method's parameters into the request body's fields, so request bodies are
-declared as annotated parameters in serving.service, with the reusable parts here.
+Each request body is a model here (``ScoreRequest``, ``OffersRequest``, ``TargetRequest``) that
+serving.service hands to BentoML as the API's ``input_spec``: the model BentoML would build from
+the method's parameters ignores unknown fields, so a misspelt ``"budjet"`` would silently drop the
+budget. Every request model, nested ones included, refuses unknown fields.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ class Strict(BaseModel):
     """Unknown fields are errors and values are not coerced (no "5" for 5, no 0 for false)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RequestBody(BaseModel):
+    """A request body: unknown fields are errors (its nested models are ``Strict``)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 # --------------------------------------------------------------------------- /score
@@ -213,7 +221,8 @@ class Budget(Strict):
         ge=0.0,
         le=MAX_MONEY * 10**6,
         allow_inf_nan=False,
-        description="most money spent on contacts",
+        description="most money spent on contacts; needs a cost per contact above 0 "
+        "(cost_per_contact, or the offer's cost)",
         examples=[250.0],
     )
 
@@ -346,8 +355,8 @@ class ErrorResponse(BaseModel):
     request_id: str | None = None
 
 
-# --------------------------------------------------------------------------- request parameters
-# BentoML makes each API parameter a field of the request body; these are their declarations.
+# --------------------------------------------------------------------------- request fields
+# The fields of the request bodies below (each API's parameters are its body's fields).
 
 WithReasons = Annotated[
     bool, Field(strict=True, description="include the top-3 reason codes (SHAP)", examples=[True])
@@ -459,3 +468,42 @@ IncludeCustomers = Annotated[
         examples=[True],
     ),
 ]
+
+
+# --------------------------------------------------------------------------- request bodies
+# Optional fields default to None but are typed without ``| None``: BentoML publishes a top-level
+# field's type without its null branch, so an explicit null is refused (leave the field out).
+
+
+class ScoreRequest(RequestBody):
+    """POST /score."""
+
+    customer_ids: CustomerIds
+    model: ModelName = "churn"
+    reasons: WithReasons = True
+
+
+class OffersRequest(RequestBody):
+    """POST /next-best-offer."""
+
+    customer_ids: CustomerIds
+    k: OffersK = 3
+    kind: OffersKind = "any"
+    model: OfferModelName = None  # type: ignore[assignment]
+
+
+class TargetRequest(RequestBody):
+    """POST /target."""
+
+    campaign_id: CampaignId
+    channel: ContactChannel
+    model: CampaignModel = None  # type: ignore[assignment]
+    offer_id: CampaignOffer = None  # type: ignore[assignment]
+    audience: AudienceFilters = None  # type: ignore[assignment]
+    budget: CampaignBudget = None  # type: ignore[assignment]
+    cost_per_contact: CostPerContact = None  # type: ignore[assignment]
+    value_per_conversion: ValuePerConversion = None  # type: ignore[assignment]
+    control_fraction: ControlFraction = 0.1
+    test_cell_fraction: TestCellFraction = 0.0
+    win_back_first: WinBackFirst = False
+    include_customers: IncludeCustomers = True

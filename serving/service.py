@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
+import json
 import logging
 import threading
 import time
@@ -16,39 +18,27 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import bentoml
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse
 
 from features.store import StateDirs
-from serving.errors import RequestError
+from serving.errors import RequestError, ValidationErrorFields
 from serving.handlers import model_info, rank_offers, score_customers, target_customers
 from serving.kinds import ScoreModel
 from serving.registry import Registry, tracking_uri_of
 from serving.schemas import (
-    AudienceFilters,
-    CampaignBudget,
-    CampaignId,
-    CampaignModel,
-    CampaignOffer,
-    ContactChannel,
-    ControlFraction,
-    CostPerContact,
-    CustomerIds,
+    Audience,
+    Budget,
     ErrorResponse,
-    IncludeCustomers,
-    ModelName,
     ModelsResponse,
-    OfferModelName,
-    OffersK,
-    OffersKind,
+    OffersRequest,
     OffersResponse,
     ReloadResponse,
+    RequestBody,
+    ScoreRequest,
     ScoreResponse,
+    TargetRequest,
     TargetResponse,
-    TestCellFraction,
-    ValuePerConversion,
-    WinBackFirst,
-    WithReasons,
 )
 from serving.security import ApiKeyMiddleware, install_log_redaction, request_id
 from serving.settings import AuthSettings, ServingSettings
@@ -95,6 +85,48 @@ def _freeze_heap() -> None:
     """Move what is loaded out of the cyclic GC's reach: shorter collections while serving."""
     gc.collect()
     gc.freeze()
+
+
+def _api(route: str, body: type[RequestBody]) -> Callable[[Callable[..., Any]], Any]:
+    """``bentoml.api`` with ``body`` as the request model, so unknown fields are refused.
+
+    The model BentoML builds from a method's parameters ignores unknown fields (a misspelt
+    ``"budjet"`` would silently drop the budget), so each API names its body model; BentoML calls
+    the method with the model's fields as keyword arguments, hence they must be its parameters.
+    """
+
+    def wrap(func: Callable[..., Any]) -> Any:
+        params = set(list(inspect.signature(func).parameters)[1:])  # without self
+        if params != set(body.model_fields):
+            raise TypeError(
+                f"{func.__name__} takes {sorted(params)} but {body.__name__} has "
+                f"{sorted(body.model_fields)}"
+            )
+        return bentoml.api(route=route, input_spec=body)(func)
+
+    return wrap
+
+
+async def _unknown_inputs(request: Request, query: frozenset[str]) -> RequestError | None:
+    """An error naming the first unknown query parameter or body field of a route without a
+    body (FastAPI would ignore both: ``?forse=true`` or ``{"force": true}`` would not force)."""
+    extra = sorted(set(request.query_params) - query)
+    if extra:
+        name = extra[0][:64]
+        return RequestError(
+            name, f"unknown query parameter {name!r}; this route takes only {sorted(query)}"
+        )
+    raw = await request.body()
+    if not raw.strip():
+        return None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    field = next(iter(body))[:64] if isinstance(body, dict) and body else "body"
+    return RequestError(
+        field, f"{field!r}: this route takes no body; its query parameters are {sorted(query)}"
+    )
 
 
 def _error(exc: RequestError, endpoint: str) -> JSONResponse:
@@ -182,10 +214,10 @@ class Patron:
 
     # ------------------------------------------------------------------ APIs
 
-    @bentoml.api(route="/score")
-    async def score(
-        self, customer_ids: CustomerIds, model: ModelName = "churn", reasons: WithReasons = True
-    ) -> ScoreResponse:
+    # Each API's body is a model of serving.schemas (unknown fields refused at every level);
+    # BentoML passes its fields as the keyword arguments.
+    @_api("/score", ScoreRequest)
+    async def score(self, customer_ids: list[str], model: str, reasons: bool) -> ScoreResponse:
         """Score, percentile and decile in the current base, segment and top-3 reasons per
         customer; ids not in the snapshot are listed under `unknown`, not errors."""
         state = self.state  # read once: this request finishes on this state whatever reloads
@@ -206,16 +238,9 @@ class Patron:
             self.shadow.maybe_log(self.settings.shadow_log_every_s)
         return ScoreResponse.model_validate(body)
 
-    # Optional request fields default to None but are typed without ``| None``: BentoML publishes
-    # the annotation as the request schema, and null is not a value the API offers (leave the
-    # field out for the default); hence the ``type: ignore[assignment]`` on those defaults.
-    @bentoml.api(route="/next-best-offer")
+    @_api("/next-best-offer", OffersRequest)
     async def next_best_offer(
-        self,
-        customer_ids: CustomerIds,
-        k: OffersK = 3,
-        kind: OffersKind = "any",
-        model: OfferModelName = None,  # type: ignore[assignment]
+        self, customer_ids: list[str], k: int, kind: str, model: str | None
     ) -> OffersResponse:
         """The k best eligible offers per customer from the next-best-offer model (404 when
         none is served); ids not in the snapshot are listed under `unknown`."""
@@ -230,21 +255,21 @@ class Patron:
         except RequestError as exc:
             return _error(exc, "next-best-offer")  # type: ignore[return-value]
 
-    @bentoml.api(route="/target")
+    @_api("/target", TargetRequest)
     async def target(
         self,
-        campaign_id: CampaignId,
-        channel: ContactChannel,
-        model: CampaignModel = None,  # type: ignore[assignment]
-        offer_id: CampaignOffer = None,  # type: ignore[assignment]
-        audience: AudienceFilters = None,  # type: ignore[assignment]
-        budget: CampaignBudget = None,  # type: ignore[assignment]
-        cost_per_contact: CostPerContact = None,  # type: ignore[assignment]
-        value_per_conversion: ValuePerConversion = None,  # type: ignore[assignment]
-        control_fraction: ControlFraction = 0.1,
-        test_cell_fraction: TestCellFraction = 0.0,
-        win_back_first: WinBackFirst = False,
-        include_customers: IncludeCustomers = True,
+        campaign_id: str,
+        channel: str,
+        model: str | None,
+        offer_id: str | None,
+        audience: Audience | None,
+        budget: Budget | None,
+        cost_per_contact: float | None,
+        value_per_conversion: float | None,
+        control_fraction: float,
+        test_cell_fraction: float,
+        win_back_first: bool,
+        include_customers: bool,
     ) -> TargetResponse:
         """Customers maximising expected profit (p x value - cost, or uplift x value - cost)
         within the budget, with control and test cells fixed by hash(campaign, customer); never
@@ -292,10 +317,15 @@ class Patron:
         )
 
     @ops.post("/admin/reload", response_model=ReloadResponse, summary="Reload from the registry")
-    def admin_reload(self, force: bool = False) -> ReloadResponse:
+    async def admin_reload(
+        self, request: Request, force: bool = False
+    ) -> ReloadResponse | JSONResponse:
         """Load the aliases' current versions and the latest snapshots, then swap them in
         (admin key); requests in flight finish on the previous models."""
-        swapped, state = self.reload(force=force)
+        refused = await _unknown_inputs(request, frozenset({"force"}))
+        if refused is not None:
+            return _error(refused, "admin/reload")
+        swapped, state = await asyncio.to_thread(self.reload, force)
         return ReloadResponse(
             swapped=swapped,
             versions={f: m.meta.version for f, m in state.models.items()},
@@ -305,6 +335,7 @@ class Patron:
 
 def _with_api_keys(service: Any) -> Any:
     service.add_asgi_middleware(ApiKeyMiddleware)
+    service.add_asgi_middleware(ValidationErrorFields)
     return service
 
 

@@ -142,6 +142,14 @@ class CampaignRules:
     test_cell_fraction: float = 0.0
     win_back_first: bool = False
 
+    def __post_init__(self) -> None:
+        # free contacts would make any money budget select everyone
+        if self.max_cost is not None and not self.cost_per_contact > 0.0:
+            raise ValueError(
+                "a money budget (max_cost) needs cost_per_contact above 0, "
+                f"not {self.cost_per_contact}"
+            )
+
 
 @dataclass(frozen=True)
 class Selection:

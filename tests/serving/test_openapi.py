@@ -52,3 +52,40 @@ def test_patched_document_requires_bodies_keys_and_documents_errors():
     inline = target["responses"]["200"]["content"]["application/json"]["schema"]
     assert {"type": "null"} in inline["properties"]["offer_id"]["anyOf"]
     assert DOC["paths"]["/target"]["post"]["requestBody"] == {"content": {}}  # input untouched
+
+
+def _refs(node: object) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+def test_the_services_document_refuses_unknown_fields_and_resolves():
+    """The document of the real service, patched: request bodies and their nested models say
+    additionalProperties: false (the service refuses unknown fields), every $ref resolves, and
+    schemathesis can build every operation from it."""
+    import json
+
+    import schemathesis
+
+    from serving.schemas import OffersResponse, ScoreResponse
+    from serving.service import Patron
+
+    doc = json.loads(json.dumps(Patron.openapi_spec.asdict()))
+    out = patch_openapi(doc, OPEN_PATHS, [ScoreResponse, OffersResponse, TargetResponse])
+    schemas = out["components"]["schemas"]
+    for api in Patron.apis.values():
+        body = out["paths"][api.route]["post"]["requestBody"]
+        schema = body["content"]["application/json"]["schema"]
+        assert body["required"] is True and schema["additionalProperties"] is False, api.route
+        for ref in _refs(schema):
+            assert schemas[ref.rsplit("/", 1)[-1]]["additionalProperties"] is False, ref
+    for ref in _refs(out):
+        assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[-1] in schemas
+    operations = [
+        type(op).__name__ for op in schemathesis.openapi.from_dict(out).get_all_operations()
+    ]
+    assert operations and set(operations) == {"Ok"}, operations
