@@ -66,7 +66,7 @@ def post(srv: Server, path: str, body: object, headers: dict | None = None, **kw
 def snapshot_ids(pipeline, n: int) -> list[str]:
     from features.build import latest_snapshot
 
-    _, path = latest_snapshot(pipeline["state"], "synthetic", "churn_v1")
+    _, path = latest_snapshot(pipeline["state"], "synthetic", pipeline["cfg"].feature_set)
     return (
         pd.read_parquet(path, columns=["customer_id"])["customer_id"].astype(str).head(n).tolist()
     )
