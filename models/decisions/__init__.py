@@ -6,11 +6,15 @@ serving, training and experiments alike.
 
 from models.decisions.allocate import (
     EXCLUSION_REASONS,
+    AllocationProblem,
     ContactHistory,
     HouseholdMaps,
     Plan,
+    allocation_problem,
     contact_history,
     plan_campaign,
+    plan_from,
+    solve,
 )
 from models.decisions.campaign import Campaign, load_campaign, parse_campaign
 from models.decisions.groups import assign_groups
@@ -24,6 +28,7 @@ from models.decisions.value import (
 )
 
 __all__ = [
+    "AllocationProblem",
     "BASIS_NON_CAUSAL",
     "BASIS_UPLIFT",
     "EXCLUSION_REASONS",
@@ -34,10 +39,13 @@ __all__ = [
     "Plan",
     "ResponseProbability",
     "UpliftEstimate",
+    "allocation_problem",
     "assign_groups",
     "contact_history",
     "contact_values",
     "load_campaign",
     "parse_campaign",
     "plan_campaign",
+    "plan_from",
+    "solve",
 ]

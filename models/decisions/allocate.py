@@ -64,7 +64,7 @@ EXCLUSION_REASONS = (
 EXACT_MAX_OPTIONS = 5_000
 _EPS = 1e-9
 
-Method = Literal["auto", "exact", "lagrangian"]
+Method = Literal["auto", "exact", "lagrangian", "greedy"]
 
 
 # --------------------------------------------------------------------------- inputs
@@ -435,6 +435,28 @@ def solve_lagrangian(
     )
 
 
+def solve_greedy(opts: _Options, cons: _Constraints) -> SolveResult:
+    """The naive reference: options by value, best first, each taken if its unit is free and it
+    fits every budget; its bound is the units' best values summed (no budget)."""
+    t0 = time.perf_counter()
+    if len(opts.value) == 0:
+        return SolveResult(np.zeros(0, int), 0.0, 0.0, "greedy", 0, 0.0, "empty")
+    if cons.names:
+        chosen = _repair(opts, cons, opts.value, np.zeros(0, dtype=np.int64))
+    else:
+        chosen = _best_per_unit(opts, opts.value)[1]
+    best = np.maximum.reduceat(opts.value, opts.starts)
+    return SolveResult(
+        chosen,
+        float(opts.value[chosen].sum()),
+        float(best.sum()),
+        "greedy",
+        1,
+        time.perf_counter() - t0,
+        "done",
+    )
+
+
 def _repair(
     opts: _Options, cons: _Constraints, reduced: np.ndarray, chosen: np.ndarray
 ) -> np.ndarray:
@@ -479,7 +501,31 @@ def _repair(
 # --------------------------------------------------------------------------- the plan
 
 
-def plan_campaign(
+@dataclass(frozen=True)
+class AllocationProblem:
+    """The rules applied and the candidate options built: what every solver works on."""
+
+    campaign: Campaign
+    ids: np.ndarray
+    person_codes: np.ndarray
+    person_ids: np.ndarray
+    rep: np.ndarray
+    is_rep: np.ndarray
+    household: np.ndarray
+    reason_p: np.ndarray
+    unit_of_person: np.ndarray
+    person_idx: np.ndarray
+    arm: np.ndarray
+    profit: np.ndarray
+    responses: np.ndarray
+    spend: np.ndarray
+    basis: str
+    incremental: bool
+    options: _Options
+    constraints: _Constraints
+
+
+def allocation_problem(
     campaign: Campaign,
     customers: pd.DataFrame,
     estimate: Estimate,
@@ -487,10 +533,9 @@ def plan_campaign(
     customer_value: np.ndarray | None = None,
     history: ContactHistory | None = None,
     households: HouseholdMaps | None = None,
-    method: Method = "auto",
-    time_limit: float = 600.0,
-) -> Plan:
-    """Who to contact, with which offer, on which channel — and why the others are not."""
+) -> AllocationProblem:
+    """Collapse duplicates, apply consent, eligibility and the contact policy, value every
+    allowed contact and build the options of each unit (household or person)."""
     n = len(customers)
     ids = customers["customer_id"].astype(str).to_numpy(dtype=object)
     if len(pd.unique(ids)) != n:
@@ -576,14 +621,76 @@ def plan_campaign(
         spend=flat_spend[person_idx, arm].astype(float),
         n_arms=n_off * n_ch,
     )
-    cons = _constraints(campaign)
-    chosen_method = method
+    return AllocationProblem(
+        campaign=campaign,
+        ids=ids,
+        person_codes=person_codes,
+        person_ids=np.asarray(person_ids, dtype=object),
+        rep=rep,
+        is_rep=is_rep,
+        household=household,
+        reason_p=reason_p,
+        unit_of_person=np.asarray(unit_of_person),
+        person_idx=person_idx,
+        arm=arm,
+        profit=vals.profit[rep].reshape(n_persons, -1),
+        responses=vals.responses[rep].reshape(n_persons, -1),
+        spend=flat_spend,
+        basis=vals.basis,
+        incremental=vals.incremental,
+        options=opts,
+        constraints=_constraints(campaign),
+    )
+
+
+def solve(
+    problem: AllocationProblem, method: Method = "auto", time_limit: float = 600.0
+) -> SolveResult:
+    """Solve an allocation problem with the method asked (``auto``: exact when small)."""
+    opts, cons = problem.options, problem.constraints
+    if method == "greedy":
+        return solve_greedy(opts, cons)
     if method == "auto":
-        chosen_method = "exact" if len(opts.value) <= EXACT_MAX_OPTIONS else "lagrangian"
-    if chosen_method == "exact":
-        result = solve_exact(opts, cons, time_limit=time_limit)
-    else:
-        result = solve_lagrangian(opts, cons, time_limit=time_limit)
+        method = "exact" if len(opts.value) <= EXACT_MAX_OPTIONS else "lagrangian"
+    if method == "exact":
+        return solve_exact(opts, cons, time_limit=time_limit)
+    return solve_lagrangian(opts, cons, time_limit=time_limit)
+
+
+def plan_campaign(
+    campaign: Campaign,
+    customers: pd.DataFrame,
+    estimate: Estimate,
+    *,
+    customer_value: np.ndarray | None = None,
+    history: ContactHistory | None = None,
+    households: HouseholdMaps | None = None,
+    method: Method = "auto",
+    time_limit: float = 600.0,
+) -> Plan:
+    """Who to contact, with which offer, on which channel — and why the others are not."""
+    problem = allocation_problem(
+        campaign,
+        customers,
+        estimate,
+        customer_value=customer_value,
+        history=history,
+        households=households,
+    )
+    return plan_from(problem, solve(problem, method, time_limit))
+
+
+def plan_from(problem: AllocationProblem, result: SolveResult) -> Plan:
+    """The plan of a solved problem: per-record table, totals, exclusions, groups, summary."""
+    pb = problem
+    campaign = pb.campaign
+    n_off, n_ch = len(campaign.offers), len(campaign.channels)
+    ids, person_codes, person_ids = pb.ids, pb.person_codes, pb.person_ids
+    n, n_persons = len(ids), len(person_ids)
+    is_rep, household, unit_of_person = pb.is_rep, pb.household, pb.unit_of_person
+    reason_p = pb.reason_p.copy()
+    person_idx, arm, flat_spend = pb.person_idx, pb.arm, pb.spend
+    opts, cons = pb.options, pb.constraints
 
     sel_person = person_idx[result.chosen]
     sel_arm = arm[result.chosen]
@@ -603,8 +710,8 @@ def plan_campaign(
     profit_p = np.full(n_persons, np.nan)
     resp_p = np.full(n_persons, np.nan)
     spend_p = np.full(n_persons, np.nan)
-    profit_p[sel_person] = vals.profit[rep].reshape(n_persons, -1)[sel_person, sel_arm]
-    resp_p[sel_person] = vals.responses[rep].reshape(n_persons, -1)[sel_person, sel_arm]
+    profit_p[sel_person] = pb.profit[sel_person, sel_arm]
+    resp_p[sel_person] = pb.responses[sel_person, sel_arm]
     spend_p[sel_person] = flat_spend[sel_person, sel_arm]
     group_p = np.full(n_persons, None, dtype=object)
     group_p[sel_person] = assign_groups(
@@ -632,17 +739,17 @@ def plan_campaign(
         "offer": on_rep(offer_p, None),
         "channel": on_rep(channel_p, None),
     }
-    if vals.incremental:
+    if pb.incremental:
         frame["expected_incremental_profit"] = on_rep(profit_p, np.nan)
         frame["expected_incremental_responses"] = on_rep(resp_p, np.nan)
     else:
         frame["non_causal_ranking_value"] = on_rep(profit_p, np.nan)
     frame["expected_spend"] = on_rep(spend_p, np.nan)
-    frame["basis"] = vals.basis
+    frame["basis"] = pb.basis
     frame["exclusion_reason"] = reason
     table = pd.DataFrame(frame)
 
-    figure = "expected_incremental_profit" if vals.incremental else "non_causal_ranking_value"
+    figure = "expected_incremental_profit" if pb.incremental else "non_causal_ranking_value"
     exclusions = {r: int((reason == r).sum()) for r in EXCLUSION_REASONS}
     by_offer = _totals(table, "offer", campaign.offer_ids, figure)
     by_channel = _totals(table, "channel", campaign.channel_names, figure)
@@ -652,7 +759,7 @@ def plan_campaign(
     summary: dict[str, Any] = {
         "campaign_id": campaign.campaign_id,
         "objective_name": campaign.objective,
-        "basis": vals.basis,
+        "basis": pb.basis,
         "base": n,
         "selected": int(len(sel)),
         "contacted": int(len(contacted)),
@@ -680,7 +787,7 @@ def plan_campaign(
             for i, name in enumerate(cons.names)
         },
     }
-    if not vals.incremental:
+    if not pb.incremental:
         summary["warning"] = (
             "ranked by a non-causal score: every figure is non-incremental (not an effect of "
             f"the contact); reason given: {campaign.ranking.reason}"

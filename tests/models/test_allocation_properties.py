@@ -86,7 +86,7 @@ def problems(draw: st.DrawFn) -> dict[str, Any]:
         "estimate": UpliftEstimate(u, ResponseProbability(p)),
         "history": history,
         "households": HouseholdMaps(household=household, canonical=canonical),
-        "method": draw(st.sampled_from(["exact", "lagrangian"])),
+        "method": draw(st.sampled_from(["exact", "lagrangian", "greedy"])),
     }
 
 
