@@ -306,7 +306,11 @@ def _best_per_unit(opts: _Options, reduced: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def solve_exact(
-    opts: _Options, cons: _Constraints, time_limit: float = 60.0, relax: bool = False
+    opts: _Options,
+    cons: _Constraints,
+    time_limit: float = 60.0,
+    relax: bool = False,
+    rel_gap: float = 1e-7,
 ) -> SolveResult:
     """The MIP (or, with ``relax``, its LP relaxation) solved by HiGHS."""
     t0 = time.perf_counter()
@@ -339,7 +343,12 @@ def solve_exact(
         constraints=LinearConstraint(a, -np.inf, b_ub),
         integrality=np.ones(m),
         bounds=(0, 1),
-        options={"time_limit": time_limit, "mip_rel_gap": 1e-7, "disp": False, "presolve": False},
+        options={
+            "time_limit": time_limit,
+            "mip_rel_gap": rel_gap,
+            "disp": False,
+            "presolve": False,
+        },
     )
     if res.x is None:
         raise RuntimeError(f"HiGHS found no solution: {res.message}")
@@ -379,8 +388,11 @@ def solve_lagrangian(
     tol: float = 1e-6,
     max_iter: int = 150,
     time_limit: float = 600.0,
+    polish_units: int = 500,
 ) -> SolveResult:
-    """Lagrangian dual of the budgets by box-step cutting planes, then greedy repair and fill."""
+    """Lagrangian dual of the budgets by box-step cutting planes, then greedy repair and fill;
+    with ``polish_units``, also a HiGHS MIP over the units nearest indifference (the rest fixed
+    at their choice), kept when it beats the greedy repair."""
     t0 = time.perf_counter()
     m, k = len(opts.value), len(cons.names)
     if m == 0:
@@ -428,11 +440,54 @@ def solve_lagrangian(
                 if on_edge:
                     delta *= 2.0 if l_n <= l_c - 0.5 * predicted else 1.5
                 lam, l_c, reduced, chosen = lam_n, l_n, red_n, ch_n
-    chosen = _repair(opts, cons, reduced, chosen)
+    repaired = _repair(opts, cons, reduced, chosen)
+    if k and polish_units > 0:
+        polished = _polish(opts, cons, reduced, polish_units, time_limit=10.0)
+        if polished is not None and opts.value[polished].sum() > opts.value[repaired].sum():
+            repaired, status = polished, status + ", polished"
+    chosen = repaired
     objective = float(opts.value[chosen].sum())
     return SolveResult(
         chosen, objective, max(l_c, objective), "lagrangian", it, time.perf_counter() - t0, status
     )
+
+
+def _polish(
+    opts: _Options, cons: _Constraints, reduced: np.ndarray, n_free: int, time_limit: float
+) -> np.ndarray | None:
+    """Fix every unit whose choice at λ is clear (largest margin between its best and second-best
+    reduced value, "none" counting as 0); solve the MIP over the ``n_free`` least clear units
+    within what the fixed ones leave of each budget. None when the fixed ones alone overspend."""
+    starts = opts.starts
+    best, first = _best_per_unit(opts, reduced)
+    masked = reduced.copy()
+    masked[first] = -np.inf
+    second = np.maximum(np.maximum.reduceat(masked, starts), 0.0)
+    margin = np.where(best > 0, best - second, -best)
+    n_units = len(starts)
+    if n_units <= n_free:
+        free = np.ones(n_units, dtype=bool)
+    else:
+        free = np.zeros(n_units, dtype=bool)
+        free[np.argpartition(margin, n_free)[:n_free]] = True
+    fixed = first[(best > 0) & ~free]
+    remaining = cons.b - cons.total(opts.arm[fixed], opts.spend[fixed], opts.n_arms)
+    if np.any(remaining < -_EPS):
+        return None
+    sub_idx = np.flatnonzero(free[opts.unit])
+    sub = _Options(
+        unit=pd.factorize(opts.unit[sub_idx])[0].astype(np.int64),
+        arm=opts.arm[sub_idx],
+        value=opts.value[sub_idx],
+        spend=opts.spend[sub_idx],
+        n_arms=opts.n_arms,
+    )
+    sub_cons = _Constraints(cons.names, cons.P, cons.Q, np.maximum(remaining, 0.0))
+    try:
+        res = solve_exact(sub, sub_cons, time_limit=time_limit, rel_gap=1e-3)
+    except RuntimeError:
+        return None
+    return np.sort(np.concatenate([fixed, sub_idx[res.chosen]]))
 
 
 def solve_greedy(opts: _Options, cons: _Constraints) -> SolveResult:
