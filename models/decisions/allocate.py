@@ -140,19 +140,27 @@ class Plan:
 
 
 def _is_true(values: pd.Series) -> np.ndarray:
-    """Only an explicit yes is consent: True, 1, "true"/"yes"/"y"/"1" (any case)."""
+    """Only an explicit yes is consent: True, 1, "true"/"yes"/"y"/"1" (any case); as
+    ``serving.targeting``; anything else, a missing value included, is no."""
     if pd.api.types.is_bool_dtype(values.dtype):
         return values.fillna(False).to_numpy(dtype=bool)
     if pd.api.types.is_numeric_dtype(values.dtype):
         return values.to_numpy(dtype=float, na_value=np.nan) == 1.0
-    text = values.astype(object).where(values.notna(), "")
-    return text.map(
-        lambda v: (
-            v is True
-            or (isinstance(v, int | float | np.number) and not isinstance(v, bool) and v == 1)
-            or (isinstance(v, str) and v.strip().lower() in ("true", "yes", "y", "1"))
-        )
-    ).to_numpy(dtype=bool)
+    return values.map(_yes).to_numpy(dtype=bool)
+
+
+def _yes(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return False
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value) == 1
+    if isinstance(value, float | np.floating):
+        return bool(value == 1.0)
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "y", "1")
+    return False
 
 
 def _condition_holds(customers: pd.DataFrame, cond: Condition) -> np.ndarray:

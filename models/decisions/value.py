@@ -170,6 +170,11 @@ def contact_values(
         if estimate.p_accept is not None:
             p_acc = np.asarray(estimate.p_accept.p, dtype=float)
             p_accept = _arm_shape(p_acc, n, n_offers, n_channels, "p_accept")
+            if (uplift > p_accept + 1e-9).any():
+                raise ValueError(
+                    "uplift exceeds P(accept | contacted) somewhere: an incremental response is "
+                    "a response, so the uplift cannot be larger than the treated response rate"
+                )
         elif (accept_cost > 0).any():
             raise ValueError(
                 "an offer costs something per acceptance: pass UpliftEstimate.p_accept "

@@ -327,3 +327,32 @@ def test_groups_are_fixed_by_the_campaign_id() -> None:
     assert not g1.equals(g3)
     shares = g1.value_counts(normalize=True)
     assert 0.12 < shares["control"] < 0.28 and 0.04 < shares["test"] < 0.16
+
+
+def test_consent_values_only_an_explicit_yes() -> None:
+    c = parse_campaign(
+        _campaign(
+            budget={},
+            offers=[{"id": "a", "kind": "retention", "value": 50.0}],
+            channels=[{"name": "email", "cost_per_contact": 0.2}],
+        )
+    )
+    values = [True, np.True_, 1, "Yes", " y ", "1", False, 0, "no", None, "", 2]
+    customers = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(len(values))],
+            "consent_email": pd.Series(values, dtype=object),
+        }
+    )
+    plan = plan_campaign(c, customers, UpliftEstimate(np.full((len(values), 1), 0.2)))
+    assert plan.customers["selected"].tolist() == [True] * 6 + [False] * 6
+    # a table without the channel's consent column: nobody is contacted on it
+    plan = plan_campaign(c, customers[["customer_id"]], UpliftEstimate(np.full((12, 1), 0.2)))
+    assert plan.exclusions["no_consent"] == 12
+
+
+def test_uplift_larger_than_the_treated_response_rate_is_refused() -> None:
+    c = parse_campaign(_campaign())
+    u = np.full((1, 2, 2), 0.3)
+    with pytest.raises(ValueError, match="uplift exceeds"):
+        contact_values(c, UpliftEstimate(u, ResponseProbability(np.full((1, 2, 2), 0.2))))
