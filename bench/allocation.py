@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -236,6 +237,7 @@ def run(
         "lagrangian_seconds_to_mip_seconds": sub_lag.seconds / max(mip.seconds, 1e-9),
     }
     out["generate_seconds"] = round(gen_s, 2)
+    out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     out["cpus"] = os.cpu_count()
     out["load_average_1m_at_end"] = os.getloadavg()[0]
     out["python"] = platform.python_version()
@@ -260,7 +262,10 @@ def _print_table(r: dict[str, Any]) -> None:
         f"{'greedy by value':<22}{g['seconds']:>9.1f}{g['objective']:>15,.0f}{'':>15}{'':>10}"
         f"{r['greedy_to_lagrangian_objective']:>8.3f}"
     )
-    print(f"whole plan (rules, values, solver, groups, table): {r['plan_seconds']:.1f} s")
+    print(
+        f"whole plan (rules, values, solver, groups, table): {r['plan_seconds']:.1f} s; "
+        f"peak RSS of the run {r['peak_rss_mib']:,.0f} MiB"
+    )
     if "highs_lp_full_size" in r:
         lp = r["highs_lp_full_size"]
         print(
