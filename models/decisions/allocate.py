@@ -661,7 +661,7 @@ def allocation_problem(
         ("no_consent", ~consent.any(axis=1)),
         ("not_eligible", ~elig.any(axis=1)),
         ("contact_policy", ~policy_ok),
-        ("not_profitable", ~candidate.reshape(n_persons, -1).any(axis=1)),
+        ("not_profitable", ~candidate.reshape(n_persons, n_off * n_ch).any(axis=1)),
     ):
         reason_p[(reason_p == "") & failed] = name
 
@@ -670,13 +670,13 @@ def allocation_problem(
         unit_of_person = pd.factorize(household)[0]
     else:
         unit_of_person = np.arange(n_persons)
-    person_idx, arm = np.nonzero(candidate.reshape(n_persons, -1))
+    person_idx, arm = np.nonzero(candidate.reshape(n_persons, n_off * n_ch))
     unit = unit_of_person[person_idx]
     order = np.argsort(unit, kind="stable")
     person_idx, arm, unit = person_idx[order], arm[order], unit[order]
     unit = pd.factorize(unit)[0] if len(unit) else unit  # dense codes, still sorted
-    flat_obj = objective.reshape(n_persons, -1)
-    flat_spend = vals.spend[rep].reshape(n_persons, -1)
+    flat_obj = objective.reshape(n_persons, n_off * n_ch)
+    flat_spend = vals.spend[rep].reshape(n_persons, n_off * n_ch)
     opts = _Options(
         unit=unit.astype(np.int64),
         arm=arm.astype(np.int64),
@@ -696,8 +696,8 @@ def allocation_problem(
         unit_of_person=np.asarray(unit_of_person),
         person_idx=person_idx,
         arm=arm,
-        profit=vals.profit[rep].reshape(n_persons, -1),
-        responses=vals.responses[rep].reshape(n_persons, -1),
+        profit=vals.profit[rep].reshape(n_persons, n_off * n_ch),
+        responses=vals.responses[rep].reshape(n_persons, n_off * n_ch),
         spend=flat_spend,
         basis=vals.basis,
         incremental=vals.incremental,

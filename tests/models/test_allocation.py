@@ -362,3 +362,42 @@ def test_uplift_larger_than_the_treated_response_rate_is_refused() -> None:
     u = np.full((1, 2, 2), 0.3)
     with pytest.raises(ValueError, match="uplift exceeds"):
         contact_values(c, UpliftEstimate(u, ResponseProbability(np.full((1, 2, 2), 0.2))))
+
+
+def test_example_campaign_plans_end_to_end_and_totals_add_up() -> None:
+    c = load_campaign(ROOT / "experiments/campaigns/retention_example.yaml")
+    rng = np.random.default_rng(11)
+    n = 3000
+    customers = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(n)],
+            "lifecycle_stage": rng.choice(["new", "active", "lapsing", "lapsed", "loyal"], n),
+            "rfm_segment": rng.choice(["champions", "loyal_customers", "hibernating"], n),
+        }
+    )
+    for ch in c.channel_names:
+        customers[f"consent_{ch}"] = rng.random(n) < 0.6
+    shape = (n, len(c.offers), len(c.channels))
+    u = rng.uniform(-0.02, 0.2, shape)
+    est = UpliftEstimate(u, ResponseProbability(np.clip(u + 0.1, 0, 1)))
+    plan = plan_campaign(c, customers, est, customer_value=rng.lognormal(4.5, 0.8, n))
+    s = plan.summary
+    assert s["selected"] + sum(plan.exclusions.values()) == n
+    assert s["control"] + s["test_cell"] + s["rollout"] == s["selected"]
+    assert int(plan.by_offer["contacted"].sum()) == s["contacted"]
+    assert int(plan.by_channel["contacted"].sum()) == s["contacted"]
+    assert plan.by_channel["expected_incremental_profit_contacted"].sum() == pytest.approx(
+        s["expected_incremental_profit_contacted"]
+    )
+    assert plan.by_offer["expected_spend_contacted"].sum() == pytest.approx(
+        s["expected_spend_contacted"]
+    )
+    assert s["selected"] > 0 and s["solver"]["gap"] < 1e-3
+
+
+def test_an_empty_base_plans_nobody() -> None:
+    c = parse_campaign(_campaign())
+    customers = pd.DataFrame({"customer_id": pd.Series([], dtype=str)})
+    est = UpliftEstimate(np.zeros((0, 2, 2)), ResponseProbability(np.zeros((0, 2, 2))))
+    plan = plan_campaign(c, customers, est)
+    assert plan.summary["selected"] == 0 and sum(plan.exclusions.values()) == 0
