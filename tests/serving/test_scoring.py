@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.definitions import context_feature_names
 from serving.batch import score_base
 from serving.errors import RequestError
 from serving.handlers import check_ids, rank_offers, score_customers, target_customers
 from serving.kinds import rank_stats
 from serving.settings import AuthSettings, ServingSettings
 from serving.state import build_state, state_keys
-from tests.serving.conftest import register_copy, serving_settings
+from tests.serving.conftest import ensure_snapshot, register_copy, serving_settings
 
 NAME = "serving-inprocess-test"
 
@@ -76,6 +77,8 @@ def test_scores_equal_the_live_model_with_its_shap_reasons(setup):
     live = model.score(frame)
     np.testing.assert_allclose([s["score"] for s in body["scores"]], live, rtol=0, atol=1e-12)
     contribs = model.contributions(frame)
+    # context features (the snapshot date's month) are never a customer's reason
+    contribs[list(set(contribs.columns) & context_feature_names())] = 0.0
     for rec, (_, row) in zip(body["scores"], contribs.iterrows(), strict=True):
         top = row.abs().sort_values(ascending=False, kind="stable").index[:3].tolist()
         assert [r["feature"] for r in rec["reasons"]] == top
@@ -367,6 +370,8 @@ def offers_setup(served_pipeline, setup):
         "feature_set": cfg.feature_set,
     }
     settings = ServingSettings.model_validate(raw)
+    # the NBO model reads its own feature set's snapshot (churn's is churn_v1+context_v1)
+    ensure_snapshot(state, "synthetic", cfg.feature_set)
     return cfg, build_state(settings, state), state
 
 
