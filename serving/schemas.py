@@ -507,3 +507,250 @@ class TargetRequest(RequestBody):
     test_cell_fraction: TestCellFraction = 0.0
     win_back_first: WinBackFirst = False
     include_customers: IncludeCustomers = True
+
+
+# ---------------------------------------------------------------- /campaigns/plan, /offers
+# The campaign definition is models.decisions.campaign.Campaign (docs/decisions.md). Inline, it is
+# taken as an object and validated by the handler against that strict schema (unknown fields at
+# any depth are a 400 naming their path, e.g. ``campaign.offers.0.valu``), in the same error shape.
+
+PLAN_EXAMPLE: dict[str, Any] = {
+    "campaign_id": "retention-2026-12",
+    "offers": [
+        {
+            "id": "retention_email",
+            "kind": "retention",
+            "value": 40.0,
+            "model": "uplift",
+        }
+    ],
+    "channels": [{"name": "email", "cost_per_contact": 0.2}],
+    "budget": {"contacts": 500},
+}
+
+PlanCampaignName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="a campaign the server is configured with (GET /offers lists them); give "
+        "this or `campaign`",
+        examples=["retention"],
+    ),
+]
+InlineCampaign = Annotated[
+    dict[str, Any],
+    Field(
+        description="a whole campaign definition (models.decisions.campaign.Campaign, "
+        "docs/decisions.md; each offer names its served `model`); unknown fields at any level "
+        "are refused naming their path; give this or `campaign_name`",
+        examples=[PLAN_EXAMPLE],
+    ),
+]
+ValueModelName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        description="served value (CLV) model giving the customer value of offers with "
+        "value_source customer_value (default: the only served value model)",
+        examples=["clv"],
+    ),
+]
+PlanCustomerIds = Annotated[
+    list[CustomerId],
+    Field(
+        min_length=1,
+        max_length=HARD_MAX_BATCH,
+        description="list only these customers' rows (the plan is always made over the whole "
+        "base, so totals are the campaign's)",
+        examples=[["C0000001"]],
+    ),
+]
+SelectedOnly = Annotated[
+    bool, Field(strict=True, description="list only the selected customers", examples=[False])
+]
+RowOffset = Annotated[
+    int,
+    Field(strict=True, ge=0, le=10**9, description="first row listed (paging)", examples=[0]),
+]
+MaxRows = Annotated[
+    int,
+    Field(
+        strict=True,
+        ge=0,
+        le=HARD_MAX_BATCH,
+        description="most customer rows listed (0: totals only)",
+        examples=[1000],
+    ),
+]
+
+
+class PlanRequest(RequestBody):
+    """POST /campaigns/plan."""
+
+    campaign_name: PlanCampaignName = None  # type: ignore[assignment]
+    campaign: InlineCampaign = None  # type: ignore[assignment]
+    value_model: ValueModelName = None  # type: ignore[assignment]
+    customer_ids: PlanCustomerIds = None  # type: ignore[assignment]
+    selected_only: SelectedOnly = False
+    offset: RowOffset = 0
+    max_rows: MaxRows = 1000
+
+
+class PlanRow(BaseModel):
+    """One customer record of the base: what the plan does with it, or why not."""
+
+    customer_id: str = Field(examples=["C0000042"])
+    person_id: str = Field(description="the record's person (merge map; itself if none)")
+    household_id: str = Field(description="household (person:<id> when none is known)")
+    selected: bool
+    group: Literal["control", "test", "rollout"] | None = Field(
+        description="control: selected but held out; test: the test cell; rollout: the rest"
+    )
+    offer: str | None = Field(examples=["retention_email"])
+    channel: str | None = Field(examples=["email"])
+    expected_incremental_profit: float | None = Field(
+        description="uplift x value - costs (uplift basis only; null otherwise)"
+    )
+    expected_incremental_responses: float | None = Field(description="uplift (uplift basis)")
+    non_causal_ranking_value: float | None = Field(
+        description="non-causal basis only: NOT an incremental effect"
+    )
+    expected_spend: float | None = Field(description="channel cost + offer cost x P(accept)")
+    basis: str = Field(examples=["incremental (uplift)"])
+    exclusion_reason: str | None = Field(
+        description="first rule failed (docs/decisions.md); null when selected",
+        examples=["no_consent"],
+    )
+
+
+class PlanTotal(BaseModel):
+    """Totals of one offer or channel over the selected customers."""
+
+    name: str = Field(description="offer id or channel name")
+    selected: int
+    contacted: int
+    control: int
+    expected_incremental_profit_contacted: float | None = Field(
+        description="uplift basis only (null otherwise)"
+    )
+    non_causal_ranking_value_contacted: float | None = Field(
+        description="non-causal basis only: NOT an incremental effect"
+    )
+    expected_spend_contacted: float
+
+
+class PlanInput(BaseModel):
+    """Which served model gave an offer's estimate, and what that estimate is."""
+
+    offer_id: str
+    model: str = Field(description="served model key")
+    registered_model: str
+    version: str
+    estimate: Literal["uplift", "churn_probability", "response_probability", "customer_value"]
+
+
+class PlanCheck(BaseModel):
+    """Selected + excluded (every reason) = the base."""
+
+    base: int
+    selected: int
+    excluded: int
+    adds_up: bool
+
+
+class PlanSummary(BaseModel):
+    """The plan's figures (over the whole base, whatever rows are listed)."""
+
+    basis: str = Field(description="what every figure is based on")
+    incremental: bool = Field(description="false: ranked by a non-causal score")
+    warning: str | None = Field(description="set when the figures are not incremental")
+    objective: str
+    base: int
+    selected: int
+    contacted: int
+    control: int
+    test_cell: int
+    rollout: int
+    expected_incremental_profit_contacted: float | None
+    expected_incremental_responses_contacted: float | None
+    non_causal_ranking_value_contacted: float | None
+    expected_spend_selected: float
+    expected_spend_contacted: float
+    solver: dict[str, Any] = Field(description="method, objective, bound, gap, seconds, ...")
+    constraints: dict[str, dict[str, float]] = Field(
+        description="per budget / capacity: its limit and what the selected use"
+    )
+
+
+class PlanPage(BaseModel):
+    """Which rows are listed."""
+
+    offset: int
+    returned: int
+    total_rows: int = Field(description="rows matching the filters")
+    next_offset: int | None = Field(description="null on the last page")
+
+
+class PlanResponse(BaseModel):
+    """A campaign plan: per customer, totals, exclusions, the check, the inputs used."""
+
+    campaign_id: str
+    source: str = Field(description="configured:<name> or inline", examples=["configured:ret"])
+    dataset: str
+    as_of: str = Field(description="snapshot date of the base planned")
+    inputs: list[PlanInput]
+    value_model: list[PlanInput] = Field(
+        description="the value (CLV) model of customer_value offers (empty when none is needed)"
+    )
+    history: str = Field(description="where contact history came from, or why there is none")
+    households: str = Field(description="where households and duplicates came from")
+    summary: PlanSummary
+    by_offer: list[PlanTotal]
+    by_channel: list[PlanTotal]
+    excluded: dict[str, int] = Field(description="customers per exclusion reason")
+    check: PlanCheck
+    page: PlanPage
+    customers: list[PlanRow]
+    unknown: list[UnknownCustomer] = Field(description="customer_ids not in the base")
+
+
+class ListedOffer(BaseModel):
+    """One offer of a configured campaign."""
+
+    offer_id: str
+    kind: str
+    value: float | None
+    value_source: str
+    cost_per_acceptance: float
+    model: str | None = Field(description="served model estimating it")
+    model_served: bool = Field(description="that model is loaded now")
+
+
+class ConfiguredCampaign(BaseModel):
+    """A campaign the server is configured with."""
+
+    name: str
+    campaign_id: str
+    ranking_basis: str
+    objective: str
+    channels: list[str]
+    offers: list[ListedOffer]
+
+
+class ModelOffer(BaseModel):
+    """An offer a served next-best-offer model ranks."""
+
+    model: str
+    offer_id: str
+    kind: str | None
+    value: float | None
+
+
+class OffersListResponse(BaseModel):
+    """The offers the service can plan with."""
+
+    campaigns: list[ConfiguredCampaign]
+    model_offers: list[ModelOffer] = Field(description="offers of served NBO models")

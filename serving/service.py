@@ -1,8 +1,9 @@
 """The BentoML service: registry models by alias, the feature snapshot in memory, typed JSON APIs.
 
-Endpoints (docs/serving.md): POST /score, POST /next-best-offer, POST /target, GET /models,
-POST /admin/reload; /healthz, /readyz, /livez, /metrics and /docs.json come from BentoML.
-The methods here only parse, delegate to serving.handlers / serving.state, and answer.
+Endpoints (docs/serving.md): POST /score, POST /next-best-offer, POST /target,
+POST /campaigns/plan, GET /offers, GET /models, POST /admin/reload; /healthz, /readyz, /livez,
+/metrics and /docs.json come from BentoML. The methods here only parse, delegate to
+serving.handlers / serving.decisions / serving.state, and answer.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse
 
 from features.store import StateDirs
+from serving.decisions import offers_listing, plan_request
 from serving.errors import RequestError, ValidationErrorFields
 from serving.handlers import model_info, rank_offers, score_customers, target_customers
 from serving.kinds import ScoreModel
@@ -31,8 +33,11 @@ from serving.schemas import (
     Budget,
     ErrorResponse,
     ModelsResponse,
+    OffersListResponse,
     OffersRequest,
     OffersResponse,
+    PlanRequest,
+    PlanResponse,
     ReloadResponse,
     RequestBody,
     ScoreRequest,
@@ -52,6 +57,8 @@ TRACING_EXCLUDED = (
     "/score",
     "/next-best-offer",
     "/target",
+    "/campaigns",
+    "/offers",
     "/models",
     "/admin",
     "/healthz",
@@ -132,10 +139,11 @@ async def _unknown_inputs(request: Request, query: frozenset[str]) -> RequestErr
 def _error(exc: RequestError, endpoint: str) -> JSONResponse:
     """A 4xx answer naming the field; logged without any input value."""
     log.info("%s rejected: field=%s status=%d", endpoint, exc.field, exc.status)
-    return JSONResponse(
-        {"error": exc.message, "field": exc.field, "request_id": request_id()},
-        status_code=exc.status,
-    )
+    body: dict[str, Any] = {"error": exc.message, "field": exc.field, "request_id": request_id()}
+    detail = getattr(exc, "detail", None)  # pydantic's errors (no input values), when validated
+    if detail:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=exc.status)
 
 
 @bentoml.asgi_app(ops, path="/")
@@ -306,6 +314,59 @@ class Patron:
             return await asyncio.to_thread(work)  # the whole base: never on the event loop
         except RequestError as exc:
             return _error(exc, "target")  # type: ignore[return-value]
+
+    @_api("/campaigns/plan", PlanRequest)
+    async def campaigns_plan(
+        self,
+        campaign_name: str | None,
+        campaign: dict[str, Any] | None,
+        value_model: str | None,
+        customer_ids: list[str] | None,
+        selected_only: bool,
+        offset: int,
+        max_rows: int,
+    ) -> PlanResponse:
+        """Plan a campaign (configured by name, or inline): per customer the offer, channel and
+        group, or why not; totals per offer and channel; exclusions per reason adding up to the
+        base. Estimates come from the served models each offer names."""
+        state = self.state
+
+        def work() -> PlanResponse:
+            body = plan_request(
+                state,
+                self.dirs,
+                campaign_name=campaign_name,
+                campaign=campaign,
+                value_model=value_model,
+                customer_ids=customer_ids,
+                selected_only=selected_only,
+                offset=offset,
+                max_rows=max_rows,
+            )
+            summary = body["summary"]
+            log.info(
+                "plan campaign=%s source=%s basis=%s selected=%d contacted=%d",
+                body["campaign_id"],
+                body["source"],
+                summary["basis"],
+                summary["selected"],
+                summary["contacted"],
+            )
+            return PlanResponse.model_validate(body)
+
+        try:
+            return await asyncio.to_thread(work)  # the whole base: never on the event loop
+        except RequestError as exc:
+            return _error(exc, "campaigns/plan")  # type: ignore[return-value]
+
+    @ops.get("/offers", response_model=OffersListResponse, summary="Offers to plan with")
+    async def offers(self, request: Request) -> OffersListResponse | JSONResponse:
+        """The offers of the configured campaigns (with the served model each names) and of
+        the served next-best-offer models."""
+        refused = await _unknown_inputs(request, frozenset())
+        if refused is not None:
+            return _error(refused, "offers")
+        return OffersListResponse.model_validate(offers_listing(self.state))
 
     @ops.get("/models", response_model=ModelsResponse, summary="Loaded models")
     def models(self) -> ModelsResponse:

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -24,6 +24,8 @@ ANONYMOUS_VAR = "PATRON_ALLOW_ANONYMOUS"
 HARD_MAX_BATCH = 10_000
 #: The largest k of /next-best-offer.
 MAX_K = 20
+#: A configured campaign's name (the key of ``campaigns``; POST /campaigns/plan's campaign_name).
+CAMPAIGN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 #: Model kinds the service knows (serving.kinds.KINDS); "auto" reads it from the loaded model.
 ModelKindName = Literal["auto", "score", "nbo", "uplift"]
 
@@ -70,6 +72,12 @@ class ServingSettings(BaseModel):
     )
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else the state's)"
+    )
+    campaigns: dict[Annotated[str, Field(pattern=CAMPAIGN_NAME)], str] = Field(
+        default_factory=dict,
+        description="campaign name -> campaign definition file (YAML, models.decisions.campaign) "
+        "that POST /campaigns/plan plans by name and GET /offers lists; read and validated at "
+        "start (a broken file stops the service, naming its key) and on every reload",
     )
 
     @model_validator(mode="after")

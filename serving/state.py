@@ -19,7 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from features.store import StateDirs
+from models.decisions.campaign import Campaign
 from serving.base import CustomerBase, base_fingerprint, load_base
+from serving.decisions import CAMPAIGNS_KEY, campaign_files_key, load_campaigns
 from serving.errors import RequestError
 from serving.kinds import LoadContext, detect_kind
 from serving.registry import ModelMeta, Registry, recorded_feature_set, tracking_uri_of
@@ -42,6 +44,7 @@ class ServingState:
     bases: Mapping[tuple[str, str], CustomerBase]
     loaded_at: str
     keys: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # what each part came from
+    campaigns: Mapping[str, Campaign] = field(default_factory=dict)  # settings.campaigns, parsed
 
     def model(self, family: str, field_name: str = "model") -> Any:
         """A served model by family name, or a 404 naming the field."""
@@ -125,6 +128,7 @@ def state_keys(
         shadow = _shadow_version(spec, registry)
         if shadow is not None:
             keys[f"{family}@shadow"] = (shadow, feature_set, fp)
+    keys[CAMPAIGNS_KEY] = campaign_files_key(settings.campaigns)
     return keys
 
 
@@ -137,6 +141,7 @@ def build_state(
     """Load every served model and its base; parts whose inputs did not change are reused."""
     registry = registry or Registry(tracking_uri_of(settings, state))
     keys = state_keys(settings, state, registry)
+    campaigns = load_campaigns(settings.campaigns)  # a broken file fails before models load
     old_keys = previous.keys if previous is not None else {}
     bases: dict[tuple[str, str], CustomerBase] = {}
 
@@ -186,4 +191,5 @@ def build_state(
         bases=bases,
         loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
         keys=keys,
+        campaigns=campaigns,
     )

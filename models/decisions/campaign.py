@@ -1,6 +1,7 @@
 """A campaign definition: offers, channels, objective, budgets, contact and household policies.
 
-One pydantic schema for the YAML file (``load_campaign``) and, later, the HTTP request body.
+One pydantic schema for the YAML file (``load_campaign``) and the HTTP request body of
+``POST /campaigns/plan`` (where each offer's ``model`` names the served model estimating it).
 Every model forbids unknown fields, so a typo (``budjet``) is an error that names the field
 instead of silently removing a budget.
 
@@ -73,6 +74,15 @@ class Offer(_Strict):
     )
     segment_column: str = "rfm_segment"
     budget: Budget = Field(default_factory=Budget)
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        description="For serving (POST /campaigns/plan): the served model (a key of the "
+        "serving config's `models`) that estimates this offer's effect — an uplift model, or, "
+        "only with `ranking.basis: non_causal_score`, a churn or response-probability model. "
+        "`plan_campaign` ignores it: there the estimate is an argument.",
+        examples=["uplift"],
+    )
 
     @model_validator(mode="after")
     def _value_given(self) -> Offer:

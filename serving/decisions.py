@@ -1,0 +1,629 @@
+"""Campaign plans over HTTP: configured campaigns, the inputs served models give, the plan.
+
+Glue between the pure planner (``models.decisions``) and what the service holds. A campaign names,
+per offer, the served model that estimates it (``offers[].model``); this module turns the served
+models' base scores into the planner's typed inputs and refuses what the value layer would
+misread:
+
+* ``ranking.basis: uplift`` (the default): every offer's model must be an uplift model
+  (``UpliftEstimate``); a churn or response-probability model is a 400 naming the offer's field.
+* ``ranking.basis: non_causal_score``: churn models give a ``ChurnProbability`` (value at risk,
+  never a response probability), other probability models a ``ResponseProbability``; the plan is
+  labelled non-incremental by the value layer.
+* Consent: the customer base's own flags (``CustomerBase.consent``, read from the customers table
+  by ``serving.targeting.consent_flags``) for email / sms / phone, and the same rule over the same
+  table for other consent columns, so ``/target`` and the planner never disagree.
+* Contact history from the dataset's ``campaign_history`` table, duplicates and households from
+  its ``merge_map`` / ``households`` tables (``patron customers link``), when present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import ValidationError
+
+from features.catalog import Catalog
+from features.store import StateDirs
+from models.decisions import (
+    EXCLUSION_REASONS,
+    ChurnProbability,
+    ContactHistory,
+    HouseholdMaps,
+    ResponseProbability,
+    UpliftEstimate,
+    contact_history,
+    plan_campaign,
+)
+from models.decisions.campaign import Campaign, load_campaign, parse_campaign
+from serving.errors import RequestError, field_path
+
+if TYPE_CHECKING:
+    from serving.base import CustomerBase
+    from serving.state import ServingState
+
+#: The state key under which the configured campaign files' fingerprint is kept (reload).
+CAMPAIGNS_KEY = "@campaigns"
+
+
+class CampaignConfigError(ValueError):
+    """A configured campaign file is missing or invalid (one line naming its settings key)."""
+
+
+class PlanRequestError(RequestError):
+    """A 400 naming the field, with pydantic's errors (type, loc, msg) when there are some."""
+
+    def __init__(self, field: str, message: str, detail: list[dict[str, Any]] | None = None):
+        super().__init__(field, message, 400)
+        self.detail = detail
+
+
+def _one_line(text: object, limit: int = 300) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def _errors(exc: ValidationError, prefix: str) -> list[dict[str, Any]]:
+    """pydantic's errors with the location under ``prefix``; never the input value."""
+    out = []
+    for e in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = [*(prefix.split(".") if prefix else []), *e["loc"]]
+        out.append({"type": e["type"], "loc": loc, "msg": e["msg"]})
+    return out
+
+
+def _first(detail: list[dict[str, Any]]) -> tuple[str, str]:
+    first = detail[0]
+    field = field_path(first["loc"])
+    message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+    more = f" (and {len(detail) - 1} more errors in detail)" if len(detail) > 1 else ""
+    return field, f"{field}: {message}{more}"
+
+
+# --------------------------------------------------------------------------- configured campaigns
+
+
+def load_campaigns(files: Mapping[str, str]) -> dict[str, Campaign]:
+    """Read and validate every configured campaign; the first broken one raises, one line."""
+    out: dict[str, Campaign] = {}
+    for name, path in files.items():
+        try:
+            out[name] = load_campaign(path)
+        except ValidationError as exc:
+            _, message = _first(_errors(exc, ""))
+            raise CampaignConfigError(f"campaigns.{name}: {path}: {message}") from None
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            raise CampaignConfigError(
+                f"campaigns.{name}: {path}: {type(exc).__name__}: {_one_line(exc)}"
+            ) from None
+    return out
+
+
+def campaign_files_key(files: Mapping[str, str]) -> tuple[Any, ...]:
+    """What the configured campaigns were read from (a reload re-reads a changed file)."""
+    out = []
+    for name, path in sorted(files.items()):
+        p = Path(path)
+        st = p.stat() if p.exists() else None
+        out.append((name, path, st.st_mtime_ns if st else None, st.st_size if st else None))
+    return tuple(out)
+
+
+def offers_listing(state: ServingState) -> dict[str, Any]:
+    """The GET /offers answer: configured campaigns' offers and served NBO models' offers."""
+    campaigns = [
+        {
+            "name": name,
+            "campaign_id": c.campaign_id,
+            "ranking_basis": c.ranking.basis,
+            "objective": c.objective,
+            "channels": c.channel_names,
+            "offers": [
+                {
+                    "offer_id": o.id,
+                    "kind": o.kind,
+                    "value": o.value,
+                    "value_source": o.value_source,
+                    "cost_per_acceptance": o.cost_per_acceptance,
+                    "model": o.model,
+                    "model_served": o.model is not None and o.model in state.models,
+                }
+                for o in c.offers
+            ],
+        }
+        for name, c in state.campaigns.items()
+    ]
+    model_offers = []
+    for family, served in state.models.items():
+        meta = getattr(served, "meta", None)
+        offers = getattr(getattr(served, "model", None), "offers", None)
+        if meta is None or meta.kind != "nbo" or not isinstance(offers, pd.DataFrame):
+            continue
+        for row in offers.to_dict("records"):
+            value = pd.to_numeric(pd.Series([row.get("value")]), errors="coerce").iloc[0]
+            model_offers.append(
+                {
+                    "model": family,
+                    "offer_id": str(row.get("offer_id")),
+                    "kind": None if pd.isna(row.get("kind")) else str(row.get("kind")),
+                    "value": float(value) if np.isfinite(value) else None,
+                }
+            )
+    return {"campaigns": campaigns, "model_offers": model_offers}
+
+
+# --------------------------------------------------------------------------- the request's campaign
+
+
+def request_campaign(
+    state: ServingState, campaign_name: str | None, campaign: Mapping[str, Any] | None
+) -> tuple[Campaign, str, str]:
+    """(campaign, source label, field prefix of its errors) from a name or an inline body."""
+    if (campaign_name is None) == (campaign is None):
+        raise RequestError(
+            "campaign_name" if campaign_name is not None else "campaign",
+            "give either campaign_name (a configured campaign) or campaign (a whole definition)",
+        )
+    if campaign_name is not None:
+        found = state.campaigns.get(campaign_name)
+        if found is None:
+            raise RequestError(
+                "campaign_name",
+                f"unknown campaign {campaign_name!r}; configured: {sorted(state.campaigns)}",
+                404,
+            )
+        return found, f"configured:{campaign_name}", f"campaigns.{campaign_name}"
+    try:
+        return parse_campaign(dict(campaign or {})), "inline", "campaign"
+    except ValidationError as exc:
+        detail = _errors(exc, "campaign")
+        field, message = _first(detail)
+        raise PlanRequestError(field, message, detail) from None
+
+
+# --------------------------------------------------------------------------- the planner's inputs
+
+
+def _aligned(scores: np.ndarray, served_base: CustomerBase, base: CustomerBase) -> np.ndarray:
+    """A served model's base scores on ``base``'s rows (NaN where it does not score one)."""
+    if served_base is base or served_base.features.index.equals(base.features.index):
+        return np.asarray(scores, dtype=float)
+    series = pd.Series(np.asarray(scores, dtype=float), index=served_base.features.index)
+    return series.reindex(base.features.index).to_numpy(dtype=float)
+
+
+def _family(served: Any) -> str:
+    return str(getattr(served.model, "family", "") or "")
+
+
+def offer_estimate(
+    state: ServingState, campaign: Campaign, prefix: str
+) -> tuple[Any, CustomerBase, list[dict[str, Any]]]:
+    """The typed estimate the value layer takes, the base it is over, and the models used."""
+    from serving.kinds import ScoreModel
+
+    non_causal = campaign.ranking.basis == "non_causal_score"
+    served_models = []
+    for i, offer in enumerate(campaign.offers):
+        field = f"{prefix}.offers.{i}.model"
+        if offer.model is None:
+            raise RequestError(
+                field,
+                f"offer {offer.id!r} names no served model: give the uplift model that "
+                "estimates its effect (GET /models lists the served ones)",
+            )
+        served = state.models.get(offer.model)
+        if served is None:
+            raise RequestError(
+                field, f"model {offer.model!r} is not served; served: {sorted(state.models)}"
+            )
+        output = getattr(served, "output", served.meta.kind)
+        if not isinstance(served, ScoreModel) or output == "value":
+            raise RequestError(
+                field,
+                f"model {offer.model!r} is a {output} model: it scores no response to an offer",
+            )
+        if not non_causal and output != "uplift":
+            what = "a churn probability" if _family(served) == "churn" else "a probability"
+            raise RequestError(
+                field,
+                f"model {offer.model!r} gives {what}, not an uplift: it is no incremental effect "
+                "(and a churn probability is never a response probability); name an uplift "
+                "model, or rank by it explicitly with ranking: {basis: non_causal_score, "
+                "reason: ...}, whose figures are labelled non-incremental",
+            )
+        if non_causal and output == "uplift":
+            raise RequestError(
+                field,
+                f"model {offer.model!r} is an uplift model: rank by ranking.basis uplift",
+            )
+        if output == "uplift" and offer.cost_per_acceptance > 0:
+            raise RequestError(
+                f"{prefix}.offers.{i}.cost_per_acceptance",
+                "a served uplift model gives the uplift only, not P(accept | contacted), by "
+                "which an acceptance cost is weighed (paid by those who would respond anyway "
+                "too); set it to 0 and count the cost in the offer's value",
+            )
+        if _family(served) == "churn" and offer.cost_per_acceptance > 0:
+            raise RequestError(
+                f"{prefix}.offers.{i}.cost_per_acceptance",
+                "a churn probability says nothing about accepting an offer, so an acceptance "
+                "cost cannot be weighed by it",
+            )
+        served_models.append(served)
+    base: CustomerBase = served_models[0].base
+    for i, served in enumerate(served_models):
+        if served.base.dataset != base.dataset:
+            raise RequestError(
+                f"{prefix}.offers.{i}.model",
+                f"model {served.meta.family!r} serves dataset {served.base.dataset!r}, the "
+                f"campaign's first offer {base.dataset!r}: one campaign plans one base",
+            )
+    used = [
+        {
+            "offer_id": offer.id,
+            "model": served.meta.family,
+            "registered_model": served.meta.registered_model,
+            "version": served.meta.version,
+            "estimate": "uplift"
+            if served.output == "uplift"
+            else ("churn_probability" if _family(served) == "churn" else "response_probability"),
+        }
+        for offer, served in zip(campaign.offers, served_models, strict=True)
+    ]
+    scores = [_aligned(s.scores, s.base, base) for s in served_models]
+    if not non_causal:
+        uplift = np.clip(np.nan_to_num(np.column_stack(scores), nan=0.0), -1.0, 1.0)
+        return UpliftEstimate(uplift=uplift), base, used
+    churn = [u["estimate"] == "churn_probability" for u in used]
+    if any(churn):
+        names = {u["model"] for u in used}
+        if not all(churn) or len(names) > 1:
+            i = next(j for j, u in enumerate(used) if u["model"] != used[0]["model"])
+            raise RequestError(
+                f"{prefix}.offers.{i}.model",
+                "a churn probability ranks a whole campaign (value at risk per customer): every "
+                "offer must name the same churn model",
+            )
+        p = np.clip(np.nan_to_num(scores[0], nan=0.0), 0.0, 1.0)
+        return ChurnProbability(p=p), base, used
+    p = np.clip(np.nan_to_num(np.column_stack(scores), nan=0.0), 0.0, 1.0)
+    return ResponseProbability(p=p), base, used
+
+
+def customer_values(
+    state: ServingState, campaign: Campaign, value_model: str | None, base: CustomerBase
+) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
+    """Per base customer the value of customer_value offers, from a served value model."""
+    from serving.kinds import ScoreModel
+
+    if not any(o.value_source == "customer_value" for o in campaign.offers):
+        return None, []
+    values = [
+        f for f, m in state.models.items() if isinstance(m, ScoreModel) and m.output == "value"
+    ]
+    if value_model is None:
+        if len(values) != 1:
+            raise RequestError(
+                "value_model",
+                "an offer is valued by customer_value: name the served value (CLV) model; "
+                f"served value models: {values}",
+            )
+        value_model = values[0]
+    served = state.models.get(value_model)
+    if served is None or value_model not in values:
+        raise RequestError(
+            "value_model",
+            f"model {value_model!r} is not a served value model; served value models: {values}",
+        )
+    cv = np.nan_to_num(_aligned(served.scores, served.base, base), nan=0.0)
+    used = {
+        "offer_id": ",".join(o.id for o in campaign.offers if o.value_source == "customer_value"),
+        "model": value_model,
+        "registered_model": served.meta.registered_model,
+        "version": served.meta.version,
+        "estimate": "customer_value",
+    }
+    return cv, [used]
+
+
+def _yes_all(ids: pd.Index, table: pd.DataFrame, column: str) -> np.ndarray:
+    """serving.targeting.consent_flags' rule for any column: every row of the customer says an
+    explicit yes; a missing customer, column or value is no."""
+    from serving.targeting import _is_true
+
+    if column not in table.columns or len(table) == 0:
+        return np.zeros(len(ids), dtype=bool)
+    granted = table[column].map(_is_true).astype(bool)
+    per = granted.groupby(table["customer_id"].astype(str).to_numpy()).all()
+    return per.reindex(ids, fill_value=False).to_numpy(dtype=bool)
+
+
+def planner_customers(
+    base: CustomerBase, campaign: Campaign, dirs: StateDirs, prefix: str
+) -> pd.DataFrame:
+    """The planner's customers frame over the base: ids, consent per channel, the columns the
+    offers' eligibility and segments name (segments, snapshot features, customers table)."""
+    ids = base.features.index
+    frame: dict[str, Any] = {"customer_id": ids.to_numpy(dtype=object)}
+    table_path = dirs.data(base.dataset) / "customers.parquet"
+    table: pd.DataFrame | None = None
+
+    def customers_table() -> pd.DataFrame:
+        nonlocal table
+        if table is None:
+            from serving.base import current_customers
+
+            table = (
+                current_customers(table_path)
+                if table_path.exists()
+                else pd.DataFrame({"customer_id": []})
+            )
+            table["customer_id"] = table["customer_id"].astype(str)
+        return table
+
+    for channel in campaign.channels:
+        column = channel.consent
+        own = column.removeprefix("consent_") if column.startswith("consent_") else None
+        if own is not None and own in base.consent:
+            frame[column] = np.asarray(base.consent[own], dtype=bool)
+        else:
+            frame[column] = _yes_all(ids, customers_table(), column)
+
+    def column_values(name: str, field: str) -> np.ndarray:
+        if base.segments is not None and name in base.segments.columns:
+            return base.segments[name].to_numpy()
+        if name in base.features.columns:
+            return base.features[name].to_numpy()
+        tab = customers_table()
+        if name in tab.columns:
+            last = tab.drop_duplicates("customer_id", keep="last").set_index("customer_id")
+            return last[name].reindex(ids).to_numpy()
+        raise RequestError(
+            field,
+            f"no column {name!r} in the snapshot, its segments or the customers table of "
+            f"{base.dataset!r}",
+        )
+
+    for i, offer in enumerate(campaign.offers):
+        for j, cond in enumerate(offer.eligibility):
+            if cond.column not in frame:
+                frame[cond.column] = column_values(
+                    cond.column, f"{prefix}.offers.{i}.eligibility.{j}.column"
+                )
+        if offer.segments is not None and offer.segment_column not in frame:
+            frame[offer.segment_column] = column_values(
+                offer.segment_column, f"{prefix}.offers.{i}.segment_column"
+            )
+    return pd.DataFrame(frame)
+
+
+def household_maps(base: CustomerBase, dirs: StateDirs) -> tuple[HouseholdMaps | None, str]:
+    """Duplicates and households of the dataset (``patron customers link``), when written."""
+    catalog = Catalog(dirs, base.dataset)
+    known = set(base.features.index)
+    merge = catalog.read_or_none("merge_map", ["customer_id", "master_id"])
+    homes = catalog.read_or_none("households", ["customer_id", "household_id"])
+    if merge is None and homes is None:
+        return None, "none: no merge_map / households table (patron customers link)"
+    canonical: dict[str, str] = {}
+    household: dict[str, str] = {}
+    if merge is not None:
+        pairs = zip(merge["customer_id"].astype(str), merge["master_id"].astype(str), strict=True)
+        for cid, master in pairs:
+            if cid in known and master in known:
+                canonical[cid] = master
+    if homes is not None:
+        rows = zip(homes["customer_id"].astype(str), homes["household_id"].astype(str), strict=True)
+        for cid, hh in rows:
+            if cid in known:
+                household[cid] = hh
+    parts = [n for n, t in (("merge_map", merge), ("households", homes)) if t is not None]
+    return HouseholdMaps(household=household, canonical=canonical), " + ".join(parts)
+
+
+def history_of(
+    base: CustomerBase, campaign: Campaign, dirs: StateDirs
+) -> tuple[ContactHistory | None, str]:
+    """Contacts in the policy window and days since the last negative response, per customer."""
+    policy = campaign.contact_policy
+    if policy.max_contacts is None and policy.quiet_days_after_negative is None:
+        return None, "not needed: the campaign has no contact policy"
+    frame = Catalog(dirs, base.dataset).read_or_none("campaign_history")
+    if frame is None:
+        return None, "none: no campaign_history table ingested (the contact policy cannot bind)"
+    as_of = pd.Timestamp(base.as_of)
+    history = contact_history(frame, list(base.features.index), as_of, policy.window_days)
+    return history, f"campaign_history up to {base.as_of.isoformat()}"
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def _num(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) else None
+
+
+def _text(value: Any) -> str | None:
+    """A label cell as text; None for the planner's empty cells (None or NaN)."""
+    return value if isinstance(value, str) else None
+
+
+def _totals(frame: pd.DataFrame, key: str, incremental: bool) -> list[dict[str, Any]]:
+    figure = "expected_incremental_profit" if incremental else "non_causal_ranking_value"
+    return [
+        {
+            "name": str(row[key]),
+            "selected": int(row["selected"]),
+            "contacted": int(row["contacted"]),
+            "control": int(row["control"]),
+            "expected_incremental_profit_contacted": _num(row[f"{figure}_contacted"])
+            if incremental
+            else None,
+            "non_causal_ranking_value_contacted": None
+            if incremental
+            else _num(row[f"{figure}_contacted"]),
+            "expected_spend_contacted": float(row["expected_spend_contacted"]),
+        }
+        for row in frame.to_dict("records")
+    ]
+
+
+def _rows(page: pd.DataFrame) -> list[dict[str, Any]]:
+    cols = {
+        c: page[c].to_numpy() if c in page.columns else np.full(len(page), None)
+        for c in (
+            "expected_incremental_profit",
+            "expected_incremental_responses",
+            "non_causal_ranking_value",
+            "expected_spend",
+        )
+    }
+    return [
+        {
+            "customer_id": str(cid),
+            "person_id": str(pid),
+            "household_id": str(hh),
+            "selected": bool(sel),
+            "group": _text(grp),
+            "offer": _text(off),
+            "channel": _text(ch),
+            "expected_incremental_profit": _num(p),
+            "expected_incremental_responses": _num(r),
+            "non_causal_ranking_value": _num(nc),
+            "expected_spend": _num(sp),
+            "basis": str(basis),
+            "exclusion_reason": _text(reason) or None,
+        }
+        for cid, pid, hh, sel, grp, off, ch, p, r, nc, sp, basis, reason in zip(
+            page["customer_id"],
+            page["person_id"],
+            page["household_id"],
+            page["selected"],
+            page["group"],
+            page["offer"],
+            page["channel"],
+            cols["expected_incremental_profit"],
+            cols["expected_incremental_responses"],
+            cols["non_causal_ranking_value"],
+            cols["expected_spend"],
+            page["basis"],
+            page["exclusion_reason"],
+            strict=True,
+        )
+    ]
+
+
+def plan_request(
+    state: ServingState,
+    dirs: StateDirs,
+    *,
+    campaign_name: str | None = None,
+    campaign: Mapping[str, Any] | None = None,
+    value_model: str | None = None,
+    customer_ids: Sequence[str] | None = None,
+    selected_only: bool = False,
+    offset: int = 0,
+    max_rows: int = 1000,
+) -> dict[str, Any]:
+    """The POST /campaigns/plan answer as plain data (serving.schemas.PlanResponse)."""
+    parsed, source, prefix = request_campaign(state, campaign_name, campaign)
+    if customer_ids is not None and len(set(customer_ids)) != len(customer_ids):
+        raise RequestError("customer_ids", "each customer id at most once")
+    estimate, base, used = offer_estimate(state, parsed, prefix)
+    cv, value_used = customer_values(state, parsed, value_model, base)
+    customers = planner_customers(base, parsed, dirs, prefix)
+    households, households_from = household_maps(base, dirs)
+    history, history_from = history_of(base, parsed, dirs)
+    try:
+        plan = plan_campaign(
+            parsed,
+            customers,
+            estimate,
+            customer_value=cv,
+            history=history,
+            households=households,
+        )
+    except (ValueError, TypeError) as exc:  # the value layer refusing what it cannot read
+        raise RequestError(prefix, _one_line(exc, 500)) from None
+    table = plan.customers
+    unknown: list[str] = []
+    if customer_ids is not None:
+        known = set(table["customer_id"])
+        unknown = [c for c in customer_ids if c not in known]
+        table = table[table["customer_id"].isin(set(customer_ids))]
+    if selected_only:
+        table = table[table["selected"]]
+    page = table.iloc[offset : offset + max_rows]
+    end = offset + len(page)
+    summary = plan.summary
+    incremental = "expected_incremental_profit" in plan.customers.columns
+    excluded = {r: int(plan.exclusions.get(r, 0)) for r in EXCLUSION_REASONS}
+    n_excluded = sum(excluded.values())
+    return {
+        "campaign_id": parsed.campaign_id,
+        "source": source,
+        "dataset": base.dataset,
+        "as_of": base.as_of.isoformat(),
+        "inputs": used,
+        "value_model": value_used,
+        "history": history_from,
+        "households": households_from,
+        "summary": {
+            "basis": summary["basis"],
+            "incremental": incremental,
+            "warning": summary.get("warning"),
+            "objective": summary["objective_name"],
+            "base": summary["base"],
+            "selected": summary["selected"],
+            "contacted": summary["contacted"],
+            "control": summary["control"],
+            "test_cell": summary["test_cell"],
+            "rollout": summary["rollout"],
+            "expected_incremental_profit_contacted": _num(
+                summary.get("expected_incremental_profit_contacted")
+            ),
+            "expected_incremental_responses_contacted": float(
+                plan.customers.loc[
+                    plan.customers["selected"] & (plan.customers["group"] != "control"),
+                    "expected_incremental_responses",
+                ].sum()
+            )
+            if incremental
+            else None,
+            "non_causal_ranking_value_contacted": _num(
+                summary.get("non_causal_ranking_value_contacted")
+            ),
+            "expected_spend_selected": float(summary["expected_spend_selected"]),
+            "expected_spend_contacted": float(summary["expected_spend_contacted"]),
+            "solver": {
+                k: (_num(v) if isinstance(v, float) else v) for k, v in summary["solver"].items()
+            },
+            "constraints": summary["constraints"],
+        },
+        "by_offer": _totals(plan.by_offer, "offer", incremental),
+        "by_channel": _totals(plan.by_channel, "channel", incremental),
+        "excluded": excluded,
+        "check": {
+            "base": int(summary["base"]),
+            "selected": int(summary["selected"]),
+            "excluded": n_excluded,
+            "adds_up": int(summary["selected"]) + n_excluded == int(summary["base"]),
+        },
+        "page": {
+            "offset": offset,
+            "returned": len(page),
+            "total_rows": len(table),
+            "next_offset": end if end < len(table) else None,
+        },
+        "customers": _rows(page),
+        "unknown": [{"customer_id": c, "reason": "not in the base planned"} for c in unknown],
+    }

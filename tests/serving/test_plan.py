@@ -1,0 +1,252 @@
+"""POST /campaigns/plan and GET /offers over the real server on loopback.
+
+An uplift model trained on the session's synthetic data (experiments/uplift/synthetic.yaml) is
+served beside the session's churn model; a configured campaign plans with it. Checked: the plan
+adds up to the base, no selected customer lacks consent for the chosen channel, budgets and
+capacities hold; a typo in an inline campaign, an unknown model and a churn model used as an
+uplift are 400s naming the field; the explicit non-causal path is labelled non-incremental.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from serving.decisions import CampaignConfigError, load_campaigns
+from tests.serving.conftest import (
+    ROOT,
+    USER_KEY,
+    Server,
+    ensure_snapshot,
+    register_copy,
+    server_env,
+    serving_settings,
+)
+
+CHURN = "serving-plan-churn"
+UPLIFT = "serving-plan-uplift"
+USER = {"Authorization": f"Bearer {USER_KEY}"}
+
+CAMPAIGN: dict[str, Any] = {
+    "campaign_id": "plan-test-1",
+    "offers": [
+        {
+            "id": "retention_email",
+            "kind": "retention",
+            "value": 40.0,
+            "model": "uplift",
+            "budget": {"contacts": 300},
+        },
+        {"id": "retention_call", "kind": "retention", "value": 60.0, "model": "uplift"},
+    ],
+    "channels": [
+        {"name": "email", "cost_per_contact": 0.2},
+        {"name": "sms", "cost_per_contact": 0.1, "uplift_multiplier": 0.6},
+        {"name": "phone", "cost_per_contact": 4.0, "capacity": 40, "uplift_multiplier": 2.0},
+    ],
+    "budget": {"contacts": 600, "money": 400.0},
+    "contact_policy": {"max_contacts": 3, "window_days": 90},
+}
+
+
+# --------------------------------------------------------------------------- without a server
+
+
+def test_a_broken_campaign_file_fails_in_one_line_naming_its_key(tmp_path):
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(yaml.safe_dump(CAMPAIGN))
+    bad.write_text(yaml.safe_dump({**CAMPAIGN, "budjet": {"contacts": 1}}))
+    assert list(load_campaigns({"good": str(good)})) == ["good"]
+    for files, needle in (
+        ({"good": str(good), "broken": str(bad)}, "budjet: unknown field"),
+        ({"gone": str(tmp_path / "missing.yaml")}, "FileNotFoundError"),
+    ):
+        with pytest.raises(CampaignConfigError) as err:
+            load_campaigns(files)
+        message = str(err.value)
+        assert "\n" not in message and needle in message, message
+        assert message.startswith(f"campaigns.{next(reversed(files))}: ")
+
+
+def test_the_planner_reads_the_same_consent_as_target(served_pipeline):
+    """The planner's consent columns are the base's own flags (what /target uses)."""
+    from models.decisions.campaign import parse_campaign
+    from serving.base import load_base
+    from serving.decisions import planner_customers
+
+    state, cfg = served_pipeline["state"], served_pipeline["cfg"]
+    base = load_base(state, served_pipeline["dataset"].name, cfg.feature_set)
+    campaign = parse_campaign(CAMPAIGN)
+    frame = planner_customers(base, campaign, state, "campaign")
+    assert frame["customer_id"].tolist() == list(base.features.index)
+    for channel in ("email", "sms", "phone"):
+        np.testing.assert_array_equal(frame[f"consent_{channel}"], base.consent[channel])
+    assert 0 < frame["consent_email"].mean() < 1
+
+
+# --------------------------------------------------------------------------- over HTTP
+
+
+@pytest.fixture(scope="module")
+def server(served_pipeline, tmp_path_factory):
+    from training.config import load_experiment
+    from training.run import run_experiment
+
+    state = served_pipeline["state"]
+    cfg = load_experiment(ROOT / "experiments" / "uplift" / "synthetic.yaml")
+    uplift = run_experiment(cfg, state)
+    ensure_snapshot(state, served_pipeline["dataset"].name, cfg.feature_set)
+    register_copy(state, served_pipeline["logged"]["model_uri"], CHURN, ("champion",))
+    register_copy(state, uplift.logged["model_uri"], UPLIFT, ("champion",))
+    folder = tmp_path_factory.mktemp("plan")
+    campaign_path = folder / "retention.yaml"
+    campaign_path.write_text(yaml.safe_dump(CAMPAIGN))
+    settings = serving_settings(served_pipeline, CHURN, reload_interval_s=0)
+    settings["models"]["uplift"] = {
+        "registered_model": UPLIFT,
+        "dataset": served_pipeline["dataset"].name,
+    }
+    settings["campaigns"] = {"retention": str(campaign_path)}
+    srv = Server(server_env(settings, state.home), folder / "server.log")
+    try:
+        srv.wait_ready()
+        yield srv, served_pipeline
+    finally:
+        srv.stop()
+
+
+def post(srv: Server, body: object) -> httpx.Response:
+    return httpx.post(f"{srv.url}/campaigns/plan", json=body, headers=USER, timeout=120)
+
+
+def refused(response: httpx.Response, field: str, status: int = 400) -> dict[str, Any]:
+    assert response.status_code == status, response.text[:3000]
+    body = response.json()
+    assert body["field"] == field, body
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+def explicit_yes(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "y", "1")
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return False
+    return bool(value == 1)
+
+
+def consent_table(pipeline) -> pd.DataFrame:
+    """Consent per customer and channel from the ingested customers table, read here on its
+    own: every current row of the customer must say an explicit yes."""
+    from serving.base import current_customers
+
+    path = pipeline["state"].data(pipeline["dataset"].name) / "customers.parquet"
+    table = current_customers(path)
+    out = {}
+    for channel in ("email", "sms", "phone"):
+        flags = table[f"consent_{channel}"].map(explicit_yes).astype(bool)
+        out[channel] = flags.groupby(table["customer_id"].astype(str)).all()
+    return pd.DataFrame(out)
+
+
+@pytest.mark.server
+def test_a_configured_campaign_plans_within_consent_and_budgets(server):
+    srv, pipeline = server
+    offers = httpx.get(f"{srv.url}/offers", headers=USER, timeout=30)
+    assert offers.status_code == 200, offers.text[:3000]
+    listed = offers.json()["campaigns"]
+    assert [c["name"] for c in listed] == ["retention"]
+    assert {o["offer_id"]: o["model_served"] for o in listed[0]["offers"]} == {
+        "retention_email": True,
+        "retention_call": True,
+    }
+
+    response = post(srv, {"campaign_name": "retention", "max_rows": 10_000})
+    assert response.status_code == 200, response.text[:3000]
+    plan = response.json()
+    summary, check = plan["summary"], plan["check"]
+    assert plan["source"] == "configured:retention" and summary["incremental"] is True
+    assert [i["estimate"] for i in plan["inputs"]] == ["uplift", "uplift"]
+    # adds up: selected + every exclusion reason = the base, and the listed rows are the base
+    assert check["adds_up"] and check["base"] == summary["base"] == len(plan["customers"])
+    assert summary["selected"] + sum(plan["excluded"].values()) == summary["base"]
+    assert 0 < summary["selected"] <= 600
+    rows = pd.DataFrame(plan["customers"])
+    selected = rows[rows["selected"]]
+    assert len(selected) == summary["selected"]
+    assert (rows.loc[~rows["selected"], "exclusion_reason"].notna()).all()
+    assert selected["exclusion_reason"].isna().all()
+    assert set(selected["group"]) <= {"control", "test", "rollout"}
+    assert (selected["expected_incremental_profit"] > 0).all()
+    assert (selected["basis"] == "incremental (uplift)").all()
+    # totals per offer and channel add up to the selection
+    assert sum(t["selected"] for t in plan["by_offer"]) == summary["selected"]
+    assert sum(t["selected"] for t in plan["by_channel"]) == summary["selected"]
+    # consent, read independently of the service
+    consent = consent_table(pipeline)
+    for row in selected.itertuples():
+        assert bool(consent.loc[row.customer_id, row.channel]), (row.customer_id, row.channel)
+    # budgets and capacities, over everyone selected (control included)
+    assert (selected["offer"] == "retention_email").sum() <= 300
+    assert (selected["channel"] == "phone").sum() <= 40
+    assert selected["expected_spend"].sum() <= 400.0 + 1e-6
+    for limit in summary["constraints"].values():
+        assert limit["used_by_selected"] <= limit["limit"] + 1e-6
+
+    # bounded listing: a customer filter and a page
+    ids = [*selected["customer_id"].head(2), "NOPE"]
+    page = post(srv, {"campaign_name": "retention", "customer_ids": ids, "max_rows": 1})
+    assert page.status_code == 200, page.text[:3000]
+    body = page.json()
+    assert body["page"] == {"offset": 0, "returned": 1, "total_rows": 2, "next_offset": 1}
+    assert body["unknown"] == [{"customer_id": "NOPE", "reason": "not in the base planned"}]
+    assert body["check"] == check  # the plan is the same whatever is listed
+
+
+@pytest.mark.server
+def test_bad_campaigns_are_400s_naming_the_field(server):
+    srv, _ = server
+    body = refused(
+        post(srv, {"campaign": {**CAMPAIGN, "budjet": {"contacts": 1}}}), "campaign.budjet"
+    )
+    assert body["detail"][0]["type"] == "extra_forbidden"
+    assert body["error"] == "campaign.budjet: unknown field"
+    typo = {**CAMPAIGN, "offers": [{**CAMPAIGN["offers"][0], "valu": 3.0}]}
+    refused(post(srv, {"campaign": typo}), "campaign.offers.0.valu")
+    unknown = {**CAMPAIGN, "offers": [{**CAMPAIGN["offers"][0], "model": "no_such_model"}]}
+    body = refused(post(srv, {"campaign": unknown}), "campaign.offers.0.model")
+    assert "not served" in body["error"]
+    refused(post(srv, {"campaign_name": "nope"}), "campaign_name", 404)
+
+
+@pytest.mark.server
+def test_a_churn_model_is_no_uplift_and_ranks_only_when_labelled(server):
+    srv, _ = server
+    churn_offer = {"id": "retention_email", "kind": "retention", "value": 40.0, "model": "churn"}
+    as_uplift = {**CAMPAIGN, "offers": [churn_offer]}
+    body = refused(post(srv, {"campaign": as_uplift}), "campaign.offers.0.model")
+    assert "not an uplift" in body["error"] and "non_causal_score" in body["error"]
+
+    labelled = {
+        **as_uplift,
+        "ranking": {"basis": "non_causal_score", "reason": "no uplift model for this offer yet"},
+    }
+    response = post(srv, {"campaign": labelled, "selected_only": True, "max_rows": 50})
+    assert response.status_code == 200, response.text[:3000]
+    plan = response.json()
+    summary = plan["summary"]
+    assert summary["incremental"] is False and "non-causal" in summary["basis"]
+    assert "no uplift model for this offer yet" in summary["warning"]
+    assert summary["expected_incremental_profit_contacted"] is None
+    assert summary["non_causal_ranking_value_contacted"] is not None
+    assert plan["inputs"][0]["estimate"] == "churn_probability"
+    assert plan["check"]["adds_up"] and plan["customers"]
+    for row in plan["customers"]:
+        assert row["expected_incremental_profit"] is None and row["basis"] == summary["basis"]
+        assert row["non_causal_ranking_value"] is not None
+    assert all(t["expected_incremental_profit_contacted"] is None for t in plan["by_offer"])
