@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from features.store import StateDirs
-from serving.targeting import CHANNELS, consent_flags, id_hashes
+from models.decisions.groups import id_hashes
+from serving.targeting import CHANNELS, consent_flags
 
 log = logging.getLogger("patron.serving")
 

@@ -7,13 +7,14 @@ first rule it fails (``EXCLUSION_REASONS``), so the counts add up to the base.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from models.decisions.groups import groups_of, uniforms_from_hashes
 
 CHANNELS = ("email", "sms", "phone")
 #: Why a customer of the base is not in the selection, in the order the rules are applied.
@@ -26,8 +27,6 @@ EXCLUSION_REASONS = (
     "unprofitable",
     "budget",
 )
-GROUPS = ("control", "test", "rollout")
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 # --------------------------------------------------------------------------- consent
@@ -76,50 +75,18 @@ def _is_true(value: Any) -> bool:
 # --------------------------------------------------------------------------- groups by hash
 
 
-def id_hashes(customer_ids: Iterable[str]) -> np.ndarray:
-    """A stable 64-bit hash per customer id (BLAKE2b, 8 bytes, little-endian)."""
-    return np.fromiter(
-        (
-            int.from_bytes(
-                hashlib.blake2b(str(c).encode("utf-8"), digest_size=8).digest(), "little"
-            )
-            for c in customer_ids
-        ),
-        dtype=np.uint64,
-    )
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """The SplitMix64 finaliser: a bijection on uint64 mixing every input bit into the output."""
-    with np.errstate(over="ignore"):
-        z = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
-        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
-        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
-        return z ^ (z >> np.uint64(31))
-
-
 def campaign_uniforms(customer_hashes: np.ndarray, campaign_id: str) -> np.ndarray:
-    """A number in [0, 1) per customer, fixed by (campaign id, customer id) and nothing else.
-
-    The top 53 bits of ``splitmix64(blake2b64(customer_id) XOR blake2b64(campaign_id))``
-    over 2**53 (BLAKE2b with an 8-byte digest, read little-endian).
-    """
-    salt = id_hashes([campaign_id])[0]
-    mixed = _splitmix64(np.asarray(customer_hashes, dtype=np.uint64) ^ salt)
-    return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    """A number in [0, 1) per customer, fixed by (campaign id, customer id) and nothing else:
+    the top 53 bits of ``splitmix64(blake2b64(customer_id) XOR blake2b64(campaign_id))`` over
+    2**53 (``models.decisions.groups``, shared with the campaign planner)."""
+    return uniforms_from_hashes(customer_hashes, campaign_id)
 
 
 def assign_groups(
     uniforms: np.ndarray, control_fraction: float, test_fraction: float
 ) -> np.ndarray:
     """control if u < control_fraction, test if u < control + test fraction, else rollout."""
-    if not (
-        control_fraction >= 0.0 and test_fraction >= 0.0 and control_fraction + test_fraction <= 1.0
-    ):
-        raise ValueError("control and test fractions must be >= 0 and sum to at most 1")
-    u = np.asarray(uniforms, dtype=float)
-    codes = np.where(u < control_fraction, 0, np.where(u < control_fraction + test_fraction, 1, 2))
-    return np.asarray(GROUPS, dtype=object)[codes]
+    return groups_of(uniforms, control_fraction, test_fraction)
 
 
 # --------------------------------------------------------------------------- selection

@@ -1,6 +1,6 @@
 """Test cell / control / roll-out by a deterministic hash of (campaign id, customer id).
 
-The same algorithm as ``serving.targeting.campaign_uniforms`` (models may not import serving):
+The one implementation (serving's targeting uses it too):
 ``u = top53(splitmix64(blake2b64(customer_id) XOR blake2b64(campaign_id))) / 2**53``;
 control if ``u < control_fraction``, test cell if ``u < control + test fraction``, else roll-out.
 The same campaign id gives the same groups; another campaign id reshuffles them.
@@ -38,19 +38,29 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
+def uniforms_from_hashes(hashes: np.ndarray, campaign_id: str) -> np.ndarray:
+    """A number in [0, 1) per already hashed id (``id_hashes``), fixed by (campaign id, id)."""
+    salt = id_hashes([campaign_id])[0]
+    mixed = _splitmix64(np.asarray(hashes, dtype=np.uint64) ^ salt)
+    return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
 def campaign_uniforms(ids: Iterable[str], campaign_id: str) -> np.ndarray:
     """A number in [0, 1) per id, fixed by (campaign id, id) and nothing else."""
-    salt = id_hashes([campaign_id])[0]
-    mixed = _splitmix64(id_hashes(ids) ^ salt)
-    return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return uniforms_from_hashes(id_hashes(ids), campaign_id)
+
+
+def groups_of(uniforms: np.ndarray, control_fraction: float, test_fraction: float) -> np.ndarray:
+    """control if u < control_fraction, test if u < control + test fraction, else rollout."""
+    if not (control_fraction >= 0 and test_fraction >= 0 and control_fraction + test_fraction <= 1):
+        raise ValueError("control and test fractions must be >= 0 and sum to at most 1")
+    u = np.asarray(uniforms, dtype=float)
+    codes = np.where(u < control_fraction, 0, np.where(u < control_fraction + test_fraction, 1, 2))
+    return np.asarray(GROUPS, dtype=object)[codes]
 
 
 def assign_groups(
     ids: Iterable[str], campaign_id: str, control_fraction: float, test_fraction: float
 ) -> np.ndarray:
     """The group of each id: "control", "test" or "rollout"."""
-    if not (control_fraction >= 0 and test_fraction >= 0 and control_fraction + test_fraction <= 1):
-        raise ValueError("control and test fractions must be >= 0 and sum to at most 1")
-    u = campaign_uniforms(ids, campaign_id)
-    codes = np.where(u < control_fraction, 0, np.where(u < control_fraction + test_fraction, 1, 2))
-    return np.asarray(GROUPS, dtype=object)[codes]
+    return groups_of(campaign_uniforms(ids, campaign_id), control_fraction, test_fraction)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.decisions.groups import id_hashes
 from serving.targeting import (
     EXCLUSION_REASONS,
     CampaignRules,
@@ -17,7 +18,6 @@ from serving.targeting import (
     budget_prefix,
     campaign_uniforms,
     consent_flags,
-    id_hashes,
     select_customers,
 )
 
