@@ -77,3 +77,24 @@ def split_labelled(frame: pd.DataFrame, split: Split, seed: int) -> pd.Series:
     out[test] = "test"
     out[valid] = "valid"
     return out
+
+
+def rolling_origin(
+    frame: pd.DataFrame, horizon_days: int
+) -> list[tuple[pd.Timestamp, list[pd.Timestamp], np.ndarray, np.ndarray]]:
+    """Rolling origin over a stacked frame's non-test cutoffs (``as_of``): for each cutoff ``v``
+    after the first, the earlier cutoffs whose label window closed by then (cutoff + horizon <=
+    ``v``: their labels are known at ``v``), the positions of their rows and of the rows at ``v``.
+    Cutoffs without such a predecessor are left out; test rows are never in a fold."""
+    when = pd.to_datetime(frame[AS_OF]).dt.normalize().to_numpy()
+    known = frame[SPLIT].to_numpy() != "test"
+    cutoffs = sorted(pd.unique(when[known]))
+    horizon = np.timedelta64(horizon_days, "D")
+    out = []
+    for v in cutoffs[1:]:
+        earlier = [c for c in cutoffs if c + horizon <= v]
+        if earlier:
+            fit = np.flatnonzero(known & np.isin(when, earlier))
+            at_v = np.flatnonzero(known & (when == v))
+            out.append((pd.Timestamp(v), [pd.Timestamp(c) for c in earlier], fit, at_v))
+    return out

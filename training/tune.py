@@ -21,7 +21,6 @@ is the one run path's (``run_experiment``); it alone reads the test rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,7 @@ from training.config import ExperimentConfig, SearchParam
 from training.evidence import MetricOf, PairedDifference, paired_bootstrap
 from training.families import get_family
 from training.families.base import Frame, RunContext
-from training.frames import AS_OF, ID, LABEL, SPLIT
+from training.frames import AS_OF, ID, LABEL, SPLIT, rolling_origin
 from training.guards import check_frame
 from training.run import RunOutput, ensure_experiment, run_experiment, tracking
 
@@ -153,19 +152,12 @@ def rolling_origin_folds(cfg: Any, frame: pd.DataFrame, k: int) -> FoldPlan:
     earlier training cutoffs c with c + horizon_days <= v (their labels are known by v), validate
     on the rows at v. Test rows are never in a fold."""
     train = sorted(cfg.cutoffs.train)
-    horizon = timedelta(days=cfg.horizon_days)
-    when = pd.to_datetime(frame[AS_OF]).dt.normalize()
-    usable = (frame[SPLIT] != "test").to_numpy()
     candidates: list[Fold] = []
-    for v in train[1:]:
-        closed = [pd.Timestamp(c) for c in train if c < v and c + horizon <= v]
-        if not closed:
-            continue
-        fit = np.flatnonzero(usable & when.isin(closed).to_numpy())
-        valid = np.flatnonzero(usable & (when == pd.Timestamp(v)).to_numpy())
+    for v, closed, fit, valid in rolling_origin(frame, cfg.horizon_days):
         if _both_classes(frame, fit) and _both_classes(frame, valid):
             last_fit = max(closed).date().isoformat()
-            candidates.append(Fold(f"cutoff {v.isoformat()} (fit to {last_fit})", fit, valid))
+            name = f"cutoff {v.date().isoformat()} (fit to {last_fit})"
+            candidates.append(Fold(name, fit, valid))
     folds = candidates[-k:]
     if not folds:
         return _single_split(frame, "no training cutoff has an earlier one whose horizon has ended")

@@ -43,7 +43,7 @@ from training.families.base import (
     served_info,
     split_counts,
 )
-from training.frames import AS_OF, ID, LABEL, SPLIT, fit_valid_split
+from training.frames import AS_OF, ID, LABEL, SPLIT, fit_valid_split, rolling_origin
 
 
 @dataclass
@@ -89,25 +89,22 @@ def time_folds(table: pd.DataFrame, horizon_days: int, k: int) -> list[Fold]:
     does: its fit cutoffs include one about a year before ``v`` exactly when the training cutoffs
     include one about a year before the test cutoff (a model that has seen the same season a year
     earlier is calibrated differently from one that has not). Empty when no fold qualifies."""
-    when = table[AS_OF].to_numpy()
-    split = table[SPLIT].to_numpy()
-    train = np.flatnonzero(split != "test")
-    cutoffs = sorted(pd.unique(when[train]))
-    tests = pd.unique(when[split == "test"])
-    horizon = np.timedelta64(horizon_days, "D")
-    test_seen = bool(len(tests)) and _season_seen(tests[0], cutoffs)
-    folds: list[Fold] = []
-    for v in cutoffs[1:]:
-        earlier = [c for c in cutoffs if c + horizon <= v]
-        if earlier and _season_seen(v, earlier) == test_seen:
-            folds.append((train[np.isin(when[train], earlier)], train[when[train] == v]))
+    when = pd.to_datetime(table[AS_OF]).dt.normalize()
+    known = sorted(pd.unique(when[table[SPLIT] != "test"]))
+    tests = pd.unique(when[table[SPLIT] == "test"])
+    test_seen = bool(len(tests)) and _season_seen(pd.Timestamp(tests[0]), known)
+    folds: list[Fold] = [
+        (fit, at_v)
+        for v, earlier, fit, at_v in rolling_origin(table, horizon_days)
+        if _season_seen(v, earlier) == test_seen
+    ]
     return folds[-k:]
 
 
 def _season_seen(cutoff: Any, fitted: list[Any]) -> bool:
     """Whether a cutoff among ``fitted`` lies a year (± 45 days) before ``cutoff``."""
-    year, slack = np.timedelta64(365, "D"), np.timedelta64(45, "D")
-    return any(abs((cutoff - c) - year) <= slack for c in fitted)
+    year, slack = pd.Timedelta(days=365), pd.Timedelta(days=45)
+    return any(abs((pd.Timestamp(cutoff) - pd.Timestamp(c)) - year) <= slack for c in fitted)
 
 
 def out_of_fold(cfg: Any, frame: Frame, folds: list[Fold], params: dict[str, Any]) -> pd.DataFrame:
