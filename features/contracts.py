@@ -145,6 +145,7 @@ CAMPAIGN_HISTORY = Table(
         Column("group", "string", True, "treatment | control"),
         Column("responded", "boolean", True, "responded within the campaign window"),
         Column("reason", "string", False, "reason given with a (negative) response"),
+        Column("channel", "string", False, "contact channel (email, sms, phone, ...)"),
     ),
 )
 

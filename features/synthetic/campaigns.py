@@ -34,6 +34,18 @@ and ``orders_count_365d`` -- including earlier campaigns' orders.
    ``true_uplift`` (both groups: the average treatment effect over a campaign's audience is the
    mean of ``true_uplift``). The churn truth stays exact because campaign windows may not overlap
    a truth horizon (validated), nor each other.
+6. Multi-arm campaigns (``arms``: several (offer, channel) pairs): the audience also needs consent
+   on every arm's channel; each treated member gets one arm uniformly at random. An arm's induced
+   probability is ``q`` with the offer's relevance times the channel's fit to the customer
+   (``channel_fit``: e-mail 1; sms ``0.5 + exp(-r / 45)``, a reminder for the recently active;
+   phone ``2.4 m / (1 + m)``, a personal call that moves high spenders ``m``), capped at 1, and its
+   suppression ``s`` is scaled by the channel's intrusiveness (e-mail 1, sms 1.2, phone 1.5).
+   ``campaign_history`` then has a ``channel`` column (the arm's; e-mail for single-offer
+   campaigns; empty for controls, whose ``offer_id`` is empty too) and ``truth_arms.parquet``
+   holds, per audience member and arm, ``p_control``, ``p_treatment`` and ``true_uplift``: the
+   true value of any policy over the arms is known. In ``truth_uplift.parquet`` a multi-arm
+   campaign's ``p_treatment`` is the treated member's own arm's and, for a control, the mean over
+   the arms (the randomised treatment it did not get).
 """
 
 from __future__ import annotations
@@ -45,13 +57,18 @@ import pyarrow as pa
 
 from features.synthetic.columns import encoded, id_strings
 from features.synthetic.config import (
+    CHANNEL_SUPPRESSION,
     DAY_SECONDS,
     DOG_ORDERS,
     DOG_RECENCY,
     DOG_SLOPE,
     HEAVY_ORDERS,
+    PHONE_SPAN,
     REASON_GIVEN,
     REASONS,
+    SMS_BASE,
+    SMS_RECENCY,
+    SMS_RECENT,
     UNSUBSCRIBE_GIVEN_SUPPRESSED,
     UPLIFT_PEAK_DAYS,
     UPLIFT_WIDTH,
@@ -83,6 +100,18 @@ UPLIFT_TRUTH_SCHEMA = pa.schema(
         ("true_uplift", pa.float64()),
     ]
 )
+ARM_TRUTH_FILE = "truth_arms.parquet"
+ARM_TRUTH_SCHEMA = pa.schema(
+    [
+        ("campaign_id", pa.string()),
+        ("customer_id", pa.string()),
+        ("offer_id", pa.string()),
+        ("channel", pa.string()),
+        ("p_control", pa.float64()),
+        ("p_treatment", pa.float64()),
+        ("true_uplift", pa.float64()),
+    ]
+)
 
 
 @dataclass
@@ -96,6 +125,9 @@ class CampaignRows:
     reason: np.ndarray  # index into REASONS, -1 = none given
     p_control: np.ndarray
     p_treatment: np.ndarray
+    arm: np.ndarray  # index into the campaign's arms; -1 for controls and single-offer campaigns
+    # per (audience member, arm) of the multi-arm campaigns: customer, campaign, arm, p_treatment
+    arm_truth: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -121,6 +153,16 @@ def _offer_relevance(world: World, offer_id: str, latent: Latent) -> np.ndarray:
     return np.ones(latent.lam.size)
 
 
+def channel_fit(channel: str, recency_days: np.ndarray, spend: np.ndarray) -> np.ndarray:
+    """How much of an offer's effect a contact on ``channel`` carries to each customer."""
+    if channel == "sms":
+        return SMS_BASE + SMS_RECENT * np.exp(-np.asarray(recency_days, float) / SMS_RECENCY)
+    if channel == "phone":
+        m = np.asarray(spend, float)
+        return PHONE_SPAN * m / (1.0 + m)
+    return np.ones(np.shape(recency_days))
+
+
 def campaign_effects(
     recency_days: np.ndarray,
     orders_365d: np.ndarray,
@@ -142,7 +184,7 @@ def run_campaigns(
     cfg: SyntheticConfig,
     world: World,
     index: int,
-    consent: np.ndarray,
+    consent: dict[str, np.ndarray],
     latent: Latent,
     orders: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], CampaignRows]:
@@ -152,6 +194,7 @@ def run_campaigns(
     order_cust, order_sec, order_channel = orders
     n = latent.lam.size
     parts: list[tuple[np.ndarray, ...]] = []
+    arm_parts: list[tuple[np.ndarray, ...]] = []
     specs = sorted(cfg.campaigns, key=lambda c: c.send_date)
     for k, spec in enumerate(specs):
         day = (spec.send_date - cfg.start).days  # the instant T: D 00:00
@@ -164,7 +207,8 @@ def run_campaigns(
         frequency = np.bincount(order_cust[recent], minlength=n)
         eligible = (last >= 0) & (recency < spec.lookback_days)
         if spec.require_consent:
-            eligible &= consent
+            for channel in sorted({a.channel for a in spec.arms} or {"email"}):
+                eligible &= consent[channel]
         audience = np.flatnonzero(eligible & (rng.random(n) < spec.audience_share))
         m = audience.size
         treated = rng.random(m) >= spec.control_share
@@ -174,12 +218,44 @@ def run_campaigns(
         p_control[alive] = 1.0 - p_no_purchase(
             world, day, spec.window_days, latent.lam[a], latent.mu[a]
         )
-        relevance = _offer_relevance(world, spec.offer_id, latent)[audience]
         r = recency[audience].astype(float)
-        q, s = campaign_effects(
-            r, frequency[audience], relevance, spec.max_uplift, spec.sleeping_dog
-        )
-        p_treatment = (1.0 - s) * (1.0 - (1.0 - p_control) * (1.0 - q))
+        arm = np.full(m, -1, np.int64)
+        if spec.arms:
+            qs, ss = [], []
+            for arm_spec in spec.arms:
+                relevance = _offer_relevance(world, arm_spec.offer_id, latent)[audience]
+                fit = channel_fit(arm_spec.channel, r, latent.spend[audience])
+                q_a, s_a = campaign_effects(
+                    r, frequency[audience], relevance * fit, spec.max_uplift, spec.sleeping_dog
+                )
+                qs.append(np.minimum(q_a, 1.0))
+                ss.append(np.minimum(s_a * CHANNEL_SUPPRESSION[arm_spec.channel], 1.0))
+            q_all, s_all = np.column_stack(qs), np.column_stack(ss)
+            p_arms = (1.0 - s_all) * (1.0 - (1.0 - p_control[:, None]) * (1.0 - q_all))
+            drawn = rng.integers(0, len(spec.arms), m)
+            arm[treated] = drawn[treated]
+            rows_m = np.arange(m)
+            q, s = q_all[rows_m, drawn], s_all[rows_m, drawn]
+            relevance = np.array(
+                [_offer_relevance(world, o.offer_id, latent)[audience] for o in spec.arms]
+            ).T[rows_m, drawn]
+            p_treatment = np.where(treated, p_arms[rows_m, drawn], p_arms.mean(axis=1))
+            n_arms = len(spec.arms)
+            arm_parts.append(
+                (
+                    np.repeat(audience, n_arms),
+                    np.full(m * n_arms, k),
+                    np.tile(np.arange(n_arms), m),
+                    np.repeat(p_control, n_arms),
+                    p_arms.reshape(-1),
+                )
+            )
+        else:
+            relevance = _offer_relevance(world, spec.offer_id, latent)[audience]
+            q, s = campaign_effects(
+                r, frequency[audience], relevance, spec.max_uplift, spec.sleeping_dog
+            )
+            p_treatment = (1.0 - s) * (1.0 - (1.0 - p_control) * (1.0 - q))
         suppressed = treated & (rng.random(m) < s)
         induced = treated & ~suppressed & (rng.random(m) < q)
         in_window = (order_sec >= start_sec) & (order_sec < end_sec)
@@ -218,31 +294,79 @@ def run_campaigns(
         pick = draw_categorical(rng, weights / weights.sum(axis=1, keepdims=True), np.arange(m))
         says = declined & ~suppressed & (rng.random(m) < REASON_GIVEN)
         reason[says] = pick[says]
-        parts.append((audience, np.full(m, k), treated, responded, reason, p_control, p_treatment))
+        parts.append(
+            (audience, np.full(m, k), treated, responded, reason, p_control, p_treatment, arm)
+        )
     cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
     perm = np.lexsort((cols[1], cols[0]))
-    rows = CampaignRows(*(c[perm] for c in cols))
+    if arm_parts:
+        arm_cols = [np.concatenate(c) for c in zip(*arm_parts, strict=True)]
+        arm_perm = np.lexsort((arm_cols[2], arm_cols[1], arm_cols[0]))
+        a_cust, a_campaign, a_arm, a_p0, a_p1 = (c[arm_perm] for c in arm_cols)
+        arm_truth = (a_cust, a_campaign, a_arm, a_p0, a_p1)
+    else:
+        empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
+        arm_truth = (empty_i, empty_i, empty_i, empty_f, empty_f)
+    c_cust, c_campaign, c_treated, c_responded, c_reason, c_p0, c_p1, c_arm = (
+        c[perm] for c in cols
+    )
+    rows = CampaignRows(
+        c_cust, c_campaign, c_treated, c_responded, c_reason, c_p0, c_p1, c_arm, arm_truth
+    )
     return (order_cust, order_sec, order_channel), rows
 
 
 def campaign_tables(
     cfg: SyntheticConfig, rows: CampaignRows, first: int, id_width: int
-) -> tuple[pa.Table, pa.Table]:
-    """A chunk's campaign_history rows (CSV-ready) and their uplift truth."""
+) -> tuple[pa.Table, pa.Table, pa.Table | None]:
+    """A chunk's campaign_history rows (CSV-ready), their uplift truth and, with multi-arm
+    campaigns, the truth per (audience member, arm)."""
     specs = sorted(cfg.campaigns, key=lambda c: c.send_date)
     campaign_ids = pa.array([c.campaign_id for c in specs])
     customer_id = id_strings("C", first + rows.cust + 1, id_width)
-    history = pa.table(
-        {
-            "campaign_id": encoded(rows.campaign, campaign_ids),
-            "customer_id": customer_id,
-            "offer_id": encoded(rows.campaign, pa.array([c.offer_id for c in specs])),
-            "ts": encoded(rows.campaign, pa.array([f"{c.send_date} 00:00:00" for c in specs])),
-            "group": encoded(rows.treated.astype(np.int64), pa.array(["control", "treatment"])),
-            "responded": pa.array(rows.responded),
-            "reason": encoded(np.maximum(rows.reason, 0), pa.array(REASONS), null=rows.reason < 0),
-        }
-    )
+    columns: dict[str, pa.Array] = {
+        "campaign_id": encoded(rows.campaign, campaign_ids),
+        "customer_id": customer_id,
+        "offer_id": encoded(rows.campaign, pa.array([c.offer_id for c in specs])),
+        "ts": encoded(rows.campaign, pa.array([f"{c.send_date} 00:00:00" for c in specs])),
+        "group": encoded(rows.treated.astype(np.int64), pa.array(["control", "treatment"])),
+        "responded": pa.array(rows.responded),
+        "reason": encoded(np.maximum(rows.reason, 0), pa.array(REASONS), null=rows.reason < 0),
+    }
+    arm_truth: pa.Table | None = None
+    if any(c.arms for c in specs):
+        # one code per (campaign, arm) pair: the offer and channel each treated row was sent
+        pairs = [(c.offer_id, "email") for c in specs]
+        code = rows.campaign.copy()
+        for k, c in enumerate(specs):
+            for j, a in enumerate(c.arms):
+                code[(rows.campaign == k) & (rows.arm == j)] = len(pairs)
+                pairs.append((a.offer_id, a.channel))
+        multi = np.array([bool(c.arms) for c in specs])[rows.campaign]
+        no_offer = multi & ~rows.treated
+        columns["offer_id"] = encoded(code, pa.array([p[0] for p in pairs]), null=no_offer)
+        columns["channel"] = encoded(code, pa.array([p[1] for p in pairs]), null=~rows.treated)
+        cust, campaign, arm, p_control, p_treatment = rows.arm_truth
+        offset = np.cumsum([0] + [len(c.arms) for c in specs])[:-1]
+        arm_code = offset[campaign] + arm
+        arms = [a for c in specs for a in c.arms]
+        arm_truth = pa.table(
+            {
+                "campaign_id": campaign_ids.take(pa.array(campaign)),
+                "customer_id": id_strings("C", first + cust + 1, id_width),
+                "offer_id": encoded(
+                    arm_code, pa.array([a.offer_id for a in arms])
+                ).dictionary_decode(),
+                "channel": encoded(
+                    arm_code, pa.array([a.channel for a in arms])
+                ).dictionary_decode(),
+                "p_control": pa.array(p_control),
+                "p_treatment": pa.array(p_treatment),
+                "true_uplift": pa.array(p_treatment - p_control),
+            },
+            schema=ARM_TRUTH_SCHEMA,
+        )
+    history = pa.table(columns)
     truth = pa.table(
         {
             "campaign_id": campaign_ids.take(pa.array(rows.campaign)),
@@ -253,4 +377,4 @@ def campaign_tables(
         },
         schema=UPLIFT_TRUTH_SCHEMA,
     )
-    return history, truth
+    return history, truth, arm_truth

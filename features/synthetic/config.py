@@ -4,6 +4,7 @@ the synthetic world: purchase rates, seasonality, price tiers, dirt and campaign
 from __future__ import annotations
 
 from datetime import date
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -58,15 +59,39 @@ UPLIFT_PEAK_DAYS, UPLIFT_WIDTH = 60.0, 0.7  # g(r): lapsing customers respond mo
 HEAVY_ORDERS = 6.0  # h(f): the effect halves at 6 orders a year
 DOG_ORDERS, DOG_SLOPE, DOG_RECENCY = 10.0, 2.0, 45.0  # s: frequent and recent buyers
 
+# Multi-arm campaigns: the contact channels (each gated by the customers' ``consent_<channel>``),
+# how much of the offer's effect each carries to a customer (``channel_fit``) and how much more
+# than an e-mail it annoys (it scales the sleeping-dog probability ``s``).
+CONTACT_CHANNELS = ("email", "sms", "phone")
+CHANNEL_SUPPRESSION = {"email": 1.0, "sms": 1.2, "phone": 1.5}
+SMS_BASE, SMS_RECENT, SMS_RECENCY = 0.5, 1.0, 45.0  # sms: a reminder, works on the recently active
+PHONE_SPAN = 2.4  # phone: a personal call, works on high spenders: 2.4 spend / (1 + spend)
+
+
+class ArmSpec(BaseModel):
+    """One treatment arm of a multi-arm campaign: an offer sent on a channel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    offer_id: str
+    channel: Literal["email", "sms", "phone"]
+
 
 class CampaignSpec(BaseModel):
-    """One synthetic campaign: send date, offer, audience, control share and effect sizes."""
+    """One synthetic campaign: send date, offer (or arms), audience, control share and effects.
+
+    With ``arms``, every treated audience member gets one arm drawn uniformly at random (a
+    randomised multi-arm test: control ``control_share``, each arm ``(1 - control_share) / A``)
+    and the audience needs consent on every arm's channel."""
 
     model_config = ConfigDict(extra="forbid")
 
     campaign_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     send_date: date
     offer_id: str = "RET_01"
+    arms: list[ArmSpec] = Field(
+        default_factory=list, description="several (offer, channel) arms; empty = one e-mail offer"
+    )
     window_days: int = Field(default=30, ge=1, le=365, description="response window from D")
     lookback_days: int = Field(default=365, ge=1, description="eligible: an order in these days")
     audience_share: float = Field(default=0.6, gt=0.0, le=1.0)
@@ -74,6 +99,20 @@ class CampaignSpec(BaseModel):
     max_uplift: float = Field(default=0.35, ge=0.0, le=1.0, description="scale of q")
     sleeping_dog: float = Field(default=0.3, ge=0.0, le=1.0, description="scale of s")
     require_consent: bool = True
+
+    @model_validator(mode="after")
+    def _check_arms(self) -> CampaignSpec:
+        if self.arms and "offer_id" in self.model_fields_set:
+            raise ValueError(f"campaign {self.campaign_id}: give either offer_id or arms, not both")
+        pairs = [(a.offer_id, a.channel) for a in self.arms]
+        if len(set(pairs)) != len(pairs):
+            raise ValueError(f"campaign {self.campaign_id}: arms repeat an (offer, channel) pair")
+        return self
+
+    @property
+    def offer_ids(self) -> list[str]:
+        """The offers the campaign sends (one, or one per arm)."""
+        return [a.offer_id for a in self.arms] if self.arms else [self.offer_id]
 
     @property
     def last_day(self) -> date:
@@ -122,8 +161,9 @@ class SyntheticConfig(BaseModel):
                     f"campaign {c.campaign_id}: the send date must be after start "
                     f"and the window must end by end ({self.end})"
                 )
-            if c.offer_id not in offers:
-                raise ValueError(f"campaign {c.campaign_id}: unknown offer {c.offer_id!r}")
+            for offer_id in c.offer_ids:
+                if offer_id not in offers:
+                    raise ValueError(f"campaign {c.campaign_id}: unknown offer {offer_id!r}")
             if previous is not None and c.send_date <= previous.last_day:
                 raise ValueError(
                     f"campaign windows overlap: {previous.campaign_id} and {c.campaign_id}"

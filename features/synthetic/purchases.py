@@ -49,6 +49,7 @@ from features.synthetic.config import (
     BAD_TS,
     CHANNEL_SHARES,
     CHANNELS,
+    CONTACT_CHANNELS,
     DAY_SECONDS,
     DIRICHLET_CONCENTRATION,
     LAMBDA_MEAN,
@@ -169,7 +170,10 @@ def simulate_chunk(
     order_cust, order_sec, order_channel = order_cust[perm], order_sec[perm], order_channel[perm]
     campaigns: CampaignRows | None = None
     if cfg.campaigns:
-        consent = customers[0]["consent_email"].to_numpy(zero_copy_only=False).astype(bool)
+        consent = {
+            c: customers[0][f"consent_{c}"].to_numpy(zero_copy_only=False).astype(bool)
+            for c in CONTACT_CHANNELS
+        }
         latent = Latent(lam, mu, death, spend, prefs, tier_probs, main_channel)
         orders, campaigns = run_campaigns(
             cfg, world, index, consent, latent, (order_cust, order_sec, order_channel)

@@ -15,7 +15,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from features.store import atomic_path
-from features.synthetic.campaigns import UPLIFT_TRUTH_SCHEMA, campaign_tables
+from features.synthetic.campaigns import (
+    ARM_TRUTH_FILE,
+    ARM_TRUTH_SCHEMA,
+    UPLIFT_TRUTH_SCHEMA,
+    campaign_tables,
+)
 from features.synthetic.columns import money_strings
 from features.synthetic.config import (
     GENERATOR_VERSION,
@@ -93,11 +98,15 @@ class _CsvSink:
 
 
 def _config_record(cfg: SyntheticConfig) -> dict[str, object]:
-    """The config as JSON for the manifest (no ``campaigns`` key when there are none, so files
-    without campaigns stay identical to the generator's earlier output)."""
+    """The config as JSON for the manifest (no ``campaigns`` key when there are none and no
+    ``arms`` key in single-offer campaigns, so such files stay identical to the generator's
+    earlier output)."""
     record = cfg.model_dump(mode="json")
     if not cfg.campaigns:
         record.pop("campaigns")
+    for campaign in record.get("campaigns", []):
+        if not campaign["arms"]:  # single-offer campaigns: as before multi-arm ones existed
+            campaign.pop("arms")
     return record
 
 
@@ -127,6 +136,9 @@ def generate(
     ]
     if cfg.campaigns:
         names += ["campaign_history.csv", "truth_uplift.parquet"]
+    multi_arm = any(c.arms for c in cfg.campaigns)
+    if multi_arm:
+        names.append(ARM_TRUTH_FILE)
     with ExitStack() as stack:
         paths = {name: stack.enter_context(atomic_path(out_dir / name)) for name in names}
         sinks: dict[str, _CsvSink] = {}
@@ -138,6 +150,10 @@ def generate(
             else None
         )
         uplift_rows = 0
+        arm_writer = (
+            pq.ParquetWriter(str(paths[ARM_TRUTH_FILE]), ARM_TRUTH_SCHEMA) if multi_arm else None
+        )
+        arm_rows = 0
         order_offset = 0
         for index, first in enumerate(range(0, cfg.n_customers, cfg.chunk_customers)):
             n = min(cfg.chunk_customers, cfg.n_customers - first)
@@ -154,10 +170,15 @@ def generate(
             )
             tables["transactions.csv"] = transactions
             if uplift_writer is not None and chunk.campaigns is not None:
-                history, truth_up = campaign_tables(cfg, chunk.campaigns, first, id_width)
+                history, truth_up, truth_arms = campaign_tables(
+                    cfg, chunk.campaigns, first, id_width
+                )
                 tables["campaign_history.csv"] = history
                 uplift_writer.write_table(truth_up)
                 uplift_rows += truth_up.num_rows
+                if arm_writer is not None and truth_arms is not None:
+                    arm_writer.write_table(truth_arms)
+                    arm_rows += truth_arms.num_rows
             for name, table in tables.items():
                 if name not in sinks:
                     sinks[name] = _CsvSink(paths[name], table.schema)
@@ -176,6 +197,9 @@ def generate(
         if uplift_writer is not None:
             uplift_writer.close()
             counts["truth_uplift.parquet"] = uplift_rows
+        if arm_writer is not None:
+            arm_writer.close()
+            counts[ARM_TRUTH_FILE] = arm_rows
         for name, table in (
             ("offers.csv", _offers_table(world)),
             ("products.csv", _products_table(world)),

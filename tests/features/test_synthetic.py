@@ -593,3 +593,93 @@ def test_campaign_history_ingests_without_quarantine(with_campaigns, tmp_path) -
     assert report.quarantined == 0 and report.accepted == len(with_campaigns["history"])
     table = pd.read_parquet(report.accepted_path)
     assert table["responded"].dtype == bool and table["reason"].isna().sum() > 0
+
+
+# --------------------------------------------------------------------------- multi-arm campaigns
+
+ARMS = [
+    {"offer_id": "RET_01", "channel": "email"},
+    {"offer_id": "RET_01", "channel": "phone"},
+    {"offer_id": "UP_T3", "channel": "sms"},
+]
+ARM_CAMPAIGNS = [
+    {"campaign_id": "ARMS_A", "send_date": date(2023, 9, 4), "arms": ARMS, "audience_share": 1.0},
+    {"campaign_id": "ONE_B", "send_date": date(2024, 1, 8), "offer_id": "RET_01"},
+]
+
+
+@pytest.fixture(scope="module")
+def with_arms(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("arms")
+    counts = generate(config(n_customers=8_000, truth_cutoffs=[], campaigns=ARM_CAMPAIGNS), out)
+    history = pd.read_csv(out / "campaign_history.csv", **RAW)
+    customers = pd.read_csv(out / "customers.csv", **RAW)
+    arms = pd.read_parquet(out / "truth_arms.parquet")
+    uplift = pd.read_parquet(out / "truth_uplift.parquet")
+    return {
+        "counts": counts,
+        "history": history,
+        "customers": customers,
+        "arms": arms,
+        "uplift": uplift,
+    }
+
+
+def test_multi_arm_history_names_each_treated_contacts_arm(with_arms) -> None:
+    h = with_arms["history"]
+    multi, single = h[h["campaign_id"] == "ARMS_A"], h[h["campaign_id"] == "ONE_B"]
+    treated = multi["group"] == "treatment"
+    pairs = set(zip(multi.loc[treated, "offer_id"], multi.loc[treated, "channel"], strict=True))
+    assert pairs == {(a["offer_id"], a["channel"]) for a in ARMS}
+    # controls got no offer on no channel; a single-offer campaign is an e-mail
+    assert (multi.loc[~treated, ["offer_id", "channel"]] == "").all().all()
+    assert (single.loc[single["group"] == "treatment", "channel"] == "email").all()
+    assert (single["offer_id"] == "RET_01").all()
+    # each arm about a third of the treated (uniform draw): 3 sd of a binomial share
+    shares = multi.loc[treated, "channel"].value_counts(normalize=True)
+    n = int(treated.sum())
+    assert (abs(shares - 1 / 3) < 3 * np.sqrt(2 / 9 / n)).all(), shares.to_dict()
+
+
+def test_multi_arm_audience_has_consent_on_every_arm_channel(with_arms) -> None:
+    h, c = with_arms["history"], with_arms["customers"]
+    audience = c[c["customer_id"].isin(h.loc[h["campaign_id"] == "ARMS_A", "customer_id"])]
+    for channel in ("email", "sms", "phone"):
+        assert (audience[f"consent_{channel}"].str.lower() == "true").all(), channel
+
+
+def test_arm_truth_is_per_member_and_arm_and_matches_the_treated_arm(with_arms) -> None:
+    h, arms, uplift = with_arms["history"], with_arms["arms"], with_arms["uplift"]
+    multi = h[h["campaign_id"] == "ARMS_A"]
+    assert set(arms["campaign_id"]) == {"ARMS_A"}
+    assert len(arms) == len(multi) * len(ARMS) == with_arms["counts"]["truth_arms.parquet"]
+    assert not arms.duplicated(["customer_id", "offer_id", "channel"]).any()
+    np.testing.assert_allclose(arms["true_uplift"], arms["p_treatment"] - arms["p_control"])
+    # the phone arm moves high spenders more, so the arms' effects differ by customer
+    wide = arms.pivot(index="customer_id", columns="channel", values="true_uplift")
+    assert (wide["phone"] > wide["email"]).mean() > 0.1
+    assert (wide["phone"] < wide["email"]).mean() > 0.1
+    # truth_uplift of a treated member is their own arm's row
+    u = uplift[uplift["campaign_id"] == "ARMS_A"].merge(multi, on=["campaign_id", "customer_id"])
+    treated = u[u["group"] == "treatment"].merge(
+        arms, on=["campaign_id", "customer_id", "offer_id", "channel"], suffixes=("", "_arm")
+    )
+    assert len(treated) == int((multi["group"] == "treatment").sum())
+    np.testing.assert_allclose(treated["p_treatment"], treated["p_treatment_arm"])
+
+
+def test_arms_are_validated() -> None:
+    with pytest.raises(ValidationError, match="either offer_id or arms"):
+        config(truth_cutoffs=[], campaigns=[{**ARM_CAMPAIGNS[0], "offer_id": "RET_01"}])
+    with pytest.raises(ValidationError, match="repeat"):
+        config(truth_cutoffs=[], campaigns=[{**ARM_CAMPAIGNS[0], "arms": [ARMS[0], ARMS[0]]}])
+    with pytest.raises(ValidationError, match="unknown offer"):
+        config(
+            truth_cutoffs=[],
+            campaigns=[{**ARM_CAMPAIGNS[0], "arms": [{"offer_id": "NOPE", "channel": "sms"}]}],
+        )
+    with pytest.raises(ValidationError, match="channel"):
+        config(
+            truth_cutoffs=[],
+            campaigns=[{**ARM_CAMPAIGNS[0], "arms": [{"offer_id": "RET_01", "channel": "fax"}]}],
+        )

@@ -1,0 +1,252 @@
+"""Which targeting policy pays: learn per-arm uplift from earlier randomised multi-arm campaigns,
+then value policies on a later one — off-policy (IPS and doubly robust, with intervals) and, on
+synthetic data, against the truth.
+
+An *arm* is an (offer, channel) pair of the campaign log (``campaign_history`` with an
+``offer_id`` and a ``channel`` per treated contact; controls have neither). The learned policy
+gives each customer the arm of highest estimated incremental profit, or no contact when none is
+positive; it is compared with the oracle (the same rule on the true probabilities, synthetic
+only), every single arm given to everyone, the random policy (every customer, a uniformly random
+arm) and treat-none (0 by definition: values are incremental over no contact).
+
+Model selection never sees the evaluation campaign: the learner is fitted on ``fit`` campaigns
+only; the evaluation campaign's log is used once, for the estimates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from models.decisions.offpolicy import (
+    NO_CONTACT,
+    ArmEconomics,
+    Log,
+    best_choice,
+    doubly_robust,
+    ips,
+    policy_from_choice,
+    true_value,
+)
+from models.estimators import preprocessor
+from models.uplift import MultiArmUplift
+
+ID, CAMPAIGN = "customer_id", "campaign_id"
+ARM_TRUTH_FILE = "truth_arms.parquet"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One (offer, channel) arm and its economics."""
+
+    offer_id: str
+    channel: str
+    value: float  # margin of one response
+    cost_per_contact: float
+    cost_per_acceptance: float = 0.0
+
+    @property
+    def label(self) -> str:
+        """``offer/channel``."""
+        return f"{self.offer_id}/{self.channel}"
+
+
+def arm_index(contacts: pd.DataFrame, arms: list[Arm]) -> np.ndarray:
+    """Per contact, the index of its arm in ``arms`` (-1 for the control group); names any
+    treated (offer, channel) pair that is not an arm."""
+    treated = contacts["treatment"].to_numpy().astype(bool)
+    keys = {(a.offer_id, a.channel): j for j, a in enumerate(arms)}
+    pairs = list(
+        zip(contacts["offer_id"].astype(str), contacts["channel"].astype(str), strict=True)
+    )
+    unknown = sorted({p for p, t in zip(pairs, treated, strict=True) if t and p not in keys})
+    if unknown:
+        raise ValueError(f"campaign_history (offer_id, channel) pairs {unknown[:5]} are not arms")
+    return np.array(
+        [keys[p] if t else NO_CONTACT for p, t in zip(pairs, treated, strict=True)], np.int64
+    )
+
+
+def design_log(action: np.ndarray, responded: np.ndarray, n_arms: int) -> Log:
+    """The log of a campaign randomised with constant shares, estimated by the observed shares
+    (the design's; with a few thousand contacts they are within ~1 % of the planned ones)."""
+    counts = np.bincount(action + 1, minlength=n_arms + 1).astype(float)
+    if (counts == 0).any():
+        raise ValueError("the evaluation campaign lacks the control group or some arm")
+    share = counts / counts.sum()
+    row = np.append(share[1:], share[0])
+    return Log(action, responded, np.broadcast_to(row, (action.size, row.size)).copy())
+
+
+@dataclass(frozen=True)
+class PolicyRow:
+    """One policy's figures on the evaluation campaign (sums over its audience)."""
+
+    policy: str
+    contacts: float
+    true_value: float | None
+    ips: tuple[float, float, float]
+    dr: tuple[float, float, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "policy": self.policy,
+            "contacts": self.contacts,
+            "true_value": self.true_value,
+            "ips": dict(zip(("value", "low", "high"), self.ips, strict=True)),
+            "dr": dict(zip(("value", "low", "high"), self.dr, strict=True)),
+        }
+
+
+@dataclass(frozen=True)
+class PolicyReport:
+    """Every policy's row, and what the learned policy chose."""
+
+    rows: list[PolicyRow]
+    learned_choice: np.ndarray
+    level: float
+
+    def row(self, policy: str) -> PolicyRow:
+        """The row of one policy."""
+        return next(r for r in self.rows if r.policy == policy)
+
+
+def economics(arms: list[Arm], n: int) -> ArmEconomics:
+    """The arms' values (the same for every customer) and costs."""
+    return ArmEconomics(
+        np.tile([a.value for a in arms], (n, 1)),
+        np.array([a.cost_per_contact for a in arms]),
+        np.array([a.cost_per_acceptance for a in arms]),
+    )
+
+
+def fit_arm_model(
+    frame: pd.DataFrame,
+    features: list[str],
+    categorical: list[str],
+    learner: str = "x",
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> Pipeline:
+    """The per-arm uplift model (preprocessing + ``MultiArmUplift``) on the fit contacts."""
+    model = Pipeline(
+        [
+            ("pre", preprocessor(features, categorical)),
+            ("uplift", MultiArmUplift(learner=learner, params=params, random_state=seed)),
+        ]
+    )
+    return model.fit(
+        frame[features], frame["label"].to_numpy(), uplift__arm=frame["arm"].to_numpy()
+    )
+
+
+def policy_report(
+    model: Pipeline,
+    x_eval: pd.DataFrame,
+    log: Log,
+    arms: list[Arm],
+    truth: tuple[np.ndarray, np.ndarray] | None = None,
+    level: float = 0.9,
+) -> PolicyReport:
+    """Value the policies on the evaluation campaign's log (and truth: p_control (n,), p_arms
+    (n, A), when known)."""
+    n, n_arms = log.n, len(arms)
+    econ = economics(arms, n)
+    x = model[:-1].transform(x_eval)
+    outcomes = model[-1].predict_outcomes(x)
+    m_arms, m_control = outcomes[:, :n_arms], outcomes[:, n_arms]
+    uplift = model[-1].predict(x)
+    est_profit = uplift * econ.value - econ.cost_per_acceptance * m_arms - econ.cost_per_contact
+    learned = best_choice(est_profit)
+    policies: dict[str, np.ndarray] = {"learned": policy_from_choice(learned, n_arms)}
+    if truth is not None:
+        p0, p1 = truth
+        policies["oracle"] = policy_from_choice(best_choice(econ.profit(p0, p1)), n_arms)
+    for j, arm in enumerate(arms):
+        policies[f"all: {arm.label}"] = policy_from_choice(np.full(n, j), n_arms)
+    policies["random arm"] = np.full((n, n_arms), 1.0 / n_arms)
+    policies["treat none"] = np.zeros((n, n_arms))
+    rows = []
+    for name, pi in policies.items():
+        e_ips = ips(pi, log, econ, level)
+        e_dr = doubly_robust(pi, log, econ, m_control, m_arms, level)
+        rows.append(
+            PolicyRow(
+                name,
+                float(pi.sum()),
+                None if truth is None else true_value(pi, econ, *truth),
+                (e_ips.value, e_ips.low, e_ips.high),
+                (e_dr.value, e_dr.low, e_dr.high),
+            )
+        )
+    return PolicyReport(rows, learned, level)
+
+
+def read_arm_truth(folder: Path, campaign_id: str, ids: pd.Series, arms: list[Arm]) -> tuple:
+    """p_control (n,) and p_arms (n, A) of a synthetic campaign's audience, in ``ids`` order."""
+    t = pd.read_parquet(folder / ARM_TRUTH_FILE)
+    t = t[t[CAMPAIGN] == campaign_id]
+    t["arm"] = t["offer_id"] + "/" + t["channel"]
+    wide = t.pivot(index=ID, columns="arm", values="p_treatment")
+    p_arms = wide.reindex(index=ids.to_numpy(), columns=[a.label for a in arms]).to_numpy()
+    p0 = t.groupby(ID)["p_control"].first().reindex(ids.to_numpy()).to_numpy()
+    if np.isnan(p_arms).any() or np.isnan(p0).any():
+        raise ValueError(f"{ARM_TRUTH_FILE}: campaign {campaign_id} lacks some audience members")
+    return p0, p_arms
+
+
+@dataclass(frozen=True)
+class ArmFrames:
+    """The contacts of the fit campaigns and of the evaluation campaign, with point-in-time
+    features (the day before each send), arm index, response."""
+
+    fit: pd.DataFrame
+    evaluate: pd.DataFrame
+    features: list[str]
+    categorical: list[str]
+    eval_campaign: str
+    truth_folder: Path | None
+
+
+def arm_frames(
+    state: Any, dataset: str, campaign_ids: list[str], arms: list[Arm], feature_set: str
+) -> ArmFrames:
+    """Contacts of ``campaign_ids`` with features: the latest campaign is the evaluation one."""
+    from features.sources import load_dataset
+    from training.families.base import RunContext
+    from training.families.uplift import UpliftConfig, uplift_frame
+
+    cfg = UpliftConfig(
+        name="offpolicy",
+        dataset=dataset,
+        feature_set=feature_set,
+        registered_model="offpolicy",
+        uplift={"campaign_ids": campaign_ids, "features": "transactions"},
+    )
+    ctx = RunContext(state, load_dataset(dataset))
+    uf = uplift_frame(cfg, ctx)
+    if uf.split_kind != "out_of_time":
+        raise ValueError("off-policy evaluation needs at least two campaigns (fit, then evaluate)")
+    history = ctx.catalog.read("campaign_history")
+    if "channel" not in history.columns:
+        raise ValueError("campaign_history has no `channel` column: arms are (offer, channel)")
+    history = history.astype({CAMPAIGN: str, ID: str}).drop_duplicates([CAMPAIGN, ID])
+    frame = uf.frame.merge(
+        history[[CAMPAIGN, ID, "offer_id", "channel"]], on=[CAMPAIGN, ID], how="left"
+    )
+    frame["arm"] = arm_index(frame, arms)
+    test = frame["split"] == "test"
+    return ArmFrames(
+        frame[~test].reset_index(drop=True),
+        frame[test].reset_index(drop=True),
+        list(uf.feature_names),
+        list(uf.categorical),
+        str(frame.loc[test, CAMPAIGN].iloc[0]),
+        None if uf.truth_path is None else uf.truth_path.parent,
+    )
