@@ -1,8 +1,15 @@
-"""Campaign targeting rules, pure: consent, audience filters, expected profit, budget, controls.
+"""Campaign targeting rules, pure: what a score is, consent, audience filters, expected profit,
+budget, controls.
 
 Every function takes arrays or frames and returns new ones; nothing here reads files or a model.
 The order of the exclusion reasons is part of the contract: a customer is counted once, under the
 first rule it fails (``EXCLUSION_REASONS``), so the counts add up to the base.
+
+What a score is decides what its figures mean (``score_kind``, the planner's rule in
+``models.decisions.value``): an uplift is the incremental effect of a contact; a response
+probability P(respond | contacted) counts those who would respond anyway; a churn probability is
+no response at all, so it ranks by value at risk (P(churn) x value - cost) and sums to no
+"expected responses". Only an uplift ranks by default (``basis_for``).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from models.decisions.groups import groups_of, uniforms_from_hashes
+from models.decisions.value import BASIS_NON_CAUSAL, BASIS_UPLIFT
 
 CHANNELS = ("email", "sms", "phone")
 #: Why a customer of the base is not in the selection, in the order the rules are applied.
@@ -27,6 +35,50 @@ EXCLUSION_REASONS = (
     "unprofitable",
     "budget",
 )
+
+
+# --------------------------------------------------------------------------- what a score is
+
+#: What a model's campaign score is: the incremental effect of a contact, P(respond | contacted)
+#: (a propensity, a next-best-offer acceptance) or P(leave) (a churn model).
+SCORE_KINDS = ("uplift", "response_probability", "churn_probability")
+
+
+def score_kind(output: str, family: str, names: Iterable[str] = ()) -> str:
+    """What a served model's campaign score is, from its output and its family.
+
+    ``output`` is the served output (``uplift`` or ``probability``), ``family`` the trained
+    family (``ScoringModel.family``: churn, propensity, labelled, ...). A labelled model's label
+    is not recorded with it, so it is taken as a churn model when one of ``names`` (served name,
+    registered model, dataset) says churn, as the Telco churn table's does; otherwise, like a
+    propensity or a next-best-offer model, as a response probability.
+    """
+    if output == "uplift":
+        return "uplift"
+    if output != "probability":
+        raise ValueError(f"a {output} output is not a campaign score")
+    if family == "churn" or (
+        family == "labelled" and any("churn" in str(n).lower() for n in names)
+    ):
+        return "churn_probability"
+    return "response_probability"
+
+
+def basis_for(kind: str, ranking_basis: str) -> str:
+    """The basis label (``models.decisions.value``) of a ranking by a ``kind`` of score.
+
+    Raises ValueError when the two disagree: a non-uplift score ranks only when the ranking says
+    ``non_causal_score``, and an uplift is no non-causal score.
+    """
+    if kind not in SCORE_KINDS:
+        raise ValueError(f"score kind must be one of {SCORE_KINDS}, not {kind!r}")
+    if kind == "uplift":
+        if ranking_basis != "uplift":
+            raise ValueError("an uplift is an incremental effect: rank by basis uplift")
+        return BASIS_UPLIFT
+    if ranking_basis != "non_causal_score":
+        raise ValueError(f"a {kind} is no incremental effect: it ranks only as non_causal_score")
+    return BASIS_NON_CAUSAL
 
 
 # --------------------------------------------------------------------------- consent
@@ -108,6 +160,9 @@ class CampaignRules:
     control_fraction: float = 0.1
     test_cell_fraction: float = 0.0
     win_back_first: bool = False
+    # False when the score is no response probability (a churn probability): the summary's
+    # expected_responses is then None, never a sum of churn probabilities
+    score_is_response: bool = True
 
     def __post_init__(self) -> None:
         # free contacts would make any money budget select everyone
@@ -140,7 +195,8 @@ CANDIDATE_COLUMNS = (
 
 
 def expected_profit(score: np.ndarray, value: float, cost: float) -> np.ndarray:
-    """score x value - cost per contact (p x value, or uplift x value for an uplift model)."""
+    """score x value - cost per contact: incremental with an uplift; P(respond) x value, or the
+    value at risk P(churn) x value, for a non-causal score."""
     return np.asarray(score, dtype=float) * value - cost
 
 
@@ -257,7 +313,9 @@ def select_customers(candidates: pd.DataFrame, rules: CampaignRules) -> Selectio
         "test_cell": int((customers["group"] == "test").sum()),
         "rollout": int((customers["group"] == "rollout").sum()),
         "win_back_priority": int(customers["win_back_priority"].sum()),
-        "expected_responses": float(customers.loc[contacted, "score"].sum()),
+        "expected_responses": float(customers.loc[contacted, "score"].sum())
+        if rules.score_is_response
+        else None,
         "expected_profit": float(customers.loc[contacted, "expected_profit"].sum()),
         "spend": float(n_contacted * rules.cost_per_contact),
         "excluded": {r: int((reason == r).sum()) for r in EXCLUSION_REASONS},

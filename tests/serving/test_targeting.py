@@ -11,13 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.decisions.groups import id_hashes
+from models.decisions.value import BASIS_NON_CAUSAL, BASIS_UPLIFT
 from serving.targeting import (
     EXCLUSION_REASONS,
+    SCORE_KINDS,
     CampaignRules,
     assign_groups,
+    basis_for,
     budget_prefix,
     campaign_uniforms,
     consent_flags,
+    score_kind,
     select_customers,
 )
 
@@ -229,3 +233,65 @@ def test_property_consent_budget_and_counts(n, seed, max_contacts, control, test
         assert sel.summary["selected"] == int(profitable.sum())
     assert sum(sel.summary["excluded"].values()) + sel.summary["selected"] == n
     assert (sel.customers["expected_profit"] > 0).all()
+
+
+# --------------------------------------------------------------------------- what a score is
+
+
+@pytest.mark.parametrize(
+    ("output", "family", "names", "kind"),
+    [
+        ("uplift", "uplift", (), "uplift"),
+        ("probability", "churn", ("churn", "churn-synthetic"), "churn_probability"),
+        ("probability", "churn", ("retention",), "churn_probability"),  # the family decides
+        ("probability", "labelled", ("telco", "churn-telco"), "churn_probability"),
+        ("probability", "labelled", ("telco", "Telco_Churn"), "churn_probability"),
+        ("probability", "labelled", ("upgrade", "upgrade-telco"), "response_probability"),
+        ("probability", "propensity", ("churn-named-propensity",), "response_probability"),
+        ("probability", "", ("nbo",), "response_probability"),  # a next-best-offer model
+    ],
+)
+def test_the_score_kind_follows_the_family_not_the_output(output, family, names, kind):
+    assert score_kind(output, family, names) == kind
+    assert kind in SCORE_KINDS
+
+
+def test_a_value_is_no_campaign_score():
+    with pytest.raises(ValueError, match="value"):
+        score_kind("value", "clv")
+
+
+@pytest.mark.parametrize(
+    ("kind", "ranking", "basis"),
+    [
+        ("uplift", "uplift", BASIS_UPLIFT),
+        ("churn_probability", "non_causal_score", BASIS_NON_CAUSAL),
+        ("response_probability", "non_causal_score", BASIS_NON_CAUSAL),
+        ("churn_probability", "uplift", None),
+        ("response_probability", "uplift", None),
+        ("uplift", "non_causal_score", None),
+    ],
+)
+def test_only_an_uplift_ranks_by_default_and_the_basis_labels_the_rest(kind, ranking, basis):
+    if basis is None:
+        with pytest.raises(ValueError):
+            basis_for(kind, ranking)
+    else:
+        assert basis_for(kind, ranking) == basis
+
+
+def test_a_churn_probability_ranks_by_value_at_risk_and_counts_no_responses():
+    c = candidates(40, seed=5, consent=True)
+    as_response = select_customers(c, rules(max_contacts=10, control_fraction=0.0))
+    as_churn = select_customers(
+        c, rules(max_contacts=10, control_fraction=0.0, score_is_response=False)
+    )
+    assert as_response.summary["expected_responses"] == pytest.approx(
+        as_response.customers["score"].sum()
+    )
+    assert as_churn.summary["expected_responses"] is None
+    # same ranking (P x value - cost, here value at risk), same selection and profit figures
+    pd.testing.assert_frame_equal(as_churn.customers, as_response.customers)
+    assert as_churn.summary["expected_profit"] == as_response.summary["expected_profit"]
+    expected = np.sort(c["score"].to_numpy() * 10.0 - 1.0)[::-1][:10]
+    np.testing.assert_allclose(as_churn.customers["expected_profit"], expected)
