@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.decisions.value import BASIS_UPLIFT
 from serving.base import SEGMENT_COLUMNS, CustomerBase
 from serving.errors import RequestError
 from serving.kinds import ScoreModel
@@ -197,6 +198,54 @@ def _nbo_model(state: ServingState) -> str | None:
     return names[0] if names else None
 
 
+def _score_kind(served: Any, model: str, output: str) -> str:
+    """What the served model's campaign score is (``serving.targeting.score_kind``)."""
+    from serving.targeting import score_kind
+
+    family = str(getattr(served.model, "family", "") or "")
+    info = getattr(served.model, "info", None)
+    dataset = info.get("dataset") if isinstance(info, Mapping) else None
+    names = (model, served.meta.registered_model, dataset or "", served.base.dataset)
+    return score_kind(output, family, names)
+
+
+#: What a churn or response probability is not, in the 400 of /target naming ``model``.
+_NOT_AN_EFFECT = {
+    "churn_probability": "a churn probability, not the probability of responding to an offer "
+    "(a churn probability is never a response probability)",
+    "response_probability": "a response probability P(respond | contacted), not the "
+    "incremental effect of a contact (it counts those who would respond anyway)",
+}
+
+
+def _ranking_basis(model: str, kind: str, ranking: Mapping[str, Any] | None) -> str:
+    """The basis label of the ranking, or the 400 that says what to do instead."""
+    from serving.targeting import basis_for
+
+    wanted = str((ranking or {}).get("basis") or "uplift")
+    reason = (ranking or {}).get("reason")
+    if wanted == "non_causal_score" and not (isinstance(reason, str) and reason.strip()):
+        # the request schema checks it too; plain callers are held to the same rule
+        raise RequestError("ranking.reason", "say why a non-causal score may rank this campaign")
+    try:
+        return basis_for(kind, wanted)
+    except ValueError as exc:
+        if kind == "uplift":
+            raise RequestError(
+                "ranking.basis",
+                f"model {model!r} is an uplift model: its figures are incremental; rank by "
+                "ranking.basis uplift (or leave ranking out)",
+            ) from exc
+        raise RequestError(
+            "model",
+            f"model {model!r} gives {_NOT_AN_EFFECT[kind]}: it cannot rank /target as the "
+            "gain of a contact. Name an uplift model for the offer, or plan the campaign with "
+            "POST /campaigns/plan, or rank by this score explicitly with "
+            '"ranking": {"basis": "non_causal_score", "reason": "<why>"} (every figure is then '
+            "labelled non-incremental)",
+        ) from exc
+
+
 def target_customers(
     state: ServingState,
     *,
@@ -212,8 +261,14 @@ def target_customers(
     test_cell_fraction: float = 0.0,
     win_back_first: bool = False,
     include_customers: bool = True,
+    ranking: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The /target answer as plain data: profit-ranked customers within budget, with groups."""
+    """The /target answer as plain data: profit-ranked customers within budget, with groups.
+
+    Only an uplift model ranks by default; a churn or response-probability model ranks only when
+    ``ranking`` says ``basis: non_causal_score`` with a reason, and every figure is then labelled
+    non-incremental (a churn probability ranks by value at risk and counts no responses).
+    """
     from serving.targeting import CampaignRules, select_customers
 
     audience = dict(audience or {})
@@ -234,7 +289,9 @@ def target_customers(
     scorer = getattr(served, "campaign_scores", None)
     if scorer is None:
         raise RequestError("model", f"model {model!r} cannot rank a campaign audience")
-    scores, score_kind = scorer(offer_id)
+    scores, output = scorer(offer_id)
+    kind = _score_kind(served, model, output)
+    basis = _ranking_basis(model, kind, ranking)
     value = value_per_conversion
     if value is None and offer is not None:
         value = _number(offer.get("value"))
@@ -301,6 +358,7 @@ def target_customers(
         control_fraction=control_fraction,
         test_cell_fraction=test_cell_fraction,
         win_back_first=win_back_first,
+        score_is_response=kind != "churn_probability",
     )
     selection = select_customers(candidates, rules)
     customers = selection.customers
@@ -336,7 +394,14 @@ def target_customers(
         "model": model,
         "registered_model": served.meta.registered_model,
         "version": served.meta.version,
-        "score_kind": score_kind,
+        "score_kind": kind,
+        "basis": basis,
+        "warning": None
+        if basis == BASIS_UPLIFT
+        else (
+            "ranked by a non-causal score: every figure is non-incremental (not an effect of "
+            f"the contact); reason given: {(ranking or {}).get('reason')}"
+        ),
         "offer_id": offer_id,
         "channel": channel,
         "as_of": base.as_of.isoformat(),

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.segments import ABC_CLASSES, LIFECYCLE_STAGES, RFM_SEGMENTS
+from models.decisions.campaign import Ranking
+from models.decisions.value import BASIS_NON_CAUSAL, BASIS_UPLIFT
 from serving.settings import HARD_MAX_BATCH, MAX_K
 
 CustomerId = Annotated[
@@ -42,6 +44,8 @@ ModelName = Annotated[
     ),
 ]
 Channel = Literal["email", "sms", "phone"]
+ScoreKind = Literal["uplift", "response_probability", "churn_probability"]
+Basis = Literal[BASIS_UPLIFT, BASIS_NON_CAUSAL]  # type: ignore[valid-type]
 OfferKind = Literal["cross_sell", "up_sell", "any"]
 RfmSegment = Literal[RFM_SEGMENTS]  # type: ignore[valid-type]
 AbcClass = Literal[ABC_CLASSES]  # type: ignore[valid-type]
@@ -236,8 +240,16 @@ class TargetedCustomer(BaseModel):
         description="control: held out, not contacted; test: the test cell; rollout: the rest",
         examples=["rollout"],
     )
-    score: float = Field(description="probability, or uplift with an uplift model", examples=[0.41])
-    expected_profit: float = Field(description="score x value - cost", examples=[18.3])
+    score: float = Field(
+        description="the model's score, as score_kind says: uplift, P(respond | contacted) or "
+        "P(churn)",
+        examples=[0.41],
+    )
+    expected_profit: float = Field(
+        description="score x value - cost: incremental with an uplift; a non-causal ranking "
+        "value otherwise (basis)",
+        examples=[18.3],
+    )
     win_back_priority: bool = Field(description="lapsed in the last 7 days", examples=[False])
     lifecycle_stage: str | None = Field(examples=["lapsing"])
     rfm_segment: str | None = Field(examples=["At risk"])
@@ -266,10 +278,16 @@ class TargetSummary(BaseModel):
     test_cell: int
     rollout: int
     win_back_priority: int = Field(description="selected customers lapsed in the last 7 days")
-    expected_responses: float = Field(
-        description="sum of scores over contacted customers (incremental ones with uplift)"
+    expected_responses: float | None = Field(
+        description="sum of scores over contacted customers: incremental responses with an "
+        "uplift model, non-incremental ones (those who would respond anyway included) with a "
+        "response probability; null with a churn probability, which is no response"
     )
-    expected_profit: float = Field(description="sum of score x value - cost over contacted")
+    expected_profit: float = Field(
+        description="sum of score x value - cost over contacted: incremental profit with an "
+        "uplift model; with a non-causal score its ranking value (value at risk P(churn) x value "
+        "- cost for a churn model), not an effect of the contact"
+    )
     spend: float = Field(description="contacted x cost per contact")
     excluded: Exclusions
 
@@ -278,11 +296,23 @@ class TargetResponse(BaseModel):
     """The campaign's selection and its summary."""
 
     campaign_id: str = Field(examples=["spring-winback-2025"])
-    model: str = Field(examples=["churn"])
-    registered_model: str = Field(examples=["churn-synthetic"])
+    model: str = Field(examples=["uplift"])
+    registered_model: str = Field(examples=["uplift-synthetic"])
     version: str = Field(examples=["3"])
-    score_kind: Literal["probability", "uplift"] = Field(
-        description="probability: profit = p x value - cost; uplift: uplift x value - cost"
+    score_kind: ScoreKind = Field(
+        description="what the score is: uplift (incremental effect of a contact), "
+        "response_probability (P(respond | contacted)) or churn_probability (P(leave); ranks "
+        "by value at risk, never as a response)",
+        examples=["uplift"],
+    )
+    basis: Basis = Field(
+        description="what every figure is based on (models.decisions.value): "
+        f"{BASIS_UPLIFT!r} with an uplift model, else {BASIS_NON_CAUSAL!r}",
+        examples=[BASIS_UPLIFT],
+    )
+    warning: str | None = Field(
+        description="set when a non-causal score ranked the campaign (with the reason given)",
+        examples=[None],
     )
     offer_id: str | None = Field(examples=["RET_01"])
     channel: Channel = Field(examples=["email"])
@@ -394,9 +424,10 @@ CampaignModel = Annotated[
     Field(
         min_length=1,
         max_length=64,
-        description="probability or uplift model ranking the audience (default: the NBO model "
-        "scoring offer_id)",
-        examples=["churn"],
+        description="uplift model ranking the audience by the incremental effect of a contact; "
+        "a churn or response-probability model (default: the NBO model scoring offer_id) "
+        "needs ranking.basis non_causal_score",
+        examples=["uplift"],
     ),
 ]
 CampaignOffer = Annotated[
@@ -406,6 +437,15 @@ CampaignOffer = Annotated[
         max_length=128,
         description="offer made (its value and cost are the defaults)",
         examples=["RET_01"],
+    ),
+]
+TargetRanking = Annotated[
+    Ranking,
+    Field(
+        description="what ranks the audience (models.decisions.campaign.Ranking): by default "
+        "an uplift model's incremental effect; a churn or response-probability model ranks only "
+        "with basis non_causal_score and a reason, its figures labelled non-incremental",
+        examples=[{"basis": "non_causal_score", "reason": "no uplift model for this offer yet"}],
     ),
 ]
 AudienceFilters = Annotated[Audience, Field(description="audience filters")]
@@ -507,6 +547,7 @@ class TargetRequest(RequestBody):
     test_cell_fraction: TestCellFraction = 0.0
     win_back_first: WinBackFirst = False
     include_customers: IncludeCustomers = True
+    ranking: TargetRanking = None  # type: ignore[assignment]
 
 
 # ---------------------------------------------------------------- /campaigns/plan, /offers

@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse
 
 from features.store import StateDirs
+from models.decisions.campaign import Ranking
 from serving.decisions import offers_listing, plan_request
 from serving.errors import RequestError, ValidationErrorFields
 from serving.handlers import model_info, rank_offers, score_customers, target_customers
@@ -278,10 +279,12 @@ class Patron:
         test_cell_fraction: float,
         win_back_first: bool,
         include_customers: bool,
+        ranking: Ranking | None,
     ) -> TargetResponse:
-        """Customers maximising expected profit (p x value - cost, or uplift x value - cost)
-        within the budget, with control and test cells fixed by hash(campaign, customer); never
-        a customer without consent for the channel."""
+        """Customers maximising expected profit (uplift x value - cost) within the budget, with
+        control and test cells fixed by hash(campaign, customer); never a customer without
+        consent for the channel. A churn or response-probability model ranks only with
+        `ranking: {basis: non_causal_score, reason}`, its figures labelled non-incremental."""
         state = self.state
 
         def work() -> TargetResponse:
@@ -299,6 +302,7 @@ class Patron:
                 test_cell_fraction=test_cell_fraction,
                 win_back_first=win_back_first,
                 include_customers=include_customers,
+                ranking=ranking.model_dump() if ranking else None,
             )
             summary = body["summary"]
             log.info(

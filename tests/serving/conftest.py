@@ -25,6 +25,8 @@ from features.store import StateDirs
 ROOT = Path(__file__).resolve().parents[2]
 USER_KEY = "test-user-key-0123456789"
 ADMIN_KEY = "test-admin-key-9876543210"
+#: What a /target request with a churn or response-probability model must say to rank by it.
+NON_CAUSAL = {"basis": "non_causal_score", "reason": "no uplift model for this offer yet"}
 
 
 def ensure_snapshot(state: StateDirs, dataset: str, feature_set: str) -> Path:

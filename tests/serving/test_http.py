@@ -18,9 +18,11 @@ import httpx
 import pandas as pd
 import pytest
 
+from models.decisions.value import BASIS_NON_CAUSAL
 from serving.settings import ServingSettings
 from tests.serving.conftest import (
     ADMIN_KEY,
+    NON_CAUSAL,
     USER_KEY,
     Server,
     register_copy,
@@ -117,6 +119,9 @@ def test_requests_need_a_valid_key_and_admin_actions_an_admin_key(server):
         assert httpx.get(f"{srv.url}{path}", timeout=10).status_code == 200, path
 
 
+#: A valid /target body for the served churn model: it ranks by churn only explicitly.
+CHURN_TARGET = {"campaign_id": "c", "channel": "sms", "model": "churn", "ranking": NON_CAUSAL}
+
 BAD = [
     ("/score", {"customer_ids": []}, 400, "customer_ids"),
     ("/score", {"customer_ids": "C1"}, 400, "customer_ids"),
@@ -130,51 +135,22 @@ BAD = [
     ("/next-best-offer", {"customer_ids": ["C1"]}, 404, "model"),
     ("/next-best-offer", {"customer_ids": ["C1"], "k": 0}, 400, "k"),
     ("/next-best-offer", {"customer_ids": ["C1"], "kind": "sideways"}, 400, "kind"),
-    ("/target", {"campaign_id": "c", "channel": "fax", "model": "churn"}, 400, "channel"),
-    ("/target", {"campaign_id": "c d", "channel": "sms", "model": "churn"}, 400, "campaign_id"),
-    ("/target", {"campaign_id": "c", "channel": "sms", "model": "x"}, 404, "model"),
-    (
-        "/target",
-        {"campaign_id": "c", "channel": "sms", "model": "churn", "offer_id": "NO"},
-        404,
-        "offer_id",
-    ),
+    ("/target", {**CHURN_TARGET, "channel": "fax"}, 400, "channel"),
+    ("/target", {**CHURN_TARGET, "campaign_id": "c d"}, 400, "campaign_id"),
+    ("/target", {**CHURN_TARGET, "model": "x"}, 404, "model"),
+    ("/target", {**CHURN_TARGET, "offer_id": "NO"}, 404, "offer_id"),
     ("/target", {"campaign_id": "c", "channel": "sms", "offer_id": "RET_01"}, 404, "model"),
-    (
-        "/target",
-        {"campaign_id": "c", "channel": "sms", "model": "churn", "control_fraction": 0.9},
-        400,
-        "control_fraction",
-    ),
-    (
-        "/target",
-        {"campaign_id": "c", "channel": "sms", "model": "churn", "budget": {"max_contacts": -1}},
-        400,
-        "max_contacts",
-    ),
-    (
-        "/target",
-        {
-            "campaign_id": "c",
-            "channel": "sms",
-            "model": "churn",
-            "audience": {"segments": ["Nope"]},
-        },
-        400,
-        "segments",
-    ),
-    (
-        "/target",
-        {"campaign_id": "c", "channel": "sms", "model": "churn", "audience": {"colour": "red"}},
-        400,
-        "colour",
-    ),
-    (
-        "/target",
-        {"campaign_id": "c", "channel": "sms", "model": "churn", "cost_per_contact": "1"},
-        400,
-        "cost_per_contact",
-    ),
+    ("/target", {**CHURN_TARGET, "control_fraction": 0.9}, 400, "control_fraction"),
+    ("/target", {**CHURN_TARGET, "budget": {"max_contacts": -1}}, 400, "max_contacts"),
+    ("/target", {**CHURN_TARGET, "audience": {"segments": ["Nope"]}}, 400, "segments"),
+    ("/target", {**CHURN_TARGET, "audience": {"colour": "red"}}, 400, "colour"),
+    ("/target", {**CHURN_TARGET, "cost_per_contact": "1"}, 400, "cost_per_contact"),
+    # a churn probability is no response probability: it ranks only when the request says so
+    ("/target", {"campaign_id": "c", "channel": "sms", "model": "churn"}, 400, "model"),
+    ("/target", {**CHURN_TARGET, "ranking": {"basis": "uplift"}}, 400, "model"),
+    ("/target", {**CHURN_TARGET, "ranking": {"basis": "non_causal_score"}}, 400, "ranking"),
+    ("/target", {**CHURN_TARGET, "ranking": {**NON_CAUSAL, "reason": " "}}, 400, "ranking"),
+    ("/target", {**CHURN_TARGET, "ranking": {**NON_CAUSAL, "why": "x"}}, 400, "ranking.why"),
 ]
 
 
@@ -188,7 +164,7 @@ def test_bad_requests_get_4xx_naming_the_field(server, path, payload, status, fi
 
 def test_nan_is_refused_naming_the_field(server):
     srv, _, _ = server
-    raw = '{"campaign_id": "c", "channel": "sms", "model": "churn", "audience": {"min_score": NaN}}'
+    raw = json.dumps({**CHURN_TARGET, "audience": {"min_score": 0.5}}).replace("0.5", "NaN")
     response = httpx.post(
         f"{srv.url}/target",
         content=raw,
@@ -212,10 +188,15 @@ def test_target_honours_consent_and_keeps_groups_stable(server):
         "budget": {"max_contacts": 200, "max_cost": 10_000.0},
         "control_fraction": 0.2,
         "test_cell_fraction": 0.1,
+        "ranking": NON_CAUSAL,
     }
     first = post(srv, "/target", spec)
     assert first.status_code == 200, first.text
     body = first.json()
+    # ranked by value at risk, labelled so: no churn probability is summed as responses
+    assert (body["score_kind"], body["basis"]) == ("churn_probability", BASIS_NON_CAUSAL)
+    assert body["summary"]["expected_responses"] is None
+    assert NON_CAUSAL["reason"] in body["warning"]
     customers = pd.read_parquet(pipeline["state"].data("synthetic") / "customers.parquet")
     consent = customers.set_index(customers["customer_id"].astype(str))["consent_phone"]
     chosen = [c["customer_id"] for c in body["customers"]]
@@ -230,6 +211,26 @@ def test_target_honours_consent_and_keeps_groups_stable(server):
     assert all(groups[c["customer_id"]] == c["group"] for c in body["customers"])
     summary_only = post(srv, "/target", {**spec, "include_customers": False}).json()
     assert summary_only["customers"] == [] and summary_only["summary"] == summary
+
+
+def test_target_refuses_a_churn_probability_as_a_response_probability(server):
+    """Without an explicit non-causal ranking a churn model is a 400 naming `model` that says
+    what to do; a non-causal ranking without a reason is a 400 naming `ranking`."""
+    srv, _, _ = server
+    plain = {"campaign_id": "c", "channel": "email", "model": "churn", "offer_id": "RET_01"}
+    response = post(srv, "/target", plain)
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["field"] == "model" and body["request_id"] == response.headers["x-request-id"]
+    for needle in ("churn probability", "uplift model", "POST /campaigns/plan", "non_causal_score"):
+        assert needle in body["error"], body["error"]
+    response = post(srv, "/target", {**plain, "ranking": {"basis": "non_causal_score"}})
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["field"] == "ranking" and "reason" in body["error"]
+    allowed = post(srv, "/target", {**plain, "ranking": NON_CAUSAL, "include_customers": False})
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json()["basis"] == BASIS_NON_CAUSAL
 
 
 def test_models_lists_versions_dates_metrics_and_snapshot(server):

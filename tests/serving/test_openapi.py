@@ -89,3 +89,28 @@ def test_the_services_document_refuses_unknown_fields_and_resolves():
         type(op).__name__ for op in schemathesis.openapi.from_dict(out).get_all_operations()
     ]
     assert operations and set(operations) == {"Ok"}, operations
+
+
+def test_the_target_document_labels_the_basis_and_allows_no_responses():
+    """/target's request takes the explicit ranking; its answer names the basis with the value
+    layer's own strings, and expected_responses may be null (a churn probability)."""
+    import json
+
+    from models.decisions.value import BASIS_NON_CAUSAL, BASIS_UPLIFT
+    from serving.service import Patron
+
+    doc = json.loads(json.dumps(Patron.openapi_spec.asdict()))
+    out = patch_openapi(doc, OPEN_PATHS, [TargetResponse])
+    schemas = out["components"]["schemas"]
+    op = out["paths"]["/target"]["post"]
+    request = op["requestBody"]["content"]["application/json"]["schema"]
+    assert request["properties"]["ranking"]["$ref"].endswith("/Ranking")
+    ranking = schemas["Ranking"]
+    assert ranking["additionalProperties"] is False
+    assert ranking["properties"]["basis"]["enum"] == ["uplift", "non_causal_score"]
+    answer = op["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
+    assert answer["basis"]["enum"] == [BASIS_UPLIFT, BASIS_NON_CAUSAL]
+    assert answer["score_kind"]["enum"] == ["uplift", "response_probability", "churn_probability"]
+    assert {"type": "null"} in answer["warning"]["anyOf"]
+    responses = schemas["TargetSummary"]["properties"]["expected_responses"]
+    assert {"type": "null"} in responses["anyOf"]

@@ -250,3 +250,50 @@ def test_a_churn_model_is_no_uplift_and_ranks_only_when_labelled(server):
         assert row["expected_incremental_profit"] is None and row["basis"] == summary["basis"]
         assert row["non_causal_ranking_value"] is not None
     assert all(t["expected_incremental_profit_contacted"] is None for t in plan["by_offer"])
+
+
+# --------------------------------------------------------------------------- /target beside it
+
+
+def target(srv: Server, body: object) -> httpx.Response:
+    return httpx.post(f"{srv.url}/target", json=body, headers=USER, timeout=120)
+
+
+@pytest.mark.server
+def test_target_ranks_by_the_uplift_model_and_refuses_the_churn_model(server):
+    """/target agrees with the planner: an uplift model's figures are incremental; the churn
+    model of the same base is a 400 naming `model` unless ranked explicitly as non-causal."""
+    from models.decisions.value import BASIS_NON_CAUSAL, BASIS_UPLIFT
+    from tests.serving.conftest import NON_CAUSAL
+
+    srv, _ = server
+    spec = {
+        "campaign_id": "target-uplift-1",
+        "channel": "email",
+        "model": "uplift",
+        "value_per_conversion": 40.0,
+        "cost_per_contact": 0.2,
+        "budget": {"max_contacts": 300},
+    }
+    response = target(srv, spec)
+    assert response.status_code == 200, response.text[:3000]
+    body = response.json()
+    assert (body["score_kind"], body["basis"], body["warning"]) == ("uplift", BASIS_UPLIFT, None)
+    contacted = [c for c in body["customers"] if c["group"] != "control"]
+    assert 0 < len(contacted) <= 300
+    responses = body["summary"]["expected_responses"]
+    assert isinstance(responses, float)
+    assert responses == pytest.approx(sum(c["score"] for c in contacted))
+    for c in body["customers"]:
+        assert c["expected_profit"] == pytest.approx(40.0 * c["score"] - 0.2)
+
+    refused(target(srv, {**spec, "ranking": NON_CAUSAL}), "ranking.basis")
+    churn = {**spec, "model": "churn"}
+    body = refused(target(srv, churn), "model")
+    assert "churn probability" in body["error"] and "/campaigns/plan" in body["error"]
+    labelled = target(srv, {**churn, "ranking": NON_CAUSAL})
+    assert labelled.status_code == 200, labelled.text[:3000]
+    labelled_body = labelled.json()
+    assert labelled_body["score_kind"] == "churn_probability"
+    assert labelled_body["basis"] == BASIS_NON_CAUSAL
+    assert labelled_body["summary"]["expected_responses"] is None

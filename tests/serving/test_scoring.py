@@ -11,13 +11,14 @@ import pandas as pd
 import pytest
 
 from features.definitions import context_feature_names
+from models.decisions.value import BASIS_NON_CAUSAL, BASIS_UPLIFT
 from serving.batch import score_base
 from serving.errors import RequestError
 from serving.handlers import check_ids, rank_offers, score_customers, target_customers
 from serving.kinds import rank_stats
 from serving.settings import AuthSettings, ServingSettings
 from serving.state import build_state, state_keys
-from tests.serving.conftest import ensure_snapshot, register_copy, serving_settings
+from tests.serving.conftest import NON_CAUSAL, ensure_snapshot, register_copy, serving_settings
 
 NAME = "serving-inprocess-test"
 
@@ -131,6 +132,7 @@ def test_target_never_selects_customers_without_consent(setup):
         budget={"max_contacts": 300},
         control_fraction=0.1,
         test_cell_fraction=0.05,
+        ranking=NON_CAUSAL,
     )
     chosen = [c["customer_id"] for c in body["customers"]]
     assert chosen and consent.reindex(chosen).fillna(False).astype(bool).all()
@@ -148,6 +150,7 @@ def test_target_never_selects_customers_without_consent(setup):
         budget={"max_contacts": 300},
         control_fraction=0.1,
         test_cell_fraction=0.05,
+        ranking=NON_CAUSAL,
     )
     assert again["customers"] == body["customers"]
 
@@ -163,6 +166,15 @@ def test_target_never_selects_customers_without_consent(setup):
             "test_cell_fraction",
             400,
         ),
+        # a churn probability is no response probability: explicit non-causal ranking only
+        ({"model": "churn"}, "model", 400),
+        ({"model": "churn", "ranking": {"basis": "uplift"}}, "model", 400),
+        ({"model": "churn", "ranking": {"basis": "non_causal_score"}}, "ranking.reason", 400),
+        (
+            {"model": "churn", "ranking": {"basis": "non_causal_score", "reason": ""}},
+            "ranking.reason",
+            400,
+        ),
     ],
 )
 def test_target_errors_name_the_field(setup, kwargs, field, status):
@@ -175,12 +187,42 @@ def test_target_errors_name_the_field(setup, kwargs, field, status):
 def test_target_without_money_ranks_by_expected_responses(setup):
     _, _, state, _ = setup
     body = target_customers(
-        state, campaign_id="x", channel="email", model="churn", budget={"max_contacts": 50}
+        state,
+        campaign_id="x",
+        channel="email",
+        model="churn",
+        budget={"max_contacts": 50},
+        ranking=NON_CAUSAL,
     )
     assert (body["value_per_conversion"], body["cost_per_contact"]) == (1.0, 0.0)
     contacted = [c for c in body["customers"] if c["group"] != "control"]
     assert len(contacted) == 50
+    # value at risk, labelled non-causal; the churn probabilities are never summed as responses
     assert body["summary"]["expected_profit"] == pytest.approx(sum(c["score"] for c in contacted))
+    assert body["summary"]["expected_responses"] is None
+    assert (body["score_kind"], body["basis"]) == ("churn_probability", BASIS_NON_CAUSAL)
+    assert NON_CAUSAL["reason"] in body["warning"]
+
+
+def test_a_churn_model_ranks_by_value_at_risk_minus_cost(setup):
+    _, _, state, _ = setup
+    body = target_customers(
+        state,
+        campaign_id="x",
+        channel="email",
+        model="churn",
+        value_per_conversion=80.0,
+        cost_per_contact=2.0,
+        budget={"max_contacts": 40},
+        ranking=NON_CAUSAL,
+    )
+    p = pd.Series(state.models["churn"].scores, index=state.models["churn"].base.features.index)
+    for c in body["customers"]:
+        assert c["score"] == pytest.approx(p.loc[c["customer_id"]])
+        assert c["expected_profit"] == pytest.approx(80.0 * c["score"] - 2.0)
+    profits = [c["expected_profit"] for c in body["customers"]]
+    assert profits == sorted(profits, reverse=True) and min(profits) > 0
+    assert body["summary"]["expected_responses"] is None
 
 
 # --------------------------------------------------------------------------- reload
@@ -465,8 +507,17 @@ def test_an_offer_campaign_ranks_on_the_offers_probability(offers_setup):
         channel="email",
         offer_id="XS_cat_03",
         budget={"max_contacts": 100},
+        ranking=NON_CAUSAL,
     )
-    assert body["model"] == "nbo" and body["score_kind"] == "probability"
+    assert body["model"] == "nbo" and body["score_kind"] == "response_probability"
+    # P(takes the offer | contacted) counts responses, labelled non-incremental
+    assert body["basis"] == BASIS_NON_CAUSAL
+    contacted = [c["score"] for c in body["customers"] if c["group"] != "control"]
+    assert body["summary"]["expected_responses"] == pytest.approx(sum(contacted))
+    with pytest.raises(RequestError) as err:  # a response probability is no uplift either
+        target_customers(served_state, campaign_id="xs3", channel="email", offer_id="XS_cat_03")
+    assert (err.value.field, err.value.status) == ("model", 400)
+    assert "response probability" in err.value.message
     served = served_state.models["nbo"]
     p = pd.Series(served.campaign_scores("XS_cat_03")[0], index=served.base.features.index)
     consent = served.base.consent["email"]
@@ -516,7 +567,14 @@ def test_an_uplift_model_targets_on_uplift_times_value(setup):
         value_per_conversion=50.0,
         cost_per_contact=10.0,
     )
-    assert body["score_kind"] == "uplift"
+    assert (body["score_kind"], body["basis"], body["warning"]) == ("uplift", BASIS_UPLIFT, None)
+    contacted = [c["score"] for c in body["customers"] if c["group"] != "control"]
+    assert body["summary"]["expected_responses"] == pytest.approx(sum(contacted))
+    with pytest.raises(RequestError) as err:  # an uplift is no non-causal score
+        target_customers(
+            uplift_state, campaign_id="u1", channel="email", model="uplift", ranking=NON_CAUSAL
+        )
+    assert (err.value.field, err.value.status) == ("ranking.basis", 400)
     chosen = pd.Series({c["customer_id"]: c["score"] for c in body["customers"]})
     assert len(chosen) > 50 and (chosen * 50.0 - 10.0 > 0).all()  # uplift above 0.2
     assert recent[base.positions(list(chosen.index))].mean() > 0.8 > recent.mean()

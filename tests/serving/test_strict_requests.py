@@ -22,6 +22,7 @@ from serving.service import Patron, ops
 from serving.targeting import CampaignRules
 from tests.serving.conftest import (
     ADMIN_KEY,
+    NON_CAUSAL,
     USER_KEY,
     Server,
     register_copy,
@@ -139,6 +140,18 @@ def test_misspelt_fields_are_refused(model, body, loc):
     assert [(e["loc"], e["type"]) for e in err.value.errors()] == [(loc, "extra_forbidden")]
 
 
+def test_a_non_causal_ranking_needs_a_reason():
+    body = {"campaign_id": "c", "channel": "sms", "model": "churn"}
+    for ranking in ({"basis": "non_causal_score"}, {"basis": "non_causal_score", "reason": " "}):
+        with pytest.raises(ValidationError) as err:
+            TargetRequest.model_validate({**body, "ranking": ranking})
+        (error,) = err.value.errors()
+        assert error["loc"] == ("ranking",) and "reason" in error["msg"]
+    ok = TargetRequest.model_validate({**body, "ranking": NON_CAUSAL})
+    assert ok.ranking is not None and ok.ranking.basis == "non_causal_score"
+    assert TargetRequest.model_validate(body).ranking is None  # default: rank by uplift
+
+
 def test_the_api_methods_take_exactly_their_models_fields():
     import inspect
 
@@ -210,7 +223,7 @@ def post(srv: Server, path: str, body: object, headers: dict | None = None) -> h
     return httpx.post(f"{srv.url}{path}", json=body, headers=headers or USER, timeout=60)
 
 
-TARGET = {"campaign_id": "strict-1", "channel": "email", "model": "churn"}
+TARGET = {"campaign_id": "strict-1", "channel": "email", "model": "churn", "ranking": NON_CAUSAL}
 
 
 def assert_refused(response: httpx.Response, field: str, status: int = 400) -> dict[str, Any]:
