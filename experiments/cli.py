@@ -1,9 +1,9 @@
-"""The ``experiments`` package's commands: compare, monitor, campaign evaluate."""
+"""The ``experiments`` package's commands: compare, monitor, campaign plan / evaluate."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -11,7 +11,7 @@ from rich.table import Table
 from features.cli import DatasetOpt, HomeOpt, console, parse_date, state_of, write_snapshot_at
 
 app = typer.Typer()
-campaign_app = typer.Typer(help="Campaign read-outs.", no_args_is_help=True)
+campaign_app = typer.Typer(help="Campaign plans and read-outs.", no_args_is_help=True)
 app.add_typer(campaign_app, name="campaign")
 
 
@@ -142,3 +142,84 @@ def campaign_evaluate(
     console.print(out)
     if html:
         console.print(f"campaign report written to [bold]{html}[/bold]")
+
+
+def print_plan(plan: Any, as_of: Any) -> None:
+    """The plan's totals per offer and channel, its exclusions per reason and its solver."""
+    summary = plan.summary
+    incremental = summary["basis"].startswith("incremental")
+    console.print(
+        f"campaign [bold]{summary['campaign_id']}[/bold] as of {as_of}: base "
+        f"{summary['base']:,}, selected {summary['selected']:,} = contacted "
+        f"{summary['contacted']:,} (test cell {summary['test_cell']:,}, roll-out "
+        f"{summary['rollout']:,}) + control {summary['control']:,}; figures: {summary['basis']}"
+    )
+    for key, frame in (("offer", plan.by_offer), ("channel", plan.by_channel)):
+        table = Table(title=f"per {key}" + (" (incremental)" if incremental else ""))
+        for col in frame.columns:
+            table.add_column(col.replace("_", " "), justify="left" if col == key else "right")
+        for row in frame.itertuples(index=False):
+            table.add_row(
+                *[
+                    f"{v:,.1f}"
+                    if isinstance(v, float)
+                    else f"{v:,}"
+                    if isinstance(v, int)
+                    else str(v)
+                    for v in row
+                ]
+            )
+        console.print(table)
+    excluded = Table(title="not selected, per reason (first rule failed)")
+    excluded.add_column("reason")
+    excluded.add_column("records", justify="right")
+    for reason, count in plan.exclusions.items():
+        excluded.add_row(reason.replace("_", " "), f"{count:,}")
+    console.print(excluded)
+    solver = summary["solver"]
+    console.print(
+        f"selected + excluded = {summary['selected'] + sum(plan.exclusions.values()):,} = base; "
+        f"solver {solver['method']}: objective {solver['objective']:,.1f}, gap to the bound "
+        f"{solver['gap']:.1e}, {solver['seconds']:.1f} s; expected spend "
+        f"{summary['expected_spend_selected']:,.1f}"
+    )
+
+
+@campaign_app.command("plan")
+def campaign_plan(
+    campaign: Annotated[Path, typer.Option("--campaign", help="campaign definition YAML")],
+    learn_from: Annotated[
+        list[str],
+        typer.Option("--learn-from", help="randomised multi-arm campaign id (repeatable)"),
+    ],
+    dataset: DatasetOpt = "synthetic_arms",
+    as_of: Annotated[
+        str | None, typer.Option(help="plan date YYYY-MM-DD (default: the last data date)")
+    ] = None,
+    feature_set: Annotated[str, typer.Option(help="features of the arm model")] = "churn_v1",
+    learner: Annotated[str, typer.Option(help="arm learner: x or t (per arm), s (pooled)")] = "x",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write the per-customer plan (parquet)")
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Plan a multi-offer, multi-channel campaign from per-arm uplift learned on randomised
+    campaigns: who gets which offer on which channel, under the budgets and policies."""
+    from experiments.planning import ARM_LEARNER, ARM_PARAMS, fit_arms, plan_with_arms
+    from features.store import atomic_path
+    from models.decisions import load_campaign
+
+    state = state_of(home)
+    definition = load_campaign(campaign)
+    with console.status(f"learning per-arm uplift from {', '.join(learn_from)}"):
+        params = ARM_PARAMS if learner == ARM_LEARNER else None
+        model = fit_arms(state, dataset, learn_from, feature_set, learner, params)
+    arms = ", ".join(f"{o}/{c}" for o, c in model.arms)
+    console.print(f"arm model ({learner}-learner) on {model.contacts:,} contacts; arms: {arms}")
+    with console.status("planning"):
+        plan, day = plan_with_arms(state, dataset, definition, model, parse_date(as_of, "--as-of"))
+    print_plan(plan, day)
+    if out is not None:
+        with atomic_path(out) as tmp:
+            plan.customers.to_parquet(tmp, index=False)
+        console.print(f"plan written to [bold]{out}[/bold]")

@@ -8,7 +8,7 @@ import os
 import secrets
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -119,12 +119,44 @@ def demo(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    console.rule("6. plan a multi-offer, multi-channel campaign")
+    plan_demo_campaign(state)
     console.rule("done")
     console.print(f"MLflow store: {state.tracking_uri}")
     console.print(
         f"open the MLflow UI: [bold].venv/bin/mlflow ui --backend-store-uri {state.tracking_uri} "
         "--port 5000[/bold] and browse http://127.0.0.1:5000"
     )
+
+
+DEMO_ARMS_CUSTOMERS = 40_000
+DEMO_CAMPAIGN = Path("experiments/campaigns/arms_demo.yaml")
+
+
+def plan_demo_campaign(state: Any) -> None:
+    """Learn per-(offer, channel) uplift from the randomised multi-arm campaigns of the
+    ``synthetic_arms`` data and plan ``experiments/campaigns/arms_demo.yaml`` with it."""
+    from experiments.cli import print_plan
+    from experiments.planning import ARM_PARAMS, fit_arms, plan_with_arms
+    from features.cli import _generate, _ingest
+    from features.sources import load_dataset
+    from models.decisions import load_campaign
+
+    dataset = load_dataset("synthetic_arms")
+    assert dataset.synthetic is not None
+    _generate(dataset, state, DEMO_ARMS_CUSTOMERS)
+    _ingest(dataset, state)
+    learn_from = [c["campaign_id"] for c in dataset.synthetic["campaigns"]]
+    with console.status(f"learning per-arm uplift from {', '.join(learn_from)}"):
+        model = fit_arms(state, dataset.name, learn_from, params=ARM_PARAMS)
+    arms = ", ".join(f"{o}/{c}" for o, c in model.arms)
+    console.print(f"arm model on {model.contacts:,} randomised contacts; arms: {arms}")
+    console.print(
+        f"patron campaign plan --campaign {DEMO_CAMPAIGN} --dataset {dataset.name} "
+        + " ".join(f"--learn-from {c}" for c in learn_from)
+    )
+    plan, day = plan_with_arms(state, dataset.name, load_campaign(DEMO_CAMPAIGN), model)
+    print_plan(plan, day)
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ from models.decisions import (
     contact_history,
     plan_campaign,
 )
+from models.decisions.allocate import household_maps_from
 from models.decisions.campaign import Campaign, load_campaign, parse_campaign
 from serving.errors import RequestError, field_path
 
@@ -410,20 +411,8 @@ def household_maps(base: CustomerBase, dirs: StateDirs) -> tuple[HouseholdMaps |
     homes = catalog.read_or_none("households", ["customer_id", "household_id"])
     if merge is None and homes is None:
         return None, "none: no merge_map / households table (patron customers link)"
-    canonical: dict[str, str] = {}
-    household: dict[str, str] = {}
-    if merge is not None:
-        pairs = zip(merge["customer_id"].astype(str), merge["master_id"].astype(str), strict=True)
-        for cid, master in pairs:
-            if cid in known and master in known:
-                canonical[cid] = master
-    if homes is not None:
-        rows = zip(homes["customer_id"].astype(str), homes["household_id"].astype(str), strict=True)
-        for cid, hh in rows:
-            if cid in known:
-                household[cid] = hh
     parts = [n for n, t in (("merge_map", merge), ("households", homes)) if t is not None]
-    return HouseholdMaps(household=household, canonical=canonical), " + ".join(parts)
+    return household_maps_from(merge, homes, known), " + ".join(parts)
 
 
 def history_of(

@@ -90,6 +90,23 @@ class HouseholdMaps:
     canonical: Mapping[str, str] = field(default_factory=dict)
 
 
+def household_maps_from(
+    merge: pd.DataFrame | None, homes: pd.DataFrame | None, known: set[str]
+) -> HouseholdMaps:
+    """The maps of the customers in ``known`` from a merge map (customer_id, master_id) and a
+    households table (customer_id, household_id), as ``patron customers link`` writes them; a
+    merge into a customer outside ``known`` is ignored."""
+    canonical: dict[str, str] = {}
+    household: dict[str, str] = {}
+    if merge is not None:
+        pairs = zip(merge["customer_id"].astype(str), merge["master_id"].astype(str), strict=True)
+        canonical = {cid: m for cid, m in pairs if cid in known and m in known}
+    if homes is not None:
+        rows = zip(homes["customer_id"].astype(str), homes["household_id"].astype(str), strict=True)
+        household = {cid: hh for cid, hh in rows if cid in known}
+    return HouseholdMaps(household=household, canonical=canonical)
+
+
 def contact_history(
     campaign_history: pd.DataFrame,
     customer_ids: pd.Series | list[str],

@@ -55,6 +55,13 @@ class Offer(_Strict):
 
     id: str = Field(pattern=_NAME)
     kind: Literal["retention", "cross_sell", "up_sell", "win_back", "acquisition"]
+    catalog_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The offer's id in the data (the offers table, campaign_history.offer_id), "
+        "e.g. RET_01, when it differs from `id`; an arm model's arms are matched by it.",
+        examples=["RET_01"],
+    )
     value: Annotated[float, Field(ge=0)] | None = Field(
         default=None, description="Margin of one incremental response (when value_source=offer)."
     )
@@ -83,6 +90,11 @@ class Offer(_Strict):
         "`plan_campaign` ignores it: there the estimate is an argument.",
         examples=["uplift"],
     )
+
+    @property
+    def data_id(self) -> str:
+        """The id of the offer in the data: ``catalog_id``, else ``id``."""
+        return self.catalog_id or self.id
 
     @model_validator(mode="after")
     def _value_given(self) -> Offer:

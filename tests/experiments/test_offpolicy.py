@@ -16,9 +16,6 @@ from experiments.offpolicy import (
     policy_report,
     read_arm_truth,
 )
-from features.cli import _generate, _ingest
-from features.sources import load_dataset
-from features.store import StateDirs
 
 CAMPAIGNS = ["ARMS_2023_09", "ARMS_2024_01", "ARMS_2024_05"]
 ARMS = [
@@ -29,12 +26,8 @@ ARMS = [
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory):
-    state = StateDirs.resolve(tmp_path_factory.mktemp("ope"))
-    dataset = load_dataset("synthetic_arms")
-    _generate(dataset, state, customers=20_000, seed=5)
-    _ingest(dataset, state)
-    frames = arm_frames(state, "synthetic_arms", CAMPAIGNS, ARMS, "churn_v1")
+def report(arms_state):
+    frames = arm_frames(arms_state, "synthetic_arms", CAMPAIGNS, ARMS, "churn_v1")
     params = {"n_estimators": 40, "max_depth": 2, "learning_rate": 0.1}
     model = fit_arm_model(frames.fit, frames.features, frames.categorical, "s", params)
     ev = frames.evaluate

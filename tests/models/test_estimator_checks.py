@@ -36,7 +36,7 @@ from models.calibration import CalibratedModel
 from models.clv import BetaGeoModel, GammaGammaModel
 from models.estimators import logistic_baseline, xgb_pipeline
 from models.nbo import NBOClassifier, PopularityBaseline
-from models.uplift import TLearner, XLearner
+from models.uplift import MultiArmUplift, TLearner, XLearner
 from tests.models.test_clv import simulate_bgnbd, simulate_gamma_gamma
 from tests.models.test_nbo import planted_pairs
 
@@ -96,6 +96,11 @@ _NEEDS_TREATMENT = (
     "fit needs treatment=<0/1 per row> and the checks call fit(X, y) only (contract subset "
     "below fits with a treatment)"
 )
+_NEEDS_ARM = (
+    "fit needs arm=<arm index per row, -1 = control> and the checks call fit(X, y) only "
+    "(contract subset below fits with the arms)"
+)
+MULTI_ARM_FAILS: dict[str, str] = {}  # filled below from UPLIFT_FAILS's names
 UPLIFT_FAILS = {
     name: _NEEDS_TREATMENT
     for name in (
@@ -122,6 +127,7 @@ UPLIFT_FAILS = {
         "check_fit2d_predict1d",
     )
 }
+MULTI_ARM_FAILS.update({name: _NEEDS_ARM for name in UPLIFT_FAILS})
 
 # NBO: rows are (customer, offer) pairs in a DataFrame; fit refuses arrays (TypeError) before
 # any other validation, so every check that fits on an array fails on that first.
@@ -180,6 +186,7 @@ EXPECTED_FAILURES: dict[type, dict[str, str]] = {
     NBOClassifier: NBO_FAILS,
     TLearner: UPLIFT_FAILS,
     XLearner: UPLIFT_FAILS,
+    MultiArmUplift: MULTI_ARM_FAILS,
     UnseenCategoryEncoder: {},
     CalibratedModel: {},
 }
@@ -198,6 +205,7 @@ ESTIMATORS = [
     NBOClassifier(params=FAST_XGB),
     TLearner(params=FAST_XGB),
     XLearner(params=FAST_XGB),
+    MultiArmUplift(params=FAST_XGB),
     UnseenCategoryEncoder(),
     CalibratedModel(method="sigmoid"),
 ]
@@ -272,6 +280,14 @@ def _gamma_gamma_case() -> Case:
     return Case(GammaGammaModel(), data[["frequency", "monetary_value"]])
 
 
+def _multi_arm_case() -> Case:
+    rng = np.random.default_rng(14)
+    x = rng.normal(size=(300, 4))
+    arm = np.arange(300) % 3 - 1  # control, arm 0, arm 1
+    y = (rng.random(300) < 0.2 + 0.2 * (arm == 0) * (x[:, 0] > 0)).astype(int)
+    return Case(MultiArmUplift(params=FAST_XGB), x, y, {"arm": arm})
+
+
 def _uplift_case(cls: type) -> Case:
     rng = np.random.default_rng(13)
     x = rng.normal(size=(300, 4))
@@ -311,6 +327,7 @@ CASES: dict[str, Callable[[], Case]] = {
     "GammaGammaModel": _gamma_gamma_case,
     "TLearner": lambda: _uplift_case(TLearner),
     "XLearner": lambda: _uplift_case(XLearner),
+    "MultiArmUplift": _multi_arm_case,
     "NBOClassifier": _nbo_case,
     "xgb_pipeline": lambda: Case(
         xgb_pipeline(["a", "b", "c"], ["c"], FAST_XGB, seed=0),

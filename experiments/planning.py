@@ -1,0 +1,196 @@
+"""Plan a campaign from an arm model: per-(offer, channel) uplift learned from randomised
+multi-arm campaigns, applied to today's customers, allocated under the campaign's budgets,
+capacities, consent, contact and household policies (``models.decisions``).
+
+The arm model (``ArmModel``) is a ``MultiArmUplift`` over the feature set at the day before each
+send, fitted on every contact of the given campaigns; its arms are the (offer, channel) pairs the
+log holds. A campaign offer is matched to the log by ``catalog_id`` (else its ``id``); every
+(offer, channel) pair the campaign may choose must be an arm — the model has no evidence about
+any other, and guessing it (e.g. scaling another channel's effect) would be a number that means
+something it is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from models.decisions import (
+    Campaign,
+    Plan,
+    ResponseProbability,
+    UpliftEstimate,
+    contact_history,
+    plan_campaign,
+)
+from models.decisions.allocate import household_maps_from
+
+ID, CAMPAIGN = "customer_id", "campaign_id"
+# the per-arm X-learner and its (shallow) parameters: on the multi-arm synthetic campaigns its
+# policy earned 85 % of the oracle's incremental profit and beat every single arm on every seed,
+# the pooled learner's 77 % and not (bench/offpolicy.py, docs/decisions.md)
+ARM_LEARNER = "x"
+ARM_PARAMS: dict[str, Any] = {
+    "n_estimators": 100,
+    "max_depth": 2,
+    "learning_rate": 0.05,
+    "min_child_weight": 20,
+}
+
+
+@dataclass(frozen=True)
+class ArmModel:
+    """A fitted per-arm uplift model and what it was fitted on."""
+
+    pipeline: Pipeline
+    arms: list[tuple[str, str]]  # (offer id in the data, channel), the model's arm order
+    features: list[str]
+    feature_set: str
+    campaign_ids: list[str]
+    contacts: int
+
+
+def contact_frame(
+    state: Any, dataset: str, campaign_ids: list[str], feature_set: str
+) -> tuple[pd.DataFrame, list[str], list[str], Any]:
+    """Every contact of ``campaign_ids`` with its features (the day before the send), offer,
+    channel, treatment and response; with the feature and categorical names and the uplift
+    frame (its split: the latest campaign is the test one)."""
+    from features.sources import load_dataset
+    from training.families.base import RunContext
+    from training.families.uplift import UpliftConfig, uplift_frame
+
+    cfg = UpliftConfig(
+        name="arms",
+        dataset=dataset,
+        feature_set=feature_set,
+        registered_model="arms",
+        uplift={"campaign_ids": campaign_ids, "features": "transactions"},
+    )
+    ctx = RunContext(state, load_dataset(dataset))
+    uf = uplift_frame(cfg, ctx)
+    history = ctx.catalog.read("campaign_history")
+    if "channel" not in history.columns:
+        raise ValueError(
+            "campaign_history has no `channel` column: an arm is an (offer, channel) pair; map "
+            "the contact channel in the dataset config (tables.campaign_history)"
+        )
+    history = history.astype({CAMPAIGN: str, ID: str}).drop_duplicates([CAMPAIGN, ID])
+    frame = uf.frame.merge(
+        history[[CAMPAIGN, ID, "offer_id", "channel"]], on=[CAMPAIGN, ID], how="left"
+    )
+    return frame, list(uf.feature_names), list(uf.categorical), uf
+
+
+def log_arms(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (offer, channel) pairs of the treated contacts, sorted."""
+    treated = frame[frame["treatment"] == 1]
+    if treated[["offer_id", "channel"]].isna().any(axis=None):
+        raise ValueError("campaign_history: a treated contact has no offer_id or no channel")
+    pairs = set(zip(treated["offer_id"].astype(str), treated["channel"].astype(str), strict=True))
+    return sorted(pairs)
+
+
+def fit_arms(
+    state: Any,
+    dataset: str,
+    campaign_ids: list[str],
+    feature_set: str = "churn_v1",
+    learner: str = ARM_LEARNER,
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> ArmModel:
+    """Fit the arm model on every contact of the campaigns."""
+    from experiments.offpolicy import fit_arm_model
+
+    frame, features, categorical, _ = contact_frame(state, dataset, campaign_ids, feature_set)
+    arms = log_arms(frame)
+    index = {pair: j for j, pair in enumerate(arms)}
+    frame["arm"] = [
+        index[(str(o), str(c))] if t == 1 else -1
+        for o, c, t in zip(frame["offer_id"], frame["channel"], frame["treatment"], strict=True)
+    ]
+    pipe = fit_arm_model(frame, features, categorical, learner, params, seed)
+    return ArmModel(pipe, arms, features, feature_set, list(campaign_ids), len(frame))
+
+
+def arm_estimate(model: ArmModel, features: pd.DataFrame, campaign: Campaign) -> UpliftEstimate:
+    """Per (customer, offer, channel): the arm's uplift and P(accept | contacted)."""
+    index = {pair: j for j, pair in enumerate(model.arms)}
+    pick = np.zeros((len(campaign.offers), len(campaign.channels)), np.int64)
+    for i, offer in enumerate(campaign.offers):
+        for c, channel in enumerate(campaign.channels):
+            key = (offer.data_id, channel.name)
+            if key not in index:
+                raise ValueError(
+                    f"offers[{i}] ({offer.data_id!r}) on channels[{c}] ({channel.name!r}): the "
+                    f"arm model has no such arm (arms: {[f'{o}/{ch}' for o, ch in model.arms]}); "
+                    "set the offer's catalog_id or plan only the channels it was tested on"
+                )
+            pick[i, c] = index[key]
+    x = model.pipeline[:-1].transform(features[model.features])
+    uplift = model.pipeline[-1].predict(x)
+    outcomes = model.pipeline[-1].predict_outcomes(x)[:, : len(model.arms)]
+    p_accept = np.clip(outcomes[:, pick], 0.0, 1.0)
+    # an incremental response is a response: a learner's effect may not exceed P(accept)
+    u = np.clip(uplift[:, pick], -1.0, p_accept)
+    return UpliftEstimate(u, ResponseProbability(p_accept))
+
+
+def customers_frame(state: Any, dataset: str, snapshot: pd.DataFrame) -> pd.DataFrame:
+    """The snapshot's customers with the customers table's columns (consent, attributes)."""
+    from features.catalog import Catalog
+
+    table = Catalog(state, dataset).read_or_none("customers")
+    frame = snapshot.copy()
+    frame[ID] = frame[ID].astype(str)
+    if table is not None:
+        table = table.astype({ID: str}).drop_duplicates(ID, keep="last")
+        extra = [c for c in table.columns if c == ID or c not in frame.columns]
+        frame = frame.merge(table[extra], on=ID, how="left")
+    return frame
+
+
+def plan_with_arms(
+    state: Any,
+    dataset: str,
+    campaign: Campaign,
+    model: ArmModel,
+    as_of: date | None = None,
+) -> tuple[Plan, date]:
+    """Plan ``campaign`` over the dataset's customers at ``as_of`` (default: the last data date)
+    with the arm model's estimates."""
+    from features.build import data_date_range, transactions_source, write_snapshot
+    from features.catalog import Catalog
+    from features.definitions import feature_set
+    from features.sources import connect
+
+    con = connect(state)
+    try:
+        if as_of is None:
+            as_of = data_date_range(con, transactions_source(state, dataset))[1]
+        path = write_snapshot(con, state, dataset, feature_set(model.feature_set), as_of)
+    finally:
+        con.close()
+    customers = customers_frame(state, dataset, pd.read_parquet(path))
+    catalog = Catalog(state, dataset)
+    known = set(customers[ID])
+    merge = catalog.read_or_none("merge_map", [ID, "master_id"])
+    homes = catalog.read_or_none("households", [ID, "household_id"])
+    households = (
+        None if merge is None and homes is None else household_maps_from(merge, homes, known)
+    )
+    policy = campaign.contact_policy
+    history = None
+    log = catalog.read_or_none("campaign_history")
+    if log is not None and (policy.max_contacts or policy.quiet_days_after_negative is not None):
+        history = contact_history(log, customers[ID], pd.Timestamp(as_of), policy.window_days)
+    estimate = arm_estimate(model, customers, campaign)
+    return plan_campaign(
+        campaign, customers, estimate, history=history, households=households
+    ), as_of
