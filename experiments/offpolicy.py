@@ -29,6 +29,7 @@ from models.decisions.offpolicy import (
     Log,
     best_choice,
     doubly_robust,
+    dr_difference,
     ips,
     policy_from_choice,
     true_value,
@@ -105,12 +106,31 @@ class PolicyRow:
 
 
 @dataclass(frozen=True)
+class Difference:
+    """The learned policy's incremental profit minus another's, paired by customer (DR)."""
+
+    baseline: str
+    dr: tuple[float, float, float]
+    true_value: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "baseline": self.baseline,
+            "dr": dict(zip(("value", "low", "high"), self.dr, strict=True)),
+            "true_value": self.true_value,
+        }
+
+
+@dataclass(frozen=True)
 class PolicyReport:
-    """Every policy's row, and what the learned policy chose."""
+    """Every policy's row, what the learned policy chose, and the learned policy against the
+    best single arm by estimate and against the random arm (paired differences)."""
 
     rows: list[PolicyRow]
     learned_choice: np.ndarray
     level: float
+    differences: list[Difference]
 
     def row(self, policy: str) -> PolicyRow:
         """The row of one policy."""
@@ -172,7 +192,7 @@ def policy_report(
         policies[f"all: {arm.label}"] = policy_from_choice(np.full(n, j), n_arms)
     policies["random arm"] = np.full((n, n_arms), 1.0 / n_arms)
     policies["treat none"] = np.zeros((n, n_arms))
-    rows = []
+    rows: list[PolicyRow] = []
     for name, pi in policies.items():
         e_ips = ips(pi, log, econ, level)
         e_dr = doubly_robust(pi, log, econ, m_control, m_arms, level)
@@ -185,7 +205,18 @@ def policy_report(
                 (e_dr.value, e_dr.low, e_dr.high),
             )
         )
-    return PolicyReport(rows, learned, level)
+    singles = [r for r in rows if r.policy.startswith("all: ")]
+    best = max(singles, key=lambda r: r.dr[0])  # by the estimate: no truth needed
+    differences = []
+    for other in (best.policy, "random arm"):
+        e = dr_difference(policies["learned"], policies[other], log, econ, m_control, m_arms, level)
+        truth_d = None
+        if truth is not None:
+            truth_d = true_value(policies["learned"], econ, *truth) - true_value(
+                policies[other], econ, *truth
+            )
+        differences.append(Difference(other, (e.value, e.low, e.high), truth_d))
+    return PolicyReport(rows, learned, level, differences)
 
 
 def read_arm_truth(folder: Path, campaign_id: str, ids: pd.Series, arms: list[Arm]) -> tuple:
