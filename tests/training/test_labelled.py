@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
+from pydantic import ValidationError
 
 from features.sources import ingest, load_dataset
 from features.store import StateDirs
 from tests.conftest import require_dataset
-from training.config import LeakCheck, load_experiment
-from training.run import build_frame, run_experiment
+from training.config import LeakCheck, experiment_config, load_experiment
+from training.run import build_frame, run_experiment, tracking
 
 
 def run_training(cfg, state):
@@ -72,6 +76,7 @@ def _configs(tmp_path: Path, drop: list[str], split: dict) -> Path:
             {
                 "name": "subs_churn",
                 "family": "labelled",
+                "label_meaning": "churn",  # "Left?" = Y: the subscriber left
                 "dataset": "subs.yaml",
                 "drop_columns": drop,
                 "split": split,
@@ -101,6 +106,12 @@ def test_unseen_table_trains_by_configuration(unseen, state):
     assert {"months_active", "plan tier", "support_tickets"} <= set(result.feature_names)
     assert 0.6 < result.metrics["roc_auc"] < 0.95
     assert logged["registered_model"] == "subs-churn"
+    # the served model says what its label means, so serving never guesses it from a name
+    with tracking(state.tracking_uri):
+        model = mlflow.pyfunc.load_model(f"models:/subs-churn/{logged['version']}")
+        run = MlflowClient().get_run(model.metadata.run_id)
+    assert model.unwrap_python_model().info["label_meaning"] == "churn"
+    assert run.data.tags["label_meaning"] == "churn"
 
 
 def test_a_leaky_column_left_in_is_refused_unless_allowed_by_name(unseen, state):
@@ -168,3 +179,38 @@ def test_ordered_split_keeps_table_order(unseen, state):
     split = mf.frame["split"].tolist()
     n = len(split)
     assert split == ["fit"] * (n - 600 - 600) + ["valid"] * 600 + ["test"] * 600
+
+
+# --------------------------------------------------------------------------- what the label means
+
+LABELLED = {"name": "t", "family": "labelled", "dataset": "d", "registered_model": "t"}
+
+
+def test_label_meaning_is_configured_and_an_unknown_one_names_the_key():
+    from serving.targeting import LABEL_MEANINGS
+    from training.families.labelled import FAMILY, LabelMeaning
+
+    assert get_args(LabelMeaning) == LABEL_MEANINGS  # training and serving mean the same words
+    assert experiment_config(LABELLED).label_meaning == "other"  # an older config: ranks nothing
+    for meaning in LABEL_MEANINGS:
+        cfg = experiment_config({**LABELLED, "label_meaning": meaning})
+        assert FAMILY.label_meaning(cfg) == meaning
+    with pytest.raises(ValidationError, match="label_meaning") as err:
+        experiment_config({**LABELLED, "label_meaning": "attrition"})
+    assert "'churn', 'response' or 'other'" in str(err.value)
+    root = Path(__file__).resolve().parents[2]
+    telco = load_experiment(root / "experiments" / "labelled" / "telco_churn.yaml")
+    assert telco.label_meaning == "churn"
+
+
+def test_each_binary_family_records_what_its_label_means():
+    from training.families import get_family
+    from training.families.base import Frame, served_info
+
+    # fixed by the family, whatever the config says
+    assert get_family("churn").label_meaning(None) == "churn"
+    assert get_family("propensity").label_meaning(None) == "response"
+    assert get_family("clv").label_meaning(None) is None
+    frame = Frame(pd.DataFrame(), [], manifest={"dataset": "attrition"})
+    assert served_info(frame, "churn") == {"dataset": "attrition", "label_meaning": "churn"}
+    assert "label_meaning" not in served_info(frame)  # clv, uplift: no 0/1 label to mean

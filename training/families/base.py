@@ -84,6 +84,9 @@ class Family(ABC):
     tunable: ClassVar[bool] = False
     #: the test metric names ``patron train`` prints first
     headline_metrics: ClassVar[tuple[str, ...]] = ()
+    #: what a 1 of the family's label means when it is fixed (churn, response): recorded with
+    #: the served model, so serving knows a churn probability from a response probability
+    fixed_label_meaning: ClassVar[str | None] = None
 
     @abstractmethod
     def build_frame(self, cfg: Any, ctx: RunContext) -> Frame:
@@ -100,6 +103,10 @@ class Family(ABC):
     @abstractmethod
     def wrap(self, cfg: Any, frame: Frame, trained: Trained) -> Any:
         """The MLflow python model served for this family."""
+
+    def label_meaning(self, cfg: Any) -> str | None:
+        """What a 1 of the model's label means (churn / response / other; None: no 0/1 label)."""
+        return self.fixed_label_meaning
 
     def served_feature_set(self, cfg: Any) -> FeatureSet | None:
         """The feature set the served model scores from (None: the family reads no snapshot)."""
@@ -179,8 +186,9 @@ class Family(ABC):
         return {}
 
     def tags(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, str]:
-        """The family's own run tags (beyond the shared ones)."""
-        return {}
+        """The family's own run tags (beyond the shared ones): by default its label meaning."""
+        meaning = self.label_meaning(cfg)
+        return {"label_meaning": meaning} if meaning else {}
 
     def artifacts(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
         """Evaluation tables (DataFrame → csv / parquet by suffix) and documents (dict → json),
@@ -230,11 +238,14 @@ def trained_from(result: Any, predictions: pd.DataFrame, **extra: Any) -> Traine
     )
 
 
-def served_info(frame: Frame) -> dict[str, Any]:
-    """What a served model records to rebuild its inputs: the dataset and the feature set spec."""
+def served_info(frame: Frame, label_meaning: str | None = None) -> dict[str, Any]:
+    """What a served model records for serving: the dataset and the feature set spec (to rebuild
+    its inputs) and what a 1 of its label means (``Family.label_meaning``), when it has one."""
     info: dict[str, Any] = {"dataset": frame.manifest.get("dataset")}
     if frame.feature_set is not None:
         info["feature_set_spec"] = frame.feature_set.spec()
+    if label_meaning is not None:
+        info["label_meaning"] = label_meaning
     return info
 
 

@@ -286,7 +286,7 @@ class BinaryFamily(Family):
             trained.feature_names,
             self.name,
             d.pipeline,
-            served_info(frame),
+            served_info(frame, self.label_meaning(cfg)),
             evaluated=d.evaluated if d.evaluated is not trained.model else None,
         )
 

@@ -21,6 +21,7 @@ class ChurnConfig(CutoffExperiment, RefitOption):
 class Churn(CutoffBinaryFamily):
     name = "churn"
     config = ChurnConfig
+    fixed_label_meaning = "churn"
 
     def label_sql(self, cfg: Any, ctx: RunContext, source: str, as_of: date) -> str:
         return churn_label_sql(source, as_of, cfg.horizon_days, cfg.lookback_days)

@@ -4,7 +4,11 @@ by configuration, against a logistic-regression baseline.
 Columns the dataset config does not type arrive as text; those whose values (nearly) all parse as
 numbers are read as numbers (``features.sources.infer_numeric_types``) and every decision is
 recorded (``inferred_types`` in the data manifest, one note per column on the command line);
-categorical columns with very many levels are named as a warning (``many_levels``)."""
+categorical columns with very many levels are named as a warning (``many_levels``).
+
+What the label's 1 means is configured (``label_meaning``) and recorded with the served model
+(``info["label_meaning"]``): serving decides from it alone whether the score is a churn
+probability or a response probability (``serving.targeting.score_kind``), never from a name."""
 
 from __future__ import annotations
 
@@ -21,11 +25,23 @@ from training.families.base import Frame, RunContext, Trained
 from training.families.binary import BinaryDetails, BinaryFamily
 from training.frames import AS_OF, ID, LABEL, SPLIT, split_labelled
 
+#: What a 1 of a labelled table's label means (``serving.targeting.LABEL_MEANINGS``).
+LabelMeaning = Literal["churn", "response", "other"]
+
 
 class LabelledConfig(ExperimentConfig, RefitOption):
     """A labelled-table experiment: its ``split`` block says which rows validate and test."""
 
     family: Literal["labelled"] = "labelled"
+    # "other" by default: a config written before this key trains as it did, and its model is
+    # never taken for a churn or response model by mistake (serving refuses to rank by it).
+    label_meaning: LabelMeaning = Field(
+        "other",
+        description="what a 1 of the label means, recorded with the model for serving: churn "
+        "(the customer left / leaves: the score is P(leave)), response (the customer responded "
+        "or bought after a contact or within a window: P(respond | contacted)), other (anything "
+        "else: /score serves it, but /target and /campaigns/plan refuse to rank by it)",
+    )
     split: Split = Field(default_factory=Split)
     drop_columns: list[str] = Field(
         default_factory=list, description="columns not to use (e.g. leaky ones)"
@@ -112,6 +128,9 @@ class Labelled(BinaryFamily):
             manifest={"split": cfg.split.model_dump(mode="json"), **facts},
             details=notes,
         )
+
+    def label_meaning(self, cfg: Any) -> str | None:
+        return str(cfg.label_meaning)
 
     def train(self, cfg: Any, frame: Frame, params: dict[str, Any] | None = None) -> Trained:
         trained = super().train(cfg, frame, params)

@@ -39,6 +39,7 @@ class PropensityConfig(CutoffExperiment, RefitOption):
 class Propensity(CutoffBinaryFamily):
     name = "propensity"
     config = PropensityConfig
+    fixed_label_meaning = "response"
 
     def label_sql(self, cfg: Any, ctx: RunContext, source: str, as_of: date) -> str:
         t = cfg.target
