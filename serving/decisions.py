@@ -7,9 +7,12 @@ misread:
 
 * ``ranking.basis: uplift`` (the default): every offer's model must be an uplift model
   (``UpliftEstimate``); a churn or response-probability model is a 400 naming the offer's field.
-* ``ranking.basis: non_causal_score``: churn models give a ``ChurnProbability`` (value at risk,
-  never a response probability), other probability models a ``ResponseProbability``; the plan is
-  labelled non-incremental by the value layer.
+* ``ranking.basis: non_causal_score``: a model whose label means churn gives a
+  ``ChurnProbability`` (value at risk, never a response probability), one whose label means a
+  response a ``ResponseProbability``; the plan is labelled non-incremental by the value layer.
+  What a model's score is comes from ``serving.kinds.campaign_score_kind``, /target's rule: the
+  label meaning recorded with the model, never its name; a label meaning ``other`` is a 400
+  naming the offer's field on either basis.
 * Consent: the customer base's own flags (``CustomerBase.consent``, read from the customers table
   by ``serving.targeting.consent_flags``) for email / sms / phone, and the same rule over the same
   table for other consent columns, so ``/target`` and the planner never disagree.
@@ -197,18 +200,15 @@ def _aligned(scores: np.ndarray, served_base: CustomerBase, base: CustomerBase) 
     return series.reindex(base.features.index).to_numpy(dtype=float)
 
 
-def _family(served: Any) -> str:
-    return str(getattr(served.model, "family", "") or "")
-
-
 def offer_estimate(
     state: ServingState, campaign: Campaign, prefix: str
 ) -> tuple[Any, CustomerBase, list[dict[str, Any]]]:
     """The typed estimate the value layer takes, the base it is over, and the models used."""
-    from serving.kinds import ScoreModel
+    from serving.kinds import ScoreModel, campaign_score_kind
 
     non_causal = campaign.ranking.basis == "non_causal_score"
     served_models = []
+    kinds: list[str] = []
     for i, offer in enumerate(campaign.offers):
         field = f"{prefix}.offers.{i}.model"
         if offer.model is None:
@@ -228,8 +228,10 @@ def offer_estimate(
                 field,
                 f"model {offer.model!r} is a {output} model: it scores no response to an offer",
             )
-        if not non_causal and output != "uplift":
-            what = "a churn probability" if _family(served) == "churn" else "a probability"
+        # /target's rule (the recorded label meaning, never a name): "other" ranks no campaign
+        kind = campaign_score_kind(served, output, offer.model, field)
+        if not non_causal and kind != "uplift":
+            what = "a churn probability" if kind == "churn_probability" else "a probability"
             raise RequestError(
                 field,
                 f"model {offer.model!r} gives {what}, not an uplift: it is no incremental effect "
@@ -237,25 +239,26 @@ def offer_estimate(
                 "model, or rank by it explicitly with ranking: {basis: non_causal_score, "
                 "reason: ...}, whose figures are labelled non-incremental",
             )
-        if non_causal and output == "uplift":
+        if non_causal and kind == "uplift":
             raise RequestError(
                 field,
                 f"model {offer.model!r} is an uplift model: rank by ranking.basis uplift",
             )
-        if output == "uplift" and offer.cost_per_acceptance > 0:
+        if kind == "uplift" and offer.cost_per_acceptance > 0:
             raise RequestError(
                 f"{prefix}.offers.{i}.cost_per_acceptance",
                 "a served uplift model gives the uplift only, not P(accept | contacted), by "
                 "which an acceptance cost is weighed (paid by those who would respond anyway "
                 "too); set it to 0 and count the cost in the offer's value",
             )
-        if _family(served) == "churn" and offer.cost_per_acceptance > 0:
+        if kind == "churn_probability" and offer.cost_per_acceptance > 0:
             raise RequestError(
                 f"{prefix}.offers.{i}.cost_per_acceptance",
                 "a churn probability says nothing about accepting an offer, so an acceptance "
                 "cost cannot be weighed by it",
             )
         served_models.append(served)
+        kinds.append(kind)
     base: CustomerBase = served_models[0].base
     for i, served in enumerate(served_models):
         if served.base.dataset != base.dataset:
@@ -270,11 +273,9 @@ def offer_estimate(
             "model": served.meta.family,
             "registered_model": served.meta.registered_model,
             "version": served.meta.version,
-            "estimate": "uplift"
-            if served.output == "uplift"
-            else ("churn_probability" if _family(served) == "churn" else "response_probability"),
+            "estimate": kind,
         }
-        for offer, served in zip(campaign.offers, served_models, strict=True)
+        for offer, served, kind in zip(campaign.offers, served_models, kinds, strict=True)
     ]
     scores = [_aligned(s.scores, s.base, base) for s in served_models]
     if not non_causal:

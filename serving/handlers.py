@@ -17,7 +17,7 @@ import pandas as pd
 from models.decisions.value import BASIS_UPLIFT
 from serving.base import SEGMENT_COLUMNS, CustomerBase
 from serving.errors import RequestError
-from serving.kinds import ScoreModel
+from serving.kinds import ScoreModel, campaign_score_kind
 from serving.registry import ModelMeta
 from serving.state import ServingState
 
@@ -198,17 +198,6 @@ def _nbo_model(state: ServingState) -> str | None:
     return names[0] if names else None
 
 
-def _score_kind(served: Any, model: str, output: str) -> str:
-    """What the served model's campaign score is (``serving.targeting.score_kind``)."""
-    from serving.targeting import score_kind
-
-    family = str(getattr(served.model, "family", "") or "")
-    info = getattr(served.model, "info", None)
-    dataset = info.get("dataset") if isinstance(info, Mapping) else None
-    names = (model, served.meta.registered_model, dataset or "", served.base.dataset)
-    return score_kind(output, family, names)
-
-
 #: What a churn or response probability is not, in the 400 of /target naming ``model``.
 _NOT_AN_EFFECT = {
     "churn_probability": "a churn probability, not the probability of responding to an offer "
@@ -290,7 +279,7 @@ def target_customers(
     if scorer is None:
         raise RequestError("model", f"model {model!r} cannot rank a campaign audience")
     scores, output = scorer(offer_id)
-    kind = _score_kind(served, model, output)
+    kind = campaign_score_kind(served, output, model, "model")
     basis = _ranking_basis(model, kind, ranking)
     value = value_per_conversion
     if value is None and offer is not None:

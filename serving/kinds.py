@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,6 +216,11 @@ class ScoreModel:
             return [[] for _ in range(len(positions))]
         return self.explainer.reasons(positions)
 
+    @property
+    def label_meaning(self) -> str:
+        """What a 1 of the model's label means, as recorded with it (``recorded_label_meaning``)."""
+        return recorded_label_meaning(self.model)
+
     def campaign_scores(self, offer_id: str | None = None) -> tuple[np.ndarray, str]:
         """Per base customer what a campaign ranks on: P(response), or the uplift of a contact."""
         if self.output == "value":
@@ -223,6 +228,33 @@ class ScoreModel:
                 "model", f"model {self.meta.family!r} predicts a value, not a response probability"
             )
         return self.scores, self.output
+
+
+def recorded_label_meaning(python_model: Any) -> str:
+    """What a 1 of a loaded model's label means: ``info["label_meaning"]`` as training recorded
+    it (``Family.label_meaning``), else its family's fixed meaning, else ``other``
+    (``serving.targeting.label_meaning``: never from a name)."""
+    from serving.targeting import label_meaning
+
+    info = getattr(python_model, "info", None)
+    recorded = info.get("label_meaning") if isinstance(info, Mapping) else None
+    return label_meaning(str(getattr(python_model, "family", "") or ""), recorded)
+
+
+def campaign_score_kind(served: Any, output: str, name: str, field_name: str) -> str:
+    """What a served model's campaign score is (``serving.targeting.score_kind`` of its output and
+    its label meaning): the one rule of /target and /campaigns/plan. A score no campaign can
+    rank by (a label meaning ``other``) is a 400 naming ``field_name``."""
+    from serving.targeting import score_kind
+
+    try:  # a recorded meaning outside LABEL_MEANINGS raises in the property: a 400 too
+        return score_kind(output, getattr(served, "label_meaning", "other"))
+    except ValueError as exc:
+        family = str(getattr(getattr(served, "model", None), "family", "") or "")
+        what = f"a {family} model" if family else "a model"
+        raise RequestError(
+            field_name, f"model {name!r} is {what} that ranks no campaign: {exc}"
+        ) from None
 
 
 def build_score_model(
@@ -337,6 +369,11 @@ class OfferModel:
             )
         ids = self.base.features.index[positions]
         return [by_customer.get(str(c), []) for c in ids]
+
+    @property
+    def label_meaning(self) -> str:
+        """P(takes the offer | offered) is a response probability."""
+        return "response"
 
     def campaign_scores(self, offer_id: str | None = None) -> tuple[np.ndarray, str]:
         """P(takes the offer) per base customer; NaN where the offer is not eligible."""

@@ -6,7 +6,8 @@ The order of the exclusion reasons is part of the contract: a customer is counte
 first rule it fails (``EXCLUSION_REASONS``), so the counts add up to the base.
 
 What a score is decides what its figures mean (``score_kind``, the planner's rule in
-``models.decisions.value``): an uplift is the incremental effect of a contact; a response
+``models.decisions.value``), read from what the model recorded (its output and ``label_meaning``),
+never from its name: an uplift is the incremental effect of a contact; a response
 probability P(respond | contacted) counts those who would respond anyway; a churn probability is
 no response at all, so it ranks by value at risk (P(churn) x value - cost) and sums to no
 "expected responses". Only an uplift ranks by default (``basis_for``).
@@ -43,25 +44,57 @@ EXCLUSION_REASONS = (
 #: (a propensity, a next-best-offer acceptance) or P(leave) (a churn model).
 SCORE_KINDS = ("uplift", "response_probability", "churn_probability")
 
+#: What a 1 of a probability model's label means, as recorded with the model (``info``
+#: ``label_meaning``; ``training.families.labelled.LabelMeaning`` for a labelled table).
+LABEL_MEANINGS = ("churn", "response", "other")
 
-def score_kind(output: str, family: str, names: Iterable[str] = ()) -> str:
-    """What a served model's campaign score is, from its output and its family.
+#: The meaning of families whose label is fixed by the family, for models that recorded none.
+FAMILY_LABEL_MEANINGS = {"churn": "churn", "propensity": "response"}
 
-    ``output`` is the served output (``uplift`` or ``probability``), ``family`` the trained
-    family (``ScoringModel.family``: churn, propensity, labelled, ...). A labelled model's label
-    is not recorded with it, so it is taken as a churn model when one of ``names`` (served name,
-    registered model, dataset) says churn, as the Telco churn table's does; otherwise, like a
-    propensity or a next-best-offer model, as a response probability.
+#: The score kind of a probability model by its label meaning ("other" ranks no campaign).
+_KIND_OF_MEANING = {"churn": "churn_probability", "response": "response_probability"}
+
+
+def label_meaning(family: str, recorded: object = None) -> str:
+    """What a 1 of a model's label means: the meaning recorded with it, else its family's.
+
+    A model trained before meanings were recorded carries none: a churn model means churn, a
+    propensity model a response, anything else (an old ``labelled`` model among them) ``other``.
+    No name decides it: a labelled table called "attrition" is as much a churn table as one
+    called "churn", and only its config (``label_meaning``) knows. The old name rule is not kept
+    as a fallback, because it is the misreading this replaces; an old labelled model is served by
+    /score as before and ranks a campaign once retrained with its ``label_meaning``.
+    """
+    if recorded is None or recorded == "":
+        return FAMILY_LABEL_MEANINGS.get(family, "other")
+    if recorded not in LABEL_MEANINGS:
+        raise ValueError(f"label_meaning must be one of {LABEL_MEANINGS}, not {recorded!r}")
+    return str(recorded)
+
+
+def score_kind(output: str, meaning: str) -> str:
+    """What a served model's campaign score is, from its output and its label meaning.
+
+    ``output`` is the served output (``uplift``, ``probability`` or ``value``), ``meaning`` what a
+    1 of its label means (``label_meaning``). /target and /campaigns/plan both decide by this
+    function. Raises ValueError for a value, and for a probability of a label that is neither
+    churn nor a response (``other``): such a score is P(label) of something no campaign figure
+    can be read from.
     """
     if output == "uplift":
         return "uplift"
     if output != "probability":
         raise ValueError(f"a {output} output is not a campaign score")
-    if family == "churn" or (
-        family == "labelled" and any("churn" in str(n).lower() for n in names)
-    ):
-        return "churn_probability"
-    return "response_probability"
+    if meaning not in LABEL_MEANINGS:
+        raise ValueError(f"label_meaning must be one of {LABEL_MEANINGS}, not {meaning!r}")
+    kind = _KIND_OF_MEANING.get(meaning)
+    if kind is None:
+        raise ValueError(
+            "its label_meaning is 'other' (its score is the probability of a label that is "
+            "neither churn nor a response to a contact; /score serves it): set label_meaning "
+            "to churn or response in its experiment config and retrain it"
+        )
+    return kind
 
 
 def basis_for(kind: str, ranking_basis: str) -> str:

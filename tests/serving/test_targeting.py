@@ -14,6 +14,7 @@ from models.decisions.groups import id_hashes
 from models.decisions.value import BASIS_NON_CAUSAL, BASIS_UPLIFT
 from serving.targeting import (
     EXCLUSION_REASONS,
+    LABEL_MEANINGS,
     SCORE_KINDS,
     CampaignRules,
     assign_groups,
@@ -21,6 +22,7 @@ from serving.targeting import (
     budget_prefix,
     campaign_uniforms,
     consent_flags,
+    label_meaning,
     score_kind,
     select_customers,
 )
@@ -239,26 +241,48 @@ def test_property_consent_budget_and_counts(n, seed, max_contacts, control, test
 
 
 @pytest.mark.parametrize(
-    ("output", "family", "names", "kind"),
+    ("output", "meaning", "kind"),
     [
-        ("uplift", "uplift", (), "uplift"),
-        ("probability", "churn", ("churn", "churn-synthetic"), "churn_probability"),
-        ("probability", "churn", ("retention",), "churn_probability"),  # the family decides
-        ("probability", "labelled", ("telco", "churn-telco"), "churn_probability"),
-        ("probability", "labelled", ("telco", "Telco_Churn"), "churn_probability"),
-        ("probability", "labelled", ("upgrade", "upgrade-telco"), "response_probability"),
-        ("probability", "propensity", ("churn-named-propensity",), "response_probability"),
-        ("probability", "", ("nbo",), "response_probability"),  # a next-best-offer model
+        ("uplift", "other", "uplift"),  # an uplift is an effect whatever its label
+        ("uplift", "churn", "uplift"),
+        ("probability", "churn", "churn_probability"),
+        ("probability", "response", "response_probability"),
     ],
 )
-def test_the_score_kind_follows_the_family_not_the_output(output, family, names, kind):
-    assert score_kind(output, family, names) == kind
+def test_the_score_kind_follows_the_label_meaning_not_a_name(output, meaning, kind):
+    assert score_kind(output, meaning) == kind
     assert kind in SCORE_KINDS
 
 
-def test_a_value_is_no_campaign_score():
+def test_a_value_or_a_label_meaning_other_is_no_campaign_score():
     with pytest.raises(ValueError, match="value"):
-        score_kind("value", "clv")
+        score_kind("value", "churn")
+    with pytest.raises(ValueError, match="label_meaning is 'other'"):
+        score_kind("probability", "other")
+    with pytest.raises(ValueError, match="label_meaning must be one of"):
+        score_kind("probability", "attrition")
+
+
+@pytest.mark.parametrize(
+    ("family", "recorded", "meaning"),
+    [
+        ("labelled", "churn", "churn"),
+        ("labelled", "response", "response"),
+        ("labelled", "other", "other"),
+        ("labelled", None, "other"),  # registered before meanings were recorded: no guess
+        ("churn", None, "churn"),  # families whose label is fixed
+        ("propensity", None, "response"),
+        ("", None, "other"),
+    ],
+)
+def test_the_label_meaning_is_the_recorded_one_else_the_family_s(family, recorded, meaning):
+    assert label_meaning(family, recorded) == meaning
+    assert meaning in LABEL_MEANINGS
+
+
+def test_an_unknown_recorded_label_meaning_is_refused():
+    with pytest.raises(ValueError, match="label_meaning must be one of"):
+        label_meaning("labelled", "attrition")
 
 
 @pytest.mark.parametrize(
