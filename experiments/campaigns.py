@@ -42,38 +42,11 @@ from scipy import stats
 from features.catalog import Catalog
 from features.sources import load_dataset
 from features.store import StateDirs, atomic_path
+from models.decisions.readout import newcombe_interval, wilson_interval
 from training.evaluate import pyplot
 
 KEYS = ["campaign_id", "offer_id"]
 NO_OFFER = "(none)"
-
-
-def wilson_interval(x: Any, n: Any, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of a proportion ``x / n`` (vectorised)."""
-    x, n = np.asarray(x, dtype=float), np.asarray(n, dtype=float)
-    z = stats.norm.ppf(0.5 + confidence / 2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = x / n
-        denom = 1 + z**2 / n
-        centre = (p + z**2 / (2 * n)) / denom
-        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    return centre - half, centre + half
-
-
-def newcombe_interval(
-    x1: Any, n1: Any, x2: Any, n2: Any, confidence: float = 0.95
-) -> tuple[np.ndarray, np.ndarray]:
-    """Newcombe's hybrid score interval (method 10) of ``x1 / n1 - x2 / n2`` (vectorised)."""
-    x1, n1, x2, n2 = (np.asarray(v, dtype=float) for v in (x1, n1, x2, n2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p1, p2 = x1 / n1, x2 / n2
-    l1, u1 = wilson_interval(x1, n1, confidence)
-    l2, u2 = wilson_interval(x2, n2, confidence)
-    d = p1 - p2
-    return (
-        d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2),
-        d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2),
-    )
 
 
 def two_proportion_test(x1: int, n1: int, x2: int, n2: int) -> tuple[float, str]:

@@ -57,6 +57,29 @@ class Arm:
         return f"{self.offer_id}/{self.channel}"
 
 
+def arms_of(campaign: Any) -> list[Arm]:
+    """Every (offer, channel) pair of a campaign definition (``models.decisions.Campaign``) as an
+    arm with its economics; the offers must be valued per response (``value_source: offer``)."""
+    arms = []
+    for i, offer in enumerate(campaign.offers):
+        if offer.value is None:
+            raise ValueError(
+                f"offers[{i}] ({offer.id!r}) is valued per customer (value_source: "
+                "customer_value): a simulation or policy table needs `value`"
+            )
+        for channel in campaign.channels:
+            arms.append(
+                Arm(
+                    offer.data_id,
+                    channel.name,
+                    float(offer.value),
+                    float(channel.cost_per_contact),
+                    float(offer.cost_per_acceptance),
+                )
+            )
+    return arms
+
+
 def arm_index(contacts: pd.DataFrame, arms: list[Arm]) -> np.ndarray:
     """Per contact, the index of its arm in ``arms`` (-1 for the control group); names any
     treated (offer, channel) pair that is not an arm."""

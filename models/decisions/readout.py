@@ -1,0 +1,307 @@
+"""Read a campaign wave against its control group, and decide what rolls out.
+
+Pure functions over arrays (the campaign loop's statistics; ``experiments`` and ``serving`` call
+them). Per arm (an (offer, channel) pair), from the wave's contacts and its control group:
+
+* **incremental response** = response rate of the arm's contacts − the control's, with
+  Newcombe's hybrid score interval (Wilson intervals of each rate combined, Newcombe 1998 method
+  10: good at small counts and rates near 0, where the normal interval is not);
+* **incremental profit per contact** = incremental response × value − cost per acceptance ×
+  response rate − cost per contact, with a normal interval: its variance is
+  ``(v - acc)^2 r_t (1 - r_t) / n_t + v^2 r_c (1 - r_c) / n_c``;
+* **actual vs expected**: the plan's expected incremental response of those contacts (its mean)
+  against the measured one; an arm **contradicts the model** when the expected value lies outside
+  the measured interval;
+* **negative responses by reason**: the share of contacts declining for each reason, against the
+  control's share (a control customer cannot decline an offer they never got: their "reasons" are
+  the baseline of unprompted answers, usually none — a reason that appears only among contacts
+  is the offer's).
+
+**The roll-out gate**: an arm rolls out only when its incremental profit per contact is positive
+with the configured confidence, one-sided: ``profit - z_level * se > 0``. Default 90 % (the
+literature's 70 % and 90 % levels are the usual examples: 70 % rolls out more arms and more
+mistakes). An arm with too few contacts (``min_contacts``) or no control is held, not rolled out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+DEFAULT_GATE_CONFIDENCE = 0.9
+MIN_CONTACTS = 30
+
+
+def wilson_interval(x: Any, n: Any, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a proportion ``x / n`` (vectorised)."""
+    x, n = np.asarray(x, dtype=float), np.asarray(n, dtype=float)
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = x / n
+        denom = 1 + z**2 / n
+        centre = (p + z**2 / (2 * n)) / denom
+        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    return centre - half, centre + half
+
+
+def newcombe_interval(
+    x1: Any, n1: Any, x2: Any, n2: Any, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Newcombe's hybrid score interval (method 10) of ``x1 / n1 - x2 / n2`` (vectorised)."""
+    x1, n1, x2, n2 = (np.asarray(v, dtype=float) for v in (x1, n1, x2, n2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p1, p2 = x1 / n1, x2 / n2
+    l1, u1 = wilson_interval(x1, n1, confidence)
+    l2, u2 = wilson_interval(x2, n2, confidence)
+    d = p1 - p2
+    return (
+        d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2),
+        d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2),
+    )
+
+
+@dataclass(frozen=True)
+class ArmTerms:
+    """What a response of an arm is worth and what a contact costs."""
+
+    value: float
+    cost_per_contact: float
+    cost_per_acceptance: float = 0.0
+
+
+@dataclass(frozen=True)
+class ArmReadout:
+    """One arm's wave against the control group."""
+
+    arm: str
+    contacts: int
+    responders: int
+    control: int
+    control_responders: int
+    response_rate: float
+    control_rate: float
+    incremental_response: float
+    incremental_response_ci: tuple[float, float]
+    profit_per_contact: float
+    profit_per_contact_ci: tuple[float, float]
+    profit_lower_one_sided: float  # profit - z_level * se: the gate's figure
+    profit_se: float
+    incremental_profit: float  # per contact x contacts
+    expected_incremental_response: float | None
+    contradicts_model: bool | None
+    declined: dict[str, tuple[float, float]] = field(default_factory=dict)  # reason: arm, ctrl
+    level: float = 0.9
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Roll an arm out or not, and why."""
+
+    arm: str
+    roll_out: bool
+    reason: str
+    confidence: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def read_wave(
+    arm: Sequence[str | None],
+    responded: Any,
+    terms: dict[str, ArmTerms],
+    *,
+    expected_uplift: Any = None,
+    reason: Sequence[str | None] | None = None,
+    level: float = 0.9,
+) -> list[ArmReadout]:
+    """Per arm of ``terms``, the wave's read-out against its control group (``arm`` None).
+
+    ``expected_uplift``: the plan's expected incremental response per contact (NaN where none);
+    ``reason``: the reason given with a negative response (None where none)."""
+    labels = np.array([a if a is not None else "" for a in arm], dtype=object)
+    y = np.asarray(responded, dtype=float)
+    if y.shape != labels.shape or not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("responded: 0/1 per contact, aligned with arm")
+    unknown = sorted(set(labels[labels != ""]) - set(terms))
+    if unknown:
+        raise ValueError(f"arms {unknown[:5]} have no value / cost terms")
+    control = labels == ""
+    n_c, x_c = int(control.sum()), int(y[control].sum())
+    r_c = x_c / n_c if n_c else float("nan")
+    z_two = float(stats.norm.ppf(0.5 + level / 2))
+    z_one = float(stats.norm.ppf(level))
+    expected = None if expected_uplift is None else np.asarray(expected_uplift, dtype=float)
+    reasons = (
+        None
+        if reason is None
+        else np.array([r if isinstance(r, str) and r.strip() else "" for r in reason], dtype=object)
+    )
+    out = []
+    for name, t in terms.items():
+        rows = labels == name
+        n_t, x_t = int(rows.sum()), int(y[rows].sum())
+        r_t = x_t / n_t if n_t else float("nan")
+        if n_t and n_c:
+            lo, hi = (float(v) for v in newcombe_interval(x_t, n_t, x_c, n_c, level))
+        else:
+            lo = hi = float("nan")
+        uplift = r_t - r_c
+        profit = uplift * t.value - t.cost_per_acceptance * r_t - t.cost_per_contact
+        var = (
+            (t.value - t.cost_per_acceptance) ** 2 * r_t * (1 - r_t) / n_t
+            + t.value**2 * r_c * (1 - r_c) / n_c
+            if n_t and n_c
+            else float("nan")
+        )
+        se = float(np.sqrt(var))
+        exp_mean = None
+        contradicts = None
+        if expected is not None and n_t:
+            e = expected[rows]
+            e = e[~np.isnan(e)]
+            if e.size:
+                exp_mean = float(e.mean())
+                contradicts = bool(not lo <= exp_mean <= hi) if np.isfinite(lo) else None
+        declined: dict[str, tuple[float, float]] = {}
+        if reasons is not None:
+            for why in sorted(set(reasons[rows | control]) - {""}):
+                arm_share = float((reasons[rows] == why).mean()) if n_t else float("nan")
+                ctrl_share = float((reasons[control] == why).mean()) if n_c else float("nan")
+                declined[why] = (arm_share, ctrl_share)
+        out.append(
+            ArmReadout(
+                arm=name,
+                contacts=n_t,
+                responders=x_t,
+                control=n_c,
+                control_responders=x_c,
+                response_rate=r_t,
+                control_rate=r_c,
+                incremental_response=uplift,
+                incremental_response_ci=(lo, hi),
+                profit_per_contact=profit,
+                profit_per_contact_ci=(profit - z_two * se, profit + z_two * se),
+                profit_lower_one_sided=profit - z_one * se,
+                profit_se=se,
+                incremental_profit=profit * n_t if n_t else 0.0,
+                expected_incremental_response=exp_mean,
+                contradicts_model=contradicts,
+                declined=declined,
+                level=level,
+            )
+        )
+    return out
+
+
+def pool_readouts(waves: list[list[ArmReadout]], level: float = 0.9) -> list[ArmReadout]:
+    """One read-out per arm from several randomised waves, each read against its own control
+    group: the fixed-effect (inverse-variance) pool of the per-wave profit per contact and
+    incremental response, so a wave whose audience or season differs is compared only with its
+    own control. Waves where the arm had no contacts or no control are left out."""
+    z_two = float(stats.norm.ppf(0.5 + level / 2))
+    z_one = float(stats.norm.ppf(level))
+    names = list(dict.fromkeys(r.arm for wave in waves for r in wave))
+    out = []
+    for name in names:
+        parts = [
+            r
+            for wave in waves
+            for r in wave
+            if r.arm == name and r.contacts and r.control and np.isfinite(r.profit_se)
+        ]
+        usable = [r for r in parts if r.profit_se > 0]
+        if not usable:
+            continue
+        w = np.array([1 / r.profit_se**2 for r in usable])
+        profit = float(np.sum(w * [r.profit_per_contact for r in usable]) / w.sum())
+        se = float(1 / np.sqrt(w.sum()))
+        # incremental response: the same weights (the rate and the profit move together)
+        uplift = float(np.sum(w * [r.incremental_response for r in usable]) / w.sum())
+        u_se = float(
+            np.sqrt(
+                np.sum(
+                    w**2
+                    * [
+                        (
+                            r.response_rate * (1 - r.response_rate) / r.contacts
+                            + r.control_rate * (1 - r.control_rate) / r.control
+                        )
+                        for r in usable
+                    ]
+                )
+            )
+            / w.sum()
+        )
+        contacts = sum(r.contacts for r in usable)
+        out.append(
+            ArmReadout(
+                arm=name,
+                contacts=contacts,
+                responders=sum(r.responders for r in usable),
+                control=sum(r.control for r in usable),
+                control_responders=sum(r.control_responders for r in usable),
+                response_rate=sum(r.responders for r in usable) / contacts,
+                control_rate=sum(r.control_responders for r in usable)
+                / max(sum(r.control for r in usable), 1),
+                incremental_response=uplift,
+                incremental_response_ci=(uplift - z_two * u_se, uplift + z_two * u_se),
+                profit_per_contact=profit,
+                profit_per_contact_ci=(profit - z_two * se, profit + z_two * se),
+                profit_lower_one_sided=profit - z_one * se,
+                profit_se=se,
+                incremental_profit=profit * contacts,
+                expected_incremental_response=None,
+                contradicts_model=None,
+                declined={},
+                level=level,
+            )
+        )
+    return out
+
+
+def gate(
+    readouts: list[ArmReadout],
+    confidence: float = DEFAULT_GATE_CONFIDENCE,
+    min_contacts: int = MIN_CONTACTS,
+) -> list[GateDecision]:
+    """Roll out an arm only when its incremental profit per contact is positive with
+    ``confidence`` (one-sided); the read-outs must have been made at that level."""
+    decisions = []
+    for r in readouts:
+        if abs(r.level - confidence) > 1e-12:
+            raise ValueError(f"read-out level {r.level} is not the gate's confidence {confidence}")
+        if r.contacts < min_contacts or r.control < min_contacts:
+            decisions.append(
+                GateDecision(
+                    r.arm,
+                    False,
+                    f"held: {r.contacts} contacts and {r.control} controls (fewer than "
+                    f"{min_contacts}) cannot show a profit",
+                    confidence,
+                )
+            )
+            continue
+        if r.profit_lower_one_sided > 0:
+            why = (
+                f"rolled out: incremental profit per contact {r.profit_per_contact:+.3f} "
+                f"({r.contacts:,} contacts, {r.control:,} controls), positive with "
+                f"{confidence:.0%} confidence (lower bound {r.profit_lower_one_sided:+.3f})"
+            )
+        else:
+            why = (
+                f"dropped: incremental profit per contact {r.profit_per_contact:+.3f} "
+                f"({r.contacts:,} contacts, {r.control:,} controls) is not positive with "
+                f"{confidence:.0%} confidence (lower bound {r.profit_lower_one_sided:+.3f})"
+            )
+        decisions.append(GateDecision(r.arm, r.profit_lower_one_sided > 0, why, confidence))
+    return decisions

@@ -1,0 +1,93 @@
+"""The wave read-out and the roll-out gate (models.decisions.readout)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.decisions.readout import ArmTerms, gate, newcombe_interval, pool_readouts, read_wave
+
+TERMS = {"a": ArmTerms(value=40.0, cost_per_contact=0.2), "b": ArmTerms(60.0, 4.0, 5.0)}
+
+
+def _wave(rng: np.random.Generator, n: int, p: dict[str | None, float]) -> tuple[list, np.ndarray]:
+    arms = list(rng.choice(np.array(list(p), dtype=object), size=n))
+    y = np.array([rng.random() < p[a] for a in arms], dtype=float)
+    return arms, y
+
+
+def test_hand_computed_readout() -> None:
+    # 100 contacts of arm a, 30 responders; 200 controls, 40 responders
+    arm = ["a"] * 100 + [None] * 200
+    y = np.r_[np.ones(30), np.zeros(70), np.ones(40), np.zeros(160)]
+    reason = ["price"] * 10 + [None] * 90 + ["price"] * 0 + [None] * 200
+    (r,) = [x for x in read_wave(arm, y, {"a": TERMS["a"]}, reason=reason) if x.arm == "a"]
+    assert r.incremental_response == pytest.approx(0.3 - 0.2)
+    assert r.profit_per_contact == pytest.approx(0.1 * 40 - 0.2)
+    se = np.sqrt(40**2 * 0.3 * 0.7 / 100 + 40**2 * 0.2 * 0.8 / 200)
+    assert r.profit_se == pytest.approx(se)
+    assert r.profit_lower_one_sided == pytest.approx(3.8 - 1.2815515655 * se)
+    lo, hi = newcombe_interval(30, 100, 40, 200, 0.9)
+    assert r.incremental_response_ci == pytest.approx((float(lo), float(hi)))
+    assert r.declined == {"price": (0.1, 0.0)}
+    assert r.incremental_profit == pytest.approx(3.8 * 100)
+
+
+def test_acceptance_cost_is_paid_on_every_response() -> None:
+    arm = ["b"] * 100 + [None] * 100
+    y = np.r_[np.ones(50), np.zeros(50), np.ones(30), np.zeros(70)]
+    (r,) = read_wave(arm, y, {"b": TERMS["b"]})
+    assert r.profit_per_contact == pytest.approx(0.2 * 60 - 5.0 * 0.5 - 4.0)
+
+
+def test_expected_outside_the_interval_contradicts_the_model() -> None:
+    arm = ["a"] * 400 + [None] * 400
+    y = np.r_[np.ones(120), np.zeros(280), np.ones(80), np.zeros(320)]  # uplift 0.10
+    plausible = read_wave(arm, y, {"a": TERMS["a"]}, expected_uplift=np.full(800, 0.11))
+    wrong = read_wave(arm, y, {"a": TERMS["a"]}, expected_uplift=np.full(800, 0.30))
+    assert plausible[0].contradicts_model is False
+    assert wrong[0].contradicts_model is True
+    assert wrong[0].expected_incremental_response == pytest.approx(0.30)
+
+
+def test_gate_false_roll_outs_stay_under_the_confidence() -> None:
+    # arm a: true profit per contact (0.205 - 0.2) * 40 - 0.2 = 0.0 -> rolled out <= 10 % at 90 %
+    rng = np.random.default_rng(7)
+    rolled = 0
+    draws = 400
+    for _ in range(draws):
+        arms, y = _wave(rng, 3000, {"a": 0.205, None: 0.2})
+        rolled += gate(read_wave(arms, y, {"a": TERMS["a"]}))[0].roll_out
+    # a one-sided 90 % bound on a zero effect: 10 % +- 1.5 % (binomial sd over 400 draws)
+    assert rolled / draws <= 0.14
+    # and a clearly profitable arm is rolled out nearly always
+    arms, y = _wave(rng, 3000, {"a": 0.35, None: 0.2})
+    assert gate(read_wave(arms, y, {"a": TERMS["a"]}))[0].roll_out
+
+
+def test_gate_holds_small_arms_and_checks_the_level() -> None:
+    arm = ["a"] * 10 + [None] * 10
+    y = np.r_[np.ones(10), np.zeros(10)]
+    (d,) = gate(read_wave(arm, y, {"a": TERMS["a"]}))
+    assert not d.roll_out and d.reason.startswith("held")
+    with pytest.raises(ValueError, match="not the gate's confidence"):
+        gate(read_wave(arm, y, {"a": TERMS["a"]}, level=0.7), confidence=0.9)
+
+
+def test_pooling_waves_narrows_the_interval_and_keeps_each_control() -> None:
+    rng = np.random.default_rng(3)
+    waves = []
+    for base in (0.1, 0.3):  # two waves with different baselines, the same effect (+0.1)
+        arms, y = _wave(rng, 4000, {"a": base + 0.1, None: base})
+        waves.append(read_wave(arms, y, {"a": TERMS["a"]}))
+    (pooled,) = pool_readouts(waves)
+    assert pooled.profit_se < min(w[0].profit_se for w in waves)
+    assert pooled.incremental_response == pytest.approx(0.1, abs=0.03)
+    assert pooled.contacts == sum(w[0].contacts for w in waves)
+
+
+def test_bad_inputs_are_named() -> None:
+    with pytest.raises(ValueError, match="no value / cost terms"):
+        read_wave(["z", None], np.array([1, 0]), TERMS)
+    with pytest.raises(ValueError, match="responded"):
+        read_wave(["a", None], np.array([2, 0]), TERMS)
