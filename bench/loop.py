@@ -116,7 +116,8 @@ def main() -> None:
     summary = {}
     for name in SCENARIOS:
         runs = [[WaveOutcome(**w) for w in run] for s in seeds for run in s["scenarios"][name]]
-        summary[name] = summarise(runs)
+        groups = [s["seed"] for s in seeds for _ in s["scenarios"][name]]
+        summary[name] = summarise(runs, groups)
         print(f"\n{name}: cumulative true incremental profit over {len(WAVES)} waves")
         print(f"{'run':>4}{'fixed plan':>14}{'loop':>12}{'oracle':>12}{'loop-fixed':>12}")
         for i, (f, lo, o) in enumerate(
@@ -125,7 +126,8 @@ def main() -> None:
             print(f"{i:>4}{f:>14,.0f}{lo:>12,.0f}{o:>12,.0f}{lo - f:>12,.0f}")
         d = summary[name]["loop_minus_fixed"]
         print(
-            f"loop - fixed: {d['mean']:,.0f} [90 % CI {d['ci90'][0]:,.0f}, {d['ci90'][1]:,.0f}]; "
+            f"loop - fixed: {d['mean']:,.0f} [90 % CI over {d['over']} {d['ci90'][0]:,.0f}, "
+            f"{d['ci90'][1]:,.0f}]; "
             f"loop / oracle {summary[name]['loop_over_oracle']['mean']:.3f} (min "
             f"{summary[name]['loop_over_oracle']['min']:.3f}); fixed / oracle "
             f"{summary[name]['fixed_over_oracle']['mean']:.3f}; false roll-outs "

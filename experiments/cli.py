@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -206,6 +207,7 @@ def campaign_plan(
     """Plan a multi-offer, multi-channel campaign from per-arm uplift learned on randomised
     campaigns: who gets which offer on which channel, under the budgets and policies."""
     from experiments.planning import ARM_LEARNER, ARM_PARAMS, fit_arms, plan_with_arms
+    from experiments.plans import save_plan
     from features.store import atomic_path
     from models.decisions import load_campaign
 
@@ -219,10 +221,102 @@ def campaign_plan(
     with console.status("planning"):
         plan, day = plan_with_arms(state, dataset, definition, model, parse_date(as_of, "--as-of"))
     print_plan(plan, day)
+    inputs = {
+        "dataset": dataset,
+        "feature_set": feature_set,
+        "learner": learner,
+        "learned_from": ",".join(learn_from),
+        "model_contacts": model.contacts,
+        "arms": ",".join(f"{o}/{c}" for o, c in model.arms),
+        "model_params": json.dumps(params or {}, sort_keys=True),
+    }
+    saved = save_plan(state, plan, definition, day, inputs)
+    verb = "saved" if saved.created else "already saved (same inputs)"
+    console.print(
+        f"plan [bold]{saved.plan_id}[/bold] {verb} in {saved.folder} (MLflow experiment "
+        f"campaign-plans); read its test cell with: patron campaign read --plan {saved.plan_id} "
+        "--responses <file>"
+    )
     if out is not None:
         with atomic_path(out) as tmp:
             plan.customers.to_parquet(tmp, index=False)
         console.print(f"plan written to [bold]{out}[/bold]")
+
+
+@campaign_app.command("read")
+def campaign_read(
+    plan: Annotated[str, typer.Option("--plan", help="plan id (patron campaign plan prints it)")],
+    responses: Annotated[
+        Path,
+        typer.Option(
+            "--responses", help="CSV or parquet: customer_id, responded[, reason] of the wave"
+        ),
+    ],
+    confidence: Annotated[float, typer.Option(help="the roll-out gate's confidence")] = 0.9,
+    home: HomeOpt = None,
+) -> None:
+    """Read a plan's test cell against its control group and decide which arms roll out."""
+    import pandas as pd
+
+    from experiments.plans import read_plan
+
+    if not responses.exists():
+        raise FileNotFoundError(f"--responses {responses}: no such file")
+    frame = (
+        pd.read_parquet(responses)
+        if responses.suffix == ".parquet"
+        else pd.read_csv(responses, dtype={"customer_id": str})
+    )
+    out = read_plan(state_of(home), plan, frame, confidence)
+    table = Table(title=f"plan {plan}: test cell vs control ({confidence:.0%} intervals)")
+    for col in (
+        "arm",
+        "contacts",
+        "control",
+        "incremental response",
+        "interval",
+        "expected",
+        "profit / contact",
+        "interval ",
+        "declined (arm vs control)",
+    ):
+        table.add_column(
+            col, justify="left" if col in ("arm", "declined (arm vs control)") else "right"
+        )
+    for a in out["arms"]:
+        lo, hi = a["incremental_response_ci"]
+        plo, phi = a["profit_per_contact_ci"]
+        exp = a["expected_incremental_response"]
+        declined = ", ".join(f"{k} {v[0]:.1%} vs {v[1]:.1%}" for k, v in a["declined"].items())
+        table.add_row(
+            a["arm"],
+            f"{a['contacts']:,}",
+            f"{a['control']:,}",
+            _pct(a["incremental_response"]),
+            f"[{_pct(lo)}, {_pct(hi)}]",
+            "—"
+            if exp is None
+            else _pct(exp) + (" (contradicts)" if a["contradicts_model"] else ""),
+            _num(a["profit_per_contact"]),
+            f"[{_num(plo)}, {_num(phi)}]",
+            declined or "—",
+        )
+    console.print(table)
+    console.print(
+        f"{out['read']:,} responses read; {out['rejected']:,} rejected (kept in the plan folder "
+        f"with the reason); {out['wave_without_response']:,} of the wave without a response row"
+    )
+    console.rule(f"roll-out gate at {confidence:.0%} confidence")
+    for d in out["gate"]:
+        console.print(f"{d['arm']}: {d['reason']}")
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:+.2f} pp"
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:+,.2f}"
 
 
 @campaign_app.command("simulate")

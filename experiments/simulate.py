@@ -303,19 +303,26 @@ def simulable(campaign: Any) -> None:
         )
 
 
-def summarise(runs: list[list[WaveOutcome]]) -> dict[str, Any]:
+def summarise(runs: list[list[WaveOutcome]], groups: list[Any] | None = None) -> dict[str, Any]:
     """Cumulative true incremental profit of each way per run, the loop minus the fixed plan
-    with a t-interval over the runs, the loop's share of the oracle, the gate's false
-    roll-outs."""
+    with a 90 % t-interval, the loop's share of the oracle, the gate's false roll-outs.
+
+    ``groups``: the world (generator seed) of each run; runs of one world share its customers
+    and truth, so the interval is then taken over the worlds' mean differences (one value per
+    world), not over runs that are not independent."""
     from scipy import stats
 
     cum = np.array(
         [[sum(getattr(w, k) for w in run) for k in ("fixed", "loop", "oracle")] for run in runs]
     )
     diff = cum[:, 1] - cum[:, 0]
-    k = len(runs)
+    units = diff
+    if groups is not None:
+        g = np.asarray(groups)
+        units = np.array([diff[g == key].mean() for key in dict.fromkeys(groups)])
+    k = len(units)
     half = (
-        float(stats.t.ppf(0.95, k - 1) * diff.std(ddof=1) / np.sqrt(k)) if k > 1 else float("nan")
+        float(stats.t.ppf(0.95, k - 1) * units.std(ddof=1) / np.sqrt(k)) if k > 1 else float("nan")
     )
     rolled = sum(w.arms_rolled_out for run in runs for w in run)
     false = sum(w.false_roll_outs for run in runs for w in run)
@@ -325,8 +332,10 @@ def summarise(runs: list[list[WaveOutcome]]) -> dict[str, Any]:
         "loop": cum[:, 1].tolist(),
         "oracle": cum[:, 2].tolist(),
         "loop_minus_fixed": {
-            "mean": float(diff.mean()),
-            "ci90": [float(diff.mean() - half), float(diff.mean() + half)],
+            "mean": float(units.mean()),
+            "ci90": [float(units.mean() - half), float(units.mean() + half)],
+            "over": "worlds" if groups is not None else "runs",
+            "units": units.tolist(),
         },
         "loop_over_oracle": {
             "mean": float((cum[:, 1] / cum[:, 2]).mean()),

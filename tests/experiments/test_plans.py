@@ -1,0 +1,88 @@
+"""A plan saved as an immutable tracked object, and the read-out of its test cell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.planning import fit_arms, plan_with_arms
+from experiments.plans import REJECTED_FILE, load_plan, read_plan, save_plan
+from models.decisions import load_campaign, parse_campaign
+
+ROOT = Path(__file__).resolve().parents[2]
+CAMPAIGN = ROOT / "experiments" / "campaigns" / "arms_demo.yaml"
+PARAMS = {"n_estimators": 30, "max_depth": 2, "learning_rate": 0.1}
+
+
+@pytest.fixture(scope="module")
+def saved(arms_state):
+    model = fit_arms(arms_state, "synthetic_arms", ["ARMS_2023_09"], params=PARAMS)
+    campaign = load_campaign(CAMPAIGN)
+    plan, as_of = plan_with_arms(arms_state, "synthetic_arms", campaign, model)
+    inputs = {"dataset": "synthetic_arms", "learned_from": "ARMS_2023_09"}
+    return (
+        arms_state,
+        plan,
+        campaign,
+        as_of,
+        inputs,
+        save_plan(arms_state, plan, campaign, as_of, inputs),
+    )
+
+
+def test_plan_is_saved_once_and_never_overwritten(saved) -> None:
+    state, plan, campaign, as_of, inputs, first = saved
+    record, table = load_plan(state, first.plan_id)
+    assert record["mlflow_run_id"] and record["summary"]["base"] == len(table)
+    assert sum(a["contacts"] for a in record["by_arm"]) == record["summary"]["contacted"]
+    again = save_plan(state, plan, campaign, as_of, inputs)
+    assert again.plan_id == first.plan_id and not again.created
+    # the same id with other contents (a tampered record) is refused
+    path = first.folder / "plan.json"
+    text = path.read_text()
+    tampered = json.loads(text)
+    tampered["by_arm"][0]["contacts"] += 1
+    path.write_text(json.dumps(tampered))
+    try:
+        with pytest.raises(ValueError, match="immutable"):
+            save_plan(state, plan, campaign, as_of, inputs)
+    finally:
+        path.write_text(text)
+    other = parse_campaign({**campaign.model_dump(exclude_none=True), "campaign_id": "other"})
+    assert save_plan(state, plan, other, as_of, inputs).plan_id != first.plan_id
+
+
+def test_read_out_of_the_test_cell_and_the_gate(saved) -> None:
+    state, *_, first = saved
+    _, table = load_plan(state, first.plan_id)
+    wave = table[table["selected"] & table["group"].isin(["test", "control"])]
+    rng = np.random.default_rng(1)
+    treated = (wave["group"] == "test").to_numpy()
+    responses = pd.DataFrame(
+        {
+            "customer_id": wave["customer_id"],
+            "responded": rng.random(len(wave)) < np.where(treated, 0.45, 0.2),
+        }
+    )
+    extra = pd.DataFrame(
+        {"customer_id": ["NOT-IN-PLAN", wave["customer_id"].iloc[0]], "responded": [True, "maybe"]}
+    )
+    out = read_plan(state, first.plan_id, pd.concat([responses, extra], ignore_index=True))
+    assert out["rejected"] == 2 and out["read"] == len(wave) - 0
+    rejected = pd.read_csv(first.folder / REJECTED_FILE)
+    assert set(rejected["reason_rejected"]) == {
+        "not in the plan's test cell or control group",
+        "responded: not 0/1",
+    }
+    arms = {a["arm"]: a for a in out["arms"]}
+    big = max(arms.values(), key=lambda a: a["contacts"])
+    sd = np.sqrt(0.45 * 0.55 / big["contacts"] + 0.2 * 0.8 / big["control"])
+    assert abs(big["incremental_response"] - 0.25) < 4 * sd  # the drawn effect, within 4 sd
+    assert {d["arm"] for d in out["gate"]} == set(arms)
+    assert any(d["roll_out"] for d in out["gate"])  # +25 pp on a 40-60 value pays
+    with pytest.raises(ValueError, match="no such plan"):
+        read_plan(state, "nope", responses)
