@@ -490,7 +490,8 @@ TestCellFraction = Annotated[
         ge=0.0,
         le=0.5,
         allow_inf_nan=False,
-        description="share put in the test cell",
+        description="share of the contacted put in the test cell (default 5 %, the CRM "
+        "practice's test cell; 0 for none)",
         examples=[0.05],
     ),
 ]
@@ -544,7 +545,7 @@ class TargetRequest(RequestBody):
     cost_per_contact: CostPerContact = None  # type: ignore[assignment]
     value_per_conversion: ValuePerConversion = None  # type: ignore[assignment]
     control_fraction: ControlFraction = 0.1
-    test_cell_fraction: TestCellFraction = 0.0
+    test_cell_fraction: TestCellFraction = 0.05
     win_back_first: WinBackFirst = False
     include_customers: IncludeCustomers = True
     ranking: TargetRanking = None  # type: ignore[assignment]

@@ -191,7 +191,7 @@ class CampaignRules:
     max_contacts: int | None = None
     max_cost: float | None = None
     control_fraction: float = 0.1
-    test_cell_fraction: float = 0.0
+    test_cell_fraction: float = 0.05  # the CRM practice's test cell; 0 for none
     win_back_first: bool = False
     # False when the score is no response probability (a churn probability): the summary's
     # expected_responses is then None, never a sum of churn probabilities

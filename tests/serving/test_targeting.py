@@ -319,3 +319,15 @@ def test_a_churn_probability_ranks_by_value_at_risk_and_counts_no_responses():
     assert as_churn.summary["expected_profit"] == as_response.summary["expected_profit"]
     expected = np.sort(c["score"].to_numpy() * 10.0 - 1.0)[::-1][:10]
     np.testing.assert_allclose(as_churn.customers["expected_profit"], expected)
+
+
+def test_a_test_cell_of_five_percent_unless_asked_otherwise():
+    from serving.schemas import TargetRequest
+
+    body = TargetRequest.model_validate({"campaign_id": "c", "channel": "email"})
+    assert body.test_cell_fraction == 0.05 and rules().test_cell_fraction == 0.05
+    sel = select_customers(candidates(4000, consent=True), rules(max_contacts=3000))
+    share = sel.summary["test_cell"] / max(sel.summary["contacted"], 1)
+    assert 0.03 < share < 0.08  # 5 % of the selected (hash-assigned), among the contacted
+    none = select_customers(candidates(4000, consent=True), rules(test_cell_fraction=0.0))
+    assert none.summary["test_cell"] == 0
