@@ -188,7 +188,7 @@ def plan_with_arms(
     policy = campaign.contact_policy
     history = None
     log = catalog.read_or_none("campaign_history")
-    if log is not None and (policy.max_contacts or policy.quiet_days_after_negative is not None):
+    if log is not None and campaign.needs_history:
         history = contact_history(log, customers[ID], pd.Timestamp(as_of), policy.window_days)
     estimate = arm_estimate(model, customers, campaign)
     return plan_campaign(

@@ -43,7 +43,7 @@ from models.decisions import (
     contact_history,
     plan_campaign,
 )
-from models.decisions.allocate import household_maps_from
+from models.decisions.allocate import LAST_NEGATIVE_REASON, household_maps_from
 from models.decisions.campaign import Campaign, load_campaign, parse_campaign
 from serving.errors import RequestError, field_path
 
@@ -393,6 +393,8 @@ def planner_customers(
 
     for i, offer in enumerate(campaign.offers):
         for j, cond in enumerate(offer.eligibility):
+            if cond.column == LAST_NEGATIVE_REASON:
+                continue  # from the contact history (models.decisions.allocate)
             if cond.column not in frame:
                 frame[cond.column] = column_values(
                     cond.column, f"{prefix}.offers.{i}.eligibility.{j}.column"
@@ -421,7 +423,7 @@ def history_of(
 ) -> tuple[ContactHistory | None, str]:
     """Contacts in the policy window and days since the last negative response, per customer."""
     policy = campaign.contact_policy
-    if policy.max_contacts is None and policy.quiet_days_after_negative is None:
+    if not campaign.needs_history:
         return None, "not needed: the campaign has no contact policy"
     frame = Catalog(dirs, base.dataset).read_or_none("campaign_history")
     if frame is None:

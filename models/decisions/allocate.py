@@ -80,6 +80,9 @@ class ContactHistory:
 
     contacts_in_window: np.ndarray
     days_since_negative: np.ndarray
+    # the reason of the last negative response (lower case, stripped), "" where there was none;
+    # the planner offers it to eligibility rules as the column ``last_negative_reason``
+    last_negative_reason: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ class HouseholdMaps:
 
     household: Mapping[str, str] = field(default_factory=dict)
     canonical: Mapping[str, str] = field(default_factory=dict)
+
+
+LAST_NEGATIVE_REASON = "last_negative_reason"
 
 
 def household_maps_from(
@@ -130,7 +136,22 @@ def contact_history(
         negative &= False
     last_negative = ts[negative].groupby(cid[negative]).max().reindex(ids)
     days = (as_of - last_negative).dt.total_seconds().to_numpy(dtype=float) / 86400.0
-    return ContactHistory(contacts_in_window=counts, days_since_negative=days)
+    reason = pd.Series("", index=ids, dtype=object)
+    if negative.any():
+        neg = pd.DataFrame(
+            {
+                "cid": cid[negative],
+                "ts": ts[negative],
+                "reason": h.loc[negative, "reason"].astype(str).str.strip().str.lower(),
+            }
+        ).sort_values(["cid", "ts"], kind="stable")
+        latest = neg.groupby("cid")["reason"].last()
+        reason = latest.reindex(ids).fillna("").astype(object)
+    return ContactHistory(
+        contacts_in_window=counts,
+        days_since_negative=days,
+        last_negative_reason=reason.to_numpy(dtype=object),
+    )
 
 
 # --------------------------------------------------------------------------- output
@@ -637,6 +658,12 @@ def allocation_problem(
     is_rep = np.zeros(n, dtype=bool)
     is_rep[rep] = True
 
+    if (
+        history is not None
+        and history.last_negative_reason is not None
+        and LAST_NEGATIVE_REASON not in customers.columns
+    ):
+        customers = customers.assign(**{LAST_NEGATIVE_REASON: history.last_negative_reason})
     consent_rec = consent_matrix(campaign, customers)
     consent = np.ones((n_persons, n_ch), dtype=bool)
     np.logical_and.at(consent, person_codes, consent_rec)
@@ -654,8 +681,23 @@ def allocation_problem(
         pol = campaign.contact_policy
         if pol.max_contacts is not None:
             policy_ok &= contacts + 1 <= pol.max_contacts
+        quiet = np.full(n_persons, np.nan)
         if pol.quiet_days_after_negative is not None:
-            policy_ok &= ~(days_p < pol.quiet_days_after_negative)
+            quiet[:] = pol.quiet_days_after_negative
+        if pol.quiet_days_by_reason and history.last_negative_reason is not None:
+            # the person's last negative response: the record with the fewest days since one
+            frame = pd.DataFrame(
+                {
+                    "p": person_codes,
+                    "days": days.to_numpy(),
+                    "reason": np.asarray(history.last_negative_reason, dtype=object),
+                }
+            ).sort_values(["p", "days"], kind="stable", na_position="last")
+            last = frame.groupby("p")["reason"].first().reindex(range(n_persons)).fillna("")
+            by_reason = {k.strip().lower(): v for k, v in pol.quiet_days_by_reason.items()}
+            override = last.map(by_reason).to_numpy(dtype=float)
+            quiet = np.where(np.isnan(override), quiet, override)
+        policy_ok &= ~(days_p < np.nan_to_num(quiet, nan=-np.inf))
 
     hh_map = maps.household
     household = np.array(

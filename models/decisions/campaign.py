@@ -138,6 +138,15 @@ class ContactPolicy(_Strict):
     quiet_days_after_negative: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="No contact within this many days of a negative response."
     )
+    quiet_days_by_reason: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description="Per reason given with the customer's last negative response (e.g. "
+        "`unsubscribed: 3650`, `price: 30`): no contact within that many days; overrides "
+        "`quiet_days_after_negative` for that reason. Offers can also use the reason: the "
+        'planner gives eligibility rules the column `last_negative_reason` ("" when none), '
+        "e.g. a discount only for those who declined on price.",
+        examples=[{"unsubscribed": 3650, "price": 30}],
+    )
 
 
 class HouseholdPolicy(_Strict):
@@ -203,6 +212,18 @@ class Campaign(_Strict):
                     "money budget cannot bind"
                 )
         return self
+
+    @property
+    def needs_history(self) -> bool:
+        """True when the plan reads past contacts: a contact policy, or an offer's rule on
+        ``last_negative_reason``."""
+        pol = self.contact_policy
+        return (
+            pol.max_contacts is not None
+            or pol.quiet_days_after_negative is not None
+            or bool(pol.quiet_days_by_reason)
+            or any(c.column == "last_negative_reason" for o in self.offers for c in o.eligibility)
+        )
 
     @property
     def offer_ids(self) -> list[str]:

@@ -401,3 +401,55 @@ def test_an_empty_base_plans_nobody() -> None:
     est = UpliftEstimate(np.zeros((0, 2, 2)), ResponseProbability(np.zeros((0, 2, 2))))
     plan = plan_campaign(c, customers, est)
     assert plan.summary["selected"] == 0 and sum(plan.exclusions.values()) == 0
+
+
+def test_reasons_feed_the_plan() -> None:
+    """A quiet period per reason, and an offer only for those who declined on price."""
+    c = parse_campaign(
+        _campaign(
+            budget={},
+            offers=[
+                {
+                    "id": "full",
+                    "kind": "retention",
+                    "value": 50.0,
+                    "eligibility": [
+                        {"column": "last_negative_reason", "op": "ne", "value": "price"}
+                    ],
+                },
+                {
+                    "id": "discount",
+                    "kind": "retention",
+                    "value": 50.0,
+                    "eligibility": [
+                        {"column": "last_negative_reason", "op": "eq", "value": "price"}
+                    ],
+                },
+            ],
+            channels=[{"name": "email", "cost_per_contact": 0.2}],
+            contact_policy={
+                "quiet_days_after_negative": 10,
+                "quiet_days_by_reason": {"Unsubscribed": 3650},
+            },
+        )
+    )
+    assert c.needs_history
+    customers = pd.DataFrame({"customer_id": ["u", "p", "n", "old"], "consent_email": [1, 1, 1, 1]})
+    hist = pd.DataFrame(
+        {
+            "customer_id": ["u", "p", "p", "old"],
+            "ts": pd.to_datetime(["2025-01-01", "2026-06-01", "2026-11-01", "2026-11-25"]),
+            "group": ["treatment"] * 4,
+            "responded": [False] * 4,
+            "reason": ["unsubscribed", "not relevant", " Price ", "no need"],
+        }
+    )
+    history = contact_history(hist, customers["customer_id"], pd.Timestamp("2026-12-01"), 30)
+    assert history.last_negative_reason.tolist() == ["unsubscribed", "price", "", "no need"]
+    est = UpliftEstimate(np.full((4, 2), 0.2))
+    plan = plan_campaign(c, customers, est, history=history).customers.set_index("customer_id")
+    # unsubscribed two years ago: still quiet (3650 days); "old" declined 6 days ago: the generic
+    # 10 days; p declined on price a month ago: only the discount; n: the full offer
+    assert plan.loc["u", "exclusion_reason"] == "contact_policy"
+    assert plan.loc["old", "exclusion_reason"] == "contact_policy"
+    assert plan.loc["p", "offer"] == "discount" and plan.loc["n", "offer"] == "full"
