@@ -9,7 +9,10 @@ reason.
 
 Every row read ends either in ``data/<dataset>/<table>.parquet`` or in
 ``quarantine/<dataset>/<table>.parquet`` with one reason; ``IngestReport`` checks
-read = accepted + quarantined.
+read = accepted + quarantined. A table whose rows are all quarantined, or more than its
+``max_quarantine_share``, fails: its quarantine and the ingest report are written, its accepted
+rows are not (an older accepted file is removed), and ``ingest`` raises ``QuarantineError`` naming
+the config key most likely at fault.
 """
 
 from __future__ import annotations
@@ -84,6 +87,13 @@ class TableSource(BaseModel):
         Field(default_factory=dict, description="types of passthrough columns (default string)")
     )
     drop: list[str] = Field(default_factory=list, description="raw columns not to pass through")
+    max_quarantine_share: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="ingest fails when more than this share of the rows read is quarantined "
+        "(a table with every row quarantined always fails)",
+    )
 
 
 class DatasetConfig(BaseModel):
@@ -162,10 +172,15 @@ class TableReport:
     accepted_path: str = ""
     quarantine_path: str = ""
     source_files: list[dict[str, Any]] = field(default_factory=list)
+    failure: str = ""  # why the table failed (its accepted rows are then not written)
 
     @property
     def quarantined(self) -> int:
         return sum(self.quarantined_by_reason.values())
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failure)
 
     def check(self) -> None:
         """Raise if a row was lost: read must equal accepted + quarantined."""
@@ -195,10 +210,19 @@ class IngestReport:
                     "accepted_path": t.accepted_path,
                     "quarantine_path": t.quarantine_path,
                     "source_files": t.source_files,
+                    "failure": t.failure,
                 }
                 for name, t in self.tables.items()
             },
         }
+
+
+class QuarantineError(ValueError):
+    """Tables quarantined too many rows; the report (already written) is attached."""
+
+    def __init__(self, report: IngestReport) -> None:
+        self.report = report
+        super().__init__("; ".join(t.failure for t in report.tables.values() if t.failed))
 
 
 def _reader(path: Path, src: SourceFile) -> str:
@@ -364,14 +388,20 @@ def ingest_table(
             "GROUP BY 1 ORDER BY 2 DESC"
         ).fetchall()
     )
+    failure = quarantine_failure(con, table_name, tsrc, read, by_reason)
     accepted_path = Catalog(state, cfg.name).path(table_name)
     quarantine_path = state.quarantine(cfg.name) / f"{table_name}.parquet"
     select_cols = ", ".join(quote_ident(c) for c in all_cols)
-    with atomic_path(accepted_path) as tmp:
-        con.execute(
-            f"COPY (SELECT {select_cols} FROM __classified WHERE __reason IS NULL "
-            f"ORDER BY __source, __row) TO {sql_literal(str(tmp))} (FORMAT parquet)"
-        )
+    if failure:
+        # a failed table is not written: later steps stop at "no ingested table" instead of
+        # reading a half-empty (or an older) table as if this ingest had succeeded
+        accepted_path.unlink(missing_ok=True)
+    else:
+        with atomic_path(accepted_path) as tmp:
+            con.execute(
+                f"COPY (SELECT {select_cols} FROM __classified WHERE __reason IS NULL "
+                f"ORDER BY __source, __row) TO {sql_literal(str(tmp))} (FORMAT parquet)"
+            )
     source_paths = [f["path"] for f in files]
     with atomic_path(quarantine_path) as tmp:
         con.execute(
@@ -381,19 +411,124 @@ def ingest_table(
             f"__raw_json AS raw FROM __classified WHERE __reason IS NOT NULL "
             f"ORDER BY __source, __row) TO {sql_literal(str(tmp))} (FORMAT parquet)"
         )
-    accepted = _count(con, f"SELECT count(*) FROM {parquet_relation(accepted_path)}")
+    accepted = _count(
+        con,
+        "SELECT count(*) FROM __classified WHERE __reason IS NULL"
+        if failure
+        else f"SELECT count(*) FROM {parquet_relation(accepted_path)}",
+    )
     report = TableReport(
         table=table_name,
         read=read,
         accepted=accepted,
         quarantined_by_reason=by_reason,
-        accepted_path=str(accepted_path),
+        accepted_path="" if failure else str(accepted_path),
         quarantine_path=str(quarantine_path),
         source_files=files,
+        failure=failure,
     )
     con.execute("DROP TABLE __classified")
     report.check()
     return report
+
+
+_NOT_VALID = re.compile(r"^(\w+): not a valid (\w+)$")
+_MISSING = re.compile(r"^(\w+): missing$")
+
+
+def quarantine_failure(
+    con: duckdb.DuckDBPyConnection,
+    table_name: str,
+    tsrc: TableSource,
+    read: int,
+    by_reason: Mapping[str, int],
+) -> str:
+    """One line when the rows classified in ``__classified`` quarantine every row read or more
+    than ``max_quarantine_share`` of them: counts, the top reason with its count and an example,
+    and the config key most likely at fault; "" when the table passes."""
+    quarantined = sum(by_reason.values())
+    if read == 0 or quarantined == 0:
+        return ""
+    share = quarantined / read
+    if quarantined < read and share <= tsrc.max_quarantine_share:
+        return ""
+    reason, count = max(by_reason.items(), key=lambda kv: kv[1])
+    row = con.execute(
+        "SELECT __source, count(*) FROM __classified WHERE __reason = ? "
+        "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1",
+        [reason],
+    ).fetchone()
+    index = int(row[0]) if row else 0
+    found = _NOT_VALID.match(reason)
+    example_col = quote_ident(f"__raw_{found.group(1)}") if found else "__raw_json"
+    example = con.execute(
+        f"SELECT CAST({example_col} AS VARCHAR) FROM __classified "
+        "WHERE __reason = ? AND __source = ? ORDER BY __row LIMIT 1",
+        [reason, index],
+    ).fetchone()
+    shown = "" if not example or example[0] is None else str(example[0])
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    if shown and found:
+        shown = json.dumps(shown)  # a raw value, quoted; a raw row is JSON already
+    top = f"{reason} {count:,}" + (f", e.g. {shown}" if shown else "")
+    prefix = f"tables.{table_name}"
+    if quarantined < read:
+        top = (
+            f"{share:.0%}, above {prefix}.max_quarantine_share {tsrc.max_quarantine_share:.0%}; "
+            f"top reason {top}"
+        )
+    return (
+        f"{prefix}: {quarantined:,} of {read:,} rows quarantined ({top}) "
+        f"— check {suspect_key(table_name, tsrc, index, reason)}"
+    )
+
+
+def suspect_key(table_name: str, tsrc: TableSource, index: int, reason: str) -> str:
+    """The dataset config key most likely behind a quarantine reason, with its current value."""
+    prefix = f"tables.{table_name}"
+    src = tsrc.sources[index] if index < len(tsrc.sources) else None
+    source = f"{prefix}.sources[{index}]"
+    if src is None:
+        return prefix
+    for j, rule in enumerate(src.exclude):
+        if rule.reason == reason:
+            return f"{source}.exclude[{j}] (when: {json.dumps(rule.when)})"
+    if reason == NO_CUSTOMER:
+        return _column_key(source, src, "customer_id")
+    if reason.endswith(": duplicate key"):
+        cols = reason.removesuffix(": duplicate key").split("/")
+        return f"the mappings of {', '.join(cols)} in {source}.columns (a repeated key)"
+    found = _NOT_VALID.match(reason)
+    if found:
+        col, dtype = found.groups()
+        mapping = src.columns.get(col)
+        fmt = mapping.format if isinstance(mapping, ColumnMap) else None
+        if fmt:
+            return f"{source}.columns.{col}.format ({json.dumps(fmt)})"
+        if dtype == "timestamp":
+            if tsrc.ts_format:
+                return f"{prefix}.ts_format ({json.dumps(tsrc.ts_format)})"
+            return f"{prefix}.ts_format (not set: ISO timestamps only)"
+        if dtype == "date":
+            return f"{source}.columns.{col}.format (not set: ISO dates only)"
+        if mapping is None and col in tsrc.types:
+            return f"{prefix}.types.{col} ({tsrc.types[col]})"
+        return _column_key(source, src, col)
+    missing = _MISSING.match(reason)
+    if missing:
+        return _column_key(source, src, missing.group(1))
+    return source
+
+
+def _column_key(source: str, src: SourceFile, col: str) -> str:
+    mapping = src.columns.get(col)
+    if mapping is None:
+        return f"{source}.columns.{col} (not set: the raw column {json.dumps(col)} is read)"
+    if isinstance(mapping, str):
+        return f"{source}.columns.{col} (from {json.dumps(mapping)})"
+    if mapping.from_ is not None:
+        return f"{source}.columns.{col} (from {json.dumps(mapping.from_)})"
+    return f"{source}.columns.{col} (expr {json.dumps(mapping.expr)})"
 
 
 def connect(state: StateDirs, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
@@ -413,7 +548,8 @@ def ingest(
     state: StateDirs,
     progress: Callable[[str], None] | None = None,
 ) -> IngestReport:
-    """Ingest every table of a dataset; write a JSON report beside the accepted data."""
+    """Ingest every table of a dataset; write a JSON report beside the accepted data. Raises
+    ``QuarantineError`` (after writing everything else) when a table quarantined too much."""
     con = connect(state)
     try:
         reports = {}
@@ -426,6 +562,8 @@ def ingest(
     report = IngestReport(cfg.name, reports)
     with atomic_path(Catalog(state, cfg.name).report_path) as tmp:
         tmp.write_text(json.dumps(report.to_dict(), indent=2))
+    if any(t.failed for t in reports.values()):
+        raise QuarantineError(report)
     return report
 
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from features.sources import DatasetConfig, ingest, load_dataset
+from features.catalog import Catalog
+from features.sources import DatasetConfig, QuarantineError, ingest, load_dataset
 from features.store import StateDirs
 from tests.conftest import require_dataset
 
@@ -26,13 +27,20 @@ C3,2024-03-03 09:00:00,1006,X,abc,5.0
 """
 
 
-def _dataset(tmp_path: Path, csv: str = CSV, **extra: object) -> DatasetConfig:
+def _dataset(
+    tmp_path: Path,
+    csv: str = CSV,
+    ts_format: str = "%Y-%m-%d %H:%M:%S",
+    max_quarantine_share: float = 0.9,  # the toy rows are mostly bad on purpose
+    **extra: object,
+) -> DatasetConfig:
     (tmp_path / "tx.csv").write_text(csv)
     spec = {
         "name": "toy",
         "tables": {
             "transactions": {
-                "ts_format": "%Y-%m-%d %H:%M:%S",
+                "ts_format": ts_format,
+                "max_quarantine_share": max_quarantine_share,
                 "sources": [
                     {
                         "path": "tx.csv",
@@ -76,6 +84,79 @@ def test_every_row_is_accepted_or_quarantined_with_a_reason(tmp_path: Path, stat
     assert len(quarantine) == report.quarantined
     assert set(quarantine.columns) >= {"reason", "source_file", "source_row", "raw"}
     assert '"when":"not a date"' in " ".join(quarantine["raw"])
+
+
+def test_a_wrong_ts_format_fails_naming_the_key_and_keeps_the_quarantine(
+    tmp_path: Path, state: StateDirs
+):
+    """Every row quarantined: ingest raises one line naming ts_format and the top reason's
+    count; the quarantine and the report are written, the accepted table (an older one too) not."""
+    accepted_path = Catalog(state, "toy").path("transactions")
+    ingest(_dataset(tmp_path), state)
+    assert accepted_path.exists()
+    with pytest.raises(QuarantineError) as failed:
+        ingest(_dataset(tmp_path, ts_format="%d/%m/%Y"), state)
+    message = str(failed.value)
+    assert message == (
+        "tables.transactions: 9 of 9 rows quarantined (ts: not a valid timestamp 8, "
+        'e.g. "2024-01-05 10:00:00") — check tables.transactions.ts_format ("%d/%m/%Y")'
+    )
+    report = failed.value.report.tables["transactions"]
+    assert (report.read, report.accepted, report.quarantined) == (9, 0, 9)
+    assert not accepted_path.exists()  # a stale table must not pass for this ingest's
+    assert len(pd.read_parquet(report.quarantine_path)) == 9
+    saved = Catalog(state, "toy").ingest_report()["tables"]["transactions"]
+    assert saved["failure"] == message and saved["accepted_path"] == ""
+
+
+@pytest.mark.parametrize(("share", "fails"), [(0.5, True), (0.6, False)])
+def test_quarantine_share_above_the_threshold_fails(
+    tmp_path: Path, state: StateDirs, share: float, fails: bool
+):
+    """5 of 9 rows (56 %) quarantined: above a 50 % threshold, within a 60 % one."""
+    cfg = _dataset(tmp_path, max_quarantine_share=share)
+    if not fails:
+        assert ingest(cfg, state).tables["transactions"].accepted == 4
+        return
+    with pytest.raises(
+        QuarantineError,
+        match=r"5 of 9 rows quarantined \(56%, above "
+        r"tables\.transactions\.max_quarantine_share 50%; top reason ts: ",
+    ):
+        ingest(cfg, state)
+
+
+_MAP = {"customer_id": "cust", "ts": "when", "order_id": "inv", "product_id": "sku"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ({}, 'sources[0].columns.quantity (from "qty")'),
+        (
+            {"ts": {"from": "when", "format": "%d.%m.%Y"}},
+            'sources[0].columns.ts.format ("%d.%m.%Y")',
+        ),
+        ({"customer_id": {"expr": "NULL"}}, 'sources[0].columns.customer_id (expr "NULL")'),
+    ],
+)
+def test_the_key_named_follows_the_reason(
+    tmp_path: Path, state: StateDirs, extra: dict[str, object], key: str
+):
+    csv = "cust,when,inv,sku,qty,price\n" + "A1,2024-01-05 10:00:00,1,X,two,5.0\n" * 3
+    columns = {**_MAP, "quantity": "qty", "amount": "price", **extra}
+    with pytest.raises(QuarantineError) as failed:
+        ingest(_dataset(tmp_path, csv, columns=columns), state)
+    assert str(failed.value).endswith(f"check tables.transactions.{key}"), str(failed.value)
+
+
+def test_an_exclude_rule_that_takes_most_rows_is_named(tmp_path: Path, state: StateDirs):
+    rule = {"when": "quantity > 0", "reason": "test order"}
+    with pytest.raises(QuarantineError, match=r"test order 8, e\.g\. \{.*exclude\[0\]"):
+        ingest(
+            _dataset(tmp_path, CSV.replace("abc", "1"), max_quarantine_share=0.5, exclude=[rule]),
+            state,
+        )
 
 
 def test_reingest_is_idempotent(tmp_path: Path, state: StateDirs):
