@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -206,7 +205,13 @@ def campaign_plan(
 ) -> None:
     """Plan a multi-offer, multi-channel campaign from per-arm uplift learned on randomised
     campaigns: who gets which offer on which channel, under the budgets and policies."""
-    from experiments.planning import ARM_LEARNER, ARM_PARAMS, fit_arms, plan_with_arms
+    from experiments.planning import (
+        ARM_LEARNER,
+        ARM_PARAMS,
+        fit_arms,
+        plan_inputs,
+        plan_with_arms,
+    )
     from experiments.plans import save_plan
     from features.store import atomic_path
     from models.decisions import load_campaign
@@ -221,16 +226,7 @@ def campaign_plan(
     with console.status("planning"):
         plan, day = plan_with_arms(state, dataset, definition, model, parse_date(as_of, "--as-of"))
     print_plan(plan, day)
-    inputs = {
-        "dataset": dataset,
-        "feature_set": feature_set,
-        "learner": learner,
-        "learned_from": ",".join(learn_from),
-        "model_contacts": model.contacts,
-        "arms": ",".join(f"{o}/{c}" for o, c in model.arms),
-        "model_params": json.dumps(params or {}, sort_keys=True),
-    }
-    saved = save_plan(state, plan, definition, day, inputs)
+    saved = save_plan(state, plan, definition, day, plan_inputs(model, dataset, learner, params))
     verb = "saved" if saved.created else "already saved (same inputs)"
     console.print(
         f"plan [bold]{saved.plan_id}[/bold] {verb} in {saved.folder} (MLflow experiment "
@@ -402,3 +398,27 @@ def campaign_simulate(
         console.rule(f"{o.wave}: roll-out gate at {confidence:.0%} confidence")
         for d in o.gate:
             console.print(f"{d['arm']}: {d['reason']}")
+
+
+@campaign_app.command("rollout")
+def campaign_rollout(
+    plan: Annotated[str, typer.Option("--plan", help="a plan whose test cell was read")],
+    home: HomeOpt = None,
+) -> None:
+    """Learn from the read test cell and plan the rest of the base over the arms the gate
+    passed; saved as a plan of its own."""
+    from experiments.rollout import rollout
+
+    state = state_of(home)
+    with console.status("refitting with the test cell and re-planning the rest"):
+        saved, result, facts = rollout(state, plan)
+    if saved is None or result is None:
+        console.print(f"plan {plan}: no arm passed the gate — nothing rolls out")
+        return
+    console.print(
+        f"learned from {facts['learned_rows']:,} contacts (the wave's {facts['wave_rows']:,} "
+        f"included); arms rolled out: {', '.join(facts['rolled_out_arms'])}; budget left "
+        f"{facts['budget']}"
+    )
+    print_plan(result, saved.record["as_of"])
+    console.print(f"roll-out plan [bold]{saved.plan_id}[/bold] saved in {saved.folder}")

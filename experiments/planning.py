@@ -12,6 +12,7 @@ something it is not.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -53,6 +54,22 @@ class ArmModel:
     feature_set: str
     campaign_ids: list[str]
     contacts: int
+
+
+def plan_inputs(
+    model: ArmModel, dataset: str, learner: str, params: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What a plan made from an arm model records as its inputs (the roll-out refits from
+    them)."""
+    return {
+        "dataset": dataset,
+        "feature_set": model.feature_set,
+        "learner": learner,
+        "learned_from": ",".join(model.campaign_ids),
+        "model_contacts": model.contacts,
+        "arms": ",".join(f"{o}/{c}" for o, c in model.arms),
+        "model_params": json.dumps(params or {}, sort_keys=True),
+    }
 
 
 def contact_frame(
@@ -156,6 +173,52 @@ def customers_frame(state: Any, dataset: str, snapshot: pd.DataFrame) -> pd.Data
     return frame
 
 
+def planning_base(
+    state: Any, dataset: str, feature_set_name: str, as_of: date | None = None
+) -> tuple[pd.DataFrame, date]:
+    """The dataset's customers at ``as_of`` (default: the last data date): the feature set's
+    snapshot with the customers table's columns (consent, attributes)."""
+    from features.build import data_date_range, transactions_source, write_snapshot
+    from features.definitions import feature_set
+    from features.sources import connect
+
+    con = connect(state)
+    try:
+        if as_of is None:
+            as_of = data_date_range(con, transactions_source(state, dataset))[1]
+        path = write_snapshot(con, state, dataset, feature_set(feature_set_name), as_of)
+    finally:
+        con.close()
+    return customers_frame(state, dataset, pd.read_parquet(path)), as_of
+
+
+def plan_over(
+    state: Any,
+    dataset: str,
+    campaign: Campaign,
+    customers: pd.DataFrame,
+    estimate: UpliftEstimate,
+    as_of: date,
+) -> Plan:
+    """Allocate over ``customers`` with the dataset's households, duplicates and contact
+    history (when the campaign needs it)."""
+    from features.catalog import Catalog
+
+    catalog = Catalog(state, dataset)
+    known = set(customers[ID])
+    merge = catalog.read_or_none("merge_map", [ID, "master_id"])
+    homes = catalog.read_or_none("households", [ID, "household_id"])
+    households = (
+        None if merge is None and homes is None else household_maps_from(merge, homes, known)
+    )
+    history = None
+    log = catalog.read_or_none("campaign_history")
+    if log is not None and campaign.needs_history:
+        window = campaign.contact_policy.window_days
+        history = contact_history(log, customers[ID], pd.Timestamp(as_of), window)
+    return plan_campaign(campaign, customers, estimate, history=history, households=households)
+
+
 def plan_with_arms(
     state: Any,
     dataset: str,
@@ -165,32 +228,6 @@ def plan_with_arms(
 ) -> tuple[Plan, date]:
     """Plan ``campaign`` over the dataset's customers at ``as_of`` (default: the last data date)
     with the arm model's estimates."""
-    from features.build import data_date_range, transactions_source, write_snapshot
-    from features.catalog import Catalog
-    from features.definitions import feature_set
-    from features.sources import connect
-
-    con = connect(state)
-    try:
-        if as_of is None:
-            as_of = data_date_range(con, transactions_source(state, dataset))[1]
-        path = write_snapshot(con, state, dataset, feature_set(model.feature_set), as_of)
-    finally:
-        con.close()
-    customers = customers_frame(state, dataset, pd.read_parquet(path))
-    catalog = Catalog(state, dataset)
-    known = set(customers[ID])
-    merge = catalog.read_or_none("merge_map", [ID, "master_id"])
-    homes = catalog.read_or_none("households", [ID, "household_id"])
-    households = (
-        None if merge is None and homes is None else household_maps_from(merge, homes, known)
-    )
-    policy = campaign.contact_policy
-    history = None
-    log = catalog.read_or_none("campaign_history")
-    if log is not None and campaign.needs_history:
-        history = contact_history(log, customers[ID], pd.Timestamp(as_of), policy.window_days)
+    customers, day = planning_base(state, dataset, model.feature_set, as_of)
     estimate = arm_estimate(model, customers, campaign)
-    return plan_campaign(
-        campaign, customers, estimate, history=history, households=households
-    ), as_of
+    return plan_over(state, dataset, campaign, customers, estimate, day), day

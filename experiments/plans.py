@@ -40,6 +40,7 @@ from models.decisions.readout import (
 ID = "customer_id"
 PLAN_FILE, RECORD_FILE, READOUT_FILE = "plan.parquet", "plan.json", "readout.json"
 REJECTED_FILE = "rejected_responses.csv"
+RESPONSES_FILE = "responses.parquet"  # the wave's responses the read-out used
 MLFLOW_EXPERIMENT = "campaign-plans"
 
 
@@ -244,6 +245,10 @@ def read_plan(
     }
     folder = plans_dir(state) / plan_id
     out = _clean(out)
+    kept = rows[[ID, "group", "offer", "channel", "responded"]].copy()
+    kept["reason"] = rows["reason"] if "reason" in rows.columns else None
+    with atomic_path(folder / RESPONSES_FILE) as tmp:
+        kept.to_parquet(tmp, index=False)
     with atomic_path(folder / READOUT_FILE) as tmp:
         tmp.write_text(json.dumps(out, indent=2) + "\n")
     if len(rejected):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.planning import fit_arms, plan_with_arms
+from experiments.planning import fit_arms, plan_inputs, plan_with_arms
 from experiments.plans import REJECTED_FILE, load_plan, read_plan, save_plan
 from models.decisions import load_campaign, parse_campaign
 
@@ -23,7 +23,7 @@ def saved(arms_state):
     model = fit_arms(arms_state, "synthetic_arms", ["ARMS_2023_09"], params=PARAMS)
     campaign = load_campaign(CAMPAIGN)
     plan, as_of = plan_with_arms(arms_state, "synthetic_arms", campaign, model)
-    inputs = {"dataset": "synthetic_arms", "learned_from": "ARMS_2023_09"}
+    inputs = plan_inputs(model, "synthetic_arms", "x", PARAMS)
     return (
         arms_state,
         plan,
@@ -86,3 +86,36 @@ def test_read_out_of_the_test_cell_and_the_gate(saved) -> None:
     assert any(d["roll_out"] for d in out["gate"])  # +25 pp on a 40-60 value pays
     with pytest.raises(ValueError, match="no such plan"):
         read_plan(state, "nope", responses)
+
+
+def test_rollout_learns_from_the_wave_and_plans_the_rest_over_passed_arms(saved) -> None:
+    from experiments.rollout import rollout
+
+    state, plan, campaign, as_of, inputs, first = saved
+    _, table = load_plan(state, first.plan_id)
+    wave = table[table["selected"] & table["group"].isin(["test", "control"])]
+    rng = np.random.default_rng(2)
+    treated = (wave["group"] == "test").to_numpy()
+    responses = pd.DataFrame(
+        {
+            "customer_id": wave["customer_id"],
+            "responded": rng.random(len(wave)) < np.where(treated, 0.45, 0.2),
+        }
+    )
+    out = read_plan(state, first.plan_id, responses)
+    passed = {d["arm"] for d in out["gate"] if d["roll_out"]}
+    assert passed
+    follow, result, facts = rollout(state, first.plan_id)
+    assert follow is not None and result is not None
+    assert follow.plan_id != first.plan_id
+    assert follow.record["inputs"]["parent_plan"] == first.plan_id
+    assert facts["wave_rows"] == len(wave)
+    new = result.customers
+    assert not set(new["customer_id"]) & set(wave["customer_id"])  # the wave is done
+    chosen = new[new["selected"]]
+    data_id = {o.id: o.data_id for o in campaign.offers}
+    arms = {f"{data_id[o]}/{c}" for o, c in zip(chosen["offer"], chosen["channel"], strict=True)}
+    assert arms <= passed
+    assert (new["group"] != "test").all()  # no second test cell
+    spent = float(wave["expected_spend"].sum())
+    assert facts["budget"]["money"] == pytest.approx(campaign.budget.money - spent)
