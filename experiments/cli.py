@@ -64,24 +64,19 @@ def monitor(
 ) -> None:
     """Drift between two snapshots: PSI per feature, score shift, score-decile stability."""
     from experiments.monitor import run_monitor
-    from features.build import data_date_range
     from features.catalog import Catalog
+    from features.cli import resolve_as_of
     from features.definitions import feature_set
-    from features.sources import connect, load_dataset
+    from features.sources import load_dataset
     from training.config import load_experiment
 
     state = state_of(home)
     cfg = load_experiment(config)
     dataset = load_dataset(cfg.dataset).name
     catalog = Catalog(state, dataset)
-    ref = parse_date(reference, "--reference")
-    cur = parse_date(current, "--current")
-    if cur is None:
-        con = connect(state)
-        try:
-            cur = data_date_range(con, catalog.relation("transactions"))[1]
-        finally:
-            con.close()
+    # both dates inside the data, checked before any snapshot is written or run logged
+    ref = resolve_as_of(state, dataset, reference, "--reference")
+    cur = resolve_as_of(state, dataset, current, "--current")
     if not (hasattr(cfg, "feature_set") and hasattr(cfg, "rfm")):
         raise typer.BadParameter("the experiment has no feature set to monitor", param_hint="-c")
     fs = feature_set(cfg.feature_set, cfg.rfm)

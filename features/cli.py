@@ -70,15 +70,57 @@ def parse_date(value: str | None, name: str) -> date | None:
         raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint=name) from exc
 
 
-def write_snapshot_at(dataset_name: str, fs: Any, as_of: date | None, state: StateDirs) -> Path:
-    """Write the snapshot of feature set ``fs`` at ``as_of`` (default: the last data date)."""
+def check_as_of(as_of: date, dates: tuple[date, date], name: str, dataset: str) -> date:
+    """``as_of`` when it lies within the data's first..last transaction date; a ValueError
+    naming the option and the range otherwise. A cutoff after the last date would count the days
+    without data as days without orders (everyone looks lapsed), one before the first has no
+    customers: both are refused, not computed."""
+    first, last = dates
+    span = f"the data of {dataset!r} runs {first} .. {last}"
+    if as_of > last:
+        raise ValueError(
+            f"{name} {as_of} is after the last data date: {span}; features at a later cutoff "
+            f"would count the days without data as days without orders (use {last} or earlier)"
+        )
+    if as_of < first:
+        raise ValueError(
+            f"{name} {as_of} is before the first data date: {span}; no customer has an order "
+            f"yet (use {first} or later)"
+        )
+    return as_of
+
+
+def data_dates(state: StateDirs, dataset: str) -> tuple[date, date]:
+    """First and last transaction date of a dataset's ingested transactions."""
+    from features.build import data_date_range, transactions_source
+    from features.sources import connect
+
+    con = connect(state)
+    try:
+        return data_date_range(con, transactions_source(state, dataset))
+    finally:
+        con.close()
+
+
+def resolve_as_of(state: StateDirs, dataset: str, value: str | None, name: str) -> date:
+    """A cutoff option: parsed, checked against the data's date range; default the last date."""
+    as_of = parse_date(value, name)
+    dates = data_dates(state, dataset)
+    return dates[1] if as_of is None else check_as_of(as_of, dates, name, dataset)
+
+
+def write_snapshot_at(
+    dataset_name: str, fs: Any, as_of: date | None, state: StateDirs, name: str = "--as-of"
+) -> Path:
+    """Write the snapshot of feature set ``fs`` at ``as_of`` (default: the last data date); a
+    cutoff outside the data is refused (``check_as_of``) before anything is written."""
     from features.build import data_date_range, transactions_source, write_snapshot
     from features.sources import connect
 
     con = connect(state)
     try:
-        if as_of is None:
-            as_of = data_date_range(con, transactions_source(state, dataset_name))[1]
+        dates = data_date_range(con, transactions_source(state, dataset_name))
+        as_of = dates[1] if as_of is None else check_as_of(as_of, dates, name, dataset_name)
         return write_snapshot(con, state, dataset_name, fs, as_of)
     finally:
         con.close()
@@ -127,15 +169,22 @@ def _generate(cfg: Any, state: Any, customers: int | None = None, seed: int | No
 
 
 def _ingest(cfg: Any, state: Any) -> Any:
+    """Ingest and print the counts; a table that quarantined too much raises ``QuarantineError``
+    (a ValueError: one line and exit 1 at the root) after the counts are printed."""
+    from features.sources import QuarantineError
     from features.sources import ingest as ingest_dataset
 
+    failed: QuarantineError | None = None
     with progress_bar() as progress:
         task = progress.add_task(f"ingesting {cfg.name}", total=len(cfg.tables))
 
         def step(table: str) -> None:
             progress.update(task, description=f"ingesting {cfg.name}.{table}", advance=0)
 
-        report = ingest_dataset(cfg, state, progress=step)
+        try:
+            report = ingest_dataset(cfg, state, progress=step)
+        except QuarantineError as exc:
+            failed, report = exc, exc.report
         progress.update(task, completed=len(cfg.tables))
     table = Table(title=f"ingest {cfg.name}")
     for col in ("table", "read", "accepted", "quarantined", "reason", "rows"):
@@ -159,6 +208,13 @@ def _ingest(cfg: Any, state: Any) -> Any:
         "read = accepted + quarantined holds for every table; quarantined rows are in "
         f"{state.quarantine(cfg.name)}"
     )
+    if failed is not None:
+        bad = [name for name, t in report.tables.items() if t.failed]
+        console.print(
+            f"not written (too many rows quarantined): {', '.join(bad)}; "
+            f"report: {state.data(cfg.name) / 'ingest_report.json'}"
+        )
+        raise failed
     return report
 
 
@@ -184,7 +240,7 @@ def features(
 
     state = state_of(home)
     cfg = load_dataset(dataset)
-    cutoff = parse_date(as_of, "--as-of")
+    cutoff = parse_date(as_of, "--as-of")  # checked against the data by write_snapshot_at
     from features.definitions import feature_set as released
 
     path = write_snapshot_at(cfg.name, released(feature_set), cutoff, state)
@@ -203,9 +259,8 @@ def segments(
     from features.sources import load_dataset
 
     state = state_of(home)
-    result = run_segments(
-        state, load_dataset(dataset).name, parse_date(as_of, "--as-of"), None, out
-    )
+    name = load_dataset(dataset).name
+    result = run_segments(state, name, resolve_as_of(state, name, as_of, "--as-of"), None, out)
     import pandas as pd
 
     frame = pd.read_csv(result["summary"])
@@ -232,13 +287,13 @@ def report_segments(
     from features.segments_report import run_segments_report
     from features.sources import load_dataset
 
+    state = state_of(home)
+    name = load_dataset(dataset).name
+    previous = parse_date(previous_as_of, "--previous-as-of")
+    if previous is not None:
+        check_as_of(previous, data_dates(state, name), "--previous-as-of", name)
     path = run_segments_report(
-        state_of(home),
-        load_dataset(dataset).name,
-        parse_date(as_of, "--as-of"),
-        parse_date(previous_as_of, "--previous-as-of"),
-        None,
-        out,
+        state, name, resolve_as_of(state, name, as_of, "--as-of"), previous, None, out
     )
     console.print(f"segment report written to [bold]{path}[/bold]")
 
