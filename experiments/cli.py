@@ -417,3 +417,18 @@ def campaign_rollout(
     )
     print_plan(result, saved.record["as_of"])
     console.print(f"roll-out plan [bold]{saved.plan_id}[/bold] saved in {saved.folder}")
+
+
+@campaign_app.command("report")
+def campaign_report(
+    plan: Annotated[str, typer.Option("--plan", help="plan id (patron campaign plan prints it)")],
+    html: Annotated[Path, typer.Option("--html", help="the HTML page to write")] = Path(
+        "campaign.html"
+    ),
+    home: HomeOpt = None,
+) -> None:
+    """One HTML page for the analyst: the plan, its read-out and the gate, with charts."""
+    from experiments.campaign_page import write_campaign_page
+
+    path = write_campaign_page(state_of(home), plan, html)
+    console.print(f"campaign page written to [bold]{path}[/bold]")

@@ -170,7 +170,9 @@ def main() -> None:
     except (ValidationError, FileNotFoundError, ValueError) as exc:
         if os.environ.get("PATRON_DEBUG"):
             raise
-        console.print(f"[red]error:[/red] {exc}")
+        # one unaltered line: no wrapping at the terminal width, no markup read in the message
+        console.print("[red]error:[/red] ", end="")
+        console.print(str(exc), soft_wrap=True, markup=False, highlight=False)
         raise SystemExit(1) from None
 
 

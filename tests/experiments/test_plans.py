@@ -119,3 +119,16 @@ def test_rollout_learns_from_the_wave_and_plans_the_rest_over_passed_arms(saved)
     assert (new["group"] != "test").all()  # no second test cell
     spent = float(wave["expected_spend"].sum())
     assert facts["budget"]["money"] == pytest.approx(campaign.budget.money - spent)
+
+
+def test_cli_writes_the_campaign_page(saved, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from patron.cli import mount
+
+    state, *_, first = saved
+    page = tmp_path / "campaign.html"
+    args = ["campaign", "report", "--plan", first.plan_id, "--html", str(page)]
+    result = CliRunner().invoke(mount(), [*args, "--home", str(state.home)])
+    assert result.exit_code == 0, result.output
+    assert first.plan_id in page.read_text()
