@@ -24,7 +24,6 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from models.decisions.offpolicy import (
-    NO_CONTACT,
     ArmEconomics,
     Log,
     best_choice,
@@ -83,17 +82,9 @@ def arms_of(campaign: Any) -> list[Arm]:
 def arm_index(contacts: pd.DataFrame, arms: list[Arm]) -> np.ndarray:
     """Per contact, the index of its arm in ``arms`` (-1 for the control group); names any
     treated (offer, channel) pair that is not an arm."""
-    treated = contacts["treatment"].to_numpy().astype(bool)
-    keys = {(a.offer_id, a.channel): j for j, a in enumerate(arms)}
-    pairs = list(
-        zip(contacts["offer_id"].astype(str), contacts["channel"].astype(str), strict=True)
-    )
-    unknown = sorted({p for p, t in zip(pairs, treated, strict=True) if t and p not in keys})
-    if unknown:
-        raise ValueError(f"campaign_history (offer_id, channel) pairs {unknown[:5]} are not arms")
-    return np.array(
-        [keys[p] if t else NO_CONTACT for p, t in zip(pairs, treated, strict=True)], np.int64
-    )
+    from experiments.planning import arm_index as pair_index
+
+    return pair_index(contacts, [(a.offer_id, a.channel) for a in arms])
 
 
 def design_log(action: np.ndarray, responded: np.ndarray, n_arms: int) -> Log:
@@ -205,8 +196,7 @@ def policy_report(
     outcomes = model[-1].predict_outcomes(x)
     m_arms, m_control = outcomes[:, :n_arms], outcomes[:, n_arms]
     uplift = model[-1].predict(x)
-    est_profit = uplift * econ.value - econ.cost_per_acceptance * m_arms - econ.cost_per_contact
-    learned = best_choice(est_profit)
+    learned = best_choice(econ.estimated_profit(uplift, m_arms))
     policies: dict[str, np.ndarray] = {"learned": policy_from_choice(learned, n_arms)}
     if truth is not None:
         p0, p1 = truth
@@ -272,35 +262,18 @@ def arm_frames(
     state: Any, dataset: str, campaign_ids: list[str], arms: list[Arm], feature_set: str
 ) -> ArmFrames:
     """Contacts of ``campaign_ids`` with features: the latest campaign is the evaluation one."""
-    from features.sources import load_dataset
-    from training.families.base import RunContext
-    from training.families.uplift import UpliftConfig, uplift_frame
+    from experiments.planning import contact_frame
 
-    cfg = UpliftConfig(
-        name="offpolicy",
-        dataset=dataset,
-        feature_set=feature_set,
-        registered_model="offpolicy",
-        uplift={"campaign_ids": campaign_ids, "features": "transactions"},
-    )
-    ctx = RunContext(state, load_dataset(dataset))
-    uf = uplift_frame(cfg, ctx)
+    frame, features, categorical, uf = contact_frame(state, dataset, campaign_ids, feature_set)
     if uf.split_kind != "out_of_time":
         raise ValueError("off-policy evaluation needs at least two campaigns (fit, then evaluate)")
-    history = ctx.catalog.read("campaign_history")
-    if "channel" not in history.columns:
-        raise ValueError("campaign_history has no `channel` column: arms are (offer, channel)")
-    history = history.astype({CAMPAIGN: str, ID: str}).drop_duplicates([CAMPAIGN, ID])
-    frame = uf.frame.merge(
-        history[[CAMPAIGN, ID, "offer_id", "channel"]], on=[CAMPAIGN, ID], how="left"
-    )
     frame["arm"] = arm_index(frame, arms)
     test = frame["split"] == "test"
     return ArmFrames(
         frame[~test].reset_index(drop=True),
         frame[test].reset_index(drop=True),
-        list(uf.feature_names),
-        list(uf.categorical),
+        features,
+        categorical,
         str(frame.loc[test, CAMPAIGN].iloc[0]),
         None if uf.truth_path is None else uf.truth_path.parent,
     )

@@ -113,6 +113,21 @@ def log_arms(frame: pd.DataFrame) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
+def arm_index(contacts: pd.DataFrame, arms: list[tuple[str, str]]) -> np.ndarray:
+    """Per contact (columns ``treatment``, ``offer_id``, ``channel``), the index of its (offer,
+    channel) pair in ``arms``, -1 for the control group; names any treated pair that is not an
+    arm."""
+    treated = contacts["treatment"].to_numpy().astype(bool)
+    keys = {pair: j for j, pair in enumerate(arms)}
+    pairs = list(
+        zip(contacts["offer_id"].astype(str), contacts["channel"].astype(str), strict=True)
+    )
+    unknown = sorted({p for p, t in zip(pairs, treated, strict=True) if t and p not in keys})
+    if unknown:
+        raise ValueError(f"campaign_history (offer_id, channel) pairs {unknown[:5]} are not arms")
+    return np.array([keys[p] if t else -1 for p, t in zip(pairs, treated, strict=True)], np.int64)
+
+
 def fit_arms(
     state: Any,
     dataset: str,
@@ -127,11 +142,7 @@ def fit_arms(
 
     frame, features, categorical, _ = contact_frame(state, dataset, campaign_ids, feature_set)
     arms = log_arms(frame)
-    index = {pair: j for j, pair in enumerate(arms)}
-    frame["arm"] = [
-        index[(str(o), str(c))] if t == 1 else -1
-        for o, c, t in zip(frame["offer_id"], frame["channel"], frame["treatment"], strict=True)
-    ]
+    frame["arm"] = arm_index(frame, arms)
     pipe = fit_arm_model(frame, features, categorical, learner, params, seed)
     return ArmModel(pipe, arms, features, feature_set, list(campaign_ids), len(frame))
 

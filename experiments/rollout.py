@@ -32,6 +32,7 @@ from experiments.planning import (
     ID,
     ArmModel,
     arm_estimate,
+    arm_index,
     contact_frame,
     log_arms,
     plan_over,
@@ -46,14 +47,6 @@ from experiments.plans import (
     save_plan,
 )
 from models.decisions import Campaign, Plan, UpliftEstimate, parse_campaign
-
-
-def _arm_codes(offers: pd.Series, channels: pd.Series, arms: list[tuple[str, str]]) -> np.ndarray:
-    index = {pair: j for j, pair in enumerate(arms)}
-    return np.array(
-        [index.get((str(o), str(c)), -2) for o, c in zip(offers, channels, strict=True)],
-        dtype=np.int64,
-    )
 
 
 def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, dict[str, Any]]:
@@ -87,18 +80,23 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
     # 1. learn: the first contacts plus the wave, with the plan date's features
     frame, features, categorical, _ = contact_frame(state, dataset, learned_from, fs)
     arms = log_arms(frame)
-    frame["arm"] = np.where(
-        frame["treatment"] == 1, _arm_codes(frame["offer_id"], frame["channel"], arms), -1
-    )
+    frame["arm"] = arm_index(frame, arms)
     as_of = pd.Timestamp(record["as_of"]).date()
     base, _ = planning_base(state, dataset, fs, as_of)
     wave = pd.read_parquet(folder / RESPONSES_FILE)
     data_id = {o.id: o.data_id for o in campaign.offers}
-    wave_offer = wave["offer"].map(lambda o: data_id.get(str(o), str(o)))
-    test = (wave["group"] == "test").to_numpy()
-    wave["arm"] = np.where(test, _arm_codes(wave_offer, wave["channel"], arms), -1)
+    wave["arm"] = arm_index(
+        pd.DataFrame(
+            {
+                "treatment": (wave["group"] == "test").to_numpy(),
+                "offer_id": wave["offer"].map(lambda o: data_id.get(str(o), str(o))),
+                "channel": wave["channel"],
+            }
+        ),
+        arms,
+    )
     wave["label"] = wave["responded"].astype(int)
-    wave_rows = wave[wave["arm"] >= -1].merge(base[[ID, *features]], on=ID, how="inner")
+    wave_rows = wave.merge(base[[ID, *features]], on=ID, how="inner")
     learn = pd.concat(
         [frame[[*features, "arm", "label"]], wave_rows[[*features, "arm", "label"]]],
         ignore_index=True,

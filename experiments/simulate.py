@@ -103,15 +103,14 @@ def _choose(
     ``model_arms``: the arm (index into ``arms``) of each of the model's columns."""
     pre, mau = model[:-1], model[-1]
     xt = pre.transform(x)
-    uplift = mau.predict(xt)
-    outcomes = mau.predict_outcomes(xt)
+    econ = economics([arms[j] for j in model_arms], len(x))
+    estimated = econ.estimated_profit(
+        mau.predict(xt), mau.predict_outcomes(xt)[:, : len(model_arms)]
+    )
     profit = np.full((len(x), len(arms)), -np.inf)
     for k, j in enumerate(model_arms):
         if j in allowed:
-            a = arms[j]
-            profit[:, j] = (
-                uplift[:, k] * a.value - a.cost_per_acceptance * outcomes[:, k] - a.cost_per_contact
-            )
+            profit[:, j] = estimated[:, k]
     return best_choice(profit)
 
 

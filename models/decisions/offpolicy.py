@@ -75,6 +75,10 @@ class ArmEconomics:
         """The number of arms."""
         return int(self.value.shape[1])
 
+    def estimated_profit(self, uplift: np.ndarray, p_arms: np.ndarray) -> np.ndarray:
+        """Incremental profit per (customer, arm) from a model's uplift and P(respond | arm)."""
+        return uplift * self.value - self.cost_per_acceptance * p_arms - self.cost_per_contact
+
     def profit(self, p_control: np.ndarray, p_arms: np.ndarray) -> np.ndarray:
         """Expected incremental profit per (customer, arm) given response probabilities."""
         p0 = np.asarray(p_control, dtype=float)[:, None]
