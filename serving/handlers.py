@@ -247,7 +247,7 @@ def target_customers(
     cost_per_contact: float | None = None,
     value_per_conversion: float | None = None,
     control_fraction: float = 0.1,
-    test_cell_fraction: float = 0.0,
+    test_cell_fraction: float = 0.05,
     win_back_first: bool = False,
     include_customers: bool = True,
     ranking: Mapping[str, Any] | None = None,
