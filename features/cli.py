@@ -19,6 +19,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from features.store import StateDirs
 
@@ -224,6 +225,74 @@ def ingest(dataset: DatasetOpt = "synthetic", home: HomeOpt = None) -> None:
     from features.sources import load_dataset
 
     _ingest(load_dataset(dataset), state_of(home))
+
+
+@app.command("check-dataset")
+def check_dataset(
+    dataset: DatasetOpt,
+    rows: Annotated[int, typer.Option(min=1, help="rows read from each source file")] = 1000,
+    table: Annotated[
+        list[str] | None, typer.Option("--table", help="only this table (repeatable)")
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Dry run of a dataset config on each file's first rows: per column its source, type, what
+    the raw text looks like, nulls, invalid values and examples. Writes nothing."""
+    from features.checks import check_dataset as run_check
+    from features.sources import load_dataset
+
+    cfg = load_dataset(dataset)
+    checks = run_check(cfg, state_of(home), rows, table)
+    for t in checks:
+        for source in t.sources:
+            print_source_check(t.table, source)
+        accepted = t.rows - sum(t.quarantined_by_reason.values())
+        reasons = ", ".join(f"{r} {n:,}" for r, n in t.quarantined_by_reason.items())
+        console.print(
+            Text(
+                f"{t.table}: {t.rows:,} rows read, {accepted:,} would be accepted"
+                + (f"; quarantined: {reasons}" if reasons else "")
+            )
+        )
+    failures = [t.failure for t in checks if t.failure]
+    if failures:
+        raise ValueError("; ".join(failures))
+    console.print(
+        Text(
+            f"{cfg.where()}: every table reads (first {rows:,} rows of each source); "
+            "nothing written"
+        )
+    )
+
+
+def print_source_check(table_name: str, source: Any) -> None:
+    """One source's columns in the sample as a table (a ``features.checks.SourceCheck``)."""
+    from features.checks import NOT_IN_FILE
+
+    grid = Table(
+        title=f"{table_name} · {source.key} · {source.label} · first {source.rows:,} rows",
+        title_justify="left",
+    )
+    for col in ("column", "source", "type", "raw looks like", "null", "invalid", "examples"):
+        grid.add_column(col, justify="right" if col in ("null", "invalid") else "left")
+    absent = [c.column for c in source.columns if c.source == NOT_IN_FILE]
+    for c in source.columns:
+        if c.source == NOT_IN_FILE:
+            continue
+        style = "red" if c.invalid_share > 0 else ("dim" if not c.canonical else None)
+        grid.add_row(
+            Text(c.column),
+            Text(c.source),
+            c.dtype,
+            c.looks_like or "—",
+            f"{c.null_share:.0%}",
+            f"{c.invalid_share:.0%}" if c.invalid_share else "",
+            Text(", ".join(c.examples)),
+            style=style,
+        )
+    console.print(grid)
+    if absent:
+        console.print(Text(f"not in the file (NULL): {', '.join(absent)}"))
 
 
 @app.command()

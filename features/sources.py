@@ -5,7 +5,13 @@ canonical columns. A column mapping is either the raw column's name or an object
 ``from`` (raw column), ``expr`` (a DuckDB SQL expression over the raw columns), plus optional
 ``values`` (raw value -> canonical value) and ``format`` (strptime format for timestamps / dates).
 ``exclude`` rules (SQL over canonical columns) send matching rows to quarantine with the given
-reason.
+reason. A source file may be gzip-compressed, a ``member`` of a zip or tar archive, or
+whitespace-aligned / fixed-width text (a ``format`` object; ``features.readers``).
+
+Before any row is read, every mapping is bound against the file's columns: a raw column that is not
+there, or an expression DuckDB cannot bind, raises ``DatasetError`` — one line naming the dataset
+YAML, the config key, the file's columns and the closest match. ``check_dataset`` is the dry run
+of the same classification on a file's first rows.
 
 Every row read ends either in ``data/<dataset>/<table>.parquet`` or in
 ``quarantine/<dataset>/<table>.parquet`` with one reason; ``IngestReport`` checks
@@ -20,7 +26,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,11 +40,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from features.catalog import Catalog
 from features.contracts import DUCKDB_TYPES, NO_CUSTOMER, TABLES, Table
+from features.readers import (
+    FIELDS,
+    ReadError,
+    SourceFormat,
+    closest,
+    error_line,
+    listed,
+    readable_path,
+    relation,
+)
 from features.sql import parquet_relation, quote_ident, sql_literal
 from features.store import StateDirs, atomic_path
 
-_TRUE = ("true", "t", "yes", "y", "1")
-_FALSE = ("false", "f", "no", "n", "0")
+TRUE_TEXT = ("true", "t", "yes", "y", "1")
+FALSE_TEXT = ("false", "f", "no", "n", "0")
 
 
 class ColumnMap(BaseModel):
@@ -70,7 +88,14 @@ class SourceFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str
-    format: Literal["auto", "csv", "parquet"] = "auto"
+    member: str | None = Field(
+        default=None, description="the file to read inside a zip or tar archive at `path`"
+    )
+    format: SourceFormat = Field(
+        default="auto",
+        description="auto | csv | parquet, or {kind: fixed_width, widths: [...]} | "
+        "{kind: whitespace} for aligned text",
+    )
     read_options: dict[str, Any] = Field(default_factory=dict, description="extra read_csv options")
     columns: dict[str, str | ColumnMap] = Field(default_factory=dict)
     exclude: list[ExcludeRule] = Field(default_factory=list)
@@ -108,6 +133,7 @@ class DatasetConfig(BaseModel):
         default=None, description="generator parameters when the files are synthetic"
     )
     base_dir: Path = Field(default=Path("."), exclude=True)
+    config_path: Path | None = Field(default=None, exclude=True, description="the YAML read")
 
     @field_validator("name")
     @classmethod
@@ -129,6 +155,23 @@ class DatasetConfig(BaseModel):
         expanded = expand_vars(raw.replace("{home}", str(state.home)))
         path = Path(expanded).expanduser()
         return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    def where(self) -> str:
+        """The dataset's YAML file as a message names it (relative to the working folder)."""
+        if self.config_path is None:
+            return f"dataset {self.name}"
+        try:
+            return str(self.config_path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(self.config_path)
+
+
+class DatasetError(ValueError):
+    """A dataset config that does not fit its files: one line naming the YAML file and the key."""
+
+    def __init__(self, cfg: DatasetConfig, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"{cfg.where()}: {key}: {message}")
 
 
 _VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
@@ -158,7 +201,7 @@ def load_dataset(ref: str | Path, search_dir: Path | None = None) -> DatasetConf
         raise FileNotFoundError(f"dataset config not found: {path}")
     data = yaml.safe_load(path.read_text()) or {}
     cfg = DatasetConfig.model_validate(data)
-    return cfg.model_copy(update={"base_dir": path.resolve().parent})
+    return cfg.model_copy(update={"base_dir": path.resolve().parent, "config_path": path.resolve()})
 
 
 @dataclass
@@ -225,17 +268,6 @@ class QuarantineError(ValueError):
         super().__init__("; ".join(t.failure for t in report.tables.values() if t.failed))
 
 
-def _reader(path: Path, src: SourceFile) -> str:
-    fmt = src.format
-    if fmt == "auto":
-        fmt = "parquet" if path.suffix == ".parquet" else "csv"
-    if fmt == "parquet":
-        return parquet_relation(path)
-    opts = {"header": True, "all_varchar": True, **src.read_options}
-    args = ", ".join(f"{k} = {sql_literal(v)}" for k, v in opts.items())
-    return f"read_csv({sql_literal(str(path))}, {args})"
-
-
 def _raw_expr(mapping: str | ColumnMap) -> str:
     """SQL giving the raw text of a canonical column: trimmed, empty -> NULL."""
     if isinstance(mapping, str):
@@ -256,8 +288,8 @@ def _typed_expr(raw: str, dtype: str, fmt: str | None) -> str:
     if dtype == "string":
         return raw
     if dtype == "boolean":
-        t = ", ".join(sql_literal(v) for v in _TRUE)
-        f = ", ".join(sql_literal(v) for v in _FALSE)
+        t = ", ".join(sql_literal(v) for v in TRUE_TEXT)
+        f = ", ".join(sql_literal(v) for v in FALSE_TEXT)
         return (
             f"(CASE WHEN lower({raw}) IN ({t}) THEN TRUE WHEN lower({raw}) IN ({f}) THEN FALSE END)"
         )
@@ -266,27 +298,201 @@ def _typed_expr(raw: str, dtype: str, fmt: str | None) -> str:
     return f"TRY_CAST({raw} AS {DUCKDB_TYPES[dtype]})"
 
 
-def _source_sql(
-    table: Table, tsrc: TableSource, src: SourceFile, path: Path, index: int, raw_cols: list[str]
+@dataclass(frozen=True)
+class SourceRead:
+    """One source file opened for reading: its relation SQL, raw columns and manifest entry."""
+
+    index: int
+    src: SourceFile
+    key: str  # tables.<table>.sources[<i>]
+    label: str  # the file name, or archive:member
+    reader: str
+    raw_cols: list[str]
+    fields: bool  # the reader counts each line's fields (whitespace text)
+    manifest: dict[str, Any]
+
+
+def open_source(
+    con: duckdb.DuckDBPyConnection,
+    cfg: DatasetConfig,
+    table_name: str,
+    index: int,
+    state: StateDirs,
+    workdir: Path,
+    limit: int | None = None,
+    max_bytes: int | None = None,
+    digest: bool = True,
+) -> SourceRead:
+    """Open one source (extracting an archive member into ``workdir``); its columns are read
+    into the empty temp table ``__probe`` that the mapping is then bound against."""
+    src = cfg.tables[table_name].sources[index]
+    key = f"tables.{table_name}.sources[{index}]"
+    path = cfg.resolve_path(src.path, state)
+    if not path.exists():
+        raise FileNotFoundError(f"{cfg.where()}: {key}.path: source file not found: {path}")
+    label = path.name
+    try:
+        file, member = readable_path(path, src.member, workdir, max_bytes)
+        label = f"{path.name}:{member}" if member else path.name
+        reader = relation(con, file, src.format, src.read_options, limit)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __probe AS SELECT * FROM {reader} r LIMIT 0")
+    except ReadError as exc:
+        raise DatasetError(cfg, f"{key}.{exc.key}", str(exc)) from exc
+    except (duckdb.Error, OSError) as exc:
+        raise DatasetError(cfg, key, f"{label} cannot be read: {error_line(exc)}") from exc
+    described = [str(r[0]) for r in con.execute("DESCRIBE __probe").fetchall()]
+    manifest: dict[str, Any] = {"path": str(path)}
+    if digest:
+        manifest["sha256"] = _sha256(path)
+    if member:
+        manifest["member"] = member
+    return SourceRead(
+        index=index,
+        src=src,
+        key=key,
+        label=label,
+        reader=reader,
+        raw_cols=[c for c in described if c != FIELDS],
+        fields=FIELDS in described,
+        manifest=manifest,
+    )
+
+
+_UNBOUND = re.compile(
+    r'Referenced column "([^"]+)" not found|does not have a column named "([^"]+)"'
+)
+
+
+def check_columns(
+    con: duckdb.DuckDBPyConnection, cfg: DatasetConfig, table: Table, source: SourceRead
+) -> None:
+    """Every mapping of a source refers to columns its file has (bound against ``__probe``);
+    else a ``DatasetError`` naming the key, the file's columns and the closest match."""
+    src, raw_cols = source.src, source.raw_cols
+    lower = {c.lower() for c in raw_cols}  # DuckDB resolves names case-insensitively
+
+    def no_column(key: str, raw: str, what: str = "no raw column") -> DatasetError:
+        near = closest(raw, raw_cols)
+        hint = f"closest {json.dumps(near)}" if near else "no close match"
+        return DatasetError(
+            cfg,
+            key,
+            f"{what} {json.dumps(raw)} in {source.label} ({hint}; columns: {listed(raw_cols)})",
+        )
+
+    extra = [c for c in src.columns if c not in table.names]
+    if extra and not table.passthrough:
+        near = closest(extra[0], table.names)
+        hint = f"closest {json.dumps(near)}" if near else "no close match"
+        raise DatasetError(
+            cfg,
+            f"{source.key}.columns.{extra[0]}",
+            f"{table.name} has no canonical column {json.dumps(extra[0])} ({hint}; "
+            f"canonical columns: {listed(table.names)})",
+        )
+    for name, mapping in src.columns.items():
+        key = f"{source.key}.columns.{name}"
+        m = (
+            mapping
+            if isinstance(mapping, ColumnMap)
+            else ColumnMap.model_validate({"from": mapping})
+        )
+        if m.from_ is not None:
+            if m.from_.lower() not in lower:
+                raise no_column(key, m.from_)
+            continue
+        try:
+            con.execute(f"DESCRIBE SELECT ({m.expr}) FROM __probe r")
+        except duckdb.Error as exc:
+            found = _UNBOUND.search(str(exc))
+            if found:
+                raise no_column(f"{key}.expr", found.group(1) or found.group(2)) from None
+            raise DatasetError(
+                cfg, f"{key}.expr", f"{json.dumps(m.expr)}: {error_line(exc)}"
+            ) from None
+    unmapped = [
+        c.name
+        for c in table.columns
+        if c.required and c.name not in src.columns and c.name.lower() not in lower
+    ]
+    if len(unmapped) == 1:
+        raise no_column(
+            f"{source.key}.columns.{unmapped[0]}",
+            unmapped[0],
+            f"{table.name}.{unmapped[0]} is required but not mapped, and there is no raw column",
+        )
+    if unmapped:
+        raise DatasetError(
+            cfg,
+            f"{source.key}.columns",
+            f"required {', '.join(unmapped)} are not mapped, and {source.label} has no raw "
+            f"columns of those names (columns: {listed(raw_cols)})",
+        )
+
+
+def _bound_source_sql(
+    con: duckdb.DuckDBPyConnection,
+    cfg: DatasetConfig,
+    table: Table,
+    tsrc: TableSource,
+    source: SourceRead,
 ) -> tuple[str, list[str]]:
-    """One SELECT over a source file yielding canonical typed columns, raw text and the reason."""
+    """The classifying SELECT of a source, once it binds against ``__probe``; an exclusion rule
+    that does not bind is named (``sources[i].exclude[j].when``) with the columns it may use."""
+    probe, _, cols = _source_sql(table, tsrc, source, "__probe")
+    try:
+        con.execute(f"DESCRIBE {probe}")
+    except duckdb.Error as exc:
+        _, inner, _ = _source_sql(table, tsrc, replace_exclude(source), "__probe")
+        usable = [c for c in cols if not c.startswith("__")]
+        for j, rule in enumerate(source.src.exclude):
+            try:
+                con.execute(f"DESCRIBE SELECT ({rule.when}) FROM ({inner})")
+            except duckdb.Error as rule_exc:
+                found = _UNBOUND.search(str(rule_exc))
+                key = f"{source.key}.exclude[{j}].when"
+                if found:
+                    raw = found.group(1) or found.group(2)
+                    near = closest(raw, usable)
+                    hint = f"closest {json.dumps(near)}" if near else "no close match"
+                    raise DatasetError(
+                        cfg,
+                        key,
+                        f"no column {json.dumps(raw)} ({hint}; an exclusion reads the canonical "
+                        f"columns: {listed(usable)})",
+                    ) from None
+                raise DatasetError(
+                    cfg, key, f"{json.dumps(rule.when)}: {error_line(rule_exc)}"
+                ) from None
+        raise DatasetError(
+            cfg, source.key, f"the mapping of {source.label} does not bind: {error_line(exc)}"
+        ) from None
+    sql, _, cols = _source_sql(table, tsrc, source, source.reader)
+    return sql, cols
+
+
+def replace_exclude(source: SourceRead) -> SourceRead:
+    """The same source without its exclusion rules."""
+    from dataclasses import replace
+
+    return replace(source, src=source.src.model_copy(update={"exclude": []}))
+
+
+def _source_sql(
+    table: Table, tsrc: TableSource, source: SourceRead, reader: str
+) -> tuple[str, str, list[str]]:
+    """One SELECT over a source file yielding canonical typed columns, raw text and the reason
+    (and the inner SELECT without the reason); the mapping is checked by ``check_columns``."""
+    src, raw_cols = source.src, source.raw_cols
     mapped: dict[str, str | ColumnMap] = {}
     for col in table.columns:
         if col.name in src.columns:
             mapped[col.name] = src.columns[col.name]
         elif col.name in raw_cols:
             mapped[col.name] = col.name
-    extra = sorted(set(src.columns) - set(table.names))
-    if extra and not table.passthrough:
-        raise ValueError(f"{table.name}: {path.name} maps unknown canonical columns {extra}")
-    for name in extra:
-        mapped[name] = src.columns[name]
-    missing = [c.name for c in table.columns if c.required and c.name not in mapped]
-    if missing:
-        raise ValueError(
-            f"{table.name}: {path.name} has no column for required {missing}; "
-            f"raw columns are {raw_cols}"
-        )
+    for name in src.columns:
+        if name not in table.names:
+            mapped[name] = src.columns[name]
     used_raw = {m if isinstance(m, str) else m.from_ for m in mapped.values()}
     passthrough: list[str] = []
     if table.passthrough:
@@ -316,13 +522,17 @@ def _source_sql(
         if col.name not in mapped:
             selects.append(f"CAST(NULL AS {DUCKDB_TYPES[col.dtype]}) AS {quote_ident(col.name)}")
     excl = [f"WHEN ({r.when}) THEN {sql_literal(r.reason)}" for r in src.exclude]
+    if source.fields:  # a whitespace line with a blank cell or a stray word: its fields shifted
+        n = len(raw_cols)
+        excl.insert(0, f"WHEN {FIELDS} <> {n} THEN {sql_literal(f'line: not {n} fields')}")
+        selects.append(f"r.{FIELDS} AS {FIELDS}")
     reason_sql = "CASE " + " ".join(excl + reasons) + " END" if excl + reasons else "NULL"
     inner = (
-        f"SELECT {index} AS __source, row_number() OVER () AS __row, "
-        f"to_json(r) AS __raw_json, {', '.join(selects)} FROM {_reader(path, src)} r"
+        f"SELECT {source.index} AS __source, row_number() OVER () AS __row, "
+        f"to_json(r) AS __raw_json, {', '.join(selects)} FROM {reader} r"
     )
     sql = f"SELECT *, {reason_sql} AS __reason FROM ({inner})"
-    return sql, table.names + [c for c in mapped if c not in table.names]
+    return sql, inner, table.names + [c for c in mapped if c not in table.names]
 
 
 def _sha256(path: Path) -> str:
@@ -335,7 +545,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+def count_rows(con: duckdb.DuckDBPyConnection, sql: str) -> int:
     """The single integer a ``SELECT count(*) ...`` query returns."""
     row = con.execute(sql).fetchone()
     if row is None:
@@ -343,31 +553,45 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
     return int(row[0])
 
 
-def ingest_table(
+def classify(
     con: duckdb.DuckDBPyConnection,
     cfg: DatasetConfig,
     table_name: str,
     state: StateDirs,
-) -> TableReport:
-    """Validate every row of one table's sources; write accepted and quarantined rows atomically."""
+    workdir: Path,
+    limit: int | None = None,
+    max_bytes: int | None = None,
+    digest: bool = True,
+) -> tuple[list[str], list[SourceRead]]:
+    """Read one table's sources (the first ``limit`` rows of each, or all) into the temp table
+    ``__classified``: canonical typed columns, raw text, and a quarantine reason or NULL per row.
+    Returns the output columns and the sources read."""
     table = TABLES[table_name]
     tsrc = cfg.tables[table_name]
-    parts, all_cols, files = [], [], []
+    parts: list[str] = []
+    all_cols: list[str] = []
+    sources: list[SourceRead] = []
     versioned: set[str] = set()
-    for i, src in enumerate(tsrc.sources):
-        path = cfg.resolve_path(src.path, state)
-        if not path.exists():
-            raise FileNotFoundError(f"{cfg.name}.{table_name}: source file not found: {path}")
-        raw_cols = [
-            r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {_reader(path, src)}").fetchall()
-        ]
-        sql, cols = _source_sql(table, tsrc, src, path, i, raw_cols)
-        versioned |= {c for c in table.versioned_by if c in src.columns or c in raw_cols}
+    for i in range(len(tsrc.sources)):
+        source = open_source(con, cfg, table_name, i, state, workdir, limit, max_bytes, digest)
+        check_columns(con, cfg, table, source)
+        sql, cols = _bound_source_sql(con, cfg, table, tsrc, source)
+        versioned |= {
+            c for c in table.versioned_by if c in source.src.columns or c in source.raw_cols
+        }
         parts.append(sql)
         all_cols += [c for c in cols if c not in all_cols]
-        files.append({"path": str(path), "sha256": _sha256(path)})
+        sources.append(source)
     union = " UNION ALL BY NAME ".join(f"({p})" for p in parts)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE __classified AS {union}")
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __classified AS {union}")
+    except duckdb.Error as exc:
+        # a row DuckDB cannot read (a broken CSV line, an expression failing on a value)
+        message = error_line(exc)
+        named = [s for s in sources if s.manifest["path"] in message] or sources
+        key = named[0].key if len(named) == 1 else f"tables.{table_name}"
+        labels = ", ".join(s.label for s in named)
+        raise DatasetError(cfg, key, f"reading {labels} failed: {message}") from exc
     if table.key:
         # a repeated key is quarantined; the first occurrence (file order, row order) is kept;
         # a table with history (a mapped versioned_by column) has one row per key and version
@@ -381,7 +605,33 @@ def ingest_table(
                 THEN {sql_literal(dup)} ELSE __reason END AS __reason)
             FROM __classified"""
         )
-    read = _count(con, "SELECT count(*) FROM __classified")
+    return all_cols, sources
+
+
+@contextmanager
+def work_folder(state: StateDirs) -> Iterator[Path]:
+    """A temporary folder in the state folder for extracted archive members; removed after."""
+    base = state.home / "tmp"
+    base.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="extract-", dir=base) as tmp:
+        yield Path(tmp)
+
+
+def ingest_table(
+    con: duckdb.DuckDBPyConnection,
+    cfg: DatasetConfig,
+    table_name: str,
+    state: StateDirs,
+    workdir: Path | None = None,
+) -> TableReport:
+    """Validate every row of one table's sources; write accepted and quarantined rows atomically."""
+    if workdir is None:
+        with work_folder(state) as tmp:
+            return ingest_table(con, cfg, table_name, state, tmp)
+    tsrc = cfg.tables[table_name]
+    all_cols, sources = classify(con, cfg, table_name, state, workdir)
+    files = [s.manifest for s in sources]
+    read = count_rows(con, "SELECT count(*) FROM __classified")
     by_reason = dict(
         con.execute(
             "SELECT __reason, count(*) FROM __classified WHERE __reason IS NOT NULL "
@@ -402,7 +652,12 @@ def ingest_table(
                 f"COPY (SELECT {select_cols} FROM __classified WHERE __reason IS NULL "
                 f"ORDER BY __source, __row) TO {sql_literal(str(tmp))} (FORMAT parquet)"
             )
-    source_paths = [f["path"] for f in files]
+    source_paths = [
+        f"{s.manifest['path']}:{s.manifest['member']}"
+        if "member" in s.manifest
+        else s.manifest["path"]
+        for s in sources
+    ]
     with atomic_path(quarantine_path) as tmp:
         con.execute(
             "COPY (SELECT __reason AS reason, "
@@ -411,7 +666,7 @@ def ingest_table(
             f"__raw_json AS raw FROM __classified WHERE __reason IS NOT NULL "
             f"ORDER BY __source, __row) TO {sql_literal(str(tmp))} (FORMAT parquet)"
         )
-    accepted = _count(
+    accepted = count_rows(
         con,
         "SELECT count(*) FROM __classified WHERE __reason IS NULL"
         if failure
@@ -493,6 +748,11 @@ def suspect_key(table_name: str, tsrc: TableSource, index: int, reason: str) -> 
     for j, rule in enumerate(src.exclude):
         if rule.reason == reason:
             return f"{source}.exclude[{j}] (when: {json.dumps(rule.when)})"
+    if reason.startswith("line: not ") and not isinstance(src.format, str):
+        return (
+            f"{source}.format (kind: {src.format.kind}; a blank cell or a value with spaces "
+            "shifts the fields: kind fixed_width reads columns by position)"
+        )
     if reason == NO_CUSTOMER:
         return _column_key(source, src, "customer_id")
     if reason.endswith(": duplicate key"):
@@ -553,10 +813,11 @@ def ingest(
     con = connect(state)
     try:
         reports = {}
-        for name in cfg.tables:
-            if progress:
-                progress(name)
-            reports[name] = ingest_table(con, cfg, name, state)
+        with work_folder(state) as workdir:
+            for name in cfg.tables:
+                if progress:
+                    progress(name)
+                reports[name] = ingest_table(con, cfg, name, state, workdir)
     finally:
         con.close()
     report = IngestReport(cfg.name, reports)

@@ -80,7 +80,7 @@ def demo(
 
     from features.cli import _generate, _ingest, write_snapshot_at
     from features.sources import load_dataset
-    from serving.cli import _free_port, serving_env, start_server, wait_ready
+    from serving.cli import _free_port, serving_env, start_server, stop_server, wait_ready
     from training.cli import train_config
     from training.config import load_experiment
 
@@ -117,8 +117,7 @@ def demo(
         console.print_json(response.text)
         response.raise_for_status()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_server(proc)
     console.rule("6. plan a multi-offer, multi-channel campaign")
     plan_demo_campaign(state)
     console.rule("done")
@@ -163,7 +162,10 @@ def main() -> None:
     """The `patron` entry point: bad configs and inputs end in one clear line, not a traceback.
 
     Set PATRON_DEBUG=1 to see the traceback."""
+    import duckdb
     from pydantic import ValidationError
+
+    from features.readers import error_line
 
     try:
         mount()()
@@ -173,6 +175,20 @@ def main() -> None:
         # one unaltered line: no wrapping at the terminal width, no markup read in the message
         console.print("[red]error:[/red] ", end="")
         console.print(str(exc), soft_wrap=True, markup=False, highlight=False)
+        raise SystemExit(1) from None
+    except (duckdb.Error, OSError) as exc:
+        if os.environ.get("PATRON_DEBUG"):
+            raise
+        # an error reading or writing data the steps did not anticipate: the database's or the
+        # system's message (without DuckDB's query excerpt) on one line, and where to look next
+        kind = "DuckDB" if isinstance(exc, duckdb.Error) else type(exc).__name__
+        console.print("[red]error:[/red] ", end="")
+        console.print(
+            f"{kind}: {error_line(exc)} (PATRON_DEBUG=1 shows the traceback)",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
         raise SystemExit(1) from None
 
 

@@ -196,7 +196,9 @@ def test_missing_required_column_names_the_field(tmp_path: Path, state: StateDir
             },
         }
     ).model_copy(update={"base_dir": tmp_path})
-    with pytest.raises(ValueError, match=r"required \['order_id', 'amount'\]"):
+    with pytest.raises(
+        ValueError, match=r"sources\[0\]\.columns: required order_id, amount are not mapped"
+    ):
         ingest(cfg, state)
 
 
