@@ -13,12 +13,14 @@ import duckdb
 from features.contracts import TABLES
 from features.readers import SAMPLE_BYTES
 from features.sources import (
+    ARM,
     FALSE_TEXT,
     TRUE_TEXT,
     ColumnMap,
     DatasetConfig,
     SourceRead,
     TableSource,
+    arm_source,
     classify,
     connect,
     count_rows,
@@ -134,7 +136,8 @@ def _check_source(
     for col in all_cols:
         canonical = col in table.names
         dtype = table.column(col).dtype if canonical else tsrc.types.get(col, "string")
-        if col not in source.src.columns and col not in source.raw_cols:
+        arms = arm_source(source.src) is not None and col == ARM
+        if col not in source.src.columns and col not in source.raw_cols and not arms:
             if canonical:
                 columns.append(ColumnCheck(col, NOT_IN_FILE, dtype, "", 1.0, 0.0, []))
             continue
@@ -204,7 +207,10 @@ def _describe(source: SourceRead, col: str, tsrc: TableSource, dtype: str, canon
     """How a column is read, as the YAML says it."""
     mapping = source.src.columns.get(col)
     fmt: str | None = None
-    if mapping is None:
+    group = arm_source(source.src)
+    if mapping is None and group is not None and col == ARM:
+        text = f"the group values other than control {json.dumps(group.control)}"
+    elif mapping is None:
         text = json.dumps(col) if canonical else "passthrough"
     elif isinstance(mapping, str):
         text = json.dumps(mapping)
@@ -223,4 +229,6 @@ def _mapping_text(mapping: ColumnMap) -> str:
         text = "expr " + (expr if len(expr) <= 60 else expr[:59] + "…")
     if mapping.values:
         text += f", values ({len(mapping.values)})"
+    if mapping.control is not None:
+        text += f", control {json.dumps(mapping.control)}"
     return text

@@ -66,6 +66,11 @@ class ColumnMap(BaseModel):
     expr: str | None = Field(default=None, description="DuckDB SQL expression over raw columns")
     values: dict[str, Any] | None = Field(default=None, description="raw value -> canonical value")
     format: str | None = Field(default=None, description="strptime format for timestamps / dates")
+    control: str | None = Field(
+        default=None,
+        description="campaign_history.group only: the raw value of the control group; every "
+        "other value is a treatment arm, kept in the column `arm` (renamed by `values`)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ColumnMap:
@@ -392,6 +397,14 @@ def check_columns(
         )
     for name, mapping in src.columns.items():
         key = f"{source.key}.columns.{name}"
+        if (
+            isinstance(mapping, ColumnMap)
+            and mapping.control is not None
+            and (name != "group" or table.name != "campaign_history")
+        ):
+            raise DatasetError(
+                cfg, f"{key}.control", "only campaign_history's group column names a control value"
+            )
         m = (
             mapping
             if isinstance(mapping, ColumnMap)
@@ -478,6 +491,38 @@ def replace_exclude(source: SourceRead) -> SourceRead:
     return replace(source, src=source.src.model_copy(update={"exclude": []}))
 
 
+#: The column keeping a treated contact's arm when ``group`` names its ``control`` value.
+ARM = "arm"
+
+
+def arm_source(src: SourceFile) -> ColumnMap | None:
+    """The ``group`` mapping of a source when it names a control value (arms are then kept)."""
+    group = src.columns.get("group")
+    return group if isinstance(group, ColumnMap) and group.control is not None else None
+
+
+def _map_arms(mapped: dict[str, str | ColumnMap]) -> None:
+    """A ``group`` mapping naming its control value becomes two: ``group`` = control for that
+    value and treatment for any other, and ``arm`` = the other value (renamed by ``values``),
+    NULL for control — several treatment arms, the control named once."""
+    group = mapped.get("group")
+    if not isinstance(group, ColumnMap) or group.control is None:
+        return
+    inner = quote_ident(group.from_) if group.from_ is not None else f"({group.expr})"
+    raw = f"NULLIF(trim(CAST({inner} AS VARCHAR)), '')"
+    control = sql_literal(group.control)
+    mapped["group"] = ColumnMap.model_validate(
+        {
+            "expr": f"CASE WHEN {raw} = {control} THEN 'control' "
+            f"WHEN {raw} IS NOT NULL THEN 'treatment' END"
+        }
+    )
+    if ARM not in mapped:
+        mapped[ARM] = ColumnMap.model_validate(
+            {"expr": f"CASE WHEN {raw} <> {control} THEN {raw} END", "values": group.values}
+        )
+
+
 def _source_sql(
     table: Table, tsrc: TableSource, source: SourceRead, reader: str
 ) -> tuple[str, str, list[str]]:
@@ -500,6 +545,7 @@ def _source_sql(
         passthrough = [c for c in passthrough if c not in mapped]
         for name in passthrough:
             mapped[name] = name
+    _map_arms(mapped)
 
     selects, reasons = [], []
     for name, mapping in mapped.items():

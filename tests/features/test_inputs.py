@@ -281,3 +281,41 @@ def test_check_dataset_exits_1_on_a_mapping_that_quarantines_the_sample(
     assert "tables.transactions: 2 of 2 rows quarantined (ts: not a valid timestamp 2" in line
     assert 'check tables.transactions.ts_format ("%d/%m/%Y")' in line
     assert line.endswith("(in the first 1,000 rows of each source)")
+
+
+# ------------------------------------------------------------------------ treatment arms
+
+
+def test_group_values_map_to_arms_with_the_control_named_once(tmp_path: Path, state: StateDirs):
+    (tmp_path / "mail.csv").write_text(
+        "id,segment,visit\n"
+        "1,Mens E-Mail,1\n"
+        "2,Womens E-Mail,0\n"
+        "3,No E-Mail,0\n"
+        "4,Mens E-Mail,0\n"
+        "5,,1\n"
+    )
+    group = {"from": "segment", "control": "No E-Mail", "values": {"Mens E-Mail": "mens"}}
+    columns = {
+        "campaign_id": {"expr": "'MAIL_2008_03'"},
+        "customer_id": "id",
+        "ts": {"expr": "'2008-03-01 00:00:00'"},
+        "group": group,
+        "responded": "visit",
+    }
+    spec = {
+        "name": "mail",
+        "tables": {"campaign_history": {"sources": [{"path": "mail.csv", "columns": columns}]}},
+    }
+    (tmp_path / "mail.yaml").write_text(yaml.safe_dump(spec))
+    report = ingest(load_dataset(tmp_path / "mail.yaml"), state).tables["campaign_history"]
+    assert report.quarantined_by_reason == {"group: missing": 1}
+    frame = pd.read_parquet(report.accepted_path)
+    assert frame["group"].tolist() == ["treatment", "treatment", "control", "treatment"]
+    assert frame["arm"].fillna("-").tolist() == ["mens", "Womens E-Mail", "-", "mens"]
+    assert "segment" not in frame.columns  # read into group and arm, not passed through
+
+    columns["responded"] = {"from": "visit", "control": "0"}
+    (tmp_path / "mail.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(DatasetError, match=r"columns\.responded\.control: only campaign_history"):
+        ingest(load_dataset(tmp_path / "mail.yaml"), state)
