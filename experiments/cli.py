@@ -432,3 +432,112 @@ def campaign_report(
 
     path = write_campaign_page(state_of(home), plan, html)
     console.print(f"campaign page written to [bold]{path}[/bold]")
+
+
+@app.command("value")
+def value(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="value job YAML (experiments/value/*.yaml)")
+    ],
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="cutoff YYYY-MM-DD (default: the config's as_of, else the last date)"),
+    ] = None,
+    segment_report: Annotated[
+        bool,
+        typer.Option(
+            "--segment-report/--no-segment-report",
+            help="also write the segment report with the value x churn-risk grid",
+        ),
+    ] = True,
+    home: HomeOpt = None,
+) -> None:
+    """Expected customer value per year for the next K years (revenue, gross profit, P(alive),
+    NPV, cumulative NPV), totals per segment and the value x churn-risk grid; MLflow run."""
+    from experiments.value import BASIS, load_value_job, run_value
+    from features.cli import resolve_as_of
+    from features.segments_report import run_segments_report
+    from features.sources import load_dataset
+
+    state = state_of(home)
+    job = load_value_job(config)
+    name = load_dataset(job.dataset).name
+    given = as_of if as_of is not None else (job.as_of.isoformat() if job.as_of else None)
+    day = resolve_as_of(state, name, given, "--as-of" if as_of is not None else "as_of")
+    with console.status(f"fitting BG/NBD + Gamma-Gamma on {name} up to {day}"):
+        result, paths, run_id = run_value(state, job, day)
+    f = result.facts
+    console.print(
+        f"[bold]{name}[/bold] at {day}: {BASIS}. Margin {f['margin_default']:.0%}"
+        + (
+            f" (per category for {f['revenue_share_priced_by_category']:.0%} of past revenue)"
+            if f["margin_by_category"]
+            else ""
+        )
+        + f", discount {f['annual_discount_rate']:.0%} a year ({f['discount_timing']}), "
+        f"{f['years']} years"
+    )
+    table = Table(title="expected value by year, all customers")
+    cols = {
+        "year": "year",
+        "expected_alive_start": "alive at start",
+        "retention_rate": "retention",
+        "expected_revenue": "revenue",
+        "expected_gross_profit": "gross profit",
+        "discount_factor": "discount",
+        "npv": "NPV",
+        "cumulative_npv": "cum. NPV",
+    }
+    for label in cols.values():
+        table.add_column(label, justify="right")
+    for row in result.overall.to_dict("records"):
+        table.add_row(
+            *[
+                str(int(row[c]))
+                if c == "year"
+                else f"{row[c]:.1%}"
+                if c == "retention_rate"
+                else f"{row[c]:.4f}"
+                if c == "discount_factor"
+                else f"{row[c]:,.0f}"
+                for c in cols
+            ]
+        )
+    console.print(table)
+    t = result.totals()
+    console.print(
+        f"{t['customers']:,.0f} customers: NPV {t['npv']:,.0f} ({t['npv_per_customer']:,.2f} per "
+        f"customer); a retention contact pays for {t['worth_a_contact']:,.0f} (worthwhile spend "
+        f"up to {t['max_retention_spend_total']:,.0f} in all), {t['let_go']:,.0f} let go"
+    )
+    for scheme, frame in result.by_segment.items():
+        last = frame[frame["year"] == frame["year"].max()]
+        seg = Table(title=f"NPV over {f['years']} years per {scheme}")
+        for col in ("segment", "customers", "NPV", "NPV per customer"):
+            seg.add_column(col, justify="left" if col == "segment" else "right")
+        for row in last.sort_values("cumulative_npv", ascending=False).to_dict("records"):
+            seg.add_row(
+                str(row["segment"]),
+                f"{row['customers']:,}",
+                f"{row['cumulative_npv']:,.0f}",
+                f"{row['npv_per_customer']:,.2f}",
+            )
+        console.print(seg)
+    console.print(f"value page: {paths['page']}", soft_wrap=True, markup=False)
+    console.print(f"MLflow run {run_id} (experiment value)")
+    if segment_report:
+        note = (
+            f"From the value job {job.name}: {BASIS}; value = NPV over {f['years']} years if the "
+            "customer is kept, risk = 1 - P(alive now); a cell's number is the mean most worth "
+            "spending to keep one customer (risk x value if kept), below it the customers."
+        )
+        with console.status("writing the segment report with the value x risk grid"):
+            report = run_segments_report(
+                state,
+                name,
+                day,
+                out_path=paths["page"].parent / "segments_report.html",
+                value_risk=result.grid,
+                value_note=note,
+            )
+        console.print(f"segment report with the value x risk grid: {report}", soft_wrap=True)

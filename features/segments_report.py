@@ -17,6 +17,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -45,6 +46,8 @@ REPORT_SECTIONS = (
 )
 #: Number of inline charts in the report.
 REPORT_IMAGES = 4
+#: The optional section a value job adds (``value_risk``): value decile x churn-risk decile.
+VALUE_RISK_SECTION = "Value × churn risk"
 
 _SCHEME_TITLES = {
     "rfm_band": "RFM points band",
@@ -186,6 +189,39 @@ def flow_figure(flow: pd.DataFrame) -> Figure:
     return fig
 
 
+def value_risk_figure(grid: pd.DataFrame) -> Figure:
+    """Value decile (rows, 10 on top) x churn-risk decile: the mean worthwhile retention spend,
+    the customers per cell, and "let go" where no contact pays. ``grid`` is computed upstream
+    (``models.value.value_risk_grid``); this layer only draws its columns."""
+    spend = np.full((10, 10), np.nan)
+    fig = Figure(figsize=(11, 7), dpi=90)
+    ax = fig.subplots()
+    for c in grid.to_dict("records"):
+        spend[10 - int(c["value_decile"]), int(c["risk_decile"]) - 1] = c[
+            "max_retention_spend_mean"
+        ]
+    finite = spend[np.isfinite(spend)]
+    top = float(np.percentile(finite, 90)) if finite.size else 1.0
+    cmap = matplotlib.colormaps["YlGn"].with_extremes(bad="white")  # empty cells stay blank
+    image = ax.imshow(
+        np.ma.masked_invalid(spend), cmap=cmap, aspect="auto", vmin=0, vmax=top or 1.0
+    )
+    fig.colorbar(image, ax=ax, shrink=0.8, label="mean worthwhile spend per customer")
+    for c in grid.to_dict("records"):
+        i, j = 10 - int(c["value_decile"]), int(c["risk_decile"]) - 1
+        label = f"{c['max_retention_spend_mean']:,.0f}\n{int(c['customers']):,}"
+        if c["let_go"]:
+            label += "\nlet go"
+        color = "white" if spend[i, j] > 0.7 * top else "black"
+        ax.text(j, i, label, ha="center", va="center", fontsize=6.5, color=color)
+    ax.set_xticks(range(10), [str(r) for r in range(1, 11)])
+    ax.set_yticks(range(10), [str(v) for v in range(10, 0, -1)])
+    ax.set_xlabel("churn-risk decile (10 = highest risk)")
+    ax.set_ylabel("value decile (10 = most valuable if kept)")
+    fig.tight_layout()
+    return fig
+
+
 def segments_chart(summary: pd.DataFrame, path: Path) -> Path:
     """Write the segment sizes / revenue shares chart as a PNG (atomically)."""
     path = Path(path)
@@ -236,6 +272,22 @@ def _cluster_profile(segments: pd.DataFrame) -> pd.DataFrame:
     return prof.round(1).rename_axis("cluster").reset_index()
 
 
+def value_risk_section(grid: pd.DataFrame, note: str = "", figure: Figure | None = None) -> str:
+    """The report's section for a value job's value x risk grid: heading, note, heat map (drawn
+    here unless given), the customers in cells where a contact pays."""
+    worth = int(grid.loc[~grid["let_go"].astype(bool), "customers"].sum())
+    rest = int(grid["customers"].sum()) - worth
+    return "".join(
+        [
+            f"<h2>{VALUE_RISK_SECTION}</h2>",
+            f'<p class="note">{html.escape(note)}</p>' if note else "",
+            _img(figure or value_risk_figure(grid), "value by churn-risk grid"),
+            f'<p class="note">{worth:,} customers in cells where a retention contact pays; '
+            f"{rest:,} in cells let go.</p>",
+        ]
+    )
+
+
 def render_segments_report(
     segments: pd.DataFrame,
     summary: pd.DataFrame,
@@ -246,8 +298,11 @@ def render_segments_report(
     title: str = "Customer segments",
     meta: dict[str, Any] | None = None,
     a_share: float = 0.80,
+    value_risk: pd.DataFrame | None = None,
+    value_note: str = "",
 ) -> Path:
-    """Write one self-contained HTML page (inline PNG charts, tables) atomically."""
+    """Write one self-contained HTML page (inline PNG charts, tables) atomically; with
+    ``value_risk`` (a value x risk grid from a value job) a last section shows it."""
     out_path = Path(out_path)
     esc = html.escape
     parts = [
@@ -313,6 +368,8 @@ def render_segments_report(
                 )
             )
     parts.append(_table(_cluster_profile(segments)))
+    if value_risk is not None and len(value_risk):
+        parts.append(value_risk_section(value_risk, value_note))
     parts.append("</body></html>")
     with atomic_path(out_path) as tmp:
         tmp.write_text("\n".join(parts), encoding="utf-8")
@@ -404,8 +461,11 @@ def run_segments_report(
     previous_as_of: date | None = None,
     cfg: SegmentsConfig | None = None,
     out_path: Path | None = None,
+    value_risk: pd.DataFrame | None = None,
+    value_note: str = "",
 ) -> Path:
-    """Write the HTML segment report at ``as_of`` with the lifecycle flow from ``previous_as_of``.
+    """Write the HTML segment report at ``as_of`` with the lifecycle flow from ``previous_as_of``
+    (and the value x risk grid of a value job, when given).
 
     ``as_of`` defaults to the last data date, ``previous_as_of`` to ``as_of`` - 90 days, the path to
     ``segments/<dataset>/as_of=<date>/segments_report.html`` under the state folder.
@@ -451,4 +511,6 @@ def run_segments_report(
         title=f"Customer segments: {dataset_name} at {as_of.isoformat()}",
         meta=meta,
         a_share=cfg.abc_cumulative_shares[0],
+        value_risk=value_risk,
+        value_note=value_note,
     )

@@ -386,7 +386,9 @@ def retention_economics(customers: pd.DataFrame, retention: RetentionConfig) -> 
     ``max_retention_spend`` = churn_risk x npv_if_retained: the expected NPV a successful contact
     saves, bringing the customer back to the alive state. A contact pays when
     success_rate x (max_retention_spend - offer_cost) > contact_cost; ``let_go`` marks the
-    customers for whom it does not (no retention spend is worth making on them). The value decile
+    customers for whom it does not (no retention spend is worth making on them), with the reason:
+    ``low risk`` (a contact would pay were the customer surely leaving) or ``low value`` (not even
+    then). The value decile
     ranks ``npv_if_retained`` (what the customer is worth if kept), so value and risk are two axes.
     """
     out = customers.copy()
@@ -394,6 +396,12 @@ def retention_economics(customers: pd.DataFrame, retention: RetentionConfig) -> 
     out["max_retention_spend"] = saved
     pays = retention.success_rate * (saved - retention.offer_cost) > retention.contact_cost
     out["let_go"] = ~pays
+    if_lost = retention.success_rate * (out["npv_if_retained"] - retention.offer_cost)
+    out["let_go_reason"] = np.where(
+        pays,
+        "",
+        np.where(if_lost > retention.contact_cost, "low risk", "low value"),
+    )
     out["value_decile"] = deciles(out["npv_if_retained"])
     out["risk_decile"] = deciles(out["churn_risk"])
     return out
@@ -421,3 +429,41 @@ def value_risk_grid(economics: pd.DataFrame, retention: RetentionConfig) -> pd.D
         retention.success_rate * (mean - retention.offer_cost) > retention.contact_cost
     )
     return grid
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def fit_value_models(summary: pd.DataFrame) -> tuple[BetaGeoModel, GammaGammaModel]:
+    """BG/NBD on every customer of the summary, Gamma-Gamma on the repeat buyers with value."""
+    bg = BetaGeoModel().fit(summary)
+    repeat = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
+    return bg, GammaGammaModel().fit(repeat)
+
+
+def blended_margins(
+    customer_ids: pd.Series, revenue_by_category: pd.DataFrame, margin: MarginConfig
+) -> tuple[np.ndarray, float]:
+    """Each customer's margin: their past revenue mix over categories weighted by the category
+    margins (the default for unlisted or missing categories, and for customers without revenue);
+    and the share of all revenue priced by a listed category's margin.
+
+    ``revenue_by_category`` has columns customer_id, category (may be null), revenue.
+    """
+    ids = customer_ids.astype(str)
+    if not margin.by_category or revenue_by_category.empty:
+        return np.full(len(ids), margin.default), 0.0
+    rev = revenue_by_category.assign(
+        customer_id=revenue_by_category["customer_id"].astype(str),
+        revenue=revenue_by_category["revenue"].clip(lower=0.0),
+    )
+    listed = rev["category"].isin(list(margin.by_category))
+    rate = rev["category"].map(margin.by_category).where(listed, margin.default).astype(float)
+    rev = rev.assign(profit=rev["revenue"] * rate)
+    per = rev.groupby("customer_id")[["revenue", "profit"]].sum().reindex(ids)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        blended = (per["profit"] / per["revenue"]).to_numpy()
+    blended = np.where(np.isfinite(blended), blended, margin.default)
+    total = float(rev["revenue"].sum())
+    covered = float(rev.loc[listed, "revenue"].sum()) / total if total > 0 else 0.0
+    return blended, covered

@@ -10,8 +10,10 @@ from pydantic import ValidationError
 
 from models.clv import BetaGeoModel, GammaGammaModel, customer_lifetime_value
 from models.value import (
+    MarginConfig,
     RetentionConfig,
     ValueConfig,
+    blended_margins,
     cohort_value_table,
     config_error_lines,
     customer_value_summary,
@@ -234,9 +236,29 @@ def test_retention_economics_by_hand() -> None:
     assert out["max_retention_spend"].tolist() == pytest.approx([0.0, 50.0, 1.0, 9.9])
     # pays when 0.5 x (saved - 1) > 2, i.e. saved > 5: only "worth" and "lost"
     assert out["let_go"].tolist() == [True, False, True, False]
+    # "safe" would pay if surely leaving (0.5 x (100 - 1) > 2); "cheap" not even then (0.5 x 1)
+    assert out["let_go_reason"].tolist() == ["low risk", "", "low value", ""]
     grid = value_risk_grid(out, cfg)
     assert grid["customers"].sum() == 4
     assert grid.loc[grid["let_go_share"] == 0, "let_go"].eq(False).all()
+
+
+def test_blended_margins_weigh_category_margins_by_past_revenue() -> None:
+    revenue = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b", "b"],
+            "category": ["toys", "food", "food", None],
+            "revenue": [300.0, 100.0, 50.0, 50.0],
+        }
+    )
+    cfg = MarginConfig(default=0.3, by_category={"toys": 0.5})
+    margins, covered = blended_margins(pd.Series(["a", "b", "c"]), revenue, cfg)
+    # a: (300 x 0.5 + 100 x 0.3) / 400 = 0.45; b: default on both lines 0.3; c: no revenue 0.3
+    assert margins.tolist() == pytest.approx([0.45, 0.3, 0.3])
+    assert covered == pytest.approx(300 / 500)
+    assert blended_margins(pd.Series(["a"]), revenue, MarginConfig(default=0.2))[0].tolist() == [
+        0.2
+    ]
 
 
 @pytest.mark.parametrize(
