@@ -20,20 +20,16 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from features.clv_summary import UNIT_DAYS, TimeUnit, clv_summary
+from features.clv_summary import TimeUnit
 from features.sql import sql_date
 from models.value import (
-    DAYS_PER_YEAR,
     ValueConfig,
-    blended_margins,
     config_error_lines,
-    customer_value_summary,
-    customer_value_table,
-    fit_value_models,
     retention_economics,
     value_by_group,
     value_risk_grid,
 )
+from training.families.clv import fit_bgnbd, value_at_cutoff
 
 MLFLOW_EXPERIMENT = "value"
 SegmentScheme = Literal[
@@ -111,22 +107,6 @@ class ValueResult:
         }
 
 
-def revenue_by_category_sql(source: str, as_of: date, products: str | None) -> str:
-    """Revenue (non-return lines) per customer and category up to ``as_of``; the category comes
-    from the transaction, else from the products table by product_id."""
-    category = "t.category"
-    join = ""
-    if products is not None:
-        category = "coalesce(t.category, p.category)"
-        join = f" LEFT JOIN (SELECT product_id, any_value(category) AS category FROM {products} GROUP BY product_id) p ON t.product_id = p.product_id"  # noqa: E501
-    return f"""
-SELECT t.customer_id, {category} AS category, sum(CAST(t.amount AS DOUBLE)) AS revenue
-FROM {source} t{join}
-WHERE CAST(t.ts AS DATE) <= {sql_date(as_of)}
-  AND NOT (coalesce(t.is_return, FALSE) OR t.amount < 0)
-GROUP BY ALL"""
-
-
 def segments_at(con: Any, source: str, as_of: date, schemes: list[str]) -> pd.DataFrame:
     """The segment columns ``schemes`` per customer at ``as_of`` (features.segments)."""
     from features.build import compute_features
@@ -149,16 +129,14 @@ def compute_value(
 ) -> ValueResult:
     """The value job over DuckDB relations (reads, writes nothing)."""
     cfg = job.value
-    summary = clv_summary(transactions, as_of, job.unit, horizon_days=None, con=con)
-    if len(summary) == 0:
-        raise ValueError(f"no customer has a purchase on or before {as_of}")
-    summary["customer_id"] = summary["customer_id"].astype(str)
-    bg, gg = fit_value_models(summary)
-    revenue = con.execute(revenue_by_category_sql(transactions, as_of, products)).df()
-    margins, covered = blended_margins(summary["customer_id"], revenue, cfg.margin)
-    per_year = DAYS_PER_YEAR / UNIT_DAYS[job.unit]
-    table = customer_value_table(bg, gg, summary, margins, cfg, per_year)
-    customers = customer_value_summary(bg, gg, summary, table, margins, cfg, per_year)
+    fitted = fit_bgnbd(transactions, as_of, con, job.unit)
+    value = value_at_cutoff(fitted, transactions, products, as_of, cfg, con, job.unit)
+    _, bg, gg = fitted
+    table, customers = value.table, value.customers
+    has_categories = con.execute(
+        f"SELECT count(category) > 0 FROM {transactions} WHERE CAST(ts AS DATE) <= "
+        f"{sql_date(as_of)}"
+    ).fetchall()[0][0]
     customers = retention_economics(customers, cfg.retention)
     segments = segments_at(con, transactions, as_of, list(job.segments))
     customers = customers.merge(segments, on="customer_id", how="left", validate="one_to_one")
@@ -166,7 +144,6 @@ def compute_value(
         scheme: value_by_group(table, customers.set_index("customer_id")[scheme])
         for scheme in job.segments
     }
-    categories = int(revenue["category"].notna().sum()) if len(revenue) else 0
     facts = {
         "basis": BASIS,
         "bgnbd": {k: float(v) for k, v in bg.params_.items()},
@@ -174,9 +151,9 @@ def compute_value(
         "repeat_buyers": int(gg.n_customers_),
         "margin_default": cfg.margin.default,
         "margin_by_category": dict(cfg.margin.by_category),
-        "revenue_share_priced_by_category": covered,
-        "data_has_categories": categories > 0,
-        "margin_mean": float(margins.mean()),
+        "revenue_share_priced_by_category": value.revenue_share_priced_by_category,
+        "data_has_categories": bool(has_categories) or products is not None,
+        "margin_mean": float(customers["margin"].mean()),
         "annual_discount_rate": cfg.annual_discount_rate,
         "discount_timing": cfg.discount_timing,
         "years": cfg.years,
@@ -189,7 +166,7 @@ def compute_value(
         as_of=as_of,
         table=table,
         customers=customers,
-        overall=value_by_group(table),
+        overall=value.by_year,
         by_segment=by_segment,
         grid=value_risk_grid(customers, cfg.retention),
         facts=facts,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.conftest import ROOT
 from training.config import load_experiment
@@ -30,3 +31,8 @@ def test_clv_job_beats_random_and_logs(synthetic_pipeline):
         result.metrics["gini"] > result.baseline_metrics["gini"]
     )
     assert set(result.details.baseline_params) >= {"bgnbd_r", "bgnbd_alpha", "gg_p", "gg_q"}
+    # the value table of the base at the test cutoff (issue 13): profit, discounted, per year
+    value = result.details.value
+    assert value is not None and len(value.by_year) == cfg.value.years
+    assert value.by_year["cumulative_npv"].iloc[-1] == pytest.approx(value.customers["npv"].sum())
+    assert (value.customers["npv"] <= value.customers["npv_if_retained"] + 1e-9).all()

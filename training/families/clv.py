@@ -13,13 +13,23 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from features.clv_summary import clv_summary
+from features.clv_summary import UNIT_DAYS, TimeUnit, clv_summary
 from features.labels import spend_label_sql
 from features.sources import connect
+from features.sql import sql_date
 from models.clv import BetaGeoModel, GammaGammaModel, clv_metrics, customer_lifetime_value
 from models.estimators import DEFAULT_XGB_PARAMS, xgb_pipeline
 from models.explain import global_importance
 from models.pyfunc import ScoringModel
+from models.value import (
+    DAYS_PER_YEAR,
+    ValueConfig,
+    blended_margins,
+    customer_value_summary,
+    customer_value_table,
+    fit_value_models,
+    value_by_group,
+)
 from training.config import CutoffExperiment
 from training.evaluate import decile_table, grade, plot_gains, plot_importance
 from training.evidence import MetricOf
@@ -40,10 +50,23 @@ BASELINE_NAME = "BG/NBD + Gamma-Gamma"
 
 
 class CLVConfig(CutoffExperiment):
-    """A CLV experiment; promotion on the normalised Gini by default."""
+    """A CLV experiment; promotion on the normalised Gini by default. ``value`` is the value
+    accounting (years, discount rate, margin) of the value table logged with each run."""
 
     family: Literal["clv"] = "clv"
     promotion: PromotionPolicy = Field(default_factory=lambda: PromotionPolicy(metric="gini"))
+    value: ValueConfig = Field(default_factory=ValueConfig)
+
+
+@dataclass
+class ValueTables:
+    """The value accounting of the base at a cutoff (``models.value``): per customer and year,
+    per customer, and added up per year; plus the share of revenue priced by category margins."""
+
+    table: pd.DataFrame
+    customers: pd.DataFrame
+    by_year: pd.DataFrame
+    revenue_share_priced_by_category: float
 
 
 @dataclass
@@ -51,16 +74,72 @@ class CLVDetails:
     deciles: pd.DataFrame
     importance: pd.DataFrame
     baseline_params: dict[str, float]
+    value: ValueTables | None = None
+
+
+Fitted = tuple[pd.DataFrame, BetaGeoModel, GammaGammaModel]
+
+
+def fit_bgnbd(transactions: str, as_of: date, con: Any, unit: TimeUnit = "weeks") -> Fitted:
+    """The CLV summary at ``as_of`` and BG/NBD + Gamma-Gamma fitted on it."""
+    summary = clv_summary(transactions, as_of, unit, horizon_days=None, con=con)
+    if len(summary) == 0:
+        raise ValueError(f"no customer has a purchase on or before {as_of}")
+    summary["customer_id"] = summary["customer_id"].astype(str)
+    bg, gg = fit_value_models(summary)
+    return summary, bg, gg
+
+
+def revenue_by_category_sql(source: str, as_of: date, products: str | None) -> str:
+    """Revenue (non-return lines) per customer and category up to ``as_of``; the category comes
+    from the transaction, else from the products table by product_id."""
+    category, join = "t.category", ""
+    if products is not None:
+        category = "coalesce(t.category, p.category)"
+        join = (
+            " LEFT JOIN (SELECT product_id, any_value(category) AS category "
+            f"FROM {products} GROUP BY product_id) p ON t.product_id = p.product_id"
+        )
+    return f"""
+SELECT t.customer_id, {category} AS category, sum(CAST(t.amount AS DOUBLE)) AS revenue
+FROM {source} t{join}
+WHERE CAST(t.ts AS DATE) <= {sql_date(as_of)}
+  AND NOT (coalesce(t.is_return, FALSE) OR t.amount < 0)
+GROUP BY ALL"""
+
+
+def value_at_cutoff(
+    fitted: Fitted,
+    transactions: str,
+    products: str | None,
+    as_of: date,
+    cfg: ValueConfig,
+    con: Any,
+    unit: TimeUnit = "weeks",
+) -> ValueTables:
+    """The value tables of the base at ``as_of`` from fitted BG/NBD + Gamma-Gamma, with each
+    customer's margin blended from their past revenue per category."""
+    summary, bg, gg = fitted
+    revenue = con.execute(revenue_by_category_sql(transactions, as_of, products)).df()
+    margins, covered = blended_margins(summary["customer_id"], revenue, cfg.margin)
+    per_year = DAYS_PER_YEAR / UNIT_DAYS[unit]
+    table = customer_value_table(bg, gg, summary, margins, cfg, per_year)
+    customers = customer_value_summary(bg, gg, summary, table, margins, cfg, per_year)
+    return ValueTables(table, customers, value_by_group(table), covered)
 
 
 def bgnbd_baseline(
-    transactions: str, as_of: date, horizon_days: int, con: Any, discount_rate: float = 0.0
+    transactions: str,
+    as_of: date,
+    horizon_days: int,
+    con: Any,
+    discount_rate: float = 0.0,
+    fitted: Fitted | None = None,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """BG/NBD + Gamma-Gamma fitted on the history up to ``as_of`` (weeks); CLV over the horizon."""
-    summary = clv_summary(transactions, as_of, "weeks", horizon_days=None, con=con)
-    bg = BetaGeoModel().fit(summary)
-    repeat = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
-    gg = GammaGammaModel().fit(repeat)
+    """BG/NBD + Gamma-Gamma fitted on the history up to ``as_of`` (weeks, unless ``fitted`` is
+    given); CLV over the horizon. Revenue, not profit, undiscounted by default: it is graded
+    against the horizon's actual spend."""
+    summary, bg, gg = fitted or fit_bgnbd(transactions, as_of, con)
     value = customer_lifetime_value(bg, gg, summary, horizon_days / 7.0, discount_rate)
     params = {
         **{f"bgnbd_{k}": float(v) for k, v in bg.params_.items()},
@@ -139,18 +218,30 @@ class CLV(Family):
             cfg, ctx, lambda source, as_of: spend_label_sql(source, as_of, cfg.horizon_days)
         )
         con = connect(ctx.state)
+        transactions = ctx.catalog.relation("transactions")
         try:
+            fitted = fit_bgnbd(transactions, cfg.cutoffs.test, con)
             baseline, params = bgnbd_baseline(
-                ctx.catalog.relation("transactions"), cfg.cutoffs.test, cfg.horizon_days, con
+                transactions, cfg.cutoffs.test, cfg.horizon_days, con, fitted=fitted
+            )
+            # the value table of the base at the test cutoff: profit at the configured margin,
+            # discounted at the configured rate (the graded baseline above stays revenue)
+            value = value_at_cutoff(
+                fitted,
+                transactions,
+                ctx.catalog.relation_or_none("products"),
+                cfg.cutoffs.test,
+                cfg.value,
+                con,
             )
         finally:
             con.close()
-        frame.details = (baseline, params)
+        frame.details = (baseline, params, value)
         return frame
 
     def train(self, cfg: Any, frame: Frame, params: dict[str, Any] | None = None) -> Trained:
         """Fit XGBoost on fit + valid rows; score test rows; compare with BG/NBD."""
-        baseline, baseline_params = frame.details
+        baseline, baseline_params, value = frame.details
         train_rows = frame.frame[frame.frame[SPLIT] != "test"]
         test_rows = frame.part("test").reset_index(drop=True)
         params = {**DEFAULT_XGB_PARAMS, **DEFAULT_CLV_PARAMS, **cfg.model.params, **(params or {})}
@@ -193,6 +284,7 @@ class CLV(Family):
             deciles=decile_table((y > 0).astype(float), pred, y),
             importance=global_importance(pipe, test_rows[frame.feature_names]),
             baseline_params=baseline_params,
+            value=value,
         )
         return trained
 
@@ -214,13 +306,25 @@ class CLV(Family):
         )
 
     def log_params(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
-        return dict(trained.details.baseline_params)
+        value = {
+            "value_years": cfg.value.years,
+            "value_annual_discount_rate": cfg.value.annual_discount_rate,
+            "value_discount_timing": cfg.value.discount_timing,
+            "value_margin_default": cfg.value.margin.default,
+            "value_margin_categories": len(cfg.value.margin.by_category),
+        }
+        return {**trained.details.baseline_params, **value}
 
     def artifacts(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
-        return {
+        out = {
             "deciles.csv": trained.details.deciles,
             "importance.csv": trained.details.importance,
         }
+        value = trained.details.value
+        if value is not None:  # expected values of BG/NBD + Gamma-Gamma at the test cutoff
+            out["value_by_year.csv"] = value.by_year
+            out["value_customers.csv"] = value.customers
+        return out
 
     def charts(self, cfg: Any, trained: Trained, folder: Path) -> list[Path]:
         preds = trained.test_predictions
@@ -244,8 +348,22 @@ class CLV(Family):
         return (
             f"CLV over {cfg.horizon_days} days on {cfg.dataset}: Gini {m['gini']:.3f} vs "
             f"BG/NBD {b['gini']:.3f}, Spearman {m['spearman']:.3f} vs {b['spearman']:.3f}, "
-            f"grade {trained.grade}. {cfg.description}"
+            f"grade {trained.grade}.{self._value_words(cfg, trained)} {cfg.description}"
         ).strip()
+
+    @staticmethod
+    def _value_words(cfg: Any, trained: Trained) -> str:
+        value = trained.details.value
+        if value is None:
+            return ""
+        v = cfg.value
+        return (
+            f" Expected NPV of the base at {cfg.cutoffs.test} over {v.years} years (BG/NBD + "
+            f"Gamma-Gamma; margin {v.margin.default:.0%}"
+            + (" or per category" if v.margin.by_category else "")
+            + f", {v.annual_discount_rate:.0%} a year): "
+            f"{value.customers['npv'].sum():,.0f}."
+        )
 
 
 FAMILY = CLV()
