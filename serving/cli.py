@@ -5,11 +5,14 @@ into a ``ServedExperiment`` (registered model, family, dataset, feature set)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ import typer
 
 from features.cli import HomeOpt, console, state_of, write_snapshot_at
 from features.store import StateDirs
+from serving.lifecycle import STARTUP_FAILURE_ENV
 
 
 @dataclass(frozen=True)
@@ -77,11 +81,81 @@ def serving_env(served: ServedExperiment, state: StateDirs) -> dict[str, str]:
     return env
 
 
+def _child_dies_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """``preexec_fn`` of the server: SIGTERM to it when `patron serve` dies, even by kill -9."""
+    from serving.lifecycle import die_with_parent
+
+    die_with_parent()
+
+
 def start_server(env: dict[str, str], host: str, port: int) -> subprocess.Popen[bytes]:
-    """Start `bentoml serve` for the Patron service in a child process."""
+    """Start `bentoml serve` for the Patron service in a child process of its own group.
+
+    The group is what ``stop_server`` signals (the arbiter and its workers); the child gets
+    SIGTERM from the kernel if this process dies first."""
     bentoml = Path(sys.executable).with_name("bentoml")
     cmd = [str(bentoml), "serve", "serving.service:Patron", "--host", host, "--port", str(port)]
-    return subprocess.Popen(cmd, env=env, cwd=Path(__file__).resolve().parent.parent)
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        start_new_session=True,
+        preexec_fn=_child_dies_with_parent,  # noqa: PLW1509 - no threads yet at this point
+    )
+
+
+def _descendants(pid: int) -> list[Any]:
+    import psutil
+
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
+
+
+def stop_server(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> int:
+    """SIGTERM to the server's process group (circus's arbiter stops its workers), then SIGKILL
+    to any process of the tree still alive after ``timeout_s``; returns the server's exit code."""
+    import psutil
+
+    tree = _descendants(proc.pid)  # workers sit in sessions of their own: remember them now
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=timeout_s)
+    _, alive = psutil.wait_procs(tree, timeout=max(1.0, timeout_s / 4))
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait()
+
+
+def supervise(proc: subprocess.Popen[bytes], failure: Path) -> int:
+    """Wait for the server; SIGTERM or SIGINT here stops every process of it.
+
+    Returns 0 after a requested stop; raises ``RuntimeError`` with the worker's one-line reason
+    when it could not start, or the exit code when the server stopped on its own."""
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping.append(signum)  # the loop below exits; stop_server stops the whole tree
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while proc.poll() is None and not stopping:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.5)
+    finally:
+        stop_server(proc, timeout_s=20.0 if proc.poll() is None else 0.0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failure.exists():
+        raise RuntimeError(failure.read_text().strip())
+    if stopping:
+        return 0
+    raise RuntimeError(f"the server stopped on its own with exit code {proc.returncode}")
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90.0) -> None:
@@ -99,6 +173,22 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90.0)
             pass
         time.sleep(0.3)
     raise TimeoutError(f"the server at {url} was not ready within {timeout_s:.0f} s")
+
+
+def check_startable_state(env: dict[str, str], state: StateDirs) -> None:
+    """What the server would fail on at start (aliases, models, snapshots, campaign files), as
+    one line naming the cause, before any server process exists."""
+    from serving.lifecycle import one_line
+    from serving.settings import ServingSettings
+    from serving.state import preflight
+
+    settings = ServingSettings.model_validate(json.loads(env["PATRON_SERVING"]))
+    try:
+        preflight(settings, state)
+    except Exception as exc:  # registry and file errors: no customer data in the message
+        console.print("[red]error:[/red] ", end="")
+        console.print(f"cannot start: {one_line(exc)}", soft_wrap=True, markup=False)
+        raise typer.Exit(1) from None
 
 
 def make_app(resolve: Resolver) -> typer.Typer:
@@ -132,12 +222,17 @@ def make_app(resolve: Resolver) -> typer.Typer:
             AuthSettings.from_env(env).check_startable()
         except RuntimeError as exc:
             raise typer.BadParameter(str(exc)) from exc
-        proc = start_server(env, host, port)
-        try:
-            proc.wait()
-        except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait(timeout=30)
+        check_startable_state(env, state)
+        with tempfile.TemporaryDirectory(prefix="patron-serve-") as run_dir:
+            failure = Path(run_dir) / "startup-failure.txt"
+            env[STARTUP_FAILURE_ENV] = str(failure)
+            proc = start_server(env, host, port)
+            try:
+                supervise(proc, failure)
+            except RuntimeError as exc:  # one unwrapped line, as the CLI's other errors
+                console.print("[red]error:[/red] ", end="")
+                console.print(str(exc), soft_wrap=True, markup=False, highlight=False)
+                raise typer.Exit(1) from None
 
     @app.command()
     def score(

@@ -360,11 +360,22 @@ class ModelInfo(BaseModel):
     shadow: ShadowInfo | None
 
 
+class ReloadInfo(BaseModel):
+    """The last reload's outcome: while it failed, the old models answer and /readyz is 503."""
+
+    ok: bool = Field(description="false while the last reload (poll or admin) failed")
+    error: str | None = Field(None, description="why the last reload failed, one line")
+    failed_at: str | None = None
+    last_success_at: str | None = None
+    failures: int = Field(0, description="failed reloads since start")
+
+
 class ModelsResponse(BaseModel):
     """Every loaded model."""
 
     loaded_at: str
     models: list[ModelInfo]
+    reload: ReloadInfo
 
 
 class ReloadResponse(BaseModel):

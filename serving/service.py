@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import bentoml
 from fastapi import FastAPI, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from features.store import StateDirs
 from models.decisions.campaign import Ranking
@@ -28,6 +28,8 @@ from serving.decisions import offers_listing, plan_request
 from serving.errors import RequestError, ValidationErrorFields
 from serving.handlers import model_info, rank_offers, score_customers, target_customers
 from serving.kinds import ScoreModel
+from serving.lifecycle import ReloadStatus, die_with_parent, fail_startup
+from serving.metrics import RequestMetrics, exposition
 from serving.registry import Registry, tracking_uri_of
 from serving.schemas import (
     Audience,
@@ -153,6 +155,9 @@ def _error(exc: RequestError, endpoint: str) -> JSONResponse:
     traffic={"timeout": 60},
     # serving.security writes the access log (with request ids); BentoML's would double it
     logging={"access": {"enabled": False}},
+    # BentoML's traffic metrics label requests by raw path (unbounded): serving.metrics records
+    # them by route instead, and the ops app serves /metrics
+    metrics={"enabled": False},
     # no exporter is configured: per-request spans would only cost time (override with
     # BENTOML_CONFIG_OPTIONS when exporting traces)
     tracing={"excluded_urls": list(TRACING_EXCLUDED)},
@@ -161,15 +166,21 @@ class Patron:
     """Scores customers, ranks offers and selects campaign audiences with the registry's models."""
 
     def __init__(self) -> None:
+        die_with_parent()  # no worker outlives its arbiter, whatever killed it
         install_log_redaction()
-        AuthSettings.from_env().check_startable()
-        self.settings = ServingSettings.from_env()
-        self.dirs = StateDirs.resolve(self.settings.home)
-        self.registry = Registry(tracking_uri_of(self.settings, self.dirs))
         self._reload_lock = threading.Lock()
+        self.reload_status = ReloadStatus()
         self.shadow = ShadowStats()
         started = time.perf_counter()
-        self._state: ServingState = build_state(self.settings, self.dirs, None, self.registry)
+        try:
+            AuthSettings.from_env().check_startable()
+            self.settings = ServingSettings.from_env()
+            self.dirs = StateDirs.resolve(self.settings.home)
+            self.registry = Registry(tracking_uri_of(self.settings, self.dirs))
+            self._state: ServingState = build_state(self.settings, self.dirs, None, self.registry)
+        except Exception as exc:
+            fail_startup(exc)  # one line, and the server stops instead of respawning this
+            raise
         log.info(
             "loaded %s in %.1f s",
             {f: m.meta.version for f, m in self._state.models.items()},
@@ -188,14 +199,26 @@ class Patron:
         return self._state
 
     def reload(self, force: bool = False) -> tuple[bool, ServingState]:
-        """Build a new state if an alias or a snapshot moved (or when forced), then swap it in."""
+        """Build a new state if an alias or a snapshot moved (or, forced, from scratch), then
+        swap it in. A failed build keeps the old state, marks the service degraded (``/readyz``
+        answers 503, ``/models`` shows the error) until a later reload succeeds, and raises."""
         with self._reload_lock:
             current = self._state
-            if not force and state_keys(self.settings, self.dirs, self.registry) == current.keys:
-                return False, current
-            started = time.perf_counter()
-            new = build_state(self.settings, self.dirs, current, self.registry)
+            try:
+                keys = state_keys(self.settings, self.dirs, self.registry)
+                if not force and keys == current.keys:
+                    self.reload_status.succeeded()
+                    return False, current
+                started = time.perf_counter()
+                # forced: nothing of the current state is reused (models, bases, reasons)
+                new = build_state(
+                    self.settings, self.dirs, None if force else current, self.registry
+                )
+            except Exception as exc:
+                self.reload_status.failed(exc)
+                raise
             self._state = new  # the swap: one reference assignment
+            self.reload_status.succeeded()
             self.shadow.reset()
             _freeze_heap()
             log.info(
@@ -205,6 +228,10 @@ class Patron:
             )
             return True, new
 
+    def __is_ready__(self) -> bool:
+        """BentoML's /readyz: 503 while the last reload failed (the old models still answer)."""
+        return self.reload_status.error is None
+
     def _poll(self) -> None:
         while not self._stop.wait(self.settings.reload_interval_s):
             try:
@@ -212,9 +239,8 @@ class Patron:
             except Exception as exc:  # keep serving the old state
                 # registry and file errors only: no customer data is in these messages
                 log.warning(
-                    "reload poll failed (%s: %.300s); still serving the loaded models",
-                    type(exc).__name__,
-                    exc,
+                    "reload poll failed (%s); still serving the loaded models",
+                    self.reload_status.error or type(exc).__name__,
                 )
 
     @bentoml.on_shutdown
@@ -378,8 +404,18 @@ class Patron:
         and shadow aggregates."""
         state = self.state
         return ModelsResponse.model_validate(
-            {"loaded_at": state.loaded_at, "models": model_info(state, self.shadow.summary())}
+            {
+                "loaded_at": state.loaded_at,
+                "models": model_info(state, self.shadow.summary()),
+                "reload": self.reload_status.as_dict(),
+            }
         )
+
+    @ops.get("/metrics", include_in_schema=False)
+    def metrics(self) -> Response:
+        """Prometheus metrics, one series per route (serving.metrics)."""
+        body, content_type = exposition()
+        return Response(body, media_type=content_type)
 
     @ops.post("/admin/reload", response_model=ReloadResponse, summary="Reload from the registry")
     async def admin_reload(
@@ -390,7 +426,18 @@ class Patron:
         refused = await _unknown_inputs(request, frozenset({"force"}))
         if refused is not None:
             return _error(refused, "admin/reload")
-        swapped, state = await asyncio.to_thread(self.reload, force)
+        try:
+            swapped, state = await asyncio.to_thread(self.reload, force)
+        except Exception:
+            # the old state still serves; the reason (registry and file errors, no customer
+            # data) is in /models and the 503 of /readyz until a reload succeeds
+            failed = RequestError(
+                "reload",
+                f"reload failed, still serving the models loaded at {self.state.loaded_at}: "
+                f"{self.reload_status.error}",
+                503,
+            )
+            return _error(failed, "admin/reload")
         return ReloadResponse(
             swapped=swapped,
             versions={f: m.meta.version for f, m in state.models.items()},
@@ -399,6 +446,7 @@ class Patron:
 
 
 def _with_api_keys(service: Any) -> Any:
+    service.add_asgi_middleware(RequestMetrics)  # first added: outermost of ours
     service.add_asgi_middleware(ApiKeyMiddleware)
     service.add_asgi_middleware(ValidationErrorFields)
     return service

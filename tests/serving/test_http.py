@@ -397,3 +397,87 @@ def test_polling_follows_the_alias_without_an_admin_call(server):
             break
         time.sleep(0.5)
     assert served is not None and served["version"] == version
+
+
+# --------------------------------------------------------------------------- reloads and metrics
+
+
+def _models(srv: Server) -> dict:
+    return httpx.get(f"{srv.url}/models", headers=USER, timeout=30).json()
+
+
+def test_a_forced_reload_rebuilds_every_model(server):
+    srv, _, _ = server
+    post(srv, "/admin/reload", None, headers=ADMIN)  # settle whatever earlier tests moved
+    before = _models(srv)["models"][0]["loaded_at"]
+    time.sleep(1.1)  # loaded_at has one-second resolution
+    same = post(srv, "/admin/reload", None, headers=ADMIN)
+    assert same.status_code == 200 and same.json()["swapped"] is False
+    assert _models(srv)["models"][0]["loaded_at"] == before  # nothing moved: nothing rebuilt
+    forced = post(srv, "/admin/reload", None, headers=ADMIN, params={"force": "true"})
+    assert forced.status_code == 200 and forced.json()["swapped"] is True
+    assert _models(srv)["models"][0]["loaded_at"] > before  # the model itself was reloaded
+
+
+def test_a_failed_reload_keeps_serving_and_says_so_on_readyz_and_models(server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    srv, pipeline, _ = server
+    uri = pipeline["state"].tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    served = str(client.get_model_version_by_alias(NAME, "champion").version)
+    ids = snapshot_ids(pipeline, 3)
+    # a version whose files do not exist: what a half-written or deleted artefact store gives
+    broken = client.create_model_version(NAME, str(tmp_path / "deleted-model"))
+    client.set_registered_model_alias(NAME, "champion", broken.version)
+    try:
+        r = post(srv, "/admin/reload", None, headers=ADMIN)
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["field"] == "reload" and "still serving" in body["error"] and body["request_id"]
+        assert httpx.get(f"{srv.url}/readyz", timeout=10).status_code == 503
+        status = _models(srv)["reload"]
+        assert status["ok"] is False and status["error"] and status["failures"] >= 1
+        scored = post(srv, "/score", {"customer_ids": ids})  # the old models still answer
+        assert scored.status_code == 200 and scored.json()["version"] == served
+    finally:
+        client.set_registered_model_alias(NAME, "champion", served)
+    r = post(srv, "/admin/reload", None, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert httpx.get(f"{srv.url}/readyz", timeout=10).status_code == 200
+    assert _models(srv)["reload"]["ok"] is True
+
+
+def test_metrics_keep_one_series_per_route_whatever_the_paths(server):
+    from serving.metrics import ROUTES
+
+    srv, pipeline, _ = server
+    with httpx.Client(base_url=srv.url, timeout=10) as http:
+        for i in range(200):  # scanners and typos: unknown paths, mostly without a key
+            http.get(f"/probe-{i:03d}/x", headers=USER if i % 4 == 0 else None)
+        http.post("/score", json={"customer_ids": snapshot_ids(pipeline, 1)}, headers=USER)
+        text = http.get("/metrics").text
+    assert "probe-" not in text
+    series = [ln for ln in text.splitlines() if ln.startswith("patron_http_requests_total{")]
+    labels = [
+        dict(kv.split("=", 1) for kv in ln[ln.index("{") + 1 : ln.index("}")].split(","))
+        for ln in series
+    ]
+    routes = {lab["route"].strip('"') for lab in labels}
+    assert routes <= set(ROUTES) | {"other", "/static_content"}, routes
+    other = sum(
+        float(ln.rsplit(" ", 1)[1])
+        for ln, lab in zip(series, labels, strict=True)
+        if lab["route"] == '"other"'
+    )
+    assert other >= 200
+    assert "/score" in routes
+    assert len(series) < 60  # bounded by routes x methods x statuses, not by requests
+
+
+def test_every_documented_route_is_a_metrics_route(server):
+    from serving.metrics import ROUTES
+
+    srv, _, _ = server
+    paths = set(httpx.get(f"{srv.url}/docs.json", timeout=30).json()["paths"])
+    assert paths <= set(ROUTES), paths - set(ROUTES)
