@@ -434,6 +434,14 @@ def campaign_report(
     console.print(f"campaign page written to [bold]{path}[/bold]")
 
 
+def _compact(x: float) -> str:
+    """Money or counts in a narrow column: 9.22M, 12.3k, 512."""
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= size:
+            return f"{x / size:.3g}{unit}"
+    return f"{x:,.0f}"
+
+
 @app.command("value")
 def value(
     config: Annotated[
@@ -499,7 +507,7 @@ def value(
                 if c == "retention_rate"
                 else f"{row[c]:.4f}"
                 if c == "discount_factor"
-                else f"{row[c]:,.0f}"
+                else _compact(row[c])
                 for c in cols
             ]
         )
