@@ -50,11 +50,9 @@ VALUE_TABLE_COLUMNS = [
 # --------------------------------------------------------------------------- config
 
 
-def _share(value: float, key: str) -> float:
+def _share(value: float, what: str = "") -> float:
     if not 0.0 < value <= 1.0:
-        raise ValueError(
-            f"{key} is a share of revenue in (0, 1] (e.g. 0.3 for 30 %), not {value!r}"
-        )
+        raise ValueError(f"{what}a margin is a share of revenue in (0, 1], e.g. 0.3 for 30 %")
     return value
 
 
@@ -73,13 +71,13 @@ class MarginConfig(BaseModel):
     @field_validator("default")
     @classmethod
     def _default(cls, v: float) -> float:
-        return _share(v, "margin.default")
+        return _share(v)
 
     @field_validator("by_category")
     @classmethod
     def _categories(cls, v: dict[str, float]) -> dict[str, float]:
         for name, share in v.items():
-            _share(share, f"margin.by_category.{name}")
+            _share(share, f"category {name!r}: ")
         return v
 
 

@@ -267,7 +267,10 @@ def test_blended_margins_weigh_category_margins_by_past_revenue() -> None:
         ({"years": 0}, "years"),
         ({"annual_discount_rate": 1.5}, "annual_discount_rate"),
         ({"margin": 30}, "margin.default"),
-        ({"margin": {"default": 0.3, "by_category": {"toys": -0.1}}}, "margin.by_category.toys"),
+        (
+            {"margin": {"default": 0.3, "by_category": {"toys": -0.1}}},
+            "by_category: category 'toys'",
+        ),
         ({"retention": {"success_rate": 2}}, "retention.success_rate"),
         ({"discount": 0.1}, "discount"),
     ],
