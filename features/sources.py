@@ -36,7 +36,14 @@ from typing import Any, Literal
 import duckdb
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from features.catalog import Catalog
 from features.contracts import DUCKDB_TYPES, NO_CUSTOMER, TABLES, Table
@@ -205,8 +212,48 @@ def load_dataset(ref: str | Path, search_dir: Path | None = None) -> DatasetConf
     if not path.exists():
         raise FileNotFoundError(f"dataset config not found: {path}")
     data = yaml.safe_load(path.read_text()) or {}
-    cfg = DatasetConfig.model_validate(data)
+    try:
+        cfg = DatasetConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"{_shown(path)}: {validation_line(exc)}") from None
     return cfg.model_copy(update={"base_dir": path.resolve().parent, "config_path": path.resolve()})
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+#: Segments pydantic adds to an error's location for a union's branches (not YAML keys).
+_BRANCH = re.compile(r"^(literal|tagged-union|function-after|function-before|union)\[")
+
+
+def validation_line(exc: ValidationError) -> str:
+    """A config's validation errors on one line, each at its YAML key (``sources[0].format``);
+    a union's branch that did not apply (a text value where an object was given) is left out."""
+    errors = exc.errors()
+    if len(errors) > 1:  # an object given where a plain value was also allowed: not that branch
+        errors = [
+            e for e in errors if not (e["type"] == "literal_error" and isinstance(e["input"], dict))
+        ] or errors
+    parts = []
+    for err in errors:
+        key, skip_tag = "", False
+        for part in err["loc"]:
+            if skip_tag:
+                skip_tag = False
+                continue
+            if isinstance(part, int):
+                key += f"[{part}]"
+            elif _BRANCH.match(part):
+                skip_tag = part.startswith("tagged-union[")  # the next segment is the tag
+            else:
+                key += f".{part}" if key else part
+        message = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{key}: {message}" if key else message)
+    return "; ".join(parts)
 
 
 @dataclass

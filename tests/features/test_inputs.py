@@ -319,3 +319,17 @@ def test_group_values_map_to_arms_with_the_control_named_once(tmp_path: Path, st
     (tmp_path / "mail.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(DatasetError, match=r"columns\.responded\.control: only campaign_history"):
         ingest(load_dataset(tmp_path / "mail.yaml"), state)
+
+
+def test_an_invalid_dataset_yaml_is_one_line_at_its_keys(tmp_path: Path):
+    source = {
+        "path": "tx.txt",
+        "format": {"kind": "fixed_width", "widths": [6, 21], "names": ["a"]},
+    }
+    config = _config(tmp_path, source, max_quarantine_share=2)
+    with pytest.raises(ValueError) as err:
+        load_dataset(config)
+    assert str(err.value) == (
+        f"{config}: tables.transactions.sources[0].format: 'names' has 1 names for 2 'widths'; "
+        "tables.transactions.max_quarantine_share: Input should be less than or equal to 1"
+    )
