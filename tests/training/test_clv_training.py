@@ -8,6 +8,7 @@ import pytest
 from tests.conftest import ROOT
 from training.config import load_experiment
 from training.evaluate import grade
+from training.families.clv import CLVConfig
 from training.run import run_experiment
 
 
@@ -33,6 +34,7 @@ def test_clv_job_beats_random_and_logs(synthetic_pipeline):
     assert set(result.details.baseline_params) >= {"bgnbd_r", "bgnbd_alpha", "gg_p", "gg_q"}
     # the value table of the base at the test cutoff (issue 13): profit, discounted, per year
     value = result.details.value
+    assert isinstance(cfg, CLVConfig)
     assert value is not None and len(value.by_year) == cfg.value.years
     assert value.by_year["cumulative_npv"].iloc[-1] == pytest.approx(value.customers["npv"].sum())
     assert (value.customers["npv"] <= value.customers["npv_if_retained"] + 1e-9).all()
