@@ -175,6 +175,41 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90.0)
     raise TimeoutError(f"the server at {url} was not ready within {timeout_s:.0f} s")
 
 
+def settings_env(settings: Any, state: StateDirs) -> dict[str, str]:
+    """The server process's environment for validated ``ServingSettings`` (the state's home)."""
+    doc = settings.model_dump(mode="json")
+    doc["home"] = str(state.home)
+    env = {**os.environ, "PATRON_HOME": str(state.home), "PATRON_SERVING": json.dumps(doc)}
+    env.pop("PATRON_SERVING_FILE", None)  # the CLI's validated copy is what the server reads
+    if state.tracking_uri_override:
+        env["MLFLOW_TRACKING_URI"] = state.tracking_uri_override
+    return env
+
+
+def ensure_snapshots(settings: Any, state: StateDirs) -> None:
+    """Build each served model's snapshot at the last data date when there is none yet (the
+    feature set it recorded at training, or the one the settings name)."""
+    from features.build import latest_snapshot
+    from features.definitions import feature_set, feature_set_from_spec
+    from serving.registry import Registry, tracking_uri_of
+
+    registry = Registry(tracking_uri_of(settings, state))
+    for family, spec in settings.models.items():
+        try:
+            version = registry.version(spec.registered_model, spec.alias)[0]
+        except Exception:
+            continue  # the preflight names a missing model or alias in one line
+        recorded = registry.feature_set(spec.registered_model, version) or {}
+        key = spec.feature_set or str(recorded.get("key") or "churn_v1")
+        try:
+            latest_snapshot(state, spec.dataset, key)
+        except FileNotFoundError:
+            fs = feature_set(key) if spec.feature_set or not recorded else None
+            fs = fs or feature_set_from_spec(recorded)
+            console.print(f"building the {family!r} snapshot of {key} for {spec.dataset}")
+            write_snapshot_at(spec.dataset, fs, None, state)
+
+
 def check_startable_state(env: dict[str, str], state: StateDirs) -> None:
     """What the server would fail on at start (aliases, models, snapshots, campaign files), as
     one line naming the cause, before any server process exists."""
@@ -191,6 +226,30 @@ def check_startable_state(env: dict[str, str], state: StateDirs) -> None:
         raise typer.Exit(1) from None
 
 
+def _server_env(
+    resolve: Resolver, config: Path | None, serving: Path | None, home: Path | None
+) -> tuple[dict[str, str], StateDirs]:
+    """The server's environment and state folder from exactly one of --config and --serving
+    (--home, else the serving YAML's home, else $PATRON_HOME), the snapshots built."""
+    from serving.settings import ServingSettings
+
+    if (config is None) == (serving is None):
+        raise typer.BadParameter(
+            "give exactly one of --serving (a serving YAML) and --config (an experiment YAML)",
+            param_hint="--serving",
+        )
+    if config is not None:
+        state = state_of(home)
+        served = resolve(config)
+        ensure_snapshot(served, state)
+        return serving_env(served, state), state
+    assert serving is not None
+    settings = ServingSettings.from_file(serving)
+    state = state_of(home if home is not None or not settings.home else Path(settings.home))
+    ensure_snapshots(settings, state)
+    return settings_env(settings, state), state
+
+
 def make_app(resolve: Resolver) -> typer.Typer:
     """The serve and score commands, reading experiments with ``resolve``."""
     app = typer.Typer()
@@ -198,8 +257,13 @@ def make_app(resolve: Resolver) -> typer.Typer:
     @app.command()
     def serve(
         config: Annotated[
-            Path, typer.Option("--config", "-c", help="experiment YAML of the model")
-        ],
+            Path | None,
+            typer.Option("--config", "-c", help="experiment YAML: serve its model alone"),
+        ] = None,
+        serving: Annotated[
+            Path | None,
+            typer.Option("--serving", "-s", help="serving YAML naming every served family's model"),
+        ] = None,
         host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="port")] = 3000,
         allow_anonymous: Annotated[
@@ -207,15 +271,13 @@ def make_app(resolve: Resolver) -> typer.Typer:
         ] = False,
         home: HomeOpt = None,
     ) -> None:
-        """Serve the experiment's champion model over HTTP (BentoML); Ctrl-C stops it.
+        """Serve champion models over HTTP (BentoML): those a serving YAML names (--serving), or
+        one experiment's (--config). SIGTERM or Ctrl-C stops every process of the server.
 
         API keys come from $PATRON_API_KEYS and $PATRON_ADMIN_KEYS (comma-separated)."""
         from serving.settings import AuthSettings
 
-        state = state_of(home)
-        served = resolve(config)
-        ensure_snapshot(served, state)
-        env = serving_env(served, state)
+        env, state = _server_env(resolve, config, serving, home)
         if allow_anonymous:
             env["PATRON_ALLOW_ANONYMOUS"] = "1"
         try:
@@ -237,8 +299,14 @@ def make_app(resolve: Resolver) -> typer.Typer:
     @app.command()
     def score(
         config: Annotated[
-            Path, typer.Option("--config", "-c", help="experiment YAML of the model")
-        ],
+            Path | None,
+            typer.Option("--config", "-c", help="experiment YAML: score with its model"),
+        ] = None,
+        serving: Annotated[
+            Path | None,
+            typer.Option("--serving", "-s", help="serving YAML; --model names the family"),
+        ] = None,
+        model: Annotated[str | None, typer.Option(help="family to score (with --serving)")] = None,
         out: Annotated[Path, typer.Option(help="parquet file to write")] = Path("scores.parquet"),
         home: HomeOpt = None,
     ) -> None:
@@ -246,13 +314,17 @@ def make_app(resolve: Resolver) -> typer.Typer:
         from serving.batch import score_to_file
         from serving.settings import ServingSettings
 
-        state = state_of(home)
-        served = resolve(config)
-        ensure_snapshot(served, state)
-        settings = ServingSettings.model_validate(
-            json.loads(serving_env(served, state)["PATRON_SERVING"])
-        )
-        path = score_to_file(served.family, out, state, settings)
+        env, state = _server_env(resolve, config, serving, home)
+        settings = ServingSettings.model_validate(json.loads(env["PATRON_SERVING"]))
+        family = model
+        if family is None:
+            if len(settings.models) != 1:
+                raise typer.BadParameter(
+                    f"name the family to score among {sorted(settings.models)}",
+                    param_hint="--model",
+                )
+            family = next(iter(settings.models))
+        path = score_to_file(family, out, state, settings)
         console.print(f"scores written to [bold]{path}[/bold]")
 
     return app

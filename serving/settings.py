@@ -1,7 +1,9 @@
 """The validated serving config: models to load by alias, limits, API keys from the environment.
 
-The config travels to the server process as JSON in ``$PATRON_SERVING`` (written by the ``patron``
-CLI); secrets never do: API keys come from ``$PATRON_API_KEYS`` / ``$PATRON_ADMIN_KEYS``.
+People write one serving YAML naming every served family's model (``experiments/serving/``;
+``patron serve --serving FILE``). The server process reads it from ``$PATRON_SERVING_FILE`` (a
+Bento, a container) or as JSON in ``$PATRON_SERVING`` (written by the ``patron`` CLI, never by
+hand); secrets never travel in it: API keys come from ``$PATRON_API_KEYS`` / ``$PATRON_ADMIN_KEYS``.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ENV_VAR = "PATRON_SERVING"
+FILE_VAR = "PATRON_SERVING_FILE"
 API_KEYS_VAR = "PATRON_API_KEYS"
 ADMIN_KEYS_VAR = "PATRON_ADMIN_KEYS"
 ANONYMOUS_VAR = "PATRON_ALLOW_ANONYMOUS"
@@ -88,12 +92,45 @@ class ServingSettings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
-        """Parse $PATRON_SERVING."""
+        """The serving YAML named by $PATRON_SERVING_FILE, else the JSON of $PATRON_SERVING."""
         env = os.environ if environ is None else environ
+        if env.get(FILE_VAR):
+            return cls.from_file(Path(env[FILE_VAR]))
         raw = env.get(ENV_VAR)
         if not raw:
-            raise RuntimeError(f"${ENV_VAR} is not set; start the service with `patron serve`")
+            raise RuntimeError(
+                f"neither ${FILE_VAR} nor ${ENV_VAR} is set; start the service with "
+                "`patron serve --serving FILE` or point ${FILE_VAR} at a serving YAML"
+            )
         return cls.model_validate(json.loads(raw))
+
+    @classmethod
+    def from_file(cls, path: Path) -> ServingSettings:
+        """Read a serving YAML: ``${VAR}`` / ``${VAR:-default}`` expand; campaign files are
+        relative to the YAML. A bad value is one ``ValueError`` line naming the file and key."""
+        import yaml
+        from pydantic import ValidationError
+
+        from features.sources import expand_vars
+
+        if not path.exists():
+            raise FileNotFoundError(f"serving config not found: {path}")
+        data = yaml.safe_load(expand_vars(path.read_text())) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a serving config is a mapping of keys")
+        campaigns = data.get("campaigns")
+        if isinstance(campaigns, dict):
+            data["campaigns"] = {
+                k: str((path.parent / str(v)).resolve()) if not Path(str(v)).is_absolute() else v
+                for k, v in campaigns.items()
+            }
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            raise ValueError(f"{path}: {key}: {first['msg']}{more}") from None
 
 
 def _digest(key: str) -> bytes:

@@ -212,6 +212,16 @@ def preflight(
     from features.build import SPEC_FILE, latest_snapshot
 
     registry = registry or Registry(tracking_uri_of(settings, state))
+    for family, spec in settings.models.items():  # each failure names the settings key
+        try:
+            version = registry.version(spec.registered_model, spec.alias)
+            feature_set = served_feature_set(spec, registry, version[0])
+            base_fingerprint(state, spec.dataset, feature_set)
+        except Exception as exc:
+            raise ValueError(
+                f"models.{family} ({spec.registered_model}@{spec.alias}, dataset "
+                f"{spec.dataset}): {type(exc).__name__}: {exc}"
+            ) from exc
     keys = state_keys(settings, state, registry)  # aliases, recorded feature sets, snapshots
     load_campaigns(settings.campaigns)
     for family, spec in settings.models.items():

@@ -45,10 +45,12 @@ def _experiment(tmp_path: Path, registered_model: str) -> Path:
     return path
 
 
-def _patron_serve(config: Path, home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def _patron_serve(
+    config: Path, home: Path, port: int, log: Path, option: str = "--config"
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PATRON_", "MLFLOW_"))}
     env.update({"PATRON_API_KEYS": USER_KEY, "PATRON_ADMIN_KEYS": ADMIN_KEY})
-    cmd = [sys.executable, "-m", "patron", "serve", "--config", str(config), "--home", str(home)]
+    cmd = [sys.executable, "-m", "patron", "serve", option, str(config), "--home", str(home)]
     return subprocess.Popen(
         [*cmd, "--port", str(port)],
         cwd=ROOT,
@@ -93,11 +95,25 @@ def served_config(served_pipeline, tmp_path_factory):
 
 
 def test_sigterm_stops_every_process_and_frees_the_port(served_config, tmp_path):
-    config, home = served_config
+    """Through a serving YAML naming two families (one file, no JSON in the environment)."""
+    _, home = served_config
+    serving = tmp_path / "serving.yaml"
+    serving.write_text(
+        "models:\n"
+        f"  churn: {{registered_model: {NAME}, dataset: synthetic}}\n"
+        f"  propensity: {{registered_model: {NAME}, dataset: synthetic}}\n"
+        "reload_interval_s: 0\n"
+    )
     port, log = free_port(), tmp_path / "serve.log"
-    proc = _patron_serve(config, home, port, log)
+    proc = _patron_serve(serving, home, port, log, option="--serving")
     try:
         _wait_ready(proc, port, log)
+        models = httpx.get(
+            f"http://127.0.0.1:{port}/models",
+            headers={"Authorization": f"Bearer {USER_KEY}"},
+            timeout=30,
+        ).json()["models"]
+        assert sorted(m["family"] for m in models) == ["churn", "propensity"]
         tree = psutil.Process(proc.pid).children(recursive=True)
         # patron serve -> bentoml serve (circus's arbiter) -> its worker, in a session of its own
         assert any("_bentoml_impl.worker" in " ".join(p.cmdline()) for p in tree), tree
