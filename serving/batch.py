@@ -1,11 +1,30 @@
-"""Batch scoring: the whole snapshot through the same code as POST /score, to one parquet file.
+"""Batch scoring: the whole snapshot scored into one parquet file, the values /score returns.
 
 A campaign system that would rather pull a file than call the API gets, per customer, exactly the
 fields /score returns (flattened: ``segment_*`` and ``reason_<i>_*`` columns), written atomically.
+
+The job is vectorised end to end. It loads only the model it scores and that model's base (no
+serving state: no shadow model, no campaigns, no reasons precomputed, the base scored once),
+scores the base in chunks with every core, ranks it once (``rank_stats``, as the service does) and
+builds every column as an array. Reason columns come from ``Explainer.top_reasons``, the same
+computation behind the records of /score, one chunk of rows at a time: a chunk's SHAP matrix is
+all the memory reasons need.
+
+Scores only (``reasons=False``): the ``reason_<i>_*`` columns are absent from the file. Absent
+means "not computed"; null reason columns mean the model has no reason codes (not a tree booster),
+as /score answers ``reasons: []`` for it.
+
+Progress: ``progress(scored, total)`` is called with the running count of customers whose rows
+are complete: ``(0, total)`` once the base is loaded, then after every chunk, last
+``(total, total)``.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,27 +32,61 @@ import numpy as np
 import pandas as pd
 
 from features.store import StateDirs, atomic_path
-from serving.handlers import score_records
-from serving.kinds import N_REASONS, ScoreModel
+from serving.base import CustomerBase, load_base
+from serving.kinds import (
+    N_REASONS,
+    ReasonArrays,
+    build_explainer,
+    build_score_model,
+    check_score_inputs,
+    detect_kind,
+    rank_stats,
+    score_output,
+    single_thread_xgboost,
+    xgboost_threads,
+)
+from serving.registry import ModelMeta, Registry, tracking_uri_of
 from serving.settings import ServedModel, ServingSettings
-from serving.state import build_state
+from serving.state import check_feature_set, served_feature_set
 
-CHUNK = 20_000  # rows explained per call: bounds the memory of the SHAP matrix
+log = logging.getLogger("patron.serving")
+
+#: ``progress(scored, total)``: running count of customers scored, and the base size.
+Progress = Callable[[int, int], None]
+
+REASON_CHUNK = 20_000  # rows explained per call: bounds the memory of the SHAP matrix
+SCORE_CHUNK = 250_000  # rows scored per call without reasons (few calls: little overhead)
 SEGMENT_FIELDS = ("rfm_code", "rfm_segment", "abc_class", "lifecycle_stage", "win_back_priority")
-COLUMNS = [
-    "customer_id",
-    "score",
-    "probability",
-    "value",
-    "percentile",
-    "decile",
-    *(f"segment_{k}" for k in SEGMENT_FIELDS),
-    *(
-        f"reason_{i + 1}_{k}"
-        for i in range(N_REASONS)
-        for k in ("feature", "value", "contribution")
-    ),
-]
+REASON_FIELDS = ("feature", "value", "contribution")
+MODEL_COLUMNS = ("model", "registered_model", "version", "as_of")
+
+
+def reason_columns(k: int = N_REASONS) -> list[str]:
+    """``reason_<i>_<field>`` for i = 1..k."""
+    return [f"reason_{i + 1}_{key}" for i in range(k) for key in REASON_FIELDS]
+
+
+def score_columns_names(reasons: bool = True) -> list[str]:
+    """The per-customer columns of the batch file, in order (the file adds MODEL_COLUMNS)."""
+    return [
+        "customer_id",
+        "score",
+        "probability",
+        "value",
+        "percentile",
+        "decile",
+        *(f"segment_{k}" for k in SEGMENT_FIELDS),
+        *(reason_columns() if reasons else []),
+    ]
+
+
+#: The per-customer columns of a file with reasons.
+COLUMNS = score_columns_names(reasons=True)
+
+
+def file_columns(reasons: bool = True) -> list[str]:
+    """Every column of the batch file, in order."""
+    return [MODEL_COLUMNS[0], *score_columns_names(reasons), *MODEL_COLUMNS[1:]]
 
 
 def _one_model(spec: ServingSettings | ServedModel, family: str | None) -> ServingSettings:
@@ -49,26 +102,146 @@ def _one_model(spec: ServingSettings | ServedModel, family: str | None) -> Servi
     return spec.model_copy(update={"models": {family: spec.models[family]}})
 
 
-def flatten(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """/score records as flat columns: segment_<field> and reason_<i>_<field> (i = 1..3)."""
-    rows = []
-    for rec in records:
-        row = {k: v for k, v in rec.items() if k not in ("segment", "reasons")}
-        seg = rec["segment"] or {}
-        for key in SEGMENT_FIELDS:
-            row[f"segment_{key}"] = seg.get(key)
-        for i in range(N_REASONS):
-            reason = rec["reasons"][i] if i < len(rec["reasons"]) else {}
-            for key in ("feature", "value", "contribution"):
-                row[f"reason_{i + 1}_{key}"] = reason.get(key)
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    for col in ("score", "probability", "value", "percentile"):
-        frame[col] = frame[col].astype("float64")
+def load_scorer(
+    settings: ServingSettings, state: StateDirs, family: str
+) -> tuple[ModelMeta, Any, CustomerBase]:
+    """(registry facts, python model, base) of one served scoring model, checked as the service
+    checks them (alias, feature-set fingerprint, feature columns) but not scored."""
+    spec = settings.models[family]
+    registry = Registry(tracking_uri_of(settings, state))
+    version = registry.version(spec.registered_model, spec.alias)
+    feature_set = served_feature_set(spec, registry, version[0])
+    python_model = registry.load(spec.registered_model, version[0])
+    kind = detect_kind(python_model, spec.kind)
+    if kind.build is not build_score_model:
+        raise ValueError(f"model {family!r} is a {kind.name} model, not a scorer")
+    trained_at, metrics, tags = registry.run_facts(version[1])
+    meta = ModelMeta(
+        family=family,
+        kind=kind.name,
+        registered_model=spec.registered_model,
+        alias=spec.alias,
+        version=version[0],
+        run_id=version[1],
+        trained_at=trained_at,
+        metrics=metrics,
+        tags=tags,
+        loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    base = load_base(state, spec.dataset, feature_set)
+    check_feature_set(family, meta, python_model, base)
+    check_score_inputs(meta, python_model, base)
+    return meta, python_model, base
+
+
+def _segment_columns(base: CustomerBase) -> dict[str, Any]:
+    """segment_<field> columns as /score's records hold them (str fields, a bool flag)."""
+    n = base.size
+    arrays = base.segment_arrays
+    if arrays is None:
+        return {f"segment_{k}": np.full(n, None, dtype=object) for k in SEGMENT_FIELDS}
+    out: dict[str, Any] = {}
+    for key in SEGMENT_FIELDS[:-1]:  # the text fields, named as the base's columns
+        values = arrays[key]
+        if not _all_str(values):  # as str() of each value, like the records of /score
+            values = np.array([str(v) for v in values], dtype=object)
+        out[f"segment_{key}"] = values
+    out["segment_win_back_priority"] = arrays["lapsed_recently"].astype(bool)
+    return out
+
+
+def _all_str(values: np.ndarray) -> bool:
+    from pandas.api.types import infer_dtype
+
+    return len(values) == 0 or infer_dtype(values, skipna=False) == "string"
+
+
+def _reason_frame_columns(parts: list[ReasonArrays] | None, n: int) -> dict[str, Any]:
+    """reason_<i>_<field> columns from chunks of top reasons (None: no reason codes)."""
+    out: dict[str, Any] = {}
+    if parts:
+        features = np.concatenate([p.features for p in parts])
+        values = np.concatenate([p.values for p in parts])
+        contribs = np.concatenate([p.contributions for p in parts])
+    else:
+        features = np.empty((n, 0), dtype=object)
+        values = contribs = np.empty((n, 0))
     for i in range(N_REASONS):
-        for key in ("value", "contribution"):
-            frame[f"reason_{i + 1}_{key}"] = frame[f"reason_{i + 1}_{key}"].astype("float64")
-    return frame
+        have = i < features.shape[1]
+        out[f"reason_{i + 1}_feature"] = features[:, i] if have else np.full(n, None, dtype=object)
+        out[f"reason_{i + 1}_value"] = values[:, i] if have else np.full(n, np.nan)
+        out[f"reason_{i + 1}_contribution"] = contribs[:, i] if have else np.full(n, np.nan)
+    return out
+
+
+def score_frame(
+    meta: ModelMeta,
+    python_model: Any,
+    base: CustomerBase,
+    reasons: bool = True,
+    progress: Progress | None = None,
+    chunk: int | None = None,
+    threads: int | None = None,
+) -> pd.DataFrame:
+    """Every base customer's /score fields as flat columns (``score_columns_names(reasons)``).
+
+    Scores (and reasons) are computed ``chunk`` rows at a time with ``threads`` threads (default:
+    every core), then ranked over the whole base.
+    """
+    n = base.size
+    threads = threads or os.cpu_count() or 1
+    step = max(1, chunk or (REASON_CHUNK if reasons else SCORE_CHUNK))
+    features = python_model.feature_names
+    scores = np.empty(n, dtype=np.float64)
+    parts: list[ReasonArrays] | None = [] if reasons else None
+    if progress is not None:
+        progress(0, n)
+    xgboost_threads(python_model, threads)
+    try:
+        for start in range(0, n, step):
+            rows = base.features.iloc[start : min(start + step, n)]
+            scores[start : start + len(rows)] = python_model.score(rows[features])
+            if parts is not None:
+                parts = _explain_chunk(meta, python_model, rows, parts, threads)
+            if progress is not None:
+                progress(start + len(rows), n)
+    finally:
+        single_thread_xgboost(python_model)  # back to the service's setting
+    _, percentile, decile = rank_stats(scores)
+    output = score_output(meta, python_model)
+    nan = np.full(n, np.nan)
+    columns: dict[str, Any] = {
+        "customer_id": base.features.index.to_numpy(dtype=object),
+        "score": scores,
+        "probability": scores if output == "probability" else nan,
+        "value": scores if output == "value" else nan,
+        "percentile": percentile.astype(np.float64),
+        "decile": decile.astype(np.int64),
+        **_segment_columns(base),
+    }
+    if reasons:
+        columns.update(_reason_frame_columns(parts, n))
+    return pd.DataFrame(columns, columns=score_columns_names(reasons))
+
+
+def _explain_chunk(
+    meta: ModelMeta,
+    python_model: Any,
+    rows: pd.DataFrame,
+    parts: list[ReasonArrays],
+    threads: int,
+) -> list[ReasonArrays] | None:
+    """``parts`` with the chunk's top reasons appended; None when the model cannot explain
+    (as the service then answers no reasons for any customer)."""
+    try:
+        explainer = build_explainer(python_model, rows)
+        if explainer is None:
+            return None
+        parts.append(explainer.top_reasons(np.arange(len(rows)), N_REASONS, nthread=threads))
+    except Exception as exc:  # reasons are optional; scores are not
+        log.warning("no reason codes for %s: %s", meta.registered_model, type(exc).__name__)
+        return None
+    return parts
 
 
 def score_base(
@@ -77,23 +250,21 @@ def score_base(
     out_path: str | Path,
     family: str | None = None,
     reasons: bool = True,
+    progress: Progress | None = None,
 ) -> Path:
-    """Score every customer of the model's latest snapshot into ``out_path`` (parquet, atomic)."""
+    """Score every customer of the model's latest snapshot into ``out_path`` (parquet, atomic).
+
+    ``reasons=False`` writes scores only (no ``reason_*`` columns); ``progress(scored, total)``
+    follows the count of customers scored.
+    """
     settings = _one_model(spec, family)
     family = next(iter(settings.models))
-    served_state = build_state(settings, state)
-    served = served_state.models[family]
-    if not isinstance(served, ScoreModel):
-        raise ValueError(f"model {family!r} is a {served.meta.kind} model, not a scorer")
-    parts = []
-    for start in range(0, served.base.size, CHUNK):
-        positions = np.arange(start, min(start + CHUNK, served.base.size))
-        parts.append(flatten(score_records(served, positions, reasons)))
-    frame = pd.concat(parts, ignore_index=True) if parts else flatten([])
+    meta, python_model, base = load_scorer(settings, state, family)
+    frame = score_frame(meta, python_model, base, reasons=reasons, progress=progress)
     frame.insert(0, "model", family)
-    frame["registered_model"] = served.meta.registered_model
-    frame["version"] = served.meta.version
-    frame["as_of"] = served.base.as_of.isoformat()
+    frame["registered_model"] = meta.registered_model
+    frame["version"] = meta.version
+    frame["as_of"] = base.as_of.isoformat()
     out = Path(out_path)
     with atomic_path(out) as tmp:
         frame.to_parquet(tmp, index=False)
@@ -106,8 +277,9 @@ def score_to_file(
     state: StateDirs | None = None,
     settings: ServingSettings | None = None,
     reasons: bool = True,
+    progress: Progress | None = None,
 ) -> Path:
     """``patron score --model <family> --out <file>``: settings default to $PATRON_SERVING."""
     settings = settings or ServingSettings.from_env()
     state = state or StateDirs.resolve(settings.home)
-    return score_base(state, settings, out_path, family=family, reasons=reasons)
+    return score_base(state, settings, out_path, family=family, reasons=reasons, progress=progress)

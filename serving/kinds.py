@@ -46,11 +46,20 @@ def _last_step(pipeline: Any) -> tuple[Any, Any]:
     return None, pipeline
 
 
-def single_thread_xgboost(obj: Any, _seen: set[int] | None = None, _depth: int = 0) -> int:
+def single_thread_xgboost(obj: Any) -> int:
     """Set every XGBoost model inside ``obj`` to one thread; returns how many were found.
 
     Requests score a handful of rows from many threads at once: OpenMP threads per call only
     fight each other there (measured: a 1-row predict went from ~1 ms to 10-30 ms on 2 busy cores).
+    """
+    return xgboost_threads(obj, 1)
+
+
+def xgboost_threads(obj: Any, threads: int, _seen: set[int] | None = None, _depth: int = 0) -> int:
+    """Set every XGBoost model inside ``obj`` to ``threads`` threads; returns how many were found.
+
+    One thread for requests (``single_thread_xgboost``); every core for a batch job, which makes
+    few large calls.
     """
     import xgboost as xgb
 
@@ -59,9 +68,9 @@ def single_thread_xgboost(obj: Any, _seen: set[int] | None = None, _depth: int =
         return 0
     seen.add(id(obj))
     if isinstance(obj, xgb.XGBModel):
-        obj.set_params(n_jobs=1)
+        obj.set_params(n_jobs=threads)
         try:
-            obj.get_booster().set_param("nthread", "1")
+            obj.get_booster().set_param("nthread", str(threads))
         except Exception:  # not fitted
             return 0
         return 1
@@ -78,8 +87,17 @@ def single_thread_xgboost(obj: Any, _seen: set[int] | None = None, _depth: int =
     else:
         return 0
     for child in children:
-        found += single_thread_xgboost(child, seen, _depth + 1)
+        found += xgboost_threads(child, threads, seen, _depth + 1)
     return found
+
+
+@dataclass(frozen=True)
+class ReasonArrays:
+    """Each row's top reasons as arrays of shape (rows, k), in decreasing |contribution|."""
+
+    features: np.ndarray  # object: the input column's name
+    values: np.ndarray  # float64: the customer's value of that input (NaN: missing)
+    contributions: np.ndarray  # float64: its SHAP contribution (log-odds for classifiers)
 
 
 @dataclass(frozen=True)
@@ -135,25 +153,42 @@ class Explainer:
         top = np.concatenate([p[1] for p in parts])
         return dataclasses.replace(self, top=(order, top))
 
+    def top_reasons(
+        self, positions: np.ndarray, k: int = N_REASONS, nthread: int = 1
+    ) -> ReasonArrays:
+        """The k contributions largest in absolute value per row, as arrays (rows x k).
+
+        The one computation behind both forms of reason codes: ``reasons`` (the records /score
+        returns) and the reason columns of the batch file.
+        """
+        positions = np.asarray(positions, dtype=np.intp)
+        if self.top is not None and self.top[0].shape[1] >= k:
+            order, top = self.top[0][positions, :k], self.top[1][positions, :k]
+        elif len(positions) == 0:
+            width = min(k, len(self.names))
+            order, top = np.zeros((0, width), np.int32), np.zeros((0, width), np.float32)
+        else:
+            order, top = self._largest(self.contributions(positions, nthread), k)
+        return ReasonArrays(
+            features=np.asarray(self.names, dtype=object)[order],
+            values=np.take_along_axis(self.inputs[positions], order, axis=1),
+            contributions=top.astype(np.float64),
+        )
+
     def reasons(self, positions: np.ndarray, k: int = N_REASONS) -> list[list[dict[str, Any]]]:
         """The k contributions largest in absolute value per row: feature, value, contribution."""
         if len(positions) == 0:
             return []
-        if self.top is not None and self.top[0].shape[1] >= k:
-            order, top = self.top[0][positions, :k], self.top[1][positions, :k]
-        else:
-            order, top = self._largest(self.contributions(positions), k)
-        k = order.shape[1]
-        values = np.take_along_axis(self.inputs[positions], order, axis=1)
-        names = np.asarray(self.names, dtype=object)[order]
+        top = self.top_reasons(positions, k)
+        names, values, contribs = top.features, top.values, top.contributions
         return [
             [
                 {
                     "feature": names[i, j],
                     "value": None if math.isnan(values[i, j]) else float(values[i, j]),
-                    "contribution": float(top[i, j]),
+                    "contribution": float(contribs[i, j]),
                 }
-                for j in range(k)
+                for j in range(names.shape[1])
             ]
             for i in range(len(positions))
         ]
@@ -257,6 +292,25 @@ def campaign_score_kind(served: Any, output: str, name: str, field_name: str) ->
         ) from None
 
 
+def check_score_inputs(meta: ModelMeta, python_model: Any, base: CustomerBase) -> None:
+    """Refuse a snapshot that lacks one of the model's feature columns (naming them)."""
+    missing = [c for c in python_model.feature_names if c not in base.features.columns]
+    if missing:
+        raise ValueError(
+            f"{meta.registered_model} v{meta.version} needs features {missing} that the snapshot "
+            f"{base.snapshot_path.name} of {base.feature_set} lacks"
+        )
+
+
+def score_output(meta: ModelMeta, python_model: Any) -> str:
+    """What a ScoringModel's score is: ``uplift``, ``probability`` or ``value``."""
+    if meta.kind == "uplift":
+        return "uplift"
+    if hasattr(python_model.estimator, "predict_proba"):
+        return "probability"
+    return "value"
+
+
 def build_score_model(
     meta: ModelMeta,
     python_model: Any,
@@ -264,22 +318,12 @@ def build_score_model(
     ctx: LoadContext | None = None,
 ) -> ScoreModel:
     """Score the whole base with a ScoringModel; reasons too when the base is small enough."""
-    missing = [c for c in python_model.feature_names if c not in base.features.columns]
-    if missing:
-        raise ValueError(
-            f"{meta.registered_model} v{meta.version} needs features {missing} that the snapshot "
-            f"{base.snapshot_path.name} of {base.feature_set} lacks"
-        )
+    check_score_inputs(meta, python_model, base)
     single_thread_xgboost(python_model)
     x = base.features[python_model.feature_names]
     scores = np.asarray(python_model.score(x), dtype=float) if len(x) else np.array([])
     ordered, percentile, decile = rank_stats(scores)
-    if meta.kind == "uplift":
-        output = "uplift"
-    elif hasattr(python_model.estimator, "predict_proba"):
-        output = "probability"
-    else:
-        output = "value"
+    output = score_output(meta, python_model)
     try:
         explainer = build_explainer(python_model, base.features)
         limit = ctx.settings.precompute_reasons_max if ctx and ctx.precompute_reasons else 0

@@ -12,10 +12,23 @@ import pytest
 
 from features.definitions import context_feature_names
 from models.decisions.value import BASIS_NON_CAUSAL, BASIS_UPLIFT
-from serving.batch import score_base
+from serving.batch import (
+    COLUMNS,
+    SEGMENT_FIELDS,
+    _reason_frame_columns,
+    file_columns,
+    score_base,
+    score_frame,
+)
 from serving.errors import RequestError
-from serving.handlers import check_ids, rank_offers, score_customers, target_customers
-from serving.kinds import rank_stats
+from serving.handlers import (
+    check_ids,
+    rank_offers,
+    score_customers,
+    score_records,
+    target_customers,
+)
+from serving.kinds import N_REASONS, rank_stats
 from serving.settings import AuthSettings, ServingSettings
 from serving.state import build_state, state_keys
 from tests.serving.conftest import NON_CAUSAL, ensure_snapshot, register_copy, serving_settings
@@ -258,11 +271,40 @@ def test_reload_reuses_what_did_not_change_and_loads_a_moved_alias(setup):
 # --------------------------------------------------------------------------- batch
 
 
+def records_as_columns(records: list[dict]) -> pd.DataFrame:
+    """/score records flattened one by one: the reference the vectorised batch file must equal
+    (the batch job's former per-record form)."""
+    rows = []
+    for rec in records:
+        row = {k: v for k, v in rec.items() if k not in ("segment", "reasons")}
+        seg = rec["segment"] or {}
+        for key in SEGMENT_FIELDS:
+            row[f"segment_{key}"] = seg.get(key)
+        for i in range(N_REASONS):
+            reason = rec["reasons"][i] if i < len(rec["reasons"]) else {}
+            for key in ("feature", "value", "contribution"):
+                row[f"reason_{i + 1}_{key}"] = reason.get(key)
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    floats = ["score", "probability", "value", "percentile"]
+    floats += [c for c in COLUMNS if c.endswith(("_value", "_contribution"))]
+    return frame.astype(dict.fromkeys(floats, "float64"))
+
+
 def test_batch_file_holds_what_the_api_returns(setup, tmp_path):
     pipeline, settings, state, _ = setup
     out = score_base(pipeline["state"], settings, tmp_path / "scores.parquet")
     frame = pd.read_parquet(out)
     served = state.models["churn"]
+    # the whole file equals the API's records of every customer, column by column
+    reference = records_as_columns(score_records(served, np.arange(served.base.size)))
+    reference.insert(0, "model", "churn")
+    reference["registered_model"] = served.meta.registered_model
+    reference["version"] = served.meta.version
+    reference["as_of"] = served.base.as_of.isoformat()
+    reference.to_parquet(tmp_path / "reference.parquet", index=False)
+    assert list(frame.columns) == file_columns(reasons=True)
+    pd.testing.assert_frame_equal(frame, pd.read_parquet(tmp_path / "reference.parquet"))
     assert len(frame) == served.base.size and frame["customer_id"].is_unique
     assert not list(tmp_path.glob(".*.tmp"))  # atomic: no temporary left
     ids = list(frame["customer_id"].sample(25, random_state=1))
@@ -278,6 +320,59 @@ def test_batch_file_holds_what_the_api_returns(setup, tmp_path):
             assert row[f"reason_{i}_feature"] == reason["feature"]
             assert row[f"reason_{i}_contribution"] == reason["contribution"]
     assert (frame["version"] == served.meta.version).all()
+
+
+def test_scores_only_file_has_no_reason_columns_and_progress_counts_the_base(setup, tmp_path):
+    pipeline, settings, state, _ = setup
+    served = state.models["churn"]
+    calls: list[tuple[int, int]] = []
+    out = score_base(
+        pipeline["state"],
+        settings,
+        tmp_path / "s.parquet",
+        reasons=False,
+        progress=lambda *a: calls.append(a),
+    )
+    frame = pd.read_parquet(out)
+    assert list(frame.columns) == file_columns(reasons=False)
+    assert not [c for c in frame.columns if c.startswith("reason_")]
+    n = served.base.size
+    assert frame["score"].tolist() == served.scores.tolist()
+    assert frame["decile"].tolist() == served.decile.tolist()
+    assert calls[0] == (0, n) and calls[-1] == (n, n)
+    done = [c[0] for c in calls]
+    assert done == sorted(done) and {c[1] for c in calls} == {n}
+
+
+def test_chunked_batch_reasons_equal_the_live_per_request_ones(setup):
+    # a few hundred rows in chunks of 64 with 2 threads against the records /score computes live
+    # (one thread, the whole request at once, no precomputed reasons)
+    _, _, state, _ = setup
+    served = state.models["churn"]
+    n = 200
+    base = dataclasses.replace(
+        served.base,
+        features=served.base.features.iloc[:n],
+        segments=served.base.segments.iloc[:n] if served.base.segments is not None else None,
+    )
+    frame = score_frame(served.meta, served.model, base, reasons=True, chunk=64, threads=2)
+    assert frame["score"].tolist() == served.scores[:n].tolist()
+    live = dataclasses.replace(served.explainer, top=None).reasons(np.arange(n))
+    for i, reasons in enumerate(live):
+        row = frame.iloc[i]
+        assert len(reasons) == N_REASONS
+        for j, reason in enumerate(reasons, start=1):
+            assert row[f"reason_{j}_feature"] == reason["feature"]
+            assert row[f"reason_{j}_contribution"] == reason["contribution"]
+            value = row[f"reason_{j}_value"]
+            assert (np.isnan(value) and reason["value"] is None) or value == reason["value"]
+
+
+def test_reason_columns_are_null_without_reason_codes():
+    cols = _reason_frame_columns(None, 2)
+    assert list(cols) == [c for c in COLUMNS if c.startswith("reason_")]
+    assert all(v is None for v in cols["reason_1_feature"])
+    assert np.isnan(cols["reason_3_contribution"]).all()
 
 
 # --------------------------------------------------------------------------- security
