@@ -14,92 +14,57 @@ and profit against the plan's control group with intervals, actual vs expected, 
 reason, the arms that contradict the model, and the roll-out gate's decision. The read-out is
 written beside the plan and logged to the plan's MLflow run; responses of customers outside the
 wave are kept in ``rejected_responses.csv`` with the reason, never dropped silently.
+
+The files and their rules (paths, immutability, atomic writes, response intake) are
+``models.decisions.plan_store``'s, which the service uses too; this module adds MLflow.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from features.store import atomic_path
 from models.decisions import Campaign, Plan
-from models.decisions.readout import (
-    DEFAULT_GATE_CONFIDENCE,
-    ArmTerms,
-    gate,
-    read_wave,
+from models.decisions import plan_store as store
+from models.decisions.plan_store import (
+    ID,
+    PLAN_FILE,
+    READOUT_FILE,
+    RECORD_FILE,
+    REJECTED_FILE,
+    RESPONSES_FILE,
+    SavedPlan,
+    expected_by_arm,
+    plan_id_of,
 )
+from models.decisions.readout import DEFAULT_GATE_CONFIDENCE
 
-ID = "customer_id"
-PLAN_FILE, RECORD_FILE, READOUT_FILE = "plan.parquet", "plan.json", "readout.json"
-REJECTED_FILE = "rejected_responses.csv"
-RESPONSES_FILE = "responses.parquet"  # the wave's responses the read-out used
+__all__ = [
+    "ID",
+    "MLFLOW_EXPERIMENT",
+    "PLAN_FILE",
+    "READOUT_FILE",
+    "RECORD_FILE",
+    "REJECTED_FILE",
+    "RESPONSES_FILE",
+    "SavedPlan",
+    "expected_by_arm",
+    "load_plan",
+    "plan_id_of",
+    "plans_dir",
+    "read_plan",
+    "save_plan",
+]
+
 MLFLOW_EXPERIMENT = "campaign-plans"
 
 
 def plans_dir(state: Any) -> Path:
     """Where the plans live: ``<home>/campaigns``."""
-    return Path(state.home) / "campaigns"
-
-
-def _arm_label(offer_data_id: str, channel: str) -> str:
-    return f"{offer_data_id}/{channel}"
-
-
-def expected_by_arm(plan: Plan, campaign: Campaign) -> list[dict[str, Any]]:
-    """Per (offer, channel) arm of the contacted customers: contacts, expected incremental
-    responses and profit, and the spread of the response count the model itself expects
-    (``sqrt(sum u (1 - u))`` over the contacts: response noise only, not the model's error)."""
-    c = plan.customers
-    contacted = c[c["selected"] & c["group"].isin(["test", "rollout"])]
-    data_id = {o.id: o.data_id for o in campaign.offers}
-    rows = []
-    for (offer, channel), part in contacted.groupby(["offer", "channel"], sort=True):
-        u = part["expected_incremental_responses"].to_numpy(dtype=float)
-        rows.append(
-            {
-                "arm": _arm_label(data_id[str(offer)], str(channel)),
-                "offer": str(offer),
-                "channel": str(channel),
-                "contacts": int(len(part)),
-                "test_cell": int((part["group"] == "test").sum()),
-                "expected_incremental_responses": float(u.sum()),
-                "expected_incremental_responses_sd": float(
-                    np.sqrt(np.sum(np.clip(u, 0, 1) * (1 - np.clip(u, 0, 1))))
-                ),
-                "expected_incremental_profit": float(part["expected_incremental_profit"].sum()),
-            }
-        )
-    return rows
-
-
-def plan_id_of(campaign: Campaign, as_of: date, inputs: dict[str, Any]) -> str:
-    """``<campaign id>-<as of>-<8 hex>``: the hash covers the definition and the inputs."""
-    blob = json.dumps(
-        {"campaign": campaign.model_dump(mode="json"), "as_of": str(as_of), "inputs": inputs},
-        sort_keys=True,
-        default=str,
-    )
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:8]
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in campaign.campaign_id)
-    return f"{safe}-{as_of}-{digest}"
-
-
-@dataclass(frozen=True)
-class SavedPlan:
-    """Where a plan was written and its record."""
-
-    plan_id: str
-    folder: Path
-    record: dict[str, Any]
-    created: bool  # False when the identical plan already existed
+    return store.plans_root(state.home)
 
 
 def save_plan(
@@ -107,33 +72,12 @@ def save_plan(
 ) -> SavedPlan:
     """Write the plan and its record atomically (never over another plan) and log it to
     MLflow. ``inputs``: what the plan was made from (dataset, model, feature set, ...)."""
-    plan_id = plan_id_of(campaign, as_of, inputs)
-    folder = plans_dir(state) / plan_id
-    record = {
-        "plan_id": plan_id,
-        "campaign": campaign.model_dump(mode="json"),
-        "as_of": str(as_of),
-        "inputs": inputs,
-        "summary": _clean(plan.summary),
-        "by_arm": expected_by_arm(plan, campaign),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    if (folder / RECORD_FILE).exists():
-        old = json.loads((folder / RECORD_FILE).read_text())
-        keys = ("campaign", "as_of", "inputs", "by_arm")  # not the timings or the run id
-        same = {k: old.get(k) for k in keys} == json.loads(
-            json.dumps({k: record[k] for k in keys}, default=str)
-        )
-        if not same:
-            raise ValueError(f"plan {plan_id} exists with other contents: plans are immutable")
-        return SavedPlan(plan_id, folder, old, False)
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / PLAN_FILE) as tmp:
-        plan.customers.to_parquet(tmp, index=False)
-    record["mlflow_run_id"] = _log_plan(state, plan_id, record, folder)
-    with atomic_path(folder / RECORD_FILE) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    return SavedPlan(plan_id, folder, record, True)
+    record = store.plan_record(plan, campaign, as_of, inputs)
+
+    def logged(folder: Path, rec: dict[str, Any]) -> dict[str, Any]:
+        return {"mlflow_run_id": _log_plan(state, rec["plan_id"], rec, folder)}
+
+    return store.write_plan(plans_dir(state), plan.customers, record, on_create=logged)
 
 
 def _log_plan(state: Any, plan_id: str, record: dict[str, Any], folder: Path) -> str:
@@ -173,11 +117,10 @@ def _log_plan(state: Any, plan_id: str, record: dict[str, Any], folder: Path) ->
 
 def load_plan(state: Any, plan_id: str) -> tuple[dict[str, Any], pd.DataFrame]:
     """A saved plan's record and per-customer table; a clear error for an unknown id."""
-    folder = plans_dir(state) / plan_id
-    if not (folder / RECORD_FILE).exists():
-        known = sorted(p.name for p in plans_dir(state).glob("*") if (p / RECORD_FILE).exists())
-        raise ValueError(f"--plan {plan_id!r}: no such plan (known: {known[-5:]})")
-    return json.loads((folder / RECORD_FILE).read_text()), pd.read_parquet(folder / PLAN_FILE)
+    try:
+        return store.load_plan(plans_dir(state), plan_id)
+    except store.PlanNotFound as exc:
+        raise ValueError(f"--plan {exc}") from None
 
 
 def read_plan(
@@ -188,72 +131,13 @@ def read_plan(
 ) -> dict[str, Any]:
     """The test cell's read-out against the control group and the gate's decision per arm."""
     record, customers = load_plan(state, plan_id)
-    campaign = Campaign.model_validate(record["campaign"])
-    missing = {ID, "responded"} - set(responses.columns)
-    if missing:
-        raise ValueError(f"responses lack columns {sorted(missing)} (campaign_history layout)")
-    r = responses.copy()
-    r[ID] = r[ID].astype(str)
-    r["responded"] = r["responded"].map(_flag)
-    wave = customers[customers["selected"] & customers["group"].isin(["test", "control"])]
-    known = r[ID].isin(wave[ID])
-    bad = r["responded"].isna()
-    rejected = r[~known | bad].copy()
-    rejected["reason_rejected"] = np.where(
-        ~known[~known | bad], "not in the plan's test cell or control group", "responded: not 0/1"
+    kept, rejected = store.screen_responses(responses, customers)
+    out = store.readout_of(
+        record, customers, kept, confidence, received=len(responses), rejected=len(rejected)
     )
-    r = r[known & ~bad].drop_duplicates(ID, keep="last")
-    rows = wave.merge(r, on=ID, how="inner")
-    data_id = {o.id: o.data_id for o in campaign.offers}
-    test = rows["group"] == "test"
-    labels = [
-        _arm_label(data_id[o], c) if t else None
-        for o, c, t in zip(rows["offer"], rows["channel"], test, strict=True)
-    ]
-    offers = {o.id: o for o in campaign.offers}
-    channels = {c.name: c for c in campaign.channels}
-    terms = {}
-    for o, c in {(o, c) for o, c, t in zip(rows["offer"], rows["channel"], test, strict=True) if t}:
-        offer, channel = offers[o], channels[c]
-        if offer.value is None:
-            raise ValueError(f"offer {o!r} is valued per customer: the read-out needs `value`")
-        terms[_arm_label(data_id[o], c)] = ArmTerms(
-            float(offer.value), float(channel.cost_per_contact), float(offer.cost_per_acceptance)
-        )
-    expected = np.where(test, rows["expected_incremental_responses"].to_numpy(dtype=float), np.nan)
-    reason = rows["reason"].tolist() if "reason" in rows.columns else None
-    readouts = read_wave(
-        labels,
-        rows["responded"].to_numpy(dtype=float),
-        terms,
-        expected_uplift=expected,
-        reason=reason,
-        level=confidence,
-    )
-    decisions = gate(readouts, confidence)
-    out = {
-        "plan_id": plan_id,
-        "read_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "confidence": confidence,
-        "responses": int(len(responses)),
-        "read": int(len(rows)),
-        "rejected": int(len(rejected)),
-        "wave_without_response": int(len(wave) - len(rows)),
-        "arms": [x.as_dict() for x in readouts],
-        "gate": [d.as_dict() for d in decisions],
-        "contradicting_arms": [x.arm for x in readouts if x.contradicts_model],
-    }
     folder = plans_dir(state) / plan_id
-    out = _clean(out)
-    kept = rows[[ID, "group", "offer", "channel", "responded"]].copy()
-    kept["reason"] = rows["reason"] if "reason" in rows.columns else None
-    with atomic_path(folder / RESPONSES_FILE) as tmp:
-        kept.to_parquet(tmp, index=False)
-    with atomic_path(folder / READOUT_FILE) as tmp:
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-    if len(rejected):
-        with atomic_path(folder / REJECTED_FILE) as tmp:
-            rejected.to_csv(tmp, index=False)
+    store.write_wave(folder, kept, rejected)
+    store.write_readout(folder, out)
     run_id = record.get("mlflow_run_id")
     if run_id:
         import mlflow
@@ -262,30 +146,7 @@ def read_plan(
 
         with tracking(state.tracking_uri), mlflow.start_run(run_id=run_id):
             mlflow.log_dict(out, "readout.json")
-            for d in decisions:
-                mlflow.set_tag(f"gate.{d.arm}", "roll out" if d.roll_out else "not rolled out")
+            for d in out["gate"]:
+                verdict = "roll out" if d["roll_out"] else "not rolled out"
+                mlflow.set_tag(f"gate.{d['arm']}", verdict)
     return out
-
-
-def _flag(value: Any) -> float | None:
-    if isinstance(value, bool | np.bool_):
-        return float(value)
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "y", "1.0"):
-        return 1.0
-    if text in ("0", "false", "no", "n", "0.0"):
-        return 0.0
-    return None
-
-
-def _clean(value: Any) -> Any:
-    """JSON-ready: NaN and infinities become null, numpy scalars Python ones, tuples lists."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

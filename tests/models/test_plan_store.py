@@ -1,0 +1,185 @@
+"""The plan store: immutable plans, idempotent response intake, rejected rows kept, atomic files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.decisions import parse_campaign
+from models.decisions import plan_store as store
+
+CAMPAIGN = parse_campaign(
+    {
+        "campaign_id": "store-test",
+        "offers": [{"id": "ret", "kind": "retention", "value": 40.0, "catalog_id": "RET_01"}],
+        "channels": [{"name": "email", "cost_per_contact": 0.2}],
+    }
+)
+AS_OF = pd.Timestamp("2024-01-01").date()
+
+
+def customers() -> pd.DataFrame:
+    """200 test contacts, 200 controls, 50 roll-out contacts and 50 not selected."""
+    n = 500
+    group = np.array(["test"] * 200 + ["control"] * 200 + ["rollout"] * 50 + [None] * 50)
+    selected = group != None  # noqa: E711 (an array comparison)
+    return pd.DataFrame(
+        {
+            "customer_id": [f"C{i:04d}" for i in range(n)],
+            "selected": selected,
+            "group": group,
+            "offer": np.where(selected, "ret", None),
+            "channel": np.where(selected, "email", None),
+            "expected_incremental_responses": np.where(selected, 0.1, np.nan),
+            "expected_incremental_profit": np.where(selected, 3.8, np.nan),
+        }
+    )
+
+
+def record(by_arm_contacts: int = 250) -> dict:
+    inputs = {"dataset": "x", "model": "m@1"}
+    return {
+        "plan_id": store.plan_id_of(CAMPAIGN, AS_OF, inputs),
+        "campaign": CAMPAIGN.model_dump(mode="json"),
+        "as_of": str(AS_OF),
+        "inputs": inputs,
+        "summary": {"base": 500},
+        "by_arm": [{"arm": "RET_01/email", "contacts": by_arm_contacts}],
+    }
+
+
+@pytest.fixture
+def saved(tmp_path):
+    root = tmp_path / "campaigns"
+    return root, store.write_plan(root, customers(), record())
+
+
+def no_temporary_files(folder) -> bool:
+    return not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def responses(ids, responded, reason=None, value=None) -> pd.DataFrame:
+    frame = pd.DataFrame({"customer_id": ids, "responded": responded})
+    if reason is not None:
+        frame["reason"] = reason
+    if value is not None:
+        frame["value"] = value
+    return frame
+
+
+def test_a_plan_is_written_once_and_never_overwritten(saved):
+    root, first = saved
+    assert first.created and store.valid_plan_id(first.plan_id)
+    assert {p.name for p in first.folder.iterdir()} == {store.PLAN_FILE, store.RECORD_FILE}
+    again = store.write_plan(root, customers(), record())
+    assert not again.created and again.plan_id == first.plan_id
+    with pytest.raises(store.PlanConflict, match="immutable"):
+        store.write_plan(root, customers(), record(by_arm_contacts=7))
+    rec, table = store.load_plan(root, first.plan_id)
+    assert rec["by_arm"][0]["contacts"] == 250 and len(table) == 500
+    for bad in ("nope", "../campaigns", f"../{first.plan_id}"):
+        with pytest.raises(store.PlanNotFound):
+            store.load_plan(root, bad)
+
+
+def test_responses_are_idempotent_by_contact_id(saved):
+    root, plan = saved
+    batch = responses(["C0000", "C0001", "C0200"], [True, False, False], ["", "price", None])
+    first = store.add_responses(root, plan.plan_id, batch)
+    assert (first.received, first.accepted, first.unchanged, first.rejected) == (3, 3, 0, [])
+    assert first.stored == 3 and first.wave == 400
+    path = plan.folder / store.RESPONSES_FILE
+    before = path.read_bytes()
+    again = store.add_responses(root, plan.plan_id, batch)  # a retry: a no-op
+    assert (again.accepted, again.unchanged, again.stored) == (0, 3, 3)
+    assert path.read_bytes() == before
+    stored = store.stored_responses(plan.folder)
+    assert stored.set_index("customer_id").loc["C0200", "group"] == "control"
+    assert stored["responded"].tolist() == [1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("changed", "field"),
+    [
+        (responses(["C0002", "C0001"], [True, True], [None, "price"]), "responded"),
+        (responses(["C0002", "C0001"], [True, False], [None, "fit"]), "reason"),
+        (responses(["C0002", "C0001"], [True, False], [None, "price"], [0, 12.5]), "value"),
+        # given twice in one batch with different content
+        (responses(["C0002", "C0002"], [True, False]), "responded"),
+    ],
+)
+def test_a_different_response_for_a_known_contact_is_a_conflict_and_stores_nothing(
+    saved, changed, field
+):
+    root, plan = saved
+    store.add_responses(root, plan.plan_id, responses(["C0001"], [False], ["price"]))
+    path = plan.folder / store.RESPONSES_FILE
+    before = path.read_bytes()
+    with pytest.raises(store.ResponseConflict) as err:
+        store.add_responses(root, plan.plan_id, changed)
+    assert (err.value.index, err.value.field) == (1, field)
+    assert path.read_bytes() == before  # C0002, new and valid, is not stored either
+    assert no_temporary_files(plan.folder)
+
+
+def test_rejected_responses_are_kept_with_the_reason_once(saved):
+    root, plan = saved
+    batch = responses(["C0420", "NOT-IN-PLAN", "C0003", "C0004"], [True, True, "maybe", 1])
+    out = store.add_responses(root, plan.plan_id, batch)
+    assert out.accepted == 1 and out.stored == 1
+    assert out.rejected == [
+        {"index": 0, "customer_id": "C0420", "reason": store.NOT_IN_WAVE},  # a roll-out customer
+        {"index": 1, "customer_id": "NOT-IN-PLAN", "reason": store.NOT_IN_WAVE},
+        {"index": 2, "customer_id": "C0003", "reason": store.NOT_A_FLAG},
+    ]
+    store.add_responses(root, plan.plan_id, batch)  # again: no duplicate rows
+    kept = pd.read_csv(plan.folder / store.REJECTED_FILE, dtype=str, keep_default_na=False)
+    assert kept["customer_id"].tolist() == ["C0420", "NOT-IN-PLAN", "C0003"]
+    assert kept["responded"].tolist()[2] == "maybe"  # as given, not a cleaned NaN
+    assert store.rejected_count(plan.folder) == 3
+
+
+def test_a_failed_write_leaves_the_stored_responses_as_they_were(saved, monkeypatch):
+    root, plan = saved
+    store.add_responses(root, plan.plan_id, responses(["C0001"], [True]))
+    path = plan.folder / store.RESPONSES_FILE
+    before = path.read_bytes()
+
+    def broken(self, target, **kwargs):
+        open(target, "wb").write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", broken)
+    with pytest.raises(OSError, match="disk full"):
+        store.add_responses(root, plan.plan_id, responses(["C0005"], [True]))
+    assert path.read_bytes() == before and no_temporary_files(plan.folder)
+
+
+def test_the_read_out_of_posted_responses_equals_the_read_out_of_the_file(saved):
+    root, plan = saved
+    rng = np.random.default_rng(3)
+    table = customers()
+    wave = store.wave_of(table)
+    treated = (wave["group"] == "test").to_numpy()
+    answers = responses(
+        wave["customer_id"].tolist(), rng.random(len(wave)) < np.where(treated, 0.5, 0.2)
+    )
+    for chunk in np.array_split(np.arange(len(answers)), 3):  # three batches over HTTP
+        store.add_responses(root, plan.plan_id, answers.iloc[chunk])
+    rec, table = store.load_plan(root, plan.plan_id)
+    posted = store.readout_of(rec, table, store.stored_responses(plan.folder), 0.9)
+    kept, rejected = store.screen_responses(answers, table)  # patron campaign read's path
+    filed = store.readout_of(rec, table, kept, 0.9)
+    assert rejected.empty
+    assert posted["arms"] == filed["arms"] and posted["gate"] == filed["gate"]
+    (arm,) = posted["arms"]
+    assert arm["arm"] == "RET_01/email" and arm["contacts"] == 200 and arm["control"] == 200
+    assert arm["expected_incremental_response"] == pytest.approx(0.1)
+    assert posted["wave_without_response"] == 0
+    (decision,) = posted["gate"]
+    assert decision["roll_out"] is True  # +30 pp x 40 - 0.2 per contact, 200 vs 200
+    store.write_readout(plan.folder, posted)
+    assert json.loads((plan.folder / store.READOUT_FILE).read_text()) == posted
