@@ -137,16 +137,20 @@ def load_scorer(
 def _segment_columns(base: CustomerBase) -> dict[str, Any]:
     """segment_<field> columns as /score's records hold them (str fields, a bool flag)."""
     n = base.size
-    arrays = base.segment_arrays
-    if arrays is None:
+    segments = base.segments
+    if segments is None:
         return {f"segment_{k}": np.full(n, None, dtype=object) for k in SEGMENT_FIELDS}
     out: dict[str, Any] = {}
     for key in SEGMENT_FIELDS[:-1]:  # the text fields, named as the base's columns
-        values = arrays[key]
+        column = segments[key]
+        if isinstance(column.dtype, pd.StringDtype) and not column.hasnans:
+            out[f"segment_{key}"] = column.array  # already text: no copy, no conversion
+            continue
+        values = column.to_numpy(dtype=object)
         if not _all_str(values):  # as str() of each value, like the records of /score
             values = np.array([str(v) for v in values], dtype=object)
         out[f"segment_{key}"] = values
-    out["segment_win_back_priority"] = arrays["lapsed_recently"].astype(bool)
+    out["segment_win_back_priority"] = segments["lapsed_recently"].to_numpy(dtype=bool)
     return out
 
 
