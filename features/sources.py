@@ -154,6 +154,12 @@ class DatasetConfig(BaseModel):
             raise ValueError(f"dataset name {v!r} may only hold letters, digits, '_', '.', '-'")
         return v
 
+    @field_validator("synthetic", mode="before")
+    @classmethod
+    def _expand_synthetic(cls, v: Any) -> Any:
+        # `${VAR:-default}` in a generator parameter (e.g. n_customers), as in paths
+        return _expand_strings(v)
+
     @field_validator("tables")
     @classmethod
     def _known_tables(cls, v: dict[str, TableSource]) -> dict[str, TableSource]:
@@ -201,6 +207,17 @@ def expand_vars(text: str) -> str:
         raise ValueError(f"environment variable {m.group(1)} is not set (used in {text!r})")
 
     return _VAR.sub(sub, text)
+
+
+def _expand_strings(value: Any) -> Any:
+    """``expand_vars`` over every string of a parsed YAML value (mappings and lists walked)."""
+    if isinstance(value, str):
+        return expand_vars(value)
+    if isinstance(value, dict):
+        return {k: _expand_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_strings(v) for v in value]
+    return value
 
 
 def load_dataset(ref: str | Path, search_dir: Path | None = None) -> DatasetConfig:
