@@ -66,7 +66,7 @@ def reason_columns(k: int = N_REASONS) -> list[str]:
     return [f"reason_{i + 1}_{key}" for i in range(k) for key in REASON_FIELDS]
 
 
-def score_columns_names(reasons: bool = True) -> list[str]:
+def customer_columns(reasons: bool = True) -> list[str]:
     """The per-customer columns of the batch file, in order (the file adds MODEL_COLUMNS)."""
     return [
         "customer_id",
@@ -81,12 +81,12 @@ def score_columns_names(reasons: bool = True) -> list[str]:
 
 
 #: The per-customer columns of a file with reasons.
-COLUMNS = score_columns_names(reasons=True)
+COLUMNS = customer_columns(reasons=True)
 
 
 def file_columns(reasons: bool = True) -> list[str]:
     """Every column of the batch file, in order."""
-    return [MODEL_COLUMNS[0], *score_columns_names(reasons), *MODEL_COLUMNS[1:]]
+    return [MODEL_COLUMNS[0], *customer_columns(reasons), *MODEL_COLUMNS[1:]]
 
 
 def _one_model(spec: ServingSettings | ServedModel, family: str | None) -> ServingSettings:
@@ -187,7 +187,7 @@ def score_frame(
     chunk: int | None = None,
     threads: int | None = None,
 ) -> pd.DataFrame:
-    """Every base customer's /score fields as flat columns (``score_columns_names(reasons)``).
+    """Every base customer's /score fields as flat columns (``customer_columns(reasons)``).
 
     Scores (and reasons) are computed ``chunk`` rows at a time with ``threads`` threads (default:
     every core), then ranked over the whole base.
@@ -225,7 +225,7 @@ def score_frame(
     }
     if reasons:
         columns.update(_reason_frame_columns(parts, n))
-    return pd.DataFrame(columns, columns=score_columns_names(reasons))
+    return pd.DataFrame(columns, columns=customer_columns(reasons))
 
 
 def _explain_chunk(
