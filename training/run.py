@@ -34,7 +34,49 @@ from training.families.base import Family, Frame, RunContext, Trained
 from training.guards import check_frame
 from training.promote import Champion, PromotionDecision, PromotionPolicy, decide_promotion
 
-PIP_REQUIREMENTS = ["xgboost-cpu", "scikit-learn", "pandas", "numpy", "mlflow"]
+#: What a logged model needs to load and predict in a clean environment, pinned by
+#: ``pip_requirements`` to the versions it was trained with (xgboost-cpu or xgboost, whichever
+#: is installed).
+REQUIRED_DISTRIBUTIONS = (
+    "mlflow",
+    "xgboost-cpu",
+    "scikit-learn",
+    "scipy",
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "pydantic",
+    "pyyaml",
+    "cloudpickle",
+)
+#: The project's packages a pickled model refers to (``models.*``; next-best-offer models also
+#: import ``features``), shipped with each logged model as MLflow code paths.
+CODE_PACKAGES = ("models", "features")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pip_requirements() -> list[str]:
+    """``name==version`` of every distribution a served model imports, as installed now."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pinned = []
+    for name in REQUIRED_DISTRIBUTIONS:
+        candidates = ("xgboost-cpu", "xgboost") if name == "xgboost-cpu" else (name,)
+        for candidate in candidates:
+            try:
+                pinned.append(f"{candidate}=={version(candidate)}")
+                break
+            except PackageNotFoundError:
+                continue
+        else:
+            raise RuntimeError(f"{name} is not installed: it is needed to log a servable model")
+    return pinned
+
+
+def code_paths() -> list[str]:
+    """The project packages shipped with a logged model (loaded before the installed ones only
+    where the project is not installed, e.g. a fresh environment built from requirements)."""
+    return [str(ROOT / package) for package in CODE_PACKAGES]
 _TRACKING_LOCK = threading.RLock()
 MAX_TAG_CHARS = 5000  # MLflow's limit on a tag value; promotion.json keeps the whole reason
 
@@ -271,7 +313,8 @@ def register_and_promote(
             python_model=wrapper,
             signature=infer_signature(example, output, predict_params),
             input_example=example,
-            pip_requirements=PIP_REQUIREMENTS,
+            pip_requirements=pip_requirements(),
+            code_paths=code_paths(),
             registered_model_name=cfg.registered_model,
         )
     version = str(info.registered_model_version)

@@ -149,7 +149,7 @@ def _publish(uri: str, wrapper, metrics: dict[str, float]) -> str:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from training.run import PIP_REQUIREMENTS
+    from training.run import pip_requirements
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     found = client.get_experiment_by_name("serving-postgres")
@@ -160,7 +160,7 @@ def _publish(uri: str, wrapper, metrics: dict[str, float]) -> str:
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=wrapper,
-                pip_requirements=PIP_REQUIREMENTS,
+                pip_requirements=pip_requirements(),
                 registered_model_name=NAME,
             )
         version = str(info.registered_model_version)
