@@ -18,10 +18,16 @@ misread:
   table for other consent columns, so ``/target`` and the planner never disagree.
 * Contact history from the dataset's ``campaign_history`` table, duplicates and households from
   its ``merge_map`` / ``households`` tables (``patron customers link``), when present.
+
+The campaign loop over HTTP: ``save: true`` stores the plan (``models.decisions.plan_store``,
+the same folder and rules as ``patron campaign plan``) under ``<home>/campaigns/<plan id>``;
+``post_responses`` takes the wave's responses (idempotent by contact id) and ``plan_readout``
+reads the wave against its control group with the roll-out gate, as ``patron campaign read``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,9 +48,11 @@ from models.decisions import (
     UpliftEstimate,
     contact_history,
     plan_campaign,
+    plan_store,
 )
 from models.decisions.allocate import LAST_NEGATIVE_REASON, household_maps_from
 from models.decisions.campaign import Campaign, load_campaign, parse_campaign
+from models.decisions.readout import DEFAULT_GATE_CONFIDENCE
 from serving.errors import RequestError, field_path
 
 if TYPE_CHECKING:
@@ -525,8 +533,10 @@ def plan_request(
     selected_only: bool = False,
     offset: int = 0,
     max_rows: int = 1000,
+    save: bool = False,
 ) -> dict[str, Any]:
-    """The POST /campaigns/plan answer as plain data (serving.schemas.PlanResponse)."""
+    """The POST /campaigns/plan answer as plain data (serving.schemas.PlanResponse); with
+    ``save``, the plan is stored immutably and its ``plan_id`` answered."""
     parsed, source, prefix = request_campaign(state, campaign_name, campaign)
     if customer_ids is not None and len(set(customer_ids)) != len(customer_ids):
         raise RequestError("customer_ids", "each customer id at most once")
@@ -546,6 +556,23 @@ def plan_request(
         )
     except (ValueError, TypeError) as exc:  # the value layer refusing what it cannot read
         raise RequestError(prefix, _one_line(exc, 500)) from None
+    saved = None
+    if save:
+        inputs = {
+            "made_by": "POST /campaigns/plan",
+            "source": source,
+            "dataset": base.dataset,
+            "snapshot_as_of": base.as_of.isoformat(),
+            "models": used,
+            "value_model": value_used,
+            "history": history_from,
+            "households": households_from,
+        }
+        record = plan_store.plan_record(plan, parsed, base.as_of, inputs)
+        try:
+            saved = plan_store.write_plan(plan_store.plans_root(dirs.home), plan.customers, record)
+        except plan_store.PlanConflict as exc:
+            raise RequestError("save", str(exc), 409) from None
     table = plan.customers
     unknown: list[str] = []
     if customer_ids is not None:
@@ -618,4 +645,110 @@ def plan_request(
         },
         "customers": _rows(page),
         "unknown": [{"customer_id": c, "reason": "not in the base planned"} for c in unknown],
+        "plan_id": saved.plan_id if saved else None,
+        "plan_created": saved.created if saved else None,
     }
+
+
+# --------------------------------------------------------------------------- the loop over HTTP
+
+
+def unknown_query(params: Mapping[str, str], allowed: frozenset[str]) -> RequestError | None:
+    """An error naming the first query parameter the route does not take."""
+    extra = sorted(set(params) - allowed)
+    if not extra:
+        return None
+    name = extra[0][:64]
+    return RequestError(
+        name, f"unknown query parameter {name!r}; this route takes only {sorted(allowed)}"
+    )
+
+
+def request_model(raw: bytes, model: type[Any]) -> Any:
+    """A JSON body validated against a request model; a 400 naming the field (unknown fields
+    first: a misspelt field is the likelier cause of a missing one)."""
+    try:
+        body = json.loads(raw) if raw.strip() else None
+    except ValueError:
+        raise RequestError("body", "the body is not valid JSON") from None
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        detail = _errors(exc, "")
+        detail.sort(key=lambda e: e["type"] != "extra_forbidden")
+        field, message = _first(detail)
+        raise PlanRequestError(field, message, detail) from None
+
+
+def _plan_folder(dirs: StateDirs, plan_id: str) -> tuple[Path, dict[str, Any], pd.DataFrame]:
+    root = plan_store.plans_root(dirs.home)
+    try:  # an id of another form names no plan either (and never a path: load_plan checks)
+        record, customers = plan_store.load_plan(root, plan_id)
+    except plan_store.PlanNotFound:
+        raise RequestError(
+            "plan_id",
+            f"no saved plan {plan_id[:200]!r} (plan ids: <campaign id>-<YYYY-MM-DD>-<8 hex>, "
+            "answered by POST /campaigns/plan with save: true)",
+            404,
+        ) from None
+    return root, record, customers
+
+
+def post_responses(dirs: StateDirs, plan_id: str, rows: Sequence[Any]) -> dict[str, Any]:
+    """The POST /campaigns/{plan_id}/responses answer (serving.schemas.ResponsesResponse)."""
+    root, _, _ = _plan_folder(dirs, plan_id)
+    frame = pd.DataFrame(
+        {
+            "customer_id": [r.customer_id for r in rows],
+            "responded": [bool(r.responded) for r in rows],
+            "reason": [r.reason for r in rows],
+            "value": [r.value for r in rows],
+        }
+    )
+    try:
+        intake = plan_store.add_responses(root, plan_id, frame)
+    except plan_store.ResponseConflict as exc:
+        raise RequestError(f"responses.{exc.index}.{exc.field}", str(exc), 409) from None
+    return {
+        "plan_id": plan_id,
+        "received": intake.received,
+        "accepted": intake.accepted,
+        "unchanged": intake.unchanged,
+        "rejected": intake.rejected,
+        "stored": intake.stored,
+        "wave": intake.wave,
+    }
+
+
+def gate_confidence(text: str | None) -> float:
+    """The ``confidence`` query parameter: a one-sided level in [0.5, 1)."""
+    if text is None:
+        return DEFAULT_GATE_CONFIDENCE
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.5 <= value < 1:
+        raise RequestError("confidence", "a number from 0.5 up to (not including) 1, e.g. 0.9")
+    return value
+
+
+def plan_readout(dirs: StateDirs, plan_id: str, confidence: float) -> dict[str, Any]:
+    """The GET /campaigns/{plan_id}/readout answer (serving.schemas.ReadoutResponse): the
+    stored responses read against the control group and the gate's decision per arm, recorded
+    beside the plan as ``readout.json`` (what ``patron campaign rollout`` goes on from)."""
+    root, record, customers = _plan_folder(dirs, plan_id)
+    folder = root / plan_id
+    stored = plan_store.stored_responses(folder)
+    try:
+        out = plan_store.readout_of(
+            record,
+            customers,
+            stored,
+            confidence,
+            rejected=plan_store.rejected_count(folder),
+        )
+    except ValueError as exc:  # an offer valued per customer: no fixed value to read with
+        raise RequestError("plan_id", _one_line(exc), 422) from None
+    plan_store.write_readout(folder, out)
+    return {**out, "expected_by_arm": record.get("by_arm", [])}

@@ -30,6 +30,8 @@ ROUTES = frozenset(
         "/next-best-offer",
         "/target",
         "/campaigns/plan",
+        "/campaigns/{plan_id}/responses",
+        "/campaigns/{plan_id}/readout",
         "/offers",
         "/models",
         "/admin/reload",
@@ -41,6 +43,11 @@ ROUTES = frozenset(
     }
 )
 ROUTE_PREFIXES = ("/static_content/",)
+#: Routes with a path parameter: (prefix, suffix) -> the route's template (one series each).
+PARAM_ROUTES = {
+    ("/campaigns/", "/responses"): "/campaigns/{plan_id}/responses",
+    ("/campaigns/", "/readout"): "/campaigns/{plan_id}/readout",
+}
 METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
 OTHER = "other"
 #: Latency buckets in seconds: single-customer requests are milliseconds, a whole-base plan
@@ -52,6 +59,10 @@ def route_label(path: str) -> str:
     """The route a path belongs to, or ``other``: never the raw path of an unknown one."""
     if path in ROUTES:
         return path
+    for (head, tail), template in PARAM_ROUTES.items():
+        middle = path[len(head) : -len(tail)] if path.startswith(head) else ""
+        if path.endswith(tail) and middle and "/" not in middle:
+            return template
     for prefix in ROUTE_PREFIXES:
         if path.startswith(prefix):
             return prefix.rstrip("/")

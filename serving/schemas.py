@@ -640,6 +640,18 @@ MaxRows = Annotated[
 ]
 
 
+SavePlan = Annotated[
+    bool,
+    Field(
+        strict=True,
+        description="store the plan, immutable, under its `plan_id` (the same inputs give the "
+        "same id: saving again is a no-op); then post the wave's responses to "
+        "/campaigns/{plan_id}/responses and read it at /campaigns/{plan_id}/readout",
+        examples=[False],
+    ),
+]
+
+
 class PlanRequest(RequestBody):
     """POST /campaigns/plan."""
 
@@ -650,6 +662,7 @@ class PlanRequest(RequestBody):
     selected_only: SelectedOnly = False
     offset: RowOffset = 0
     max_rows: MaxRows = 1000
+    save: SavePlan = False
 
 
 class PlanRow(BaseModel):
@@ -768,6 +781,14 @@ class PlanResponse(BaseModel):
     page: PlanPage
     customers: list[PlanRow]
     unknown: list[UnknownCustomer] = Field(description="customer_ids not in the base")
+    plan_id: str | None = Field(
+        None,
+        description="with save: the stored plan's id (null without save)",
+        examples=["retention-2026-12-2024-12-31-1a2b3c4d"],
+    )
+    plan_created: bool | None = Field(
+        None, description="with save: false when the identical plan was stored already"
+    )
 
 
 class ListedOffer(BaseModel):
@@ -807,3 +828,142 @@ class OffersListResponse(BaseModel):
 
     campaigns: list[ConfiguredCampaign]
     model_offers: list[ModelOffer] = Field(description="offers of served NBO models")
+
+
+# --------------------------------------------------------------------------- the campaign loop
+# POST /campaigns/{plan_id}/responses and GET /campaigns/{plan_id}/readout (ops routes): the
+# wave of a saved plan, read against its control group (models.decisions.plan_store, .readout).
+
+
+class CampaignResponse(Strict):
+    """One contact's response (the campaign_history layout); the contact id is the customer id."""
+
+    customer_id: CustomerId = Field(examples=["C0000042"])
+    responded: bool = Field(
+        description="responded within the campaign window (true / false)", examples=[False]
+    )
+    reason: str | None = Field(
+        None,
+        max_length=64,
+        description="the reason given with a (negative) response, e.g. price",
+        examples=["price"],
+    )
+    value: float | None = Field(
+        None,
+        ge=-MAX_MONEY,
+        le=MAX_MONEY,
+        allow_inf_nan=False,
+        description="the response's value, kept with it (the read-out values a response at "
+        "its offer's value, as the plan did)",
+        examples=[40.0],
+    )
+
+
+class ResponsesRequest(RequestBody):
+    """POST /campaigns/{plan_id}/responses."""
+
+    responses: list[CampaignResponse] = Field(
+        min_length=1,
+        max_length=HARD_MAX_BATCH,
+        description="the wave's responses; idempotent by customer_id: the same response again "
+        "is a no-op, a different one for a stored contact a 409 naming the field",
+        examples=[[{"customer_id": "C0000042", "responded": False, "reason": "price"}]],
+    )
+
+
+class RejectedResponse(BaseModel):
+    """A posted response not read: kept beside the plan with the reason."""
+
+    index: int = Field(description="position in the posted list")
+    customer_id: str
+    reason: str = Field(examples=["not in the plan's test cell or control group"])
+
+
+class ResponsesResponse(BaseModel):
+    """What a batch of responses did."""
+
+    plan_id: str
+    received: int
+    accepted: int = Field(description="responses stored now")
+    unchanged: int = Field(description="identical to a response stored already (a retry)")
+    rejected: list[RejectedResponse] = Field(
+        description="not in the plan's test cell or control group: kept with the reason"
+    )
+    stored: int = Field(description="responses stored for the plan in all")
+    wave: int = Field(description="the plan's test cell and control group")
+
+
+class ArmReadoutOut(BaseModel):
+    """One arm's wave against the control group (null: not measurable yet)."""
+
+    arm: str = Field(description="offer/channel", examples=["RET_01/email"])
+    contacts: int
+    responders: int
+    control: int
+    control_responders: int
+    response_rate: float | None
+    control_rate: float | None
+    incremental_response: float | None
+    incremental_response_ci: list[float | None] = Field(description="at the confidence level")
+    profit_per_contact: float | None
+    profit_per_contact_ci: list[float | None]
+    profit_lower_one_sided: float | None = Field(description="the gate's figure")
+    profit_se: float | None
+    incremental_profit: float | None
+    expected_incremental_response: float | None = Field(
+        description="the plan's expectation per contact (actual vs expected)"
+    )
+    contradicts_model: bool | None = Field(
+        description="the expectation lies outside the measured interval"
+    )
+    declined: dict[str, list[float | None]] = Field(
+        description="reason -> [share of the arm's contacts, share of the control]"
+    )
+    level: float
+
+
+class GateDecisionOut(BaseModel):
+    """Roll an arm out or not, and why."""
+
+    arm: str
+    roll_out: bool
+    reason: str
+    confidence: float
+
+
+class ReadoutResponse(BaseModel):
+    """A saved plan's wave read against its control group, and the roll-out gate."""
+
+    plan_id: str
+    read_at: str
+    confidence: float = Field(description="the gate's one-sided confidence")
+    responses: int = Field(description="responses stored")
+    read: int = Field(description="responses of the wave read")
+    rejected: int = Field(description="responses kept aside with a reason")
+    wave_without_response: int
+    arms: list[ArmReadoutOut]
+    gate: list[GateDecisionOut]
+    contradicting_arms: list[str]
+    expected_by_arm: list[dict[str, Any]] = Field(
+        description="the plan's expected figures per arm (plan.json's by_arm)"
+    )
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its nested models written in place (no ``$defs``): for an
+    ops route's documented body, which FastAPI does not add to the document's components."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.rsplit("/", 1)[-1]])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    out: dict[str, Any] = resolve(schema)
+    return out

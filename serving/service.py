@@ -1,7 +1,8 @@
 """The BentoML service: registry models by alias, the feature snapshot in memory, typed JSON APIs.
 
 Endpoints (docs/serving.md): POST /score, POST /next-best-offer, POST /target,
-POST /campaigns/plan, GET /offers, GET /models, POST /admin/reload; /healthz, /readyz, /livez,
+POST /campaigns/plan, POST /campaigns/{plan_id}/responses, GET /campaigns/{plan_id}/readout,
+GET /offers, GET /models, POST /admin/reload; /healthz, /readyz, /livez,
 /metrics and /docs.json come from BentoML. The methods here only parse, delegate to
 serving.handlers / serving.decisions / serving.state, and answer.
 """
@@ -24,7 +25,15 @@ from starlette.responses import JSONResponse, Response
 
 from features.store import StateDirs
 from models.decisions.campaign import Ranking
-from serving.decisions import offers_listing, plan_request
+from serving.decisions import (
+    gate_confidence,
+    offers_listing,
+    plan_readout,
+    plan_request,
+    post_responses,
+    request_model,
+    unknown_query,
+)
 from serving.errors import RequestError, ValidationErrorFields
 from serving.handlers import model_info, rank_offers, score_customers, target_customers
 from serving.kinds import ScoreModel
@@ -41,12 +50,16 @@ from serving.schemas import (
     OffersResponse,
     PlanRequest,
     PlanResponse,
+    ReadoutResponse,
     ReloadResponse,
     RequestBody,
+    ResponsesRequest,
+    ResponsesResponse,
     ScoreRequest,
     ScoreResponse,
     TargetRequest,
     TargetResponse,
+    inline_schema,
 )
 from serving.security import ApiKeyMiddleware, install_log_redaction, request_id
 from serving.settings import AuthSettings, ServingSettings
@@ -80,6 +93,16 @@ async def _run(n_ids: int, fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
     return await asyncio.to_thread(fn, *args)
 
+
+#: GET /campaigns/{plan_id}/readout's query parameter (parsed by serving.decisions, so a bad
+#: value is a 400 in the service's error shape).
+CONFIDENCE_PARAMETER = {
+    "name": "confidence",
+    "in": "query",
+    "required": False,
+    "description": "the roll-out gate's one-sided confidence (default 0.9)",
+    "schema": {"type": "number", "minimum": 0.5, "maximum": 1, "exclusiveMaximum": True},
+}
 
 #: GET /models and the admin actions (BentoML APIs are POST only); mounted on the service.
 ops = FastAPI(
@@ -355,10 +378,12 @@ class Patron:
         selected_only: bool,
         offset: int,
         max_rows: int,
+        save: bool,
     ) -> PlanResponse:
         """Plan a campaign (configured by name, or inline): per customer the offer, channel and
         group, or why not; totals per offer and channel; exclusions per reason adding up to the
-        base. Estimates come from the served models each offer names."""
+        base. Estimates come from the served models each offer names. `save: true` stores the
+        plan, immutable, and answers its `plan_id` (for /campaigns/{plan_id}/...)."""
         state = self.state
 
         def work() -> PlanResponse:
@@ -372,15 +397,17 @@ class Patron:
                 selected_only=selected_only,
                 offset=offset,
                 max_rows=max_rows,
+                save=save,
             )
             summary = body["summary"]
             log.info(
-                "plan campaign=%s source=%s basis=%s selected=%d contacted=%d",
+                "plan campaign=%s source=%s basis=%s selected=%d contacted=%d saved=%s",
                 body["campaign_id"],
                 body["source"],
                 summary["basis"],
                 summary["selected"],
                 summary["contacted"],
+                body["plan_id"],
             )
             return PlanResponse.model_validate(body)
 
@@ -388,6 +415,76 @@ class Patron:
             return await asyncio.to_thread(work)  # the whole base: never on the event loop
         except RequestError as exc:
             return _error(exc, "campaigns/plan")  # type: ignore[return-value]
+
+    # `:path`: any plan id reaches the handler (an encoded "/" or an empty one is a 404 in the
+    # error shape, not the framework's unmatched-route answer)
+    @ops.post(
+        "/campaigns/{plan_id:path}/responses",
+        response_model=ResponsesResponse,
+        summary="Post a saved plan's responses",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": inline_schema(ResponsesRequest)}},
+            }
+        },
+        responses={code: {"model": ErrorResponse} for code in (400, 404, 409)},
+    )
+    async def campaign_responses(
+        self, request: Request, plan_id: str
+    ) -> ResponsesResponse | JSONResponse:
+        """The wave's responses (campaign_history layout), idempotent by customer_id: the same
+        response again is a no-op, a different one for a stored contact a 409 naming the field
+        (nothing of that batch is stored); responses of customers outside the test cell and
+        control group are kept with the reason and listed."""
+        try:
+            refused = unknown_query(request.query_params, frozenset())
+            if refused is not None:
+                raise refused
+            body = request_model(await request.body(), ResponsesRequest)
+            out = await asyncio.to_thread(post_responses, self.dirs, plan_id, body.responses)
+        except RequestError as exc:
+            return _error(exc, "campaigns/responses")
+        # counts only: no customer id or response in the log
+        log.info(
+            "responses plan=%s received=%d accepted=%d unchanged=%d rejected=%d",
+            plan_id,
+            out["received"],
+            out["accepted"],
+            out["unchanged"],
+            len(out["rejected"]),
+        )
+        return ResponsesResponse.model_validate(out)
+
+    @ops.get(
+        "/campaigns/{plan_id:path}/readout",
+        response_model=ReadoutResponse,
+        summary="A saved plan's read-out and roll-out gate",
+        responses={code: {"model": ErrorResponse} for code in (400, 404, 422)},
+        openapi_extra={"parameters": [CONFIDENCE_PARAMETER]},
+    )
+    async def campaign_readout(
+        self, request: Request, plan_id: str
+    ) -> ReadoutResponse | JSONResponse:
+        """Per arm: incremental response and profit per contact against the control group with
+        intervals, actual vs expected, declines by reason, and the roll-out gate's decision at
+        `?confidence=` (one-sided, default 0.9); recorded beside the plan (readout.json)."""
+        try:
+            refused = await _unknown_inputs(request, frozenset({"confidence"}))
+            if refused is not None:
+                raise refused
+            confidence = gate_confidence(request.query_params.get("confidence"))
+            out = await asyncio.to_thread(plan_readout, self.dirs, plan_id, confidence)
+        except RequestError as exc:
+            return _error(exc, "campaigns/readout")
+        log.info(
+            "readout plan=%s read=%d rolled_out=%d of %d",
+            plan_id,
+            out["read"],
+            sum(bool(g["roll_out"]) for g in out["gate"]),
+            len(out["gate"]),
+        )
+        return ReadoutResponse.model_validate(out)
 
     @ops.get("/offers", response_model=OffersListResponse, summary="Offers to plan with")
     async def offers(self, request: Request) -> OffersListResponse | JSONResponse:

@@ -343,13 +343,16 @@ def add_responses(root: Path, plan_id: str, responses: pd.DataFrame) -> Intake:
     ok = in_wave & flags.notna().to_numpy()
     with _locked(folder):
         stored = stored_responses(folder)
-        old = {str(row[ID]): row for row in stored.to_dict("records")}
+        old: dict[str, dict[str, Any]] = {
+            str(row[ID]): {str(k): v for k, v in row.items()} for row in stored.to_dict("records")
+        }
         seen: dict[str, tuple[int, dict[str, Any]]] = {}
         new_rows: list[dict[str, Any]] = []
         unchanged = 0
         records = r.to_dict("records")
         for i in np.flatnonzero(ok):
-            row = {**records[i], "responded": flags.iloc[i]}
+            row: dict[str, Any] = {str(k): v for k, v in records[i].items()}
+            row["responded"] = flags.iloc[i]
             cid = row[ID]
             if cid in seen:
                 first, earlier = seen[cid]

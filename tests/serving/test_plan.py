@@ -1,14 +1,19 @@
-"""POST /campaigns/plan and GET /offers over the real server on loopback.
+"""POST /campaigns/plan and GET /offers over the real server on loopback; the campaign loop
+over HTTP (a saved plan, its responses, its read-out and gate) on the same server.
 
 An uplift model trained on the session's synthetic data (experiments/uplift/synthetic.yaml) is
 served beside the session's churn model; a configured campaign plans with it. Checked: the plan
 adds up to the base, no selected customer lacks consent for the chosen channel, budgets and
 capacities hold; a typo in an inline campaign, an unknown model and a churn model used as an
 uplift are 400s naming the field; the explicit non-causal path is labelled non-incremental.
+The loop: a saved plan's id is stable, responses are idempotent by contact id (a changed one is
+a 409 naming the field, nothing of that batch stored), rejected ones are kept with the reason,
+and the read-out equals ``patron campaign read``'s on the same responses.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -297,3 +302,115 @@ def test_target_ranks_by_the_uplift_model_and_refuses_the_churn_model(server):
     assert labelled_body["score_kind"] == "churn_probability"
     assert labelled_body["basis"] == BASIS_NON_CAUSAL
     assert labelled_body["summary"]["expected_responses"] is None
+
+
+# --------------------------------------------------------------------------- the loop over HTTP
+
+SENTINEL = "ZQX-PLAN-SENTINEL-5521"  # a customer id that must never reach the server log
+
+
+def responses_url(srv: Server, plan_id: str, kind: str = "responses") -> str:
+    return f"{srv.url}/campaigns/{plan_id}/{kind}"
+
+
+def post_responses(srv: Server, plan_id: str, rows: object) -> httpx.Response:
+    body = {"responses": rows} if isinstance(rows, list) else rows
+    return httpx.post(responses_url(srv, plan_id), json=body, headers=USER, timeout=60)
+
+
+@pytest.mark.server
+def test_the_campaign_loop_over_http(server):
+    from experiments.plans import read_plan
+    from models.decisions import plan_store
+
+    srv, pipeline = server
+    state = pipeline["state"]
+    saved = post(srv, {"campaign_name": "retention", "save": True, "max_rows": 0})
+    assert saved.status_code == 200, saved.text[:3000]
+    plan_id = saved.json()["plan_id"]
+    assert saved.json()["plan_created"] is True and saved.json()["customers"] == []
+    again = post(srv, {"campaign_name": "retention", "save": True, "max_rows": 0}).json()
+    assert (again["plan_id"], again["plan_created"]) == (plan_id, False)
+    assert post(srv, {"campaign_name": "retention", "max_rows": 0}).json()["plan_id"] is None
+    record, table = plan_store.load_plan(plan_store.plans_root(state.home), plan_id)
+    assert record["inputs"]["made_by"] == "POST /campaigns/plan"
+    assert [m["version"] for m in record["inputs"]["models"]] == [
+        i["version"] for i in saved.json()["inputs"]
+    ]
+
+    # the wave's responses, in two batches; a retry of the first is a no-op
+    wave = plan_store.wave_of(table)
+    rng = np.random.default_rng(7)
+    treated = (wave["group"] == "test").to_numpy()
+    said = rng.random(len(wave)) < np.where(treated, 0.5, 0.2)
+    rows = [
+        {"customer_id": c, "responded": bool(y), **({} if y else {"reason": "price"})}
+        for c, y in zip(wave["customer_id"], said, strict=True)
+    ]
+    half = len(rows) // 2
+    first = post_responses(srv, plan_id, rows[:half])
+    assert first.status_code == 200, first.text[:3000]
+    assert (first.json()["accepted"], first.json()["rejected"]) == (half, [])
+    retry = post_responses(srv, plan_id, rows[:half]).json()
+    assert (retry["accepted"], retry["unchanged"], retry["stored"]) == (0, half, half)
+    # customers outside the wave are kept with the reason, and listed
+    outside = table.loc[table["group"] == "rollout", "customer_id"].iloc[0]
+    extra = [
+        {"customer_id": outside, "responded": True},
+        {"customer_id": SENTINEL, "responded": True},
+    ]
+    second = post_responses(srv, plan_id, rows[half:] + extra)
+    assert second.status_code == 200, second.text[:3000]
+    body = second.json()
+    assert body["accepted"] == len(rows) - half and body["stored"] == len(rows) == body["wave"]
+    assert [(r["index"], r["customer_id"]) for r in body["rejected"]] == [
+        (len(rows) - half, outside),
+        (len(rows) - half + 1, SENTINEL),
+    ]
+    folder = plan_store.plans_root(state.home) / plan_id
+    kept = pd.read_csv(folder / plan_store.REJECTED_FILE, dtype=str)
+    assert set(kept["customer_id"]) == {outside, SENTINEL}
+
+    # a changed response is a 409 naming the field; nothing of that batch is stored
+    flipped = {**rows[0], "responded": not rows[0]["responded"]}
+    new = {"customer_id": outside, "responded": False}
+    conflict = refused(post_responses(srv, plan_id, [new, flipped]), "responses.1.responded", 409)
+    assert "already has a stored response" in conflict["error"]
+    assert len(plan_store.stored_responses(folder)) == len(rows)
+    # bad input: 4xx in the one error shape
+    refused(post_responses(srv, plan_id, [{**rows[0], "respondid": True}]), "responses.0.respondid")
+    refused(
+        post_responses(srv, plan_id, [{"customer_id": "C1", "responded": "yes"}]),
+        "responses.0.responded",
+    )
+    refused(post_responses(srv, plan_id, {"responses": rows[:1], "zz": 1}), "zz")
+    refused(post_responses(srv, plan_id, []), "responses")
+    refused(post_responses(srv, "nope-2024-01-01-00000000", rows[:1]), "plan_id", 404)
+    refused(post_responses(srv, "a/b", rows[:1]), "plan_id", 404)
+    unkeyed = httpx.post(responses_url(srv, plan_id), json={"responses": rows[:1]}, timeout=30)
+    assert unkeyed.status_code == 401
+
+    # the read-out and the gate: what `patron campaign read` gives on the same responses
+    url = responses_url(srv, plan_id, "readout")
+    readout = httpx.get(url, headers=USER, timeout=60)
+    assert readout.status_code == 200, readout.text[:3000]
+    out = readout.json()
+    assert out["read"] == len(rows) and out["rejected"] == 2 and out["wave_without_response"] == 0
+    tested = {
+        f"{o}/{c}" for o, c in wave.loc[treated, ["offer", "channel"]].itertuples(index=False)
+    }
+    assert {a["arm"] for a in out["arms"]} == {g["arm"] for g in out["gate"]} == tested
+    assert out["confidence"] == 0.9 and out["expected_by_arm"] == record["by_arm"]
+    assert any(a["declined"] for a in out["arms"])  # "price" among contacts and controls
+    recorded = json.loads((folder / plan_store.READOUT_FILE).read_text())
+    assert recorded["gate"] == out["gate"]  # what `patron campaign rollout` goes on from
+    at_70 = httpx.get(url, params={"confidence": "0.7"}, headers=USER, timeout=60).json()
+    assert at_70["confidence"] == 0.7
+    refused(httpx.get(url, params={"confidence": "2"}, headers=USER, timeout=30), "confidence")
+    refused(httpx.get(url, params={"confidnce": "0.9"}, headers=USER, timeout=30), "confidnce")
+    frame = pd.DataFrame(rows)
+    cli = read_plan(state, plan_id, frame, 0.9)
+    assert cli["arms"] == out["arms"] and cli["gate"] == out["gate"]
+    log = srv.log_text()
+    assert SENTINEL not in log and rows[0]["customer_id"] not in log
+    assert f"responses plan={plan_id} received=" in log
