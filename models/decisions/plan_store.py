@@ -68,7 +68,8 @@ class PlanConflict(ValueError):
 
 
 class ResponseConflict(ValueError):
-    """A response that differs from the one stored (or posted with it) for the same contact."""
+    """A response that differs from the one stored (or posted with it) for the same contact;
+    the message names rows by position, never a customer id."""
 
     def __init__(self, index: int, field: str, message: str) -> None:
         super().__init__(message)
@@ -361,8 +362,7 @@ def add_responses(root: Path, plan_id: str, responses: pd.DataFrame) -> Intake:
                     raise ResponseConflict(
                         int(i),
                         diff,
-                        f"customer {cid!r} is given twice in this batch (rows {first} and {i}) "
-                        f"with different {diff}",
+                        f"row {i} gives the contact of row {first} again with a different {diff}",
                     )
                 unchanged += 1
                 continue
@@ -373,8 +373,8 @@ def add_responses(root: Path, plan_id: str, responses: pd.DataFrame) -> Intake:
                     raise ResponseConflict(
                         int(i),
                         diff,
-                        f"customer {cid!r} already has a stored response with a different {diff}"
-                        " (responses are idempotent by contact id: the stored one stands)",
+                        f"row {i}: the contact already has a stored response with a different "
+                        f"{diff} (responses are idempotent by contact id: the stored one stands)",
                     )
                 unchanged += 1
                 continue

@@ -376,6 +376,7 @@ def test_the_campaign_loop_over_http(server):
     new = {"customer_id": outside, "responded": False}
     conflict = refused(post_responses(srv, plan_id, [new, flipped]), "responses.1.responded", 409)
     assert "already has a stored response" in conflict["error"]
+    assert rows[0]["customer_id"] not in conflict["error"]  # positions, never ids
     assert len(plan_store.stored_responses(folder)) == len(rows)
     # bad input: 4xx in the one error shape
     refused(post_responses(srv, plan_id, [{**rows[0], "respondid": True}]), "responses.0.respondid")
