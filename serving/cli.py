@@ -194,7 +194,7 @@ def ensure_snapshots(settings: Any, state: StateDirs) -> None:
     from serving.registry import Registry, tracking_uri_of
 
     registry = Registry(tracking_uri_of(settings, state))
-    for family, spec in settings.models.items():
+    for family, spec in settings.in_process().models.items():
         try:
             version = registry.version(spec.registered_model, spec.alias)[0]
         except Exception:
@@ -327,4 +327,69 @@ def make_app(resolve: Resolver) -> typer.Typer:
         path = score_to_file(family, out, state, settings)
         console.print(f"scores written to [bold]{path}[/bold]")
 
+    @app.command()
+    def publish(
+        serving: Annotated[
+            Path, typer.Option("--serving", "-s", help="serving YAML with an online_store")
+        ],
+        model: Annotated[str, typer.Option(help="family to score and publish")],
+        store: Annotated[
+            str | None, typer.Option(help="store URL (default: the YAML's online_store.url)")
+        ] = None,
+        reasons: Annotated[
+            bool, typer.Option(help="publish the top-3 reasons (SHAP) with each score")
+        ] = True,
+        home: HomeOpt = None,
+    ) -> None:
+        """Score the family's whole base with its champion and publish every customer's /score
+        record to the online store; replicas switch to it at once (one key)."""
+        from serving.online import open_store, publish_family
+        from serving.settings import ServingSettings
+
+        env, state = _server_env(resolve, None, serving, home)
+        settings = ServingSettings.model_validate(json.loads(env["PATRON_SERVING"]))
+        cfg = settings.online_store
+        url = store or (cfg.url if cfg is not None else None)
+        if url is None:
+            raise typer.BadParameter(
+                f"{serving} has no online_store: name a store URL", param_hint="--store"
+            )
+        target = open_store(
+            url, cfg.prefix if cfg else "patron", cfg.keep_previous_s if cfg else 600
+        )
+        target.ping()
+        with counting_progress(f"scoring {model}") as progress:
+            pub = publish_family(state, settings, model, target, reasons=reasons, progress=progress)
+        meta = pub.meta
+        console.print(
+            f"published {meta['customers']:,} customers of {model} ({meta['registered_model']} "
+            f"v{meta['version']}, snapshot {meta['snapshot_as_of']}) as {pub.pub_id} in {url}"
+        )
+
     return app
+
+
+@contextlib.contextmanager
+def counting_progress(label: str) -> Any:
+    """A Rich progress bar with counts and ETA, fed by ``progress(done, total)`` calls."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

@@ -358,6 +358,12 @@ class ModelInfo(BaseModel):
     loaded_at: str
     monitoring: dict[str, Any] | None = Field(description="summary of monitor.json, if present")
     shadow: ShadowInfo | None
+    served_from: Literal["memory", "online_store"] = Field(
+        "memory",
+        description="memory: model and snapshot loaded in this process; online_store: records "
+        "published by `patron publish`, read per request (loaded_at: when published)",
+    )
+    publication: str | None = Field(None, description="the online store's publication id")
 
 
 class ReloadInfo(BaseModel):

@@ -39,6 +39,13 @@ from serving.handlers import model_info, rank_offers, score_customers, target_cu
 from serving.kinds import ScoreModel
 from serving.lifecycle import ReloadStatus, die_with_parent, fail_startup
 from serving.metrics import RequestMetrics, exposition
+from serving.online import (
+    StoreUnavailable,
+    check_published,
+    open_store,
+    score_from_store,
+    store_model_info,
+)
 from serving.registry import Registry, tracking_uri_of
 from serving.schemas import (
     Audience,
@@ -200,6 +207,12 @@ class Patron:
             self.settings = ServingSettings.from_env()
             self.dirs = StateDirs.resolve(self.settings.home)
             self.registry = Registry(tracking_uri_of(self.settings, self.dirs))
+            # families the online store serves load nothing here: a connection, then reads
+            self.store = None
+            if self.settings.online_store is not None:
+                cfg = self.settings.online_store
+                self.store = open_store(cfg.url, cfg.prefix, cfg.keep_previous_s)
+                check_published(self.store, cfg.families, cfg.url)
             self._state: ServingState = build_state(self.settings, self.dirs, None, self.registry)
         except Exception as exc:
             fail_startup(exc)  # one line, and the server stops instead of respawning this
@@ -252,7 +265,13 @@ class Patron:
             return True, new
 
     def __is_ready__(self) -> bool:
-        """BentoML's /readyz: 503 while the last reload failed (the old models still answer)."""
+        """BentoML's /readyz: 503 while the last reload failed (the old models still answer)
+        or while the online store does not answer."""
+        if self.store is not None:
+            try:
+                self.store.ping()
+            except StoreUnavailable:
+                return False
         return self.reload_status.error is None
 
     def _poll(self) -> None:
@@ -280,9 +299,23 @@ class Patron:
         customer; ids not in the snapshot are listed under `unknown`, not errors."""
         state = self.state  # read once: this request finishes on this state whatever reloads
         try:
+            if model in self.settings.store_families:
+                return await _run(
+                    len(customer_ids), self._score_store, model, customer_ids, reasons
+                )
             return await _run(len(customer_ids), self._score, state, model, customer_ids, reasons)
         except RequestError as exc:
             return _error(exc, "score")  # type: ignore[return-value]
+
+    def _score_store(self, model: str, customer_ids: list[str], reasons: bool) -> ScoreResponse:
+        assert self.store is not None
+        try:
+            body = score_from_store(
+                self.store, model, customer_ids, self.settings.max_batch, reasons
+            )
+        except StoreUnavailable as exc:  # the store's fault, not the request's: 503
+            raise RequestError("model", f"the online store cannot answer: {exc}", 503) from exc
+        return ScoreResponse.model_validate(body)
 
     def _score(
         self, state: ServingState, model: str, customer_ids: list[str], reasons: bool
@@ -500,10 +533,17 @@ class Patron:
         """Loaded models: version, alias, training date, test metrics, snapshot date, monitoring
         and shadow aggregates."""
         state = self.state
+        stored = []
+        for family in sorted(self.settings.store_families):
+            assert self.store is not None
+            try:
+                stored.append(store_model_info(self.store, family))
+            except StoreUnavailable as exc:  # /readyz says 503 meanwhile
+                log.warning("online store unavailable for /models: %s", exc)
         return ModelsResponse.model_validate(
             {
                 "loaded_at": state.loaded_at,
-                "models": model_info(state, self.shadow.summary()),
+                "models": model_info(state, self.shadow.summary()) + stored,
                 "reload": self.reload_status.as_dict(),
             }
         )

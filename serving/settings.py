@@ -53,6 +53,23 @@ class ServedModel(BaseModel):
     )
 
 
+class OnlineStoreSettings(BaseModel):
+    """Families whose /score records a batch job publishes to a shared store (`patron publish`);
+    the service reads them per request instead of loading the model and the snapshot."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(
+        description="redis://host:port/db (a Redis shared by the replicas), or memory:// (tests)"
+    )
+    families: list[str] = Field(
+        min_length=1, description="served families read from the store (score models only)"
+    )
+    prefix: str = Field("patron", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="key prefix")
+    keep_previous_s: float = Field(
+        600.0, gt=0.0, description="a replaced publication stays readable this long"
+    )
+
+
 class ServingSettings(BaseModel):
     """The service's config, passed to the server process as JSON in $PATRON_SERVING."""
 
@@ -84,11 +101,33 @@ class ServingSettings(BaseModel):
         "start (a broken file stops the service, naming its key) and on every reload",
     )
 
+    online_store: OnlineStoreSettings | None = Field(
+        None, description="families served from a shared online store (Redis) written by a job"
+    )
+
     @model_validator(mode="after")
     def _some_model(self) -> ServingSettings:
         if not self.models:
             raise ValueError("models: at least one served model is needed")
+        if self.online_store is not None:
+            unknown = sorted(set(self.online_store.families) - set(self.models))
+            if unknown:
+                raise ValueError(
+                    f"online_store.families: {unknown} are not among models {sorted(self.models)}"
+                )
         return self
+
+    @property
+    def store_families(self) -> frozenset[str]:
+        """Families read from the online store (none without one)."""
+        return frozenset(self.online_store.families) if self.online_store else frozenset()
+
+    def in_process(self) -> ServingSettings:
+        """These settings without the store's families: what the in-process state loads."""
+        if not self.store_families:
+            return self
+        kept = {f: m for f, m in self.models.items() if f not in self.store_families}
+        return self.model_construct(**{**dict(self), "models": kept})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:

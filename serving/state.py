@@ -45,10 +45,19 @@ class ServingState:
     loaded_at: str
     keys: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # what each part came from
     campaigns: Mapping[str, Campaign] = field(default_factory=dict)  # settings.campaigns, parsed
+    remote: frozenset[str] = frozenset()  # families the online store serves (/score only)
 
     def model(self, family: str, field_name: str = "model") -> Any:
         """A served model by family name, or a 404 naming the field."""
         served = self.models.get(family)
+        if served is None and family in self.remote:
+            raise RequestError(
+                field_name,
+                f"model {family!r} is served from the online store, which holds its /score "
+                "records only; this route needs the model and its base in memory (serve the "
+                "family without online_store for it)",
+                409,
+            )
         if served is None:
             raise RequestError(
                 field_name, f"unknown model {family!r}; served: {sorted(self.models)}", 404
@@ -119,6 +128,7 @@ def state_keys(
     settings: ServingSettings, state: StateDirs, registry: Registry
 ) -> dict[str, tuple[Any, ...]]:
     """What the state would be built from now: alias versions, feature sets and snapshots."""
+    settings = settings.in_process()
     keys: dict[str, tuple[Any, ...]] = {}
     for family, spec in settings.models.items():
         version = registry.version(spec.registered_model, spec.alias)
@@ -138,7 +148,10 @@ def build_state(
     previous: ServingState | None = None,
     registry: Registry | None = None,
 ) -> ServingState:
-    """Load every served model and its base; parts whose inputs did not change are reused."""
+    """Load every served model and its base; parts whose inputs did not change are reused.
+    Families of the online store are not loaded (``state.remote`` names them)."""
+    remote = settings.store_families
+    settings = settings.in_process()
     registry = registry or Registry(tracking_uri_of(settings, state))
     keys = state_keys(settings, state, registry)
     campaigns = load_campaigns(settings.campaigns)  # a broken file fails before models load
@@ -192,6 +205,7 @@ def build_state(
         loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
         keys=keys,
         campaigns=campaigns,
+        remote=remote,
     )
 
 
@@ -212,6 +226,12 @@ def preflight(
     from features.build import SPEC_FILE, latest_snapshot
 
     registry = registry or Registry(tracking_uri_of(settings, state))
+    if settings.online_store is not None:
+        from serving.online import check_published, open_store
+
+        cfg = settings.online_store
+        check_published(open_store(cfg.url, cfg.prefix), cfg.families, cfg.url)
+    settings = settings.in_process()
     for family, spec in settings.models.items():  # each failure names the settings key
         try:
             version = registry.version(spec.registered_model, spec.alias)

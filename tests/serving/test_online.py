@@ -1,0 +1,201 @@
+"""The online store (issue 14, items 3-4): `patron publish` writes every customer's /score record,
+replicas read them per request from one shared Redis on loopback, and a champion swap is one
+switch of a key with no failed request.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from serving.online import (
+    MemoryStore,
+    RedisStore,
+    decode_record,
+    publish_family,
+    score_from_store,
+)
+from serving.settings import ServingSettings
+from tests.serving.conftest import (
+    USER_KEY,
+    Server,
+    free_port,
+    register_copy,
+    server_env,
+    serving_settings,
+)
+
+NAME = "serving-online-test"
+USER = {"Authorization": f"Bearer {USER_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A real Redis server on a loopback port for this module (the CI installs redis-server)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        store = RedisStore(url)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                store.ping()
+                break
+            except Exception:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def online(served_pipeline):
+    state = served_pipeline["state"]
+    version = register_copy(state, served_pipeline["logged"]["model_uri"], NAME, ("champion",))
+    return served_pipeline, version
+
+
+def _settings(pipeline, url: str) -> ServingSettings:
+    doc = serving_settings(pipeline, NAME, reload_interval_s=0)
+    doc["online_store"] = {"url": url, "families": ["churn"], "keep_previous_s": 30}
+    return ServingSettings.model_validate(doc)
+
+
+def _ids(pipeline, n: int) -> list[str]:
+    from tests.serving.test_http import snapshot_ids
+
+    return snapshot_ids(pipeline, n)
+
+
+def test_published_records_answer_exactly_what_the_in_memory_model_answers(online):
+    from serving.handlers import score_customers
+    from serving.state import build_state
+
+    pipeline, version = online
+    settings = _settings(pipeline, "memory://")
+    store = MemoryStore()
+    pub = publish_family(pipeline["state"], settings, "churn", store)
+    assert pub.meta["version"] == version and pub.meta["customers"] > 1000
+    ids = [*_ids(pipeline, 30), "NO-SUCH-CUSTOMER"]
+    in_memory = score_customers(
+        build_state(settings.model_copy(update={"online_store": None}), pipeline["state"]),
+        "churn",
+        ids,
+        10_000,
+    )
+    assert score_from_store(store, "churn", ids, 10_000) == in_memory
+    no_reasons = score_from_store(store, "churn", ids[:3], 10_000, with_reasons=False)
+    assert all(s["reasons"] == [] for s in no_reasons["scores"])
+
+
+def test_a_publication_switches_at_once_and_the_previous_one_expires(online, redis_url):
+    pipeline, _ = online
+    settings = _settings(pipeline, redis_url)
+    store = RedisStore(redis_url, keep_previous_s=30)
+    first = publish_family(pipeline["state"], settings, "churn", store, reasons=False)
+    ids = _ids(pipeline, 5)
+    assert store.current("churn") == first
+    second = publish_family(pipeline["state"], settings, "churn", store, reasons=False)
+    assert store.current("churn").pub_id == second.pub_id != first.pub_id
+    # a request that read the first publication still finds its records, for the grace period
+    assert all(raw is not None for raw in store.get(first, ids))
+    ttl = store._redis.ttl(f"patron:churn:{first.pub_id}:c:{ids[0]}")
+    assert 0 < ttl <= 30
+    assert store._redis.ttl(f"patron:churn:{second.pub_id}:c:{ids[0]}") == -1  # no expiry
+    assert decode_record(store.get(second, ids[:1])[0])["customer_id"] == ids[0]
+
+
+def _hammer(url: str, ids: list[str], stop: threading.Event, out: list) -> None:
+    with httpx.Client(base_url=url, headers=USER, timeout=30) as http:
+        while not stop.is_set():
+            try:
+                r = http.post("/score", json={"customer_ids": ids})
+                out.append((r.status_code, r.json().get("version", "") if r.is_success else r.text))
+            except httpx.HTTPError as exc:
+                out.append((0, type(exc).__name__))
+
+
+@pytest.mark.server
+def test_two_replicas_share_one_redis_and_a_swap_fails_no_request(online, redis_url, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    pipeline, version = online
+    state = pipeline["state"]
+    settings = _settings(pipeline, redis_url)
+    store = RedisStore(redis_url)
+    publish_family(state, settings, "churn", store)
+    doc = settings.model_dump(mode="json")
+    replicas = [Server(server_env(doc, state.home), tmp_path / f"r{i}.log") for i in range(2)]
+    try:
+        for srv in replicas:
+            srv.wait_ready()
+        ids = _ids(pipeline, 20)
+        answers = [
+            httpx.post(f"{s.url}/score", json={"customer_ids": ids}, headers=USER, timeout=30)
+            for s in replicas
+        ]
+        assert [a.status_code for a in answers] == [200, 200]
+        assert answers[0].json() == answers[1].json()
+        assert answers[0].json()["version"] == version
+        info = httpx.get(f"{replicas[0].url}/models", headers=USER, timeout=30).json()["models"]
+        assert [m["served_from"] for m in info] == ["online_store"]
+
+        # the swap: a new champion, published while both replicas answer
+        new = register_copy(state, pipeline["logged"]["model_uri"], NAME, ("challenger",))
+        client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
+        client.set_registered_model_alias(NAME, "champion", new)
+        stop, results = threading.Event(), []
+        workers = [
+            threading.Thread(target=_hammer, args=(s.url, ids[:5], stop, results))
+            for s in replicas
+            for _ in range(2)
+        ]
+        for w in workers:
+            w.start()
+        time.sleep(0.5)
+        publish_family(state, settings, "churn", store)
+        time.sleep(0.5)
+        stop.set()
+        for w in workers:
+            w.join(timeout=60)
+        statuses = [code for code, _ in results]
+        assert len(results) > 20 and statuses.count(200) == len(statuses), set(results)
+        versions = [v for _, v in results]
+        assert version in versions and versions[-1] == new
+        after = [
+            httpx.post(f"{s.url}/score", json={"customer_ids": ids}, headers=USER, timeout=30)
+            for s in replicas
+        ]
+        assert {a.json()["version"] for a in after} == {new}
+    finally:
+        for srv in replicas:
+            srv.stop()
