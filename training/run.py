@@ -77,6 +77,8 @@ def code_paths() -> list[str]:
     """The project packages shipped with a logged model (loaded before the installed ones only
     where the project is not installed, e.g. a fresh environment built from requirements)."""
     return [str(ROOT / package) for package in CODE_PACKAGES]
+
+
 _TRACKING_LOCK = threading.RLock()
 MAX_TAG_CHARS = 5000  # MLflow's limit on a tag value; promotion.json keeps the whole reason
 
