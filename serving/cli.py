@@ -308,6 +308,12 @@ def make_app(resolve: Resolver) -> typer.Typer:
         ] = None,
         model: Annotated[str | None, typer.Option(help="family to score (with --serving)")] = None,
         out: Annotated[Path, typer.Option(help="parquet file to write")] = Path("scores.parquet"),
+        scores_only: Annotated[
+            bool,
+            typer.Option(
+                "--scores-only", help="no reason columns (SHAP dominates the cost of a batch)"
+            ),
+        ] = False,
         home: HomeOpt = None,
     ) -> None:
         """Batch-score the whole base with the champion: the same values /score returns."""
@@ -324,7 +330,10 @@ def make_app(resolve: Resolver) -> typer.Typer:
                     param_hint="--model",
                 )
             family = next(iter(settings.models))
-        path = score_to_file(family, out, state, settings)
+        with counting_progress(f"scoring {family}") as progress:
+            path = score_to_file(
+                family, out, state, settings, reasons=not scores_only, progress=progress
+            )
         console.print(f"scores written to [bold]{path}[/bold]")
 
     @app.command()
