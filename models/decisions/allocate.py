@@ -45,8 +45,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
-from scipy.optimize import LinearConstraint, linprog, milp
 
 from models.decisions.campaign import Campaign, Condition
 from models.decisions.groups import assign_groups
@@ -359,6 +357,9 @@ def solve_exact(
     rel_gap: float = 1e-7,
 ) -> SolveResult:
     """The MIP (or, with ``relax``, its LP relaxation) solved by HiGHS."""
+    from scipy import sparse  # imported where solved: the service starts without them
+    from scipy.optimize import LinearConstraint, linprog, milp
+
     t0 = time.perf_counter()
     m = len(opts.value)
     if m == 0:
@@ -439,6 +440,8 @@ def solve_lagrangian(
     """Lagrangian dual of the budgets by box-step cutting planes, then greedy repair and fill;
     with ``polish_units``, also a HiGHS MIP over the units nearest indifference (the rest fixed
     at their choice), kept when it beats the greedy repair."""
+    from scipy.optimize import linprog  # imported where solved
+
     t0 = time.perf_counter()
     m, k = len(opts.value), len(cons.names)
     if m == 0:

@@ -30,7 +30,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
+
+
+def _z(p: float) -> float:
+    """The standard normal quantile (the stdlib's: no scipy import where the service starts)."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(p)
+
 
 DEFAULT_GATE_CONFIDENCE = 0.9
 MIN_CONTACTS = 30
@@ -39,7 +46,7 @@ MIN_CONTACTS = 30
 def wilson_interval(x: Any, n: Any, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval of a proportion ``x / n`` (vectorised)."""
     x, n = np.asarray(x, dtype=float), np.asarray(n, dtype=float)
-    z = stats.norm.ppf(0.5 + confidence / 2)
+    z = _z(0.5 + confidence / 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = x / n
         denom = 1 + z**2 / n
@@ -138,8 +145,8 @@ def read_wave(
     control = labels == ""
     n_c, x_c = int(control.sum()), int(y[control].sum())
     r_c = x_c / n_c if n_c else float("nan")
-    z_two = float(stats.norm.ppf(0.5 + level / 2))
-    z_one = float(stats.norm.ppf(level))
+    z_two = float(_z(0.5 + level / 2))
+    z_one = float(_z(level))
     expected = None if expected_uplift is None else np.asarray(expected_uplift, dtype=float)
     reasons = (
         None
@@ -208,8 +215,8 @@ def pool_readouts(waves: list[list[ArmReadout]], level: float = 0.9) -> list[Arm
     group: the fixed-effect (inverse-variance) pool of the per-wave profit per contact and
     incremental response, so a wave whose audience or season differs is compared only with its
     own control. Waves where the arm had no contacts or no control are left out."""
-    z_two = float(stats.norm.ppf(0.5 + level / 2))
-    z_one = float(stats.norm.ppf(level))
+    z_two = float(_z(0.5 + level / 2))
+    z_one = float(_z(level))
     names = list(dict.fromkeys(r.arm for wave in waves for r in wave))
     out = []
     for name in names:
