@@ -752,3 +752,58 @@ def plan_readout(dirs: StateDirs, plan_id: str, confidence: float) -> dict[str, 
         raise RequestError("plan_id", _one_line(exc), 422) from None
     plan_store.write_readout(folder, out)
     return {**out, "expected_by_arm": record.get("by_arm", [])}
+
+
+PLAN_GROUPS = ("test", "control", "rollout")
+
+
+def page_query(params: Mapping[str, str]) -> tuple[int, int, str | None]:
+    """``offset``, ``max_rows`` and ``group`` of GET /campaigns/{plan_id}/customers."""
+    from serving.settings import HARD_MAX_BATCH
+
+    def number(name: str, default: int, high: int) -> int:
+        text = params.get(name)
+        if text is None:
+            return default
+        if not text.isdigit() or int(text) > high:
+            raise RequestError(name, f"a whole number from 0 to {high}")
+        return int(text)
+
+    group = params.get("group")
+    if group is not None and group not in PLAN_GROUPS:
+        raise RequestError("group", f"one of {list(PLAN_GROUPS)}")
+    return number("offset", 0, 10**9), number("max_rows", 1000, HARD_MAX_BATCH), group
+
+
+def saved_plan_page(
+    dirs: StateDirs, plan_id: str, offset: int, max_rows: int, group: str | None
+) -> dict[str, Any]:
+    """The GET /campaigns/{plan_id}/customers answer: the saved plan's record and a page of its
+    rows (serving.schemas.SavedPlanResponse) — what was saved, never re-planned."""
+    _, record, customers = _plan_folder(dirs, plan_id)
+    table = customers if group is None else customers[customers["group"] == group]
+    page = table.iloc[offset : offset + max_rows].copy()
+    for column in ("person_id", "household_id"):
+        if column not in page.columns:
+            page[column] = page["customer_id"]
+    for column in ("basis", "exclusion_reason", "group", "offer", "channel"):
+        if column not in page.columns:
+            page[column] = None
+    page["basis"] = page["basis"].fillna(str(record.get("summary", {}).get("basis", "")))
+    end = offset + len(page)
+    return {
+        "plan_id": plan_id,
+        "campaign_id": record["campaign"]["campaign_id"],
+        "as_of": record["as_of"],
+        "created_at": record.get("created_at"),
+        "inputs": record.get("inputs", {}),
+        "summary": record.get("summary", {}),
+        "by_arm": record.get("by_arm", []),
+        "page": {
+            "offset": offset,
+            "returned": len(page),
+            "total_rows": len(table),
+            "next_offset": end if end < len(table) else None,
+        },
+        "customers": _rows(page),
+    }

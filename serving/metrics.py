@@ -32,6 +32,7 @@ ROUTES = frozenset(
         "/campaigns/plan",
         "/campaigns/{plan_id}/responses",
         "/campaigns/{plan_id}/readout",
+        "/campaigns/{plan_id}/customers",
         "/offers",
         "/models",
         "/admin/reload",
@@ -47,6 +48,7 @@ ROUTE_PREFIXES = ("/static_content/",)
 PARAM_ROUTES = {
     ("/campaigns/", "/responses"): "/campaigns/{plan_id}/responses",
     ("/campaigns/", "/readout"): "/campaigns/{plan_id}/readout",
+    ("/campaigns/", "/customers"): "/campaigns/{plan_id}/customers",
 }
 METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
 OTHER = "other"

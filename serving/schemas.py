@@ -955,6 +955,20 @@ class ReadoutResponse(BaseModel):
     )
 
 
+class SavedPlanResponse(BaseModel):
+    """A saved plan as it was saved: its record and a page of its customer rows."""
+
+    plan_id: str
+    campaign_id: str
+    as_of: str = Field(description="snapshot date the plan was made on")
+    created_at: str | None
+    inputs: dict[str, Any] = Field(description="what the plan was made from (models, versions)")
+    summary: dict[str, Any] = Field(description="the plan's totals when it was made")
+    by_arm: list[dict[str, Any]] = Field(description="expected figures per offer/channel arm")
+    page: PlanPage
+    customers: list[PlanRow]
+
+
 def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     """A model's JSON schema with its nested models written in place (no ``$defs``): for an
     ops route's documented body, which FastAPI does not add to the document's components."""

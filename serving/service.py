@@ -2,8 +2,8 @@
 
 Endpoints (docs/serving.md): POST /score, POST /next-best-offer, POST /target,
 POST /campaigns/plan, POST /campaigns/{plan_id}/responses, GET /campaigns/{plan_id}/readout,
-GET /offers, GET /models, POST /admin/reload; /healthz, /readyz, /livez,
-/metrics and /docs.json come from BentoML. The methods here only parse, delegate to
+GET /campaigns/{plan_id}/customers, GET /offers, GET /models, POST /admin/reload; /healthz,
+/readyz, /livez, /metrics and /docs.json come from BentoML. The methods here only parse, delegate to
 serving.handlers / serving.decisions / serving.state, and answer.
 """
 
@@ -28,10 +28,12 @@ from models.decisions.campaign import Ranking
 from serving.decisions import (
     gate_confidence,
     offers_listing,
+    page_query,
     plan_readout,
     plan_request,
     post_responses,
     request_model,
+    saved_plan_page,
     unknown_query,
 )
 from serving.errors import RequestError, ValidationErrorFields
@@ -62,6 +64,7 @@ from serving.schemas import (
     RequestBody,
     ResponsesRequest,
     ResponsesResponse,
+    SavedPlanResponse,
     ScoreRequest,
     ScoreResponse,
     TargetRequest,
@@ -110,6 +113,30 @@ CONFIDENCE_PARAMETER = {
     "description": "the roll-out gate's one-sided confidence (default 0.9)",
     "schema": {"type": "number", "minimum": 0.5, "maximum": 1, "exclusiveMaximum": True},
 }
+#: GET /campaigns/{plan_id}/customers' query parameters (parsed by serving.decisions).
+PAGE_PARAMETERS = [
+    {
+        "name": "offset",
+        "in": "query",
+        "required": False,
+        "description": "first row listed (default 0)",
+        "schema": {"type": "integer", "minimum": 0, "maximum": 10**9},
+    },
+    {
+        "name": "max_rows",
+        "in": "query",
+        "required": False,
+        "description": "most rows listed (default 1000)",
+        "schema": {"type": "integer", "minimum": 0, "maximum": 10_000},
+    },
+    {
+        "name": "group",
+        "in": "query",
+        "required": False,
+        "description": "only this group's rows",
+        "schema": {"type": "string", "enum": ["test", "control", "rollout"]},
+    },
+]
 
 #: GET /models and the admin actions (BentoML APIs are POST only); mounted on the service.
 ops = FastAPI(
@@ -518,6 +545,30 @@ class Patron:
             len(out["gate"]),
         )
         return ReadoutResponse.model_validate(out)
+
+    @ops.get(
+        "/campaigns/{plan_id:path}/customers",
+        response_model=SavedPlanResponse,
+        summary="A saved plan's record and customer rows",
+        responses={code: {"model": ErrorResponse} for code in (400, 404)},
+        openapi_extra={"parameters": PAGE_PARAMETERS},
+    )
+    async def campaign_customers(
+        self, request: Request, plan_id: str
+    ) -> SavedPlanResponse | JSONResponse:
+        """The plan as saved (never re-planned: the models may have moved since): its record
+        and its customer rows, paged, optionally one group's (e.g. the test cell to contact)."""
+        try:
+            refused = await _unknown_inputs(request, frozenset({"offset", "max_rows", "group"}))
+            if refused is not None:
+                raise refused
+            offset, max_rows, group = page_query(request.query_params)
+            out = await asyncio.to_thread(
+                saved_plan_page, self.dirs, plan_id, offset, max_rows, group
+            )
+        except RequestError as exc:
+            return _error(exc, "campaigns/customers")
+        return SavedPlanResponse.model_validate(out)
 
     @ops.get("/offers", response_model=OffersListResponse, summary="Offers to plan with")
     async def offers(self, request: Request) -> OffersListResponse | JSONResponse:

@@ -338,6 +338,26 @@ def test_the_campaign_loop_over_http(server):
         i["version"] for i in saved.json()["inputs"]
     ]
 
+    # the saved plan's rows, as saved (the test cell to contact, paged), not re-planned
+    rows_url = responses_url(srv, plan_id, "customers")
+    listed = httpx.get(rows_url, params={"group": "test"}, headers=USER, timeout=60)
+    assert listed.status_code == 200, listed.text[:3000]
+    cell = listed.json()
+    assert cell["by_arm"] == record["by_arm"] and cell["inputs"] == record["inputs"]
+    test_ids = table.loc[table["group"] == "test", "customer_id"].tolist()
+    assert [r["customer_id"] for r in cell["customers"]] == test_ids
+    assert {(r["group"], r["selected"]) for r in cell["customers"]} == {("test", True)}
+    paged = httpx.get(rows_url, params={"offset": 1, "max_rows": 2}, headers=USER, timeout=60)
+    assert paged.json()["page"] == {
+        "offset": 1,
+        "returned": 2,
+        "total_rows": len(table),
+        "next_offset": 3,
+    }
+    refused(httpx.get(rows_url, params={"group": "tset"}, headers=USER, timeout=30), "group")
+    refused(httpx.get(rows_url, params={"max_rows": "-1"}, headers=USER, timeout=30), "max_rows")
+    refused(httpx.get(rows_url, params={"ofset": "1"}, headers=USER, timeout=30), "ofset")
+
     # the wave's responses, in two batches; a retry of the first is a no-op
     wave = plan_store.wave_of(table)
     rng = np.random.default_rng(7)
@@ -388,6 +408,8 @@ def test_the_campaign_loop_over_http(server):
     refused(post_responses(srv, plan_id, []), "responses")
     refused(post_responses(srv, "nope-2024-01-01-00000000", rows[:1]), "plan_id", 404)
     refused(post_responses(srv, "a/b", rows[:1]), "plan_id", 404)
+    missing = httpx.get(responses_url(srv, "a/b", "customers"), headers=USER, timeout=30)
+    refused(missing, "plan_id", 404)
     unkeyed = httpx.post(responses_url(srv, plan_id), json={"responses": rows[:1]}, timeout=30)
     assert unkeyed.status_code == 401
 
