@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -149,7 +150,7 @@ def test_a_failed_write_leaves_the_stored_responses_as_they_were(saved, monkeypa
     before = path.read_bytes()
 
     def broken(self, target, **kwargs):
-        open(target, "wb").write(b"half a file")
+        Path(target).write_bytes(b"half a file")
         raise OSError("disk full")
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", broken)
