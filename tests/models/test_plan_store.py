@@ -32,8 +32,8 @@ def customers() -> pd.DataFrame:
             "customer_id": [f"C{i:04d}" for i in range(n)],
             "selected": selected,
             "group": group,
-            "offer": np.where(selected, "ret", None),
-            "channel": np.where(selected, "email", None),
+            "offer": ["ret" if s else None for s in selected],
+            "channel": ["email" if s else None for s in selected],
             "expected_incremental_responses": np.where(selected, 0.1, np.nan),
             "expected_incremental_profit": np.where(selected, 3.8, np.nan),
         }
