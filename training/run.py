@@ -16,6 +16,8 @@ import os
 import subprocess
 import tempfile
 import threading
+import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -161,6 +163,9 @@ def build_manifest(
     return {
         "dataset": ingest_report.get("dataset"),
         "input_files": [f for t in tables.values() for f in t.get("source_files", [])],
+        "input_files_by_table": {
+            name: list(t.get("source_files", [])) for name, t in tables.items()
+        },
         "ingest": {
             name: {k: t[k] for k in ("read", "accepted", "quarantined", "quarantined_by_reason")}
             for name, t in tables.items()
@@ -178,7 +183,9 @@ def run_experiment(
     progress: Callable[[str], None] | None = None,
     params: dict[str, Any] | None = None,
 ) -> RunOutput:
-    """The whole job for any family: frame, train, log to MLflow, register, decide promotion."""
+    """The whole job for any family: frame, train, log to MLflow, register, decide promotion.
+    The MLflow run starts when the job does: its duration is the whole job's."""
+    started_ms = int(time.time() * 1000)
     family = get_family(cfg.family)
     ctx = RunContext(state, load_dataset(cfg.dataset))
     if progress:
@@ -192,8 +199,33 @@ def run_experiment(
     if progress:
         progress("log")
     manifest = build_manifest(cfg, ctx.catalog.ingest_report(), frame, trained)
-    logged = log_run(cfg, family, frame, trained, manifest, state)
+    logged = log_run(cfg, family, frame, trained, manifest, state, started_ms=started_ms)
     return RunOutput(frame, trained, logged)
+
+
+def log_inputs(manifest: dict[str, Any]) -> None:
+    """Each ingested table as an MLflow dataset input: its source files (path) and their sha256
+    digests (the run page's "Datasets"); nothing of the data itself is logged."""
+    import hashlib
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    dataset = manifest.get("dataset") or "data"
+    by_table = manifest.get("input_files_by_table") or {}
+    for table, files in sorted(by_table.items()):
+        if not files:
+            continue
+        digest = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()[:16]
+        try:
+            with warnings.catch_warnings():  # "can be interpreted in multiple ways": local files
+                warnings.simplefilter("ignore", UserWarning)
+                source = resolve_dataset_source(str(files[0]["path"]))
+        except Exception:  # a source MLflow cannot name: the run still logs
+            continue
+        meta = MetaDataset(source, name=f"{dataset}.{table}", digest=digest)  # type: ignore[abstract]
+        mlflow.log_input(meta, context="training")
 
 
 def _finite(values: dict[str, float]) -> dict[str, float]:
@@ -221,18 +253,31 @@ def log_run(
     trained: Trained,
     manifest: dict[str, Any],
     state: StateDirs,
+    started_ms: int | None = None,
 ) -> dict[str, Any]:
-    """Log the complete record of a run; register the model; decide and log promotion."""
+    """Log the complete record of a run; register the model; decide and log promotion.
+
+    The run is named by the family's settings plus a short unique id (runs of one config stay
+    apart), starts at ``started_ms`` (the job's start) and records each ingested table's source
+    files as MLflow dataset inputs (source path, sha256 digest)."""
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     metric, _ = family.promotion_metric(cfg)
     sha = git_sha()
     with tracking(state.tracking_uri):
         exp_id = ensure_experiment(state, cfg.experiment_name)
+        client = MlflowClient(tracking_uri=state.tracking_uri)
+        created = client.create_run(
+            exp_id,
+            start_time=started_ms,
+            run_name=f"{family.run_name(cfg, trained)} {uuid.uuid4().hex[:6]}",
+        )
         with (
-            mlflow.start_run(experiment_id=exp_id, run_name=family.run_name(cfg, trained)),
+            mlflow.start_run(run_id=created.info.run_id),
             tempfile.TemporaryDirectory() as tmp,
         ):
+            log_inputs(manifest)
             folder = Path(tmp)
             fs = frame.feature_set
             mlflow.set_tags(

@@ -70,6 +70,27 @@ def test_run_is_logged_with_manifest_chart_and_registered_model(synthetic_pipeli
     assert fitted["evaluated"] == fitted["shipped"] - result.row_counts["test_rows"]
 
 
+def test_the_run_reads_as_analysts_use_it(synthetic_pipeline):
+    """Named by family settings and a short id; the job's whole duration; the inputs listed."""
+    import re
+
+    state, logged = synthetic_pipeline["state"], synthetic_pipeline["logged"]
+    client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
+    run = client.get_run(logged["run_id"])
+    assert re.fullmatch(r"churn_synthetic d\d+ n\d+ lr[0-9.e-]{1,8} [0-9a-f]{6}", run.info.run_name)
+    inputs = {d.dataset.name: d.dataset for d in run.inputs.dataset_inputs}
+    assert {"synthetic.transactions", "synthetic.customers"} <= set(inputs)
+    assert all(len(d.digest) == 16 and d.source_type == "local" for d in inputs.values())
+    # the run started with the job (frame and fit), not when logging began: the first metric
+    # comes seconds after its start (before, the run opened a moment before logging)
+    first_metric = min(
+        m.timestamp
+        for key in ("test_roc_auc", "baseline_roc_auc")
+        for m in client.get_metric_history(run.info.run_id, key)
+    )
+    assert first_metric - run.info.start_time > 1000
+
+
 def test_champion_alias_follows_the_decision(synthetic_pipeline):
     state, cfg, logged = (synthetic_pipeline[k] for k in ("state", "cfg", "logged"))
     decision = logged["decision"]

@@ -215,9 +215,9 @@ class Family(ABC):
     def run_name(self, cfg: Any, trained: Trained) -> str:
         """A run name that tells runs of one experiment apart in the MLflow UI."""
         p = trained.params
-        return (
-            f"{cfg.name} d{p.get('max_depth')} n{p.get('n_estimators')} lr{p.get('learning_rate')}"
-        )
+        lr = p.get("learning_rate")
+        rate = f"{lr:.3g}" if isinstance(lr, int | float) else lr
+        return f"{cfg.name} d{p.get('max_depth')} n{p.get('n_estimators')} lr{rate}"
 
 
 def trained_from(result: Any, predictions: pd.DataFrame, **extra: Any) -> Trained:
