@@ -8,7 +8,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from features.cli import DatasetOpt, HomeOpt, console, parse_date, state_of, write_snapshot_at
+from features.cli import (
+    DatasetOpt,
+    HomeOpt,
+    console,
+    parse_date,
+    report_app,
+    state_of,
+    write_snapshot_at,
+)
 
 app = typer.Typer()
 campaign_app = typer.Typer(help="Campaign plans and read-outs.", no_args_is_help=True)
@@ -549,3 +557,47 @@ def value(
                 value_note=note,
             )
         console.print(f"segment report with the value x risk grid: {report}", soft_wrap=True)
+
+
+@report_app.command("kpis")
+def report_kpis(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="KPI config YAML (experiments/kpis/*.yaml)")
+    ],
+    start: Annotated[str | None, typer.Option(help="first month YYYY-MM (default: config)")] = None,
+    end: Annotated[str | None, typer.Option(help="last month YYYY-MM (default: config)")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """KPIs per month: active, new, won-back and churned customers, churn and retention rates,
+    revenue and gross profit per segment, targets met or not; an HTML page and an MLflow run."""
+    from experiments.kpis import load_kpi_job, run_kpis
+
+    given = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
+    job = load_kpi_job(config, given)
+    with console.status(f"computing the monthly KPIs of {job.dataset}"):
+        result, paths, run_id = run_kpis(state_of(home), job, {k: f"--{k}" for k in given})
+    table = Table(title=f"KPIs of {result.dataset} per month")
+    cols = ["month", "active_end", "buyers", "new", "won_back", "churn_rate", "revenue"]
+    for col in [*cols, "gross_profit"]:
+        table.add_column(col.replace("_", " "), justify="left" if col == "month" else "right")
+    for row in result.monthly.to_dict("records"):
+        churn = f"{row['churn_rate']:.1%}" if row["churn_final"] else "not yet"
+        table.add_row(
+            str(row["month"]) + (" (partial)" if row["partial_month"] else ""),
+            *[f"{row[c]:,}" for c in cols[1:5]],
+            churn,
+            f"{row['revenue']:,.0f}",
+            f"{row['gross_profit']:,.0f}",
+        )
+    console.print(table)
+    pending = result.monthly[~result.monthly["churn_final"]]
+    if len(pending):
+        console.print(
+            f"churn not known yet for {', '.join(pending['month'])}: the "
+            f"{job.churn_horizon_days}-day horizon of the last ends on "
+            f"{pending['churn_known_on'].max()}, after the data"
+        )
+    for t in result.targets:
+        console.print(f"target {t['title'].lower()}: [bold]{t['verdict']}[/bold] {t['note']}")
+    console.print(f"KPI page: {paths['page']}", soft_wrap=True, markup=False)
+    console.print(f"MLflow run {run_id} (experiment kpis)")
