@@ -31,6 +31,42 @@ _ERRORS = {
 }
 
 
+#: A whole request body per route, as a campaign system would send it (Swagger's "Try it out"
+#: starts from these; tests validate each against its request model, so they cannot drift).
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "/score": {"customer_ids": ["C0000001", "C0000002"], "model": "churn", "reasons": True},
+    "/next-best-offer": {"customer_ids": ["C0000001"], "k": 3, "kind": "cross_sell"},
+    "/target": {
+        "campaign_id": "retention-2025-03",
+        "channel": "email",
+        "model": "uplift",
+        "audience": {"segments": ["At risk", "Can't lose them"]},
+        "budget": {"max_contacts": 500},
+        "cost_per_contact": 0.5,
+        "value_per_conversion": 40.0,
+        "control_fraction": 0.1,
+        "test_cell_fraction": 0.05,
+        "include_customers": False,
+    },
+    "/campaigns/plan": {"campaign_name": "retention", "selected_only": True, "max_rows": 100},
+    "/campaigns/{plan_id}/responses": {
+        "responses": [
+            {"customer_id": "C0000042", "responded": True, "value": 40.0},
+            {"customer_id": "C0000043", "responded": False, "reason": "price"},
+        ]
+    },
+}
+
+
+def _project_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("patron")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def error_schema() -> dict[str, Any]:
     """Every error body this service sends: ours and BentoML's validation error."""
     return {
@@ -97,10 +133,26 @@ def patch_openapi(
     components.setdefault("schemas", {})[ERROR_SCHEMA] = error_schema()
     _restore_nullable(out, response_models)
     components["securitySchemes"] = copy.deepcopy(SECURITY_SCHEMES)
-    out.setdefault("info", {})["description"] = (
-        "Patron campaign API: scores, next-best offers and campaign targeting from the MLflow "
-        "registry's models. Send an API key as `Authorization: Bearer <key>` or `X-API-Key`."
+    info = out.setdefault("info", {})
+    info.update(
+        {
+            "title": "Patron",
+            "version": _project_version(),
+            "contact": {"name": "Patron"},
+            "description": (
+                "Patron campaign API: scores, next-best offers, campaign targeting and plans "
+                "from the MLflow registry's models. Send an API key as `Authorization: Bearer "
+                "<key>` or `X-API-Key`. Every error is `{error, field, request_id}` (4xx: the "
+                "request; 503: a store or reload problem, the old models still answer)."
+            ),
+        }
     )
+    for path, example in EXAMPLES.items():
+        op = out.get("paths", {}).get(path, {}).get("post")
+        content = (op or {}).get("requestBody", {}).get("content", {}).get("application/json")
+        if content is not None:
+            content["example"] = copy.deepcopy(example)
+            content.pop("examples", None)
     for path, item in out.get("paths", {}).items():
         if path in open_paths:
             continue

@@ -114,3 +114,35 @@ def test_the_target_document_labels_the_basis_and_allows_no_responses():
     assert {"type": "null"} in answer["warning"]["anyOf"]
     responses = schemas["TargetSummary"]["properties"]["expected_responses"]
     assert {"type": "null"} in responses["anyOf"]
+
+
+def test_every_api_has_a_whole_body_example_its_model_accepts_and_the_project_is_named():
+    import json
+
+    from serving.openapi import EXAMPLES, _project_version
+    from serving.schemas import (
+        OffersRequest,
+        PlanRequest,
+        ResponsesRequest,
+        ScoreRequest,
+        TargetRequest,
+    )
+    from serving.service import Patron
+
+    models = {
+        "/score": ScoreRequest,
+        "/next-best-offer": OffersRequest,
+        "/target": TargetRequest,
+        "/campaigns/plan": PlanRequest,
+        "/campaigns/{plan_id}/responses": ResponsesRequest,
+    }
+    assert set(EXAMPLES) == set(models)
+    for route, example in EXAMPLES.items():
+        models[route].model_validate(example)  # unknown fields and bad values would raise
+    doc = json.loads(json.dumps(Patron.openapi_spec.asdict()))
+    out = patch_openapi(doc, OPEN_PATHS, [])
+    for api in Patron.apis.values():
+        content = out["paths"][api.route]["post"]["requestBody"]["content"]["application/json"]
+        assert content["example"] == EXAMPLES[api.route], api.route
+    assert out["info"]["title"] == "Patron" and out["info"]["version"] == _project_version()
+    assert out["info"]["version"] not in ("None", "") and "BentoML" not in json.dumps(out["info"])
