@@ -86,8 +86,11 @@ def tune(
     with progress_bar() as progress:
         task = progress.add_task(f"tuning {cfg.name}", total=trials or cfg.tuning.n_trials)
 
-        def tick(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+        def tick(done: int, total: int, best: float | None = None) -> None:
+            label = f"tuning {cfg.name}"
+            if best is not None:
+                label += f" (best validation ROC AUC so far {best:.4f})"
+            progress.update(task, completed=done, total=total, description=label)
 
         result = run_tuning(cfg, state, trials, progress=tick)
     if result.plan is not None:

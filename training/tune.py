@@ -365,7 +365,9 @@ def search(
 
             def tick(study: Any, trial: Any) -> None:
                 if progress:
-                    progress(len(study.trials), trials)
+                    done = [t for t in study.trials if t.value is not None]
+                    best = max(t.value for t in done) if done else None
+                    progress(len(study.trials), trials, best)
 
             study.optimize(
                 objective,

@@ -260,8 +260,12 @@ def test_tuned_run_lands_beside_its_trials_and_pruned_trials_are_not_failures(sy
         }
     )
     ticks = []
-    result = run_tuning(cfg, state, progress=lambda done, total: ticks.append((done, total)))
-    assert ticks[-1] == (7, 7)
+    result = run_tuning(
+        cfg, state, progress=lambda done, total, best: ticks.append((done, total, best))
+    )
+    assert ticks[-1][:2] == (7, 7)
+    bests = [b for _, _, b in ticks if b is not None]  # the best value so far never falls
+    assert bests and all(a <= b for a, b in zip(bests, bests[1:], strict=False))
     client = MlflowClient(tracking_uri=state.tracking_uri)
     exp = client.get_experiment_by_name("tune_placement")
     assert result.tuned_logged and result.tuned_logged["experiment_id"] == exp.experiment_id
