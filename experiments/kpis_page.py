@@ -126,7 +126,11 @@ def _segment_order(by_segment: pd.DataFrame) -> list[str]:
 
 def segment_table(by_segment: pd.DataFrame, monthly: pd.DataFrame, measure: str) -> str:
     """Months (rows) x segments at the month's start (columns) for one measure."""
+    from experiments.kpis import NO_HISTORY
+
     order = _segment_order(by_segment)
+    if measure == "churn_rate":  # nobody without an order before the month is active at its start
+        order = [s for s in order if s != NO_HISTORY]
     cells = by_segment.set_index(["month", "segment"])
     headers = [("Month", "text")] + [(_e(s), "") for s in order]
     rows = []
@@ -134,7 +138,9 @@ def segment_table(by_segment: pd.DataFrame, monthly: pd.DataFrame, measure: str)
         tds = [(_month_cell(r), "month")]
         for seg in order:
             key = (r["month"], seg)
-            if key not in cells.index:
+            if key not in cells.index or (
+                measure == "churn_rate" and cells.loc[key, "active_start"] == 0
+            ):
                 tds.append((DASH, ""))
             elif measure == "churn_rate" and not r["churn_final"]:
                 tds.append(_pending(r))
@@ -146,8 +152,6 @@ def segment_table(by_segment: pd.DataFrame, monthly: pd.DataFrame, measure: str)
                         f"{fmt_count(float(c['active_start']))}</small>",
                         "",
                     )
-                    if c["active_start"] > 0
-                    else (DASH, "")
                 )
             else:
                 tds.append((fmt_money(float(cells.loc[key, measure])), ""))
