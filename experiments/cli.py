@@ -570,7 +570,7 @@ def report_kpis(
 ) -> None:
     """KPIs per month: active, new, won-back and churned customers, churn and retention rates,
     revenue and gross profit per segment, targets met or not; an HTML page and an MLflow run."""
-    from experiments.kpis import load_kpi_job, run_kpis
+    from experiments.kpis import load_kpi_job, run_kpis, target_in_words
 
     given = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
     job = load_kpi_job(config, given)
@@ -598,6 +598,6 @@ def report_kpis(
             f"{pending['churn_known_on'].max()}, after the data"
         )
     for t in result.targets:
-        console.print(f"target {t['title'].lower()}: [bold]{t['verdict']}[/bold] {t['note']}")
+        console.print(f"target {target_in_words(t)}", soft_wrap=True, markup=False)
     console.print(f"KPI page: {paths['page']}", soft_wrap=True, markup=False)
     console.print(f"MLflow run {run_id} (experiment kpis)")

@@ -586,6 +586,23 @@ def evaluate_targets(monthly: pd.DataFrame, targets: KpiTargets | None) -> list[
     return out
 
 
+def target_in_words(t: dict[str, Any]) -> str:
+    """One line: a target's figures, achieved against required, and its verdict."""
+    b, e, a, r = t["baseline_value"], t["evaluation_value"], t["achieved"], t["required"]
+    if t["target"] == "churn_reduction":
+        change = f"{abs(a):.1%} {'lower' if a >= 0 else 'higher'}" if np.isfinite(a) else ""
+        figures = f"churn {b:.1%} -> {e:.1%} ({change}" if change else "churn (-"
+        figures += f"; at least {r:.1%} asked)"
+    elif t["target"] == "profit_growth":
+        figures = f"gross profit {b:,.0f} -> {e:,.0f} a month ({a:+.1%}" if np.isfinite(a) else "(-"
+        figures += f"; at least +{r:.1%} asked)"
+    else:
+        figures = f"returned in {a:.0f} months" if np.isfinite(a) else "not returned yet"
+        figures += f" (within {r:.0f} asked; {t['note']})"
+    note = f" — {t['note']}" if t["note"] and t["target"] != "payback_months" else ""
+    return f"{t['title']}: {t['verdict']}: {figures}{note}"
+
+
 # --------------------------------------------------------------------------- the job
 
 
@@ -708,18 +725,21 @@ def write_kpis(result: KpiResult, folder: Path) -> dict[str, Path]:
         "months": [result.first_month, result.last_month],
         "config": result.job.model_dump(mode="json"),
         "facts": result.facts,
-        "targets": result.targets,
+        "targets": [{k: _json_value(v) for k, v in t.items()} for t in result.targets],
     }
     with atomic_path(paths["meta"]) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2, default=_json_value) + "\n")
+        tmp.write_text(json.dumps(meta, indent=2, default=_json_value, allow_nan=False) + "\n")
     with atomic_path(paths["page"]) as tmp:
         tmp.write_text(render_kpis_page(result), encoding="utf-8")
     return paths
 
 
 def _json_value(x: Any) -> Any:
-    if isinstance(x, float | np.floating) and not np.isfinite(x):
-        return None
+    """A value JSON can hold: NaN (a figure not known yet) as null, numbers as numbers."""
+    if isinstance(x, float | np.floating):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, str | int | bool) or x is None:
+        return x
     return str(x)
 
 

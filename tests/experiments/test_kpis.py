@@ -54,6 +54,17 @@ JOB = {
     "churn_horizon_days": 30,
     "segment": "abc_class",
     "margin": {"default": 0.3, "by_category": {"y": 0.5}},
+    # churn 3 / 4 in March against (3 + 2) / (3 + 3) in April-May: higher, not met; profit 58
+    # against (20 + 12) / 2 a month: not met; payback: May's profit is below March's and June is
+    # partial: one complete month of six, not known yet
+    "targets": {
+        "baseline": {"start": "2024-03", "end": "2024-03"},
+        "evaluation": {"start": "2024-04", "end": "2024-05"},
+        "churn_reduction": 0.1,
+        "profit_growth": 0.2,
+        "payback_months": 6,
+        "programme_cost": 10.0,
+    },
 }
 
 
@@ -310,8 +321,14 @@ def test_page_is_written_atomically_and_works_offline(written) -> None:
         assert f'id="{div}"' in page
     assert "not known yet: known on 2024-06-30" in page  # June's churn, marked
     assert "to 2024-06-15 only" in page  # the partial month
-    meta = json.loads(paths["meta"].read_text())
+    meta = json.loads(paths["meta"].read_text())  # strict JSON: a figure not known is null
     assert meta["months"] == ["2024-03", "2024-06"]
+    verdicts = [t["verdict"] for t in meta["targets"]]
+    assert verdicts == ["not met", "not met", "not known yet"]
+    assert meta["targets"][0]["achieved"] == pytest.approx(1 - (5 / 6) / 0.75)
+    assert meta["targets"][2]["achieved"] is None
+    assert page.count('class="badge not-met"') == 2
+    assert page.count('class="badge not-known-yet"') == 1
     monthly = pd.read_csv(paths["monthly"])
     assert monthly["churn_rate"].isna().tolist() == [False, False, False, True]
 
