@@ -10,6 +10,10 @@ import pytest
 from features.store import StateDirs
 
 ROOT = Path(__file__).resolve().parent.parent
+# OpenMP threads that spin while they wait hold cores the suite's other processes need (servers
+# the tests start, the test process itself): an XGBoost fit measured 16 s instead of 2.4 s with
+# the cores shared, 1.7 s with passive waiting. Set before anything loads the OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 SHARED_DATASETS = Path(os.environ.get("PATRON_SHARED", str(ROOT.parent / "shared"))) / "datasets"
 
 
