@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ from serving.kinds import (
 )
 from serving.registry import ModelMeta, Registry, tracking_uri_of
 from serving.settings import ServedModel, ServingSettings
-from serving.state import check_feature_set, served_feature_set
+from serving.state import check_feature_set, model_meta, served_feature_set
 
 log = logging.getLogger("patron.serving")
 
@@ -115,19 +114,7 @@ def load_scorer(
     kind = detect_kind(python_model, spec.kind)
     if kind.build is not build_score_model:
         raise ValueError(f"model {family!r} is a {kind.name} model, not a scorer")
-    trained_at, metrics, tags = registry.run_facts(version[1])
-    meta = ModelMeta(
-        family=family,
-        kind=kind.name,
-        registered_model=spec.registered_model,
-        alias=spec.alias,
-        version=version[0],
-        run_id=version[1],
-        trained_at=trained_at,
-        metrics=metrics,
-        tags=tags,
-        loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
+    meta = model_meta(family, kind.name, spec, spec.alias, version, registry)
     base = load_base(state, spec.dataset, feature_set)
     check_feature_set(family, meta, python_model, base)
     check_score_inputs(meta, python_model, base)

@@ -98,10 +98,24 @@ def _load_one(
     """Load one registered version, check it against its base and build its served form."""
     python_model = registry.load(spec.registered_model, version[0])
     kind = detect_kind(python_model, spec.kind)
+    meta = model_meta(family, kind.name, spec, alias, version, registry)
+    check_feature_set(family, meta, python_model, base)
+    return kind.build(meta, python_model, base, ctx)
+
+
+def model_meta(
+    family: str,
+    kind: str,
+    spec: ServedModel,
+    alias: str,
+    version: tuple[str, str],
+    registry: Registry,
+) -> ModelMeta:
+    """The registry facts of one served version (training time, test metrics, tags)."""
     trained_at, metrics, tags = registry.run_facts(version[1])
-    meta = ModelMeta(
+    return ModelMeta(
         family=family,
-        kind=kind.name,
+        kind=kind,
         registered_model=spec.registered_model,
         alias=alias,
         version=version[0],
@@ -111,8 +125,6 @@ def _load_one(
         tags=tags,
         loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    check_feature_set(family, meta, python_model, base)
-    return kind.build(meta, python_model, base, ctx)
 
 
 def _shadow_version(spec: ServedModel, registry: Registry) -> tuple[str, str] | None:
