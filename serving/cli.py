@@ -186,15 +186,17 @@ def settings_env(settings: Any, state: StateDirs) -> dict[str, str]:
     return env
 
 
-def ensure_snapshots(settings: Any, state: StateDirs) -> None:
+def ensure_snapshots(settings: Any, state: StateDirs, store_families: bool = False) -> None:
     """Build each served model's snapshot at the last data date when there is none yet (the
-    feature set it recorded at training, or the one the settings name)."""
+    feature set it recorded at training, or the one the settings name); the online store's
+    families only for the job that publishes them (replicas never read their snapshots)."""
     from features.build import latest_snapshot
     from features.definitions import feature_set, feature_set_from_spec
     from serving.registry import Registry, tracking_uri_of
 
     registry = Registry(tracking_uri_of(settings, state))
-    for family, spec in settings.in_process().models.items():
+    models = settings.models if store_families else settings.in_process().models
+    for family, spec in models.items():
         try:
             version = registry.version(spec.registered_model, spec.alias)[0]
         except Exception:
@@ -227,7 +229,11 @@ def check_startable_state(env: dict[str, str], state: StateDirs) -> None:
 
 
 def _server_env(
-    resolve: Resolver, config: Path | None, serving: Path | None, home: Path | None
+    resolve: Resolver,
+    config: Path | None,
+    serving: Path | None,
+    home: Path | None,
+    store_families: bool = False,
 ) -> tuple[dict[str, str], StateDirs]:
     """The server's environment and state folder from exactly one of --config and --serving
     (--home, else the serving YAML's home, else $PATRON_HOME), the snapshots built."""
@@ -246,7 +252,7 @@ def _server_env(
     assert serving is not None
     settings = ServingSettings.from_file(serving)
     state = state_of(home if home is not None or not settings.home else Path(settings.home))
-    ensure_snapshots(settings, state)
+    ensure_snapshots(settings, state, store_families)
     return settings_env(settings, state), state
 
 
@@ -320,7 +326,7 @@ def make_app(resolve: Resolver) -> typer.Typer:
         from serving.batch import score_to_file
         from serving.settings import ServingSettings
 
-        env, state = _server_env(resolve, config, serving, home)
+        env, state = _server_env(resolve, config, serving, home, store_families=True)
         settings = ServingSettings.model_validate(json.loads(env["PATRON_SERVING"]))
         family = model
         if family is None:
@@ -355,7 +361,7 @@ def make_app(resolve: Resolver) -> typer.Typer:
         from serving.online import open_store, publish_family
         from serving.settings import ServingSettings
 
-        env, state = _server_env(resolve, None, serving, home)
+        env, state = _server_env(resolve, None, serving, home, store_families=True)
         settings = ServingSettings.model_validate(json.loads(env["PATRON_SERVING"]))
         cfg = settings.online_store
         url = store or (cfg.url if cfg is not None else None)
