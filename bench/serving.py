@@ -359,7 +359,7 @@ def main() -> None:
         state, model_uri, settings = prepare_state(args.home, args.customers, work)
         from features.build import latest_snapshot
 
-        _, snap = latest_snapshot(state, "synthetic", "churn_v1")
+        _, snap = latest_snapshot(state, "synthetic", settings["models"]["churn"]["feature_set"])
         import pandas as pd
 
         all_ids = pd.read_parquet(snap, columns=["customer_id"])["customer_id"].astype(str)
