@@ -157,14 +157,6 @@ class KpiJob(BaseModel):
     margin: MarginConfig = Field(default_factory=MarginConfig)
     targets: KpiTargets | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _margin_shorthand(cls, data: Any) -> Any:
-        # ``margin: 0.3`` means one global margin (as in models.value.ValueConfig)
-        if isinstance(data, dict) and isinstance(data.get("margin"), int | float):
-            return {**data, "margin": {"default": data["margin"]}}
-        return data
-
     @model_validator(mode="after")
     def _range(self) -> KpiJob:
         if self.start is not None and self.end is not None and self.end < self.start:

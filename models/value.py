@@ -68,6 +68,14 @@ class MarginConfig(BaseModel):
         default_factory=dict, description="category -> gross margin in (0, 1]"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        # ``margin: 0.3`` means one global margin, wherever a MarginConfig is read
+        if isinstance(data, int | float) and not isinstance(data, bool):
+            return {"default": data}
+        return data
+
     @field_validator("default")
     @classmethod
     def _default(cls, v: float) -> float:
@@ -112,14 +120,6 @@ class ValueConfig(BaseModel):
     )
     margin: MarginConfig = Field(default_factory=MarginConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _margin_shorthand(cls, data: Any) -> Any:
-        # ``margin: 0.3`` means one global margin
-        if isinstance(data, dict) and isinstance(data.get("margin"), int | float):
-            return {**data, "margin": {"default": data["margin"]}}
-        return data
 
 
 def config_error_lines(exc: Any, prefix: str = "") -> str:
