@@ -12,53 +12,30 @@ plan folder and writes the page atomically.
 
 from __future__ import annotations
 
-import html
 import json
-import math
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from experiments.plans import READOUT_FILE, RECORD_FILE, plans_dir
+from features.pages import (
+    DASH,
+    fmt_count,
+    fmt_money,
+    fmt_pct,
+    fmt_pp,
+    fmt_time,
+    page,
+)
+from features.pages import esc as _e
+from features.pages import finite as _finite
+from features.pages import humanise as _humanise
+from features.pages import interval as _interval
+from features.pages import layout as _layout
+from features.pages import plotly_div as _plotly_div
+from features.pages import row as _row
+from features.pages import table as _table
 from features.store import atomic_path
 
-CSS = """
-* { box-sizing: border-box; }
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #222;
-  background: #fafbfc; }
-main { max-width: 1280px; margin: 0 auto; padding: 20px 24px 40px; }
-h1 { font-size: 1.5em; margin: 0 0 0.2em; } h2 { margin: 1.6em 0 0.4em; font-size: 1.2em; }
-h3 { font-size: 1em; margin: 1em 0 0.3em; }
-p.meta { color: #555; font-size: 0.9em; margin: 0.2em 0; }
-p.note { color: #555; font-size: 0.85em; }
-p.words { max-width: 60em; line-height: 1.5; }
-.warning { background: #fff3e0; border-left: 4px solid #ef6c00; padding: 8px 12px; }
-.scroll { overflow-x: auto; max-width: 100%; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.4em 0 1em; background: #fff; }
-th, td { border: 1px solid #d6d9de; padding: 4px 8px; text-align: right; }
-th { background: #eef1f5; font-weight: 600; vertical-align: bottom; }
-td.text, th.text { text-align: left; } td.reason { text-align: left; min-width: 24em; }
-tr.total td { font-weight: 600; border-top: 2px solid #999; }
-.grid { display: flex; flex-wrap: wrap; gap: 16px 32px; align-items: flex-start; }
-.grid > div { min-width: 0; }
-.charts { display: grid; gap: 16px;
-  grid-template-columns: repeat(auto-fill, minmax(min(460px, 100%), 1fr)); }
-.charts figure { margin: 0; min-width: 0; background: #fff; border: 1px solid #e0e3e8;
-  padding: 8px; }
-td.num { white-space: nowrap; } td small { color: #666; }
-figcaption { font-size: 0.85em; color: #555; }
-.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 0.85em;
-  font-weight: 600; color: #fff; white-space: nowrap; }
-.badge.rolled-out { background: #2e7d32; } .badge.dropped { background: #c62828; }
-.badge.held { background: #ef6c00; } .badge.not-read { background: #78909c; }
-.flag { color: #c62828; font-weight: 600; white-space: nowrap; } .ok { color: #2e7d32; }
-code { font-size: 0.95em; }
-"""
-
-# each chart is drawn as its script is parsed: fit them to their final boxes once all are laid out
-RESIZE = """<script>window.addEventListener('load', function () {
-  document.querySelectorAll('.plotly-graph-div').forEach(function (d) { Plotly.Plots.resize(d); });
-});</script>"""
 DECISION_COLOURS = {
     "rolled out": "#2e7d32",
     "dropped": "#c62828",
@@ -74,71 +51,6 @@ EXCLUSION_LABELS = {
     "household": "Another member of the household chosen",
     "budget_or_capacity": "Left out by the budget or a channel's capacity",
 }
-DASH = "–"
-
-
-# ---------------------------------------------------------------- number formatting
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def fmt_count(x: Any) -> str:
-    """A count with thousands separators."""
-    return f"{round(x):,}" if _finite(x) else DASH
-
-
-def fmt_money(x: Any, signed: bool = False) -> str:
-    """Money: no decimals from 1,000 up, two below."""
-    if not _finite(x):
-        return DASH
-    sign = "+" if signed else ""
-    return f"{x:{sign},.0f}" if abs(x) >= 1000 else f"{x:{sign},.2f}"
-
-
-def fmt_pct(x: Any, digits: int = 1) -> str:
-    """A rate as a percentage: 0.3574 -> 35.7 %."""
-    return f"{x * 100:.{digits}f} %" if _finite(x) else DASH
-
-
-def fmt_pp(x: Any, digits: int = 1) -> str:
-    """A difference of rates in percentage points, signed."""
-    return f"{x * 100:+.{digits}f} pp" if _finite(x) else DASH
-
-
-def fmt_time(text: Any) -> str:
-    """An ISO timestamp as ``2026-12-01 21:59 UTC``."""
-    if not text:
-        return DASH
-    try:
-        when = datetime.fromisoformat(str(text))
-    except ValueError:
-        return str(text)
-    offset = when.utcoffset()
-    zone = "" if offset is None else (" UTC" if not offset else when.strftime(" UTC%z"))
-    return when.strftime("%Y-%m-%d %H:%M") + zone
-
-
-def _interval(ci: Any, fmt: Any, unit: str = "") -> str:
-    """``lo to hi unit`` (the unit once, at the end)."""
-    if not isinstance(ci, list | tuple) or len(ci) != 2:
-        return DASH
-    lo, hi = fmt(ci[0]), fmt(ci[1])
-    if unit:
-        lo, hi = lo.removesuffix(unit).strip(), hi.removesuffix(unit).strip()
-        return f"{lo} to {hi} {unit}"
-    return f"{lo} to {hi}"
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _humanise(name: str) -> str:
-    """``channels.phone.capacity`` -> ``Channels phone capacity``: for keys without a label."""
-    words = name.replace(".", " ").replace("_", " ").strip()
-    return words[:1].upper() + words[1:]
 
 
 # ---------------------------------------------------------------- the gate
@@ -158,17 +70,6 @@ def _badge(decision: str) -> str:
 
 
 # ---------------------------------------------------------------- tables
-
-
-def _table(headers: list[tuple[str, str]], rows: list[str], caption: str = "") -> str:
-    head = "".join(f'<th class="{cls}">{label}</th>' for label, cls in headers)
-    cap = f"<caption>{caption}</caption>" if caption else ""
-    return f'<div class="scroll"><table>{cap}<tr>{head}</tr>{"".join(rows)}</table></div>'
-
-
-def _row(cells: list[tuple[str, str]], cls: str = "") -> str:
-    tds = "".join(f'<td class="{c or "num"}">{v}</td>' for v, c in cells)
-    return f'<tr class="{cls}">{tds}</tr>' if cls else f"<tr>{tds}</tr>"
 
 
 def _constraint_label(name: str) -> tuple[str, Any]:
@@ -426,34 +327,6 @@ def _gate_table(readout: dict[str, Any], order: list[str]) -> str:
 # ---------------------------------------------------------------- charts
 
 
-def _plotly_div(fig: Any, div_id: str) -> str:
-    """A figure as a div and its script; plotly.js itself is embedded once, in the head."""
-    return str(
-        fig.to_html(
-            full_html=False,
-            include_plotlyjs=False,
-            div_id=div_id,
-            default_width="100%",
-            default_height="400px",
-            config={"displaylogo": False, "responsive": True},
-        )
-    )
-
-
-def _layout(title: str, y_title: str) -> dict[str, Any]:
-    return {
-        "title": {"text": title, "font": {"size": 14}},
-        "template": "plotly_white",
-        "autosize": True,
-        "height": 400,
-        "margin": {"l": 70, "r": 20, "t": 80, "b": 40},
-        "yaxis": {"title": {"text": y_title}, "zeroline": True, "zerolinecolor": "#999"},
-        "xaxis": {"automargin": True},
-        "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
-        "hoverlabel": {"align": "left"},
-    }
-
-
 def actual_vs_expected_chart(readout: dict[str, Any], order: list[str]) -> Any:
     """Measured incremental response per arm with its interval, the plan's expectation as a
     marker (percentage points)."""
@@ -568,8 +441,6 @@ def expected_profit_chart(
 
 def render_campaign_page(record: dict[str, Any], readout: dict[str, Any] | None) -> str:
     """The campaign page's HTML: the plan, its read-out if any, the gate and the charts."""
-    from plotly.offline import get_plotlyjs
-
     s = record.get("summary", {})
     campaign_id = (record.get("campaign") or {}).get("campaign_id") or s.get("campaign_id", "")
     plan_id = record.get("plan_id", "")
@@ -654,13 +525,7 @@ def render_campaign_page(record: dict[str, Any], readout: dict[str, Any] | None)
         )
     parts.append(f'<div class="charts">{"".join(charts)}</div>')
     title = f"Campaign {campaign_id} — plan {plan_id}"
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{CSS}</style>"
-        f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
-        f"<body><main>{''.join(parts)}</main>{RESIZE}</body></html>\n"
-    )
+    return page(title, "".join(parts))
 
 
 def load_campaign(state: Any, plan_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -14,17 +14,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.campaign_page import (
-    CSS,
+from features.pages import (
     DASH,
-    RESIZE,
-    _layout,
-    _row,
-    _table,
     fmt_count,
     fmt_money,
     fmt_pct,
+    page,
 )
+from features.pages import layout as _layout
+from features.pages import row as _row
+from features.pages import table as _table
 
 KPI_CSS = """
 td.pending { color: #8d6e63; background: #fbf7f3; font-style: italic; text-align: center; }
@@ -403,8 +402,6 @@ def _in_words(result: Any) -> str:
 
 def render_kpis_page(result: Any) -> str:
     """The KPI page's HTML (self-contained; plotly.js embedded once in the head)."""
-    from plotly.offline import get_plotlyjs
-
     m, seg = result.monthly, result.by_segment
     segment = SEGMENT_TITLES.get(result.job.segment, result.job.segment)
     parts = [
@@ -454,10 +451,4 @@ def render_kpis_page(result: Any) -> str:
         + "</div>",
     ]
     title = f"Customer KPIs — {result.dataset}, {result.first_month} to {result.last_month}"
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{CSS}{KPI_CSS}</style>"
-        f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
-        f"<body><main>{''.join(parts)}</main>{RESIZE}</body></html>\n"
-    )
+    return page(title, "".join(parts), css=KPI_CSS)

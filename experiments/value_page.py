@@ -14,18 +14,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.campaign_page import (
-    CSS,
+from features.pages import (
     DASH,
-    RESIZE,
-    _layout,
-    _plotly_div,
-    _row,
-    _table,
     fmt_count,
     fmt_money,
     fmt_pct,
+    page,
 )
+from features.pages import layout as _layout
+from features.pages import plotly_div as _plotly_div
+from features.pages import row as _row
+from features.pages import table as _table
 
 VALUE_CSS = """
 td.let-go { background: #eceff1; color: #607d8b; } td.contact { background: #e8f5e9; }
@@ -279,8 +278,6 @@ def _facts(result: Any) -> str:
 
 def render_value_page(result: Any) -> str:
     """The value page's HTML (self-contained; plotly.js embedded once in the head)."""
-    from plotly.offline import get_plotlyjs
-
     t = result.totals()
     years = result.facts["years"]
     words = (
@@ -337,10 +334,4 @@ def render_value_page(result: Any) -> str:
     )
     parts += ["<h2>Charts</h2>", f'<div class="charts">{"".join(charts)}</div>']
     title = f"Customer value — {result.dataset} at {result.as_of}"
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{CSS}{VALUE_CSS}</style>"
-        f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
-        f"<body><main>{''.join(parts)}</main>{RESIZE}</body></html>\n"
-    )
+    return page(title, "".join(parts), css=VALUE_CSS)
