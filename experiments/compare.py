@@ -323,6 +323,21 @@ def compare_runs(
     else:
         champion_run_id, reason = find_champion(client, runs)
     predictions = {rid: p for rid in by_id if (p := load_predictions(client, rid)) is not None}
+    return build_comparison(runs, predictions, champion_run_id, reason, n_boot, seed, tracking_uri)
+
+
+def build_comparison(
+    runs: Sequence[Run],
+    predictions: Mapping[str, pd.DataFrame],
+    champion_run_id: str | None,
+    reason: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+    tracking_uri: str | None = None,
+) -> ComparisonResult:
+    """The comparison of runs already fetched, with their test predictions (no store access)."""
+    by_id = {r.info.run_id: r for r in runs}
+    predictions = dict(predictions)
     notes = [f"champion: {reason}"]
     missing = [_label(by_id[rid]) for rid in by_id if rid not in predictions]
     if missing:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.experiments.page_browser import browser_fixture
+
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
+FLAGS = [  # test_kpis.py starts its own Chromium with these
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -27,19 +27,7 @@ QUICK_PARAMS = [  # small forests: seconds per run, and visibly different models
     {"n_estimators": 40, "max_depth": 3, "learning_rate": 0.1},
     {"n_estimators": 60, "max_depth": 5, "learning_rate": 0.2},
 ]
-# added to a copy of the page only: records whether each chart decoded in the browser
-PROBE = """<script>window.addEventListener('load', () => {
-  for (const img of document.images) {
-    img.setAttribute('data-natural-width', String(img.naturalWidth));
-    img.setAttribute('data-complete', String(img.complete));
-  }
-  document.body.setAttribute('data-probed', 'yes');
-});</script>"""
-
-needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason=f"headless Chromium not found at {CHROMIUM} (install it: apt-get install -y chromium)",
-)
+browser = browser_fixture()
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +58,6 @@ def comparison(synthetic_pipeline, tmp_path_factory):
     return result, page, run_ids
 
 
-def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
-    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
-    return subprocess.run(
-        [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-
-
 def test_comparison_of_three_runs_has_paired_intervals(comparison):
     result, _, run_ids = comparison
     t = result.table
@@ -94,36 +71,18 @@ def test_comparison_of_three_runs_has_paired_intervals(comparison):
     assert {"param.xgb.n_estimators", "param.xgb.max_depth"} <= set(result.param_columns)
 
 
-@needs_chromium
-def test_page_renders_in_headless_chromium(comparison, tmp_path):
+def test_page_renders_in_headless_chromium(comparison, browser, tmp_path):
     result, page, _ = comparison
-    shot = tmp_path / "comparison.png"
-    done = _chromium(["--window-size=1200,2000", f"--screenshot={shot}", page.as_uri()], tmp_path)
-    assert shot.exists(), done.stderr[-2000:]
+    check = browser.check(page, tmp_path / "compare_3_runs.png")
     if os.environ.get("PATRON_TEST_ARTIFACTS"):
         out = Path(os.environ["PATRON_TEST_ARTIFACTS"])
         out.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, out / "compare_report.png")
+        shutil.copy(check.screenshot, out / "compare_report.png")
         shutil.copy(page, out / "compare_report.html")
-    from PIL import Image
-
-    with Image.open(shot) as img:
-        assert img.size == (1200, 2000)
-        # charts make for many colours; a blank or text-only page has a handful
-        assert len(img.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 200
-
-    probed = tmp_path / "probed.html"
-    probed.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
-    dom = _chromium(["--virtual-time-budget=5000", "--dump-dom", probed.as_uri()], tmp_path).stdout
-    assert 'data-probed="yes"' in dom, dom[-2000:]
-    imgs = re.findall(r"<img [^>]*>", dom)
-    assert len(imgs) == 3
-    for tag in imgs:
-        assert 'src="data:image/png;base64,' in tag
-        width = re.search(r'data-natural-width="(\d+)"', tag)
-        assert width and int(width.group(1)) > 100, tag[:200] + tag[-200:]
-    table = dom.split('<table id="comparison">')[1].split("</table>")[0]
+    check.assert_readable(min_charts=6)
+    html = page.read_text()
+    table = html.split('<table id="comparison">')[1].split("</table>")[0]
     assert table.count("<tr") == 1 + len(result.table)
-    assert dom.count('class="decile"') == len(result.table)
+    assert html.count('class="decile"') == len(result.table)
     for label in result.labels.values():
-        assert label in dom
+        assert label in html
