@@ -54,8 +54,11 @@ CAMPAIGN = ROOT / "experiments" / "campaigns" / "loop_demo.yaml"
 SCENARIOS = {"all arms known": None, "new channels": ["RET_01/email", "UP_T3/email"]}
 
 
-def run_seed(seed: int, customers: int, repeats: int, confidence: float) -> dict[str, Any]:
-    """Generate one world and run every scenario ``repeats`` times on it."""
+def run_seed(
+    seed: int, customers: int, repeats: int, confidence: float, methods: list[str]
+) -> dict[str, Any]:
+    """Generate one world and run every scenario and method ``repeats`` times on it (a method's
+    repeat ``r`` draws the same control group as the others' repeat ``r``)."""
     from features.cli import _generate, _ingest
     from features.sources import load_dataset
     from features.store import StateDirs
@@ -63,11 +66,15 @@ def run_seed(seed: int, customers: int, repeats: int, confidence: float) -> dict
     campaign = load_campaign(CAMPAIGN)
     arms = arms_of(campaign)
     labels = [a.label for a in arms]
-    settings = LoopSettings(
-        test_fraction=campaign.test_cell_fraction,
-        control_fraction=campaign.control_fraction,
-        confidence=confidence,
-    )
+    settings = {
+        m: LoopSettings(
+            test_fraction=campaign.test_cell_fraction,
+            control_fraction=campaign.control_fraction,
+            confidence=confidence,
+            method=m,
+        )
+        for m in methods
+    }
     t0 = time.perf_counter()
     out: dict[str, Any] = {"seed": seed, "customers": customers, "scenarios": {}}
     with tempfile.TemporaryDirectory(prefix="patron-loop-") as home:
@@ -78,21 +85,28 @@ def run_seed(seed: int, customers: int, repeats: int, confidence: float) -> dict
         data = simulation_data(state, DATASET, HISTORY, WAVES, arms, "churn_v1")
         for name, known in SCENARIOS.items():
             known_idx = [labels.index(k) for k in known] if known else list(range(len(arms)))
-            runs = []
-            for r in range(repeats):
-                waves = simulate_loop(
-                    data.history,
-                    data.waves,
-                    data.features,
-                    data.categorical,
-                    arms,
-                    known_idx,
-                    settings,
-                    np.random.default_rng([seed, r]),
-                    seed,
-                )
-                runs.append([w.as_dict() for w in waves])
-            out["scenarios"][name] = runs
+            for m in methods:
+                runs = []
+                for r in range(repeats):
+                    waves = simulate_loop(
+                        data.history,
+                        data.waves,
+                        data.features,
+                        data.categorical,
+                        arms,
+                        known_idx,
+                        settings[m],
+                        np.random.default_rng([seed, r]),
+                        seed,
+                    )
+                    runs.append([w.as_dict() for w in waves])
+                    print(
+                        f"seed {seed} {name} {m} repeat {r}: loop / oracle "
+                        f"{sum(w.loop for w in waves) / sum(w.oracle for w in waves):.3f} "
+                        f"({time.perf_counter() - t0:.0f} s)",
+                        flush=True,
+                    )
+                out["scenarios"].setdefault(name, {})[m] = runs
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -107,33 +121,46 @@ def main() -> None:
     ap.add_argument("--customers", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=2, help="test cells and responses per world")
     ap.add_argument("--confidence", type=float, default=0.9)
+    ap.add_argument("--methods", default="targeted,refit", help="loop methods, comma-separated")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "loop.json")
     args = ap.parse_args()
+    methods = args.methods.split(",")
     seeds = [
-        run_seed(s, args.customers, args.repeats, args.confidence)
+        run_seed(s, args.customers, args.repeats, args.confidence, methods)
         for s in range(args.first_seed, args.first_seed + args.seeds)
     ]
-    summary = {}
+    summary: dict[str, dict[str, Any]] = {}
     for name in SCENARIOS:
-        runs = [[WaveOutcome(**w) for w in run] for s in seeds for run in s["scenarios"][name]]
-        groups = [s["seed"] for s in seeds for _ in s["scenarios"][name]]
-        summary[name] = summarise(runs, groups)
-        print(f"\n{name}: cumulative true incremental profit over {len(WAVES)} waves")
-        print(f"{'run':>4}{'fixed plan':>14}{'loop':>12}{'oracle':>12}{'loop-fixed':>12}")
-        for i, (f, lo, o) in enumerate(
-            zip(summary[name]["fixed"], summary[name]["loop"], summary[name]["oracle"], strict=True)
-        ):
-            print(f"{i:>4}{f:>14,.0f}{lo:>12,.0f}{o:>12,.0f}{lo - f:>12,.0f}")
-        d = summary[name]["loop_minus_fixed"]
-        print(
-            f"loop - fixed: {d['mean']:,.0f} [90 % CI over {d['over']} {d['ci90'][0]:,.0f}, "
-            f"{d['ci90'][1]:,.0f}]; "
-            f"loop / oracle {summary[name]['loop_over_oracle']['mean']:.3f} (min "
-            f"{summary[name]['loop_over_oracle']['min']:.3f}); fixed / oracle "
-            f"{summary[name]['fixed_over_oracle']['mean']:.3f}; false roll-outs "
-            f"{summary[name]['false_roll_outs']} of {summary[name]['arms_rolled_out']} "
-            f"({summary[name]['false_roll_out_rate']:.1%})"
-        )
+        for m in methods:
+            runs = [
+                [WaveOutcome(**w) for w in run] for s in seeds for run in s["scenarios"][name][m]
+            ]
+            groups = [s["seed"] for s in seeds for _ in s["scenarios"][name][m]]
+            got = summarise(runs, groups)
+            summary.setdefault(name, {})[m] = got
+            print(
+                f"\n{name}, loop method {m!r}: cumulative true incremental profit, "
+                f"{len(WAVES)} waves"
+            )
+            print(f"{'run':>4}{'fixed plan':>14}{'loop':>12}{'oracle':>12}{'loop-fixed':>12}")
+            for i, (f, lo, o) in enumerate(
+                zip(got["fixed"], got["loop"], got["oracle"], strict=True)
+            ):
+                print(f"{i:>4}{f:>14,.0f}{lo:>12,.0f}{o:>12,.0f}{lo - f:>12,.0f}")
+            d = got["loop_minus_fixed"]
+            print(
+                f"loop - fixed: {d['mean']:,.0f} [90 % CI over {d['over']} {d['ci90'][0]:,.0f}, "
+                f"{d['ci90'][1]:,.0f}]; "
+                f"loop / oracle {got['loop_over_oracle']['mean']:.3f} (min "
+                f"{got['loop_over_oracle']['min']:.3f}); fixed / oracle "
+                f"{got['fixed_over_oracle']['mean']:.3f}; false roll-outs "
+                f"{got['false_roll_outs']} of {got['arms_rolled_out']} "
+                f"({got['false_roll_out_rate']:.1%})"
+            )
+            print(
+                "regret of the loop (oracle - loop) by cause, share of the oracle's profit: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in got["regret_share"].items())
+            )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(

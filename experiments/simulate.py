@@ -38,12 +38,16 @@ import numpy as np
 import pandas as pd
 
 from experiments.offpolicy import Arm, economics, fit_arm_model
+from models.decisions.learning import Calibration, LinearFit, best_linear_predictor, calibrate
 from models.decisions.offpolicy import NO_CONTACT, best_choice
 from models.decisions.readout import (
     DEFAULT_GATE_CONFIDENCE,
+    ArmReadout,
     ArmTerms,
+    GateDecision,
     gate,
     pool_readouts,
+    read_targeted,
     read_wave,
 )
 
@@ -57,6 +61,9 @@ class LoopSettings:
     test_fraction: float = 0.05
     control_fraction: float = 0.1
     confidence: float = DEFAULT_GATE_CONFIDENCE
+    method: str = "targeted"  # or "refit": random test cell, gate on the average arm
+    history_folds: int = 2  # cross-fitting folds (targeted read-out of history, calibration)
+    calibrate: bool = True  # targeted: BLP calibration of each arm's uplift, shrunk by EB
     learner: str = "x"
     params: dict[str, Any] = field(
         default_factory=lambda: {
@@ -81,6 +88,7 @@ class WaveOutcome:
     gate: list[dict[str, Any]]
     false_roll_outs: int  # arms rolled out whose true incremental profit where rolled out < 0
     arms_rolled_out: int
+    regret: dict[str, float] = field(default_factory=dict)  # oracle - loop, by cause
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -96,22 +104,76 @@ class Wave:
     truth: tuple[np.ndarray, np.ndarray]  # p_control (n,), p_arms (n, A)
 
 
+def _estimated(
+    model: Any,
+    x: pd.DataFrame,
+    arms: list[Arm],
+    model_arms: list[int],
+    calibration: Calibration | None = None,
+) -> Any:
+    """The estimated incremental profit per (customer, arm of ``arms``); -inf for an arm the
+    model does not know. ``model_arms``: the arm (index into ``arms``) of each model column;
+    ``calibration``: of the model's uplift (same columns), applied when given."""
+    pre, mau = model[:-1], model[-1]
+    xt = pre.transform(x)
+    econ = economics([arms[j] for j in model_arms], len(x))
+    uplift = mau.predict(xt)
+    if calibration is not None:
+        uplift = calibration.apply(uplift)
+    estimated = econ.estimated_profit(uplift, mau.predict_outcomes(xt)[:, : len(model_arms)])
+    profit = np.full((len(x), len(arms)), -np.inf)
+    profit[:, model_arms] = estimated
+    return profit
+
+
 def _choose(
     model: Any, x: pd.DataFrame, arms: list[Arm], model_arms: list[int], allowed: list[int]
 ) -> Any:
     """Per customer the allowed arm (index into ``arms``) of highest estimated profit, or none.
     ``model_arms``: the arm (index into ``arms``) of each of the model's columns."""
-    pre, mau = model[:-1], model[-1]
-    xt = pre.transform(x)
-    econ = economics([arms[j] for j in model_arms], len(x))
-    estimated = econ.estimated_profit(
-        mau.predict(xt), mau.predict_outcomes(xt)[:, : len(model_arms)]
-    )
-    profit = np.full((len(x), len(arms)), -np.inf)
-    for k, j in enumerate(model_arms):
-        if j in allowed:
-            profit[:, j] = estimated[:, k]
+    profit = _estimated(model, x, arms, model_arms)
+    profit[:, [j for j in range(len(arms)) if j not in allowed]] = -np.inf
     return best_choice(profit)
+
+
+def regret_parts(
+    loop: np.ndarray,
+    oracle: np.ndarray,
+    true_profit: np.ndarray,
+    test: np.ndarray,
+    rest: np.ndarray,
+    passed: list[int],
+) -> dict[str, float]:
+    """Where the loop loses against the oracle, in true incremental profit; the parts add up to
+    ``oracle - loop`` (the control group is held out by both):
+
+    * ``test_cell``: the oracle's profit on the test cell minus what the test cell earned;
+    * ``gate``: on the rest, the oracle over every arm minus the oracle over the arms that
+      passed the gate (what the dropped arms would have earned where they are best);
+    * against that restricted oracle, on the rest: ``under_contact`` (the loop skips a customer
+      the restricted oracle contacts), ``over_contact`` (the loop contacts a customer whom no
+      passed arm pays for: minus the true profit of that contact) and ``wrong_arm`` (both
+      contact, with different arms: the profit of the better arm minus the loop's)."""
+    allowed = np.full(true_profit.shape, -np.inf)
+    allowed[:, passed] = true_profit[:, passed]
+    best = best_choice(allowed) if passed else np.full(loop.size, NO_CONTACT)
+
+    def value(choice: np.ndarray, where: np.ndarray) -> np.ndarray:
+        out = np.zeros(choice.size)
+        hit = where & (choice != NO_CONTACT)
+        out[hit] = true_profit[np.flatnonzero(hit), choice[hit]]
+        return out
+
+    v_loop, v_best = value(loop, rest), value(best, rest)
+    skipped, contacted = loop == NO_CONTACT, best != NO_CONTACT
+    both = rest & ~skipped & contacted & (loop != best)
+    return {
+        "test_cell": float(value(oracle, test).sum() - value(loop, test).sum()),
+        "gate": float(value(oracle, rest).sum() - v_best.sum()),
+        "under_contact": float(v_best[rest & skipped & contacted].sum()),
+        "over_contact": float(-v_loop[rest & ~skipped & ~contacted].sum()),
+        "wrong_arm": float((v_best - v_loop)[both].sum()),
+    }
 
 
 def _true_profit(choice: np.ndarray, true_profit: np.ndarray) -> float:
@@ -158,8 +220,17 @@ def simulate_loop(
     The fixed plan uses the pre-campaign model for every wave. The loop, in each wave: a test
     cell with random arms (every arm), read against the control group; the gate; a refit on
     everything seen so far plus the test cell; the rest planned over the arms that passed; then
-    the wave's responses (test cell, roll-out and control) join what it learns from."""
+    the wave's responses (test cell, roll-out and control) join what it learns from.
+
+    ``settings.method``: ``targeted`` (default, ``_simulate_targeted``) or ``refit`` (the first
+    design: random arms in the test cell, the gate on each arm's average effect)."""
+    if settings.method not in ("targeted", "refit"):
+        raise ValueError(f"unknown loop method {settings.method!r}; known: refit, targeted")
     history = history[history["arm"].isin([-1, *known])]  # the arms never tested do not exist
+    if settings.method == "targeted":
+        return _simulate_targeted(
+            history, waves, features, categorical, arms, known, settings, rng, seed
+        )
     model0 = _fit_known(history, known, features, categorical, settings, seed)
     seen = history[[*features, "arm", "label"]]
     terms = {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
@@ -233,6 +304,263 @@ def simulate_loop(
                 gate=[d.as_dict() for d in decisions],
                 false_roll_outs=false_roll_outs,
                 arms_rolled_out=len(passed),
+                regret=regret_parts(loop, oracle, true_profit, test, rest, passed),
+            )
+        )
+    return out
+
+
+def _labels(choice: np.ndarray, arms: list[Arm]) -> list[str | None]:
+    return [arms[a].label if a != NO_CONTACT else None for a in choice]
+
+
+P_CONTROL = "p_control"
+
+
+def _p(j: int) -> str:
+    return f"p_arm_{j}"
+
+
+def _history_design(history: pd.DataFrame, n_arms: int) -> pd.DataFrame:
+    """Each earlier randomised campaign's design per row: the probability of every arm and of
+    the control group (the campaign's shares, as observed)."""
+    out = history.copy()
+    for _, part in history.groupby(CAMPAIGN):
+        share = np.bincount(part["arm"].to_numpy() + 1, minlength=n_arms + 1) / len(part)
+        out.loc[part.index, P_CONTROL] = share[0]
+        for j in range(n_arms):
+            out.loc[part.index, _p(j)] = share[j + 1]
+    return out
+
+
+def _crossfit(
+    seen: pd.DataFrame,
+    model_arms: list[int],
+    features: list[str],
+    categorical: list[str],
+    settings: LoopSettings,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold uplift (n, arms) and response probabilities (n, arms + 1, control last) of
+    every row, each from a model fitted on the other folds (cross-fitting)."""
+    folds = np.random.default_rng(seed).permutation(len(seen)) % settings.history_folds
+    uplift = np.full((len(seen), len(model_arms)), np.nan)
+    outcomes = np.full((len(seen), len(model_arms) + 1), np.nan)
+    for k in range(settings.history_folds):
+        train, held = seen[folds != k], seen[folds == k]
+        model = _fit_known(train, model_arms, features, categorical, settings, seed)
+        xt = model[:-1].transform(held[features])
+        uplift[folds == k] = model[-1].predict(xt)
+        outcomes[folds == k] = model[-1].predict_outcomes(xt)
+    return uplift, outcomes
+
+
+def _calibration(
+    seen: pd.DataFrame, model_arms: list[int], uplift: np.ndarray, outcomes: np.ndarray
+) -> Calibration:
+    """Per arm of the model, the BLP of its cross-fitted uplift on the rows that could have got
+    the arm or the control (by the design of their campaign or wave), shrunk by EB."""
+    fits: list[LinearFit | None] = []
+    arm = seen["arm"].to_numpy()
+    y = seen["label"].to_numpy()
+    p_c = seen[P_CONTROL].to_numpy()
+    for k, j in enumerate(model_arms):
+        p_j = seen[_p(j)].to_numpy()
+        rows = (p_j > 0) & (p_c > 0) & ((arm == j) | (arm == NO_CONTACT))
+        if (arm[rows] == j).sum() < 30 or (arm[rows] == NO_CONTACT).sum() < 30:
+            fits.append(None)
+            continue
+        p = p_j[rows] / (p_j[rows] + p_c[rows])
+        fits.append(
+            best_linear_predictor(y[rows], arm[rows] == j, p, uplift[rows, k], outcomes[rows, -1])
+        )
+    return calibrate(fits)
+
+
+def _history_readouts(
+    history: pd.DataFrame,
+    model_arms: list[int],
+    uplift: np.ndarray,
+    outcomes: np.ndarray,
+    arms: list[Arm],
+    terms: dict[str, ArmTerms],
+    level: float,
+) -> list[list[ArmReadout]]:
+    """The earlier randomised campaigns read the targeted way with cross-fitted plans (no row
+    is planned by a model that saw it), each campaign against its own controls."""
+    econ = economics([arms[j] for j in model_arms], len(history))
+    profit = np.full((len(history), len(arms)), -np.inf)
+    profit[:, model_arms] = econ.estimated_profit(uplift, outcomes[:, : len(model_arms)])
+    plan = best_choice(profit)
+    out = []
+    for _, part in history.reset_index(drop=True).groupby(CAMPAIGN):
+        i = part.index.to_numpy()
+        out.append(
+            read_targeted(
+                _labels(part["arm"].to_numpy(), arms),
+                _labels(plan[i], arms),
+                part["label"].to_numpy(),
+                terms,
+                level=level,
+            )
+        )
+    return out
+
+
+def _gate_every_arm(
+    pooled: dict[str, ArmReadout], arms: list[Arm], confidence: float
+) -> list[GateDecision]:
+    """The gate's decision per arm, in ``arms`` order; an arm without evidence is held."""
+    out = []
+    for a in arms:
+        if a.label in pooled:
+            out.extend(gate([pooled[a.label]], confidence))
+        else:
+            out.append(
+                GateDecision(
+                    a.label,
+                    False,
+                    "held: the plan gives it to no one and nothing measured it where it would",
+                    confidence,
+                )
+            )
+    return out
+
+
+def _simulate_targeted(
+    history: pd.DataFrame,
+    waves: list[Wave],
+    features: list[str],
+    categorical: list[str],
+    arms: list[Arm],
+    known: list[int],
+    settings: LoopSettings,
+    rng: np.random.Generator,
+    seed: int,
+) -> list[WaveOutcome]:
+    """The loop that tests its plan and gates each arm where the plan uses it.
+
+    Per wave: the arm model fitted on everything seen so far plans every customer over every arm
+    it knows (**the plan**). The **test cell** gets the plan — the CRM practice's "test the
+    plan on a small cell" — except that arms never tested yet (no model knows them) get their
+    share ``1 / A`` of the test cell at random. Each arm is **read on its segment** (the
+    customers the plan gives it: its test-cell contacts against the control customers the plan
+    gives it, ``read_targeted``), pooled by inverse variance with the same read-out of every
+    earlier wave (test cell and roll-out on that wave's plan's segments) and of the earlier
+    randomised campaigns (cross-fitted: ``_history_readouts``). The **gate** keeps an arm when
+    its profit per contact on its segment is positive with the configured confidence, and the
+    **roll-out** gives the rest of the audience the plan where its arm passed and nothing where
+    it did not — exactly what was measured, no arm moved to customers it was not read on. After
+    the wave everything it saw (test cell, roll-out, control) joins the data of the refit."""
+    terms = {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
+    design = [P_CONTROL, *(_p(j) for j in range(len(arms)))]
+    history = _history_design(history.reset_index(drop=True), len(arms))
+    seen = history[[*features, "arm", "label", *design]]
+    model_arms = sorted(known)
+    oof = _crossfit(seen, model_arms, features, categorical, settings, seed)
+    evidence = _history_readouts(history, model_arms, *oof, arms, terms, settings.confidence)
+    model0 = _fit_known(history, model_arms, features, categorical, settings, seed)
+    model = model0
+    out = []
+    for w, wave in enumerate(waves):
+        if w > 0:  # the data grew: cross-fit again (before the first wave: done above)
+            oof = _crossfit(seen, model_arms, features, categorical, settings, seed)
+        cal = _calibration(seen, model_arms, *oof) if settings.calibrate else None
+        n = len(wave.audience)
+        econ = economics(arms, n)
+        p0, p_arms = wave.truth
+        true_profit = econ.profit(p0, p_arms)
+        control = rng.random(n) < settings.control_fraction
+        x = wave.audience[features]
+
+        fixed = _choose(model0, x, arms, known, known)
+        fixed[control] = NO_CONTACT
+        oracle = best_choice(true_profit)
+        oracle[control] = NO_CONTACT
+
+        plan = best_choice(_estimated(model, x, arms, model_arms, cal))
+        untested = [j for j in range(len(arms)) if j not in model_arms]
+        test = ~control & (rng.random(n) < settings.test_fraction)
+        explore = test & (rng.random(n) < len(untested) / len(arms))
+        loop = np.full(n, NO_CONTACT)
+        loop[test] = plan[test]
+        if untested:
+            loop[explore] = rng.choice(untested, int(explore.sum()))
+        draw = rng.random(n)
+        y = _responses(loop, draw, p0, p_arms)
+        cell = test | control
+        planned = _labels(plan, arms)
+        untargeted = [arms[j].label for j in untested]
+        readouts = read_targeted(
+            _labels(loop[cell], arms),
+            [planned[i] for i in np.flatnonzero(cell)],
+            y[cell],
+            terms,
+            untargeted=untargeted,
+            level=settings.confidence,
+        )
+        pooled = {
+            r.arm: r
+            for r in pool_readouts([*evidence, readouts], settings.confidence, predictive=True)
+        }
+        decisions = _gate_every_arm(pooled, arms, settings.confidence)
+        passed = [j for j, d in enumerate(decisions) if d.roll_out]
+
+        # the roll-out: the plan over the arms that passed (a dropped arm's customers get their
+        # best passed arm, or nothing)
+        rest = ~control & ~test
+        gated = plan.copy()
+        if passed:
+            estimated = _estimated(model, x, arms, model_arms, cal)
+            estimated[:, [j for j in range(len(arms)) if j not in passed]] = -np.inf
+            gated = best_choice(estimated)
+        gated[~np.isin(gated, passed)] = NO_CONTACT
+        loop[rest] = gated[rest]
+        y = _responses(loop, draw, p0, p_arms)
+        # what later waves learn from: the roll-out on its segments against the control
+        # customers the roll-out plan gives the same arm (the test cell's read, on the same
+        # control group, is not added again)
+        evidence.append(
+            read_targeted(
+                _labels(loop[~test], arms),
+                _labels(gated[~test], arms),
+                y[~test],
+                terms,
+                level=settings.confidence,
+            )
+        )
+        wave_rows = wave.audience[features].copy()
+        wave_rows["arm"], wave_rows["label"] = loop, y.astype(int)
+        # the wave's design: control with its fraction, else the test cell's arm (the plan, or
+        # an untested arm at random) with the test fraction, else the roll-out's
+        c, t = settings.control_fraction, settings.test_fraction
+        wave_rows[P_CONTROL] = c
+        share_new = len(untested) / len(arms)
+        for j in range(len(arms)):
+            in_test = np.where(j in untested, 1 / len(arms), (1 - share_new) * (plan == j))
+            wave_rows[_p(j)] = (1 - c) * (t * in_test + (1 - t) * (gated == j))
+        seen = pd.concat([seen, wave_rows], ignore_index=True)
+        tested = set(seen["arm"]) - {NO_CONTACT}
+        model_arms = [j for j in range(len(arms)) if j in tested]
+        model = _fit_known(seen, model_arms, features, categorical, settings, seed)
+
+        false_roll_outs = 0
+        for j in passed:
+            rolled = rest & (loop == j)
+            if rolled.any() and true_profit[rolled, j].sum() < 0:
+                false_roll_outs += 1
+        out.append(
+            WaveOutcome(
+                wave=wave.name,
+                customers=n,
+                fixed=_true_profit(fixed, true_profit),
+                loop=_true_profit(loop, true_profit),
+                oracle=_true_profit(oracle, true_profit),
+                loop_test_cell=_true_profit(np.where(test, loop, NO_CONTACT), true_profit),
+                gate=[d.as_dict() for d in decisions],
+                false_roll_outs=false_roll_outs,
+                arms_rolled_out=len(passed),
+                regret=regret_parts(loop, oracle, true_profit, test, rest, passed),
             )
         )
     return out
@@ -341,6 +669,12 @@ def summarise(runs: list[list[WaveOutcome]], groups: list[Any] | None = None) ->
             "min": float((cum[:, 1] / cum[:, 2]).min()),
         },
         "fixed_over_oracle": {"mean": float((cum[:, 0] / cum[:, 2]).mean())},
+        # where the loop loses against the oracle (regret_parts), summed over the waves, as a
+        # share of the oracle's profit: the mean over runs
+        "regret_share": {
+            k: float(np.mean([sum(w.regret.get(k, 0.0) for w in run) for run in runs] / cum[:, 2]))
+            for k in dict.fromkeys(k for run in runs for w in run for k in w.regret)
+        },
         "arms_rolled_out": rolled,
         "false_roll_outs": false,
         "false_roll_out_rate": false / rolled if rolled else 0.0,

@@ -210,11 +210,20 @@ def read_wave(
     return out
 
 
-def pool_readouts(waves: list[list[ArmReadout]], level: float = 0.9) -> list[ArmReadout]:
+def pool_readouts(
+    waves: list[list[ArmReadout]], level: float = 0.9, *, predictive: bool = False
+) -> list[ArmReadout]:
     """One read-out per arm from several randomised waves, each read against its own control
     group: the fixed-effect (inverse-variance) pool of the per-wave profit per contact and
     incremental response, so a wave whose audience or season differs is compared only with its
-    own control. Waves where the arm had no contacts or no control are left out."""
+    own control. Waves where the arm had no contacts or no control are left out.
+
+    ``predictive``: the waves measured different things (another season, another plan's
+    segment), so pool with a **random effect** between them (DerSimonian–Laird: the spread of
+    the waves beyond their noise, ``tau^2``, estimated by moments, each wave weighted by
+    ``1 / (se^2 + tau^2)``), and give the figure's uncertainty **for the next wave**:
+    ``se^2 = se(pooled mean)^2 + tau^2`` — what a gate deciding the next roll-out needs. One
+    wave (or waves that agree within their noise) gives the fixed-effect figures."""
     z_two = float(_z(0.5 + level / 2))
     z_one = float(_z(level))
     names = list(dict.fromkeys(r.arm for wave in waves for r in wave))
@@ -230,8 +239,15 @@ def pool_readouts(waves: list[list[ArmReadout]], level: float = 0.9) -> list[Arm
         if not usable:
             continue
         w = np.array([1 / r.profit_se**2 for r in usable])
+        tau2 = 0.0
+        if predictive and len(usable) > 1:
+            y = np.array([r.profit_per_contact for r in usable])
+            fixed = float(np.sum(w * y) / w.sum())
+            q = float(np.sum(w * (y - fixed) ** 2))
+            tau2 = max(0.0, (q - (len(usable) - 1)) / (w.sum() - np.sum(w**2) / w.sum()))
+            w = 1 / (np.array([r.profit_se**2 for r in usable]) + tau2)
         profit = float(np.sum(w * [r.profit_per_contact for r in usable]) / w.sum())
-        se = float(1 / np.sqrt(w.sum()))
+        se = float(np.sqrt(1 / w.sum() + tau2))
         # incremental response: the same weights (the rate and the profit move together)
         uplift = float(np.sum(w * [r.incremental_response for r in usable]) / w.sum())
         u_se = float(
@@ -312,3 +328,40 @@ def gate(
             )
         decisions.append(GateDecision(r.arm, r.profit_lower_one_sided > 0, why, confidence))
     return decisions
+
+
+def read_targeted(
+    given: Sequence[str | None],
+    planned: Sequence[str | None],
+    responded: Any,
+    terms: dict[str, ArmTerms],
+    *,
+    untargeted: Sequence[str] = (),
+    level: float = 0.9,
+) -> list[ArmReadout]:
+    """Per arm, its read-out **on the customers the plan gives it**: the contacts that got arm
+    ``a`` where the plan chose ``a``, against the control customers for whom the plan chose
+    ``a`` (the plan is computed for the control group too; being held out is random, so within
+    that segment contact against control is a randomised comparison).
+
+    This is what a roll-out of the arm will do — reach the customers the plan picks for it — so
+    a gate on it judges the arm where it will be used, not on a random customer (an arm can lose
+    money on average and earn where it is targeted, or the other way round). ``given``: the arm
+    each customer got (None: control); ``planned``: the plan's arm per customer (None: no
+    contact); ``untargeted``: arms the plan cannot choose yet (never tested: it has no model of
+    them), read on everyone, like ``read_wave``. Customers outside an arm's segment do not enter
+    its read-out; arms with no contact in their segment are left out."""
+    g = np.array([a if a is not None else "" for a in given], dtype=object)
+    p = np.array([a if a is not None else "" for a in planned], dtype=object)
+    y = np.asarray(responded, dtype=float)
+    if not (g.shape == p.shape == y.shape):
+        raise ValueError("given, planned and responded: one value per customer")
+    out = []
+    for name, t in terms.items():
+        segment = np.ones(g.size, bool) if name in untargeted else p == name
+        rows = segment & ((g == name) | (g == ""))
+        if not (g[rows] == name).any() or not (g[rows] == "").any():
+            continue
+        labels = [name if a == name else None for a in g[rows]]
+        out.extend(read_wave(labels, y[rows], {name: t}, level=level))
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,8 @@ def data(arms_state):
     )
 
 
-def test_the_oracle_bounds_both_ways_on_every_wave(data) -> None:
+@pytest.mark.parametrize("method", ["targeted", "refit"])
+def test_the_oracle_bounds_both_ways_on_every_wave(data, method: str) -> None:
     arms, d = data
     known = [0, 3]  # e-mail only: sms and phone are new
     out = simulate_loop(
@@ -41,7 +43,7 @@ def test_the_oracle_bounds_both_ways_on_every_wave(data) -> None:
         d.categorical,
         arms,
         known,
-        FAST,
+        replace(FAST, method=method),
         np.random.default_rng(0),
     )
     assert [w.wave for w in out] == ["ARMS_2024_01", "ARMS_2024_05"]
@@ -50,6 +52,9 @@ def test_the_oracle_bounds_both_ways_on_every_wave(data) -> None:
         assert len(w.gate) == len(arms)
         assert 0 <= w.false_roll_outs <= w.arms_rolled_out
         assert w.arms_rolled_out == sum(g["roll_out"] for g in w.gate)
+        # the regret's parts add up to the regret, and only the test cell can be negative
+        assert sum(w.regret.values()) == pytest.approx(w.oracle - w.loop, rel=1e-9, abs=1e-6)
+        assert min(v for k, v in w.regret.items() if k != "test_cell") >= -1e-6
     s = summarise([out, out])
     assert s["loop_minus_fixed"]["mean"] == pytest.approx(sum(w.loop - w.fixed for w in out))
 
@@ -70,6 +75,21 @@ def test_same_seed_same_run(data) -> None:
         for _ in range(2)
     ]
     assert runs[0] == runs[1]
+
+
+def test_an_unknown_loop_method_is_refused(data) -> None:
+    arms, d = data
+    with pytest.raises(ValueError, match="unknown loop method 'bandit'"):
+        simulate_loop(
+            d.history,
+            d.waves,
+            d.features,
+            d.categorical,
+            arms,
+            [0],
+            replace(FAST, method="bandit"),
+            np.random.default_rng(0),
+        )
 
 
 def test_a_campaign_with_budgets_is_refused_not_ignored() -> None:

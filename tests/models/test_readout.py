@@ -86,6 +86,26 @@ def test_pooling_waves_narrows_the_interval_and_keeps_each_control() -> None:
     assert pooled.contacts == sum(w[0].contacts for w in waves)
 
 
+def test_predictive_pooling_widens_only_when_the_waves_disagree() -> None:
+    rng = np.random.default_rng(4)
+    disagree = []
+    arms, y = _wave(rng, 4000, {"a": 0.2, None: 0.1})
+    agree = [read_wave(arms, y, {"a": TERMS["a"]})] * 2  # the same figure twice: no spread
+    for effect in (0.2, -0.05):  # a segment where the arm pays, then one where it does not
+        arms, y = _wave(rng, 4000, {"a": 0.2 + effect, None: 0.2})
+        disagree.append(read_wave(arms, y, {"a": TERMS["a"]}))
+    (fe,) = pool_readouts(agree)
+    (re,) = pool_readouts(agree, predictive=True)
+    assert (re.profit_se, re.profit_per_contact) == (fe.profit_se, fe.profit_per_contact)
+    (fe,) = pool_readouts(disagree)
+    (re,) = pool_readouts(disagree, predictive=True)
+    # the next wave may be like either: its uncertainty includes the spread between waves
+    assert re.profit_se > 3 * fe.profit_se
+    assert not gate([re])[0].roll_out
+    (one,) = pool_readouts(disagree[:1], predictive=True)
+    assert one.profit_se == pytest.approx(disagree[0][0].profit_se)
+
+
 def test_bad_inputs_are_named() -> None:
     with pytest.raises(ValueError, match="no value / cost terms"):
         read_wave(["z", None], np.array([1, 0]), TERMS)
