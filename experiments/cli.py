@@ -68,6 +68,9 @@ def monitor(
     current: Annotated[
         str | None, typer.Option(help="current snapshot date (default: last)")
     ] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="also write the drift report as an HTML page")
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Drift between two snapshots: PSI per feature, score shift, score-decile stability."""
@@ -91,7 +94,9 @@ def monitor(
     for as_of in (ref, cur):
         if not catalog.snapshot_path(fs.key, as_of).exists():
             write_snapshot_at(dataset, fs, as_of, state)
-    report = run_monitor(state, dataset, fs.key, ref, cur, cfg.registered_model, state.tracking_uri)
+    report = run_monitor(
+        state, dataset, fs.key, ref, cur, cfg.registered_model, state.tracking_uri, html_path=html
+    )
     table = Table(title=f"feature drift {ref} -> {cur} (PSI)")
     for col in ("feature", "psi", "flag"):
         table.add_column(col)
@@ -103,6 +108,8 @@ def monitor(
         f"{report.score.mean_shift:+.4f}; {report.stability.change_share:.1%} of "
         f"{report.stability.n_common:,} customers changed score decile"
     )
+    if report.html_path is not None:
+        console.print(f"HTML drift report written to [bold]{report.html_path}[/bold]")
 
 
 @campaign_app.command("evaluate")

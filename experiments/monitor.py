@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,86 @@ def psi(expected: Any, actual: Any, bins: int = 10) -> float:
         pe, pa = _category_shares(e_raw, a_raw)
     pe, pa = np.maximum(pe, EPSILON), np.maximum(pa, EPSILON)
     return float(np.sum((pa - pe) * np.log(pa / pe)))
+
+
+def _edge_text(x: float) -> str:
+    """A bin edge, short: 12, 1,250, 0.37, 3.1e-05."""
+    if x == int(x) and abs(x) < 1e12:
+        return f"{int(x):,}"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
+def bin_shares(expected: Any, actual: Any, bins: int = 10) -> pd.DataFrame:
+    """The bins ``psi`` uses, in words, with both sides' shares and each bin's part of the PSI
+    (the parts add up to the PSI): what a distribution chart of the drift page draws."""
+    e_raw = pd.Series(np.asarray(expected, dtype=object).ravel()).infer_objects()
+    a_raw = pd.Series(np.asarray(actual, dtype=object).ravel()).infer_objects()
+    if e_raw.empty or a_raw.empty:
+        return pd.DataFrame(columns=["bin", "reference_share", "current_share", "psi_part"])
+    if _is_numeric(e_raw) and _is_numeric(a_raw):
+        e = e_raw.to_numpy(dtype=float, na_value=np.nan)
+        a = a_raw.to_numpy(dtype=float, na_value=np.nan)
+        edges, constant = _bin_edges(e, bins)
+        pe, pa = _bin_shares(e, edges, constant), _bin_shares(a, edges, constant)
+        if constant:
+            c = _edge_text(float(edges[0]))
+            labels = [f"< {c}", f"= {c}", f"> {c}"]
+        elif len(edges) == 0:
+            labels = ["any value"]  # a reference without a value: one bin besides missing
+        else:
+            t = [_edge_text(float(x)) for x in edges]
+            labels = [f"< {t[0]}"] + [f"{lo} to < {hi}" for lo, hi in pairwise(t)]
+            labels.append(f"≥ {t[-1]}")
+        labels.append("missing")
+        pe_full, pa_full = pe, pa
+    else:
+        e_s = e_raw.astype(object).where(e_raw.notna(), "<missing>").astype(str)
+        a_s = a_raw.astype(object).where(a_raw.notna(), "<missing>").astype(str)
+        labels = sorted(set(e_s) | set(a_s))
+        pe_full, pa_full = _category_shares(e_raw, a_raw)
+        labels = ["missing" if x == "<missing>" else x for x in labels]
+    pe_c, pa_c = np.maximum(pe_full, EPSILON), np.maximum(pa_full, EPSILON)
+    frame = pd.DataFrame(
+        {
+            "bin": labels,
+            "reference_share": pe_full,
+            "current_share": pa_full,
+            "psi_part": (pa_c - pe_c) * np.log(pa_c / pe_c),
+        }
+    )
+    # an empty missing bin on both sides says nothing
+    empty = (frame["bin"] == "missing") & (frame["reference_share"] == 0)
+    return frame[~(empty & (frame["current_share"] == 0))].reset_index(drop=True)
+
+
+def feature_distributions(
+    reference_snapshot: pd.DataFrame,
+    current_snapshot: pd.DataFrame,
+    features: Sequence[str],
+    bins: int = 10,
+) -> dict[str, pd.DataFrame]:
+    """``bin_shares`` of each feature: the distributions behind the PSI per feature."""
+    return {
+        name: bin_shares(reference_snapshot[name], current_snapshot[name], bins)
+        for name in features
+    }
+
+
+def score_quantiles(ref_scores: Any, cur_scores: Any, points: int = 201) -> pd.DataFrame:
+    """Both sides' score quantiles at ``points`` levels: the empirical distribution functions a
+    chart draws (their largest vertical gap is the KS statistic)."""
+    ref = np.asarray(ref_scores, dtype=float)
+    cur = np.asarray(cur_scores, dtype=float)
+    levels = np.linspace(0.0, 1.0, points)
+    return pd.DataFrame(
+        {
+            "level": levels,
+            "reference": np.quantile(ref[~np.isnan(ref)], levels),
+            "current": np.quantile(cur[~np.isnan(cur)], levels),
+        }
+    )
 
 
 def feature_psi(
@@ -260,6 +341,11 @@ class MonitorReport:
     breached: dict[str, list[str]] = field(default_factory=dict)
     mlflow_run_id: str | None = None
     monitor_path: Path | None = None
+    # for the HTML page (not in monitor.json): per-feature and score bins, score quantiles
+    distributions: dict[str, pd.DataFrame] = field(default_factory=dict)
+    score_bins: pd.DataFrame | None = None
+    score_quantiles: pd.DataFrame | None = None
+    html_path: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what ``monitor.json`` holds)."""
@@ -381,8 +467,10 @@ def run_monitor(
     tracking_uri: str | None = None,
     thresholds: PSIThresholds | None = None,
     alias: str = "champion",
+    html_path: Path | None = None,
 ) -> MonitorReport:
-    """Compare two snapshots through the champion model; log to MLflow and write monitor.json."""
+    """Compare two snapshots through the champion model; log to MLflow and write monitor.json
+    (and the drift page to ``html_path`` when given)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -422,6 +510,9 @@ def run_monitor(
         features=features,
         score=score,
         stability=decile_stability(ref_scores, cur_scores),
+        distributions=feature_distributions(reference, current, names),
+        score_bins=bin_shares(ref_scores.to_numpy(), cur_scores.to_numpy()),
+        score_quantiles=score_quantiles(ref_scores.to_numpy(), cur_scores.to_numpy()),
     )
     report.breached = _breaches(features, score)
     experiment_id = _monitor_experiment(client, f"monitor-{registered_model}", state, tracking_uri)
@@ -430,4 +521,8 @@ def run_monitor(
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(report.to_dict(), indent=2))
     report.monitor_path = out
+    if html_path is not None:
+        from experiments.monitor_page import write_monitor_page
+
+        report.html_path = write_monitor_page(report, Path(html_path))
     return report

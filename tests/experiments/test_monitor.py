@@ -22,6 +22,7 @@ from experiments.monitor import (
     score_shift,
 )
 from features.definitions import context_feature_names
+from tests.experiments.page_browser import browser_fixture
 
 REFERENCE, CURRENT = date(2024, 6, 30), date(2024, 9, 30)
 
@@ -220,3 +221,28 @@ def test_monitor_tags_the_breached_features(snapshots):
     # the same customers with one feature moved: scores shift, some customers change decile
     assert report.stability.n_common == len(snap)
     assert report.score.ks_statistic > 0 and report.stability.change_share > 0
+
+
+browser = browser_fixture()
+
+
+def test_patron_monitor_writes_the_drift_page(snapshots, browser, tmp_path):
+    """``patron monitor --html``: the page beside nothing else, read in Chromium at 1,400 px."""
+    from typer.testing import CliRunner
+
+    from patron.cli import mount
+
+    pipeline, fs, _ = snapshots
+    state = pipeline["state"]
+    out = tmp_path / "pages" / "drift.html"
+    args = ["monitor", "-c", "experiments/churn/synthetic.yaml", "--home", str(state.home)]
+    args += ["--reference", str(REFERENCE), "--current", str(CURRENT), "--html", str(out)]
+    done = CliRunner().invoke(mount(), args, catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert "HTML drift report written to" in done.output
+    assert [p.name for p in out.parent.iterdir()] == ["drift.html"]
+    page = out.read_text()
+    names = set(fs.names) - context_feature_names()
+    assert all(f'id="chart-dist-{n}"' in page for n in names)
+    check = browser.check(out, tmp_path / "drift_synthetic.png")
+    check.assert_readable(min_charts=4 + len(names))
