@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from features.catalog import Catalog
+from features.pages import DASH, page
 from features.segments import (
     RFM_SEGMENT_GRID,
     SegmentsConfig,
@@ -233,14 +234,12 @@ def segments_chart(summary: pd.DataFrame, path: Path) -> Path:
 
 # --------------------------------------------------------------------------- HTML
 
+# the house style (features.pages) plus what this page's pandas tables need
 _CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
-       max-width: 1150px; color: #222; }
-h1 { font-size: 1.6em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.9em; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
-th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
-img { max-width: 100%; } .meta td { text-align: left; } .note { color: #555; font-size: 0.9em; }
+table.dataframe td, table.dataframe th { text-align: right; }
+table.dataframe td:first-child, table.dataframe th:first-child { text-align: left; }
+table.meta th, table.meta td { text-align: left; }
+main > img, main > p + img { background: #fff; border: 1px solid #e0e3e8; padding: 8px; }
 """
 
 
@@ -250,7 +249,9 @@ def _img(fig: Figure, alt: str) -> str:
 
 
 def _table(frame: pd.DataFrame, index: bool = False) -> str:
-    return frame.to_html(index=index, border=0, escape=True, na_rep="-")
+    """A table in a box that scrolls sideways when it is wider than the page."""
+    body = frame.to_html(index=index, border=0, escape=True, na_rep=DASH)
+    return f'<div class="scroll">{body}</div>'
 
 
 def _summary_display(part: pd.DataFrame) -> pd.DataFrame:
@@ -267,9 +268,9 @@ def _summary_display(part: pd.DataFrame) -> pd.DataFrame:
 
 def _cluster_profile(segments: pd.DataFrame) -> pd.DataFrame:
     cols = ["revenue", "days_since_last_order", "days_since_first_order", "orders_count_total"]
-    prof = segments.groupby("cluster")[cols].mean()
-    prof.insert(0, "customers", segments.groupby("cluster").size())
-    return prof.round(1).rename_axis("cluster").reset_index()
+    prof = segments.groupby("cluster")[cols].mean().map("{:,.1f}".format)
+    prof.insert(0, "customers", segments.groupby("cluster").size().map("{:,}".format))
+    return prof.rename_axis("cluster").reset_index()
 
 
 def value_risk_section(grid: pd.DataFrame, note: str = "", figure: Figure | None = None) -> str:
@@ -305,18 +306,13 @@ def render_segments_report(
     ``value_risk`` (a value x risk grid from a value job) a last section shows it."""
     out_path = Path(out_path)
     esc = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{esc(title)}</h1>",
-    ]
+    parts = [f"<h1>{esc(title)}</h1>"]
     facts = {"customers": f"{len(segments):,}", "revenue": f"{segments['revenue'].sum():,.0f}"}
     facts.update({k: str(v) for k, v in (meta or {}).items()})
     parts.append(
-        '<table class="meta">'
+        '<div class="scroll"><table class="meta">'
         + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items())
-        + "</table>"
+        + "</table></div>"
     )
 
     parts.append(f"<h2>{REPORT_SECTIONS[0]}</h2>")
@@ -370,9 +366,8 @@ def render_segments_report(
     parts.append(_table(_cluster_profile(segments)))
     if value_risk is not None and len(value_risk):
         parts.append(value_risk_section(value_risk, value_note))
-    parts.append("</body></html>")
     with atomic_path(out_path) as tmp:
-        tmp.write_text("\n".join(parts), encoding="utf-8")
+        tmp.write_text(page(title, "\n".join(parts), css=_CSS, plotly=False), encoding="utf-8")
     return out_path
 
 
