@@ -157,6 +157,7 @@ class Run:
         self.width = 3.0 if champion else 1.8
         self.y: np.ndarray | None = None
         self.score: np.ndarray | None = None
+        self.distinct = label  # the label less the leading words all runs share
 
     @property
     def name(self) -> str:
@@ -169,8 +170,9 @@ class Run:
         return self.short(24)
 
     def short(self, width: int = 34) -> str:
-        """The name cut to ``width`` characters, for small-multiple titles."""
-        text = f"#{self.number} " + ("★ " if self.champion else "") + self.label
+        """The name without the words every run's name starts with, cut to ``width``
+        characters: for legends and small-multiple titles, where the differences must show."""
+        text = f"#{self.number} " + ("★ " if self.champion else "") + self.distinct
         return esc(text if len(text) <= width else text[: width - 1] + "…")
 
     def meta(self, line: bool = True) -> dict[str, Any]:
@@ -194,7 +196,22 @@ def runs_of(result: ComparisonResult) -> list[Run]:
             run.y = preds["label"].to_numpy(dtype=float)
             run.score = preds["score"].to_numpy(dtype=float)
         out.append(run)
+    common = _common_words([r.label for r in out])
+    for run in out:
+        run.distinct = run.label[len(common) :].strip() or run.label
     return out
+
+
+def _common_words(labels: list[str]) -> str:
+    """The leading whole words all labels share (``churn xgb `` of ``churn xgb lr0.05 …``)."""
+    if len(labels) < 2:
+        return ""
+    prefix = labels[0]
+    for label in labels[1:]:
+        while not label.startswith(prefix):
+            prefix = prefix[:-1]
+    cut = prefix.rfind(" ")
+    return prefix[: cut + 1] if cut >= 0 else ""
 
 
 def rows_by_run(result: ComparisonResult) -> dict[str, dict[str, Any]]:
@@ -438,7 +455,7 @@ def reach_chart(runs: list[Run]) -> Any:
             )
         )
     lay = _house(
-        "Positives reached when contacting the top 10, 20 and 30 %",
+        "Positives reached at the top 10, 20, 30 %",
         "positives captured (%)",
         "customers contacted (highest score first)",
     )
@@ -719,8 +736,8 @@ def decile_tables(runs: list[Run]) -> str:
 def run_picker(runs: list[Run]) -> str:
     """Checkboxes, one per run: the chosen runs are highlighted in every chart and table."""
     boxes = "".join(
-        f'<label title="{esc(r.rid)}"><input type="checkbox" value="{esc(r.rid)}">'
-        f'<span class="swatch" style="background:{r.colour}"></span>{r.name}</label>'
+        f'<label title="{esc(r.label)}"><input type="checkbox" value="{esc(r.rid)}">'
+        f'<span class="swatch" style="background:{r.colour}"></span>{r.short(40)}</label>'
         for r in runs
         if r.y is not None
     )
