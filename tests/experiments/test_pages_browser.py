@@ -1,10 +1,9 @@
-"""The campaign and segment pages in headless Chromium at 1,400 px (one browser for both):
+"""The campaign, segment and value pages in headless Chromium at 1,400 px (one browser for all):
 nothing wider than the page, every chart drawn (the segment page's are PNG images), no console
 error, nothing fetched."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 from experiments.campaign_page import render_campaign_page
@@ -33,15 +32,38 @@ def test_segment_page_in_chromium(browser, tmp_path: Path) -> None:
 
     con = duckdb.connect()
     con.register("tx", _transactions())
-    fs = feature_set("churn_v1")
-    seg = segment_customers(compute_features(con, "tx", LAST, fs), "tx", con, CFG, as_of=LAST)
-    before = LAST - timedelta(days=90)
-    seg0 = segment_customers(compute_features(con, "tx", before, fs), "tx", con, CFG, as_of=before)
+    seg = segment_customers(
+        compute_features(con, "tx", LAST, feature_set("churn_v1")), "tx", con, CFG, as_of=LAST
+    )
     con.close()
-    summary = segment_summary(seg, CFG)
-    out = render_segments_report(
-        seg, summary, lifecycle_flow(seg0, seg), pareto_curve(seg), tmp_path / "segments.html"
+    out = render_segments_report(  # one cutoff: the flow is the diagonal, enough to draw
+        seg,
+        segment_summary(seg, CFG),
+        lifecycle_flow(seg, seg),
+        pareto_curve(seg),
+        tmp_path / "segments.html",
     )
     check = browser.check(out, tmp_path / "segments_page.png")
     check.assert_readable(min_charts=REPORT_IMAGES)  # its charts are inline PNG images
     assert len(check.images) == REPORT_IMAGES and not check.charts
+
+
+def test_value_page_in_chromium(browser, tmp_path: Path) -> None:
+    """The value page of test_value.py's toy data (the KPI page has its own Chromium test)."""
+    import duckdb
+
+    from experiments.value import ValueJob, compute_value
+    from experiments.value_page import render_value_page
+    from tests.experiments import test_value
+
+    con = duckdb.connect()
+    try:
+        con.register("tx", test_value._transactions())
+        job = ValueJob.model_validate(test_value.JOB)
+        value = compute_value(con, "tx", None, "toy", test_value.LAST, job)
+    finally:
+        con.close()
+    path = tmp_path / "value.html"
+    path.write_text(render_value_page(value))
+    check = browser.check(path, tmp_path / "value_page.png")
+    check.assert_readable(min_charts=3)
