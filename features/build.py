@@ -21,7 +21,7 @@ from features.definitions import (
     feature_set,
     feature_set_from_spec,
 )
-from features.engine import churn_label_sql, features_sql, referenced_columns
+from features.engine import SqlRunner, churn_label_sql, features_sql, referenced_columns
 from features.offers import customer_profile_sql, profile_frame
 from features.sql import sql_date, sql_literal
 from features.store import StateDirs, atomic_path
@@ -34,7 +34,7 @@ def transactions_source(state: StateDirs, dataset: str) -> str:
     return Catalog(state, dataset).relation("transactions")
 
 
-def data_date_range(con: duckdb.DuckDBPyConnection, source: str) -> tuple[date, date]:
+def data_date_range(con: SqlRunner, source: str) -> tuple[date, date]:
     """First and last transaction date of a source."""
     sql = f"SELECT min(CAST(ts AS DATE)), max(CAST(ts AS DATE)) FROM {source}"
     lo, hi = con.execute(sql).fetchall()[0]
@@ -229,15 +229,20 @@ def compute_features(
     return con.execute(features_sql(source, as_of, fs, **relations)).df()
 
 
-def compute_churn_labels(
-    con: duckdb.DuckDBPyConnection, source: str, as_of: date, horizon_days: int, lookback_days: int
-) -> pd.DataFrame:
-    """Churn labels at ``as_of``; refuses a horizon that runs past the end of the data."""
+def check_horizon(con: SqlRunner, source: str, as_of: date, horizon_days: int) -> None:
+    """Refuse a label horizon that runs past the end of the data."""
     _, last = data_date_range(con, source)
     if (last - as_of).days < horizon_days:
         raise ValueError(
             f"cutoff {as_of} + horizon {horizon_days} days runs past the last data date {last}"
         )
+
+
+def compute_churn_labels(
+    con: duckdb.DuckDBPyConnection, source: str, as_of: date, horizon_days: int, lookback_days: int
+) -> pd.DataFrame:
+    """Churn labels at ``as_of``; refuses a horizon that runs past the end of the data."""
+    check_horizon(con, source, as_of, horizon_days)
     return con.execute(churn_label_sql(source, as_of, horizon_days, lookback_days)).df()
 
 
@@ -269,14 +274,51 @@ def write_snapshot(
 ) -> Path:
     """Compute and write the feature snapshot at ``as_of`` out-of-core (DuckDB COPY), atomically;
     the folder is named by the set's key and holds its spec (``feature_set.json``)."""
-    source = transactions_source(state, dataset)
-    sql = features_sql(source, as_of, fs, **attribute_plan(state, dataset, fs).relations(as_of))
-    catalog = Catalog(state, dataset)
-    out = catalog.snapshot_path(fs.key, as_of)
+    out = Catalog(state, dataset).snapshot_path(fs.key, as_of)
     with atomic_path(out) as tmp:
+        sql = snapshot_sql(state, dataset, fs, as_of)
         con.execute(f"COPY ({sql}) TO {sql_literal(str(tmp))} (FORMAT parquet)")
-    with atomic_path(out.parent / SPEC_FILE) as tmp:
+    write_feature_set_spec(out, fs)
+    return out
+
+
+def snapshot_sql(state: StateDirs, dataset: str, fs: FeatureSet, as_of: date) -> str:
+    """The SQL (DuckDB dialect) of a dataset's feature snapshot at ``as_of``: the ingested tables,
+    customer attributes as of the cutoff when the customers table has history."""
+    source = transactions_source(state, dataset)
+    return features_sql(source, as_of, fs, **attribute_plan(state, dataset, fs).relations(as_of))
+
+
+def write_feature_set_spec(snapshot: Path, fs: FeatureSet) -> None:
+    """Record the feature set a snapshot was built with beside it (``feature_set.json``)."""
+    with atomic_path(snapshot.parent / SPEC_FILE) as tmp:
         tmp.write_text(json.dumps(fs.spec(), indent=2, sort_keys=True))
+
+
+def churn_labels_path(
+    state: StateDirs, dataset: str, as_of: date, horizon_days: int, lookback_days: int
+) -> Path:
+    """Where the churn labels of a dataset at ``as_of`` are written (beside the snapshots)."""
+    key = f"labels_churn_h{horizon_days}_l{lookback_days}"
+    return Catalog(state, dataset).snapshot_path(key, as_of)
+
+
+def write_churn_labels(
+    con: duckdb.DuckDBPyConnection,
+    state: StateDirs,
+    dataset: str,
+    as_of: date,
+    horizon_days: int,
+    lookback_days: int,
+) -> Path:
+    """Compute and write the churn labels at ``as_of`` (customer_id, label) out-of-core,
+    atomically; a horizon past the end of the data is refused."""
+    source = transactions_source(state, dataset)
+    check_horizon(con, source, as_of, horizon_days)
+    out = churn_labels_path(state, dataset, as_of, horizon_days, lookback_days)
+    with atomic_path(out) as tmp:
+        sql = churn_label_sql(source, as_of, horizon_days, lookback_days)
+        con.execute(f"COPY ({sql}) TO {sql_literal(str(tmp))} (FORMAT parquet)")
     return out
 
 

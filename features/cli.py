@@ -129,6 +129,56 @@ def write_snapshot_at(
         con.close()
 
 
+def write_features_at(
+    cfg: Any,
+    fs: Any,
+    as_of: date | None,
+    state: StateDirs,
+    churn: tuple[int, int] | None = None,
+    name: str = "--as-of",
+) -> tuple[date, list[Path]]:
+    """Write the snapshot of feature set ``fs`` (and, given ``(horizon_days, lookback_days)``,
+    the churn labels) at ``as_of`` (default: the last data date) on the dataset's engine
+    (``cfg.engine``: DuckDB in process, or Spark); a cutoff outside the data is refused."""
+    from features.build import (
+        data_date_range,
+        transactions_source,
+        write_churn_labels,
+        write_snapshot,
+    )
+
+    def cutoff(dates: tuple[date, date]) -> date:
+        return dates[1] if as_of is None else check_as_of(as_of, dates, name, cfg.name)
+
+    if cfg.engine.kind == "spark":
+        from features.spark import (
+            data_dates_spark,
+            require_spark,
+            spark_session,
+            write_churn_labels_spark,
+            write_snapshot_spark,
+        )
+
+        require_spark(cfg.where())
+        with spark_session(cfg.engine) as spark:
+            at = cutoff(data_dates_spark(spark, state, cfg.name))
+            paths = [write_snapshot_spark(spark, state, cfg.name, fs, at)]
+            if churn is not None:
+                paths.append(write_churn_labels_spark(spark, state, cfg.name, at, *churn))
+            return at, paths
+    from features.sources import connect
+
+    con = connect(state)
+    try:
+        at = cutoff(data_date_range(con, transactions_source(state, cfg.name)))
+        paths = [write_snapshot(con, state, cfg.name, fs, at)]
+        if churn is not None:
+            paths.append(write_churn_labels(con, state, cfg.name, at, *churn))
+        return at, paths
+    finally:
+        con.close()
+
+
 @app.command()
 def generate(
     dataset: DatasetOpt = "synthetic",
@@ -178,18 +228,21 @@ def _ingest(cfg: Any, state: Any) -> Any:
     from features.sources import ingest as ingest_dataset
 
     failed: QuarantineError | None = None
+    engine = cfg.engine.describe()
     with progress_bar() as progress:
-        task = progress.add_task(f"ingesting {cfg.name}", total=len(cfg.tables))
+        task = progress.add_task(f"ingesting {cfg.name} on {engine}", total=len(cfg.tables))
 
         def step(table: str) -> None:
-            progress.update(task, description=f"ingesting {cfg.name}.{table}", advance=0)
+            progress.update(
+                task, description=f"ingesting {cfg.name}.{table} on {engine}", advance=0
+            )
 
         try:
             report = ingest_dataset(cfg, state, progress=step)
         except QuarantineError as exc:
             failed, report = exc, exc.report
         progress.update(task, completed=len(cfg.tables))
-    table = Table(title=f"ingest {cfg.name}")
+    table = Table(title=f"ingest {cfg.name} ({engine})")
     for col in ("table", "read", "accepted", "quarantined", "reason", "rows"):
         table.add_column(
             col, justify="right" if col in ("read", "accepted", "quarantined", "rows") else "left"
@@ -304,18 +357,31 @@ def features(
     as_of: Annotated[
         str | None, typer.Option(help="cutoff date YYYY-MM-DD (default: last data date)")
     ] = None,
+    churn_labels: Annotated[
+        bool, typer.Option("--churn-labels", help="also write the churn labels at the cutoff")
+    ] = False,
+    horizon_days: Annotated[int, typer.Option(min=1, help="churn label horizon")] = 90,
+    lookback_days: Annotated[int, typer.Option(min=1, help="churn label lookback")] = 365,
     home: HomeOpt = None,
 ) -> None:
-    """Write the point-in-time feature snapshot of a dataset at a cutoff."""
+    """Write the point-in-time feature snapshot of a dataset at a cutoff (and its churn labels),
+    on the dataset's engine (``engine:`` in its YAML: duckdb or spark)."""
+    from features.definitions import feature_set as released
     from features.sources import load_dataset
 
     state = state_of(home)
     cfg = load_dataset(dataset)
-    cutoff = parse_date(as_of, "--as-of")  # checked against the data by write_snapshot_at
-    from features.definitions import feature_set as released
-
-    path = write_snapshot_at(cfg.name, released(feature_set), cutoff, state)
-    console.print(f"snapshot written to [bold]{path}[/bold]")
+    cutoff = parse_date(as_of, "--as-of")  # checked against the data by write_features_at
+    fs = released(feature_set)
+    churn = (horizon_days, lookback_days) if churn_labels else None
+    engine = cfg.engine.describe()
+    with progress_bar() as progress:
+        progress.add_task(f"features {fs.name} of {cfg.name} on {engine}", total=None)
+        at, paths = write_features_at(cfg, fs, cutoff, state, churn)
+    console.print(f"features {fs.name} at {at} computed on {engine}")
+    console.print(f"snapshot written to [bold]{paths[0]}[/bold]")
+    if churn is not None:
+        console.print(f"churn labels written to [bold]{paths[1]}[/bold]")
 
 
 @app.command()

@@ -10,14 +10,17 @@ numbering), every divisor is wrapped in NULLIF, no ``* EXCLUDE``, no materialisa
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import date
 from functools import lru_cache
+from typing import Any, Literal, Protocol
 
 import sqlglot
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlglot import exp
 
 from features.definitions import LEVEL_INPUTS, Feature, FeatureSet
-from features.sql import sql_date
+from features.sql import sql_date, sql_literal
 
 _CTYPE = {"double": "DOUBLE", "integer": "BIGINT", "string": "VARCHAR"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -38,9 +41,132 @@ def referenced_columns(sql: str) -> frozenset[str]:
     return frozenset(c.name for c in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Column))
 
 
-def to_spark_sql(sql: str) -> str:
-    """Transpile DuckDB SQL to Spark SQL."""
-    return sqlglot.transpile(sql, read="duckdb", write="spark")[0]
+class SqlRunner(Protocol):
+    """What engine-neutral steps need from an engine: run DuckDB-dialect SQL (``?``
+    parameters) and fetch a few rows (``fetchone`` / ``fetchall``). A DuckDB connection is
+    one; ``features.spark.SparkRunner`` runs the same SQL on Spark."""
+
+    def execute(self, query: str, parameters: Any = None) -> Any: ...
+
+
+def spark_time_format(duckdb_format: str) -> str:
+    """A DuckDB strptime format (``%Y-%m-%d %H:%M:%S``) as Spark's (``yyyy-MM-dd HH:mm:ss``)."""
+    from sqlglot.dialects.duckdb import DuckDB
+    from sqlglot.dialects.spark import Spark
+    from sqlglot.time import format_time
+
+    python = format_time(duckdb_format, DuckDB.TIME_MAPPING, DuckDB.TIME_TRIE) or duckdb_format
+    return format_time(python, Spark.INVERSE_TIME_MAPPING, Spark.INVERSE_TIME_TRIE) or python
+
+
+def duckdb_functions_to_spark(node: exp.Expression) -> exp.Expression:
+    """DuckDB functions sqlglot passes through unchanged, as their Spark equivalents:
+    ``try_strptime(x, fmt)`` (NULL when x does not parse) and ``list_extract(list, i)``."""
+    if not isinstance(node, exp.Anonymous):
+        return node
+    name, args = str(node.this).lower(), list(node.expressions)
+    if name == "try_strptime" and len(args) == 2 and isinstance(args[1], exp.Literal):
+        fmt = exp.Literal.string(spark_time_format(args[1].this))
+        return exp.Anonymous(this="TRY_TO_TIMESTAMP", expressions=[args[0], fmt])
+    if name == "list_extract" and len(args) == 2:
+        return exp.Anonymous(this="ELEMENT_AT", expressions=args)
+    return node
+
+
+def to_spark_sql(sql: str, parameters: Sequence[Any] | None = None) -> str:
+    """Transpile DuckDB SQL to Spark SQL; ``?`` placeholders take ``parameters`` as literals."""
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    if parameters:
+        values = iter(parameters)
+        tree = tree.transform(
+            lambda n: (
+                sqlglot.parse_one(sql_literal(next(values)), read="duckdb")
+                if isinstance(n, exp.Placeholder)
+                else n
+            )
+        )
+    return tree.transform(duckdb_functions_to_spark).sql(dialect="spark")
+
+
+#: Spark master URLs: local[N] / local[*] (with optional retries), standalone, YARN, Kubernetes.
+_MASTER = re.compile(
+    r"^(local(\[(\*|[1-9]\d*)(,\s*[1-9]\d*)?\])?|spark://[^\s/]+(/)?|yarn|k8s://\S+)$"
+)
+_MEMORY = re.compile(r"^[1-9]\d*[kmgt]?$", re.IGNORECASE)
+#: Session settings Patron fixes: the DuckDB parity relies on them (``features.spark.SPARK_CONF``).
+FIXED_SPARK_CONF = (
+    "spark.sql.session.timeZone",
+    "spark.sql.ansi.enabled",
+    "spark.sql.timestampType",
+)
+
+
+class EngineConfig(BaseModel):
+    """What runs ingestion validation, features and labels of a dataset (``engine:`` in its
+    YAML): DuckDB in process (the default), or Spark at a master URL with its resources. The
+    same SQL runs on both (DuckDB's, transpiled for Spark)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["duckdb", "spark"] = Field(default="duckdb", description="duckdb | spark")
+    master: str = Field(
+        default="local[2]",
+        description="Spark master URL: local[N], spark://host:port, yarn, k8s://https://host:port",
+    )
+    app_name: str = Field(default="patron", min_length=1, description="Spark application name")
+    driver_memory: str | None = Field(default=None, description="spark.driver.memory, e.g. 2g")
+    executor_memory: str | None = Field(default=None, description="spark.executor.memory")
+    executor_cores: int | None = Field(default=None, ge=1, description="spark.executor.cores")
+    shuffle_partitions: int | None = Field(
+        default=None, ge=1, description="spark.sql.shuffle.partitions (default 4 on local[N])"
+    )
+    conf: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="further Spark settings (spark.*)"
+    )
+
+    @field_validator("master")
+    @classmethod
+    def _master_url(cls, v: str) -> str:
+        if not _MASTER.match(v.strip()):
+            raise ValueError(
+                f"{v!r} is not a Spark master URL (local[2], local[*], spark://host:7077, "
+                "yarn, k8s://https://host:6443)"
+            )
+        return v.strip()
+
+    @field_validator("driver_memory", "executor_memory")
+    @classmethod
+    def _memory(cls, v: str | None) -> str | None:
+        if v is not None and not _MEMORY.match(v.strip()):
+            raise ValueError(f"{v!r} is not a Spark memory size (e.g. 512m, 2g)")
+        return None if v is None else v.strip().lower()
+
+    @field_validator("conf")
+    @classmethod
+    def _conf_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if not key.startswith("spark."):
+                raise ValueError(f"{key!r} is not a Spark setting (spark.*)")
+            if key in FIXED_SPARK_CONF:
+                raise ValueError(f"{key} is fixed by Patron (the DuckDB parity relies on it)")
+        return v
+
+    def spark_conf(self) -> dict[str, str]:
+        """The Spark settings this config asks for (resources, then ``conf``)."""
+        out = {
+            "spark.driver.memory": self.driver_memory,
+            "spark.executor.memory": self.executor_memory,
+            "spark.executor.cores": self.executor_cores,
+            "spark.sql.shuffle.partitions": self.shuffle_partitions,
+        }
+        settings = {k: str(v) for k, v in out.items() if v is not None}
+        for key, value in self.conf.items():
+            settings[key] = str(value).lower() if isinstance(value, bool) else str(value)
+        return settings
+
+    def describe(self) -> str:
+        """The engine as a log line names it: ``duckdb`` or ``spark (local[2])``."""
+        return "duckdb" if self.kind == "duckdb" else f"spark ({self.master})"
 
 
 def check_feature_set(fs: FeatureSet) -> None:

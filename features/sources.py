@@ -47,6 +47,7 @@ from pydantic import (
 
 from features.catalog import Catalog
 from features.contracts import DUCKDB_TYPES, NO_CUSTOMER, TABLES, Table
+from features.engine import EngineConfig, SqlRunner
 from features.readers import (
     FIELDS,
     ReadError,
@@ -144,6 +145,10 @@ class DatasetConfig(BaseModel):
     synthetic: dict[str, Any] | None = Field(
         default=None, description="generator parameters when the files are synthetic"
     )
+    engine: EngineConfig = Field(
+        default_factory=EngineConfig,
+        description="what runs ingestion, features and labels: duckdb (default) or spark",
+    )
     base_dir: Path = Field(default=Path("."), exclude=True)
     config_path: Path | None = Field(default=None, exclude=True, description="the YAML read")
 
@@ -154,10 +159,11 @@ class DatasetConfig(BaseModel):
             raise ValueError(f"dataset name {v!r} may only hold letters, digits, '_', '.', '-'")
         return v
 
-    @field_validator("synthetic", mode="before")
+    @field_validator("synthetic", "engine", mode="before")
     @classmethod
     def _expand_synthetic(cls, v: Any) -> Any:
-        # `${VAR:-default}` in a generator parameter (e.g. n_customers), as in paths
+        # `${VAR:-default}` in a generator parameter (e.g. n_customers) or in the engine (e.g.
+        # the Spark master URL), as in paths
         return _expand_strings(v)
 
     @field_validator("tables")
@@ -379,6 +385,7 @@ class SourceRead:
     raw_cols: list[str]
     fields: bool  # the reader counts each line's fields (whitespace text)
     manifest: dict[str, Any]
+    file: Path | None = None  # the file read (an archive member: extracted into the work folder)
 
 
 def open_source(
@@ -424,6 +431,7 @@ def open_source(
         raw_cols=[c for c in described if c != FIELDS],
         fields=FIELDS in described,
         manifest=manifest,
+        file=file,
     )
 
 
@@ -645,6 +653,12 @@ def _source_sql(
     return sql, inner, table.names + [c for c in mapped if c not in table.names]
 
 
+def source_sql(table: Table, tsrc: TableSource, source: SourceRead, reader: str) -> str:
+    """The classifying SELECT of a bound source over ``reader`` (a relation of its raw rows):
+    canonical typed columns, raw text, ``__source``, ``__row``, ``__raw_json``, ``__reason``."""
+    return _source_sql(table, tsrc, source, reader)[0]
+
+
 def _sha256(path: Path) -> str:
     import hashlib
 
@@ -655,7 +669,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def count_rows(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+def count_rows(con: SqlRunner, sql: str) -> int:
     """The single integer a ``SELECT count(*) ...`` query returns."""
     row = con.execute(sql).fetchone()
     if row is None:
@@ -663,7 +677,18 @@ def count_rows(con: duckdb.DuckDBPyConnection, sql: str) -> int:
     return int(row[0])
 
 
-def classify(
+@dataclass(frozen=True)
+class TablePlan:
+    """One table's sources opened and bound: each source's classifying SELECT (DuckDB SQL over
+    its reader), the output columns and the key columns whose repeats are quarantined."""
+
+    parts: list[str]
+    columns: list[str]
+    sources: list[SourceRead]
+    key_cols: list[str]
+
+
+def plan_table(
     con: duckdb.DuckDBPyConnection,
     cfg: DatasetConfig,
     table_name: str,
@@ -672,10 +697,9 @@ def classify(
     limit: int | None = None,
     max_bytes: int | None = None,
     digest: bool = True,
-) -> tuple[list[str], list[SourceRead]]:
-    """Read one table's sources (the first ``limit`` rows of each, or all) into the temp table
-    ``__classified``: canonical typed columns, raw text, and a quarantine reason or NULL per row.
-    Returns the output columns and the sources read."""
+) -> TablePlan:
+    """Open and bind one table's sources (a ``DatasetError`` naming the key when a mapping does
+    not fit its file); reads only each file's columns."""
     table = TABLES[table_name]
     tsrc = cfg.tables[table_name]
     parts: list[str] = []
@@ -692,7 +716,39 @@ def classify(
         parts.append(sql)
         all_cols += [c for c in cols if c not in all_cols]
         sources.append(source)
-    union = " UNION ALL BY NAME ".join(f"({p})" for p in parts)
+    # a table with history (a mapped versioned_by column) has one row per key and version
+    key_cols = [*table.key, *(c for c in table.versioned_by if c in versioned)] if table.key else []
+    return TablePlan(parts, all_cols, sources, key_cols)
+
+
+def duplicate_reason_sql(key_cols: list[str]) -> str:
+    """The ``__reason`` of a classified row once repeated keys are quarantined: the first
+    occurrence (file order, row order) of a key among the accepted rows is kept."""
+    key = ", ".join(quote_ident(k) for k in key_cols)
+    dup = f"{'/'.join(key_cols)}: duplicate key"
+    return (
+        f"CASE WHEN __reason IS NULL AND row_number() OVER (PARTITION BY {key}, "
+        f"__reason IS NULL ORDER BY __source, __row) > 1 "
+        f"THEN {sql_literal(dup)} ELSE __reason END"
+    )
+
+
+def classify(
+    con: duckdb.DuckDBPyConnection,
+    cfg: DatasetConfig,
+    table_name: str,
+    state: StateDirs,
+    workdir: Path,
+    limit: int | None = None,
+    max_bytes: int | None = None,
+    digest: bool = True,
+) -> tuple[list[str], list[SourceRead]]:
+    """Read one table's sources (the first ``limit`` rows of each, or all) into the temp table
+    ``__classified``: canonical typed columns, raw text, and a quarantine reason or NULL per row.
+    Returns the output columns and the sources read."""
+    plan = plan_table(con, cfg, table_name, state, workdir, limit, max_bytes, digest)
+    sources = plan.sources
+    union = " UNION ALL BY NAME ".join(f"({p})" for p in plan.parts)
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE __classified AS {union}")
     except duckdb.Error as exc:
@@ -702,20 +758,12 @@ def classify(
         key = named[0].key if len(named) == 1 else f"tables.{table_name}"
         labels = ", ".join(s.label for s in named)
         raise DatasetError(cfg, key, f"reading {labels} failed: {message}") from exc
-    if table.key:
-        # a repeated key is quarantined; the first occurrence (file order, row order) is kept;
-        # a table with history (a mapped versioned_by column) has one row per key and version
-        key_cols = [*table.key, *(c for c in table.versioned_by if c in versioned)]
-        key = ", ".join(quote_ident(k) for k in key_cols)
-        dup = f"{'/'.join(key_cols)}: duplicate key"
+    if plan.key_cols:
         con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE __classified AS
-            SELECT * REPLACE (CASE WHEN __reason IS NULL AND row_number() OVER (
-                PARTITION BY {key}, __reason IS NULL ORDER BY __source, __row) > 1
-                THEN {sql_literal(dup)} ELSE __reason END AS __reason)
-            FROM __classified"""
+            "CREATE OR REPLACE TEMP TABLE __classified AS SELECT * REPLACE "
+            f"({duplicate_reason_sql(plan.key_cols)} AS __reason) FROM __classified"
         )
-    return all_cols, sources
+    return plan.columns, sources
 
 
 @contextmanager
@@ -725,6 +773,20 @@ def work_folder(state: StateDirs) -> Iterator[Path]:
     base.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="extract-", dir=base) as tmp:
         yield Path(tmp)
+
+
+#: Writes the rows of a query (DuckDB dialect) to a Parquet file, atomically.
+ParquetCopy = Callable[[str, Path], None]
+
+
+def duckdb_copy(con: duckdb.DuckDBPyConnection) -> ParquetCopy:
+    """``ParquetCopy`` by DuckDB's COPY (out-of-core, one file)."""
+
+    def copy(sql: str, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            con.execute(f"COPY ({sql}) TO {sql_literal(str(tmp))} (FORMAT parquet)")
+
+    return copy
 
 
 def ingest_table(
@@ -738,17 +800,42 @@ def ingest_table(
     if workdir is None:
         with work_folder(state) as tmp:
             return ingest_table(con, cfg, table_name, state, tmp)
-    tsrc = cfg.tables[table_name]
     all_cols, sources = classify(con, cfg, table_name, state, workdir)
+    report = report_table(con, duckdb_copy(con), cfg, table_name, state, all_cols, sources)
+    con.execute("DROP TABLE __classified")
+    return report
+
+
+def source_labels(sources: list[SourceRead]) -> list[str]:
+    """Each source as the quarantine's ``source_file`` names it (``path`` or ``path:member``)."""
+    return [
+        f"{s.manifest['path']}:{s.manifest['member']}"
+        if "member" in s.manifest
+        else s.manifest["path"]
+        for s in sources
+    ]
+
+
+def report_table(
+    runner: SqlRunner,
+    copy: ParquetCopy,
+    cfg: DatasetConfig,
+    table_name: str,
+    state: StateDirs,
+    all_cols: list[str],
+    sources: list[SourceRead],
+) -> TableReport:
+    """Count the rows classified in ``__classified``, write the accepted rows (unless the table
+    failed) and the quarantined ones with their reason, and check read = accepted + quarantined.
+    The engine runs the SQL (``runner``) and writes the files (``copy``)."""
+    tsrc = cfg.tables[table_name]
     files = [s.manifest for s in sources]
-    read = count_rows(con, "SELECT count(*) FROM __classified")
-    by_reason = dict(
-        con.execute(
-            "SELECT __reason, count(*) FROM __classified WHERE __reason IS NOT NULL "
-            "GROUP BY 1 ORDER BY 2 DESC"
-        ).fetchall()
-    )
-    failure = quarantine_failure(con, table_name, tsrc, read, by_reason)
+    counts = runner.execute(
+        "SELECT __reason, count(*) FROM __classified GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).fetchall()
+    read = sum(int(n) for _, n in counts)
+    by_reason = {str(reason): int(n) for reason, n in counts if reason is not None}
+    failure = quarantine_failure(runner, table_name, tsrc, read, by_reason)
     accepted_path = Catalog(state, cfg.name).path(table_name)
     quarantine_path = state.quarantine(cfg.name) / f"{table_name}.parquet"
     select_cols = ", ".join(quote_ident(c) for c in all_cols)
@@ -757,27 +844,21 @@ def ingest_table(
         # reading a half-empty (or an older) table as if this ingest had succeeded
         accepted_path.unlink(missing_ok=True)
     else:
-        with atomic_path(accepted_path) as tmp:
-            con.execute(
-                f"COPY (SELECT {select_cols} FROM __classified WHERE __reason IS NULL "
-                f"ORDER BY __source, __row) TO {sql_literal(str(tmp))} (FORMAT parquet)"
-            )
-    source_paths = [
-        f"{s.manifest['path']}:{s.manifest['member']}"
-        if "member" in s.manifest
-        else s.manifest["path"]
-        for s in sources
-    ]
-    with atomic_path(quarantine_path) as tmp:
-        con.execute(
-            "COPY (SELECT __reason AS reason, "
-            f"list_extract({sql_literal(source_paths)}, __source + 1) AS source_file, "
-            "__row AS source_row, "
-            f"__raw_json AS raw FROM __classified WHERE __reason IS NOT NULL "
-            f"ORDER BY __source, __row) TO {sql_literal(str(tmp))} (FORMAT parquet)"
+        copy(
+            f"SELECT {select_cols} FROM __classified WHERE __reason IS NULL "
+            "ORDER BY __source, __row",
+            accepted_path,
         )
+    copy(
+        "SELECT __reason AS reason, "
+        f"list_extract({sql_literal(source_labels(sources))}, __source + 1) AS source_file, "
+        "__row AS source_row, CAST(__raw_json AS VARCHAR) AS raw FROM __classified "
+        "WHERE __reason IS NOT NULL "
+        "ORDER BY __source, __row",
+        quarantine_path,
+    )
     accepted = count_rows(
-        con,
+        runner,
         "SELECT count(*) FROM __classified WHERE __reason IS NULL"
         if failure
         else f"SELECT count(*) FROM {parquet_relation(accepted_path)}",
@@ -792,7 +873,6 @@ def ingest_table(
         source_files=files,
         failure=failure,
     )
-    con.execute("DROP TABLE __classified")
     report.check()
     return report
 
@@ -802,7 +882,7 @@ _MISSING = re.compile(r"^(\w+): missing$")
 
 
 def quarantine_failure(
-    con: duckdb.DuckDBPyConnection,
+    con: SqlRunner,
     table_name: str,
     tsrc: TableSource,
     read: int,
@@ -920,6 +1000,23 @@ def ingest(
 ) -> IngestReport:
     """Ingest every table of a dataset; write a JSON report beside the accepted data. Raises
     ``QuarantineError`` (after writing everything else) when a table quarantined too much."""
+    if cfg.engine.kind == "spark":  # the same classification, run by Spark (features.spark)
+        from features.spark import ingest_tables_spark
+
+        reports = ingest_tables_spark(cfg, state, progress)
+    else:
+        reports = _ingest_tables_duckdb(cfg, state, progress)
+    report = IngestReport(cfg.name, reports)
+    with atomic_path(Catalog(state, cfg.name).report_path) as tmp:
+        tmp.write_text(json.dumps(report.to_dict(), indent=2))
+    if any(t.failed for t in reports.values()):
+        raise QuarantineError(report)
+    return report
+
+
+def _ingest_tables_duckdb(
+    cfg: DatasetConfig, state: StateDirs, progress: Callable[[str], None] | None
+) -> dict[str, TableReport]:
     con = connect(state)
     try:
         reports = {}
@@ -930,12 +1027,7 @@ def ingest(
                 reports[name] = ingest_table(con, cfg, name, state, workdir)
     finally:
         con.close()
-    report = IngestReport(cfg.name, reports)
-    with atomic_path(Catalog(state, cfg.name).report_path) as tmp:
-        tmp.write_text(json.dumps(report.to_dict(), indent=2))
-    if any(t.failed for t in reports.values()):
-        raise QuarantineError(report)
-    return report
+    return reports
 
 
 # --------------------------------------------------------------------------- type inference

@@ -1,15 +1,21 @@
-"""Spark computes the same features and labels as DuckDB from one declaration (local Spark)."""
+"""Spark computes the same features and labels as DuckDB from one declaration (local Spark), and a
+dataset whose config says ``engine: {kind: spark}`` is ingested, featured and labelled on Spark
+with the same files as on DuckDB, without collecting the data to the driver."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from features.definitions import RELEASED_SETS, feature_set
 from features.engine import churn_label_sql, features_sql
@@ -31,8 +37,9 @@ ALL_SETS = "+".join(RELEASED_SETS)  # every feature of every released set in one
 
 @pytest.fixture(scope="module")
 def spark():
-    session = local_spark_session("local[2]", "patron-parity")
-    session.conf.set("spark.sql.shuffle.partitions", "2")  # tiny data: fewer tasks, same results
+    # tiny data: fewer tasks and no adaptive re-planning (a job per stage), same results
+    conf = {"spark.sql.shuffle.partitions": "2", "spark.sql.adaptive.enabled": "false"}
+    session = local_spark_session("local[2]", "patron-parity", conf)
     yield session
     session.stop()
 
@@ -96,7 +103,7 @@ def test_every_released_feature_matches(spark, tables_path):
         households_path=str(tables_path["households"]),
         campaign_history_path=str(tables_path["campaign_history"]),
         offers_path=str(tables_path["offers"]),
-    )
+    ).toPandas()
     assert len(duck) > 30
     _assert_same(duck, got, ALL_SETS)
     # the comparison is not vacuous: the features vary and have NULLs where declared so
@@ -110,7 +117,7 @@ def test_churn_v1_alone_matches(spark, tables_path):
     duck = _duckdb(tables_path, as_of, "churn_v1")
     got = compute_features_spark(
         spark, str(tables_path["transactions"]), as_of, feature_set("churn_v1")
-    )
+    ).toPandas()
     _assert_same(duck, got, "churn_v1")
 
 
@@ -120,7 +127,175 @@ def test_labels_match(spark, tables_path):
     duck = duckdb.connect().execute(churn_label_sql(src, as_of, horizon, lookback)).df()
     got = compute_churn_labels_spark(
         spark, str(tables_path["transactions"]), as_of, horizon, lookback
-    )
+    ).toPandas()
     assert got["customer_id"].tolist() == duck["customer_id"].tolist()
     assert got["label"].astype(int).tolist() == duck["label"].astype(int).tolist()
     assert 0 < duck["label"].mean() < 1
+
+
+# --------------------------------------------------------------------------- Spark by configuration
+
+FEATURES = "churn_v1+crm_customer_v1"  # orders and customer attributes (as of each cutoff)
+HORIZON, LOOKBACK = 60, 365
+
+
+def _raw_files(folder: Path) -> None:
+    """Raw CSV files as a shop exports them, with rows ingestion must quarantine."""
+    tables = random_tables(seed=11, n_customers=15)
+    tx = tables["transactions"].copy()
+    tx["ts"] = tx["ts"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    bad = pd.DataFrame(
+        [
+            ("c001", "2024-01-05 10:00:00", "bad1", "p1", "cat1", 1.0, "N/A", False, "web"),
+            ("c002", "31/12/2023 25:61", "bad2", "p1", "cat1", 1.0, "9.5", False, "web"),
+            (None, "2024-01-05 10:00:00", "bad3", "p1", "cat1", 1.0, "9.5", False, "web"),
+            ("c003", "2024-01-05 10:00:00", None, "p1", "cat1", 1.0, "9.5", False, "web"),
+            ("c004", "2024-01-05 10:00:00", "bad5", "p1", "cat1", 1.0, "9.5", "maybe", "web"),
+        ],
+        columns=tx.columns,
+    )
+    pd.concat([tx.astype(object), bad], ignore_index=True).to_csv(
+        folder / "orders.csv", index=False
+    )
+    customers = tables["customers"].copy()
+    # a repeated customer (the first row is kept) and a signup date that is no date
+    extra = pd.DataFrame(
+        {
+            "customer_id": ["c001", "c005"],
+            "signup_date": ["2020-01-01", "someday"],
+            "country": ["XX", "GB"],
+        }
+    )
+    customers = pd.concat([customers.astype(object), extra], ignore_index=True)
+    customers.to_csv(folder / "customers.csv", index=False)
+
+
+def _dataset(folder: Path, kind: str) -> Path:
+    engine = {"kind": kind, "master": "local[2]", "shuffle_partitions": 2}
+    cfg = {
+        "name": "shop",
+        "engine": engine,
+        "tables": {
+            "transactions": {
+                "ts_format": "%Y-%m-%d %H:%M:%S",
+                "sources": [{"path": "orders.csv"}],
+            },
+            "customers": {
+                "sources": [
+                    {
+                        "path": "customers.csv",
+                        "exclude": [{"when": "country = 'XX'", "reason": "test customer"}],
+                    }
+                ]
+            },
+        },
+    }
+    path = folder / f"shop_{kind}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _run(config: Path, home: Path, as_of: date) -> tuple[Any, list[Path]]:
+    from features.cli import write_features_at
+    from features.sources import ingest, load_dataset
+    from features.store import StateDirs
+
+    cfg = load_dataset(config)
+    state = StateDirs.resolve(home)
+    report = ingest(cfg, state)
+    _, paths = write_features_at(cfg, feature_set(FEATURES), as_of, state, (HORIZON, LOOKBACK))
+    return report, paths
+
+
+def _same_parquet(a: Path, b: Path, keys: list[str]) -> int:
+    """The same schema (names and Parquet types) and the same rows (floats to 1e-9)."""
+    assert a.is_file() and b.is_file()
+    assert pq.read_schema(a).names == pq.read_schema(b).names
+    assert [str(t) for t in pq.read_schema(a).types] == [str(t) for t in pq.read_schema(b).types]
+    x = pd.read_parquet(a).sort_values(keys, ignore_index=True)
+    y = pd.read_parquet(b).sort_values(keys, ignore_index=True)
+    pd.testing.assert_frame_equal(x, y, check_exact=False, rtol=1e-9, atol=1e-12)
+    return len(x)
+
+
+def test_spark_by_config_matches_duckdb_without_collecting(spark, tmp_path, monkeypatch):
+    frame_class = type(spark.range(1))  # the classic DataFrame (pyspark.sql's is abstract)
+
+    _raw_files(tmp_path)
+    as_of = AS_OF - timedelta(days=120)
+    duck_report, duck_paths = _run(_dataset(tmp_path, "duckdb"), tmp_path / "duck", as_of)
+
+    # the Spark run may bring counts to the driver, never the data
+    collected: list[int] = []
+    real_collect = frame_class.collect
+
+    def counting_collect(self):  # noqa: ANN001, ANN202
+        rows = real_collect(self)
+        collected.append(len(rows))
+        return rows
+
+    def refuse(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        raise AssertionError("the Spark engine brought a table to the driver")
+
+    monkeypatch.setattr(frame_class, "collect", counting_collect)
+    monkeypatch.setattr(frame_class, "toPandas", refuse)
+    monkeypatch.setattr(frame_class, "toLocalIterator", refuse)
+    spark_report, spark_paths = _run(_dataset(tmp_path, "spark"), tmp_path / "spark", as_of)
+    monkeypatch.undo()
+
+    # ingestion: same counts and reasons, same accepted tables, same quarantined rows
+    for name, d in duck_report.tables.items():
+        s = spark_report.tables[name]
+        assert (s.read, s.accepted, s.quarantined_by_reason) == (
+            d.read,
+            d.accepted,
+            d.quarantined_by_reason,
+        ), name
+        _same_parquet(
+            Path(d.accepted_path),
+            Path(s.accepted_path),
+            list(pd.read_parquet(d.accepted_path).columns),
+        )
+        _same_parquet(
+            Path(d.quarantine_path), Path(s.quarantine_path), ["source_row"]
+        ) if d.quarantined else None
+    tx = duck_report.tables["transactions"]
+    assert set(tx.quarantined_by_reason) == {
+        "amount: not a valid double",
+        "ts: not a valid timestamp",
+        "no customer",
+        "order_id: missing",
+        "is_return: not a valid boolean",
+    }
+    assert (
+        set(duck_report.tables["customers"].quarantined_by_reason)
+        == {
+            "customer_id: duplicate key",
+            "signup_date: not a valid date",
+        }
+        or "test customer" in duck_report.tables["customers"].quarantined_by_reason
+    )
+    q_duck = pd.read_parquet(tx.quarantine_path)
+    q_spark = pd.read_parquet(spark_report.tables["transactions"].quarantine_path)
+    assert q_spark["source_row"].tolist() == q_duck["source_row"].tolist()  # the file's rows
+    assert q_spark["raw"].map(json.loads).tolist() == q_duck["raw"].map(json.loads).tolist()
+
+    # features and labels: the same files, row for row
+    snapshot_rows = _same_parquet(duck_paths[0], spark_paths[0], ["customer_id"])
+    label_rows = _same_parquet(duck_paths[1], spark_paths[1], ["customer_id"])
+    assert snapshot_rows > 10 and label_rows > 5
+    labels = pd.read_parquet(spark_paths[1])
+    assert 0 < labels["label"].mean() < 1
+    assert spark_paths[0].name == f"as_of={as_of}.parquet"
+    assert (spark_paths[0].parent / "feature_set.json").exists()
+    assert max(collected) < 10 < snapshot_rows  # counts and min/max dates only
+
+    # a re-run replaces the files in place, leaving no temporary folder behind
+    from features.cli import write_features_at
+    from features.sources import load_dataset
+    from features.store import StateDirs
+
+    cfg, state = load_dataset(_dataset(tmp_path, "spark")), StateDirs.resolve(tmp_path / "spark")
+    assert write_features_at(cfg, feature_set(FEATURES), as_of, state)[1] == spark_paths[:1]
+    _same_parquet(duck_paths[0], spark_paths[0], ["customer_id"])
+    assert not list((tmp_path / "spark").rglob("*.spark"))
