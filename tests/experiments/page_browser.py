@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import queue
@@ -103,10 +104,15 @@ class Browser:
     def __init__(self, profile: Path) -> None:
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
+        # the child's ends moved above 9 first, so that placing them at 3 and 4 clobbers neither
+        child_r = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD, 10)
+        child_w = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD, 10)
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
 
         def fds() -> None:  # the protocol pipe is fds 3 (read) and 4 (write) in the child
-            os.dup2(to_chrome_r, 3)
-            os.dup2(from_chrome_w, 4)
+            os.dup2(child_r, 3)
+            os.dup2(child_w, 4)
 
         self.proc = subprocess.Popen(
             [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", "about:blank"],
@@ -117,8 +123,8 @@ class Browser:
             pass_fds=(3, 4),
             close_fds=True,
         )
-        os.close(to_chrome_r)
-        os.close(from_chrome_w)
+        os.close(child_r)
+        os.close(child_w)
         self._next_id = 0
         self._replies: dict[int, dict[str, Any]] = {}
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()

@@ -6,11 +6,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from experiments.campaign_page import render_campaign_page
 from tests.experiments.page_browser import browser_fixture
 from tests.experiments.test_campaign_page import _readout, _record
 
 browser = browser_fixture()
+
+
+def test_the_check_catches_a_broken_page(browser, tmp_path: Path) -> None:
+    """A page that overflows, logs an error, throws and fetches from the network fails."""
+    path = tmp_path / "broken.html"
+    path.write_text(
+        '<!DOCTYPE html><html><body><div style="width:2000px">wide</div>'
+        '<img src="http://127.0.0.1:9/nothing.png">'
+        "<script>console.error('boom'); null.x;</script></body></html>"
+    )
+    check = browser.check(path, tmp_path / "broken.png")
+    assert check.scroll_width > check.client_width == 1400
+    assert any("boom" in e for e in check.console_errors)
+    assert any("TypeError" in e for e in check.console_errors)
+    assert check.requests == ["http://127.0.0.1:9/nothing.png"]
+    assert check.images and not check.images[0]["width"]
+    with pytest.raises(AssertionError):
+        check.assert_readable()
 
 
 def test_campaign_page_in_chromium(browser, tmp_path: Path) -> None:
