@@ -123,12 +123,21 @@ def main() -> None:
     ap.add_argument("--confidence", type=float, default=0.9)
     ap.add_argument("--methods", default="targeted,refit", help="loop methods, comma-separated")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "loop.json")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        help="summarise the seeds of earlier --json files (e.g. one seed per process) instead",
+    )
     args = ap.parse_args()
     methods = args.methods.split(",")
-    seeds = [
-        run_seed(s, args.customers, args.repeats, args.confidence, methods)
-        for s in range(args.first_seed, args.first_seed + args.seeds)
-    ]
+    if args.merge:
+        seeds = [s for f in args.merge for s in json.loads(f.read_text())["seeds"]]
+    else:
+        seeds = [
+            run_seed(s, args.customers, args.repeats, args.confidence, methods)
+            for s in range(args.first_seed, args.first_seed + args.seeds)
+        ]
     summary: dict[str, dict[str, Any]] = {}
     for name in SCENARIOS:
         for m in methods:

@@ -6,12 +6,20 @@ data, whose true response probability under every arm is known) is planned three
 * **fixed plan**: the arm model fitted on the earlier campaigns (the pre-campaign model) gives
   every customer the arm of highest estimated incremental profit, or no contact; rolled out to
   the whole audience at once. It can only choose arms the earlier campaigns tested.
-* **loop** (the CRM practice's process): a **test cell** (``test_fraction`` of the audience) gets
-  the arms at random — every arm of the campaign, new ones included — and is **read** against the
-  control group after the response window (``models.decisions.readout``); the **gate** keeps the
-  arms whose incremental profit per contact is positive with the configured confidence; the arm
-  model is **refitted** with the test cell's responses; the rest of the audience is planned with
-  the refitted model over the arms that passed.
+* **loop** (the CRM practice's process), two designs (``LoopSettings.method``):
+
+  - ``targeted`` (default, ``_simulate_targeted``): the arm model, refitted on everything seen
+    after every wave and **calibrated** on randomised responses it did not see (best linear
+    predictor of each arm's uplift, shrunk toward the model by empirical Bayes:
+    ``models.decisions.learning``), plans every customer; the **test cell** gets that plan
+    (arms never tested get their share at random); each arm is **read on the customers the plan
+    gives it** (``readout.read_targeted``), pooled with the earlier waves' read-outs by a
+    random effect with the uncertainty of the next wave (``pool_readouts(predictive=True)``);
+    the **gate** keeps the arms positive with the configured confidence and the rest of the
+    audience gets the plan over those arms;
+  - ``refit`` (the first design): the test cell gets the arms at random, the gate reads each
+    arm's average effect over random customers, the model is refitted with the test cell and
+    the rest planned over the arms that passed.
 * **oracle**: every customer the arm of highest *true* incremental profit, or no contact.
 
 The same random ``control_fraction`` of the audience is held out as the control group in all
@@ -19,14 +27,14 @@ three (the loop's read-out needs it; the others carry the same cost, so the comp
 and responses are drawn from the truth (Bernoulli on the true probability of the arm received).
 Every figure is the **true expected incremental profit** of what was done — the value the truth
 gives the assignments, not a noisy realisation — so the comparison is not blurred by response
-noise, while the loop's own decisions see only the drawn responses, as in reality.
+noise, while the loop's own decisions see only the drawn responses, as in reality. Where the
+loop loses against the oracle is split by cause per wave (``regret_parts``).
 
-Why a refit and not a Bayesian / bandit update of per-segment arm effects: the refit reuses the
-tested learner on the earlier campaigns plus the test cell, so a new arm is learned with the
-features every other arm uses, and the model of record stays one kind of object; a per-segment
-Beta-Binomial update would need segments defined in advance and throws away the features within
-them. The cost: a new arm's effect is learned from the test cell alone (a few hundred contacts),
-so its customer-level estimates are noisy — the gate is what protects the roll-out from that.
+Why a refit plus a calibration, and not a per-segment Beta-Binomial update alone: the refit
+learns every arm with the same features; segments fixed in advance would throw those away. The
+calibration is the Bayesian update on top: per arm, two numbers (average uplift and how much of
+the model's spread is real), measured on randomised responses and shrunk toward the model by how
+much the arms' measurements vary beyond their noise (docs/campaign_loop.md §5).
 """
 
 from __future__ import annotations
@@ -87,7 +95,7 @@ class WaveOutcome:
     loop_test_cell: float
     gate: list[dict[str, Any]]
     false_roll_outs: int  # arms rolled out whose true incremental profit where rolled out < 0
-    arms_rolled_out: int
+    arms_rolled_out: int  # arms that passed the gate and reached at least one customer
     regret: dict[str, float] = field(default_factory=dict)  # oracle - loop, by cause
 
     def as_dict(self) -> dict[str, Any]:
@@ -174,6 +182,20 @@ def regret_parts(
         "over_contact": float(-v_loop[rest & ~skipped & ~contacted].sum()),
         "wrong_arm": float((v_best - v_loop)[both].sum()),
     }
+
+
+def _false_roll_outs(
+    loop: np.ndarray, rest: np.ndarray, passed: list[int], true_profit: np.ndarray
+) -> tuple[int, int]:
+    """Of the arms that passed the gate, (those rolled out whose true incremental profit over
+    the customers they reached is negative, those rolled out to anyone at all)."""
+    false = reached = 0
+    for j in passed:
+        rolled = rest & (loop == j)
+        if rolled.any():
+            reached += 1
+            false += int(true_profit[rolled, j].sum() < 0)
+    return false, reached
 
 
 def _true_profit(choice: np.ndarray, true_profit: np.ndarray) -> float:
@@ -288,11 +310,7 @@ def simulate_loop(
         wave_rows["arm"], wave_rows["label"] = loop, y.astype(int)
         seen = pd.concat([seen, wave_rows], ignore_index=True)
 
-        false_roll_outs = 0
-        for j in passed:
-            rolled = rest & (loop == j)
-            if rolled.any() and true_profit[rolled, j].sum() < 0:
-                false_roll_outs += 1
+        false_roll_outs, reached = _false_roll_outs(loop, rest, passed, true_profit)
         out.append(
             WaveOutcome(
                 wave=wave.name,
@@ -303,7 +321,7 @@ def simulate_loop(
                 loop_test_cell=_true_profit(np.where(test, loop, NO_CONTACT), true_profit),
                 gate=[d.as_dict() for d in decisions],
                 false_roll_outs=false_roll_outs,
-                arms_rolled_out=len(passed),
+                arms_rolled_out=reached,
                 regret=regret_parts(loop, oracle, true_profit, test, rest, passed),
             )
         )
@@ -544,11 +562,7 @@ def _simulate_targeted(
         model_arms = [j for j in range(len(arms)) if j in tested]
         model = _fit_known(seen, model_arms, features, categorical, settings, seed)
 
-        false_roll_outs = 0
-        for j in passed:
-            rolled = rest & (loop == j)
-            if rolled.any() and true_profit[rolled, j].sum() < 0:
-                false_roll_outs += 1
+        false_roll_outs, reached = _false_roll_outs(loop, rest, passed, true_profit)
         out.append(
             WaveOutcome(
                 wave=wave.name,
@@ -559,7 +573,7 @@ def _simulate_targeted(
                 loop_test_cell=_true_profit(np.where(test, loop, NO_CONTACT), true_profit),
                 gate=[d.as_dict() for d in decisions],
                 false_roll_outs=false_roll_outs,
-                arms_rolled_out=len(passed),
+                arms_rolled_out=reached,
                 regret=regret_parts(loop, oracle, true_profit, test, rest, passed),
             )
         )

@@ -51,7 +51,7 @@ def test_the_oracle_bounds_both_ways_on_every_wave(data, method: str) -> None:
         assert w.oracle >= w.fixed - 1e-6 and w.oracle >= w.loop - 1e-6
         assert len(w.gate) == len(arms)
         assert 0 <= w.false_roll_outs <= w.arms_rolled_out
-        assert w.arms_rolled_out == sum(g["roll_out"] for g in w.gate)
+        assert w.arms_rolled_out <= sum(g["roll_out"] for g in w.gate)  # reached anyone
         # the regret's parts add up to the regret, and only the test cell can be negative
         assert sum(w.regret.values()) == pytest.approx(w.oracle - w.loop, rel=1e-9, abs=1e-6)
         assert min(v for k, v in w.regret.items() if k != "test_cell") >= -1e-6
