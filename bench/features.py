@@ -346,7 +346,9 @@ def worker(engine: str, data: str, as_of: date, out: Path, memory_limit: str | N
         with _ChildrenRss() as jvm:
             spark = local_spark_session("local[2]", "patron-bench")
             t0, cpu0 = time.perf_counter(), _cpu_seconds()  # without the JVM start
-            frame = compute_features_spark(spark, files, as_of, feature_set("churn_v1"))
+            # to pandas, as the in-process engines return theirs (the same work measured)
+            fs = feature_set("churn_v1")
+            frame = compute_features_spark(spark, files, as_of, fs).toPandas()
             seconds = time.perf_counter() - t0
             spark.stop()
         extra_rss = jvm.peak_mb

@@ -95,6 +95,7 @@ def spark_session(engine: EngineConfig) -> Iterator[SparkSession]:
         yield active
         return
     session = local_spark_session(engine.master, engine.app_name, engine.spark_conf())
+    session.sparkContext.setLogLevel("ERROR")  # Spark's warnings would bury Patron's lines
     try:
         yield session
     finally:
