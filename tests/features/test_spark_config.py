@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -126,3 +127,26 @@ def test_duckdb_functions_transpile_to_spark() -> None:
 def test_engine_config_rejects_unknown_keys_directly() -> None:
     with pytest.raises(ValueError, match="Extra inputs"):
         EngineConfig.model_validate({"kind": "spark", "masterr": "local[2]"})
+
+
+def test_cli_lines_name_the_engine(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from patron.cli import mount
+
+    rows = ["customer_id,ts,order_id,amount"] + [
+        f"c{c},2024-0{m}-1{c} 10:00:00,o{c}{m},{10 * m + c}" for c in range(3) for m in range(1, 7)
+    ]
+    (tmp_path / "tx.csv").write_text("\n".join(rows) + "\n")
+    config = str(_write(tmp_path, {"kind": "duckdb"}))
+    home = str(tmp_path / "home")
+    runner, app = CliRunner(), mount()
+    out = runner.invoke(app, ["ingest", "-d", config, "--home", home], catch_exceptions=False)
+    assert out.exit_code == 0 and "ingest shop (duckdb)" in out.output
+    args = ["features", "-d", config, "--home", home, "--as-of", "2024-03-31", "--churn-labels"]
+    out = runner.invoke(app, [*args, "--horizon-days", "30"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert "features churn_v1 at 2024-03-31 computed on duckdb" in text
+    labels = tmp_path / "home/snapshots/shop/labels_churn_h30_l365/as_of=2024-03-31.parquet"
+    assert pd.read_parquet(labels)["label"].tolist() == [0, 0, 0]
