@@ -1,7 +1,8 @@
 """Segment outputs at the edge: charts, the self-contained HTML report, the CLI's plain functions.
 
-``features.segments`` computes; this module draws (matplotlib, no pyplot state) and writes files,
-always atomically. Layout under the state folder::
+``features.segments`` computes; this module draws (Plotly for the page, matplotlib without pyplot
+state for the PNG beside the segments) and writes files, always atomically. Layout under the
+state folder::
 
     segments/<dataset>/as_of=<date>/segments.parquet, segment_summary.csv, segments_chart.png,
                                     segments_meta.json, segments_report.html
@@ -9,7 +10,6 @@ always atomically. Layout under the state folder::
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import json
@@ -17,13 +17,12 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from features.catalog import Catalog
-from features.pages import DASH, page
+from features.pages import DASH, layout, page, plotly_div
 from features.segments import (
     RFM_SEGMENT_GRID,
     SegmentsConfig,
@@ -45,8 +44,10 @@ REPORT_SECTIONS = (
     "Segment summary",
     "Behavioural clusters",
 )
-#: Number of inline charts in the report.
-REPORT_IMAGES = 4
+#: Number of inline PNG images in the report: none, its charts are interactive (Plotly).
+REPORT_IMAGES = 0
+#: The ids of the report's Plotly charts (the first: one per segmentation scheme).
+REPORT_CHARTS = ("chart-sizes-", "chart-pareto", "chart-rfm", "chart-flow")
 #: The optional section a value job adds (``value_risk``): value decile x churn-risk decile.
 VALUE_RISK_SECTION = "Value × churn risk"
 
@@ -93,33 +94,6 @@ def sizes_figure(summary: pd.DataFrame) -> Figure:
     return fig
 
 
-def pareto_figure(curve: pd.DataFrame, a_share: float = 0.80) -> Figure:
-    """Cumulative revenue share against customer share, with the 80 % line."""
-    fig = Figure(figsize=(6, 4.5), dpi=90)
-    ax = fig.subplots()
-    ax.plot(
-        curve["customer_share"] * 100, curve["revenue_share"] * 100, label="customers by revenue"
-    )
-    ax.plot([0, 100], [0, 100], linestyle=":", color="grey", label="equal shares")
-    ax.axhline(a_share * 100, color="red", linestyle="--", label=f"{a_share:.0%} of revenue")
-    reach = curve.loc[curve["revenue_share"] >= a_share - 1e-12, "customer_share"]
-    if len(reach):
-        x = float(reach.iloc[0]) * 100
-        ax.axvline(x, color="red", linestyle=":", linewidth=1)
-        ax.annotate(
-            f"{x:.1f} % of customers",
-            (x, a_share * 100),
-            xytext=(x + 5, a_share * 100 - 15),
-            arrowprops={"arrowstyle": "->"},
-        )
-    ax.set_xlabel("% of customers (ranked by revenue)")
-    ax.set_ylabel("cumulative % of revenue")
-    ax.set_xlim(0, 100)
-    ax.set_ylim(0, 102)
-    ax.legend(loc="lower right")
-    return fig
-
-
 def rfm_grid(segments: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Customers and mean revenue per (R score, F score): rows R 5..1, columns F 1..5."""
     grouped = segments.groupby(["r_score", "f_score"])["revenue"].agg(["size", "mean"])
@@ -131,95 +105,237 @@ def rfm_grid(segments: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return counts, means
 
 
-def rfm_heatmap_figure(segments: pd.DataFrame) -> Figure:
-    """R score x F score heat maps: customers per cell, mean revenue per cell, named segments."""
-    counts, means = rfm_grid(segments)
-    fig = Figure(figsize=(12, 4.8), dpi=90)
-    axes = fig.subplots(1, 2)
-    for ax, grid, title, fmt in (
-        (axes[0], counts, "customers", "{:,.0f}"),
-        (axes[1], means, "mean revenue", "{:,.0f}"),
+# --------------------------------------------------------------------------- Plotly charts
+# The page's charts: interactive (hover, zoom, legend toggling); the matplotlib figure above
+# remains for the PNG written beside the segments (segments_chart.png).
+
+CUSTOMER_COLOUR, REVENUE_COLOUR = "#4e79a7", "#f28e2b"
+
+
+def sizes_chart(summary: pd.DataFrame, scheme: str) -> Any:
+    """Share of customers and of revenue per segment of one scheme (horizontal bars)."""
+    import plotly.graph_objects as go
+
+    part = summary[summary["scheme"] == scheme]
+    labels = part["segment"].astype(str).tolist()
+    fig = go.Figure()
+    for column, name, colour, count in (
+        ("customer_share", "customers", CUSTOMER_COLOUR, "customers"),
+        ("revenue_share", "revenue", REVENUE_COLOUR, "revenue"),
     ):
-        values = grid.to_numpy(dtype=float)
-        image = ax.imshow(np.nan_to_num(values), cmap="YlGnBu", aspect="auto")
-        fig.colorbar(image, ax=ax, shrink=0.8)
-        ax.set_xticks(range(5), [str(c) for c in grid.columns])
-        ax.set_yticks(range(5), [str(r) for r in grid.index])
-        ax.set_xlabel("F score (5 = most orders)")
-        ax.set_ylabel("R score (5 = most recent)")
-        ax.set_title(title)
-        top = np.nanmax(values) if np.isfinite(values).any() else 0.0
-        for i, r in enumerate(grid.index):
-            for j, f in enumerate(grid.columns):
-                v = values[i, j]
-                label = "-" if np.isnan(v) else fmt.format(v)
-                color = "white" if top and v > 0.6 * top else "black"
-                ax.text(j, i - 0.12, label, ha="center", va="center", fontsize=9, color=color)
-                ax.text(
-                    j,
-                    i + 0.22,
-                    RFM_SEGMENT_GRID[(int(r), int(f))],
-                    ha="center",
-                    va="center",
-                    fontsize=6.5,
-                    color=color,
-                )
-    fig.tight_layout()
-    return fig
-
-
-def flow_figure(flow: pd.DataFrame) -> Figure:
-    """Heat map of customers moving between lifecycle stages (rows: from, columns: to)."""
-    fig = Figure(figsize=(8, 5), dpi=90)
-    ax = fig.subplots()
-    values = flow.to_numpy(dtype=float)
-    image = ax.imshow(np.log1p(values), cmap="Purples", aspect="auto")
-    fig.colorbar(image, ax=ax, shrink=0.8, label="log(1 + customers)")
-    ax.set_xticks(range(flow.shape[1]), list(flow.columns), rotation=30, ha="right")
-    ax.set_yticks(range(flow.shape[0]), list(flow.index))
-    ax.set_xlabel(f"stage at the later cutoff ({flow.columns.name or 'to'})")
-    ax.set_ylabel(f"stage at the earlier cutoff ({flow.index.name or 'from'})")
-    top = np.log1p(values.max()) if values.size else 0.0
-    for i in range(values.shape[0]):
-        for j in range(values.shape[1]):
-            color = "white" if top and np.log1p(values[i, j]) > 0.6 * top else "black"
-            ax.text(
-                j, i, f"{int(values[i, j]):,}", ha="center", va="center", fontsize=9, color=color
+        fig.add_trace(
+            go.Bar(
+                y=labels,
+                x=part[column] * 100,
+                orientation="h",
+                name=f"% of {name}",
+                marker={"color": colour},
+                customdata=part[count],
+                hovertemplate="%{y}: %{x:.1f} % of " + name + " (%{customdata:,.0f})"
+                "<extra></extra>",
             )
-    fig.tight_layout()
+        )
+    lay = layout(_SCHEME_TITLES.get(scheme, scheme), "")
+    lay.update(
+        height=110 + 42 * max(len(labels), 1),
+        barmode="group",
+        margin={"l": 10, "r": 20, "t": 70, "b": 40},
+    )
+    lay["xaxis"] = {"title": {"text": "% of total"}, "automargin": True}
+    lay["yaxis"] = {"autorange": "reversed", "automargin": True, "type": "category"}
+    fig.update_layout(**lay)
     return fig
 
 
-def value_risk_figure(grid: pd.DataFrame) -> Figure:
-    """Value decile (rows, 10 on top) x churn-risk decile: the mean worthwhile retention spend,
-    the customers per cell, and "let go" where no contact pays. ``grid`` is computed upstream
-    (``models.value.value_risk_grid``); this layer only draws its columns."""
-    spend = np.full((10, 10), np.nan)
-    fig = Figure(figsize=(11, 7), dpi=90)
-    ax = fig.subplots()
-    for c in grid.to_dict("records"):
-        spend[10 - int(c["value_decile"]), int(c["risk_decile"]) - 1] = c[
-            "max_retention_spend_mean"
-        ]
-    finite = spend[np.isfinite(spend)]
-    top = float(np.percentile(finite, 90)) if finite.size else 1.0
-    cmap = matplotlib.colormaps["YlGn"].with_extremes(bad="white")  # empty cells stay blank
-    image = ax.imshow(
-        np.ma.masked_invalid(spend), cmap=cmap, aspect="auto", vmin=0, vmax=top or 1.0
+def pareto_chart(curve: pd.DataFrame, a_share: float = 0.80) -> Any:
+    """Cumulative revenue share against customer share, with the A line."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=curve["customer_share"] * 100,
+            y=curve["revenue_share"] * 100,
+            mode="lines",
+            name="customers by revenue",
+            line={"color": CUSTOMER_COLOUR, "width": 2.5},
+            hovertemplate="the top %{x:.1f} % of customers bring %{y:.1f} % of revenue"
+            "<extra></extra>",
+        )
     )
-    fig.colorbar(image, ax=ax, shrink=0.8, label="mean worthwhile spend per customer")
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 100],
+            y=[0, 100],
+            mode="lines",
+            name="equal shares",
+            line={"color": "#999", "dash": "dot", "width": 1},
+            hoverinfo="skip",
+        )
+    )
+    lay = layout("Pareto curve", "cumulative % of revenue")
+    lay["xaxis"] = {"title": {"text": "% of customers (ranked by revenue)"}, "range": [0, 100]}
+    lay["yaxis"]["range"] = [0, 102]
+    shapes = [
+        {
+            "type": "line",
+            "x0": 0,
+            "x1": 100,
+            "y0": a_share * 100,
+            "y1": a_share * 100,
+            "line": {"color": "#c62828", "dash": "dash", "width": 1},
+        }
+    ]
+    annotations = []
+    reach = curve.loc[curve["revenue_share"] >= a_share - 1e-12, "customer_share"]
+    if len(reach):
+        x = float(reach.iloc[0]) * 100
+        shapes.append(
+            {
+                "type": "line",
+                "x0": x,
+                "x1": x,
+                "y0": 0,
+                "y1": a_share * 100,
+                "line": {"color": "#c62828", "dash": "dot", "width": 1},
+            }
+        )
+        annotations.append(
+            {
+                "x": x,
+                "y": a_share * 100,
+                "text": f"{x:.1f} % of customers bring {a_share:.0%} of revenue".replace(
+                    "%", " %"
+                ).replace("  %", " %"),
+                "showarrow": True,
+                "ax": 60,
+                "ay": 40,
+                "font": {"size": 11},
+            }
+        )
+    lay.update(shapes=shapes, annotations=annotations)
+    fig.update_layout(**lay)
+    return fig
+
+
+def rfm_chart(segments: pd.DataFrame) -> Any:
+    """R score x F score: customers and mean revenue per cell, with the cell's named segment."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    counts, means = rfm_grid(segments)
+    rows = [str(r) for r in counts.index]
+    cols = [str(c) for c in counts.columns]
+    names = [[RFM_SEGMENT_GRID[(int(r), int(f))] for f in counts.columns] for r in counts.index]
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=["customers", "mean revenue"],
+        horizontal_spacing=0.12,
+    )
+    for k, (grid, what) in enumerate(((counts, "customers"), (means, "mean revenue")), start=1):
+        values = grid.to_numpy(dtype=float)
+        text = [
+            [
+                f"{'-' if np.isnan(v) else f'{v:,.0f}'}<br><sub>{n}</sub>"
+                for v, n in zip(row_values, row_names, strict=True)
+            ]
+            for row_values, row_names in zip(values, names, strict=True)
+        ]
+        fig.add_trace(
+            go.Heatmap(
+                z=values,
+                x=cols,
+                y=rows,
+                text=text,
+                texttemplate="%{text}",
+                textfont={"size": 10},
+                customdata=names,
+                colorscale="YlGnBu",
+                colorbar={"x": 0.44 if k == 1 else 1.0, "len": 0.9, "thickness": 12},
+                hovertemplate="R %{y}, F %{x} (%{customdata})<br>" + what + " %{z:,.0f}"
+                "<extra></extra>",
+            ),
+            row=1,
+            col=k,
+        )
+    fig.update_xaxes(title_text="F score (5 = most orders)", type="category")
+    fig.update_yaxes(title_text="R score (5 = most recent)", type="category")
+    fig.update_layout(
+        template="plotly_white",
+        height=460,
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        title={"text": "RFM heat map", "font": {"size": 14}},
+    )
+    return fig
+
+
+def flow_chart(flow: pd.DataFrame) -> Any:
+    """Customers moving between lifecycle stages (rows: from, columns: to), colour on a log
+    scale so that small flows show beside the large ones."""
+    import plotly.graph_objects as go
+
+    values = flow.to_numpy(dtype=float)
+    fig = go.Figure(
+        go.Heatmap(
+            z=np.log1p(values),
+            x=[str(c) for c in flow.columns],
+            y=[str(i) for i in flow.index],
+            text=[[f"{int(v):,}" for v in row_values] for row_values in values],
+            texttemplate="%{text}",
+            customdata=values,
+            colorscale="Purples",
+            showscale=False,
+            hovertemplate="%{y} → %{x}: %{customdata:,.0f} customers<extra></extra>",
+        )
+    )
+    lay = layout("Lifecycle flow", f"stage at the earlier cutoff ({flow.index.name or 'from'})")
+    lay["xaxis"] = {
+        "title": {"text": f"stage at the later cutoff ({flow.columns.name or 'to'})"},
+        "type": "category",
+    }
+    lay["yaxis"]["type"] = "category"
+    lay["yaxis"]["autorange"] = "reversed"
+    lay.update(height=420, margin={"l": 110, "r": 20, "t": 50, "b": 60})
+    fig.update_layout(**lay)
+    return fig
+
+
+def value_risk_chart(grid: pd.DataFrame) -> Any:
+    """The value x risk grid as an interactive heat map (cells: mean worthwhile spend,
+    customers, "let go")."""
+    import plotly.graph_objects as go
+
+    spend = np.full((10, 10), np.nan)
+    text = [["" for _ in range(10)] for _ in range(10)]
     for c in grid.to_dict("records"):
         i, j = 10 - int(c["value_decile"]), int(c["risk_decile"]) - 1
-        label = f"{c['max_retention_spend_mean']:,.0f}\n{int(c['customers']):,}"
-        if c["let_go"]:
-            label += "\nlet go"
-        color = "white" if spend[i, j] > 0.7 * top else "black"
-        ax.text(j, i, label, ha="center", va="center", fontsize=6.5, color=color)
-    ax.set_xticks(range(10), [str(r) for r in range(1, 11)])
-    ax.set_yticks(range(10), [str(v) for v in range(10, 0, -1)])
-    ax.set_xlabel("churn-risk decile (10 = highest risk)")
-    ax.set_ylabel("value decile (10 = most valuable if kept)")
-    fig.tight_layout()
+        spend[i, j] = c["max_retention_spend_mean"]
+        text[i][j] = f"{c['max_retention_spend_mean']:,.0f}<br>{int(c['customers']):,}" + (
+            "<br>let go" if c["let_go"] else ""
+        )
+    finite = spend[np.isfinite(spend)]
+    top = float(np.percentile(finite, 90)) if finite.size else 1.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=spend,
+            x=[str(r) for r in range(1, 11)],
+            y=[str(v) for v in range(10, 0, -1)],
+            text=text,
+            texttemplate="%{text}",
+            textfont={"size": 9},
+            colorscale="YlGn",
+            zmin=0,
+            zmax=top or 1.0,
+            colorbar={"title": {"text": "spend"}, "thickness": 12},
+            hovertemplate="value decile %{y}, risk decile %{x}<br>%{text}<extra></extra>",
+        )
+    )
+    lay = layout("Value × churn risk", "value decile (10 = most valuable if kept)")
+    lay["xaxis"] = {"title": {"text": "churn-risk decile (10 = highest risk)"}, "type": "category"}
+    lay["yaxis"]["type"] = "category"
+    lay.update(height=560, margin={"l": 70, "r": 20, "t": 50, "b": 50})
+    fig.update_layout(**lay)
     return fig
 
 
@@ -243,9 +359,14 @@ main > img, main > p + img { background: #fff; border: 1px solid #e0e3e8; paddin
 """
 
 
-def _img(fig: Figure, alt: str) -> str:
-    data = base64.b64encode(_png(fig)).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+def _chart(fig: Any, div_id: str, wide: bool = False) -> str:
+    height = int(fig.layout.height or 400)
+    div = plotly_div(fig, div_id, height)
+    return (
+        f'<div class="charts wide"><figure>{div}</figure></div>'
+        if wide
+        else f"<figure>{div}</figure>"
+    )
 
 
 def _table(frame: pd.DataFrame, index: bool = False) -> str:
@@ -273,16 +394,16 @@ def _cluster_profile(segments: pd.DataFrame) -> pd.DataFrame:
     return prof.rename_axis("cluster").reset_index()
 
 
-def value_risk_section(grid: pd.DataFrame, note: str = "", figure: Figure | None = None) -> str:
-    """The report's section for a value job's value x risk grid: heading, note, heat map (drawn
-    here unless given), the customers in cells where a contact pays."""
+def value_risk_section(grid: pd.DataFrame, note: str = "") -> str:
+    """The report's section for a value job's value x risk grid: heading, note, interactive heat
+    map, the customers in cells where a contact pays."""
     worth = int(grid.loc[~grid["let_go"].astype(bool), "customers"].sum())
     rest = int(grid["customers"].sum()) - worth
     return "".join(
         [
             f"<h2>{VALUE_RISK_SECTION}</h2>",
             f'<p class="note">{html.escape(note)}</p>' if note else "",
-            _img(figure or value_risk_figure(grid), "value by churn-risk grid"),
+            _chart(value_risk_chart(grid), "chart-value-risk", wide=True),
             f'<p class="note">{worth:,} customers in cells where a retention contact pays; '
             f"{rest:,} in cells let go.</p>",
         ]
@@ -302,8 +423,8 @@ def render_segments_report(
     value_risk: pd.DataFrame | None = None,
     value_note: str = "",
 ) -> Path:
-    """Write one self-contained HTML page (inline PNG charts, tables) atomically; with
-    ``value_risk`` (a value x risk grid from a value job) a last section shows it."""
+    """Write one self-contained HTML page (Plotly charts, plotly.js inline; tables) atomically;
+    with ``value_risk`` (a value x risk grid from a value job) a last section shows it."""
     out_path = Path(out_path)
     esc = html.escape
     parts = [f"<h1>{esc(title)}</h1>"]
@@ -316,7 +437,14 @@ def render_segments_report(
     )
 
     parts.append(f"<h2>{REPORT_SECTIONS[0]}</h2>")
-    parts.append(_img(sizes_figure(summary), "segment sizes and revenue shares"))
+    parts.append(
+        '<div class="charts">'
+        + "".join(
+            _chart(sizes_chart(summary, scheme), f"{REPORT_CHARTS[0]}{scheme}")
+            for scheme in dict.fromkeys(summary["scheme"])
+        )
+        + "</div>"
+    )
 
     parts.append(f"<h2>{REPORT_SECTIONS[1]}</h2>")
     abc = summary[summary["scheme"] == "abc_class"].set_index("segment")
@@ -331,15 +459,15 @@ def render_segments_report(
             + ". A ends with the customer who crosses "
             f"{a_share:.0%} of revenue; zero or negative revenue is C.</p>"
         )
-    parts.append(_img(pareto_figure(pareto_curve, a_share), "Pareto curve"))
+    parts.append(_chart(pareto_chart(pareto_curve, a_share), REPORT_CHARTS[1], wide=True))
 
     parts.append(f"<h2>{REPORT_SECTIONS[2]}</h2>")
-    parts.append(_img(rfm_heatmap_figure(segments), "RFM heat map"))
+    parts.append(_chart(rfm_chart(segments), REPORT_CHARTS[2], wide=True))
     counts, _ = rfm_grid(segments)
     parts.append("<h3>Customers per R score and F score</h3>" + _table(counts, index=True))
 
     parts.append(f"<h2>{REPORT_SECTIONS[3]}</h2>")
-    parts.append(_img(flow_figure(flow), "lifecycle flow"))
+    parts.append(_chart(flow_chart(flow), REPORT_CHARTS[3], wide=True))
     parts.append(_table(flow, index=True))
 
     parts.append(f"<h2>{REPORT_SECTIONS[4]}</h2>")
@@ -367,7 +495,7 @@ def render_segments_report(
     if value_risk is not None and len(value_risk):
         parts.append(value_risk_section(value_risk, value_note))
     with atomic_path(out_path) as tmp:
-        tmp.write_text(page(title, "\n".join(parts), css=_CSS, plotly=False), encoding="utf-8")
+        tmp.write_text(page(title, "\n".join(parts), css=_CSS), encoding="utf-8")
     return out_path
 
 

@@ -20,6 +20,7 @@ from features.segments import (
     segment_summary,
 )
 from features.segments_report import (
+    REPORT_CHARTS,
     REPORT_IMAGES,
     REPORT_SECTIONS,
     render_segments_report,
@@ -90,7 +91,12 @@ def _check_report(path: Path) -> str:
     images = re.findall(r"<img [^>]*>", text)
     assert len(images) == REPORT_IMAGES
     assert all('src="data:image/png;base64,' in img for img in images)
-    assert not re.search(r'(src|href)="(https?:)?//', text)  # no external assets
+    # no external assets: no tag loads one (plotly.js inline carries URL strings in its source)
+    outside_scripts = re.sub(r"<script\b[^>]*>.*?</script>", "<script></script>", text, flags=re.S)
+    assert not re.search(r'(src|href)="(https?:)?//', outside_scripts)
+    assert not re.search(r"<script[^>]+src=", text)
+    for chart in REPORT_CHARTS:
+        assert f'id="{chart}' in text
     for heading in REPORT_SECTIONS:
         assert f"<h2>{heading}</h2>" in text
     for table_heading in (
