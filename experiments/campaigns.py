@@ -26,9 +26,6 @@ ingested tables (optionally writing an HTML page with a chart).
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
 import re
 from collections.abc import Sequence
@@ -43,7 +40,6 @@ from features.catalog import Catalog
 from features.sources import load_dataset
 from features.store import StateDirs, atomic_path
 from models.decisions.readout import newcombe_interval, wilson_interval
-from training.evaluate import pyplot
 
 KEYS = ["campaign_id", "offer_id"]
 NO_OFFER = "(none)"
@@ -267,7 +263,7 @@ def run_campaign_evaluate(
     contact_cost: float | None = None,
 ) -> pd.DataFrame:
     """Evaluate a dataset's ingested campaign history (with its transactions and offers when
-    ingested); optionally write an HTML report (and its chart as PNG beside it)."""
+    ingested); optionally write its HTML page."""
     name = load_dataset(dataset).name
     catalog = Catalog(state, name)
     history = catalog.read("campaign_history")
@@ -296,90 +292,19 @@ def run_campaign_evaluate(
 # --------------------------------------------------------------------------- report
 
 
-def plot_campaigns(report: pd.DataFrame, path: Path | None = None) -> bytes:
-    """Uplift with its interval per campaign and negative responses by reason, as PNG bytes."""
-    plt = pyplot()
-    labels = [f"{c}\n{o}" for c, o in zip(report["campaign_id"], report["offer_id"], strict=True)]
-    y = np.arange(len(report))
-    fig, (left, right) = plt.subplots(
-        1, 2, figsize=(11, 1.0 + 0.55 * max(len(report), 2)), dpi=100, sharey=True
-    )
-    try:
-        err = (
-            np.vstack(
-                [
-                    report["uplift"] - report["uplift_ci_low"],
-                    report["uplift_ci_high"] - report["uplift"],
-                ]
-            )
-            * 100
-        )
-        left.errorbar(report["uplift"] * 100, y, xerr=err, fmt="o", capsize=4)
-        left.axvline(0, color="grey", ls="--")
-        left.set_yticks(y, labels, fontsize=8)
-        left.invert_yaxis()
-        left.set_xlabel("uplift, percentage points (95 % interval, Newcombe)")
-        left.grid(alpha=0.3)
-        reason_cols = [c for c in report.columns if c.startswith("declined_")]
-        start = np.zeros(len(report))
-        for c in reason_cols:
-            share = report[c] / report["contacts"].clip(lower=1) * 100
-            right.barh(y, share, left=start, label=c.removeprefix("declined_").replace("_", " "))
-            start += share.to_numpy()
-        right.set_xlabel("treated non-responders, % of contacts, by reason")
-        right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-    finally:
-        plt.close(fig)
-    png = buf.getvalue()
-    if path is not None:
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(png)
-    return png
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float | np.floating):
-        if not np.isfinite(value):
-            return ""
-        return f"{value:.4f}" if abs(float(value)) < 10 else f"{value:,.0f}"
-    return html.escape(str(value))
-
-
 def write_report(report: pd.DataFrame, path: Path, title: str) -> Path:
-    """A self-contained HTML page: the table and the chart (also saved as ``<stem>.png``)."""
-    png = plot_campaigns(report, path.with_suffix(".png"))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in report.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>"
-        for row in report.itertuples(index=False)
-    )
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:24px;color:#222}}
-table{{border-collapse:collapse;font-size:.8em}}th,td{{border:1px solid #ccc;padding:3px 6px;
-text-align:right}}th{{background:#f0f2f5}}.scroll{{overflow-x:auto}}p{{color:#555}}</style>
-</head><body><h1>{html.escape(title)}</h1>
-<p>Uplift = response rate of the contacted minus that of the control group, with a
-95 % Newcombe (hybrid score) interval; p-value from the pooled two-proportion z-test (Fisher's
-exact test when an expected cell is below 5). Incremental revenue from transactions in the
-response window when available, else offer value x incremental responses.
-ROI = (incremental revenue - contact costs) / contact costs.</p>
-<img alt="uplift per campaign" src="data:image/png;base64,{base64.b64encode(png).decode()}">
-<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>
-</body></html>
-"""
+    """The evaluation as one self-contained page (experiments.evaluate_page), written atomically;
+    nothing else is written beside it."""
+    from experiments.evaluate_page import render_evaluate_page
+
     with atomic_path(path) as tmp:
-        tmp.write_text(page, encoding="utf-8")
+        tmp.write_text(render_evaluate_page(report, title), encoding="utf-8")
     return path
 
 
 __all__ = [
     "evaluate_campaigns",
     "newcombe_interval",
-    "plot_campaigns",
     "prepare_contacts",
     "run_campaign_evaluate",
     "two_proportion_test",

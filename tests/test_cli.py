@@ -58,7 +58,7 @@ def test_campaign_evaluate(synthetic_pipeline, tmp_path):
     out = _run("campaign", "evaluate", "--home", home, "--html", str(page))
     assert "Newcombe" in out
     html = page.read_text()
-    assert "CMP_" in html and "<img" in html
+    assert "CMP_" in html and 'id="chart-uplift"' in html
 
 
 def test_bad_config_is_one_clear_line(tmp_path, monkeypatch, capsys):

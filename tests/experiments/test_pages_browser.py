@@ -1,6 +1,6 @@
-"""The campaign, segment and value pages in headless Chromium at 1,400 px (one browser for all):
-nothing wider than the page, every chart drawn (the segment page's are PNG images), no console
-error, nothing fetched."""
+"""The campaign, campaign-evaluation, segment and value pages in headless Chromium at 1,400 px
+(one browser for all): nothing wider than the page, every chart drawn, no console error, nothing
+fetched."""
 
 from __future__ import annotations
 
@@ -39,6 +39,41 @@ def test_campaign_page_in_chromium(browser, tmp_path: Path) -> None:
     check = browser.check(path, tmp_path / "campaign_page.png")
     check.assert_readable(min_charts=2)
     assert {c["id"] for c in check.charts} == {"chart-actual-vs-expected", "chart-expected-profit"}
+
+
+def test_campaign_evaluation_page_in_chromium(browser, tmp_path: Path) -> None:
+    """``patron campaign evaluate --html``'s page: formatted tables with word headers, two
+    interactive charts, nothing written beside it."""
+    import pandas as pd
+
+    from experiments.campaigns import evaluate_campaigns, write_report
+    from tests.experiments.test_campaigns import contacts
+
+    a = contacts(
+        "CMP_A_WITH_A_LONG_NAME",
+        "RET_01",
+        "2024-03-01",
+        [1, 1, 1, 0, 0, 0, 0, 0],
+        [1, 0, 0, 0],
+        reasons=[None, None, None, "price", "price", "no need", "", None],
+    )
+    b = contacts("CMP_B", "XS_01", "2024-04-01", [1] * 30 + [0] * 70, [1] * 20 + [0] * 80)
+    offers = pd.DataFrame(
+        {"offer_id": ["RET_01", "XS_01"], "value": [50.0, 10000.0], "cost": [2.0, 0.5]}
+    )
+    report = evaluate_campaigns(pd.concat([a, b]), offers=offers)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    path = write_report(report, folder / "campaigns.html", "Campaign evaluation: toy")
+    assert sorted(p.name for p in folder.iterdir()) == ["campaigns.html"]  # no stray file
+    text = path.read_text()
+    assert "<img" not in text and "Newcombe" in text
+    assert "<th>Response, contacted</th>" not in text  # headers carry their class
+    assert ">Response, contacted</th>" in text and "response_rate_treatment" not in text
+    assert "30.0 %" in text and "+10.00 pp" in text and "+100,000" in text  # formatted
+    check = browser.check(path, tmp_path / "campaign_evaluation_page.png")
+    check.assert_readable(min_charts=2)
+    assert {c["id"] for c in check.charts} == {"chart-uplift", "chart-declines"}
 
 
 def test_segment_page_in_chromium(browser, tmp_path: Path) -> None:
