@@ -1,8 +1,12 @@
 """Campaign-loop benchmark: the loop (test cell → read-out → gate → refit → roll-out, learning
 from every wave) against the fixed pre-campaign plan and the oracle, on synthetic truth.
 
-Run ``python bench/loop.py`` (3 generator seeds x 2 scenarios x 2 repeats, 200 k customers; about
-10 minutes on 2 cores) or ``--seeds 1 --customers 60000 --repeats 1``. Per seed, the
+Run ``python bench/loop.py`` (3 generator seeds x 2 scenarios x 2 repeats x the loop designs of
+``--methods`` (default ``targeted,refit``), 200 k customers; ~10 minutes per design on 2 idle
+cores, 32 minutes for ``targeted`` with one process per seed under a load of ~13) or ``--seeds 1
+--customers 60000 --repeats 1``; one process per seed with ``--seeds 1 --first-seed S --json
+seedS.json``, then ``--merge seed4.json seed5.json seed6.json`` to summarise. Design choices were
+made on seeds 1-3; the default reports seeds 4-6. Per seed, the
 ``synthetic_loop`` dataset (experiments/datasets/synthetic_loop.yaml: one randomised multi-arm
 campaign before the campaign, then four waves whose audiences carry the true response probability
 of every (offer, channel) arm) is generated into a scratch state folder, and the campaign of
