@@ -384,20 +384,29 @@ def features(
         console.print(f"churn labels written to [bold]{paths[1]}[/bold]")
 
 
+SegmentsConfigOpt = Annotated[
+    Path | None,
+    typer.Option(help="YAML with a segments: mapping (features.segments.SegmentsConfig)"),
+]
+
+
 @app.command()
 def segments(
     dataset: DatasetOpt = "synthetic",
     as_of: Annotated[str | None, typer.Option(help="cutoff YYYY-MM-DD (default: last)")] = None,
     out: Annotated[Path | None, typer.Option(help="output folder")] = None,
+    config: SegmentsConfigOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """Per-customer segments (RFM, Pareto ABC, pyramid, lifecycle, clusters) and a summary."""
-    from features.segments_report import run_segments
+    """Per-customer segments (RFM, Pareto ABC, pyramid, lifecycle, clusters, demographic and
+    needs segments) and a summary."""
+    from features.segments_report import load_segments_config, run_segments
     from features.sources import load_dataset
 
     state = state_of(home)
     name = load_dataset(dataset).name
-    result = run_segments(state, name, resolve_as_of(state, name, as_of, "--as-of"), None, out)
+    cfg = load_segments_config(config)
+    result = run_segments(state, name, resolve_as_of(state, name, as_of, "--as-of"), cfg, out)
     import pandas as pd
 
     frame = pd.read_csv(result["summary"])
@@ -407,6 +416,14 @@ def segments(
     for row in frame.itertuples(index=False):
         table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
     console.print(table)
+    for scheme in ("demographics", "needs"):
+        skipped = result[f"{scheme}_skipped"]
+        console.print(
+            f"{scheme}: skipped, {skipped}"
+            if skipped
+            else f"{scheme}: k = {result[f'{scheme}_k']}",
+            markup=False,
+        )
     console.print(f"written: {result['segments']}, chart {result['chart']}")
 
 
@@ -418,10 +435,12 @@ def report_segments(
         str | None, typer.Option(help="earlier cutoff for the lifecycle flow (default: -90 days)")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="HTML file to write")] = None,
+    config: SegmentsConfigOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """An HTML page: segment sizes and revenue, Pareto curve, RFM heat map, lifecycle flow."""
-    from features.segments_report import run_segments_report
+    """An HTML page: segment sizes and revenue, Pareto curve, RFM heat map, lifecycle flow,
+    clusters, demographic and needs segments."""
+    from features.segments_report import load_segments_config, run_segments_report
     from features.sources import load_dataset
 
     state = state_of(home)
@@ -429,8 +448,9 @@ def report_segments(
     previous = parse_date(previous_as_of, "--previous-as-of")
     if previous is not None:
         check_as_of(previous, data_dates(state, name), "--previous-as-of", name)
+    cfg = load_segments_config(config)
     path = run_segments_report(
-        state, name, resolve_as_of(state, name, as_of, "--as-of"), previous, None, out
+        state, name, resolve_as_of(state, name, as_of, "--as-of"), previous, cfg, out
     )
     console.print(f"segment report written to [bold]{path}[/bold]")
 

@@ -1,6 +1,8 @@
 """Customer segments at a cutoff: RFM points bands and quintile codes, Pareto ABC, the customer
-pyramid, lifecycle stages and behavioural clusters (pure functions; docs/segments.md).
-(Over 600 lines on purpose: each scheme is short and they share their inputs and naming.)
+pyramid, lifecycle stages, behavioural clusters, demographic segments (customer attributes as of
+the cutoff) and needs segments (category revenue shares up to the cutoff); pure functions,
+docs/segments.md. (Over 900 lines on purpose: each scheme is short and they share their inputs,
+the k choice and naming.)
 
 Input is the per-customer feature frame at a cutoff ``as_of`` (``features.build.compute_features``
 with the ``churn_v1`` set: customer_id, days_since_last_order, days_since_first_order,
@@ -15,7 +17,7 @@ Revenue is net by default: the order value up to the cutoff minus the returned v
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
@@ -25,10 +27,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.cluster import KMeans
+from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import pairwise_distances, silhouette_score
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from features.definitions import RFMPointsConfig
@@ -75,7 +78,28 @@ SCHEMES: dict[str, tuple[str, ...] | None] = {
     "pyramid_level": PYRAMID_LEVELS,
     "lifecycle_stage": LIFECYCLE_STAGES,
     "cluster": None,
+    "demographic_segment": None,  # numbered; names in "<scheme>_name"
+    "needs_segment": None,
 }
+#: Schemes that carry a readable name per segment in a "<scheme>_name" column.
+NAMED_SCHEMES = ("demographic_segment", "needs_segment")
+#: Customers table columns that are never attributes (keys, history, household fields, PII).
+NOT_ATTRIBUTES = frozenset(
+    {
+        "customer_id",
+        "valid_from",
+        "valid_to",
+        "updated_at",
+        "__version",
+        "first_name",
+        "last_name",
+        "name",
+        "email",
+        "phone",
+        "address",
+        "postcode",
+    }
+)
 
 _EPS = 1e-12  # cumulative shares are compared with this slack so that 0.8 - 1e-17 is not "< 0.8"
 
@@ -115,12 +139,28 @@ class LifecycleConfig(BaseModel):
         return self
 
 
-class ClusterConfig(BaseModel):
-    """Behavioural clusters: KMeans on log1p-scaled features, k chosen by silhouette."""
+class KChoiceConfig(BaseModel):
+    """How k is chosen: k in k_min..k_max by silhouette on a seeded sample (max; ties: lower k)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
+    k_min: int = Field(2, ge=2)
+    k_max: int = Field(8, ge=2)
+    sample_size: int = Field(3000, ge=10, description="rows the silhouette is computed on")
+    n_init: int = Field(4, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _range(self) -> KChoiceConfig:
+        if self.k_min > self.k_max:
+            raise ValueError("k_min must not exceed k_max")
+        return self
+
+
+class ClusterConfig(KChoiceConfig):
+    """Behavioural clusters: KMeans on log1p-scaled features, k chosen by silhouette."""
+
     features: tuple[str, ...] = (
         "days_since_last_order",
         "days_since_first_order",
@@ -129,17 +169,38 @@ class ClusterConfig(BaseModel):
         "spend_mean_order",
         "returns_share",
     )
-    k_min: int = Field(2, ge=2)
-    k_max: int = Field(8, ge=2)
-    sample_size: int = Field(3000, ge=10, description="rows the silhouette is computed on")
-    n_init: int = Field(4, ge=1)
-    seed: int = 0
 
-    @model_validator(mode="after")
-    def _range(self) -> ClusterConfig:
-        if self.k_min > self.k_max:
-            raise ValueError("k_min must not exceed k_max")
-        return self
+
+#: Attributes the demographic segments use when none are configured (those that exist).
+DEFAULT_ATTRIBUTES = ("age_band", "region")
+
+
+class DemographicConfig(KChoiceConfig):
+    """Demographic segments: KMeans over customer attributes as of the cutoff (categoricals
+    one-hot, scaled so that a mismatch weighs like one standard deviation of a numeric)."""
+
+    attributes: tuple[str, ...] | None = Field(
+        None,
+        description="customers columns to cluster on; None: those of DEFAULT_ATTRIBUTES present "
+        "(the scheme is skipped when there are none); a named column that does not exist is an "
+        "error",
+    )
+    max_levels: int = Field(
+        12, ge=2, description="most frequent values kept per categorical; the rest is 'other'"
+    )
+
+
+class NeedsConfig(KChoiceConfig):
+    """Needs segments: KMeans on the square roots of each customer's category revenue shares
+    (Euclidean there is the Hellinger distance between the share vectors)."""
+
+    max_categories: int = Field(
+        20, ge=2, description="categories with the most revenue kept; the rest is 'other'"
+    )
+    name_min_share: float = Field(
+        0.25, gt=0.0, le=1.0, description="a category names a segment from this mean share"
+    )
+    name_max_categories: int = Field(3, ge=1, description="at most this many names per segment")
 
 
 class SegmentsConfig(BaseModel):
@@ -168,6 +229,8 @@ class SegmentsConfig(BaseModel):
     )
     lifecycle: LifecycleConfig = LifecycleConfig()  # frozen: a shared default is safe
     clusters: ClusterConfig = ClusterConfig()
+    demographics: DemographicConfig = DemographicConfig()
+    needs: NeedsConfig = NeedsConfig()
 
     @model_validator(mode="after")
     def _check(self) -> SegmentsConfig:
@@ -360,13 +423,13 @@ GROUP BY customer_id
 ORDER BY customer_id"""
 
 
-def order_gaps(
+def _run_on_transactions(
     transactions: pd.DataFrame | str,
-    as_of: date,
-    lapsed_days: int,
+    sql: Callable[[str], str],
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
-    """Run :func:`order_gaps_sql` on canonical transactions (a DataFrame or a DuckDB relation)."""
+    """Run ``sql(relation)`` on canonical transactions (a DataFrame, registered for the query, or
+    a DuckDB relation)."""
     own = con is None
     con = con or duckdb.connect()
     registered = isinstance(transactions, pd.DataFrame)
@@ -382,12 +445,24 @@ def order_gaps(
             source = "__segments_transactions"
         else:
             source = str(transactions)
-        return con.execute(order_gaps_sql(source, as_of, lapsed_days)).df()
+        return con.execute(sql(source)).df()
     finally:
         if registered:
             con.unregister("__segments_transactions")
         if own:
             con.close()
+
+
+def order_gaps(
+    transactions: pd.DataFrame | str,
+    as_of: date,
+    lapsed_days: int,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> pd.DataFrame:
+    """Run :func:`order_gaps_sql` on canonical transactions (a DataFrame or a DuckDB relation)."""
+    return _run_on_transactions(
+        transactions, lambda src: order_gaps_sql(src, as_of, lapsed_days), con
+    )
 
 
 def lifecycle_stages(
@@ -464,16 +539,63 @@ def _signed_log1p(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
 
 
+def _behaviour_steps() -> list[tuple[str, Any]]:
+    """Impute (median), log1p, standardise: the behavioural clusters' preprocessing."""
+    return [
+        ("impute", SimpleImputer(strategy="median")),
+        ("log1p", FunctionTransformer(_signed_log1p, feature_names_out="one-to-one")),
+        ("scale", StandardScaler()),
+    ]
+
+
 def cluster_pipeline(k: int, seed: int, n_init: int = 4) -> Pipeline:
     """Impute (median), log1p, standardise, KMeans(k)."""
     return Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="median")),
-            ("log1p", FunctionTransformer(_signed_log1p, feature_names_out="one-to-one")),
-            ("scale", StandardScaler()),
-            ("kmeans", KMeans(n_clusters=k, n_init=n_init, random_state=seed)),
-        ]
+        [*_behaviour_steps(), ("kmeans", KMeans(n_clusters=k, n_init=n_init, random_state=seed))]
     )
+
+
+BEHAVIOUR_CRITERION = (
+    "silhouette (euclidean, scaled features) on a seeded sample; max, ties -> lower k"
+)
+DEMOGRAPHIC_CRITERION = (
+    "silhouette over distinct profiles weighted by customers (euclidean on one-hot "
+    "categoricals / sqrt 2 and standardised numerics: squared distance = mismatched attributes "
+    "+ squared z-differences) on a seeded sample; max, ties -> lower k"
+)
+NEEDS_CRITERION = (
+    "silhouette over distinct profiles weighted by customers (euclidean on sqrt category "
+    "shares = sqrt 2 x Hellinger distance) on a seeded sample; max, ties -> lower k"
+)
+
+
+def distinct_silhouette(X: np.ndarray, labels: np.ndarray) -> float:
+    """The silhouette of the distinct rows of ``X``, each weighted by how often it occurs.
+
+    A row's a is the weighted mean distance to the *other* profiles of its cluster, b the least
+    weighted mean distance to another cluster; a cluster of one profile scores 0, as a singleton
+    does in the ordinary silhouette. Without duplicate rows this is the ordinary silhouette. With
+    attributes, many customers share a profile and the ordinary silhouette rises towards 1 as k
+    approaches the number of profiles (a cluster of identical customers has a = 0), so it would
+    always pick k_max; collapsing identical customers removes that.
+    """
+    uniq, first, counts = np.unique(X, axis=0, return_index=True, return_counts=True)
+    lab = np.asarray(labels)[first]  # KMeans gives identical rows one label
+    clusters = np.unique(lab)
+    if len(clusters) < 2:
+        return 0.0
+    member = (lab[None, :] == clusters[:, None]) * counts[None, :]  # cluster x profile weights
+    sums = pairwise_distances(uniq) @ member.T  # profile x cluster: weighted distance sums
+    sizes = member.sum(axis=1)
+    own = np.searchsorted(clusters, lab)
+    rows = np.arange(len(uniq))
+    others = sizes[own] - counts  # customers of the own cluster with another profile
+    a = sums[rows, own] / np.maximum(others, 1)
+    mean_to = sums / sizes[None, :]
+    mean_to[rows, own] = np.inf
+    b = mean_to.min(axis=1)
+    s = np.where(others > 0, (b - a) / np.maximum(np.maximum(a, b), 1e-12), 0.0)
+    return float((s * counts).sum() / counts.sum())
 
 
 @dataclass
@@ -485,9 +607,7 @@ class ClusterResult:
     silhouette: dict[int, float]
     features: list[str]
     pipeline: Pipeline | None = None
-    criterion: str = (
-        "silhouette (euclidean, scaled features) on a seeded sample; max, ties -> lower k"
-    )
+    criterion: str = BEHAVIOUR_CRITERION
     sample_size: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -499,7 +619,69 @@ class ClusterResult:
             "sample_size": self.sample_size,
             "silhouette": {str(k): v for k, v in self.silhouette.items()},
             "features": self.features,
+            **self.extra,
         }
+
+
+def choose_k_and_cluster(
+    X: pd.DataFrame | np.ndarray,
+    preprocess: Callable[[], list[tuple[str, Any]]],
+    cfg: KChoiceConfig,
+    features: list[str],
+    criterion: str = BEHAVIOUR_CRITERION,
+    score: Callable[[np.ndarray, np.ndarray], float] | None = None,
+) -> ClusterResult:
+    """KMeans after ``preprocess`` (a factory of Pipeline steps): k in k_min..k_max chosen by
+    ``score`` (default: the silhouette, euclidean, on the preprocessed rows) of a seeded sample,
+    maximum wins, ties to the lower k; then the whole pipeline with that k fitted on every row,
+    labels renumbered by cluster size (0 = largest). Runs with one thread (see
+    :func:`cluster_customers`)."""
+    with threadpool_limits(limits=1):
+        return _choose_k_and_cluster(X, preprocess, cfg, features, criterion, score or _silhouette)
+
+
+def _silhouette(X: np.ndarray, labels: np.ndarray) -> float:
+    return float(silhouette_score(X, labels))
+
+
+def _choose_k_and_cluster(
+    X: pd.DataFrame | np.ndarray,
+    preprocess: Callable[[], list[tuple[str, Any]]],
+    cfg: KChoiceConfig,
+    features: list[str],
+    criterion: str,
+    score: Callable[[np.ndarray, np.ndarray], float],
+) -> ClusterResult:
+    n = len(X)
+    rng = np.random.default_rng(cfg.seed)
+    idx = np.sort(rng.choice(n, size=min(cfg.sample_size, n), replace=False)) if n else np.arange(0)
+    scores: dict[int, float] = {}
+    if n and features:
+        sample = X.iloc[idx] if isinstance(X, pd.DataFrame) else X[idx]
+        scaled = np.asarray(Pipeline(preprocess()).fit_transform(sample), dtype=float)
+        n_unique = len(np.unique(scaled, axis=0))
+        for k in range(cfg.k_min, cfg.k_max + 1):
+            if k >= n_unique:  # silhouette needs 2 <= k <= n - 1 distinct points
+                break
+            km = KMeans(n_clusters=k, n_init=cfg.n_init, random_state=cfg.seed).fit(scaled)
+            scores[k] = score(scaled, km.labels_)
+    if not scores:
+        return ClusterResult(np.zeros(n, dtype="int64"), 1, {}, features, None, criterion, len(idx))
+    best = max(scores, key=lambda k: (scores[k], -k))
+    kmeans = KMeans(n_clusters=best, n_init=cfg.n_init, random_state=cfg.seed)
+    pipe = Pipeline([*preprocess(), ("kmeans", kmeans)]).fit(X)
+    return ClusterResult(
+        _by_size(pipe[-1].labels_, best), best, scores, features, pipe, criterion, len(idx)
+    )
+
+
+def _by_size(raw: np.ndarray, k: int) -> np.ndarray:
+    """Labels renumbered by cluster size (0 = largest; ties keep their order)."""
+    sizes = np.bincount(raw, minlength=k)
+    rank = np.argsort(-sizes, kind="stable")  # old label of the i-th largest cluster
+    relabel = np.empty(k, dtype="int64")
+    relabel[rank] = np.arange(k)
+    return relabel[raw]
 
 
 def cluster_customers(features: pd.DataFrame, cfg: ClusterConfig | None = None) -> ClusterResult:
@@ -507,39 +689,207 @@ def cluster_customers(features: pd.DataFrame, cfg: ClusterConfig | None = None) 
     with that k fitted on every customer; labels renumbered by cluster size (0 = largest)."""
     # one thread: on a busy 2-core machine KMeans on 3 000 x 6 took 0.8 s with 2 OpenMP threads
     # and 0.05 s with one (thread spin-waiting); these problems are too small to gain from more
-    with threadpool_limits(limits=1):
-        return _cluster_customers(features, cfg or ClusterConfig())
-
-
-def _cluster_customers(features: pd.DataFrame, cfg: ClusterConfig) -> ClusterResult:
+    cfg = cfg or ClusterConfig()
     cols = [c for c in cfg.features if c in features.columns]
-    n = len(features)
     X = features[cols].astype(float).to_numpy()
-    if cols:
-        keep = [j for j in range(len(cols)) if np.nanstd(X[:, j]) > 0] if n else []
+    if cols and len(features):
+        keep = [j for j in range(len(cols)) if np.nanstd(X[:, j]) > 0]
         cols = [cols[j] for j in keep]
         X = X[:, keep]
-    rng = np.random.default_rng(cfg.seed)
-    idx = np.sort(rng.choice(n, size=min(cfg.sample_size, n), replace=False)) if n else np.arange(0)
-    sample = X[idx]
-    n_unique = len(np.unique(np.nan_to_num(sample), axis=0)) if len(sample) and cols else 0
-    scores: dict[int, float] = {}
-    for k in range(cfg.k_min, cfg.k_max + 1):
-        if k >= n_unique:  # silhouette needs 2 <= k <= n - 1 distinct points
-            break
-        pipe = cluster_pipeline(k, cfg.seed, cfg.n_init).fit(sample)
-        scaled = pipe[:-1].transform(sample)
-        scores[k] = float(silhouette_score(scaled, pipe[-1].labels_))
-    if not scores:
-        return ClusterResult(np.zeros(n, dtype="int64"), 1, {}, cols, None, sample_size=len(idx))
-    best = max(scores, key=lambda k: (scores[k], -k))
-    pipe = cluster_pipeline(best, cfg.seed, cfg.n_init).fit(X)
-    raw = pipe[-1].labels_
-    sizes = np.bincount(raw, minlength=best)
-    rank = np.argsort(-sizes, kind="stable")  # old label of the i-th largest cluster
-    relabel = np.empty(best, dtype="int64")
-    relabel[rank] = np.arange(best)
-    return ClusterResult(relabel[raw], best, scores, cols, pipe, sample_size=len(idx))
+    return choose_k_and_cluster(X, _behaviour_steps, cfg, cols)
+
+
+# --------------------------------------------------------------------------- demographic segments
+
+MISSING = "(missing)"
+OTHER = "other"
+
+
+def resolve_attributes(columns: Sequence[str], cfg: DemographicConfig) -> tuple[list[str], str]:
+    """The attributes to cluster on, or none and the reason. A configured attribute that is not
+    a column is a ValueError naming the config key."""
+    available = [c for c in columns if c not in NOT_ATTRIBUTES]
+    if cfg.attributes is None:
+        present = [a for a in DEFAULT_ATTRIBUTES if a in columns]
+        if not present:
+            return [], (
+                f"the customers table has none of the default attributes "
+                f"({', '.join(DEFAULT_ATTRIBUTES)}); set segments.demographics.attributes "
+                f"(available: {', '.join(available) or 'none'})"
+            )
+        return present, ""
+    for a in cfg.attributes:
+        if a not in columns or a in NOT_ATTRIBUTES:
+            raise ValueError(
+                f"segments.demographics.attributes: {a!r} is not a customers column; "
+                f"available: {', '.join(available) or 'none'}"
+            )
+    return list(dict.fromkeys(cfg.attributes)), ""
+
+
+def attribute_frame(
+    attributes: pd.DataFrame, columns: Sequence[str], max_levels: int
+) -> pd.DataFrame:
+    """Attributes ready to encode: numerics as float; other columns as strings, missing values a
+    level of their own, values beyond the ``max_levels`` most frequent lumped into "other"."""
+    out: dict[str, pd.Series] = {}
+    for col in columns:
+        values = attributes[col]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            out[col] = values.astype(float)
+            continue
+        text = values.astype(object).where(values.notna(), MISSING).astype(str)
+        counts = text.value_counts()
+        keep = set(sorted(counts.index, key=lambda v: (-counts[v], v))[:max_levels])
+        out[col] = text.where(text.isin(keep), OTHER)
+    return pd.DataFrame(out, index=attributes.index)
+
+
+def _scale_one_hot(x: Any) -> Any:
+    # two one-hot rows that differ in one attribute are sqrt(2) apart; divided by sqrt(2) a
+    # mismatch adds 1 to the squared distance, as a one-standard-deviation numeric gap does
+    return x / np.sqrt(2.0)
+
+
+def demographic_steps(frame: pd.DataFrame) -> Callable[[], list[tuple[str, Any]]]:
+    """Preprocessing of an :func:`attribute_frame`: one-hot / sqrt 2 for categoricals, median
+    imputation and standardisation for numerics."""
+    numeric = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c])]
+    categorical = [c for c in frame.columns if c not in numeric]
+
+    def steps() -> list[tuple[str, Any]]:
+        parts: list[tuple[str, Any, list[str]]] = []
+        if categorical:
+            one_hot = Pipeline(
+                [
+                    ("one_hot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+                    ("matching", FunctionTransformer(_scale_one_hot)),
+                ]
+            )
+            parts.append(("categorical", one_hot, categorical))
+        if numeric:
+            scale = Pipeline(
+                [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+            )
+            parts.append(("numeric", scale, numeric))
+        return [("encode", ColumnTransformer(parts))]
+
+    return steps
+
+
+def demographic_segments(
+    attributes: pd.DataFrame, cfg: DemographicConfig | None = None
+) -> tuple[ClusterResult, pd.DataFrame]:
+    """Demographic segments of the rows of ``attributes`` (customer attributes as of the cutoff,
+    columns as resolved by :func:`resolve_attributes`): the cluster result and the encoded-ready
+    attribute frame. Constant attributes are dropped."""
+    cfg = cfg or DemographicConfig()
+    frame = attribute_frame(attributes, list(attributes.columns), cfg.max_levels)
+    varying = [c for c in frame.columns if frame[c].nunique(dropna=True) > 1]
+    frame = frame[varying]
+    result = choose_k_and_cluster(
+        frame, demographic_steps(frame), cfg, varying, DEMOGRAPHIC_CRITERION, distinct_silhouette
+    )
+    return result, frame
+
+
+def demographic_profile(frame: pd.DataFrame, labels: np.ndarray) -> dict[int, dict[str, Any]]:
+    """Per segment: the modal value of each categorical (and its share in the segment), the mean
+    of each numeric, and every value's share in the segment."""
+    out: dict[int, dict[str, Any]] = {}
+    for seg in sorted(set(labels.tolist())):
+        part = frame[labels == seg]
+        modal: dict[str, Any] = {}
+        modal_share: dict[str, float] = {}
+        shares: dict[str, float] = {}
+        for col in frame.columns:
+            if pd.api.types.is_float_dtype(frame[col]):
+                modal[col] = round(float(part[col].mean()), 3)
+                continue
+            counts = part[col].value_counts(normalize=True)
+            order = sorted(counts.index, key=lambda v: (-counts[v], v))
+            modal[col], modal_share[col] = order[0], float(counts[order[0]])
+            shares.update({f"{col} = {v}": float(counts[v]) for v in order})
+        out[int(seg)] = {"modal": modal, "modal_share": modal_share, "value_shares": shares}
+    return out
+
+
+def demographic_name(profile: dict[str, Any]) -> str:
+    """A segment's name: its modal values (numerics: the mean), joined by " · "."""
+    return " · ".join(
+        str(v) if isinstance(v, str) else f"{a} {v:g}" for a, v in profile["modal"].items()
+    )
+
+
+# --------------------------------------------------------------------------- needs segments
+
+
+def category_spend_sql(source: str, as_of: date) -> str:
+    """SQL of each customer's spend per category from rows dated on or before ``as_of``:
+    non-return lines with a category and a positive amount (customer_id, category, amount)."""
+    return f"""
+WITH lines AS ({lines_sql(source, as_of)}
+)
+SELECT customer_id, CAST(category AS VARCHAR) AS category, sum(amount) AS amount
+FROM lines
+WHERE NOT is_return AND category IS NOT NULL AND amount > 0
+GROUP BY customer_id, category
+ORDER BY customer_id, category"""
+
+
+def category_spend(
+    transactions: pd.DataFrame | str,
+    as_of: date,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> pd.DataFrame:
+    """Run :func:`category_spend_sql` on canonical transactions (a DataFrame or a relation)."""
+    return _run_on_transactions(transactions, lambda src: category_spend_sql(src, as_of), con)
+
+
+def category_shares(spend: pd.DataFrame, max_categories: int = 20) -> pd.DataFrame:
+    """Each customer's share of category spend (rows sum to 1; index customer_id), over the
+    ``max_categories`` categories with the most spend and "other" for the rest; customers with
+    no category spend are absent."""
+    spend = spend[spend["amount"] > 0]
+    if spend.empty:
+        return pd.DataFrame(index=pd.Index([], name="customer_id"))
+    totals = spend.groupby("category")["amount"].sum()
+    ranked = sorted(totals.index, key=lambda c: (-totals[c], str(c)))
+    kept = set(ranked[:max_categories])
+    category = spend["category"].where(spend["category"].isin(kept), OTHER)
+    wide = (
+        spend.assign(category=category)
+        .pivot_table(index="customer_id", columns="category", values="amount", aggfunc="sum")
+        .fillna(0.0)
+    )
+    columns = [c for c in ranked if c in kept] + ([OTHER] if OTHER in wide.columns else [])
+    wide = wide.reindex(columns=columns, fill_value=0.0)
+    wide.columns.name = None
+    return wide.div(wide.sum(axis=1), axis=0)
+
+
+def _hellinger_steps() -> list[tuple[str, Any]]:
+    return [("sqrt", FunctionTransformer(np.sqrt, feature_names_out="one-to-one"))]
+
+
+def needs_segments(shares: pd.DataFrame, cfg: NeedsConfig | None = None) -> ClusterResult:
+    """Needs segments: KMeans on the square roots of the category shares (Euclidean distance
+    there is sqrt 2 x the Hellinger distance), k by silhouette on a seeded sample."""
+    cfg = cfg or NeedsConfig()
+    cols = [str(c) for c in shares.columns]
+    X = shares.to_numpy(dtype=float)
+    return choose_k_and_cluster(
+        X, _hellinger_steps, cfg, cols, NEEDS_CRITERION, distinct_silhouette
+    )
+
+
+def needs_name(mean_shares: pd.Series, cfg: NeedsConfig | None = None) -> str:
+    """A needs segment's name: its categories with a mean share of at least ``name_min_share``
+    (largest first, at most ``name_max_categories``) joined by " + "; "mixed" when none."""
+    cfg = cfg or NeedsConfig()
+    ranked = mean_shares.sort_values(ascending=False, kind="mergesort")
+    names = [str(c) for c, v in ranked.items() if v >= cfg.name_min_share]
+    return " + ".join(names[: cfg.name_max_categories]) or "mixed"
 
 
 # --------------------------------------------------------------------------- all together
@@ -565,6 +915,10 @@ SEGMENT_COLUMNS = [
     "longest_gap_days",
     "days_since_won_back",
     "cluster",
+    "demographic_segment",
+    "demographic_segment_name",
+    "needs_segment",
+    "needs_segment_name",
 ]
 
 
@@ -575,12 +929,18 @@ def segment_customers(
     cfg: SegmentsConfig | None = None,
     *,
     as_of: date | None = None,
+    customers: pd.DataFrame | None = None,
+    category_spend: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Every segment scheme per customer (SEGMENT_COLUMNS); cluster facts in attrs["clusters"].
+    """Every segment scheme per customer (SEGMENT_COLUMNS); facts of the clusters, demographic
+    and needs segments in attrs["clusters"], attrs["demographics"], attrs["needs"].
 
     With ``transactions_relation`` (and ``as_of``, the cutoff the features were computed at) the
     order-day gaps are computed for "won back"; without it, gap columns already in ``features`` are
-    used, and when there are none nobody is "won back".
+    used, and when there are none nobody is "won back". ``customers`` (one row per customer: the
+    attributes as of the cutoff) gives the demographic segments, ``category_spend``
+    (:func:`category_spend` up to the cutoff) the needs segments; without them, or when they hold
+    nothing to cluster, the scheme is skipped with the reason in attrs (its columns are NA).
     """
     cfg = cfg or SegmentsConfig()
     feats = features.reset_index(drop=True)
@@ -623,7 +983,131 @@ def segment_customers(
     else:
         out["cluster"] = np.zeros(len(out), dtype="int64")
         out.attrs["clusters"] = {"k": 1, "criterion": "disabled", "silhouette": {}, "features": []}
-    return out[SEGMENT_COLUMNS]
+    demo_cols, demographics = demographic_columns(out, customers, cfg.demographics)
+    needs_cols, needs = needs_columns(out, category_spend, cfg.needs)
+    facts = {**out.attrs, "demographics": demographics, "needs": needs}
+    out = out.join(demo_cols).join(needs_cols)[SEGMENT_COLUMNS]
+    out.attrs = facts
+    return out
+
+
+def _skipped(scheme: str, index: pd.Index, reason: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    cols = pd.DataFrame(
+        {
+            scheme: pd.Series(pd.NA, index=index, dtype="Int64"),
+            f"{scheme}_name": pd.Series(pd.NA, index=index, dtype="string"),
+        }
+    )
+    return cols, {"k": None, "skipped": reason, "silhouette": {}, "features": []}
+
+
+def _assigned(
+    scheme: str,
+    seg: pd.DataFrame,
+    ids: pd.Index,
+    result: ClusterResult,
+    names: dict[int, str],
+    unassigned: str,
+) -> pd.DataFrame:
+    """The scheme's two columns over every customer of ``seg`` (those not in ``ids``: NA)."""
+    labels = pd.Series(result.labels, index=ids)
+    by_customer = seg["customer_id"].map(labels)
+    label = pd.Series(by_customer.to_numpy(), index=seg.index).astype("Int64")
+    name = label.map(lambda v: unassigned if pd.isna(v) else f"{int(v)}: {names[int(v)]}")
+    return pd.DataFrame({scheme: label, f"{scheme}_name": name.astype("string")})
+
+
+def _profile_rows(
+    seg: pd.DataFrame, column: pd.Series, names: dict[int, str], extra: dict[int, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Per segment: name, customers, share of customers and of revenue (of all customers), extra."""
+    n, total = len(seg), float(seg["revenue"].sum())
+    rows = []
+    for s_id, name in names.items():
+        mask = (column == s_id).fillna(False).to_numpy(dtype=bool)
+        revenue = float(seg.loc[mask, "revenue"].sum())
+        rows.append(
+            {
+                "segment": s_id,
+                "name": name,
+                "customers": int(mask.sum()),
+                "customer_share": float(mask.sum()) / n if n else 0.0,
+                "revenue_share": revenue / total if total else 0.0,
+                **extra.get(s_id, {}),
+            }
+        )
+    return rows
+
+
+def demographic_columns(
+    seg: pd.DataFrame, customers: pd.DataFrame | None, cfg: DemographicConfig
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """demographic_segment(_name) of the customers of ``seg`` and the facts (choice, profile)."""
+    scheme = "demographic_segment"
+    if not cfg.enabled:
+        return _skipped(scheme, seg.index, "disabled (segments.demographics.enabled)")
+    if customers is None:
+        if cfg.attributes is not None:
+            raise ValueError(
+                f"segments.demographics.attributes: {cfg.attributes[0]!r} is not a customers "
+                "column; the dataset has no customers table"
+            )
+        return _skipped(scheme, seg.index, "no customers table")
+    attributes, reason = resolve_attributes(list(customers.columns), cfg)
+    if not attributes:
+        return _skipped(scheme, seg.index, reason)
+    rows = customers.drop_duplicates("customer_id", keep="last").set_index("customer_id")
+    rows = rows.loc[rows.index.isin(seg["customer_id"]), attributes]
+    if rows.empty:
+        return _skipped(scheme, seg.index, "no customer with a purchase has a customers row")
+    result, frame = demographic_segments(rows, cfg)
+    if not result.features:
+        return _skipped(scheme, seg.index, f"the attributes {attributes} are constant")
+    profile = demographic_profile(frame, result.labels)
+    names = {s: demographic_name(p) for s, p in profile.items()}
+    cols = _assigned(scheme, seg, rows.index, result, names, "not segmented: no customers row")
+    facts = result.summary()
+    facts.update(
+        attributes=attributes,
+        distance="squared euclidean = mismatched categorical attributes + squared z-differences",
+        unassigned=int(cols[scheme].isna().sum()),
+        profile=_profile_rows(seg, cols[scheme], names, profile),
+    )
+    return cols, facts
+
+
+def needs_columns(
+    seg: pd.DataFrame, spend: pd.DataFrame | None, cfg: NeedsConfig
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """needs_segment(_name) of the customers of ``seg`` and the facts (choice, profile)."""
+    scheme = "needs_segment"
+    if not cfg.enabled:
+        return _skipped(scheme, seg.index, "disabled (segments.needs.enabled)")
+    if spend is None:
+        return _skipped(scheme, seg.index, "no category spend given")
+    spend = spend[spend["customer_id"].isin(seg["customer_id"])]
+    shares = category_shares(spend, cfg.max_categories)
+    if shares.empty:
+        return _skipped(scheme, seg.index, "no transaction line up to the cutoff has a category")
+    if shares.shape[1] < 2:
+        return _skipped(scheme, seg.index, "only one category up to the cutoff")
+    result = needs_segments(shares, cfg)
+    labels = pd.Series(result.labels, index=shares.index)
+    means = shares.groupby(labels.to_numpy()).mean()
+    names = {int(s): needs_name(means.loc[s], cfg) for s in means.index}
+    extra = {
+        int(s): {"mean_shares": {str(c): round(float(v), 4) for c, v in means.loc[s].items()}}
+        for s in means.index
+    }
+    cols = _assigned(scheme, seg, shares.index, result, names, "not segmented: no category spend")
+    facts = result.summary()
+    facts.update(
+        categories=[str(c) for c in shares.columns],
+        distance="Hellinger (euclidean on sqrt shares, / sqrt 2)",
+        unassigned=int(cols[scheme].isna().sum()),
+        profile=_profile_rows(seg, cols[scheme], names, extra),
+    )
+    return cols, facts
 
 
 def segment_labels(scheme: str, cfg: SegmentsConfig | None = None) -> tuple[str, ...] | None:
@@ -646,7 +1130,12 @@ def segment_summary(segments: pd.DataFrame, cfg: SegmentsConfig | None = None) -
         if scheme not in segments.columns:
             continue
         labels = segment_labels(scheme, cfg)
-        key = segments[scheme].astype(str)
+        if scheme in NAMED_SCHEMES:
+            if segments[scheme].isna().all():
+                continue  # skipped scheme: its reason is in the meta and the report
+            key = segments[f"{scheme}_name"].astype(str).rename(scheme)
+        else:
+            key = segments[scheme].astype(str)
         grouped = segments.groupby(key, sort=False)["revenue"].agg(["size", "sum"])
         order = list(labels) if labels is not None else sorted(grouped.index, key=_natural)
         order += [s for s in grouped.index if s not in order]
@@ -670,4 +1159,5 @@ def segment_summary(segments: pd.DataFrame, cfg: SegmentsConfig | None = None) -
 
 
 def _natural(label: str) -> tuple[int, str]:
-    return (int(label), "") if label.lstrip("-").isdigit() else (10**9, label)
+    head = label.split(":", 1)[0]  # named schemes: "0: garden + home"
+    return (int(head), label) if head.lstrip("-").isdigit() else (10**9, label)

@@ -6,6 +6,9 @@ state folder::
 
     segments/<dataset>/as_of=<date>/segments.parquet, segment_summary.csv, segments_chart.png,
                                     segments_meta.json, segments_report.html
+
+The demographic segments read the customers table as of the cutoff (``features.build``'s
+``customers_as_of_sql``), the needs segments the category spend up to the cutoff.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from features.pages import DASH, layout, page, plotly_div
 from features.segments import (
     RFM_SEGMENT_GRID,
     SegmentsConfig,
+    category_spend,
     lifecycle_stages,
     order_gaps,
     segment_customers,
@@ -43,11 +47,20 @@ REPORT_SECTIONS = (
     "Lifecycle flow",
     "Segment summary",
     "Behavioural clusters",
+    "Demographic segments",
+    "Needs segments",
 )
 #: Number of inline PNG images in the report: none, its charts are interactive (Plotly).
 REPORT_IMAGES = 0
 #: The ids of the report's Plotly charts (the first: one per segmentation scheme).
-REPORT_CHARTS = ("chart-sizes-", "chart-pareto", "chart-rfm", "chart-flow")
+REPORT_CHARTS = (
+    "chart-sizes-",
+    "chart-pareto",
+    "chart-rfm",
+    "chart-flow",
+    "chart-demographic",
+    "chart-needs",
+)
 #: The optional section a value job adds (``value_risk``): value decile x churn-risk decile.
 VALUE_RISK_SECTION = "Value × churn risk"
 
@@ -58,6 +71,8 @@ _SCHEME_TITLES = {
     "pyramid_level": "Customer pyramid",
     "lifecycle_stage": "Lifecycle stage",
     "cluster": "Behavioural cluster",
+    "demographic_segment": "Demographic segment",
+    "needs_segment": "Needs segment",
 }
 
 
@@ -301,6 +316,38 @@ def flow_chart(flow: pd.DataFrame) -> Any:
     return fig
 
 
+def profile_chart(facts: dict[str, Any], key: str, title: str, x_title: str) -> Any:
+    """Segments (rows) x attribute values or categories (columns): the share of the segment's
+    customers with that value (demographic) or its mean category share (needs)."""
+    import plotly.graph_objects as go
+
+    profile = facts.get("profile", [])
+    rows = [f"{p['segment']}: {p['name']}" for p in profile]
+    columns = list(dict.fromkeys(c for p in profile for c in p.get(key, {})))
+    z = np.array([[p.get(key, {}).get(c, 0.0) * 100 for c in columns] for p in profile])
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=columns,
+            y=rows,
+            text=[[f"{v:.0f}" for v in row] for row in z],
+            texttemplate="%{text}",
+            textfont={"size": 10},
+            colorscale="YlGnBu",
+            zmin=0,
+            zmax=100,
+            colorbar={"title": {"text": "%"}, "thickness": 12},
+            hovertemplate="%{y}<br>%{x}: %{z:.1f} %<extra></extra>",
+        )
+    )
+    lay = layout(title, "segment")
+    lay["xaxis"] = {"title": {"text": x_title}, "type": "category", "automargin": True}
+    lay["yaxis"].update(type="category", autorange="reversed", automargin=True)
+    lay.update(height=160 + 40 * max(len(rows), 1), margin={"l": 10, "r": 20, "t": 50, "b": 60})
+    fig.update_layout(**lay)
+    return fig
+
+
 def value_risk_chart(grid: pd.DataFrame) -> Any:
     """The value x risk grid as an interactive heat map (cells: mean worthwhile spend,
     customers, "let go")."""
@@ -392,6 +439,50 @@ def _cluster_profile(segments: pd.DataFrame) -> pd.DataFrame:
     prof = segments.groupby("cluster")[cols].mean().map("{:,.1f}".format)
     prof.insert(0, "customers", segments.groupby("cluster").size().map("{:,}".format))
     return prof.rename_axis("cluster").reset_index()
+
+
+def _scheme_section(
+    facts: dict[str, Any], chart_id: str, key: str, title: str, x_title: str
+) -> list[str]:
+    """A demographic or needs section: the k choice, the chart, the profile and silhouette
+    tables; or the reason the scheme was skipped."""
+    esc = html.escape
+    if not facts or facts.get("skipped") or not facts.get("profile"):
+        reason = facts.get("skipped") or "not computed"
+        return [f'<p class="note">Skipped: {esc(str(reason))}.</p>']
+    what = facts.get("attributes") or facts.get("categories") or facts.get("features", [])
+    parts = [
+        f'<p class="note">k = {esc(str(facts.get("k")))} chosen by '
+        f"{esc(str(facts.get('criterion')))}; over {esc(', '.join(map(str, what)))}; "
+        f"{int(facts.get('unassigned', 0)):,} customers not segmented.</p>",
+        _chart(profile_chart(facts, key, title, x_title), chart_id, wide=True),
+    ]
+    rows = []
+    for p in facts["profile"]:
+        row = {
+            "segment": f"{p['segment']}: {p['name']}",
+            "customers": f"{p['customers']:,}",
+            "% customers": f"{p['customer_share'] * 100:.1f}",
+            "% revenue": f"{p['revenue_share'] * 100:.1f}",
+        }
+        if "modal" in p:
+            row.update(
+                {
+                    f"modal {a}": str(v)
+                    + (f" ({p['modal_share'][a]:.0%})" if a in p.get("modal_share", {}) else "")
+                    for a, v in p["modal"].items()
+                }
+            )
+        else:
+            row.update({f"{c} %": f"{v * 100:.1f}" for c, v in p.get(key, {}).items()})
+        rows.append(row)
+    parts.append(_table(pd.DataFrame(rows)))
+    sil = facts.get("silhouette", {})
+    if sil:
+        parts.append(
+            _table(pd.DataFrame({"k": list(sil), "silhouette": [f"{v:.3f}" for v in sil.values()]}))
+        )
+    return parts
 
 
 def value_risk_section(grid: pd.DataFrame, note: str = "") -> str:
@@ -492,6 +583,26 @@ def render_segments_report(
                 )
             )
     parts.append(_table(_cluster_profile(segments)))
+    parts.append(f"<h2>{REPORT_SECTIONS[6]}</h2>")
+    parts.extend(
+        _scheme_section(
+            segments.attrs.get("demographics", {}),
+            REPORT_CHARTS[4],
+            "value_shares",
+            "Demographic segments: share of each attribute value",
+            "attribute = value (% of the segment's customers)",
+        )
+    )
+    parts.append(f"<h2>{REPORT_SECTIONS[7]}</h2>")
+    parts.extend(
+        _scheme_section(
+            segments.attrs.get("needs", {}),
+            REPORT_CHARTS[5],
+            "mean_shares",
+            "Needs segments: mean category share of revenue",
+            "category (mean % of the segment's category revenue)",
+        )
+    )
     if value_risk is not None and len(value_risk):
         parts.append(value_risk_section(value_risk, value_note))
     with atomic_path(out_path) as tmp:
@@ -500,6 +611,29 @@ def render_segments_report(
 
 
 # --------------------------------------------------------------------------- CLI functions
+
+
+def load_segments_config(path: Path | str | None) -> SegmentsConfig:
+    """A SegmentsConfig from a YAML file (its ``segments:`` mapping, or the whole file); None
+    gives the defaults. A bad value is one line per error naming its key (segments.<key>)."""
+    import yaml
+    from pydantic import ValidationError
+
+    if path is None:
+        return SegmentsConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"segments config not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if isinstance(data, dict) and "segments" in data:
+        data = data["segments"] or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: segments config is a mapping of keys")
+    try:
+        return SegmentsConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"segments.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ValueError(f"{path}: " + "; ".join(lines)) from None
 
 
 def segments_dir(state: StateDirs, dataset: str, as_of: date) -> Path:
@@ -529,6 +663,37 @@ def _open(state: StateDirs, dataset: str, as_of: date | None) -> tuple[Any, str,
     return con, source, as_of
 
 
+def customers_at(con: Any, state: StateDirs, dataset: str, as_of: date) -> tuple[Any, str]:
+    """The dataset's customers table as of ``as_of`` (one row per customer; None without a
+    table) and how the table carries history ("none": today's state is all there is)."""
+    from features.build import customers_as_of_sql, customers_history
+
+    relation = Catalog(state, dataset).relation_or_none("customers")
+    if relation is None:
+        return None, "no customers table"
+    history = customers_history(relation, con)
+    frame = con.execute(f"SELECT * FROM {customers_as_of_sql(relation, history, as_of)}").df()
+    return frame.drop(columns=["__version"], errors="ignore"), history
+
+
+def _segment_at(
+    con: Any, state: StateDirs, dataset: str, source: str, as_of: date, cfg: SegmentsConfig
+) -> pd.DataFrame:
+    """Every scheme at ``as_of``: features, order gaps, attributes as of the cutoff, category
+    spend up to it."""
+    feats = _features_at(con, source, as_of, cfg)
+    customers, history = (
+        customers_at(con, state, dataset, as_of) if cfg.demographics.enabled else (None, "")
+    )
+    spend = category_spend(source, as_of, con) if cfg.needs.enabled else None
+    segments = segment_customers(
+        feats, source, con, cfg, as_of=as_of, customers=customers, category_spend=spend
+    )
+    if cfg.demographics.enabled:
+        segments.attrs["demographics"]["customers_history"] = history
+    return segments
+
+
 def run_segments(
     state: StateDirs,
     dataset_name: str,
@@ -544,8 +709,7 @@ def run_segments(
     cfg = cfg or SegmentsConfig()
     con, source, as_of = _open(state, dataset_name, as_of)
     try:
-        feats = _features_at(con, source, as_of, cfg)
-        segments = segment_customers(feats, source, con, cfg, as_of=as_of)
+        segments = _segment_at(con, state, dataset_name, source, as_of, cfg)
     finally:
         con.close()
     summary = segment_summary(segments, cfg)
@@ -557,6 +721,8 @@ def run_segments(
         "meta": out / "segments_meta.json",
     }
     clusters = dict(segments.attrs.get("clusters", {}))
+    demographics = dict(segments.attrs.get("demographics", {}))
+    needs = dict(segments.attrs.get("needs", {}))
     with atomic_path(paths["segments"]) as tmp:
         frame = segments.copy()
         frame.attrs = {}
@@ -570,11 +736,22 @@ def run_segments(
         "feature_set": "churn_v1",
         "customers": len(segments),
         "clusters": clusters,
+        "demographics": demographics,
+        "needs": needs,
         "config": cfg.model_dump(mode="json"),
     }
     with atomic_path(paths["meta"]) as tmp:
         tmp.write_text(json.dumps(meta, indent=2))
-    return {"as_of": as_of, "customers": len(segments), "clusters_k": clusters.get("k"), **paths}
+    return {
+        "as_of": as_of,
+        "customers": len(segments),
+        "clusters_k": clusters.get("k"),
+        "demographics_k": demographics.get("k"),
+        "demographics_skipped": demographics.get("skipped"),
+        "needs_k": needs.get("k"),
+        "needs_skipped": needs.get("skipped"),
+        **paths,
+    }
 
 
 def run_segments_report(
@@ -599,9 +776,7 @@ def run_segments_report(
     try:
         if previous >= as_of:
             raise ValueError(f"previous_as_of {previous} must be before as_of {as_of}")
-        segments = segment_customers(
-            _features_at(con, source, as_of, cfg), source, con, cfg, as_of=as_of
-        )
+        segments = _segment_at(con, state, dataset_name, source, as_of, cfg)
         before = _features_at(con, source, previous, cfg)
         gaps = order_gaps(source, previous, cfg.lifecycle.lapsed_days, con)
     finally:
@@ -625,6 +800,11 @@ def run_segments_report(
         if cfg.revenue == "net"
         else "gross (order value)",
     }
+    history = segments.attrs.get("demographics", {}).get("customers_history")
+    if history == "none":
+        meta["customer attributes"] = "today's state (the customers table carries no history)"
+    elif history and history != "no customers table":
+        meta["customer attributes"] = f"as of {as_of.isoformat()} ({history})"
     return render_segments_report(
         segments,
         summary,

@@ -77,20 +77,11 @@ def test_campaign_evaluation_page_in_chromium(browser, tmp_path: Path) -> None:
 
 
 def test_segment_page_in_chromium(browser, tmp_path: Path) -> None:
-    import duckdb
-
-    from features.build import compute_features
-    from features.definitions import feature_set
-    from features.segments import lifecycle_flow, pareto_curve, segment_customers, segment_summary
+    from features.segments import lifecycle_flow, pareto_curve, segment_summary
     from features.segments_report import REPORT_CHARTS, render_segments_report
-    from tests.features.test_segments_report import CFG, LAST, _transactions
+    from tests.features.test_segments_report import CFG, LAST, _transactions, segments_of
 
-    con = duckdb.connect()
-    con.register("tx", _transactions())
-    seg = segment_customers(
-        compute_features(con, "tx", LAST, feature_set("churn_v1")), "tx", con, CFG, as_of=LAST
-    )
-    con.close()
+    seg = segments_of(_transactions(), LAST)  # with demographic and needs segments
     out = render_segments_report(  # one cutoff: the flow is the diagonal, enough to draw
         seg,
         segment_summary(seg, CFG),
@@ -99,7 +90,8 @@ def test_segment_page_in_chromium(browser, tmp_path: Path) -> None:
         tmp_path / "segments.html",
     )
     check = browser.check(out, tmp_path / "segments_page.png")
-    # interactive charts: one sizes chart per scheme, then the Pareto, RFM and flow charts
+    # interactive charts: one sizes chart per scheme, then the Pareto, RFM, flow, demographic
+    # and needs charts
     check.assert_readable(min_charts=len(REPORT_CHARTS))
     assert not check.images
     ids = [c["id"] for c in check.charts]

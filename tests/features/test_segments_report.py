@@ -14,6 +14,7 @@ import pytest
 from features.segments import (
     ClusterConfig,
     SegmentsConfig,
+    category_spend,
     lifecycle_flow,
     pareto_curve,
     segment_customers,
@@ -34,9 +35,38 @@ LAST = date(2024, 12, 31)
 CFG = SegmentsConfig(clusters=ClusterConfig(k_max=4, sample_size=200))
 
 
-def _transactions(seed: int = 0, n_customers: int = 150) -> pd.DataFrame:
-    """Order lines over two years: customers of different frequency, spend and start date."""
+#: Planted needs: customer c buys mostly the categories of profile c % 3.
+NEEDS = (("garden", "home"), ("toys",), ("books", "food"))
+CATEGORIES = ("garden", "home", "toys", "books", "food")
+#: Planted demographics: customer c is mostly (age band, region) c % 3.
+PEOPLE = (("18-24", "north"), ("65+", "south"), ("35-44", "east"))
+
+
+def _category(rng: np.random.Generator, c: int) -> str:
+    planted = NEEDS[c % 3]
+    return str(rng.choice(planted if rng.random() < 0.9 else CATEGORIES))
+
+
+def _customers(n_customers: int = 150, seed: int = 0) -> pd.DataFrame:
+    """Customer attributes with planted groups (85 % of each attribute follows the group)."""
     rng = np.random.default_rng(seed)
+    ages, regions = ("18-24", "25-34", "35-44", "65+"), ("north", "south", "east", "west")
+    rows = [
+        (
+            f"c{c:03d}",
+            PEOPLE[c % 3][0] if rng.random() < 0.85 else str(rng.choice(ages)),
+            PEOPLE[c % 3][1] if rng.random() < 0.85 else str(rng.choice(regions)),
+        )
+        for c in range(n_customers)
+    ]
+    return pd.DataFrame(rows, columns=["customer_id", "age_band", "region"])
+
+
+def _transactions(seed: int = 0, n_customers: int = 150, categories: bool = True) -> pd.DataFrame:
+    """Order lines over two years: customers of different frequency, spend and start date (and,
+    with ``categories``, planted category needs, drawn from a separate generator)."""
+    rng = np.random.default_rng(seed)
+    cat_rng = np.random.default_rng(seed + 1)
     rows = []
     for c in range(n_customers):
         start = int(rng.integers(0, 730))
@@ -45,7 +75,8 @@ def _transactions(seed: int = 0, n_customers: int = 150) -> pd.DataFrame:
         for i, d in enumerate(days):
             ts = pd.Timestamp(LAST - timedelta(days=730 - int(d))) + pd.Timedelta(hours=10)
             amount = round(float(rng.lognormal(3.5, 1.0)), 2)
-            rows.append((f"c{c:03d}", ts, f"o{c}-{i}", "p1", None, 1.0, amount, False))
+            category = _category(cat_rng, c) if categories else None
+            rows.append((f"c{c:03d}", ts, f"o{c}-{i}", "p1", category, 1.0, amount, False))
             if rng.random() < 0.05:
                 rows.append(
                     (
@@ -53,7 +84,7 @@ def _transactions(seed: int = 0, n_customers: int = 150) -> pd.DataFrame:
                         ts + pd.Timedelta(days=3),
                         f"o{c}-{i}R",
                         "p1",
-                        None,
+                        category,
                         -1.0,
                         -amount,
                         True,
@@ -82,7 +113,27 @@ def ingested(state: StateDirs) -> StateDirs:
     path = state.data("toy") / "transactions.parquet"
     path.parent.mkdir(parents=True)
     _transactions().to_parquet(path, index=False)
+    _customers().to_parquet(path.parent / "customers.parquet", index=False)
     return state
+
+
+def segments_of(tx: pd.DataFrame, as_of: date, cfg: SegmentsConfig = CFG) -> pd.DataFrame:
+    """Every scheme of the toy data at ``as_of``, with the customers and category spend."""
+    import duckdb
+
+    from features.build import compute_features
+    from features.definitions import feature_set
+
+    con = duckdb.connect()
+    try:
+        con.register("tx", tx)
+        feats = compute_features(con, "tx", as_of, feature_set("churn_v1"))
+        spend = category_spend("tx", as_of, con)
+        return segment_customers(
+            feats, "tx", con, cfg, as_of=as_of, customers=_customers(), category_spend=spend
+        )
+    finally:
+        con.close()
 
 
 def _check_report(path: Path) -> str:
@@ -113,21 +164,8 @@ def _check_report(path: Path) -> str:
 
 def test_render_report_from_frames(tmp_path: Path) -> None:
     tx = _transactions()
-    import duckdb
-
-    from features.build import compute_features
-    from features.definitions import feature_set
-
-    con = duckdb.connect()
-    con.register("tx", tx)
     as_of, before = LAST, LAST - timedelta(days=90)
-    seg = segment_customers(
-        compute_features(con, "tx", as_of, feature_set("churn_v1")), "tx", con, CFG, as_of=as_of
-    )
-    seg0 = segment_customers(
-        compute_features(con, "tx", before, feature_set("churn_v1")), "tx", con, CFG, as_of=before
-    )
-    con.close()
+    seg, seg0 = segments_of(tx, as_of), segments_of(tx, before)
     summary = segment_summary(seg, CFG)
     flow = lifecycle_flow(seg0, seg)
     out = render_segments_report(
@@ -137,6 +175,12 @@ def test_render_report_from_frames(tmp_path: Path) -> None:
     text = _check_report(out)
     assert "Toy &lt;segments&gt;" in text  # escaped
     assert f"{len(seg):,}" in text
+    # the planted needs and people are found and named
+    needs = {p["name"] for p in seg.attrs["needs"]["profile"]}
+    assert needs == {"garden + home", "toys", "books + food"}
+    assert seg.attrs["demographics"]["k"] == 3
+    for name in needs:
+        assert f": {name}</td>" in text  # the profile table, in a scroll box
     assert [p.name for p in out.parent.iterdir()] == ["s.html"]  # no temporary file left
 
 
@@ -170,6 +214,12 @@ def test_run_segments_writes_outputs_under_the_state_folder(ingested: StateDirs)
     assert len(seg) == out["customers"] == _transactions()["customer_id"].nunique()
     meta = json.loads(out["meta"].read_text())
     assert meta["clusters"]["k"] == out["clusters_k"] and meta["config"]["revenue"] == "net"
+    for scheme in ("demographics", "needs"):  # the criterion and the score of every k tried
+        assert meta[scheme]["k"] == out[f"{scheme}_k"] == 3
+        assert "silhouette" in meta[scheme]["criterion"]
+        assert set(meta[scheme]["silhouette"]) == {"2", "3", "4", "5", "6", "7", "8"}
+    assert meta["demographics"]["customers_history"] == "none"
+    assert seg["needs_segment"].notna().all() and seg["demographic_segment"].notna().all()
     summary = pd.read_csv(out["summary"])
     assert summary.groupby("scheme")["customers"].sum().eq(len(seg)).all()
 
