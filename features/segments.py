@@ -1068,6 +1068,7 @@ def demographic_columns(
     cols = _assigned(scheme, seg, rows.index, result, names, "not segmented: no customers row")
     facts = result.summary()
     facts.update(
+        k_at_k_max=bool(result.k == cfg.k_max),
         attributes=attributes,
         distance="squared euclidean = mismatched categorical attributes + squared z-differences",
         unassigned=int(cols[scheme].isna().sum()),
@@ -1102,6 +1103,7 @@ def needs_columns(
     cols = _assigned(scheme, seg, shares.index, result, names, "not segmented: no category spend")
     facts = result.summary()
     facts.update(
+        k_at_k_max=bool(result.k == cfg.k_max),
         categories=[str(c) for c in shares.columns],
         distance="Hellinger (euclidean on sqrt shares, / sqrt 2)",
         unassigned=int(cols[scheme].isna().sum()),

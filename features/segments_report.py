@@ -457,6 +457,12 @@ def _scheme_section(
         f"{int(facts.get('unassigned', 0)):,} customers not segmented.</p>",
         _chart(profile_chart(facts, key, title, x_title), chart_id, wide=True),
     ]
+    if facts.get("k_at_k_max"):
+        parts.insert(
+            1,
+            '<p class="note">The score is highest at k_max: more segments may fit (raise k_max '
+            "in the config to look further).</p>",
+        )
     rows = []
     for p in facts["profile"]:
         row = {
