@@ -10,8 +10,11 @@ size:
    scoring itself is ``bench/batch_scoring.py``'s subject, whose ratio to the booster's floor is
    reported beside, from its last JSON);
 2. **start**: two replicas (``bentoml serve`` of the Patron service, ``online_store`` naming the
-   family) on two ports; start time = process start → ``/readyz`` 200; RSS = the replica's whole
-   process tree (arbiter + worker);
+   family) on two ports; start time = process start → ``/readyz`` 200, and the CPU seconds the
+   replica's process tree spent until then (its own cost, whatever else loads a shared machine;
+   the two are close on an idle one, arbiter and worker starting in series); RSS = the replica's
+   whole process tree (arbiter + worker). The start does not depend on the base size (the
+   replica reads nothing of the base at start): ``--sizes 100000`` measures it;
 3. **load**: 1-customer ``POST /score`` at a fixed 200 requests/s for ``--seconds``, alternating
    between the replicas, open loop (latency from each request's due time: no coordinated
    omission); errors are non-200 answers; every answer checked to be the asked customer's;
@@ -158,8 +161,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_replica(settings: dict[str, Any], home: Path, log: Path) -> tuple[Any, int, float]:
-    """A `bentoml serve` replica; (process, port, seconds to /readyz 200)."""
+def start_replica(settings: dict[str, Any], home: Path, log: Path) -> tuple[Any, int, float, float]:
+    """A `bentoml serve` replica; (process, port, seconds to /readyz 200, CPU seconds its
+    process tree spent until then: the start's own cost, whatever else loads the machine)."""
     import httpx
 
     port = free_port()
@@ -195,11 +199,20 @@ def start_replica(settings: dict[str, Any], home: Path, log: Path) -> tuple[Any,
             raise RuntimeError(f"replica exited:\n{log.read_text(errors='replace')[-2000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc, port, time.perf_counter() - started
+                wall = time.perf_counter() - started
+                return proc, port, wall, tree_cpu_s(proc.pid)
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
     raise TimeoutError("replica not ready in 180 s")
+
+
+def tree_cpu_s(pid: int) -> float:
+    import psutil
+
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    return sum(sum(p.cpu_times()[:2]) for p in procs)
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -280,12 +293,14 @@ def one_size(n: int, redis_port: int, args: argparse.Namespace, work: Path) -> d
     try:
         for r in range(2):
             replicas.append(start_replica(settings, work / "home", work / f"replica{n}_{r}.log"))
-        starts = [s for _, _, s in replicas]
+        starts = [s for _, _, s, _ in replicas]
+        cpus = [c for _, _, _, c in replicas]
         client = _serving_client()
-        loaded = asyncio.run(load(client, [p for _, p, _ in replicas], n, args.rate, args.seconds))
-        rss = [tree_rss_mb(proc.pid) for proc, _, _ in replicas]
+        ports = [p for _, p, _, _ in replicas]
+        loaded = asyncio.run(load(client, ports, n, args.rate, args.seconds))
+        rss = [tree_rss_mb(proc.pid) for proc, _, _, _ in replicas]
     finally:
-        for proc, _, _ in replicas:
+        for proc, _, _, _ in replicas:
             stop(proc)
     return {
         "customers": n,
@@ -294,6 +309,7 @@ def one_size(n: int, redis_port: int, args: argparse.Namespace, work: Path) -> d
         "publish_records_per_s": round(n / publish_s),
         "redis_used_mb": round(used_mb, 1),
         "start_s": [round(s, 2) for s in starts],
+        "start_cpu_s": [round(c, 2) for c in cpus],
         "rss_mb": [round(r, 1) for r in rss],
         **loaded,
     }
@@ -332,6 +348,7 @@ def main() -> None:
         "sizes": rows,
         "largest_customers": largest["customers"],
         "start_s_largest": max(largest["start_s"]),
+        "start_cpu_s_largest": max(largest["start_cpu_s"]),
         "rss_mb_largest": max(largest["rss_mb"]),
         "start_s_10m": max(r["start_s"]) if (r := _size(rows, 10_000_000)) else None,
         "rss_mb_10m": max(r["rss_mb"]) if (r := _size(rows, 10_000_000)) else None,
@@ -353,13 +370,15 @@ def main() -> None:
     }
     print()
     print(
-        f"{'customers':>11} {'publish s':>9} {'redis MB':>9} {'start s':>12} {'RSS MB':>14} "
+        f"{'customers':>11} {'publish s':>9} {'redis MB':>9} {'start s':>12} {'start CPU s':>12} "
+        f"{'RSS MB':>14} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
     )
     for r in rows:
         print(
             f"{r['customers']:>11,} {r['publish_s']:>9.1f} {r['redis_used_mb']:>9.0f} "
             f"{'/'.join(f'{s:.1f}' for s in r['start_s']):>12} "
+            f"{'/'.join(f'{c:.1f}' for c in r['start_cpu_s']):>12} "
             f"{'/'.join(f'{m:.0f}' for m in r['rss_mb']):>14} {r['p50_ms']:>7.2f} "
             f"{r['p99_ms']:>7.2f} {r['errors']:>6}"
         )

@@ -59,9 +59,6 @@ if TYPE_CHECKING:
     from serving.base import CustomerBase
     from serving.state import ServingState
 
-#: The state key under which the configured campaign files' fingerprint is kept (reload).
-CAMPAIGNS_KEY = "@campaigns"
-
 
 class CampaignConfigError(ValueError):
     """A configured campaign file is missing or invalid (one line naming its settings key)."""

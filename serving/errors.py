@@ -94,3 +94,26 @@ class ValidationErrorFields:
             await send({"type": "http.response.body", "body": body})
 
         await self.app(scope, receive, rewrite)
+
+
+def check_ids(
+    customer_ids: Sequence[str], max_batch: int, field_name: str = "customer_ids"
+) -> None:
+    """Reject empty, oversized or duplicated id lists (the error names positions, never ids)."""
+    if len(customer_ids) == 0:
+        raise RequestError(field_name, "at least one customer id is needed")
+    if len(customer_ids) > max_batch:
+        raise RequestError(
+            field_name, f"{len(customer_ids)} ids exceed the maximum of {max_batch} per request"
+        )
+    seen: dict[str, int] = {}
+    dups: list[int] = []
+    for i, cid in enumerate(customer_ids):
+        if cid in seen:
+            dups.append(i)
+        else:
+            seen[cid] = i
+    if dups:
+        shown = ", ".join(str(i) for i in dups[:10])
+        more = f" (and {len(dups) - 10} more)" if len(dups) > 10 else ""
+        raise RequestError(field_name, f"duplicated ids at positions {shown}{more}")

@@ -326,6 +326,50 @@ def publication_meta(family: str, meta: Any, base: Any, output: str) -> dict[str
     }
 
 
+def fetch_from_store(
+    store: OnlineStore, family: str, customer_ids: Sequence[str], max_batch: int
+) -> tuple[dict[str, Any], list[bytes | None]]:
+    """A /score request's answer head and each id's raw record (None: unknown): one read of
+    ``current``, one of the records."""
+    from serving.errors import check_ids
+
+    check_ids(customer_ids, max_batch)
+    publication = store.current(family)
+    if publication is None:
+        raise StoreUnavailable(f"no publication of {family!r} in the online store")
+    raws = store.get(publication, customer_ids)
+    meta = publication.meta
+    head = {
+        "model": family,
+        "kind": meta["output"],
+        "registered_model": meta["registered_model"],
+        "alias": meta["alias"],
+        "version": meta["version"],
+        "as_of": meta["snapshot_as_of"],
+    }
+    return head, raws
+
+
+def store_records(raws: Sequence[bytes], with_reasons: bool = True) -> list[dict[str, Any]]:
+    """Decoded /score records (reasons emptied without them)."""
+    records = [decode_record(raw) for raw in raws]
+    if not with_reasons:
+        for record in records:
+            record["reasons"] = []
+    return records
+
+
+def unknown_entries(
+    customer_ids: Sequence[str], raws: Sequence[bytes | None]
+) -> list[dict[str, Any]]:
+    """The answer's ``unknown`` list: ids without a record, in request order."""
+    return [
+        {"customer_id": cid, "reason": "not in the feature snapshot"}
+        for cid, raw in zip(customer_ids, raws, strict=True)
+        if raw is None
+    ]
+
+
 def score_from_store(
     store: OnlineStore,
     family: str,
@@ -333,33 +377,13 @@ def score_from_store(
     max_batch: int,
     with_reasons: bool = True,
 ) -> dict[str, Any]:
-    """The /score answer of a store-backed family: one read of ``current``, one of the records."""
-    from serving.handlers import check_ids
-
-    check_ids(customer_ids, max_batch)
-    publication = store.current(family)
-    if publication is None:
-        raise StoreUnavailable(f"no publication of {family!r} in the online store")
-    raws = store.get(publication, customer_ids)
-    scores, unknown = [], []
-    for cid, raw in zip(customer_ids, raws, strict=True):
-        if raw is None:
-            unknown.append({"customer_id": cid, "reason": "not in the feature snapshot"})
-            continue
-        record = decode_record(raw)
-        if not with_reasons:
-            record["reasons"] = []
-        scores.append(record)
-    meta = publication.meta
+    """The /score answer of a store-backed family as plain data."""
+    head, raws = fetch_from_store(store, family, customer_ids, max_batch)
+    found = [raw for raw in raws if raw is not None]
     return {
-        "model": family,
-        "kind": meta["output"],
-        "registered_model": meta["registered_model"],
-        "alias": meta["alias"],
-        "version": meta["version"],
-        "as_of": meta["snapshot_as_of"],
-        "scores": scores,
-        "unknown": unknown,
+        **head,
+        "scores": store_records(found, with_reasons),
+        "unknown": unknown_entries(customer_ids, raws),
     }
 
 

@@ -76,16 +76,27 @@ class Registry:
     """The few MLflow registry calls the service makes, all against one explicit store."""
 
     def __init__(self, tracking_uri: str, registry_uri: str | None = None) -> None:
-        from mlflow.tracking import MlflowClient
-
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=self.registry_uri)
+        self._client: Any = None
         self._lock = threading.Lock()
         # (name, version) -> the feature set the version recorded: versions never change
         self._feature_sets: dict[tuple[str, str], dict[str, Any] | None] = {}
         # models loaded only to read their record, handed to the next load() of that version
         self._unclaimed: dict[tuple[str, str], Any] = {}
+
+    @property
+    def client(self) -> Any:
+        """The store's ``MlflowClient``, made on first use: a replica whose families all come
+        from the online store never imports MLflow nor opens (or creates) its database."""
+        with self._lock:
+            if self._client is None:
+                from mlflow.tracking import MlflowClient
+
+                self._client = MlflowClient(
+                    tracking_uri=self.tracking_uri, registry_uri=self.registry_uri
+                )
+            return self._client
 
     def version(self, name: str, alias: str) -> tuple[str, str]:
         """(version, run_id) an alias points at now."""

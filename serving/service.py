@@ -17,36 +17,25 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import bentoml
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from features.store import StateDirs
-from models.decisions.campaign import Ranking
-from serving.decisions import (
-    gate_confidence,
-    offers_listing,
-    page_query,
-    plan_readout,
-    plan_request,
-    post_responses,
-    request_model,
-    saved_plan_page,
-    unknown_query,
-)
+from serving.answers import score_answer, sliced_records
 from serving.errors import RequestError, ValidationErrorFields
-from serving.handlers import model_info, rank_offers, score_customers, target_customers
-from serving.kinds import ScoreModel
 from serving.lifecycle import ReloadStatus, die_with_parent, fail_startup
 from serving.metrics import RequestMetrics, exposition
 from serving.online import (
     StoreUnavailable,
     check_published,
+    fetch_from_store,
     open_store,
-    score_from_store,
     store_model_info,
+    store_records,
+    unknown_entries,
 )
 from serving.registry import Registry, tracking_uri_of
 from serving.schemas import (
@@ -74,7 +63,15 @@ from serving.schemas import (
 from serving.security import ApiKeyMiddleware, install_log_redaction, request_id
 from serving.settings import AuthSettings, ServingSettings
 from serving.shadow import ShadowStats
-from serving.state import ServingState, build_state, state_keys
+
+if TYPE_CHECKING:
+    from models.decisions.campaign import Ranking
+    from serving.state import ServingState
+
+# The request logic (serving.handlers, serving.decisions, serving.state, serving.kinds: pandas,
+# the campaign planner) is imported where it is used, not here: `bentoml serve` imports this
+# module in its arbiter only to read the service's definition, before starting any worker, so
+# each import here is paid twice, in series, at every start (docs/serving.md, start-up).
 
 log = logging.getLogger("patron.serving")
 T = TypeVar("T")
@@ -93,8 +90,13 @@ TRACING_EXCLUDED = (
     "/metrics",
 )
 #: Requests with at most this many ids run on the event loop (well under a millisecond each);
-#: larger ones run in a worker thread so that they never hold up the small ones.
+#: larger ones wait for I/O (the online store) or native code that releases the GIL (XGBoost's
+#: live reasons) in a worker thread. Their Python work stays on the loop, in slices: a thread
+#: would hold the GIL for up to 5 ms (sys.getswitchinterval) each time the loop needs it.
 INLINE_MAX_IDS = 32
+#: Records joined per step from the bytes encoded at load (~0.3 ms per 1 000 records); the event
+#: loop serves other requests between two steps.
+JOIN_SLICE = 1000
 
 
 async def _run(n_ids: int, fn: Callable[..., T], *args: Any) -> T:
@@ -240,6 +242,8 @@ class Patron:
                 cfg = self.settings.online_store
                 self.store = open_store(cfg.url, cfg.prefix, cfg.keep_previous_s)
                 check_published(self.store, cfg.families, cfg.url)
+            from serving.state import build_state
+
             self._state: ServingState = build_state(self.settings, self.dirs, None, self.registry)
         except Exception as exc:
             fail_startup(exc)  # one line, and the server stops instead of respawning this
@@ -265,6 +269,8 @@ class Patron:
         """Build a new state if an alias or a snapshot moved (or, forced, from scratch), then
         swap it in. A failed build keeps the old state, marks the service degraded (``/readyz``
         answers 503, ``/models`` shows the error) until a later reload succeeds, and raises."""
+        from serving.state import build_state, state_keys
+
         with self._reload_lock:
             current = self._state
             try:
@@ -327,34 +333,63 @@ class Patron:
         state = self.state  # read once: this request finishes on this state whatever reloads
         try:
             if model in self.settings.store_families:
-                return await _run(
-                    len(customer_ids), self._score_store, model, customer_ids, reasons
-                )
-            return await _run(len(customer_ids), self._score, state, model, customer_ids, reasons)
+                body = await self._score_store(model, customer_ids, reasons)
+            else:
+                body = await self._score(state, model, customer_ids, reasons)
         except RequestError as exc:
             return _error(exc, "score")  # type: ignore[return-value]
+        # the JSON is made here, in slices: BentoML would dump a ScoreResponse on the event
+        # loop in one piece (two full passes over every row)
+        return Response(body, media_type="application/json")  # type: ignore[return-value]
 
-    def _score_store(self, model: str, customer_ids: list[str], reasons: bool) -> ScoreResponse:
+    async def _score_store(self, model: str, customer_ids: list[str], reasons: bool) -> bytes:
         assert self.store is not None
         try:
-            body = score_from_store(
-                self.store, model, customer_ids, self.settings.max_batch, reasons
+            head, raws = await _run(
+                len(customer_ids),
+                fetch_from_store,
+                self.store,
+                model,
+                customer_ids,
+                self.settings.max_batch,
             )
         except StoreUnavailable as exc:  # the store's fault, not the request's: 503
             raise RequestError("model", f"the online store cannot answer: {exc}", 503) from exc
-        return ScoreResponse.model_validate(body)
+        found = [raw for raw in raws if raw is not None]
+        if reasons:  # the store holds each record as its JSON: the answer splices them
+            return score_answer(head, [b",".join(found)], unknown_entries(customer_ids, raws))
+        parts = await sliced_records(len(found), lambda a, b: store_records(found[a:b], reasons))
+        return score_answer(head, parts, unknown_entries(customer_ids, raws))
 
-    def _score(
+    async def _score(
         self, state: ServingState, model: str, customer_ids: list[str], reasons: bool
-    ) -> ScoreResponse:
-        body = score_customers(state, model, customer_ids, self.settings.max_batch, reasons)
-        served = state.models[model]
+    ) -> bytes:
+        from serving.handlers import plan_score, score_records
+        from serving.kinds import ScoreModel
+
+        plan = plan_score(state, model, customer_ids, self.settings.max_batch)
+        served, known = plan.served, plan.known
+        encoded = served.encoded
+        if encoded is not None:  # records encoded at load: the answer joins their bytes
+            parts = []
+            for start in range(0, len(known), JOIN_SLICE):
+                if start:
+                    await asyncio.sleep(0)
+                parts.append(encoded.join(known[start : start + JOIN_SLICE], reasons))
+        else:
+            # reasons of a base too large to precompute them are XGBoost's work (it releases
+            # the GIL): worker threads', not the event loop's, for all but small requests
+            live = reasons and served.explainer is not None and served.explainer.top is None
+            parts = await sliced_records(
+                len(known),
+                lambda a, b: score_records(served, known[a:b], reasons),
+                threaded=live and len(known) > INLINE_MAX_IDS,
+            )
         shadow = state.shadows.get(model)
-        if isinstance(served, ScoreModel) and isinstance(shadow, ScoreModel):
-            positions = served.base.positions(customer_ids)
-            self.shadow.add(model, served, shadow, positions[positions >= 0])
+        if isinstance(shadow, ScoreModel):
+            self.shadow.add(model, served, shadow, known)
             self.shadow.maybe_log(self.settings.shadow_log_every_s)
-        return ScoreResponse.model_validate(body)
+        return score_answer(plan.head, parts, plan.unknown)
 
     @_api("/next-best-offer", OffersRequest)
     async def next_best_offer(
@@ -365,6 +400,8 @@ class Patron:
         state = self.state
 
         def work() -> OffersResponse:
+            from serving.handlers import rank_offers
+
             body = rank_offers(state, model, customer_ids, k, kind, self.settings.max_batch)
             return OffersResponse.model_validate(body)
 
@@ -397,6 +434,8 @@ class Patron:
         state = self.state
 
         def work() -> TargetResponse:
+            from serving.handlers import target_customers
+
             body = target_customers(
                 state,
                 campaign_id=campaign_id,
@@ -447,6 +486,8 @@ class Patron:
         state = self.state
 
         def work() -> PlanResponse:
+            from serving.decisions import plan_request
+
             body = plan_request(
                 state,
                 self.dirs,
@@ -497,6 +538,8 @@ class Patron:
         response again is a no-op, a different one for a stored contact a 409 naming the field
         (nothing of that batch is stored); responses of customers outside the test cell and
         control group are kept with the reason and listed."""
+        from serving.decisions import post_responses, request_model, unknown_query
+
         try:
             refused = unknown_query(request.query_params, frozenset())
             if refused is not None:
@@ -529,6 +572,8 @@ class Patron:
         """Per arm: incremental response and profit per contact against the control group with
         intervals, actual vs expected, declines by reason, and the roll-out gate's decision at
         `?confidence=` (one-sided, default 0.9); recorded beside the plan (readout.json)."""
+        from serving.decisions import gate_confidence, plan_readout
+
         try:
             refused = await _unknown_inputs(request, frozenset({"confidence"}))
             if refused is not None:
@@ -558,6 +603,8 @@ class Patron:
     ) -> SavedPlanResponse | JSONResponse:
         """The plan as saved (never re-planned: the models may have moved since): its record
         and its customer rows, paged, optionally one group's (e.g. the test cell to contact)."""
+        from serving.decisions import page_query, saved_plan_page
+
         try:
             refused = await _unknown_inputs(request, frozenset({"offset", "max_rows", "group"}))
             if refused is not None:
@@ -577,12 +624,16 @@ class Patron:
         refused = await _unknown_inputs(request, frozenset())
         if refused is not None:
             return _error(refused, "offers")
+        from serving.decisions import offers_listing
+
         return OffersListResponse.model_validate(offers_listing(self.state))
 
     @ops.get("/models", response_model=ModelsResponse, summary="Loaded models")
     def models(self) -> ModelsResponse:
         """Loaded models: version, alias, training date, test metrics, snapshot date, monitoring
         and shadow aggregates."""
+        from serving.handlers import model_info
+
         state = self.state
         stored = []
         for family in sorted(self.settings.store_families):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from serving.kinds import ScoreModel
+if TYPE_CHECKING:
+    from serving.kinds import ScoreModel
 
 log = logging.getLogger("patron.serving")
 

@@ -16,17 +16,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from features.store import StateDirs
-from models.decisions.campaign import Campaign
-from serving.base import CustomerBase, base_fingerprint, load_base
-from serving.decisions import CAMPAIGNS_KEY, campaign_files_key, load_campaigns
 from serving.errors import RequestError
-from serving.kinds import LoadContext, detect_kind
 from serving.registry import ModelMeta, Registry, recorded_feature_set, tracking_uri_of
 from serving.settings import ServedModel, ServingSettings
 
+if TYPE_CHECKING:
+    from models.decisions.campaign import Campaign
+    from serving.base import CustomerBase
+    from serving.kinds import LoadContext
+
+# serving.base, serving.kinds and serving.decisions (pandas, the planner) are imported where
+# used: a replica whose families all come from the online store, with no campaign configured,
+# builds its (empty) state without them, so it starts without importing them.
+
+#: The state key of the configured campaign files.
+CAMPAIGNS_KEY = "@campaigns"
 #: The snapshot of models that recorded no feature set (trained before models recorded one).
 DEFAULT_FEATURE_SET = "churn_v1"
 
@@ -96,6 +103,8 @@ def _load_one(
     ctx: LoadContext,
 ) -> Any:
     """Load one registered version, check it against its base and build its served form."""
+    from serving.kinds import detect_kind
+
     python_model = registry.load(spec.registered_model, version[0])
     kind = detect_kind(python_model, spec.kind)
     meta = model_meta(family, kind.name, spec, alias, version, registry)
@@ -136,10 +145,30 @@ def _shadow_version(spec: ServedModel, registry: Registry) -> tuple[str, str] | 
         return None
 
 
+def _campaign_files_key(files: Mapping[str, str]) -> tuple[Any, ...]:
+    """``serving.decisions.campaign_files_key``; () without importing it when none is set."""
+    if not files:
+        return ()
+    from serving.decisions import campaign_files_key
+
+    return campaign_files_key(files)
+
+
+def _load_campaigns(files: Mapping[str, str]) -> dict[str, Campaign]:
+    """``serving.decisions.load_campaigns``; {} without importing it when none is set."""
+    if not files:
+        return {}
+    from serving.decisions import load_campaigns
+
+    return load_campaigns(files)
+
+
 def state_keys(
     settings: ServingSettings, state: StateDirs, registry: Registry
 ) -> dict[str, tuple[Any, ...]]:
     """What the state would be built from now: alias versions, feature sets and snapshots."""
+    from serving.base import base_fingerprint
+
     settings = settings.in_process()
     keys: dict[str, tuple[Any, ...]] = {}
     for family, spec in settings.models.items():
@@ -150,7 +179,7 @@ def state_keys(
         shadow = _shadow_version(spec, registry)
         if shadow is not None:
             keys[f"{family}@shadow"] = (shadow, feature_set, fp)
-    keys[CAMPAIGNS_KEY] = campaign_files_key(settings.campaigns)
+    keys[CAMPAIGNS_KEY] = _campaign_files_key(settings.campaigns)
     return keys
 
 
@@ -162,11 +191,13 @@ def build_state(
 ) -> ServingState:
     """Load every served model and its base; parts whose inputs did not change are reused.
     Families of the online store are not loaded (``state.remote`` names them)."""
+    from serving.kinds import LoadContext
+
     remote = settings.store_families
     settings = settings.in_process()
     registry = registry or Registry(tracking_uri_of(settings, state))
     keys = state_keys(settings, state, registry)
-    campaigns = load_campaigns(settings.campaigns)  # a broken file fails before models load
+    campaigns = _load_campaigns(settings.campaigns)  # a broken file fails before models load
     old_keys = previous.keys if previous is not None else {}
     bases: dict[tuple[str, str], CustomerBase] = {}
 
@@ -178,7 +209,7 @@ def build_state(
         bases[key] = (
             reuse
             if reuse is not None and reuse.fingerprint == fp
-            else load_base(state, dataset, feature_set)
+            else _load_base(state, dataset, feature_set)
         )
         return bases[key]
 
@@ -236,6 +267,7 @@ def preflight(
     import pyarrow.parquet as pq
 
     from features.build import SPEC_FILE, latest_snapshot
+    from serving.base import base_fingerprint
 
     registry = registry or Registry(tracking_uri_of(settings, state))
     if settings.online_store is not None:
@@ -255,7 +287,7 @@ def preflight(
                 f"{spec.dataset}): {type(exc).__name__}: {exc}"
             ) from exc
     keys = state_keys(settings, state, registry)  # aliases, recorded feature sets, snapshots
-    load_campaigns(settings.campaigns)
+    _load_campaigns(settings.campaigns)
     for family, spec in settings.models.items():
         version, feature_set, _ = keys[family]
         _, path = latest_snapshot(state, spec.dataset, feature_set)
@@ -280,3 +312,9 @@ def preflight(
                 f"records fingerprint {snapshot_fp}: rebuild the snapshot with the model's feature "
                 "set (`patron features`) or serve a model trained on it"
             )
+
+
+def _load_base(state: StateDirs, dataset: str, feature_set: str) -> CustomerBase:
+    from serving.base import load_base
+
+    return load_base(state, dataset, feature_set)

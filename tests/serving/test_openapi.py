@@ -146,3 +146,14 @@ def test_every_api_has_a_whole_body_example_its_model_accepts_and_the_project_is
         assert content["example"] == EXAMPLES[api.route], api.route
     assert out["info"]["title"] == "Patron" and out["info"]["version"] == _project_version()
     assert out["info"]["version"] not in ("None", "") and "BentoML" not in json.dumps(out["info"])
+
+
+def test_the_published_segment_names_are_the_feature_codes():
+    """serving.schemas spells the segment names (importing features.segments at start would
+    pull scikit-learn and DuckDB into every server process): they must stay the same."""
+    from features import segments
+    from serving import schemas
+
+    assert schemas.RFM_SEGMENTS == segments.RFM_SEGMENTS
+    assert schemas.ABC_CLASSES == segments.ABC_CLASSES
+    assert schemas.LIFECYCLE_STAGES == segments.LIFECYCLE_STAGES

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import logging
 
 import numpy as np
@@ -712,3 +713,84 @@ def test_models_info_carries_the_monitoring_summary(setup, tmp_path):
     monitoring = info[0]["monitoring"]
     assert monitoring["score"] == {"psi": 0.04, "flag": "stable"}
     assert "features" not in monitoring  # the summary, not the per-feature table
+
+
+# --------------------------------------------------------------------------- /score's JSON bytes
+
+
+@pytest.mark.parametrize("reasons", [True, False])
+@pytest.mark.parametrize(("size", "threaded"), [(100, False), (7, False), (7, True)])
+def test_sliced_score_answers_are_the_response_models_own_json(setup, reasons, size, threaded):
+    """/score writes its JSON in slices (serving.answers) instead of validating and dumping a
+    ScoreResponse: byte for byte what the model would have written, in any slicing."""
+    import asyncio
+
+    from serving.answers import score_answer, sliced_records
+    from serving.handlers import plan_score
+    from serving.schemas import ScoreResponse
+
+    _, _, state, _ = setup
+    served = state.models["churn"]
+    ids = [*served.base.features.index[::7][:250], "NOPE-1", "NOPE-2"]
+    expected = ScoreResponse.model_validate(
+        score_customers(state, "churn", ids, 10_000, reasons)
+    ).model_dump_json()
+    plan = plan_score(state, "churn", ids, 10_000)
+    parts = asyncio.run(
+        sliced_records(
+            len(plan.known),
+            lambda a, b: score_records(served, plan.known[a:b], reasons),
+            threaded=threaded,
+            size=size,
+        )
+    )
+    assert score_answer(plan.head, parts, plan.unknown).decode() == expected
+    # the records encoded at load (what /score joins when the base's reasons are precomputed)
+    assert served.encoded is not None
+    joined = [served.encoded.join(plan.known[a : a + size], reasons) for a in range(0, 250, size)]
+    assert score_answer(plan.head, joined, plan.unknown).decode() == expected
+
+
+@pytest.mark.parametrize("reasons", [True, False])
+def test_store_answers_are_the_response_models_own_json(setup, reasons):
+    """The online store's records, sliced and encoded, are what ScoreResponse would write."""
+    import asyncio
+
+    from serving.answers import score_answer, sliced_records
+    from serving.online import (
+        MemoryStore,
+        encode_record,
+        fetch_from_store,
+        score_from_store,
+        store_records,
+        unknown_entries,
+    )
+    from serving.schemas import ScoreResponse
+
+    _, _, state, _ = setup
+    served = state.models["churn"]
+    rows = np.arange(300)
+    store = MemoryStore()
+    meta = {
+        "output": served.output,
+        "registered_model": served.meta.registered_model,
+        "alias": served.meta.alias,
+        "version": served.meta.version,
+        "snapshot_as_of": served.base.as_of.isoformat(),
+    }
+    records = score_records(served, rows)
+    store.publish("churn", meta, [(r["customer_id"], encode_record(r)) for r in records])
+    ids = ["NOPE", *[r["customer_id"] for r in records[::3]]]
+    expected = ScoreResponse.model_validate(
+        score_from_store(store, "churn", ids, 10_000, reasons)
+    ).model_dump_json()
+    head, raws = fetch_from_store(store, "churn", ids, 10_000)
+    found = [raw for raw in raws if raw is not None]
+    parts = asyncio.run(
+        sliced_records(len(found), lambda a, b: store_records(found[a:b], reasons), size=9)
+    )
+    assert score_answer(head, parts, unknown_entries(ids, raws)).decode() == expected
+    # with reasons, /score splices the stored JSON records: the same JSON, as the store wrote it
+    if reasons:
+        spliced = score_answer(head, [b",".join(found)], unknown_entries(ids, raws))
+        assert json.loads(spliced) == json.loads(expected)
