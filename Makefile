@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/patron demo
 
+# Two workers (pytest-xdist): tests sharing a session fixture stay on one worker, the README test
+# (a chain of subprocesses) runs beside the rest (tests/conftest.py). PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 # The gates CI runs before the tests: lint, format, types, the import-layer contract.
 check: $(STAMP)
