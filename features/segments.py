@@ -36,26 +36,17 @@ from threadpoolctl import threadpool_limits
 
 from features.definitions import RFMPointsConfig
 from features.engine import lines_sql
+from features.segment_names import (
+    ABC_CLASSES,
+    LIFECYCLE_STAGES,
+    NOT_YET,
+    PYRAMID_LEVELS,
+    RFM_SEGMENTS,
+)
 
 # --------------------------------------------------------------------------- labels, in order
 
-RFM_SEGMENTS = (
-    "Champions",
-    "Loyal",
-    "Potential loyalist",
-    "New",
-    "Promising",
-    "Need attention",
-    "About to sleep",
-    "At risk",
-    "Can't lose them",
-    "Hibernating",
-    "Lost",
-)
-ABC_CLASSES = ("A", "B", "C")
-PYRAMID_LEVELS = ("top", "big", "medium", "small")
-LIFECYCLE_STAGES = ("new", "active", "loyal", "won back", "lapsing", "lapsed")
-NOT_YET = "not yet a customer"
+# RFM_SEGMENTS, ABC_CLASSES, PYRAMID_LEVELS, LIFECYCLE_STAGES, NOT_YET: features.segment_names
 NO_LONGER = "no longer a customer"
 
 #: Named segment of each (R score, F score): the common RFM grid (rows R 1..5, columns F 1..5).

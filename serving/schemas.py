@@ -12,28 +12,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.segment_names import ABC_CLASSES, LIFECYCLE_STAGES, RFM_SEGMENTS
 from models.decisions.campaign import Ranking
 from models.decisions.value import BASIS_NON_CAUSAL, BASIS_UPLIFT
 from serving.settings import HARD_MAX_BATCH, MAX_K
-
-#: The segment names the API publishes: features.segments' (RFM_SEGMENTS, ABC_CLASSES,
-#: LIFECYCLE_STAGES), spelled here because importing that module pulls scikit-learn and DuckDB
-#: into every server process at start (seconds); tests/serving/test_openapi.py keeps them equal.
-RFM_SEGMENTS = (
-    "Champions",
-    "Loyal",
-    "Potential loyalist",
-    "New",
-    "Promising",
-    "Need attention",
-    "About to sleep",
-    "At risk",
-    "Can't lose them",
-    "Hibernating",
-    "Lost",
-)
-ABC_CLASSES = ("A", "B", "C")
-LIFECYCLE_STAGES = ("new", "active", "loyal", "won back", "lapsing", "lapsed")
 
 CustomerId = Annotated[
     str,
