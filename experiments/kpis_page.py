@@ -16,6 +16,7 @@ import pandas as pd
 
 from features.pages import (
     DASH,
+    figure,
     fmt_count,
     fmt_money,
     fmt_pct,
@@ -235,21 +236,6 @@ def targets_table(targets: list[dict[str, Any]]) -> str:
 # ---------------------------------------------------------------- charts
 
 
-def _plot_div(fig: Any, div_id: str) -> str:
-    """A figure as a div and its script (plotly.js is embedded once, in the head); as tall as
-    the figure's layout, whose legend sits below the plot."""
-    return str(
-        fig.to_html(
-            full_html=False,
-            include_plotlyjs=False,
-            div_id=div_id,
-            default_width="100%",
-            default_height=f"{CHART_HEIGHT}px",
-            config={"displaylogo": False, "responsive": True},
-        )
-    )
-
-
 def _month_layout(title: str, y_title: str, monthly: pd.DataFrame) -> dict[str, Any]:
     """The house layout with months as categories in calendar order (none read as a date) and
     the legend below the chart, clear of the title however many series there are."""
@@ -444,10 +430,7 @@ def render_kpis_page(result: Any) -> str:
     parts += [
         "<h2>Charts</h2>",
         '<div class="charts">'
-        + "".join(
-            f"<figure>{_plot_div(fig, div)}<figcaption>{_e(cap)}</figcaption></figure>"
-            for div, fig, cap in charts
-        )
+        + "".join(figure(fig, div, _e(cap), CHART_HEIGHT) for div, fig, cap in charts)
         + "</div>",
     ]
     title = f"Customer KPIs — {result.dataset}, {result.first_month} to {result.last_month}"
