@@ -39,6 +39,7 @@ much the arms' measurements vary beyond their noise (docs/campaign_loop.md §5).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -198,6 +199,33 @@ def _false_roll_outs(
     return false, reached
 
 
+def wave_outcome(
+    name: str,
+    plans: tuple[np.ndarray, np.ndarray, np.ndarray],
+    true_profit: np.ndarray,
+    test: np.ndarray,
+    rest: np.ndarray,
+    passed: Any,
+    decisions: Sequence[Any],
+) -> WaveOutcome:
+    """A wave's outcome from its three plans (fixed, loop, oracle: an arm per customer) scored on
+    the true profit, with the loop's test cell, gate decisions and regret by cause."""
+    fixed, loop, oracle = plans
+    false_roll_outs, reached = _false_roll_outs(loop, rest, passed, true_profit)
+    return WaveOutcome(
+        wave=name,
+        customers=len(loop),
+        fixed=_true_profit(fixed, true_profit),
+        loop=_true_profit(loop, true_profit),
+        oracle=_true_profit(oracle, true_profit),
+        loop_test_cell=_true_profit(np.where(test, loop, NO_CONTACT), true_profit),
+        gate=[d.as_dict() for d in decisions],
+        false_roll_outs=false_roll_outs,
+        arms_rolled_out=reached,
+        regret=regret_parts(loop, oracle, true_profit, test, rest, passed),
+    )
+
+
 def _true_profit(choice: np.ndarray, true_profit: np.ndarray) -> float:
     contacted = choice != NO_CONTACT
     return float(true_profit[np.flatnonzero(contacted), choice[contacted]].sum())
@@ -310,19 +338,9 @@ def simulate_loop(
         wave_rows["arm"], wave_rows["label"] = loop, y.astype(int)
         seen = pd.concat([seen, wave_rows], ignore_index=True)
 
-        false_roll_outs, reached = _false_roll_outs(loop, rest, passed, true_profit)
         out.append(
-            WaveOutcome(
-                wave=wave.name,
-                customers=n,
-                fixed=_true_profit(fixed, true_profit),
-                loop=_true_profit(loop, true_profit),
-                oracle=_true_profit(oracle, true_profit),
-                loop_test_cell=_true_profit(np.where(test, loop, NO_CONTACT), true_profit),
-                gate=[d.as_dict() for d in decisions],
-                false_roll_outs=false_roll_outs,
-                arms_rolled_out=reached,
-                regret=regret_parts(loop, oracle, true_profit, test, rest, passed),
+            wave_outcome(
+                wave.name, (fixed, loop, oracle), true_profit, test, rest, passed, decisions
             )
         )
     return out
@@ -562,19 +580,9 @@ def _simulate_targeted(
         model_arms = [j for j in range(len(arms)) if j in tested]
         model = _fit_known(seen, model_arms, features, categorical, settings, seed)
 
-        false_roll_outs, reached = _false_roll_outs(loop, rest, passed, true_profit)
         out.append(
-            WaveOutcome(
-                wave=wave.name,
-                customers=n,
-                fixed=_true_profit(fixed, true_profit),
-                loop=_true_profit(loop, true_profit),
-                oracle=_true_profit(oracle, true_profit),
-                loop_test_cell=_true_profit(np.where(test, loop, NO_CONTACT), true_profit),
-                gate=[d.as_dict() for d in decisions],
-                false_roll_outs=false_roll_outs,
-                arms_rolled_out=reached,
-                regret=regret_parts(loop, oracle, true_profit, test, rest, passed),
+            wave_outcome(
+                wave.name, (fixed, loop, oracle), true_profit, test, rest, passed, decisions
             )
         )
     return out
