@@ -53,7 +53,7 @@ from models.decisions import (
 from models.decisions.allocate import LAST_NEGATIVE_REASON, household_maps_from
 from models.decisions.campaign import Campaign, load_campaign, parse_campaign
 from models.decisions.readout import DEFAULT_GATE_CONFIDENCE
-from serving.errors import RequestError, field_path
+from serving.errors import RequestError, first_error
 
 if TYPE_CHECKING:
     from serving.base import CustomerBase
@@ -85,14 +85,6 @@ def _errors(exc: ValidationError, prefix: str) -> list[dict[str, Any]]:
     return out
 
 
-def _first(detail: list[dict[str, Any]]) -> tuple[str, str]:
-    first = detail[0]
-    field = field_path(first["loc"])
-    message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-    more = f" (and {len(detail) - 1} more errors in detail)" if len(detail) > 1 else ""
-    return field, f"{field}: {message}{more}"
-
-
 # --------------------------------------------------------------------------- configured campaigns
 
 
@@ -103,8 +95,8 @@ def load_campaigns(files: Mapping[str, str]) -> dict[str, Campaign]:
         try:
             out[name] = load_campaign(path)
         except ValidationError as exc:
-            _, message = _first(_errors(exc, ""))
-            raise CampaignConfigError(f"campaigns.{name}: {path}: {message}") from None
+            field, message = first_error(_errors(exc, ""))
+            raise CampaignConfigError(f"campaigns.{name}: {path}: {field}: {message}") from None
         except (OSError, ValueError, yaml.YAMLError) as exc:
             raise CampaignConfigError(
                 f"campaigns.{name}: {path}: {type(exc).__name__}: {_one_line(exc)}"
@@ -190,7 +182,7 @@ def request_campaign(
         return parse_campaign(dict(campaign or {})), "inline", "campaign"
     except ValidationError as exc:
         detail = _errors(exc, "campaign")
-        field, message = _first(detail)
+        field, message = first_error(detail)
         raise PlanRequestError(field, message, detail) from None
 
 
@@ -673,7 +665,7 @@ def request_model(raw: bytes, model: type[Any]) -> Any:
     except ValidationError as exc:
         detail = _errors(exc, "")
         detail.sort(key=lambda e: e["type"] != "extra_forbidden")
-        field, message = _first(detail)
+        field, message = first_error(detail)
         raise PlanRequestError(field, message, detail) from None
 
 

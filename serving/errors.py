@@ -1,9 +1,14 @@
-"""The service's one error shape: ``{"error", "field", "request_id"}`` on every 4xx it answers.
+"""The service's one error shape, on every 4xx and 503 it answers::
 
+    {"error": {"field": "budget.max_cost", "message": "...", "request_id": "..."}}
+
+``field`` is the request field at fault (null when none is: a missing key, an unknown route),
+``message`` says what is wrong in words, ``request_id`` is the ``x-request-id`` of the answer.
 ``RequestError`` is what the request logic raises; the service answers it with that shape.
 BentoML answers a body that fails its request model (wrong type, unknown field, ...) itself, with
-``{"error", "detail": [{"type", "loc", "msg"}]}``; ``ValidationErrorFields`` adds ``field`` (the
-first error's location, ``budget.max_cost``) and ``request_id`` to that answer on its way out.
+``{"error": "<text>", "detail": [{"type", "loc", "msg"}]}``; ``ValidationErrorFields`` rewrites
+that answer into the shape on its way out (the first error's location as ``field``), keeping
+pydantic's ``detail`` list beside it. Input values are never in an error.
 """
 
 from __future__ import annotations
@@ -11,8 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
-
-from serving.security import request_id
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -35,26 +38,47 @@ def field_path(loc: Sequence[Any]) -> str:
     return ".".join(str(part) for part in loc) or "body"
 
 
-def with_field(body: Any, request_id: str | None) -> Any:
-    """BentoML's validation-error body with ``field`` and ``request_id`` added (else unchanged).
-
-    ``error`` becomes ``"<field>: <message>"`` of the first error (``"budjet: unknown field"``);
-    ``detail`` keeps every error. Input values are never in it (BentoML leaves them out).
-    """
-    if not isinstance(body, dict) or "field" in body:
-        return body
-    detail = body.get("detail")
-    if not isinstance(detail, list) or not detail or not isinstance(detail[0], dict):
-        return body
+def first_error(detail: Sequence[Any]) -> tuple[str, str]:
+    """The field and message of the first of pydantic's errors (``budjet``, ``unknown field``),
+    saying how many more ``detail`` holds."""
     first = detail[0]
     field = field_path(first.get("loc") or ())
     message = "unknown field" if first.get("type") == "extra_forbidden" else first.get("msg", "")
     more = f" (and {len(detail) - 1} more errors in detail)" if len(detail) > 1 else ""
-    return {**body, "error": f"{field}: {message}{more}", "field": field, "request_id": request_id}
+    return field, f"{message}{more}"
+
+
+def error_body(
+    field: str | None,
+    message: str,
+    request_id: str | None,
+    detail: list[Any] | None = None,
+) -> dict[str, Any]:
+    """The one error shape (``detail``: pydantic's errors, when a request model refused it)."""
+    body: dict[str, Any] = {"error": {"field": field, "message": message, "request_id": request_id}}
+    if detail:
+        body["detail"] = detail
+    return body
+
+
+def with_field(body: Any, request_id: str | None) -> Any:
+    """BentoML's validation-error body in the error shape (anything else unchanged).
+
+    ``field`` is the first error's location (``budjet``), ``message`` its text (``unknown
+    field``, plus how many more errors ``detail`` holds); ``detail`` keeps every error. Input
+    values are never in it (BentoML leaves them out).
+    """
+    if not isinstance(body, dict) or isinstance(body.get("error"), dict):
+        return body
+    detail = body.get("detail")
+    if not isinstance(detail, list) or not detail or not isinstance(detail[0], dict):
+        return body
+    field, message = first_error(detail)
+    return error_body(field, message, request_id, detail)
 
 
 class ValidationErrorFields:
-    """ASGI middleware: a 400 JSON answer of BentoML's gets ``field`` and ``request_id``."""
+    """ASGI middleware: a 400 JSON answer of BentoML's leaves in the error shape."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -82,6 +106,8 @@ class ValidationErrorFields:
                 parsed = json.loads(body)
             except ValueError:
                 parsed = None
+            from serving.security import request_id
+
             rid = request_id()
             shaped = with_field(parsed, None if rid == "-" else rid)
             if shaped is not parsed:

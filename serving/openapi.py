@@ -74,9 +74,23 @@ def error_schema() -> dict[str, Any]:
         "title": ERROR_SCHEMA,
         "required": ["error"],
         "properties": {
-            "error": {"type": "string", "description": "what is wrong"},
-            "field": {"type": "string", "nullable": True, "description": "the field at fault"},
-            "request_id": {"type": "string", "nullable": True},
+            "error": {
+                "type": "object",
+                "required": ["field", "message", "request_id"],
+                "properties": {
+                    "field": {
+                        "type": "string",
+                        "nullable": True,
+                        "description": "the request field at fault (null: none is)",
+                    },
+                    "message": {"type": "string", "description": "what is wrong"},
+                    "request_id": {
+                        "type": "string",
+                        "nullable": True,
+                        "description": "the answer's x-request-id",
+                    },
+                },
+            },
             "detail": {
                 "type": "array",
                 "description": "pydantic errors (type, loc, msg); never the input value",

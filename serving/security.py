@@ -197,7 +197,9 @@ def _trace_id() -> str | None:
 async def _reply(
     send: Send, status: int, error: str, rid: str, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    body = json.dumps({"error": error, "field": None, "request_id": rid}).encode()
+    from serving.errors import error_body
+
+    body = json.dumps(error_body(None, error, rid)).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

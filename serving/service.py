@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 
 from features.store import StateDirs
 from serving.answers import score_answer, sliced_records
-from serving.errors import RequestError, ValidationErrorFields
+from serving.errors import RequestError, ValidationErrorFields, error_body
 from serving.lifecycle import ReloadStatus, die_with_parent, fail_startup
 from serving.metrics import RequestMetrics, exposition
 from serving.online import (
@@ -201,10 +201,8 @@ async def _unknown_inputs(request: Request, query: frozenset[str]) -> RequestErr
 def _error(exc: RequestError, endpoint: str) -> JSONResponse:
     """A 4xx answer naming the field; logged without any input value."""
     log.info("%s rejected: field=%s status=%d", endpoint, exc.field, exc.status)
-    body: dict[str, Any] = {"error": exc.message, "field": exc.field, "request_id": request_id()}
     detail = getattr(exc, "detail", None)  # pydantic's errors (no input values), when validated
-    if detail:
-        body["detail"] = detail
+    body = error_body(exc.field, exc.message, request_id(), detail)
     return JSONResponse(body, status_code=exc.status)
 
 

@@ -220,14 +220,14 @@ def test_target_refuses_a_churn_probability_as_a_response_probability(server):
     plain = {"campaign_id": "c", "channel": "email", "model": "churn", "offer_id": "RET_01"}
     response = post(srv, "/target", plain)
     assert response.status_code == 400, response.text
-    body = response.json()
-    assert body["field"] == "model" and body["request_id"] == response.headers["x-request-id"]
+    error = response.json()["error"]
+    assert error["field"] == "model" and error["request_id"] == response.headers["x-request-id"]
     for needle in ("churn probability", "uplift model", "POST /campaigns/plan", "non_causal_score"):
-        assert needle in body["error"], body["error"]
+        assert needle in error["message"], error
     response = post(srv, "/target", {**plain, "ranking": {"basis": "non_causal_score"}})
     assert response.status_code == 400, response.text
-    body = response.json()
-    assert body["field"] == "ranking" and "reason" in body["error"]
+    error = response.json()["error"]
+    assert error["field"] == "ranking" and "reason" in error["message"]
     allowed = post(srv, "/target", {**plain, "ranking": NON_CAUSAL, "include_customers": False})
     assert allowed.status_code == 200, allowed.text
     assert allowed.json()["basis"] == BASIS_NON_CAUSAL
@@ -433,8 +433,9 @@ def test_a_failed_reload_keeps_serving_and_says_so_on_readyz_and_models(server, 
     try:
         r = post(srv, "/admin/reload", None, headers=ADMIN)
         assert r.status_code == 503, r.text
-        body = r.json()
-        assert body["field"] == "reload" and "still serving" in body["error"] and body["request_id"]
+        error = r.json()["error"]
+        assert error["field"] == "reload" and "still serving" in error["message"]
+        assert error["request_id"] == r.headers["x-request-id"]
         assert httpx.get(f"{srv.url}/readyz", timeout=10).status_code == 503
         status = _models(srv)["reload"]
         assert status["ok"] is False and status["error"] and status["failures"] >= 1

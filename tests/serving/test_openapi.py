@@ -47,6 +47,7 @@ def test_patched_document_requires_bodies_keys_and_documents_errors():
     assert set(out["components"]["securitySchemes"]) == {"bearerKey", "headerKey"}
     error = out["components"]["schemas"][ERROR_SCHEMA]
     assert error["required"] == ["error"] and error["properties"]["detail"]["type"] == "array"
+    assert error["properties"]["error"]["required"] == ["field", "message", "request_id"]
     offer = out["components"]["schemas"]["TargetResponseIODescriptor"]["properties"]["offer_id"]
     assert {"type": "null"} in offer["anyOf"]
     inline = target["responses"]["200"]["content"]["application/json"]["schema"]

@@ -436,7 +436,13 @@ def test_middleware_answers_401_403_and_tags_request_ids():
 
     r = asyncio.run(run())
     assert [x.status_code for x in r] == [401, 401, 200, 200, 403, 200, 200, 200]
-    assert r[0].json()["error"] == "a valid API key is needed"
+    assert r[0].json() == {
+        "error": {
+            "field": None,
+            "message": "a valid API key is needed",
+            "request_id": r[0].headers["x-request-id"],
+        }
+    }
     assert r[0].headers["www-authenticate"] == "Bearer"
     assert r[3].headers["x-request-id"] == "abc-1"
     assert r[7].headers["x-request-id"] != "b\tad" and len(r[7].headers["x-request-id"]) == 32

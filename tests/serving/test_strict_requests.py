@@ -175,22 +175,23 @@ def test_validation_errors_get_the_field_and_request_id():
         "detail": [{"type": "extra_forbidden", "loc": ["budget", "max_costs"], "msg": "Extra"}],
     }
     out = with_field(bentoml_body, "rid-1")
-    assert out["field"] == "budget.max_costs" and out["request_id"] == "rid-1"
-    assert out["error"] == "budget.max_costs: unknown field"
-    assert out["detail"] == bentoml_body["detail"]
+    assert out == {
+        "error": {"field": "budget.max_costs", "message": "unknown field", "request_id": "rid-1"},
+        "detail": bentoml_body["detail"],
+    }
     two = {
         "error": "x",
         "detail": [{"type": "missing", "loc": ["customer_ids"], "msg": "Field required"}] * 2,
     }
-    assert (
-        with_field(two, None)["error"]
-        == "customer_ids: Field required (and 1 more errors in detail)"
-    )
-    ours = {"error": "e", "field": "model", "request_id": "r"}
+    assert with_field(two, None)["error"] == {
+        "field": "customer_ids",
+        "message": "Field required (and 1 more errors in detail)",
+        "request_id": None,
+    }
+    ours = {"error": {"field": "model", "message": "e", "request_id": "r"}}
     assert with_field(ours, "other") is ours and with_field([1], "r") == [1]
-    assert with_field({"error": "x", "detail": [{"loc": [], "msg": "bad json"}]}, None)[
-        "field"
-    ] == ("body")
+    bad_json = with_field({"error": "x", "detail": [{"loc": [], "msg": "bad json"}]}, None)
+    assert bad_json["error"]["field"] == "body"
 
 
 def test_a_money_budget_without_a_cost_is_refused_by_the_rules():
@@ -229,8 +230,15 @@ TARGET = {"campaign_id": "strict-1", "channel": "email", "model": "churn", "rank
 def assert_refused(response: httpx.Response, field: str, status: int = 400) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body = response.json()
-    assert body["field"] == field, body
-    assert field in body["error"] and body["request_id"] == response.headers["x-request-id"]
+    assert set(body) <= {"error", "detail"} and set(body["error"]) == {
+        "field",
+        "message",
+        "request_id",
+    }
+    assert body["error"]["field"] == field, body
+    assert (
+        body["error"]["message"] and body["error"]["request_id"] == response.headers["x-request-id"]
+    )
     return body
 
 
@@ -275,7 +283,8 @@ def test_every_post_route_refuses_unknown_fields_naming_them(server):
 def test_a_money_budget_without_a_cost_is_a_400(server, extra, why):
     body = {**TARGET, "budget": {"max_cost": 50.0}, **extra}
     refused = assert_refused(post(server, "/target", body), "budget.max_cost")
-    assert why in refused["error"] and "cost_per_contact" in refused["error"]
+    message = refused["error"]["message"]
+    assert why in message and "cost_per_contact" in message
     paid = post(server, "/target", {**body, "cost_per_contact": 0.5})
     assert paid.status_code == 200, paid.text
     assert paid.json()["summary"]["spend"] <= 50.0
