@@ -221,6 +221,5 @@ def test_run_campaign_evaluate_on_an_ingested_dataset(tmp_path, monkeypatch) -> 
     page = html.read_text()
     assert 'id="chart-uplift"' in page and "CMP_2024_06_RET" in page and "Newcombe" in page
     assert sorted(p.name for p in html.parent.iterdir()) == ["campaigns.html"]
-    assert html.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="NOPE"):
         run_campaign_evaluate(state, "synthetic", ["NOPE"])
