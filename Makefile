@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/patron demo
 
-# Two workers (pytest-xdist): tests sharing a session fixture stay on one worker, the README test
-# (a chain of subprocesses) runs beside the rest (tests/conftest.py). PYTEST_WORKERS=0: one process.
+# Two workers (pytest-xdist): each module is one unit, the README test and the server and training
+# modules first (tests/conftest.py). PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup

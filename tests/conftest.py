@@ -73,26 +73,25 @@ def synthetic_pipeline(tmp_path_factory: pytest.TempPathFactory):
                 os.environ[k] = v
 
 
-#: Fixtures built once per process that several modules share: under pytest-xdist (``make test``
-#: runs two workers) every test using one of them goes to the same worker, so each is built once.
-SHARED_FIXTURE_GROUPS = {
-    "synthetic_pipeline": "synthetic-pipeline",  # also served_pipeline, which builds on it
-    "arms_state": "arms",
-}
+#: Under pytest-xdist (``make test`` runs two workers) each module is one unit of work (its module
+#: fixtures — a Spark session, a browser — built once); session fixtures are built once per worker.
+#: The units start longest first so that no long module is left for the end: the README test (a
+#: chain of subprocesses, minutes), then the modules of these folders (servers, trainings), then
+#: the rest, each in collection order.
+HEAVY_FIRST = ("tests/test_readme.py", "tests/serving/", "tests/training/")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``--dist loadgroup``: the tests that share a session fixture form one group, every
-    other module one group (its module fixtures — a Spark session, a browser — built once); the
-    README test, a long chain of subprocesses, is a group of its own so the other worker runs the
-    rest beside it."""
+    """Under ``--dist loadgroup``: one group per module, the heavy ones scheduled first."""
     if config.getoption("dist", "no") != "loadgroup":
         return
+
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::", 1)[0]
+        return next(
+            (i for i, p in enumerate(HEAVY_FIRST) if module.startswith(p)), len(HEAVY_FIRST)
+        )
+
     for item in items:
-        names = getattr(item, "fixturenames", ())
-        group = next((g for f, g in SHARED_FIXTURE_GROUPS.items() if f in names), None)
-        if group is None:
-            module = item.nodeid.split("::", 1)[0]
-            readme = item.nodeid.startswith("tests/test_readme.py::test_readme_commands")
-            group = "readme" if readme else module
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    items.sort(key=rank)  # stable: collection order within a rank and within a module
