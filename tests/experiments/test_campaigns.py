@@ -223,3 +223,14 @@ def test_run_campaign_evaluate_on_an_ingested_dataset(tmp_path, monkeypatch) -> 
     assert sorted(p.name for p in html.parent.iterdir()) == ["campaigns.html"]
     with pytest.raises(ValueError, match="NOPE"):
         run_campaign_evaluate(state, "synthetic", ["NOPE"])
+
+
+def test_two_campaigns_on_one_send_date_are_read_apart() -> None:
+    """Two campaigns sent the same day, one file: each is read against its own control group."""
+    a = contacts("ARM_A", "RET_01", "2024-03-01", [1] * 6 + [0] * 4, [1] * 2 + [0] * 8)
+    b = contacts("ARM_B", "RET_02", "2024-03-01", [1] * 3 + [0] * 7, [1] * 3 + [0] * 7)
+    report = evaluate_campaigns(pd.concat([a, b], ignore_index=True)).set_index("campaign_id")
+    assert list(report.index) == ["ARM_A", "ARM_B"]
+    assert report.loc["ARM_A", "uplift"] == pytest.approx(0.6 - 0.2)
+    assert report.loc["ARM_B", "uplift"] == pytest.approx(0.0)
+    assert report["contacts"].tolist() == [10, 10] and report["control"].tolist() == [10, 10]

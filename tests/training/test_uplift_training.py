@@ -370,3 +370,37 @@ def test_auto_learner_is_chosen_on_the_latest_fit_campaign_never_on_test_rows() 
     assert choose_learner(cfg, uf, params) == choice
     fixed = cfg.model_copy(update={"uplift": cfg.uplift.model_copy(update={"learner": "t"})})
     assert choose_learner(fixed, uf, params).learner == "t"
+
+
+def test_several_campaigns_on_one_send_date_are_read_apart_and_tested_together() -> None:
+    """Two campaigns sent the same day (two arms of one test) are two campaigns: both are the
+    out-of-time test when they are the latest, each keeps its own contacts; only a history whose
+    campaigns all share one date has nothing earlier to learn from."""
+    from training.families.uplift import CAMPAIGN, LABEL, SEND, TREATMENT, _split
+
+    def campaign(name: str, day: str, n: int = 8) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                CAMPAIGN: name,
+                "customer_id": [f"{name}-{i}" for i in range(n)],
+                SEND: pd.Timestamp(day),
+                TREATMENT: [i % 2 for i in range(n)],
+                LABEL: [i % 3 == 0 for i in range(n)],
+            }
+        )
+
+    contacts = pd.concat(
+        [
+            campaign("EARLY", "2024-01-10"),
+            campaign("ARM_A", "2024-03-01"),
+            campaign("ARM_B", "2024-03-01"),
+        ],
+        ignore_index=True,
+    )
+    split, kind = _split(contacts, 0.3, seed=0)
+    assert kind == "out_of_time"
+    assert set(contacts.loc[split == "test", CAMPAIGN]) == {"ARM_A", "ARM_B"}
+    assert set(contacts.loc[split == "fit", CAMPAIGN]) == {"EARLY"}
+    same_day = contacts[contacts[CAMPAIGN] != "EARLY"]
+    with pytest.raises(ValueError, match="all campaigns share one send date"):
+        _split(same_day, 0.3, seed=0)
