@@ -199,6 +199,29 @@ def _false_roll_outs(
     return false, reached
 
 
+def _wave_start(
+    wave: Wave,
+    arms: Sequence[Arm],
+    features: list[str],
+    model0: Any,
+    known: Any,
+    control_fraction: float,
+    rng: np.random.Generator,
+) -> tuple[int, np.ndarray, np.ndarray, pd.DataFrame, np.ndarray, np.ndarray]:
+    """What every design starts a wave with: its size, the true profit per customer and arm, the
+    control group (drawn first from ``rng``), the audience's features, and the fixed and oracle
+    plans (both leaving the control group alone)."""
+    n = len(wave.audience)
+    true_profit = economics(list(arms), n).profit(*wave.truth)
+    control = rng.random(n) < control_fraction
+    x = wave.audience[features]
+    fixed = _choose(model0, x, list(arms), known, known)
+    fixed[control] = NO_CONTACT
+    oracle = best_choice(true_profit)
+    oracle[control] = NO_CONTACT
+    return n, true_profit, control, x, fixed, oracle
+
+
 def wave_outcome(
     name: str,
     plans: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -297,17 +320,10 @@ def simulate_loop(
     ]
     out = []
     for wave in waves:
-        n = len(wave.audience)
-        econ = economics(arms, n)
+        n, true_profit, control, x, fixed, oracle = _wave_start(
+            wave, arms, features, model0, known, settings.control_fraction, rng
+        )
         p0, p_arms = wave.truth
-        true_profit = econ.profit(p0, p_arms)
-        control = rng.random(n) < settings.control_fraction
-        x = wave.audience[features]
-
-        fixed = _choose(model0, x, arms, known, known)
-        fixed[control] = NO_CONTACT
-        oracle = best_choice(true_profit)
-        oracle[control] = NO_CONTACT
 
         # the test cell: random arms, every arm, read against the control group
         test = ~control & (rng.random(n) < settings.test_fraction)
@@ -502,17 +518,10 @@ def _simulate_targeted(
         if w > 0:  # the data grew: cross-fit again (before the first wave: done above)
             oof = _crossfit(seen, model_arms, features, categorical, settings, seed)
         cal = _calibration(seen, model_arms, *oof) if settings.calibrate else None
-        n = len(wave.audience)
-        econ = economics(arms, n)
+        n, true_profit, control, x, fixed, oracle = _wave_start(
+            wave, arms, features, model0, known, settings.control_fraction, rng
+        )
         p0, p_arms = wave.truth
-        true_profit = econ.profit(p0, p_arms)
-        control = rng.random(n) < settings.control_fraction
-        x = wave.audience[features]
-
-        fixed = _choose(model0, x, arms, known, known)
-        fixed[control] = NO_CONTACT
-        oracle = best_choice(true_profit)
-        oracle[control] = NO_CONTACT
 
         plan = best_choice(_estimated(model, x, arms, model_arms, cal))
         untested = [j for j in range(len(arms)) if j not in model_arms]
