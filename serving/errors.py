@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from http import HTTPStatus
 from typing import Any
 
 Message = MutableMapping[str, Any]
@@ -77,14 +78,36 @@ def with_field(body: Any, request_id: str | None) -> Any:
     return error_body(field, message, request_id, detail)
 
 
+def shaped_answer(body: bytes, status: int, request_id: str | None) -> bytes | None:
+    """A 4xx answer's body in the error shape, or None when it already is.
+
+    BentoML's validation error becomes the shape with its ``detail`` kept (``with_field``); the
+    framework's own plain answers (an unmatched route's ``Not Found``, ``Method Not Allowed``)
+    become the shape with a null field and that text as the message.
+    """
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        return None
+    shaped = with_field(parsed, request_id)
+    if shaped is parsed:
+        text = body.decode("utf-8", "replace").strip() if parsed is None else ""
+        message = text[:200] or HTTPStatus(status).phrase
+        shaped = error_body(None, message, request_id)
+    return json.dumps(shaped).encode()
+
+
 class ValidationErrorFields:
-    """ASGI middleware: a 400 JSON answer of BentoML's leaves in the error shape."""
+    """ASGI middleware: every 4xx answer leaves in the error shape (BentoML's validation 400s and
+    the framework's plain-text 404 / 405 included), as ``application/json``."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "POST":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start: Message | None = None
@@ -92,7 +115,7 @@ class ValidationErrorFields:
 
         async def rewrite(message: Message) -> None:
             nonlocal start
-            if message["type"] == "http.response.start" and message.get("status") == 400:
+            if message["type"] == "http.response.start" and 400 <= message.get("status", 0) < 500:
                 start = message  # held until the whole body is in
                 return
             if start is None or message["type"] != "http.response.body":
@@ -102,19 +125,21 @@ class ValidationErrorFields:
             if message.get("more_body", False):
                 return
             body = b"".join(chunks)
-            try:
-                parsed = json.loads(body)
-            except ValueError:
-                parsed = None
             from serving.security import request_id
 
             rid = request_id()
-            shaped = with_field(parsed, None if rid == "-" else rid)
-            if shaped is not parsed:
-                body = json.dumps(shaped).encode()
-            headers = [
-                (k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"
-            ]
+            shaped = shaped_answer(body, int(start["status"]), None if rid == "-" else rid)
+            headers = list(start.get("headers", []))
+            if shaped is not None:
+                body = shaped
+                headers = [
+                    (k, v)
+                    for k, v in headers
+                    if k.lower() not in (b"content-length", b"content-type")
+                ]
+                headers.append((b"content-type", b"application/json"))
+            else:
+                headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
             headers.append((b"content-length", str(len(body)).encode()))
             await send({**start, "headers": headers})
             await send({"type": "http.response.body", "body": body})

@@ -174,6 +174,23 @@ def test_nan_is_refused_naming_the_field(server):
     assert response.status_code == 400 and "min_score" in response.text
 
 
+def test_unmatched_routes_and_methods_answer_in_the_error_shape(server):
+    """The framework's own answers (no route matched: a path id holding a newline, an unknown
+    path; a method the route lacks) come back as JSON in the one error shape, as documented."""
+    srv, _, _ = server
+    answers = [
+        httpx.get(f"{srv.url}/campaigns/a%0Ab/customers", headers=USER, timeout=30),
+        httpx.get(f"{srv.url}/no-such-route", headers=USER, timeout=30),
+        httpx.put(f"{srv.url}/score", headers=USER, json={}, timeout=30),
+    ]
+    assert [a.status_code for a in answers] == [404, 404, 405]
+    for answer in answers:
+        assert answer.headers["content-type"].startswith("application/json"), answer.text
+        error = answer.json()["error"]
+        assert error["field"] is None and error["message"] and error["request_id"]
+        assert error["request_id"] == answer.headers["x-request-id"]
+
+
 # --------------------------------------------------------------------------- campaigns
 
 

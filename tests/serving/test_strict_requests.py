@@ -8,6 +8,7 @@ the real server over HTTP on loopback.
 
 from __future__ import annotations
 
+import json
 import typing
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,7 @@ import httpx
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from serving.errors import with_field
+from serving.errors import shaped_answer, with_field
 from serving.schemas import Budget, OffersRequest, ScoreRequest, TargetRequest
 from serving.service import Patron, ops
 from serving.targeting import CampaignRules
@@ -192,6 +193,20 @@ def test_validation_errors_get_the_field_and_request_id():
     assert with_field(ours, "other") is ours and with_field([1], "r") == [1]
     bad_json = with_field({"error": "x", "detail": [{"loc": [], "msg": "bad json"}]}, None)
     assert bad_json["error"]["field"] == "body"
+
+
+def test_framework_answers_are_reshaped_and_ours_left_alone():
+    not_found = json.loads(shaped_answer(b"Not Found", 404, "rid-2"))
+    assert not_found == {"error": {"field": None, "message": "Not Found", "request_id": "rid-2"}}
+    empty = json.loads(shaped_answer(b"", 405, None))
+    assert empty["error"]["message"] == "Method Not Allowed"
+    ours = json.dumps({"error": {"field": "model", "message": "e", "request_id": "r"}}).encode()
+    assert shaped_answer(ours, 404, "other") is None
+    validation = {"error": "x", "detail": [{"type": "missing", "loc": ["k"], "msg": "required"}]}
+    assert (
+        json.loads(shaped_answer(json.dumps(validation).encode(), 400, None))["error"]["field"]
+        == "k"
+    )
 
 
 def test_a_money_budget_without_a_cost_is_refused_by_the_rules():
