@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, overload
+from typing import Annotated, Any, Literal, overload
 
 import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
@@ -46,13 +47,14 @@ def state_of(home: Path | None) -> StateDirs:
     return StateDirs.resolve(home)
 
 
-def progress_bar() -> Progress:
-    """A progress display with counts (when the work has a total) and elapsed time."""
+def progress_bar(units: Literal["count", "bytes"] = "count") -> Progress:
+    """A progress display with counts (when the work has a total: items, or bytes read as
+    ``12.3/40.0 MB``) and elapsed and remaining time."""
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        DownloadColumn() if units == "bytes" else MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
@@ -224,24 +226,28 @@ def _generate(cfg: Any, state: Any, customers: int | None = None, seed: int | No
 def _ingest(cfg: Any, state: Any) -> Any:
     """Ingest and print the counts; a table that quarantined too much raises ``QuarantineError``
     (a ValueError: one line and exit 1 at the root) after the counts are printed."""
-    from features.sources import QuarantineError
+    from features.sources import IngestStep, QuarantineError
     from features.sources import ingest as ingest_dataset
 
     failed: QuarantineError | None = None
     engine = cfg.engine.describe()
-    with progress_bar() as progress:
-        task = progress.add_task(f"ingesting {cfg.name} on {engine}", total=len(cfg.tables))
+    with progress_bar(units="bytes") as progress:
+        task = progress.add_task(f"ingesting {cfg.name} on {engine}", total=None)
 
-        def step(table: str) -> None:
+        def step(at: IngestStep) -> None:
+            # rows are counted as each table ends; within one, the bytes read give the ETA
+            rows = f" ({at.rows_read:,} rows read)" if at.rows_read else ""
             progress.update(
-                task, description=f"ingesting {cfg.name}.{table} on {engine}", advance=0
+                task,
+                description=f"ingesting {cfg.name}.{at.table}{rows}",
+                total=at.bytes_total,
+                completed=at.bytes_done,
             )
 
         try:
             report = ingest_dataset(cfg, state, progress=step)
         except QuarantineError as exc:
             failed, report = exc, exc.report
-        progress.update(task, completed=len(cfg.tables))
     table = Table(title=f"ingest {cfg.name} ({engine})")
     for col in ("table", "read", "accepted", "quarantined", "reason", "rows"):
         table.add_column(

@@ -27,6 +27,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -993,19 +994,92 @@ def connect(state: StateDirs, memory_limit: str | None = None) -> duckdb.DuckDBP
     return con
 
 
+@dataclass(frozen=True)
+class IngestStep:
+    """Where an ingest is, for a progress display: the table being read, the bytes of source
+    files read so far (within a table, its share from the engine's own query progress) out of
+    all tables' source bytes, and the rows read by the tables done."""
+
+    table: str
+    bytes_done: int
+    bytes_total: int
+    rows_read: int
+
+
+def source_bytes(cfg: DatasetConfig, state: StateDirs) -> dict[str, int]:
+    """Each table's source files' size on disk (at least 1: a table always weighs something)."""
+    sizes: dict[str, int] = {}
+    for name, tsrc in cfg.tables.items():
+        total = 0
+        for src in tsrc.sources:
+            path = cfg.resolve_path(src.path, state)
+            total += path.stat().st_size if path.is_file() else 0  # else the read names the key
+        sizes[name] = max(total, 1)
+    return sizes
+
+
+@contextmanager
+def query_share(
+    con: duckdb.DuckDBPyConnection, report: Callable[[float], None], every_s: float = 0.25
+) -> Iterator[None]:
+    """While the body runs, report the running query's progress (0-1, never going back) from a
+    polling thread: DuckDB's ``query_progress`` of the connection, read beside the query."""
+    con.execute("SET enable_progress_bar = true")
+    con.execute("SET enable_progress_bar_print = false")
+    stop = threading.Event()
+    best = 0.0
+
+    def poll() -> None:
+        nonlocal best
+        while not stop.wait(every_s):
+            share = con.query_progress() / 100.0
+            if share > best:
+                best = min(share, 0.99)
+                report(best)
+
+    thread = threading.Thread(target=poll, name="ingest-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _within(
+    progress: Callable[[IngestStep], None], at: IngestStep, size: int
+) -> Callable[[float], None]:
+    """A table's share done as an ``IngestStep`` (its bytes counted in proportion)."""
+    return lambda share: progress(
+        IngestStep(at.table, at.bytes_done + int(share * size), at.bytes_total, at.rows_read)
+    )
+
+
 def ingest(
     cfg: DatasetConfig,
     state: StateDirs,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[IngestStep], None] | None = None,
 ) -> IngestReport:
     """Ingest every table of a dataset; write a JSON report beside the accepted data. Raises
-    ``QuarantineError`` (after writing everything else) when a table quarantined too much."""
+    ``QuarantineError`` (after writing everything else) when a table quarantined too much.
+    ``progress`` hears where the work is (``IngestStep``) as it goes."""
+    sizes = source_bytes(cfg, state)
     if cfg.engine.kind == "spark":  # the same classification, run by Spark (features.spark)
         from features.spark import ingest_tables_spark
 
-        reports = ingest_tables_spark(cfg, state, progress)
+        names = list(cfg.tables)
+
+        def started(name: str) -> None:
+            if progress:
+                done = sum(sizes[n] for n in names[: names.index(name)])
+                progress(IngestStep(name, done, sum(sizes.values()), 0))
+
+        reports = ingest_tables_spark(cfg, state, started)
+        if progress and names:
+            rows = sum(r.read for r in reports.values())
+            progress(IngestStep(names[-1], sum(sizes.values()), sum(sizes.values()), rows))
     else:
-        reports = _ingest_tables_duckdb(cfg, state, progress)
+        reports = _ingest_tables_duckdb(cfg, state, sizes, progress)
     report = IngestReport(cfg.name, reports)
     with atomic_path(Catalog(state, cfg.name).report_path) as tmp:
         tmp.write_text(json.dumps(report.to_dict(), indent=2))
@@ -1015,16 +1089,27 @@ def ingest(
 
 
 def _ingest_tables_duckdb(
-    cfg: DatasetConfig, state: StateDirs, progress: Callable[[str], None] | None
+    cfg: DatasetConfig,
+    state: StateDirs,
+    sizes: Mapping[str, int],
+    progress: Callable[[IngestStep], None] | None,
 ) -> dict[str, TableReport]:
     con = connect(state)
+    total = sum(sizes.values())
+    done, rows = 0, 0
     try:
         reports = {}
         with work_folder(state) as workdir:
             for name in cfg.tables:
-                if progress:
-                    progress(name)
-                reports[name] = ingest_table(con, cfg, name, state, workdir)
+                if progress is None:
+                    reports[name] = ingest_table(con, cfg, name, state, workdir)
+                    continue
+                at = IngestStep(name, done, total, rows)
+                progress(at)
+                with query_share(con, _within(progress, at, sizes[name])):
+                    reports[name] = ingest_table(con, cfg, name, state, workdir)
+                done, rows = done + sizes[name], rows + reports[name].read
+                progress(IngestStep(name, done, total, rows))
     finally:
         con.close()
     return reports

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pandas as pd
 import pytest
 import yaml
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 
 import features.build  # noqa: F401  (imported once here, as the suite does anyway: not per test)
 from features.readers import closest, pick_member
-from features.sources import DatasetError, ingest, load_dataset
+from features.sources import DatasetError, IngestStep, ingest, load_dataset, query_share
 from features.store import StateDirs
 from patron.cli import main, mount
 
@@ -333,3 +334,24 @@ def test_an_invalid_dataset_yaml_is_one_line_at_its_keys(tmp_path: Path):
         f"{config}: tables.transactions.sources[0].format: 'names' has 1 names for 2 'widths'; "
         "tables.transactions.max_quarantine_share: Input should be less than or equal to 1"
     )
+
+
+def test_ingest_reports_bytes_and_rows_as_it_goes(tmp_path: Path, state: StateDirs):
+    (tmp_path / "tx.csv").write_text(CSV)
+    steps: list[IngestStep] = []
+    report = ingest(load_dataset(_config(tmp_path, {"path": "tx.csv"})), state, steps.append)
+    size = (tmp_path / "tx.csv").stat().st_size
+    assert steps[0] == IngestStep("transactions", 0, size, 0)
+    assert steps[-1] == IngestStep("transactions", size, size, report.tables["transactions"].read)
+    done = [s.bytes_done for s in steps]
+    assert done == sorted(done) and all(s.bytes_total == size for s in steps)
+
+
+def test_query_share_hears_a_running_query_and_never_goes_back():
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT range AS i FROM range(20000000)")
+    shares: list[float] = []
+    with query_share(con, shares.append, every_s=0.01):
+        con.execute("SELECT sum(hash(i + r)::DOUBLE) FROM t, range(4) AS x(r)").fetchall()
+    assert shares, "no progress heard during a query of several seconds"
+    assert shares == sorted(shares) and shares[0] > 0 and shares[-1] < 1
