@@ -51,11 +51,15 @@ def train_config(config: Path, state: Any) -> tuple[Any, dict[str, Any]]:
     cfg = load_experiment(config)
     with progress_bar() as progress:
         task = progress.add_task(f"training {cfg.name}", total=3)
+        cutoffs = progress.add_task("features per cutoff", total=None, visible=False)
 
         def step(stage: str) -> None:
             progress.update(task, description=f"training {cfg.name}: {stage}", advance=1)
 
-        out = run_experiment(cfg, state, progress=step)
+        def cutoff(done: int, total: int) -> None:
+            progress.update(cutoffs, completed=done, total=total, visible=True)
+
+        out = run_experiment(cfg, state, progress=step, on_cutoff=cutoff)
     print_result(cfg, out.trained)
     print_logged(out.logged)
     return cfg, out.logged

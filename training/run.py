@@ -182,12 +182,14 @@ def run_experiment(
     state: StateDirs,
     progress: Callable[[str], None] | None = None,
     params: dict[str, Any] | None = None,
+    on_cutoff: Callable[[int, int], None] | None = None,
 ) -> RunOutput:
     """The whole job for any family: frame, train, log to MLflow, register, decide promotion.
-    The MLflow run starts when the job does: its duration is the whole job's."""
+    The MLflow run starts when the job does: its duration is the whole job's. ``progress``
+    hears each stage, ``on_cutoff`` (done, total) as the features of each cutoff are built."""
     started_ms = int(time.time() * 1000)
     family = get_family(cfg.family)
-    ctx = RunContext(state, load_dataset(cfg.dataset))
+    ctx = RunContext(state, load_dataset(cfg.dataset), on_cutoff)
     if progress:
         progress("features")
     frame = family.build_frame(cfg, ctx)
@@ -473,9 +475,14 @@ def decide(
         )
 
 
-def build_frame(cfg: ExperimentConfig, state: StateDirs) -> Frame:
+def build_frame(
+    cfg: ExperimentConfig,
+    state: StateDirs,
+    on_cutoff: Callable[[int, int], None] | None = None,
+) -> Frame:
     """The experiment's modelling frame, built by its family and checked (no MLflow)."""
-    frame = get_family(cfg.family).build_frame(cfg, RunContext(state, load_dataset(cfg.dataset)))
+    ctx = RunContext(state, load_dataset(cfg.dataset), on_cutoff)
+    frame = get_family(cfg.family).build_frame(cfg, ctx)
     check_frame(cfg, frame)
     return frame
 

@@ -115,9 +115,13 @@ def test_champion_alias_follows_the_decision(synthetic_pipeline):
 def test_same_config_same_data_same_metrics(synthetic_pipeline):
     cfg: ExperimentConfig = synthetic_pipeline["cfg"]
     result = synthetic_pipeline["result"]
-    mf = build_frame(cfg, synthetic_pipeline["state"])
+    heard: list[tuple[int, int]] = []
+    mf = build_frame(cfg, synthetic_pipeline["state"], on_cutoff=lambda *d: heard.append(d))
     again = train_frame(cfg, mf)
     assert again.metrics == result.metrics
+    # the progress bar's counts: every cutoff of the stacked frame, in order, from 0 of n
+    n = len(cfg.cutoffs.train) + 1
+    assert heard == [(i, n) for i in range(n + 1)]
 
 
 def test_cutoffs_that_leak_into_the_test_period_are_refused(tmp_path):

@@ -11,6 +11,7 @@ model with signature, registration and promotion.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,10 +33,17 @@ class RunContext:
 
     state: StateDirs
     dataset: DatasetConfig
+    #: hears (done, total) as a family builds its features cutoff by cutoff (a progress bar)
+    on_cutoff: Callable[[int, int], None] | None = None
 
     @property
     def catalog(self) -> Catalog:
         return Catalog(self.state, self.dataset.name)
+
+    def cutoff_done(self, done: int, total: int) -> None:
+        """Say that ``done`` of ``total`` cutoffs have their features (0 of n: starting)."""
+        if self.on_cutoff is not None:
+            self.on_cutoff(done, total)
 
 
 @dataclass

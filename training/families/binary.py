@@ -418,6 +418,7 @@ def cutoff_frame(cfg: Any, ctx: RunContext, label_sql: Any) -> Frame:
     try:
         _, last = data_date_range(con, source)
         frames = []
+        ctx.cutoff_done(0, len(cutoffs))
         for as_of in cutoffs:
             if (last - as_of).days < cfg.horizon_days:
                 raise ValueError(
@@ -429,6 +430,7 @@ def cutoff_frame(cfg: Any, ctx: RunContext, label_sql: Any) -> Frame:
             frame = labels.merge(feats, on=ID, how="inner", validate="one_to_one")
             frame.insert(1, AS_OF, pd.Timestamp(as_of))
             frames.append(frame)
+            ctx.cutoff_done(len(frames), len(cutoffs))
     finally:
         con.close()
     frame = pd.concat(frames, ignore_index=True)

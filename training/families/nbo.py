@@ -243,7 +243,9 @@ def nbo_frame(cfg: Any, ctx: RunContext) -> NBOFrame:
         categories = sorted({r[0] for r in seen} | set(offer_cats))
         offers_rel = offers_relation_sql(offers)
         frames = []
-        for as_of in [*cfg.cutoffs.train, cfg.cutoffs.test]:
+        cutoffs = [*cfg.cutoffs.train, cfg.cutoffs.test]
+        ctx.cutoff_done(0, len(cutoffs))
+        for as_of in cutoffs:
             if (last - as_of).days < cfg.horizon_days:
                 raise ValueError(
                     f"cutoff {as_of} + horizon {cfg.horizon_days} days runs past the last data "
@@ -264,6 +266,7 @@ def nbo_frame(cfg: Any, ctx: RunContext) -> NBOFrame:
             ).df()
             labels[ID] = labels[ID].astype(str)
             frames.append(labels.merge(inputs, on=ID, how="inner", validate="many_to_one"))
+            ctx.cutoff_done(len(frames), len(cutoffs))
     finally:
         con.close()
     pairs = attach_offers(pd.concat(frames, ignore_index=True), offers)

@@ -282,11 +282,14 @@ def uplift_frame(cfg: Any, ctx: RunContext) -> UpliftFrame:
         con = connect(ctx.state)
         try:
             feats = []
-            for as_of in sorted(contacts[CUTOFF].unique()):
+            cutoffs = sorted(contacts[CUTOFF].unique())
+            ctx.cutoff_done(0, len(cutoffs))
+            for as_of in cutoffs:
                 day = pd.Timestamp(as_of).date()
                 f = compute_features(con, tx, day, fs, **plan.relations(day))
                 f.insert(1, CUTOFF, pd.Timestamp(as_of))
                 feats.append(f)
+                ctx.cutoff_done(len(feats), len(cutoffs))
         finally:
             con.close()
         base = contacts[[CAMPAIGN, ID, SEND, CUTOFF, TREATMENT, LABEL]]
