@@ -67,6 +67,17 @@ CHANNEL_SUPPRESSION = {"email": 1.0, "sms": 1.2, "phone": 1.5}
 SMS_BASE, SMS_RECENT, SMS_RECENCY = 0.5, 1.0, 45.0  # sms: a reminder, works on the recently active
 PHONE_SPAN = 2.4  # phone: a personal call, works on high spenders: 2.4 spend / (1 + spend)
 
+# Prospects (opt-in, ``prospects``): people who visit, may register, and may place a first order.
+# Interest fades as exp(-(t - a) / INTEREST_DAYS) after the first visit ``a``; a latent
+# ``z ~ N(0, 1)`` scales the visit, registration and conversion rates (synthetic/prospects.py).
+PROSPECT_STREAM = 1_000_000  # chunk index offset of the prospects' random streams
+INTEREST_DAYS = 90.0
+VISIT_RATE, VISIT_INTEREST = 0.12, 0.8  # repeat visits per day at the first visit, exp(0.8 z)
+REGISTER_RATE, REGISTER_INTEREST = 1 / 90, 0.7  # registrations per day at the first visit
+CONVERT_RATE, CONVERT_INTEREST = 0.006, 0.9  # first orders per day at the first visit, exp(0.9 z)
+REGISTERED_LIFT = 3.0  # the conversion rate once registered
+AGE_LIFT = (0.7, 1.25, 1.3, 1.0, 0.8, 0.6)  # per age band (people.AGE_BANDS order)
+
 
 class ArmSpec(BaseModel):
     """One treatment arm of a multi-arm campaign: an offer sent on a channel."""
@@ -120,6 +131,20 @@ class CampaignSpec(BaseModel):
         return date.fromordinal(self.send_date.toordinal() + self.window_days - 1)
 
 
+class ProspectSpec(BaseModel):
+    """Prospects: visitors and registered non-buyers with a known first-purchase process."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_prospects: int = Field(ge=1, description="people who arrive by a first visit")
+    truth_cutoffs: list[date] = Field(
+        default_factory=list, description="first-purchase truth cutoffs (empty: truth_cutoffs)"
+    )
+    horizon_days: int | None = Field(
+        None, ge=1, description="first-purchase truth horizon (None: horizon_days)"
+    )
+
+
 class SyntheticConfig(BaseModel):
     """What to generate: size, period, dirt, the churn-truth cutoffs and optional campaigns."""
 
@@ -137,16 +162,35 @@ class SyntheticConfig(BaseModel):
     # peaks at ~1.3 GB and is slower); results depend on it, as each chunk has its own seed
     chunk_customers: int = Field(default=50_000, ge=1)
     campaigns: list[CampaignSpec] = []
+    prospects: ProspectSpec | None = None
 
     @model_validator(mode="after")
     def _check_dates(self) -> SyntheticConfig:
         if (self.end - self.start).days < SIGNUP_MARGIN_DAYS:
             raise ValueError(f"end must be at least {SIGNUP_MARGIN_DAYS} days after start")
-        for cutoff in self.truth_cutoffs:
+        for cutoff in self.truth_cutoffs + self.prospect_cutoffs:
             if not self.start < cutoff <= self.end:
                 raise ValueError(f"truth cutoff {cutoff} is not in (start, end]")
         self._check_campaigns()
         return self
+
+    @property
+    def n_prospects(self) -> int:
+        """Prospects generated (0 without a ``prospects`` block)."""
+        return self.prospects.n_prospects if self.prospects else 0
+
+    @property
+    def prospect_cutoffs(self) -> list[date]:
+        """The cutoffs of the first-purchase truth, sorted."""
+        if self.prospects is None:
+            return []
+        return sorted(set(self.prospects.truth_cutoffs or self.truth_cutoffs))
+
+    @property
+    def prospect_horizon(self) -> int:
+        """The first-purchase truth horizon in days."""
+        spec = self.prospects
+        return spec.horizon_days if spec and spec.horizon_days else self.horizon_days
 
     def _check_campaigns(self) -> None:
         ids = [c.campaign_id for c in self.campaigns]

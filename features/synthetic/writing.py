@@ -30,6 +30,11 @@ from features.synthetic.config import (
     QTY_PER_SPEND,
     SyntheticConfig,
 )
+from features.synthetic.prospects import (
+    FIRST_PURCHASE_TRUTH_FILE,
+    FIRST_PURCHASE_TRUTH_SCHEMA,
+    simulate_prospects,
+)
 from features.synthetic.purchases import (
     TRUTH_SCHEMA,
     churn_truth_table,
@@ -85,6 +90,7 @@ class _CsvSink:
         self.stream = pa.OSFile(str(path), "wb")
         self.stream.write((",".join(schema.names) + "\n").encode())
         options = pacsv.WriteOptions(include_header=False, quoting_style="none", batch_size=16_384)
+        self.schema = schema
         self.writer = pacsv.CSVWriter(self.stream, schema, write_options=options)
         self.rows = 0
 
@@ -104,6 +110,8 @@ def _config_record(cfg: SyntheticConfig) -> dict[str, object]:
     record = cfg.model_dump(mode="json")
     if not cfg.campaigns:
         record.pop("campaigns")
+    if cfg.prospects is None:  # as before prospects existed
+        record.pop("prospects")
     for campaign in record.get("campaigns", []):
         if not campaign["arms"]:  # single-offer campaigns: as before multi-arm ones existed
             campaign.pop("arms")
@@ -119,7 +127,8 @@ def generate(
     world = build_world(cfg)
     cutoffs = sorted(set(cfg.truth_cutoffs))
     cutoff_days = [cutoff_day(cfg, c) for c in cutoffs]
-    id_width = max(7, len(str(cfg.n_customers)))
+    id_width = max(7, len(str(cfg.n_customers + cfg.n_prospects)))
+    total = cfg.n_customers + cfg.n_prospects
     epoch_day = (cfg.start - date(1970, 1, 1)).days - 1  # cutoff days count the day T itself
     as_of = pa.array(np.array(cutoff_days, np.int32) + epoch_day, pa.int32()).cast(pa.date32())
     counts: dict[str, int] = {}
@@ -136,6 +145,8 @@ def generate(
     ]
     if cfg.campaigns:
         names += ["campaign_history.csv", "truth_uplift.parquet"]
+    if cfg.prospects is not None:
+        names += ["events.csv", FIRST_PURCHASE_TRUTH_FILE]
     multi_arm = any(c.arms for c in cfg.campaigns)
     if multi_arm:
         names.append(ARM_TRUTH_FILE)
@@ -188,7 +199,42 @@ def generate(
                 truth_writer.write_table(truth)
                 truth_rows += truth.num_rows
             if progress is not None:
-                progress(first + n, cfg.n_customers)
+                progress(first + n, total)
+        if cfg.prospects is not None:
+            fp_writer = pq.ParquetWriter(
+                str(paths[FIRST_PURCHASE_TRUTH_FILE]), FIRST_PURCHASE_TRUTH_SCHEMA
+            )
+            fp_rows = 0
+            for index, first in enumerate(range(0, cfg.n_prospects, cfg.chunk_customers)):
+                n = min(cfg.chunk_customers, cfg.n_prospects - first)
+                pros = simulate_prospects(cfg, world, cutoff_days, index, first, n, id_width)
+                chunk = pros.chunk
+                transactions, dirty = transactions_table(cfg, world, chunk, order_offset, id_width)
+                order_offset += chunk.n_orders
+                n_dirty += dirty
+                tables = dict(
+                    zip(
+                        ("customers.csv", "truth_duplicates.csv", "truth_households.csv"),
+                        chunk.customers,
+                        strict=True,
+                    )
+                )
+                tables["transactions.csv"] = transactions
+                tables["events.csv"] = pros.events
+                for name, table in tables.items():
+                    if name not in sinks:
+                        sinks[name] = _CsvSink(paths[name], table.schema)
+                    sinks[name].write(table.cast(sinks[name].schema))
+                if chunk.truth_cust.size:
+                    truth = churn_truth_table(cfg, chunk, as_of, id_width)
+                    truth_writer.write_table(truth)
+                    truth_rows += truth.num_rows
+                fp_writer.write_table(pros.first_purchase_truth)
+                fp_rows += pros.first_purchase_truth.num_rows
+                if progress is not None:
+                    progress(cfg.n_customers + first + n, total)
+            fp_writer.close()
+            counts[FIRST_PURCHASE_TRUTH_FILE] = fp_rows
         truth_writer.close()
         for name, sink in sinks.items():
             sink.close()

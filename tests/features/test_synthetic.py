@@ -683,3 +683,87 @@ def test_arms_are_validated() -> None:
             truth_cutoffs=[],
             campaigns=[{**ARM_CAMPAIGNS[0], "arms": [{"offer_id": "RET_01", "channel": "fax"}]}],
         )
+
+
+# --------------------------------------------------------------------------- prospects
+
+PROSPECT_CUTOFFS = [date(2023, 6, 30), date(2024, 3, 31), date(2024, 9, 30)]
+PROSPECT_HORIZON = 60
+
+
+@pytest.fixture(scope="module")
+def with_prospects(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A small base with and without prospects (same seed), read back."""
+    out, plain = tmp_path_factory.mktemp("prospects"), tmp_path_factory.mktemp("plain")
+    spec = {
+        "n_prospects": 6_000,
+        "truth_cutoffs": PROSPECT_CUTOFFS,
+        "horizon_days": PROSPECT_HORIZON,
+    }
+    counts = generate(config(n_customers=500, prospects=spec), out)
+    generate(config(n_customers=500), plain)
+    clean, _ = split_clean(pd.read_csv(out / "transactions.csv", **RAW))
+    truth = pd.read_parquet(out / "truth_first_purchase.parquet")
+    truth["as_of"] = pd.to_datetime(truth["as_of"]).dt.date
+    events = pd.read_csv(out / "events.csv", **RAW)
+    events["ts"] = pd.to_datetime(events["ts"], format="%Y-%m-%d %H:%M:%S")
+    return {
+        "out": out,
+        "plain": plain,
+        "counts": counts,
+        "orders": orders_of(clean),
+        "truth": truth,
+        "events": events,
+        "customers": pd.read_csv(out / "customers.csv", **RAW),
+    }
+
+
+def test_prospects_only_append_rows(with_prospects) -> None:
+    out, plain = with_prospects["out"], with_prospects["plain"]
+    for name in ("offers.csv", "products.csv"):
+        assert (out / name).read_bytes() == (plain / name).read_bytes(), name
+    for name in ("customers.csv", "truth_households.csv", "truth_duplicates.csv"):
+        before = (plain / name).read_bytes()
+        assert (out / name).read_bytes().startswith(before), name
+    # the dirty copies sit after each chunk's clean rows: the customers' rows come first
+    before = (plain / "transactions.csv").read_bytes()
+    assert (out / "transactions.csv").read_bytes().startswith(before)
+    churn_before = pd.read_parquet(plain / "truth_churn.parquet")
+    churn_after = pd.read_parquet(out / "truth_churn.parquet")
+    pd.testing.assert_frame_equal(churn_after.iloc[: len(churn_before)], churn_before)
+    assert len(churn_after) > len(churn_before)  # converted prospects are customers too
+    assert "prospects" not in json.loads((plain / "MANIFEST.json").read_text())["config"]
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    assert manifest["rows"]["events.csv"] == len(with_prospects["events"])
+
+
+def test_prospects_visit_before_any_order_and_register_point_in_time(with_prospects) -> None:
+    events, orders = with_prospects["events"], with_prospects["orders"]
+    assert set(events["event_type"]) == {"visit"}
+    assert events["customer_id"].str[1:].astype(int).min() == 501  # numbered after the customers
+    first_order = orders.groupby("customer_id")["ts"].min()
+    last_visit = events.groupby("customer_id")["ts"].max()
+    both = last_visit.to_frame("visit").join(first_order.rename("order"), how="inner")
+    assert len(both) > 100 and (both["visit"] <= both["order"]).all()
+    truth, customers = with_prospects["truth"], with_prospects["customers"]
+    signup = customers.set_index("customer_id")["signup_date"].map(date.fromisoformat)
+    at = truth["customer_id"].map(signup)
+    registered = at.notna() & (at <= truth["as_of"])
+    assert (registered == truth["registered"]).all()
+    # nobody in the truth has ordered by the cutoff; every one visited by then
+    first_day = truth["customer_id"].map(first_order.dt.date)
+    assert not (first_day.notna() & (first_day <= truth["as_of"])).any()
+    first_visit = truth["customer_id"].map(events.groupby("customer_id")["ts"].min().dt.date)
+    assert (first_visit <= truth["as_of"]).all()
+
+
+def test_first_purchase_truth_is_calibrated_and_discriminates(with_prospects) -> None:
+    truth, orders = with_prospects["truth"], with_prospects["orders"]
+    first_day = truth["customer_id"].map(orders.groupby("customer_id")["ts"].min().dt.date)
+    end = truth["as_of"] + timedelta(days=PROSPECT_HORIZON)
+    bought = (first_day.notna() & (first_day > truth["as_of"]) & (first_day <= end)).astype(int)
+    p = truth["p_first_purchase"].to_numpy()
+    se = np.sqrt((p * (1 - p)).sum()) / len(p)
+    assert bought.sum() > 200
+    assert abs(bought.mean() - p.mean()) < 3 * se
+    assert roc_auc_score(bought, p) > 0.85
