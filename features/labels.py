@@ -15,6 +15,7 @@ from features.sql import sql_date, sql_literal
 __all__ = [
     "campaign_response_label_sql",
     "churn_label_sql",
+    "first_purchase_label_sql",
     "purchase_label_sql",
     "spend_label_sql",
 ]
@@ -54,6 +55,21 @@ SELECT a.customer_id,
        coalesce(f.value, 0.0) AS value
 FROM population a LEFT JOIN future f ON a.customer_id = f.customer_id
 ORDER BY a.customer_id"""
+
+
+def first_purchase_label_sql(source: str, as_of: date, horizon_days: int) -> str:
+    """First purchase: the customers whose first order falls in the horizon (no order on or
+    before T, one in T+1 .. T+H), label 1, ``value`` their horizon spend. Join it to the prospects
+    at T (``features.prospects``); a prospect absent from it is a 0."""
+    return f"""
+WITH p AS ({_purchases(source, as_of)}
+)
+SELECT CAST(customer_id AS VARCHAR) AS customer_id, 1 AS label,
+       sum(amount) FILTER (WHERE days_ago < 0 AND days_ago >= -{int(horizon_days)}) AS value
+FROM p
+GROUP BY customer_id
+HAVING max(days_ago) < 0 AND max(days_ago) >= -{int(horizon_days)}
+ORDER BY customer_id"""
 
 
 def spend_label_sql(source: str, as_of: date, horizon_days: int) -> str:
