@@ -23,7 +23,7 @@ from features.definitions import (
 )
 from features.engine import SqlRunner, churn_label_sql, features_sql, referenced_columns
 from features.offers import customer_profile_sql, profile_frame
-from features.sql import sql_date, sql_literal
+from features.sql import parquet_relation, sql_date, sql_literal
 from features.store import StateDirs, atomic_path
 
 SPEC_FILE = "feature_set.json"
@@ -279,6 +279,7 @@ def write_snapshot(
         sql = snapshot_sql(state, dataset, fs, as_of)
         con.execute(f"COPY ({sql}) TO {sql_literal(str(tmp))} (FORMAT parquet)")
     write_feature_set_spec(out, fs)
+    copy_identity_map(state, dataset, out)
     return out
 
 
@@ -377,3 +378,137 @@ def write_customer_links(state: StateDirs, dataset: str, cfg: object = None) -> 
         with atomic_path(out[name]) as tmp:
             frame.to_parquet(tmp, index=False)
     return out
+
+
+# --------------------------------------------------------------------------- single customer view
+
+#: The customer-keyed tables whose rows are re-keyed to the master id (customers is combined).
+REKEYED_TABLES = ("transactions", "events", "campaign_history")
+
+
+def rekey_sql(relation: str, identity: str, has_source_id: bool = False) -> str:
+    """The rows of a customer-keyed relation under their master id (an id the map does not
+    hold keeps itself), in their order; each row's own id is kept in ``source_customer_id``
+    (read from there when the relation was re-keyed before, so re-keying twice is re-keying
+    once)."""
+    from features.linkage import SOURCE_ID
+
+    own = f"CAST(t.{SOURCE_ID} AS VARCHAR)" if has_source_id else "CAST(t.customer_id AS VARCHAR)"
+    drop = f"__row, {SOURCE_ID}" if has_source_id else "__row"
+    return f"""
+WITH t AS (SELECT *, row_number() OVER () AS __row FROM {relation}),
+m AS (
+    SELECT CAST(customer_id AS VARCHAR) AS customer_id, CAST(master_id AS VARCHAR) AS master_id
+    FROM {identity}
+)
+SELECT t.* EXCLUDE ({drop}) REPLACE (coalesce(m.master_id, {own}) AS customer_id),
+       {own} AS {SOURCE_ID}
+FROM t LEFT JOIN m ON {own} = m.customer_id
+ORDER BY t.__row"""
+
+
+def _read_merge_map_file(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise ValueError("no such file")
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+
+
+def resolve_identity(
+    state: StateDirs, dataset: str, identity: Any, merge_map_path: Path | None = None
+) -> dict[str, Any]:
+    """Apply a dataset's ``identity`` option to its ingested tables: the merge map (derived by
+    linking the customers table, which also writes ``merge_map`` and ``households`` as `patron
+    customers link` does, or read from ``merge_map_path``) is written as ``identity_map``;
+    transactions, events and campaign history are re-keyed to the master id (each row keeping
+    ``source_customer_id``); the customers table becomes one row per master
+    (``features.linkage.combine_customers``). Returns counts for the ingest report. Raises
+    ValueError starting with the config key at fault."""
+    from features.linkage import (
+        IDENTITY_MAP,
+        SOURCE_ID,
+        applied_merge_map,
+        combine_customers,
+        identity_summary,
+        link_customers,
+    )
+
+    catalog = Catalog(state, dataset)
+    customers = catalog.read_or_none("customers")
+    if customers is not None:
+        history = customers_history(parquet_relation(catalog.path("customers")))
+        if history != NO_HISTORY:
+            raise ValueError(
+                f"identity.resolve_duplicates: the customers table carries history ({history}); "
+                "combining two records' histories is not supported — switch the option off"
+            )
+    written: dict[str, pd.DataFrame] = {}
+    if merge_map_path is None:
+        if customers is None:
+            raise ValueError(
+                "identity.merge_map: 'derived' links the customers table, and the dataset has "
+                "none: ingest a customers table or name a merge map file"
+            )
+        raw, households = link_customers(customers, identity.linkage)
+        written = {"merge_map": raw, "households": households}
+        source = "derived"
+    else:
+        source = merge_map_path.name
+    try:
+        if merge_map_path is not None:
+            raw = _read_merge_map_file(merge_map_path)
+        applied = applied_merge_map(raw, "given")
+    except ValueError as exc:
+        raise ValueError(f"identity.merge_map: {source}: {exc}") from None
+    written[IDENTITY_MAP] = applied
+    for name, frame in written.items():
+        with atomic_path(catalog.path(name)) as tmp:
+            frame.to_parquet(tmp, index=False)
+
+    con = duckdb.connect()
+    try:
+        identity_rel = parquet_relation(catalog.path(IDENTITY_MAP))
+        tables = []
+        for table in REKEYED_TABLES:
+            if not catalog.has(table):
+                continue
+            rel = catalog.relation(table)
+            cols = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()}
+            with atomic_path(catalog.path(table)) as tmp:
+                sql = rekey_sql(rel, identity_rel, SOURCE_ID in cols)
+                con.execute(f"COPY ({sql}) TO {sql_literal(str(tmp))} (FORMAT parquet)")
+            tables.append(table)
+    finally:
+        con.close()
+    summary: dict[str, Any] = {"merge_map": source, **identity_summary(applied)}
+    if customers is not None:
+        combined = combine_customers(customers, applied)
+        with atomic_path(catalog.path("customers")) as tmp:
+            combined.to_parquet(tmp, index=False)
+        tables.append("customers")
+        summary["customers"] = {"records": len(customers), "persons": len(combined)}
+    summary["tables"] = tables
+    return summary
+
+
+def clear_identity(state: StateDirs, dataset: str) -> None:
+    """Remove a dataset's applied merge map (before an ingest: only a finished resolution
+    writes it, so its presence says the tables are re-keyed)."""
+    from features.linkage import IDENTITY_MAP
+
+    Catalog(state, dataset).path(IDENTITY_MAP).unlink(missing_ok=True)
+
+
+def copy_identity_map(state: StateDirs, dataset: str, snapshot: Path) -> None:
+    """Keep the applied merge map beside a snapshot (``identity_map.parquet``), or remove a
+    stale one when the dataset's tables are not re-keyed."""
+    from features.linkage import IDENTITY_MAP
+
+    src = Catalog(state, dataset).path(IDENTITY_MAP)
+    dest = snapshot.parent / f"{IDENTITY_MAP}.parquet"
+    if not src.exists():
+        dest.unlink(missing_ok=True)
+        return
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(src.read_bytes())

@@ -720,3 +720,155 @@ def pairwise_scores(predicted: pd.Series, truth: pd.Series) -> dict[str, float]:
         "predicted_pairs": float(n_pred),
         "correct_pairs": float(tp),
     }
+
+
+# --------------------------------------------------------------------------- applying the map
+
+#: The merge map as applied by a dataset's ``identity`` option: written beside the tables it
+#: re-keyed (``identity_map``), one row per record, so every merge is explained and reversible.
+IDENTITY_MAP = "identity_map"
+#: The column a re-keyed table keeps each row's original customer id in.
+SOURCE_ID = "source_customer_id"
+_YES = frozenset({"true", "t", "yes", "y", "1"})
+_NO = frozenset({"false", "f", "no", "n", "0"})
+
+
+class IdentityConfig(BaseModel):
+    """``identity:`` of a dataset YAML: resolve duplicate records to one master id at ingest,
+    before any feature, label or score sees them (docs/customer_processing.md, section 7)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resolve_duplicates: bool = Field(
+        False, description="re-key every customer-keyed table to the merge map's master_id"
+    )
+    merge_map: str = Field(
+        "derived",
+        min_length=1,
+        description="'derived' (link the ingested customers table, as `patron customers link`) "
+        "or a CSV / Parquet file with customer_id, master_id (optional match_rule, score, "
+        "evidence), relative to the YAML",
+    )
+    linkage: LinkageConfig = Field(
+        default_factory=LinkageConfig, description="rules of the derived merge map"
+    )
+
+
+def applied_merge_map(merge_map: pd.DataFrame, source: str = "given") -> pd.DataFrame:
+    """A merge map checked for applying (columns ``MERGE_MAP_COLUMNS``, ids as text): each
+    record once, every master its own master (no chains); a master missing from the map is
+    added as itself. A map without explanations (a given file) gets ``match_rule`` = ``source``
+    and ``matched_to`` = the master. Raises ValueError saying what is wrong."""
+    missing = [c for c in ("customer_id", "master_id") if c not in merge_map.columns]
+    if missing:
+        raise ValueError(f"the merge map has no column {missing[0]!r}")
+    mm = merge_map.copy()
+    for c in ("customer_id", "master_id"):
+        if mm[c].isna().any():
+            raise ValueError(f"the merge map has a missing {c}")
+        mm[c] = mm[c].astype(str).str.strip()
+    mm = mm.drop_duplicates(["customer_id", "master_id"])
+    twice = mm["customer_id"][mm["customer_id"].duplicated()]
+    if len(twice):
+        raise ValueError(f"customer_id {twice.iloc[0]!r} is mapped to two master ids")
+    master_of = mm.set_index("customer_id")["master_id"]
+    chained = mm["master_id"].map(master_of).fillna(mm["master_id"]) != mm["master_id"]
+    if chained.any():
+        row = mm[chained].iloc[0]
+        raise ValueError(
+            f"master_id {row['master_id']!r} (of {row['customer_id']!r}) is itself mapped to "
+            f"{master_of[row['master_id']]!r}: map every record to its final master"
+        )
+    absent = sorted(set(mm["master_id"]) - set(mm["customer_id"]))
+    if absent:
+        mm = pd.concat([mm, pd.DataFrame({"customer_id": absent, "master_id": absent})])
+    mm = mm.reset_index(drop=True)
+    merged = mm["customer_id"] != mm["master_id"]
+    if "match_rule" not in mm.columns:
+        mm["match_rule"] = np.where(merged, source, "none")
+    mm["match_rule"] = mm["match_rule"].fillna("none").astype(str)
+    mm["score"] = pd.to_numeric(mm["score"], errors="coerce") if "score" in mm else np.nan
+    mm["score"] = mm["score"].astype(float)
+    mm["evidence"] = mm["evidence"].fillna("").astype(str) if "evidence" in mm else ""
+    if "matched_to" not in mm.columns:
+        mm["matched_to"] = mm["master_id"].where(merged, None)
+    mm["matched_to"] = mm["matched_to"].astype("string")
+    mm["cluster_size"] = mm["master_id"].map(mm["master_id"].value_counts()).astype(np.int64)
+    return mm[MERGE_MAP_COLUMNS]
+
+
+def consent_column(name: str) -> bool:
+    """Whether a customers column is a consent flag (combined most restrictively)."""
+    return name.startswith("consent")
+
+
+def _consent_values(values: pd.Series) -> pd.Series:
+    """A consent column as True (an explicit yes), False (an explicit no) or NA (unknown)."""
+
+    def one(v: object) -> object:
+        if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+            return pd.NA
+        if isinstance(v, (bool, np.bool_)):
+            return bool(v)
+        text = str(v).strip().lower()
+        if text in _YES:
+            return True
+        if text in _NO:
+            return False
+        return pd.NA
+
+    return pd.Series([one(v) for v in values], index=values.index, dtype="boolean")
+
+
+def combine_customers(customers: pd.DataFrame, merge_map: pd.DataFrame) -> pd.DataFrame:
+    """One customers row per master id (the rule of docs/customer_processing.md, section 7):
+    consent columns (``consent*``) the most restrictive of the records — False when any record
+    says no, unknown when any is unknown, True only when every record says yes, so a merge never
+    widens consent; ``signup_date`` the earliest; every other column the first value present in
+    master order (the master record, then the others by signup date, then id). Records absent
+    from the map stay as they are. Column order is kept."""
+    master_of = merge_map.set_index(merge_map["customer_id"].astype(str))["master_id"].astype(str)
+    df = customers.copy()
+    ids = df["customer_id"].astype(str)
+    master = ids.map(master_of).fillna(ids)
+    signup = (
+        pd.to_datetime(df["signup_date"], errors="coerce")
+        if "signup_date" in df.columns
+        else pd.Series(pd.NaT, index=df.index)
+    )
+    order = pd.DataFrame(
+        {
+            "master": master,
+            "not_master": ids != master,
+            "signup": signup,
+            "id_key": _id_order(ids),
+        }
+    ).sort_values(["master", "not_master", "signup", "id_key"], na_position="last", kind="stable")
+    df = df.loc[order.index]
+    groups = order["master"].to_numpy(dtype=object)
+    columns = [c for c in df.columns if c != "customer_id"]
+    out = df[columns].groupby(groups, sort=False).first()
+    for c in columns:
+        if consent_column(c):
+            flag = _consent_values(df[c])
+            no = flag.eq(False).fillna(False).groupby(groups, sort=False).any()
+            unknown = flag.isna().groupby(groups, sort=False).any()
+            combined = pd.Series(True, index=no.index, dtype="boolean").mask(unknown)
+            combined = combined.mask(no, False)
+            out[c] = combined.reindex(out.index)
+        elif c == "signup_date":
+            out[c] = df[c].groupby(groups, sort=False).min().reindex(out.index)
+    out.insert(0, "customer_id", out.index.astype(str))
+    return out.reset_index(drop=True)[list(customers.columns)]
+
+
+def identity_summary(merge_map: pd.DataFrame) -> dict[str, object]:
+    """Counts of an applied merge map (no ids, no values): records, persons, merged records and
+    merged records by rule."""
+    merged = merge_map[merge_map["customer_id"] != merge_map["master_id"]]
+    return {
+        "records": int(len(merge_map)),
+        "persons": int(merge_map["master_id"].nunique()),
+        "merged_records": int(len(merged)),
+        "merged_by_rule": {str(k): int(v) for k, v in merged["match_rule"].value_counts().items()},
+    }

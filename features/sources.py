@@ -49,6 +49,7 @@ from pydantic import (
 from features.catalog import Catalog
 from features.contracts import DUCKDB_TYPES, NO_CUSTOMER, TABLES, Table
 from features.engine import EngineConfig, SqlRunner
+from features.linkage import IdentityConfig
 from features.readers import (
     FIELDS,
     ReadError,
@@ -150,6 +151,11 @@ class DatasetConfig(BaseModel):
         default_factory=EngineConfig,
         description="what runs ingestion, features and labels: duckdb (default) or spark",
     )
+    identity: IdentityConfig = Field(
+        default_factory=IdentityConfig,
+        description="the single customer view: resolve duplicate records to one master id at "
+        "ingest (docs/customer_processing.md, section 7)",
+    )
     base_dir: Path = Field(default=Path("."), exclude=True)
     config_path: Path | None = Field(default=None, exclude=True, description="the YAML read")
 
@@ -174,6 +180,33 @@ class DatasetConfig(BaseModel):
         if unknown:
             raise ValueError(f"unknown tables {unknown}; known: {sorted(TABLES)}")
         return v
+
+    @model_validator(mode="after")
+    def _identity_applies(self) -> DatasetConfig:
+        if not self.identity.resolve_duplicates:
+            return self
+        key = "identity.resolve_duplicates"
+        if self.engine.kind == "spark":
+            raise ValueError(
+                f"{key}: not available on the Spark engine (engine.kind: spark); resolve the "
+                "duplicates on DuckDB or switch the option off"
+            )
+        if "labelled" in self.tables:
+            raise ValueError(
+                f"{key}: a labelled table is a ready frame with no rule to combine two "
+                "records' rows; switch the option off for this dataset"
+            )
+        if self.identity.merge_map == "derived" and "customers" not in self.tables:
+            raise ValueError(
+                "identity.merge_map: 'derived' links the customers table, and the dataset has "
+                "none: add a customers table or name a merge map file"
+            )
+        return self
+
+    def merge_map_path(self, state: StateDirs) -> Path | None:
+        """The merge map file the ``identity`` option names (None: derived by linking)."""
+        raw = self.identity.merge_map
+        return None if raw == "derived" else self.resolve_path(raw, state)
 
     def resolve_path(self, raw: str, state: StateDirs) -> Path:
         """Expand ``{home}`` and environment variables; relative paths are relative to the YAML."""
@@ -316,10 +349,13 @@ class IngestReport:
 
     dataset: str
     tables: dict[str, TableReport]
+    #: counts of the applied merge map when the dataset's ``identity`` option is on
+    identity: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
+            **({"identity": self.identity} if self.identity is not None else {}),
             "tables": {
                 name: {
                     "read": t.read,
@@ -1063,7 +1099,10 @@ def ingest(
     """Ingest every table of a dataset; write a JSON report beside the accepted data. Raises
     ``QuarantineError`` (after writing everything else) when a table quarantined too much.
     ``progress`` hears where the work is (``IngestStep``) as it goes."""
+    from features.build import clear_identity, resolve_identity
+
     sizes = source_bytes(cfg, state)
+    clear_identity(state, cfg.name)  # written again below only when the tables are re-keyed
     if cfg.engine.kind == "spark":  # the same classification, run by Spark (features.spark)
         from features.spark import ingest_tables_spark
 
@@ -1080,7 +1119,18 @@ def ingest(
             progress(IngestStep(names[-1], sum(sizes.values()), sum(sizes.values()), rows))
     else:
         reports = _ingest_tables_duckdb(cfg, state, sizes, progress)
-    report = IngestReport(cfg.name, reports)
+    identity: dict[str, Any] | None = None
+    if cfg.identity.resolve_duplicates:
+        if any(t.failed for t in reports.values()):
+            identity = {"skipped": "a table failed: duplicates are resolved after a full ingest"}
+        else:
+            try:
+                identity = resolve_identity(
+                    state, cfg.name, cfg.identity, cfg.merge_map_path(state)
+                )
+            except ValueError as exc:
+                raise ValueError(f"{cfg.where()}: {exc}") from None
+    report = IngestReport(cfg.name, reports, identity)
     with atomic_path(Catalog(state, cfg.name).report_path) as tmp:
         tmp.write_text(json.dumps(report.to_dict(), indent=2))
     if any(t.failed for t in reports.values()):

@@ -45,6 +45,9 @@ class CustomerBase:
     transactions_relation: str | None = None  # DuckDB relation of the accepted transactions
     products_relation: str | None = None  # product -> tier relation (ingested products table)
     feature_set_spec: Mapping[str, Any] | None = None  # feature_set.json beside the snapshot
+    # household id per customer, aligned with ``features`` (None where unknown); None when the
+    # dataset has no households table (``patron customers link`` or the identity option)
+    household_id: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -89,6 +92,7 @@ def _base_files(state: StateDirs, dataset: str, feature_set: str) -> tuple[date,
         data / "offers.parquet",
         data / "transactions.parquet",
         data / "products.parquet",
+        data / "households.parquet",
         path.parent / "monitor.json",
         path.parent / SPEC_FILE,
     ]
@@ -135,6 +139,18 @@ def current_customers(path: Path) -> pd.DataFrame:
         return con.execute(f"SELECT * FROM {customers_as_of_sql(relation, history, None)}").df()
     finally:
         con.close()
+
+
+def households_of(ids: pd.Index, path: Path) -> np.ndarray | None:
+    """The household id of each customer of ``ids`` from a households table (customer_id,
+    household_id), None where the table has none; None when there is no table."""
+    if not path.exists():
+        return None
+    homes = pd.read_parquet(path, columns=["customer_id", "household_id"])
+    homes["customer_id"] = homes["customer_id"].astype(str)
+    by_id = homes.drop_duplicates("customer_id").set_index("customer_id")
+    found = by_id["household_id"].astype(object).reindex(ids)
+    return found.where(found.notna(), None).to_numpy(dtype=object)
 
 
 def load_base(state: StateDirs, dataset: str, feature_set: str) -> CustomerBase:
@@ -196,4 +212,5 @@ def load_base(state: StateDirs, dataset: str, feature_set: str) -> CustomerBase:
         transactions_relation=relation,
         products_relation=products,
         feature_set_spec=spec,
+        household_id=households_of(features.index, data / "households.parquet"),
     )

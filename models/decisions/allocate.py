@@ -10,8 +10,10 @@ Pure: frames and arrays in, a ``Plan`` out. The steps:
    ``no_consent`` (no channel), ``not_eligible`` (no offer), ``contact_policy`` (fatigue or quiet
    period), ``not_profitable`` (no allowed (offer, channel) with a positive objective).
 3. **Optimisation** over the allowed, profitable options: at most one per person, and at most one
-   per household when the policy says so (the household is then the unit of choice); total and
-   per-offer budgets in contacts and money (expected spend), channel capacities. Two methods:
+   per household when the policy says so (the household is then the unit of choice: the
+   customers frame's ``household_id`` — the served base's — where given, else the households
+   map, else the person alone); total and per-offer budgets in contacts and money (expected
+   spend), channel capacities. Two methods:
 
    * ``exact``: the mixed-integer programme solved by HiGHS (``scipy.optimize.milp``); its dual
      bound is the bound reported.
@@ -92,6 +94,9 @@ class HouseholdMaps:
 
 
 LAST_NEGATIVE_REASON = "last_negative_reason"
+#: A customers column naming each record's household (``serving.base.CustomerBase.household_id``);
+#: where given, it is the household the policy uses, before ``HouseholdMaps.household``.
+HOUSEHOLD_ID = "household_id"
 
 
 def household_maps_from(
@@ -702,7 +707,11 @@ def allocation_problem(
             quiet = np.where(np.isnan(override), quiet, override)
         policy_ok &= ~(days_p < np.nan_to_num(quiet, nan=-np.inf))
 
-    hh_map = maps.household
+    hh_map: Mapping[str, str] = maps.household
+    if HOUSEHOLD_ID in customers.columns:  # the served base's household ids come first
+        given = customers[HOUSEHOLD_ID].to_numpy(dtype=object)
+        known = {c: str(h) for c, h in zip(ids, given, strict=True) if not pd.isna(h)}
+        hh_map = {**hh_map, **known}
     household = np.array(
         [
             str(hh_map.get(str(pid), hh_map.get(str(ids[r]), f"person:{pid}")))
