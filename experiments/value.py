@@ -43,6 +43,30 @@ BASIS = (
 )
 
 
+class RiskSource(BaseModel):
+    """Where the grid's churn risk comes from: BG/NBD's 1 - P(alive now) (the default), or the
+    probability of a registered churn model (a label meaning churn: a response or any other
+    probability is refused) scored on its own features at the cutoff."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = Field(
+        None, description="registered churn model (e.g. churn_synthetic); none: BG/NBD"
+    )
+    alias: str = Field("champion", description="the model's alias to score with")
+
+
+@dataclass(frozen=True)
+class ChurnRisk:
+    """A churn model's probabilities per customer at the cutoff, and what they are."""
+
+    scores: pd.Series  # indexed by customer_id (str)
+    model: str
+    version: str
+    alias: str
+    meaning: str  # said wherever the risk is shown
+
+
 class ValueJob(BaseModel):
     """A value job: which data, which cutoff, which accounting, which segments to total over."""
 
@@ -57,6 +81,9 @@ class ValueJob(BaseModel):
     segments: list[SegmentScheme] = Field(
         default_factory=lambda: list(DEFAULT_SCHEMES),
         description="segment schemes (features.segments) the value is totalled over",
+    )
+    risk: RiskSource = Field(
+        default_factory=RiskSource, description="the churn risk of the value x risk grid"
     )
 
 
@@ -126,8 +153,10 @@ def compute_value(
     dataset: str,
     as_of: date,
     job: ValueJob,
+    risk: ChurnRisk | None = None,
 ) -> ValueResult:
-    """The value job over DuckDB relations (reads, writes nothing)."""
+    """The value job over DuckDB relations (reads, writes nothing); the grid's churn risk is
+    ``risk``'s probability where given (BG/NBD's for customers it did not score, counted)."""
     cfg = job.value
     fitted = fit_bgnbd(transactions, as_of, con, job.unit)
     value = value_at_cutoff(fitted, transactions, products, as_of, cfg, con, job.unit)
@@ -137,6 +166,7 @@ def compute_value(
         f"SELECT count(category) > 0 FROM {transactions} WHERE CAST(ts AS DATE) <= "
         f"{sql_date(as_of)}"
     ).fetchall()[0][0]
+    customers, risk_facts = with_churn_risk(customers, risk)
     customers = retention_economics(customers, cfg.retention)
     segments = segments_at(con, transactions, as_of, list(job.segments))
     customers = customers.merge(segments, on="customer_id", how="left", validate="one_to_one")
@@ -159,6 +189,7 @@ def compute_value(
         "years": cfg.years,
         "unit": job.unit,
         "retention": cfg.retention.model_dump(),
+        "risk": risk_facts,
     }
     return ValueResult(
         job=job,
@@ -170,6 +201,88 @@ def compute_value(
         by_segment=by_segment,
         grid=value_risk_grid(customers, cfg.retention),
         facts=facts,
+    )
+
+
+BGNBD_RISK = "1 - P(alive now) under BG/NBD (a customer without a repeat purchase counts as alive)"
+
+
+def with_churn_risk(
+    customers: pd.DataFrame, risk: ChurnRisk | None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The customers with ``churn_risk`` from the churn model where it scored them (BG/NBD's
+    kept as ``churn_risk_bgnbd``), and the facts saying where the risk came from."""
+    if risk is None:
+        return customers, {"source": "bgnbd", "meaning": BGNBD_RISK}
+    out = customers.copy()
+    out["churn_risk_bgnbd"] = out["churn_risk"]
+    scored = out["customer_id"].astype(str).map(risk.scores)
+    out["churn_risk"] = scored.fillna(out["churn_risk_bgnbd"]).astype(float)
+    out["churn_risk_source"] = scored.notna().map({True: "model", False: "bgnbd"})
+    return out, {
+        "source": "model",
+        "model": risk.model,
+        "alias": risk.alias,
+        "version": risk.version,
+        "meaning": risk.meaning,
+        "customers_scored": int(scored.notna().sum()),
+        "customers_bgnbd": int(scored.isna().sum()),
+    }
+
+
+def load_churn_risk(state: Any, dataset: str, source: RiskSource, as_of: date) -> ChurnRisk:
+    """Score the dataset's customers at ``as_of`` with the registered churn model ``source``
+    names: its own feature set rebuilt from its record, computed as a snapshot would be. A model
+    whose label is not churn, or not found, is one line naming ``risk.model``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from features.build import snapshot_sql
+    from features.definitions import feature_set_from_spec
+    from features.sources import connect
+    from models.pyfunc import ScoringModel
+    from training.families import get_family
+    from training.run import tracking
+
+    name = f"{source.model}@{source.alias}"
+    with tracking(state.tracking_uri):
+        client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
+        try:
+            version = client.get_model_version_by_alias(str(source.model), source.alias)
+            wrapper: Any = mlflow.pyfunc.load_model(f"models:/{name}").unwrap_python_model()
+        except MlflowException as exc:
+            raise ValueError(f"risk.model: no registered model {name} ({exc.message})") from None
+    if not isinstance(wrapper, ScoringModel):
+        raise ValueError(f"risk.model: {name} is not a Patron scoring model")
+    recorded = wrapper.info.get("label_meaning")
+    try:
+        meaning = recorded or get_family(wrapper.family).fixed_label_meaning
+    except ValueError:  # a family this install does not know: only a recorded meaning counts
+        meaning = recorded
+    if meaning != "churn":
+        raise ValueError(
+            f"risk.model: {name} predicts {meaning or 'a label of unknown meaning'!r}, not churn: "
+            "only a churn probability is a churn risk"
+        )
+    spec = wrapper.info.get("feature_set_spec")
+    if not spec:
+        raise ValueError(f"risk.model: {name} records no feature set to rebuild its inputs")
+    fs = feature_set_from_spec(spec)
+    con = connect(state)
+    try:
+        features = con.execute(snapshot_sql(state, dataset, fs, as_of)).df()
+    finally:
+        con.close()
+    scores = pd.Series(
+        wrapper.score(features), index=features["customer_id"].astype(str), dtype=float
+    )
+    return ChurnRisk(
+        scores=scores,
+        model=str(source.model),
+        version=str(version.version),
+        alias=source.alias,
+        meaning=f"P(churn) by {source.model} version {version.version} ({source.alias})",
     )
 
 
@@ -226,6 +339,7 @@ def log_value(state: Any, result: ValueResult, paths: dict[str, Path]) -> str:
     from training.run import ensure_experiment, git_sha, tracking
 
     f = result.facts
+    risk = f["risk"]
     params = {
         "dataset": result.dataset,
         "as_of": result.as_of.isoformat(),
@@ -238,6 +352,8 @@ def log_value(state: Any, result: ValueResult, paths: dict[str, Path]) -> str:
         **{f"retention_{k}": v for k, v in f["retention"].items()},
         **{f"bgnbd_{k}": v for k, v in f["bgnbd"].items()},
         **{f"gg_{k}": v for k, v in f["gamma_gamma"].items()},
+        "risk_source": risk["source"],
+        "risk_model": f"{risk['model']}/{risk['version']}" if "model" in risk else "none",
     }
     with tracking(state.tracking_uri):
         exp_id = ensure_experiment(state, MLFLOW_EXPERIMENT)
@@ -258,6 +374,7 @@ def run_value(state: Any, job: ValueJob, as_of: date) -> tuple[ValueResult, dict
 
     dataset = load_dataset(job.dataset).name
     catalog = Catalog(state, dataset)
+    risk = None if job.risk.model is None else load_churn_risk(state, dataset, job.risk, as_of)
     con = connect(state)
     try:
         result = compute_value(
@@ -267,6 +384,7 @@ def run_value(state: Any, job: ValueJob, as_of: date) -> tuple[ValueResult, dict
             dataset,
             as_of,
             job,
+            risk,
         )
     finally:
         con.close()

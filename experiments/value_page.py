@@ -319,12 +319,17 @@ def render_value_page(result: Any) -> str:
     parts += [
         "<h2>Value × churn risk</h2>",
         '<p class="note">Customers in deciles of their value if kept (NPV over the next '
-        f"{years} years if alive now) and of their churn risk (1 − P(alive now), BG/NBD). A "
+        f"{years} years if alive now) and of their churn risk ({_e(risk_said(result))}). A "
         "cell shows the most worth spending to keep one of its customers — the expected NPV a "
         "successful retention contact saves, risk × value if kept — the customers in it and their "
         "mean risk. Grey cells are let go: at the cell's mean, no contact pays "
-        "(success × (spend − offer cost) ≤ contact cost). BG/NBD counts a customer without a "
-        "repeat purchase as alive (risk 0): one-time buyers sit in the lowest risk decile.</p>",
+        "(success × (spend − offer cost) ≤ contact cost)."
+        + (
+            " BG/NBD counts a customer without a repeat purchase as alive (risk 0): one-time "
+            "buyers sit in the lowest risk decile.</p>"
+            if result.facts.get("risk", {}).get("source", "bgnbd") == "bgnbd"
+            else "</p>"
+        ),
         grid_table(result.grid),
     ]
     charts.append(
@@ -335,3 +340,14 @@ def render_value_page(result: Any) -> str:
     parts += ["<h2>Charts</h2>", f'<div class="charts">{"".join(charts)}</div>']
     title = f"Customer value — {result.dataset} at {result.as_of}"
     return page(title, "".join(parts), css=VALUE_CSS)
+
+
+def risk_said(result: Any) -> str:
+    """Where the grid's churn risk came from, in words (the model's, with the customers it did
+    not score, or BG/NBD's)."""
+    risk = result.facts.get("risk") or {}
+    if risk.get("source") != "model":
+        return "1 − P(alive now), BG/NBD"
+    rest = risk.get("customers_bgnbd", 0)
+    tail = f"; {rest:,} customers it did not score: 1 − P(alive now), BG/NBD" if rest else ""
+    return f"{risk['meaning']}{tail}"

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from experiments.value import ValueJob, compute_value, load_value_job
+from experiments.value import ChurnRisk, ValueJob, compute_value, load_value_job
 from experiments.value_page import render_value_page
 
 LAST = date(2024, 12, 31)
@@ -189,3 +189,66 @@ def test_patron_value_on_the_synthetic_data(synthetic_pipeline) -> None:
     late = runner.invoke(app, ["value", "-c", str(config), "--as-of", "2031-01-01", *home])
     assert late.exit_code != 0 and str(late.exception).startswith("--as-of 2031-01-01")
     assert len(client.search_runs([exp.experiment_id])) == 1
+
+
+def test_a_churn_models_probability_is_the_grids_risk_where_it_scored(result) -> None:
+    """Risk from a churn model: its probability where it scored a customer (BG/NBD's kept beside
+    it, and used, counted, for the customers it did not score); the economics follow it."""
+    ids = result.customers["customer_id"].astype(str)
+    scored = ids.iloc[::2]  # the model scored every other customer
+    probability = pd.Series(np.linspace(0.05, 0.95, len(scored)), index=scored.to_numpy())
+    risk = ChurnRisk(probability, "churn_toy", "7", "champion", "P(churn) by churn_toy version 7")
+    con = duckdb.connect()
+    con.register("tx", _transactions())
+    try:
+        job = ValueJob.model_validate(JOB)
+        with_model = compute_value(con, "tx", None, "toy", LAST, job, risk)
+    finally:
+        con.close()
+    c = with_model.customers.set_index("customer_id")
+    assert np.allclose(c.loc[scored, "churn_risk"], probability[scored])
+    rest = ids.iloc[1::2]
+    assert np.allclose(c.loc[rest, "churn_risk"], c.loc[rest, "churn_risk_bgnbd"])
+    assert (c.loc[scored, "churn_risk_source"] == "model").all()
+    assert (c.loc[rest, "churn_risk_source"] == "bgnbd").all()
+    assert np.allclose(c["max_retention_spend"], c["churn_risk"] * c["npv_if_retained"])
+    facts = with_model.facts["risk"]
+    assert facts["customers_scored"] == len(scored) and facts["customers_bgnbd"] == len(rest)
+    assert result.facts["risk"]["source"] == "bgnbd"
+    page = render_value_page(with_model)
+    assert "P(churn) by churn_toy version 7" in page
+    assert f"{len(rest):,} customers it did not score" in page
+
+
+def test_risk_from_the_registered_churn_champion(synthetic_pipeline, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from patron.cli import mount
+
+    state = synthetic_pipeline["state"]
+    model = synthetic_pipeline["cfg"].registered_model
+    root = Path(__file__).resolve().parents[2]
+    job = yaml.safe_load((root / "experiments" / "value" / "synthetic.yaml").read_text())
+    config = tmp_path / "value_risk.yaml"
+    config.write_text(yaml.safe_dump({**job, "risk": {"model": model}}))
+    home = ["--home", str(state.home)]
+    runner = CliRunner()
+    out = runner.invoke(mount(), ["value", "-c", str(config), "--no-segment-report", *home])
+    assert out.exit_code == 0, out.output
+    meta = json.loads(
+        next((state.home / "value" / "synthetic").glob("as_of=*/value_meta.json")).read_text()
+    )
+    risk = meta["facts"]["risk"]
+    assert risk["source"] == "model" and risk["model"] == model and risk["version"]
+    assert risk["customers_scored"] > 0.9 * meta["totals"]["customers"]
+    # a model that is not registered: one line naming the key, nothing logged
+    client = MlflowClient(state.tracking_uri)
+    experiment = client.get_experiment_by_name("value")
+    assert experiment is not None
+    runs = len(client.search_runs([experiment.experiment_id]))
+    config.write_text(yaml.safe_dump({**job, "risk": {"model": "no_such_model"}}))
+    bad = runner.invoke(mount(), ["value", "-c", str(config), "--no-segment-report", *home])
+    assert bad.exit_code != 0
+    assert str(bad.exception).startswith("risk.model: no registered model no_such_model@champion")
+    assert len(client.search_runs([experiment.experiment_id])) == runs
