@@ -129,7 +129,7 @@ _CTYPE = {"double": "DOUBLE", "integer": "BIGINT", "string": "VARCHAR"}
 def orders_before_sql(transactions: str, as_of: date) -> str:
     """Customers with an order (an order id with a non-return line) dated on or before T."""
     return f"""SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id FROM {transactions}
-    WHERE CAST(ts AS DATE) <= {sql_date(as_of)}
+    WHERE CAST(ts AS DATE) <= {sql_date(as_of)} AND customer_id IS NOT NULL
       AND NOT (coalesce(is_return, FALSE) OR amount < 0)"""
 
 
@@ -169,8 +169,8 @@ def prospects_sql(
 )""")
         known.append("SELECT person_id AS customer_id FROM customers_seen")
     ctes.append(f"""population AS (
-    SELECT DISTINCT customer_id FROM ({" UNION ALL ".join(known)}) k
-    WHERE customer_id NOT IN (SELECT customer_id FROM buyers)
+    SELECT DISTINCT k.customer_id FROM ({" UNION ALL ".join(known)}) k
+    ANTI JOIN buyers b ON k.customer_id = b.customer_id
 )""")
     cols = ["p.customer_id"]
     joins = ""

@@ -19,6 +19,7 @@ BUILTIN: dict[str, str] = {
     "clv": "training.families.clv",
     "nbo": "training.families.nbo",
     "uplift": "training.families.uplift",
+    "first_purchase": "training.families.first_purchase",
 }
 
 _REGISTRY: dict[str, Family] = {}
