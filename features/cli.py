@@ -270,6 +270,8 @@ def _ingest(cfg: Any, state: Any) -> Any:
         "read = accepted + quarantined holds for every table; quarantined rows are in "
         f"{state.quarantine(cfg.name)}"
     )
+    if report.identity is not None:
+        console.print(identity_line(report.identity))
     if failed is not None:
         bad = [name for name, t in report.tables.items() if t.failed]
         console.print(
@@ -459,6 +461,18 @@ def report_segments(
         state, name, resolve_as_of(state, name, as_of, "--as-of"), previous, cfg, out
     )
     console.print(f"segment report written to [bold]{path}[/bold]")
+
+
+def identity_line(identity: dict[str, Any]) -> str:
+    """What the dataset's ``identity`` option did at ingest, in one line (counts only)."""
+    if "skipped" in identity:
+        return f"duplicates not resolved: {identity['skipped']}"
+    rules = ", ".join(f"{r} {n:,}" for r, n in identity["merged_by_rule"].items()) or "none"
+    return (
+        f"duplicates resolved ({identity['merge_map']} merge map): {identity['records']:,} "
+        f"records -> {identity['persons']:,} persons ({identity['merged_records']:,} merged: "
+        f"{rules}); re-keyed {', '.join(identity['tables'])}; map: identity_map.parquet"
+    )
 
 
 @customers_app.command("link")

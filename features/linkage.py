@@ -804,61 +804,63 @@ def consent_column(name: str) -> bool:
 
 def _consent_values(values: pd.Series) -> pd.Series:
     """A consent column as True (an explicit yes), False (an explicit no) or NA (unknown)."""
-
-    def one(v: object) -> object:
-        if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
-            return pd.NA
-        if isinstance(v, (bool, np.bool_)):
-            return bool(v)
-        text = str(v).strip().lower()
-        if text in _YES:
-            return True
-        if text in _NO:
-            return False
-        return pd.NA
-
-    return pd.Series([one(v) for v in values], index=values.index, dtype="boolean")
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("boolean")
+    text = values.astype("string").str.strip().str.lower()
+    flags = text.map({**dict.fromkeys(_YES, True), **dict.fromkeys(_NO, False)})
+    return flags.astype("boolean")
 
 
-def combine_customers(customers: pd.DataFrame, merge_map: pd.DataFrame) -> pd.DataFrame:
-    """One customers row per master id (the rule of docs/customer_processing.md, section 7):
-    consent columns (``consent*``) the most restrictive of the records — False when any record
-    says no, unknown when any is unknown, True only when every record says yes, so a merge never
-    widens consent; ``signup_date`` the earliest; every other column the first value present in
-    master order (the master record, then the others by signup date, then id). Records absent
-    from the map stay as they are. Column order is kept."""
-    master_of = merge_map.set_index(merge_map["customer_id"].astype(str))["master_id"].astype(str)
-    df = customers.copy()
-    ids = df["customer_id"].astype(str)
-    master = ids.map(master_of).fillna(ids)
+def _combine_records(records: pd.DataFrame, master: pd.Series) -> pd.DataFrame:
+    """The rows of records that share a master, one row per master (``combine_customers``)."""
+    ids = records["customer_id"].astype(str)
     signup = (
-        pd.to_datetime(df["signup_date"], errors="coerce")
-        if "signup_date" in df.columns
-        else pd.Series(pd.NaT, index=df.index)
+        pd.to_datetime(records["signup_date"], errors="coerce")
+        if "signup_date" in records.columns
+        else pd.Series(pd.NaT, index=records.index)
     )
     order = pd.DataFrame(
-        {
-            "master": master,
-            "not_master": ids != master,
-            "signup": signup,
-            "id_key": _id_order(ids),
-        }
+        {"master": master, "not_master": ids != master, "signup": signup, "id_key": _id_order(ids)}
     ).sort_values(["master", "not_master", "signup", "id_key"], na_position="last", kind="stable")
-    df = df.loc[order.index]
+    df = records.loc[order.index]
     groups = order["master"].to_numpy(dtype=object)
     columns = [c for c in df.columns if c != "customer_id"]
     out = df[columns].groupby(groups, sort=False).first()
     for c in columns:
         if consent_column(c):
-            flag = _consent_values(df[c])
+            flag = df[c]
             no = flag.eq(False).fillna(False).groupby(groups, sort=False).any()
             unknown = flag.isna().groupby(groups, sort=False).any()
             combined = pd.Series(True, index=no.index, dtype="boolean").mask(unknown)
-            combined = combined.mask(no, False)
-            out[c] = combined.reindex(out.index)
+            out[c] = combined.mask(no, False).reindex(out.index)
         elif c == "signup_date":
             out[c] = df[c].groupby(groups, sort=False).min().reindex(out.index)
     out.insert(0, "customer_id", out.index.astype(str))
+    return out.reset_index(drop=True)
+
+
+def combine_customers(customers: pd.DataFrame, merge_map: pd.DataFrame) -> pd.DataFrame:
+    """One customers row per master id (the rule of docs/customer_processing.md, section 7):
+    consent columns (``consent*``, read as yes / no / unknown) the most restrictive of the
+    records — no when any record says no, unknown when any is unknown, yes only when every
+    record says yes, so a merge never widens consent; ``signup_date`` the earliest; every other
+    column the first value present in master order (the master record, then the others by
+    signup date, then id). Records absent from the map stay as they are. Each person takes the
+    place of their first record; columns keep their order, consent columns come out boolean."""
+    master_of = merge_map.set_index(merge_map["customer_id"].astype(str))["master_id"].astype(str)
+    df = customers.copy()
+    for c in df.columns:
+        if consent_column(c):
+            df[c] = _consent_values(df[c])
+    ids = df["customer_id"].astype(str)
+    df["customer_id"] = ids
+    master = ids.map(master_of).fillna(ids)
+    shared = master.duplicated(keep=False).to_numpy()
+    if not shared.any():
+        return df
+    place = pd.Series(np.arange(len(df)), index=df.index).groupby(master).min()
+    out = pd.concat([df[~shared], _combine_records(df[shared], master[shared])])
+    out = out.iloc[np.argsort(out["customer_id"].map(place).to_numpy(), kind="stable")]
     return out.reset_index(drop=True)[list(customers.columns)]
 
 

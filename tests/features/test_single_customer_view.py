@@ -431,3 +431,17 @@ def test_the_household_policy_reads_the_served_base_household_id(resolved):
         campaign, customers.drop(columns="household_id"), UpliftEstimate(np.array(uplift))
     )
     assert bool(alone.customers.set_index("customer_id").loc["103", "selected"])
+
+
+def test_the_cli_ingest_says_what_was_resolved(tmp_path, monkeypatch, capsys):
+    from patron.cli import main
+
+    path = _dataset(tmp_path, True, {"resolve_duplicates": True})
+    monkeypatch.setattr("sys.argv", ["patron", "ingest", "-d", str(path), "--home", str(tmp_path)])
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "4 records -> 3 persons (1 merged: email 1)" in out
+    assert "ann.smith" not in out  # counts only, no values
