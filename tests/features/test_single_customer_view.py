@@ -19,8 +19,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from features.build import snapshot_sql, write_customer_links, write_snapshot
+from features.build import (
+    snapshot_sql,
+    transactions_source,
+    write_customer_links,
+    write_snapshot,
+)
 from features.definitions import feature_set
+from features.engine import churn_label_sql
 from features.linkage import (
     SOURCE_ID,
     applied_merge_map,
@@ -208,6 +214,14 @@ def test_a_split_person_is_featured_once_with_the_unsplit_features(resolved, uns
     assert person["visits_count_90d"] == 2 and person["contacts_count_total"] == 3
     assert person["country"] == "GB"  # the master record's, not the duplicate's
     assert person["household_customers_count"] == 2  # Ann and Bob: persons, not records
+    # labels too: churn at T over 90 days, as the training families compute them
+    labels = [
+        duckdb.connect()
+        .execute(churn_label_sql(transactions_source(s, "scv"), date(2024, 3, 31), 90, 365))
+        .df()
+        for s in (state, unsplit)
+    ]
+    pd.testing.assert_frame_equal(labels[0], labels[1])
     assert report.identity["merged_records"] == 1
     assert report.identity["merged_by_rule"] == {"email": 1}
     assert report.identity["customers"] == {"records": 4, "persons": 3}
@@ -383,6 +397,7 @@ def test_the_served_base_carries_the_household_id(resolved):
     write_snapshot(duckdb.connect(), state, "scv", FS, T)
     base = load_base(state, "scv", FS.key)
     assert base.size == 3
+    assert base.positions([PERSON, DUPLICATE]).tolist()[1] == -1  # scored once, as the master
     households = dict(zip(base.features.index, base.household_id, strict=True))
     assert households[PERSON] == households["103"] != households["200"]
     assert bool(base.consent["email"][base.positions([PERSON])[0]]) is False
