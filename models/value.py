@@ -172,6 +172,34 @@ def _per_year(value: float | Sequence[float], years: int, name: str) -> np.ndarr
     return arr
 
 
+def served_value_accounting(cfg: ValueConfig, horizon_days: int) -> dict[str, Any]:
+    """What a served value model records to turn its predicted revenue over ``horizon_days``
+    into gross profit and its present value (``served_value_terms`` reads it back). The served
+    features carry no category mix, so the margin is the global one."""
+    return {
+        "margin": cfg.margin.default,
+        "margin_basis": "global"
+        + (
+            " (per-category margins are not applied to served values)"
+            if cfg.margin.by_category
+            else ""
+        ),
+        "annual_discount_rate": cfg.annual_discount_rate,
+        "horizon_days": int(horizon_days),
+    }
+
+
+def served_value_terms(info: Any) -> tuple[float, float] | None:
+    """(margin, discount factor) of a served value model from its recorded accounting, or None
+    when it records none (a model trained before it did: its value stays revenue only). The
+    horizon's profit is discounted once, at the horizon's end: 1 / (1 + d)^(days / 365.25)."""
+    accounting = info.get("value_accounting") if isinstance(info, dict) else None
+    if not accounting:
+        return None
+    rate, days = float(accounting["annual_discount_rate"]), float(accounting["horizon_days"])
+    return float(accounting["margin"]), 1.0 / (1.0 + rate) ** (days / DAYS_PER_YEAR)
+
+
 def cohort_value_table(
     customers: float,
     retention_rate: float | Sequence[float],

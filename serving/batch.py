@@ -72,6 +72,8 @@ def customer_columns(reasons: bool = True) -> list[str]:
         "score",
         "probability",
         "value",
+        "gross_profit",
+        "npv",
         "percentile",
         "decile",
         *(f"segment_{k}" for k in SEGMENT_FIELDS),
@@ -201,11 +203,18 @@ def score_frame(
     _, percentile, decile = rank_stats(scores)
     output = score_output(meta, python_model)
     nan = np.full(n, np.nan)
+    terms = None
+    if output == "value":
+        from models.value import served_value_terms
+
+        terms = served_value_terms(getattr(python_model, "info", None))
     columns: dict[str, Any] = {
         "customer_id": base.features.index.to_numpy(dtype=object),
         "score": scores,
         "probability": scores if output == "probability" else nan,
         "value": scores if output == "value" else nan,
+        "gross_profit": nan if terms is None else scores * terms[0],
+        "npv": nan if terms is None else scores * terms[0] * terms[1],
         "percentile": percentile.astype(np.float64),
         "decile": decile.astype(np.int64),
         **_segment_columns(base),

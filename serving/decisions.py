@@ -320,12 +320,20 @@ def customer_values(
             f"model {value_model!r} is not a served value model; served value models: {values}",
         )
     cv = np.nan_to_num(_aligned(served.scores, served.base, base), nan=0.0)
+    # a response keeps the customer's margin, not their revenue: the model's recorded accounting
+    # (gross profit over its horizon, discounted); a model recording none gives revenue, said so
+    terms = served.value_terms if isinstance(served, ScoreModel) else None
+    if terms is not None:
+        cv = cv * terms[0] * terms[1]
     used = {
         "offer_id": ",".join(o.id for o in campaign.offers if o.value_source == "customer_value"),
         "model": value_model,
         "registered_model": served.meta.registered_model,
         "version": served.meta.version,
         "estimate": "customer_value",
+        "basis": "present value of the expected gross profit over the model's horizon"
+        if terms is not None
+        else "expected revenue over the model's horizon (the model records no margin)",
     }
     return cv, [used]
 
@@ -349,6 +357,9 @@ def planner_customers(
     offers' eligibility and segments name (segments, snapshot features, customers table)."""
     ids = base.features.index
     frame: dict[str, Any] = {"customer_id": ids.to_numpy(dtype=object)}
+    household = getattr(base, "household_id", None)
+    if household is not None:  # the served base's households: the household policy reads them
+        frame["household_id"] = np.asarray(household, dtype=object)
     table_path = dirs.data(base.dataset) / "customers.parquet"
     table: pd.DataFrame | None = None
 

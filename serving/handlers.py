@@ -55,12 +55,15 @@ def score_records(
     segments = _segment_records(served.base, positions)
     reasons = served.reasons(positions) if with_reasons else [[] for _ in range(len(positions))]
     prob, value = served.output == "probability", served.output == "value"
+    terms = served.value_terms
     return [
         {
             "customer_id": cid,
             "score": s,
             "probability": s if prob else None,
             "value": s if value else None,
+            "gross_profit": None if terms is None else s * terms[0],
+            "npv": None if terms is None else s * terms[0] * terms[1],
             "percentile": p,
             "decile": d,
             "segment": seg,

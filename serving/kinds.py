@@ -259,6 +259,16 @@ class ScoreModel:
         """What a 1 of the model's label means, as recorded with it (``recorded_label_meaning``)."""
         return recorded_label_meaning(self.model)
 
+    @property
+    def value_terms(self) -> tuple[float, float] | None:
+        """(margin, discount factor) turning a value model's predicted revenue into gross profit
+        and its present value, as the model recorded them; None for other models."""
+        if self.output != "value":
+            return None
+        from models.value import served_value_terms
+
+        return served_value_terms(getattr(self.model, "info", None))
+
     def campaign_scores(self, offer_id: str | None = None) -> tuple[np.ndarray, str]:
         """Per base customer what a campaign ranks on: P(response), or the uplift of a contact."""
         if self.output == "value":

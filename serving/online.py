@@ -242,6 +242,7 @@ def records_from_frame(frame: Any, with_reasons: bool = True) -> Iterator[tuple[
     segment_cols = [c for c in frame.columns if c.startswith("segment_")]
     reason_ids = sorted({int(c.split("_")[1]) for c in frame.columns if c.startswith("reason_")})
     columns = ["customer_id", "score", "probability", "value", "percentile", "decile"]
+    money = [c for c in ("gross_profit", "npv") if c in frame.columns]
 
     def clean(v: Any) -> Any:
         if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -249,7 +250,7 @@ def records_from_frame(frame: Any, with_reasons: bool = True) -> Iterator[tuple[
         return v.item() if hasattr(v, "item") else v
 
     rows = frame[
-        columns + segment_cols + [c for c in frame.columns if c.startswith("reason_")]
+        columns + money + segment_cols + [c for c in frame.columns if c.startswith("reason_")]
     ].to_dict("records")
     for row in rows:
         segment = {c.removeprefix("segment_"): clean(row[c]) for c in segment_cols}
@@ -271,6 +272,8 @@ def records_from_frame(frame: Any, with_reasons: bool = True) -> Iterator[tuple[
             "score": clean(row["score"]),
             "probability": clean(row["probability"]),
             "value": clean(row["value"]),
+            "gross_profit": clean(row.get("gross_profit")),
+            "npv": clean(row.get("npv")),
             "percentile": clean(row["percentile"]),
             "decile": int(row["decile"]),
             "segment": segment if any(v is not None for v in segment.values()) else None,

@@ -113,6 +113,18 @@ class CustomerScore(BaseModel):
     value: float | None = Field(
         None, description="predicted value (value models such as CLV)", examples=[None]
     )
+    gross_profit: float | None = Field(
+        None,
+        description="value models: the predicted revenue over the model's horizon times the "
+        "margin the model records (global; else null)",
+        examples=[None],
+    )
+    npv: float | None = Field(
+        None,
+        description="value models: that gross profit discounted to the snapshot date at the "
+        "recorded annual rate, once at the horizon's end (else null)",
+        examples=[None],
+    )
     percentile: float = Field(
         ge=0.0,
         le=100.0,
@@ -722,6 +734,11 @@ class PlanInput(BaseModel):
     registered_model: str
     version: str
     estimate: Literal["uplift", "churn_probability", "response_probability", "customer_value"]
+    basis: str | None = Field(
+        None,
+        description="what the estimate is, when a word is not enough (customer_value: present "
+        "value of the expected gross profit, or revenue when the model records no margin)",
+    )
 
 
 class PlanCheck(BaseModel):

@@ -23,6 +23,8 @@ from models.value import (
     probability_alive_after,
     purchases_if_alive,
     retention_economics,
+    served_value_accounting,
+    served_value_terms,
     value_by_group,
     value_risk_grid,
 )
@@ -281,3 +283,14 @@ def test_each_bad_config_value_is_one_line_naming_its_key(data: dict, key: str) 
     text = config_error_lines(info.value, "value.yaml")
     assert len(text.splitlines()) == 1
     assert text.startswith("value.yaml: ") and key in text
+
+
+def test_served_value_accounting_reads_back_as_margin_and_horizon_discount() -> None:
+    cfg = ValueConfig(
+        margin={"default": 0.25, "by_category": {"toys": 0.5}}, annual_discount_rate=0.2
+    )
+    recorded = served_value_accounting(cfg, 365)
+    assert recorded["margin"] == 0.25 and "not applied" in recorded["margin_basis"]
+    margin, factor = served_value_terms({"value_accounting": recorded})
+    assert margin == 0.25 and factor == pytest.approx(1 / 1.2 ** (365 / 365.25))
+    assert served_value_terms({"dataset": "x"}) is None and served_value_terms(None) is None

@@ -19,9 +19,9 @@ import pytest
 from models.decisions import ChurnProbability, ResponseProbability
 from models.decisions.campaign import parse_campaign
 from models.pyfunc import ScoringModel
-from serving.decisions import offer_estimate, plan_request
+from serving.decisions import customer_values, offer_estimate, plan_request
 from serving.errors import RequestError
-from serving.handlers import target_customers
+from serving.handlers import score_records, target_customers
 from serving.kinds import ScoreModel, campaign_score_kind, rank_stats
 from serving.state import ServingState
 from tests.serving.conftest import NON_CAUSAL
@@ -216,3 +216,61 @@ def test_a_labelled_churn_model_is_a_churn_probability_on_both_routes(served_pip
     plan = plan_request(state, dirs, campaign=campaign("attrition", NON_CAUSAL), max_rows=5)
     assert plan["inputs"][0]["estimate"] == "churn_probability"
     assert plan["summary"]["incremental"] is False and plan["check"]["adds_up"]
+
+
+# --------------------------------------------------------------------------- value models
+
+ACCOUNTING = {"margin": 0.3, "annual_discount_rate": 0.1, "horizon_days": 180}
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_a_value_models_revenue_becomes_gross_profit_and_its_present_value(recorded):
+    """/score and the plan read a CLV model's predicted revenue through the accounting it
+    recorded (margin, rate, horizon); a model recording none stays revenue, said so."""
+    base = small_base("shop")
+    base.segment_arrays = None  # no segments: the records say null
+    info = {"dataset": "shop", **({"value_accounting": ACCOUNTING} if recorded else {})}
+    clv = served("clv", "clv", info, base, output="value")
+    records = score_records(clv, np.arange(len(clv.scores)), with_reasons=False)
+    factor = 1.0 / 1.1 ** (180 / 365.25)
+    values = np.array([r["value"] for r in records])
+    assert np.allclose(values, clv.scores)
+    if recorded:
+        assert np.allclose([r["gross_profit"] for r in records], 0.3 * values)
+        assert np.allclose([r["npv"] for r in records], 0.3 * factor * values)
+    else:
+        assert all(r["gross_profit"] is None and r["npv"] is None for r in records)
+    churn = served("churn", "churn", {"dataset": "shop"}, base)
+    assert score_records(churn, np.arange(2), with_reasons=False)[0]["npv"] is None
+    offer = {"id": "keep", "kind": "retention", "value_source": "customer_value", "model": "churn"}
+    plan = parse_campaign(
+        {
+            "campaign_id": "value-1",
+            "offers": [offer],
+            "channels": [{"name": "email", "cost_per_contact": 0.2}],
+        }
+    )
+    cv, used = customer_values(state_of(churn=churn, clv=clv), plan, None, base)
+    assert cv is not None
+    expected = clv.scores * (0.3 * factor if recorded else 1.0)
+    assert np.allclose(cv, expected)
+    assert used[0]["estimate"] == "customer_value"
+    assert ("gross profit" in used[0]["basis"]) == recorded
+
+
+def test_the_planner_reads_households_from_the_served_base(tmp_path):
+    """The served base's household ids (the single customer view's) reach the planner's
+    customers frame, where the one-contact-per-household policy reads them first."""
+    from features.store import StateDirs
+    from serving.decisions import planner_customers
+
+    base = small_base("shop", n=4)
+    base.consent = {"email": np.array([True, True, False, True])}
+    base.segments = None
+    base.household_id = np.array(["H1", "H1", None, "H2"], dtype=object)
+    plan = parse_campaign(campaign("churn"))
+    frame = planner_customers(base, plan, StateDirs.resolve(tmp_path), "campaign")
+    households = frame["household_id"].tolist()
+    assert households[:2] == ["H1", "H1"] and pd.isna(households[2]) and households[3] == "H2"
+    base.household_id = None
+    assert "household_id" not in planner_customers(base, plan, StateDirs.resolve(tmp_path), "c")

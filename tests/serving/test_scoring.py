@@ -287,7 +287,7 @@ def records_as_columns(records: list[dict]) -> pd.DataFrame:
                 row[f"reason_{i + 1}_{key}"] = reason.get(key)
         rows.append(row)
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    floats = ["score", "probability", "value", "percentile"]
+    floats = ["score", "probability", "value", "gross_profit", "npv", "percentile"]
     floats += [c for c in COLUMNS if c.endswith(("_value", "_contribution"))]
     return frame.astype(dict.fromkeys(floats, "float64"))
 

@@ -28,6 +28,7 @@ from models.value import (
     customer_value_summary,
     customer_value_table,
     fit_value_models,
+    served_value_accounting,
     value_by_group,
 )
 from training.config import CutoffExperiment
@@ -301,9 +302,12 @@ class CLV(Family):
         return fast if fast is not None else super().metric_of(cfg, trained, metric)
 
     def wrap(self, cfg: Any, frame: Frame, trained: Trained) -> Any:
-        return ScoringModel(
-            trained.model, trained.feature_names, self.name, None, served_info(frame)
-        )
+        # serving turns the predicted revenue into gross profit and its present value with it
+        info = {
+            **served_info(frame),
+            "value_accounting": served_value_accounting(cfg.value, cfg.horizon_days),
+        }
+        return ScoringModel(trained.model, trained.feature_names, self.name, None, info)
 
     def log_params(self, cfg: Any, frame: Frame, trained: Trained) -> dict[str, Any]:
         value = {
