@@ -169,7 +169,9 @@ def value_by_year_chart(overall: pd.DataFrame) -> Any:
     fig.add_scatter(
         x=years, y=overall["cumulative_npv"], name="cumulative NPV", mode="lines+markers"
     )
-    fig.update_layout(**_layout("Expected value of the base per year", "money"))
+    layout = _layout("Expected value of the base per year", "money")
+    layout["margin"] = {**layout["margin"], "t": 110}  # a two-row legend under the title
+    fig.update_layout(**layout)
     return fig
 
 
