@@ -25,7 +25,7 @@ mistakes). An arm with too few contacts (``min_contacts``) or no control is held
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -364,4 +364,76 @@ def read_targeted(
             continue
         labels = [name if a == name else None for a in g[rows]]
         out.extend(read_wave(labels, y[rows], {name: t}, level=level))
+    return out
+
+
+def read_population(
+    arm: str,
+    given: Sequence[str | None],
+    population: Any,
+    control: Any,
+    responded: Any,
+    terms: ArmTerms,
+    *,
+    key: str | None = None,
+    level: float = 0.9,
+) -> ArmReadout | None:
+    """``arm`` read **on a population**: the customers of ``population`` (a mask) who got it
+    against the control customers (``control``: the randomised hold-out) of the same
+    population. Customers of the population who got something else, or nothing without being
+    in the control group (held), do not enter. ``key`` names the read-out (default: the arm),
+    so reads of one arm on different populations pool apart. None when the population has no
+    contact of the arm or no control customer."""
+    g = np.array([a if a is not None else "" for a in given], dtype=object)
+    pop = np.asarray(population, dtype=bool)
+    ctrl = np.asarray(control, dtype=bool)
+    y = np.asarray(responded, dtype=float)
+    if not (g.shape == pop.shape == ctrl.shape == y.shape):
+        raise ValueError("given, population, control and responded: one value per customer")
+    contacts, controls = pop & (g == arm) & ~ctrl, pop & ctrl
+    if not contacts.any() or not controls.any():
+        return None
+    rows = contacts | controls
+    name = key or arm
+    labels = [name if c else None for c in contacts[rows]]
+    return read_wave(labels, y[rows], {name: terms}, level=level)[0]
+
+
+NO_ARM = -1
+
+
+def rollout_by_population(
+    plan: Any,
+    passed: Collection[int],
+    *,
+    read_on_everyone: Collection[int] = (),
+    fallback: Any = None,
+    fallback_passed: Collection[tuple[int, int]] = (),
+) -> np.ndarray:
+    """The arm each customer is rolled out (``NO_ARM``: held, not contacted), extending an arm
+    **only to customers of a population it was read on** and passed:
+
+    * ``plan``: per customer the plan's arm (``NO_ARM`` none); an arm of ``passed`` was read
+      and passed on its segment (the customers the plan gives it): those customers get it;
+    * ``fallback``: per customer the arm they would get when their plan arm did not pass (e.g.
+      their best passed arm); they get it only when it was read on everyone and passed
+      (``read_on_everyone``: an arm never tested before, whose test-cell share was random) or
+      was read and passed on exactly those customers — ``(fallback arm, plan arm)`` in
+      ``fallback_passed``: the customers whose plan arm is the second and fallback the first;
+    * everyone else is held: a dropped arm's customers get another arm only once that arm has
+      been read on them."""
+    p = np.asarray(plan, dtype=np.int64)
+    out = np.full(p.shape, NO_ARM, dtype=np.int64)
+    own = np.isin(p, list(passed)) & (p != NO_ARM)
+    out[own] = p[own]
+    if fallback is None:
+        return out
+    f = np.asarray(fallback, dtype=np.int64)
+    if f.shape != p.shape:
+        raise ValueError("plan and fallback: one arm per customer")
+    ok = np.isin(f, list(read_on_everyone)) & (f != NO_ARM)
+    for arm, planned in fallback_passed:
+        ok |= (f == arm) & (p == planned)
+    take = ~own & ok & (f != NO_ARM)
+    out[take] = f[take]
     return out

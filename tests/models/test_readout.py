@@ -111,3 +111,51 @@ def test_bad_inputs_are_named() -> None:
         read_wave(["z", None], np.array([1, 0]), TERMS)
     with pytest.raises(ValueError, match="responded"):
         read_wave(["a", None], np.array([2, 0]), TERMS)
+
+
+def test_a_population_read_excludes_held_customers_and_other_arms() -> None:
+    from models.decisions.readout import read_population
+
+    # population: the first 6; there 2 contacts of "a" (1 responder), 1 of "b", 1 held, 2
+    # controls (1 responder); outside it, contacts and controls that must not count
+    given = ["a", "a", "b", None, None, None, "a", None]
+    population = [1, 1, 1, 1, 1, 1, 0, 0]
+    control = [0, 0, 0, 0, 1, 1, 0, 1]  # the 4th: held (no contact, not a control)
+    y = [1, 0, 1, 1, 0, 1, 1, 1]
+    r = read_population("a", given, population, control, y, TERMS["a"], key="a for b")
+    assert r is not None and r.arm == "a for b"
+    assert (r.contacts, r.responders, r.control, r.control_responders) == (2, 1, 2, 1)
+    assert read_population("b", given, [0] * 8, control, y, TERMS["b"]) is None
+
+
+def test_the_rollout_gives_an_arm_only_to_customers_it_was_read_on() -> None:
+    from models.decisions.readout import NO_ARM, rollout_by_population
+
+    rng = np.random.default_rng(0)
+    n, arms = 2_000, 5
+    plan = rng.integers(-1, arms, n)
+    fallback = rng.integers(-1, arms, n)
+    passed = [0, 2]
+    everyone = [4]  # a never-tested arm read (and passed) on everyone
+    pairs = [(2, 1)]  # arm 2 read and passed on the customers whose plan is arm 1
+    out = rollout_by_population(
+        plan, passed, read_on_everyone=everyone, fallback=fallback, fallback_passed=pairs
+    )
+    own = np.isin(plan, passed)
+    assert (out[own] == plan[own]).all()  # a passed arm's segment gets it
+    for i in np.flatnonzero(out != NO_ARM):
+        # every arm given was read on this customer: its own segment, everyone, or the pair
+        assert (
+            (out[i] == plan[i] and plan[i] in passed)
+            or out[i] in everyone
+            or (int(out[i]), int(plan[i])) in pairs
+        )
+    # a dropped arm's customers whose best passed arm was not read on them are held
+    unread = ~own & (fallback == 0)
+    assert unread.any() and (out[unread] == NO_ARM).all()
+    # the never-tested arm that passed on everyone reaches the customers without a passed arm
+    new = ~own & (fallback == 4)
+    assert new.any() and (out[new] == 4).all()
+    # no fallback: only the segments of the passed arms
+    alone = rollout_by_population(plan, passed)
+    assert set(np.unique(alone[~own])) == {NO_ARM}
