@@ -54,13 +54,9 @@ from features.synthetic.config import (
     INTEREST_DAYS,
     LAMBDA_MEAN,
     LAMBDA_SHAPE,
-    LINES_BASE,
-    LINES_PER_SPEND,
     MU_MEAN,
     MU_SHAPE,
-    POPULARITY_SLOTS,
     PROSPECT_STREAM,
-    QTY_PER_SPEND,
     REGISTER_INTEREST,
     REGISTER_RATE,
     REGISTERED_LIFT,
@@ -73,8 +69,8 @@ from features.synthetic.config import (
     SyntheticConfig,
 )
 from features.synthetic.people import customers_tables
-from features.synthetic.purchases import Chunk, _churn_truth
-from features.synthetic.world import World, draw_categorical, draw_channels, draw_time_of_day
+from features.synthetic.purchases import Chunk, _churn_truth, draw_lines
+from features.synthetic.world import World, draw_channels, draw_time_of_day
 
 EVENT_COLUMNS = ("customer_id", "ts", "event_type")
 FIRST_PURCHASE_TRUTH_FILE = "truth_first_purchase.parquet"
@@ -277,14 +273,9 @@ def _converted_orders(
     order_cust, order_sec, order_channel = order_cust[perm], order_sec[perm], order_channel[perm]
     n_orders = order_cust.size
 
-    n_lines = 1 + rng.poisson(LINES_BASE + LINES_PER_SPEND * spend[order_cust])
-    line_order = np.repeat(np.arange(n_orders), n_lines)
-    line_cust = order_cust[line_order]
-    category = draw_categorical(rng, prefs, line_cust)
-    tier = draw_categorical(rng, tier_probs, line_cust)
-    slot = (rng.random(line_cust.size) * POPULARITY_SLOTS).astype(np.int64)
-    product = world.product_lookup[(3 * category + tier) * POPULARITY_SLOTS + slot]
-    qty = 1 + rng.poisson(QTY_PER_SPEND * spend[line_cust])
+    line_order, line_cust, _, product, qty = draw_lines(
+        rng, world, order_cust, spend, prefs, tier_probs
+    )
 
     truth = _churn_truth(
         world, churn_cutoff_days, cfg.horizon_days, order_cust, order_sec, death, lam, mu

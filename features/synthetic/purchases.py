@@ -183,14 +183,9 @@ def simulate_chunk(
     n_orders = order_cust.size
 
     # Lines: category from preferences, tier from spend, product by popularity, quantity.
-    n_lines = 1 + rng.poisson(LINES_BASE + LINES_PER_SPEND * spend[order_cust])
-    line_order = np.repeat(np.arange(n_orders), n_lines)
-    line_cust = order_cust[line_order]
-    category = draw_categorical(rng, prefs, line_cust)
-    tier = draw_categorical(rng, tier_probs, line_cust)
-    slot = (rng.random(line_cust.size) * POPULARITY_SLOTS).astype(np.int64)
-    product = world.product_lookup[(3 * category + tier) * POPULARITY_SLOTS + slot]
-    qty = 1 + rng.poisson(QTY_PER_SPEND * spend[line_cust])
+    line_order, line_cust, category, product, qty = draw_lines(
+        rng, world, order_cust, spend, prefs, tier_probs
+    )
 
     # Returns: one return time per order, each line returned with its category's probability.
     lo, hi = RETURN_DELAY_DAYS
@@ -230,6 +225,28 @@ def simulate_chunk(
         customers=customers,
         campaigns=campaigns,
     )
+
+
+def draw_lines(
+    rng: np.random.Generator,
+    world: World,
+    order_cust: np.ndarray,
+    spend: np.ndarray,
+    prefs: np.ndarray,
+    tier_probs: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The order lines of the orders of ``order_cust``: (order of each line, its customer,
+    category, product, quantity); the category from preferences, the tier from spend, the
+    product by popularity, the quantity from spend (drawn in that order)."""
+    n_lines = 1 + rng.poisson(LINES_BASE + LINES_PER_SPEND * spend[order_cust])
+    line_order = np.repeat(np.arange(order_cust.size), n_lines)
+    line_cust = order_cust[line_order]
+    category = draw_categorical(rng, prefs, line_cust)
+    tier = draw_categorical(rng, tier_probs, line_cust)
+    slot = (rng.random(line_cust.size) * POPULARITY_SLOTS).astype(np.int64)
+    product = world.product_lookup[(3 * category + tier) * POPULARITY_SLOTS + slot]
+    qty = 1 + rng.poisson(QTY_PER_SPEND * spend[line_cust])
+    return line_order, line_cust, category, product, qty
 
 
 def _churn_truth(
