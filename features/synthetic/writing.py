@@ -37,6 +37,7 @@ from features.synthetic.prospects import (
 )
 from features.synthetic.purchases import (
     TRUTH_SCHEMA,
+    Chunk,
     churn_truth_table,
     simulate_chunk,
     transactions_table,
@@ -118,6 +119,39 @@ def _config_record(cfg: SyntheticConfig) -> dict[str, object]:
     return record
 
 
+def _chunk_tables(
+    cfg: SyntheticConfig, world: World, chunk: Chunk, order_offset: int, id_width: int
+) -> tuple[dict[str, pa.Table], int]:
+    """A chunk's customers, duplicate and household truths and transactions, by file name,
+    and the count of dirty transaction rows written on purpose."""
+    transactions, dirty = transactions_table(cfg, world, chunk, order_offset, id_width)
+    names = ("customers.csv", "truth_duplicates.csv", "truth_households.csv")
+    tables = dict(zip(names, chunk.customers, strict=True))
+    tables["transactions.csv"] = transactions
+    return tables, dirty
+
+
+def _write_tables(
+    tables: dict[str, pa.Table], sinks: dict[str, _CsvSink], paths: dict[str, Path]
+) -> None:
+    """Append each table to its file's sink (opened with the first table's schema)."""
+    for name, table in tables.items():
+        if name not in sinks:
+            sinks[name] = _CsvSink(paths[name], table.schema)
+        sinks[name].write(table.cast(sinks[name].schema))
+
+
+def _write_churn_truth(
+    cfg: SyntheticConfig, chunk: Chunk, as_of: pa.Array, id_width: int, writer: pq.ParquetWriter
+) -> int:
+    """Write a chunk's churn truth rows; how many."""
+    if not chunk.truth_cust.size:
+        return 0
+    truth = churn_truth_table(cfg, chunk, as_of, id_width)
+    writer.write_table(truth)
+    return int(truth.num_rows)
+
+
 def generate(
     cfg: SyntheticConfig, out_dir: Path, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, int]:
@@ -169,17 +203,9 @@ def generate(
         for index, first in enumerate(range(0, cfg.n_customers, cfg.chunk_customers)):
             n = min(cfg.chunk_customers, cfg.n_customers - first)
             chunk = simulate_chunk(cfg, world, cutoff_days, index, first, n, id_width)
-            transactions, dirty = transactions_table(cfg, world, chunk, order_offset, id_width)
+            tables, dirty = _chunk_tables(cfg, world, chunk, order_offset, id_width)
             order_offset += chunk.n_orders
             n_dirty += dirty
-            tables = dict(
-                zip(
-                    ("customers.csv", "truth_duplicates.csv", "truth_households.csv"),
-                    chunk.customers,
-                    strict=True,
-                )
-            )
-            tables["transactions.csv"] = transactions
             if uplift_writer is not None and chunk.campaigns is not None:
                 history, truth_up, truth_arms = campaign_tables(
                     cfg, chunk.campaigns, first, id_width
@@ -190,14 +216,8 @@ def generate(
                 if arm_writer is not None and truth_arms is not None:
                     arm_writer.write_table(truth_arms)
                     arm_rows += truth_arms.num_rows
-            for name, table in tables.items():
-                if name not in sinks:
-                    sinks[name] = _CsvSink(paths[name], table.schema)
-                sinks[name].write(table)
-            if chunk.truth_cust.size:
-                truth = churn_truth_table(cfg, chunk, as_of, id_width)
-                truth_writer.write_table(truth)
-                truth_rows += truth.num_rows
+            _write_tables(tables, sinks, paths)
+            truth_rows += _write_churn_truth(cfg, chunk, as_of, id_width, truth_writer)
             if progress is not None:
                 progress(first + n, total)
         if cfg.prospects is not None:
@@ -209,26 +229,12 @@ def generate(
                 n = min(cfg.chunk_customers, cfg.n_prospects - first)
                 pros = simulate_prospects(cfg, world, cutoff_days, index, first, n, id_width)
                 chunk = pros.chunk
-                transactions, dirty = transactions_table(cfg, world, chunk, order_offset, id_width)
+                tables, dirty = _chunk_tables(cfg, world, chunk, order_offset, id_width)
                 order_offset += chunk.n_orders
                 n_dirty += dirty
-                tables = dict(
-                    zip(
-                        ("customers.csv", "truth_duplicates.csv", "truth_households.csv"),
-                        chunk.customers,
-                        strict=True,
-                    )
-                )
-                tables["transactions.csv"] = transactions
                 tables["events.csv"] = pros.events
-                for name, table in tables.items():
-                    if name not in sinks:
-                        sinks[name] = _CsvSink(paths[name], table.schema)
-                    sinks[name].write(table.cast(sinks[name].schema))
-                if chunk.truth_cust.size:
-                    truth = churn_truth_table(cfg, chunk, as_of, id_width)
-                    truth_writer.write_table(truth)
-                    truth_rows += truth.num_rows
+                _write_tables(tables, sinks, paths)
+                truth_rows += _write_churn_truth(cfg, chunk, as_of, id_width, truth_writer)
                 fp_writer.write_table(pros.first_purchase_truth)
                 fp_rows += pros.first_purchase_truth.num_rows
                 if progress is not None:
