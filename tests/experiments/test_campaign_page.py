@@ -134,6 +134,7 @@ def _readout() -> dict[str, Any]:
                 0.3574,
                 0.1859714,
                 [0.1237, 0.2468],
+                expected=0.30,  # outside the measured interval: what "contradicts" means
                 contradicts=True,
                 declined={"price": [0.21, 0.02], "did not fit": [0.05, 0.01]},
             ),
@@ -268,7 +269,7 @@ def test_page_with_the_read_out_and_the_gate(pages) -> None:
     assert "contradicts the model" in text
     # a rate as a percentage, a difference in percentage points with its interval
     assert "35.7 %" in text and "0.3574" not in text
-    assert "+18.6 pp" in text and "+12.4 to +24.7 pp" in text and "+17.2 pp" in text
+    assert "+18.6 pp" in text and "+12.4 to +24.7 pp" in text and "+30.0 pp" in text
     assert "+13.72" in text and "+11.24 to +16.19" in text
     # declines by reason against control
     assert "price" in text and "21.0 %" in text and "2.0 %" in text and "+19.0 pp" in text
