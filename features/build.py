@@ -23,6 +23,7 @@ from features.definitions import (
 )
 from features.engine import SqlRunner, churn_label_sql, features_sql, referenced_columns
 from features.offers import customer_profile_sql, profile_frame
+from features.prospects import is_prospect_set, prospects_sql
 from features.sql import parquet_relation, sql_date, sql_literal
 from features.store import StateDirs, atomic_path
 
@@ -285,9 +286,31 @@ def write_snapshot(
 
 def snapshot_sql(state: StateDirs, dataset: str, fs: FeatureSet, as_of: date) -> str:
     """The SQL (DuckDB dialect) of a dataset's feature snapshot at ``as_of``: the ingested tables,
-    customer attributes as of the cutoff when the customers table has history."""
+    customer attributes as of the cutoff when the customers table has history. A prospects set
+    (``prospects_v1``) is computed over the prospects at ``as_of`` (``prospects_sql``: known by
+    then, no order yet), the engine's sets over the buyers."""
     source = transactions_source(state, dataset)
+    if is_prospect_set(fs):
+        return prospects_snapshot_sql(state, dataset, fs, as_of)
     return features_sql(source, as_of, fs, **attribute_plan(state, dataset, fs).relations(as_of))
+
+
+def prospects_snapshot_sql(state: StateDirs, dataset: str, fs: FeatureSet, as_of: date) -> str:
+    """``features.prospects.prospects_sql`` over a dataset's ingested events and customers (either
+    may be missing: its features are then NULL or their default), the customers table as of
+    ``as_of`` when it carries history."""
+    catalog = Catalog(state, dataset)
+    events = catalog.relation_or_none("events")
+    customers = catalog.relation_or_none("customers")
+    if events is None and customers is None:
+        raise ValueError(
+            f"feature set {fs.name!r} of dataset {dataset!r}: prospects are known from an events "
+            "or a customers table, and the dataset has neither"
+        )
+    if customers is not None:
+        customers = customers_as_of_sql(customers, customers_history(customers), as_of)
+    source = transactions_source(state, dataset)
+    return prospects_sql(as_of, source, fs, events=events, customers=customers)
 
 
 def write_feature_set_spec(snapshot: Path, fs: FeatureSet) -> None:

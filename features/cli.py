@@ -370,17 +370,25 @@ def features(
     ] = False,
     horizon_days: Annotated[int, typer.Option(min=1, help="churn label horizon")] = 90,
     lookback_days: Annotated[int, typer.Option(min=1, help="churn label lookback")] = 365,
+    attribute: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a customers column of prospects_v1 (repeat for several; default age_band): "
+            "the first-purchase experiment's attributes"
+        ),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Write the point-in-time feature snapshot of a dataset at a cutoff (and its churn labels),
-    on the dataset's engine (``engine:`` in its YAML: duckdb or spark)."""
+    on the dataset's engine (``engine:`` in its YAML: duckdb or spark). ``prospects_v1`` is
+    written over the prospects (people with no order by the cutoff)."""
     from features.definitions import feature_set as released
     from features.sources import load_dataset
 
     state = state_of(home)
     cfg = load_dataset(dataset)
     cutoff = parse_date(as_of, "--as-of")  # checked against the data by write_features_at
-    fs = released(feature_set)
+    fs = released(feature_set, attributes=attribute or None)
     churn = (horizon_days, lookback_days) if churn_labels else None
     engine = cfg.engine.describe()
     with progress_bar() as progress:

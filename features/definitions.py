@@ -934,6 +934,10 @@ def category_share_features(
 
 # --------------------------------------------------------------------------- feature sets
 
+#: The prospects' feature set (``features.prospects``) and its default customers attributes.
+PROSPECT_SET = "prospects_v1"
+DEFAULT_PROSPECT_ATTRIBUTES: tuple[str, ...] = ("age_band",)
+
 
 @dataclass(frozen=True)
 class FeatureSet:
@@ -943,11 +947,17 @@ class FeatureSet:
     features: tuple[Feature, ...]
     description: str = ""
     rfm: RFMPointsConfig | None = None  # the RFM settings it was built with (None: default)
+    # the customers columns of a prospects set (``features.prospects``; None: not one)
+    attributes: tuple[str, ...] | None = None
 
     @property
     def key(self) -> str:
         """The name that pins the whole definition: the released name with default settings,
-        ``<name>@rfm-<digest>`` with custom RFM settings (snapshots and models use this)."""
+        ``<name>@rfm-<digest>`` with custom RFM settings, ``<name>@attrs-<digest>`` for a
+        prospects set with other attributes than ``age_band`` (snapshots and models use this)."""
+        if self.attributes is not None and self.attributes != DEFAULT_PROSPECT_ATTRIBUTES:
+            blob = json.dumps(list(self.attributes))
+            return f"{self.name}@attrs-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
         if self.rfm is None or self.rfm == RFMPointsConfig():
             return self.name
         blob = json.dumps(self.rfm.model_dump(mode="json"), sort_keys=True)
@@ -967,6 +977,7 @@ class FeatureSet:
             "key": self.key,
             "rfm": self.rfm.model_dump(mode="json") if custom and self.rfm else None,
             "fingerprint": self.fingerprint,
+            **({} if self.attributes is None else {"attributes": list(self.attributes)}),
         }
 
     @property
@@ -1084,13 +1095,29 @@ def _definition(f: Feature) -> tuple[object, ...]:
     return (f.name, f.level, f.sql, f.dtype, f.window_days, f.default)
 
 
-def feature_set(name: str, rfm: RFMPointsConfig | None = None) -> FeatureSet:
-    """Look up a released feature set by name; ``a+b`` combines released sets in that order."""
+def feature_set(
+    name: str, rfm: RFMPointsConfig | None = None, attributes: Sequence[str] | None = None
+) -> FeatureSet:
+    """Look up a released feature set by name; ``a+b`` combines released sets in that order.
+    ``prospects_v1`` (``features.prospects``, over people with no order yet) stands alone and
+    takes its customers ``attributes`` (None: ``age_band``); no other set takes attributes."""
     if "@" in name:
         raise KeyError(
             f"feature set {name!r} is a key with custom settings; rebuild it from its spec "
             "(the snapshot's feature_set.json or the model's info), not by name"
         )
+    if PROSPECT_SET in name.split("+"):
+        if name != PROSPECT_SET:
+            raise ValueError(
+                f"feature set {name!r}: {PROSPECT_SET} is computed over prospects (no order "
+                "yet) and combines with no set computed over buyers"
+            )
+        from features.prospects import prospect_feature_set
+
+        chosen = DEFAULT_PROSPECT_ATTRIBUTES if attributes is None else tuple(attributes)
+        return prospect_feature_set(chosen)
+    if attributes is not None:
+        raise ValueError(f"feature set {name!r} takes no attributes (only {PROSPECT_SET} does)")
     fs = _lookup(name, rfm or RFMPointsConfig())
     return replace(fs, rfm=rfm) if rfm is not None and rfm != RFMPointsConfig() else fs
 
@@ -1098,7 +1125,10 @@ def feature_set(name: str, rfm: RFMPointsConfig | None = None) -> FeatureSet:
 def feature_set_from_spec(spec: Mapping[str, Any]) -> FeatureSet:
     """Rebuild a feature set from ``FeatureSet.spec()``; refuses a definition that changed."""
     rfm = RFMPointsConfig.model_validate(spec["rfm"]) if spec.get("rfm") else None
-    fs = feature_set(str(spec["name"]), rfm)
+    attributes = spec.get("attributes")
+    fs = feature_set(
+        str(spec["name"]), rfm, None if attributes is None else [str(a) for a in attributes]
+    )
     wanted = spec.get("fingerprint")
     if wanted and fs.fingerprint != wanted:
         raise ValueError(

@@ -16,10 +16,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date
 
-from features.definitions import Feature, FeatureSet
+from features.definitions import (
+    DEFAULT_PROSPECT_ATTRIBUTES,
+    PROSPECT_SET,
+    Feature,
+    FeatureSet,
+)
 from features.sql import sql_date
 
-PROSPECT_SET = "prospects_v1"
+__all__ = [
+    "PROSPECT_SET",
+    "is_prospect_set",
+    "orders_before_sql",
+    "prospect_feature_set",
+    "prospect_features",
+    "prospects_sql",
+]
 
 
 def _visits(window: int | None) -> Feature:
@@ -37,7 +49,7 @@ def _visits(window: int | None) -> Feature:
     )
 
 
-def prospect_features(attributes: Sequence[str] = ("age_band",)) -> list[Feature]:
+def prospect_features(attributes: Sequence[str] = DEFAULT_PROSPECT_ATTRIBUTES) -> list[Feature]:
     """The prospect features: visit counts and recency from events, the sign-up (registration)
     and the named customer attributes as recorded at sign-up (NULL before it)."""
     feats = [_visits(w) for w in (7, 30, 90, None)]
@@ -114,13 +126,20 @@ def prospect_features(attributes: Sequence[str] = ("age_band",)) -> list[Feature
     return feats
 
 
-def prospect_feature_set(attributes: Sequence[str] = ("age_band",)) -> FeatureSet:
-    """``prospects_v1`` over the named customer attributes."""
+def prospect_feature_set(attributes: Sequence[str] = DEFAULT_PROSPECT_ATTRIBUTES) -> FeatureSet:
+    """``prospects_v1`` over the named customer attributes (recorded in its spec, so
+    ``features.definitions.feature_set_from_spec`` rebuilds it)."""
     return FeatureSet(
         PROSPECT_SET,
         tuple(prospect_features(attributes)),
         "prospects (no order by the cutoff): visits, events, sign-up and attributes at sign-up",
+        attributes=tuple(attributes),
     )
+
+
+def is_prospect_set(fs: FeatureSet) -> bool:
+    """Whether ``fs`` is computed over prospects (``prospects_sql``), not by the engine."""
+    return fs.name == PROSPECT_SET
 
 
 _CTYPE = {"double": "DOUBLE", "integer": "BIGINT", "string": "VARCHAR"}

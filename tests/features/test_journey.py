@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import duckdb
 import pandas as pd
 import pytest
 
+from features.definitions import feature_set, feature_set_from_spec
 from features.journey import JOURNEY_STAGES, JourneyConfig, journey_at, journey_stages
 from features.labels import first_purchase_label_sql
 from features.prospects import prospect_feature_set, prospects_sql
@@ -176,3 +178,27 @@ def test_first_purchase_label_is_the_first_order_in_the_horizon(con) -> None:
     assert labels["customer_id"].tolist() == ["later"]  # bought 5 days after T, nothing before
     assert labels["value"].tolist() == [10.0]
     assert con.execute(first_purchase_label_sql("tx", T, 4)).df().empty
+
+
+def test_the_prospect_set_is_rebuilt_from_its_spec_with_its_attributes() -> None:
+    default = prospect_feature_set()
+    assert default.spec()["attributes"] == ["age_band"] and default.key == "prospects_v1"
+    assert feature_set("prospects_v1") == default == feature_set_from_spec(default.spec())
+    other = prospect_feature_set(["age_band", "region"])
+    assert other.key.startswith("prospects_v1@attrs-")  # its own snapshot folder
+    rebuilt = feature_set_from_spec(json.loads(json.dumps(other.spec())))
+    assert rebuilt == other and rebuilt.names[-1] == "region"
+    # a spec recorded before attributes were: the default set, checked by its fingerprint
+    old = {k: v for k, v in default.spec().items() if k != "attributes"}
+    assert feature_set_from_spec(old) == default
+    with pytest.raises(ValueError, match="fingerprint"):
+        feature_set_from_spec({**other.spec(), "attributes": None})
+
+
+def test_the_prospect_set_stands_alone() -> None:
+    with pytest.raises(ValueError, match="combines with no set"):
+        feature_set("churn_v1+prospects_v1")
+    with pytest.raises(ValueError, match="takes no attributes"):
+        feature_set("churn_v1", attributes=["age_band"])
+    assert feature_set("churn_v1").attributes is None
+    assert "attributes" not in feature_set("churn_v1").spec()
