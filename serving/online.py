@@ -1,11 +1,12 @@
 """The online store: per-customer /score records written by the batch job, read per request.
 
-A publication is every customer's record of one family (score, probability or value,
-percentile, decile, segment, reasons) plus its metadata (registered model, alias, version,
-snapshot date, size), written whole under a new publication id; then one ``SET`` of the family's
-``current`` key switches every replica to it at once. A request reads ``current`` once and then
-only that publication's keys, so it never mixes two; the previous publication is kept for
-``keep_previous_s`` so requests that started on it finish.
+A publication is every customer's record of one family (a score model's /score record: score,
+probability or value, percentile, decile, segment, reasons; a next-best-offer model's ranked
+offers) and every customer's consent flags per channel, plus its metadata (registered model,
+alias, version, snapshot date, size), written whole under a new publication id; then one ``SET``
+of the family's ``current`` key switches every replica to it at once. A request reads ``current``
+once and then only that publication's keys, so it never mixes two; the previous publication is
+kept for ``keep_previous_s`` so requests that started on it finish.
 
 Two implementations: ``MemoryStore`` (in process: the embedded default and tests) and
 ``RedisStore`` (a real Redis server shared by several replicas). With a store, a replica's
@@ -13,8 +14,11 @@ start-up no longer reads the snapshot or loads the model of a store-backed famil
 
 Keys (prefix ``patron``, configurable): ``{p}:{family}:current`` → publication id;
 ``{p}:{family}:{pub}:meta`` → JSON metadata; ``{p}:{family}:{pub}:c:{customer_id}`` → the JSON
-record. Values are the /score records: customer data, so the store is as private as the feature
-snapshot (docs/serving.md).
+record (part ``c``: the /score record, or the offers record of a next-best-offer family);
+``{p}:{family}:{pub}:k:{customer_id}`` → the customer's consent flags (part ``k``:
+``{"email": true, "sms": false, "phone": false}``, only an explicit yes of the customers table is
+true). Values are customer data, so the store is as private as the feature snapshot
+(docs/serving.md).
 """
 
 from __future__ import annotations
@@ -27,8 +31,18 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from serving.errors import RequestError, check_ids
+
 #: Records written per round trip while publishing.
 PUBLISH_CHUNK = 10_000
+#: The part of a publication holding each customer's record (/score record, or ranked offers).
+RECORDS = "c"
+#: The part holding each customer's consent flags per channel.
+CONSENT = "k"
+#: Offers kept per customer and offer kind in a next-best-offer publication (the largest k).
+OFFERS_MAX_K = 20
+#: The ``kind`` values of /next-best-offer (``any``: every offer kind).
+OFFER_KINDS = ("any", "cross_sell", "up_sell")
 
 
 class StoreUnavailable(RuntimeError):
@@ -44,14 +58,24 @@ class Publication:
     meta: Mapping[str, Any]
 
 
+#: Further parts of a publication beside its records: part name -> (customer_id, bytes) pairs.
+Parts = Mapping[str, Iterable[tuple[str, bytes]]]
+
+
 class OnlineStore(Protocol):
     def publish(
-        self, family: str, meta: Mapping[str, Any], records: Iterable[tuple[str, bytes]]
+        self,
+        family: str,
+        meta: Mapping[str, Any],
+        records: Iterable[tuple[str, bytes]],
+        parts: Parts | None = None,
     ) -> Publication: ...
 
     def current(self, family: str) -> Publication | None: ...
 
-    def get(self, publication: Publication, customer_ids: Sequence[str]) -> list[bytes | None]: ...
+    def get(
+        self, publication: Publication, customer_ids: Sequence[str], part: str = RECORDS
+    ) -> list[bytes | None]: ...
 
     def ping(self) -> None: ...
 
@@ -86,19 +110,27 @@ class MemoryStore:
 
     def __init__(self, keep_previous_s: float = 600.0) -> None:
         self._lock = threading.Lock()
-        self._records: dict[tuple[str, str], dict[str, bytes]] = {}
+        self._records: dict[tuple[str, str], dict[str, dict[str, bytes]]] = {}
         self._meta: dict[tuple[str, str], dict[str, Any]] = {}
         self._current: dict[str, str] = {}
         self.keep_previous_s = keep_previous_s
 
     def publish(
-        self, family: str, meta: Mapping[str, Any], records: Iterable[tuple[str, bytes]]
+        self,
+        family: str,
+        meta: Mapping[str, Any],
+        records: Iterable[tuple[str, bytes]],
+        parts: Parts | None = None,
     ) -> Publication:
         pub = new_pub_id()
-        data = dict(records)
+        data = {RECORDS: dict(records), **{name: dict(p) for name, p in (parts or {}).items()}}
         with self._lock:
             self._records[(family, pub)] = data
-            self._meta[(family, pub)] = {**meta, "customers": len(data)}
+            self._meta[(family, pub)] = {
+                **meta,
+                "customers": len(data[RECORDS]),
+                "parts": sorted(data),
+            }
             previous = self._current.get(family)
             self._current[family] = pub  # the switch
             if previous is not None:  # in process, a reference held by a request is enough
@@ -110,9 +142,11 @@ class MemoryStore:
             pub = self._current.get(family)
             return None if pub is None else Publication(family, pub, self._meta[(family, pub)])
 
-    def get(self, publication: Publication, customer_ids: Sequence[str]) -> list[bytes | None]:
+    def get(
+        self, publication: Publication, customer_ids: Sequence[str], part: str = RECORDS
+    ) -> list[bytes | None]:
         with self._lock:
-            data = self._records.get((publication.family, publication.pub_id), {})
+            data = self._records.get((publication.family, publication.pub_id), {}).get(part, {})
         return [data.get(cid) for cid in customer_ids]
 
     def ping(self) -> None:
@@ -151,14 +185,21 @@ class RedisStore:
             raise StoreUnavailable(f"online store {self.url}: {exc}") from exc
 
     def publish(
-        self, family: str, meta: Mapping[str, Any], records: Iterable[tuple[str, bytes]]
+        self,
+        family: str,
+        meta: Mapping[str, Any],
+        records: Iterable[tuple[str, bytes]],
+        parts: Parts | None = None,
     ) -> Publication:
         pub = new_pub_id()
         n = 0
         for chunk in _chunks(records, PUBLISH_CHUNK):
-            self._redis.mset({self._key(family, pub, "c", cid): raw for cid, raw in chunk})
+            self._redis.mset({self._key(family, pub, RECORDS, cid): raw for cid, raw in chunk})
             n += len(chunk)
-        full_meta = {**meta, "customers": n}
+        for name, items in (parts or {}).items():
+            for chunk in _chunks(items, PUBLISH_CHUNK):
+                self._redis.mset({self._key(family, pub, name, cid): raw for cid, raw in chunk})
+        full_meta = {**meta, "customers": n, "parts": sorted({RECORDS, *(parts or {})})}
         self._redis.set(self._key(family, pub, "meta"), json.dumps(full_meta))
         previous = self._redis.getset(self._key(family, "current"), pub)  # the switch
         if previous is not None:
@@ -201,12 +242,14 @@ class RedisStore:
         self._meta_cache[(family, pub_id)] = publication
         return publication
 
-    def get(self, publication: Publication, customer_ids: Sequence[str]) -> list[bytes | None]:
+    def get(
+        self, publication: Publication, customer_ids: Sequence[str], part: str = RECORDS
+    ) -> list[bytes | None]:
         if not customer_ids:
             return []
         import redis
 
-        keys = [self._key(publication.family, publication.pub_id, "c", c) for c in customer_ids]
+        keys = [self._key(publication.family, publication.pub_id, part, c) for c in customer_ids]
         try:
             values = self._redis.mget(keys)
         except redis.RedisError as exc:
@@ -293,20 +336,115 @@ def publish_family(
     reasons: bool = True,
     progress: Any = None,
 ) -> Publication:
-    """The batch job behind `patron publish`: score the family's base with its champion (the
-    same values /score computes), write every record, then switch ``current`` to them."""
-    from serving.batch import load_scorer, score_frame
-    from serving.kinds import score_output
-
+    """The batch job behind `patron publish`: every customer's record of the family's champion
+    (a scorer's /score record, the same values /score computes; a next-best-offer model's
+    ranked offers, what /next-best-offer answers) and consent flags, written whole, then
+    ``current`` switched to them."""
     if family not in settings.models:
         raise ValueError(f"--model: {family!r} is not among models {sorted(settings.models)}")
     one = settings.model_copy(
-        update={"models": {family: settings.models[family]}, "online_store": None}
+        update={
+            "models": {family: settings.models[family]},
+            "online_store": None,
+            "campaigns": {},
+            "reload_interval_s": 0,
+        }
     )
+    if family_kind(one, state, family) == "nbo":
+        return _publish_offers(state, one, family, store, progress)
+    from serving.batch import load_scorer, score_frame
+    from serving.kinds import score_output
+
     meta, python_model, base = load_scorer(one, state, family)
     frame = score_frame(meta, python_model, base, reasons=reasons, progress=progress)
     info = publication_meta(family, meta, base, score_output(meta, python_model))
-    return store.publish(family, info, records_from_frame(frame, with_reasons=reasons))
+    return store.publish(
+        family,
+        {**info, "consent_channels": list(base.consent)},
+        records_from_frame(frame, with_reasons=reasons),
+        {CONSENT: consent_records(base)},
+    )
+
+
+def family_kind(settings: Any, state: Any, family: str) -> str:
+    """The kind of the family's served model (``score``, ``uplift``, ``nbo``): the settings'
+    when given, else read from the loaded model."""
+    spec = settings.models[family]
+    if spec.kind != "auto":
+        return str(spec.kind)
+    from serving.kinds import detect_kind
+    from serving.registry import Registry, tracking_uri_of
+
+    registry = Registry(tracking_uri_of(settings, state))
+    version = registry.version(spec.registered_model, spec.alias)[0]
+    return detect_kind(registry.load(spec.registered_model, version)).name
+
+
+def _publish_offers(
+    state: Any, settings: Any, family: str, store: OnlineStore, progress: Any = None
+) -> Publication:
+    """Publish a next-best-offer family: each customer's ranked offers and consent flags."""
+    from serving.state import build_state
+
+    served = build_state(settings, state).models[family]
+    offers = served.model.offers
+    info = {
+        **publication_meta(family, served.meta, served.base, "offers"),
+        "consent_channels": list(served.base.consent),
+        "max_k": OFFERS_MAX_K,
+        "offer_kinds": sorted({str(k) for k in offers["kind"]}),
+    }
+    return store.publish(
+        family,
+        info,
+        offer_records(served, progress=progress),
+        {CONSENT: consent_records(served.base)},
+    )
+
+
+def consent_records(base: Any) -> Iterator[tuple[str, bytes]]:
+    """(customer_id, JSON consent flags) per base customer: ``{"email": true, ...}`` from the
+    served base's consent (``serving.base``: only an explicit yes is true)."""
+    channels = list(base.consent)
+    columns = [base.consent[ch].tolist() for ch in channels]
+    for cid, *flags in zip(base.features.index.tolist(), *columns, strict=True):
+        yield str(cid), encode_record(dict(zip(channels, map(bool, flags), strict=True)))
+
+
+def offer_records(
+    served: Any, chunk: int = 2_000, max_k: int = OFFERS_MAX_K, progress: Any = None
+) -> Iterator[tuple[str, bytes]]:
+    """(customer_id, JSON offers record) per base customer of a next-best-offer model.
+
+    The record is the customer's eligible offers in the model's "any" order, each as
+    ``[offer_id, kind, probability, expected_value]``, keeping the first ``max_k`` of every
+    kind: /next-best-offer of a kind is the "any" ranking's offers of that kind (the model ranks
+    each pair alone, ties broken by the offer table's order), so the first k of a kind are the
+    model's own top k of that kind for every k up to ``max_k``. Customers without an eligible
+    offer get ``[]``."""
+    import numpy as np
+
+    n = served.base.size
+    every = max(1, len(served.model.offers))
+    ids = served.base.features.index
+    if progress is not None:
+        progress(0, n)
+    for start in range(0, n, chunk):
+        positions = np.arange(start, min(start + chunk, n))
+        ranked = served.rank(positions, every, "any")
+        for cid, offers in zip(ids[positions].tolist(), ranked, strict=True):
+            seen: dict[str, int] = {}
+            kept = []
+            for offer in offers:
+                kind = offer["kind"]
+                seen[kind] = seen.get(kind, 0) + 1
+                if seen[kind] <= max_k:
+                    kept.append(
+                        [offer["offer_id"], kind, offer["probability"], offer["expected_value"]]
+                    )
+            yield str(cid), encode_record({"offers": kept})
+        if progress is not None:
+            progress(int(positions[-1]) + 1, n)
 
 
 def publication_meta(family: str, meta: Any, base: Any, output: str) -> dict[str, Any]:
@@ -334,14 +472,12 @@ def fetch_from_store(
 ) -> tuple[dict[str, Any], list[bytes | None]]:
     """A /score request's answer head and each id's raw record (None: unknown): one read of
     ``current``, one of the records."""
-    from serving.errors import check_ids
-
     check_ids(customer_ids, max_batch)
-    publication = store.current(family)
-    if publication is None:
-        raise StoreUnavailable(f"no publication of {family!r} in the online store")
-    raws = store.get(publication, customer_ids)
+    publication = current_publication(store, family)
     meta = publication.meta
+    if meta.get("kind") == "nbo":  # as the in-memory /score answers a next-best-offer model
+        raise RequestError("model", f"model {family!r} is a nbo model, not a scorer")
+    raws = store.get(publication, customer_ids)
     head = {
         "model": family,
         "kind": meta["output"],
@@ -390,11 +526,124 @@ def score_from_store(
     }
 
 
-def store_model_info(store: OnlineStore, family: str) -> dict[str, Any]:
-    """The /models entry of a store-backed family, from its current publication."""
+def current_publication(store: OnlineStore, family: str) -> Publication:
+    """The family's current publication, or ``StoreUnavailable`` (a 503) when there is none."""
     publication = store.current(family)
     if publication is None:
         raise StoreUnavailable(f"no publication of {family!r} in the online store")
+    return publication
+
+
+def offers_from_store(
+    store: OnlineStore,
+    family: str,
+    customer_ids: Sequence[str],
+    k: int,
+    kind: str,
+    max_batch: int,
+) -> dict[str, Any]:
+    """The /next-best-offer answer of a store-backed family as plain data: per known customer
+    (request order) its first ``k`` published offers of ``kind``, ranked 1..k; what the
+    in-memory model's ``rank`` answers (tested)."""
+    publication = current_publication(store, family)
+    meta = publication.meta
+    if meta.get("kind") != "nbo":
+        raise RequestError("model", f"model {family!r} is not a next-best-offer model", 404)
+    check_ids(customer_ids, max_batch)
+    max_k = int(meta.get("max_k") or OFFERS_MAX_K)
+    if not 1 <= k <= max_k:
+        raise RequestError("k", f"k must be between 1 and {max_k} (published offers per kind)")
+    if kind not in OFFER_KINDS:
+        raise RequestError("kind", f"kind must be one of {list(OFFER_KINDS)}")
+    raws = store.get(publication, customer_ids)
+    customers = []
+    for cid, raw in zip(customer_ids, raws, strict=True):
+        if raw is None:
+            continue
+        offers = [o for o in decode_record(raw)["offers"] if kind == "any" or o[1] == kind][:k]
+        customers.append(
+            {
+                "customer_id": cid,
+                "offers": [
+                    {
+                        "rank": rank,
+                        "offer_id": offer_id,
+                        "kind": offer_kind,
+                        "probability": probability,
+                        "expected_value": expected_value,
+                    }
+                    for rank, (offer_id, offer_kind, probability, expected_value) in enumerate(
+                        offers, start=1
+                    )
+                ],
+            }
+        )
+    return {
+        "model": family,
+        "registered_model": meta["registered_model"],
+        "version": meta["version"],
+        "as_of": meta["snapshot_as_of"],
+        "kind": kind,
+        "customers": customers,
+        "unknown": unknown_entries(customer_ids, raws),
+    }
+
+
+def consent_from_store(
+    store: OnlineStore, family: str, customer_ids: Sequence[str], max_batch: int
+) -> tuple[Publication, list[dict[str, bool] | None]]:
+    """Each id's published consent flags (None: not in the publication's base)."""
+    check_ids(customer_ids, max_batch)
+    publication = current_publication(store, family)
+    if CONSENT not in (publication.meta.get("parts") or ()):
+        raise StoreUnavailable(
+            f"publication {publication.pub_id} of {family!r} holds no consent flags (published "
+            f"before they were): run `patron publish --model {family}` again"
+        )
+    raws = store.get(publication, customer_ids, CONSENT)
+    return publication, [None if raw is None else decode_record(raw) for raw in raws]
+
+
+def contactable_from_store(
+    store: OnlineStore,
+    family: str,
+    customer_ids: Sequence[str],
+    channel: str,
+    max_batch: int,
+) -> dict[str, Any]:
+    """Which of the ids may be contacted on ``channel``, from the published consent flags.
+
+    Only a published ``true`` for the channel is contactable: a false, a missing flag or a
+    customer outside the publication's base never is (the rule of ``serving.targeting``:
+    missing = no consent)."""
+    publication, flags = consent_from_store(store, family, customer_ids, max_batch)
+    channels = list(publication.meta.get("consent_channels") or ())
+    if channel not in channels:
+        raise RequestError("channel", f"channel must be one of {channels}")
+    contactable: list[str] = []
+    refused: list[str] = []
+    for cid, record in zip(customer_ids, flags, strict=True):
+        if record is None:
+            continue
+        (contactable if record.get(channel) is True else refused).append(cid)
+    return {
+        "model": family,
+        "channel": channel,
+        "version": publication.meta["version"],
+        "as_of": publication.meta["snapshot_as_of"],
+        "contactable": contactable,
+        "no_consent": refused,
+        "unknown": [
+            {"customer_id": cid, "reason": "not in the feature snapshot"}
+            for cid, record in zip(customer_ids, flags, strict=True)
+            if record is None
+        ],
+    }
+
+
+def store_model_info(store: OnlineStore, family: str) -> dict[str, Any]:
+    """The /models entry of a store-backed family, from its current publication."""
+    publication = current_publication(store, family)
     meta = dict(publication.meta)
     return {
         **{

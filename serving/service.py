@@ -32,6 +32,7 @@ from serving.online import (
     StoreUnavailable,
     check_published,
     fetch_from_store,
+    offers_from_store,
     open_store,
     store_model_info,
     store_records,
@@ -396,17 +397,44 @@ class Patron:
         """The k best eligible offers per customer from the next-best-offer model (404 when
         none is served); ids not in the snapshot are listed under `unknown`."""
         state = self.state
+        family = model if model is not None else self._store_offer_family(state)
 
         def work() -> OffersResponse:
-            from serving.handlers import rank_offers
+            if family is not None and family in self.settings.store_families:
+                assert self.store is not None
+                body = offers_from_store(
+                    self.store, family, customer_ids, k, kind, self.settings.max_batch
+                )
+            else:
+                from serving.handlers import rank_offers
 
-            body = rank_offers(state, model, customer_ids, k, kind, self.settings.max_batch)
+                body = rank_offers(state, model, customer_ids, k, kind, self.settings.max_batch)
             return OffersResponse.model_validate(body)
 
         try:
             return await _run(len(customer_ids), work)
+        except StoreUnavailable as exc:  # the store's fault, not the request's: 503
+            failed = RequestError("model", f"the online store cannot answer: {exc}", 503)
+            return _error(failed, "next-best-offer")  # type: ignore[return-value]
         except RequestError as exc:
             return _error(exc, "next-best-offer")  # type: ignore[return-value]
+
+    def _store_offer_family(self, state: ServingState) -> str | None:
+        """The store family that /next-best-offer answers without a model named: none when a
+        next-best-offer model is served in memory (that one answers, as before), else the
+        first store family whose publication is of a next-best-offer model."""
+        if self.store is None or any(
+            getattr(getattr(m, "meta", None), "kind", None) == "nbo" for m in state.models.values()
+        ):
+            return None
+        for family in sorted(self.settings.store_families):
+            try:
+                publication = self.store.current(family)
+            except StoreUnavailable:
+                continue
+            if publication is not None and publication.meta.get("kind") == "nbo":
+                return family
+        return None
 
     @_api("/target", TargetRequest)
     async def target(

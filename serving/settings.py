@@ -54,15 +54,18 @@ class ServedModel(BaseModel):
 
 
 class OnlineStoreSettings(BaseModel):
-    """Families whose /score records a batch job publishes to a shared store (`patron publish`);
-    the service reads them per request instead of loading the model and the snapshot."""
+    """Families whose per-customer records (/score records or ranked offers, and consent flags)
+    a batch job publishes to a shared store (`patron publish`); the service reads them per
+    request instead of loading the model and the snapshot."""
 
     model_config = ConfigDict(extra="forbid")
     url: str = Field(
         description="redis://host:port/db (a Redis shared by the replicas), or memory:// (tests)"
     )
     families: list[str] = Field(
-        min_length=1, description="served families read from the store (score models only)"
+        min_length=1,
+        description="served families read from the store: score models (/score) and "
+        "next-best-offer models (/next-best-offer); `patron publish` writes each",
     )
     prefix: str = Field("patron", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="key prefix")
     keep_previous_s: float = Field(

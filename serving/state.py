@@ -52,7 +52,8 @@ class ServingState:
     loaded_at: str
     keys: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # what each part came from
     campaigns: Mapping[str, Campaign] = field(default_factory=dict)  # settings.campaigns, parsed
-    remote: frozenset[str] = frozenset()  # families the online store serves (/score only)
+    # families the online store serves: /score, /next-best-offer, /models
+    remote: frozenset[str] = frozenset()
 
     def model(self, family: str, field_name: str = "model") -> Any:
         """A served model by family name, or a 404 naming the field."""
@@ -60,9 +61,10 @@ class ServingState:
         if served is None and family in self.remote:
             raise RequestError(
                 field_name,
-                f"model {family!r} is served from the online store, which holds its /score "
-                "records only; this route needs the model and its base in memory (serve the "
-                "family without online_store for it)",
+                f"model {family!r} is served from the online store, which holds its per-customer "
+                "records (/score, /next-best-offer) and consent flags only; this route needs the "
+                "model and its whole base in memory (serve the family without online_store for "
+                "it)",
                 409,
             )
         if served is None:
@@ -167,11 +169,12 @@ def state_keys(
     settings: ServingSettings, state: StateDirs, registry: Registry
 ) -> dict[str, tuple[Any, ...]]:
     """What the state would be built from now: alias versions, feature sets and snapshots."""
-    from serving.base import base_fingerprint
-
     settings = settings.in_process()
     keys: dict[str, tuple[Any, ...]] = {}
     for family, spec in settings.models.items():
+        # here, not above: a replica whose families all come from the store imports no pandas
+        from serving.base import base_fingerprint
+
         version = registry.version(spec.registered_model, spec.alias)
         feature_set = served_feature_set(spec, registry, version[0])
         fp = base_fingerprint(state, spec.dataset, feature_set)
@@ -191,8 +194,6 @@ def build_state(
 ) -> ServingState:
     """Load every served model and its base; parts whose inputs did not change are reused.
     Families of the online store are not loaded (``state.remote`` names them)."""
-    from serving.kinds import LoadContext
-
     remote = settings.store_families
     settings = settings.in_process()
     registry = registry or Registry(tracking_uri_of(settings, state))
@@ -216,6 +217,8 @@ def build_state(
     models: dict[str, Any] = {}
     shadows: dict[str, Any] = {}
     for family, spec in settings.models.items():
+        from serving.kinds import LoadContext  # pandas: only when a model is served in memory
+
         version, feature_set, fp = keys[family]
         base = base_for(spec.dataset, feature_set, fp)
         if (
