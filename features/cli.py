@@ -440,6 +440,9 @@ def segments(
             else f"{scheme}: k = {result[f'{scheme}_k']}",
             markup=False,
         )
+    from features.segments_report import journey_note
+
+    console.print(f"journey stages: {journey_note(result['journey'])}", markup=False)
     console.print(f"written: {result['segments']}, chart {result['chart']}")
 
 

@@ -24,18 +24,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from features.segments import LifecycleConfig, lifecycle_stages, order_gaps
+from features.segments import JOURNEY_STAGES, LifecycleConfig, lifecycle_stages, order_gaps
 
-JOURNEY_STAGES = (
-    "visitor",
-    "registered",
-    "first purchase",
-    "repeat",
-    "loyal",
-    "won back",
-    "lapsing",
-    "lapsed",
-)
+__all__ = ["JOURNEY_STAGES", "JourneyConfig", "journey_at", "journey_stages", "prospects_at"]
 
 
 class JourneyConfig(BaseModel):
@@ -88,6 +79,30 @@ def journey_stages(
     return out.sort_values("customer_id", ignore_index=True)
 
 
+def prospects_at(
+    con: duckdb.DuckDBPyConnection,
+    transactions: str,
+    as_of: date,
+    *,
+    events: str | None = None,
+    customers: str | None = None,
+) -> pd.DataFrame | None:
+    """customer_id, registered and the event features of every prospect at ``as_of`` (None
+    without events and customers: there are no prospects)."""
+    from features.prospects import prospect_feature_set, prospects_sql
+
+    if events is None and customers is None:
+        return None
+    fs = prospect_feature_set(attributes=())
+    given = {"events": events, "customers": customers}
+    fs = replace(fs, features=tuple(f for f in fs.features if given[f.level] is not None))
+    sql = prospects_sql(as_of, transactions, fs, events=events, customers=customers)
+    prospects = con.execute(sql).df()
+    if "registered" not in prospects.columns:
+        prospects["registered"] = 0
+    return prospects
+
+
 def journey_at(
     con: duckdb.DuckDBPyConnection,
     transactions: str,
@@ -101,19 +116,10 @@ def journey_at(
     optional: without them there are no prospects)."""
     from features.build import compute_features
     from features.definitions import feature_set
-    from features.prospects import prospect_feature_set, prospects_sql
 
     cfg = cfg or JourneyConfig()
     buyers = compute_features(con, transactions, as_of, feature_set("churn_v1"))
     gaps = order_gaps(transactions, as_of, cfg.lifecycle.lapsed_days, con)
     buyers = buyers.merge(gaps, on="customer_id", how="left", validate="one_to_one")
-    prospects = None
-    if events is not None or customers is not None:
-        fs = prospect_feature_set(attributes=())
-        given = {"events": events, "customers": customers}
-        fs = replace(fs, features=tuple(f for f in fs.features if given[f.level] is not None))
-        sql = prospects_sql(as_of, transactions, fs, events=events, customers=customers)
-        prospects = con.execute(sql).df()
-        if "registered" not in prospects.columns:
-            prospects["registered"] = 0
+    prospects = prospects_at(con, transactions, as_of, events=events, customers=customers)
     return journey_stages(buyers, prospects, cfg, buyers["days_since_won_back"])

@@ -61,6 +61,19 @@ RFM_SEGMENT_GRID: dict[tuple[int, int], str] = {
     (r, f): name for r, row in _GRID.items() for f, name in enumerate(row, start=1)
 }
 
+#: The stages of the customer journey (``features.journey``), in journey order: two before the
+#: first purchase, then the lifecycle's stages with "new"/"active" split by the orders so far.
+JOURNEY_STAGES = (
+    "visitor",
+    "registered",
+    "first purchase",
+    "repeat",
+    "loyal",
+    "won back",
+    "lapsing",
+    "lapsed",
+)
+
 #: Scheme column -> its labels in display order (clusters are numbered, so have none).
 SCHEMES: dict[str, tuple[str, ...] | None] = {
     "rfm_band": None,  # labels come from the config
@@ -68,6 +81,7 @@ SCHEMES: dict[str, tuple[str, ...] | None] = {
     "abc_class": ABC_CLASSES,
     "pyramid_level": PYRAMID_LEVELS,
     "lifecycle_stage": LIFECYCLE_STAGES,
+    "journey_stage": JOURNEY_STAGES,  # buyers and prospects (features.journey)
     "cluster": None,
     "demographic_segment": None,  # numbered; names in "<scheme>_name"
     "needs_segment": None,
@@ -222,6 +236,11 @@ class SegmentsConfig(BaseModel):
     clusters: ClusterConfig = ClusterConfig()
     demographics: DemographicConfig = DemographicConfig()
     needs: NeedsConfig = NeedsConfig()
+    journey: bool = Field(
+        True,
+        description="journey stages (features.journey) over the buyers and the prospects, when "
+        "the dataset has an events table",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SegmentsConfig:
@@ -1110,45 +1129,76 @@ def segment_labels(scheme: str, cfg: SegmentsConfig | None = None) -> tuple[str,
     return SCHEMES[scheme]
 
 
-def segment_summary(segments: pd.DataFrame, cfg: SegmentsConfig | None = None) -> pd.DataFrame:
+def segment_summary(
+    segments: pd.DataFrame,
+    cfg: SegmentsConfig | None = None,
+    journey: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Per scheme and segment: customers, share of customers, revenue, share of revenue.
 
     Shares are of all customers and of the total (net) revenue; known labels with no customers
-    appear with zeros so that tables keep their shape from one cutoff to the next.
+    appear with zeros so that tables keep their shape from one cutoff to the next. ``journey``
+    (customer_id, journey_stage of every known person: ``features.journey.journey_stages``)
+    gives the ``journey_stage`` rows over buyers and prospects: its shares are of every known
+    person, a prospect's revenue is 0.
     """
-    n = len(segments)
     total = float(segments["revenue"].sum())
-    rows = []
+    rows: list[dict[str, Any]] = []
     for scheme in SCHEMES:
+        labels = segment_labels(scheme, cfg)
+        if scheme == "journey_stage" and journey is not None:
+            revenue = segments.set_index(segments["customer_id"].astype(str))["revenue"]
+            ids = journey["customer_id"].astype(str)
+            people = pd.DataFrame(
+                {
+                    scheme: journey[scheme].astype(str).to_numpy(),
+                    "revenue": ids.map(revenue).fillna(0.0).to_numpy(dtype=float),
+                }
+            )
+            rows += _scheme_rows(scheme, people[scheme], people["revenue"], labels, total)
+            continue
         if scheme not in segments.columns:
             continue
-        labels = segment_labels(scheme, cfg)
         if scheme in NAMED_SCHEMES:
             if segments[scheme].isna().all():
                 continue  # skipped scheme: its reason is in the meta and the report
             key = segments[f"{scheme}_name"].astype(str).rename(scheme)
         else:
             key = segments[scheme].astype(str)
-        grouped = segments.groupby(key, sort=False)["revenue"].agg(["size", "sum"])
-        order = list(labels) if labels is not None else sorted(grouped.index, key=_natural)
-        order += [s for s in grouped.index if s not in order]
-        for seg in order:
-            customers = int(grouped["size"].get(seg, 0))
-            revenue = float(grouped["sum"].get(seg, 0.0))
-            rows.append(
-                {
-                    "scheme": scheme,
-                    "segment": seg,
-                    "customers": customers,
-                    "customer_share": customers / n if n else 0.0,
-                    "revenue": revenue,
-                    "revenue_share": revenue / total if total else 0.0,
-                }
-            )
+        rows += _scheme_rows(scheme, key, segments["revenue"], labels, total)
     return pd.DataFrame(
         rows,
         columns=["scheme", "segment", "customers", "customer_share", "revenue", "revenue_share"],
     )
+
+
+def _scheme_rows(
+    scheme: str,
+    key: pd.Series,
+    revenue: pd.Series,
+    labels: Sequence[str] | None,
+    total: float,
+) -> list[dict[str, Any]]:
+    """One summary row per segment of a scheme (``key``: the segment of each row)."""
+    n = len(key)
+    grouped = revenue.groupby(key.to_numpy(), sort=False).agg(["size", "sum"])
+    order = list(labels) if labels is not None else sorted(grouped.index, key=_natural)
+    order += [s for s in grouped.index if s not in order]
+    rows = []
+    for seg in order:
+        customers = int(grouped["size"].get(seg, 0))
+        value = float(grouped["sum"].get(seg, 0.0))
+        rows.append(
+            {
+                "scheme": scheme,
+                "segment": seg,
+                "customers": customers,
+                "customer_share": customers / n if n else 0.0,
+                "revenue": value,
+                "revenue_share": value / total if total else 0.0,
+            }
+        )
+    return rows
 
 
 def _natural(label: str) -> tuple[int, str]:

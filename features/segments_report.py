@@ -8,7 +8,9 @@ state folder::
                                     segments_meta.json, segments_report.html
 
 The demographic segments read the customers table as of the cutoff (``features.build``'s
-``customers_as_of_sql``), the needs segments the category spend up to the cutoff.
+``customers_as_of_sql``), the needs segments the category spend up to the cutoff. With an events
+table the journey stages (``features.journey``) cover the buyers and the prospects at the cutoff:
+the buyers' stage is a segments column, every known person's is counted in the summary.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from matplotlib.figure import Figure
 from features.catalog import Catalog
 from features.pages import DASH, layout, page, plotly_div
 from features.segments import (
+    JOURNEY_STAGES,
     RFM_SEGMENT_GRID,
     SegmentsConfig,
     category_spend,
@@ -70,6 +73,7 @@ _SCHEME_TITLES = {
     "abc_class": "Pareto ABC",
     "pyramid_level": "Customer pyramid",
     "lifecycle_stage": "Lifecycle stage",
+    "journey_stage": "Journey stage (buyers and prospects)",
     "cluster": "Behavioural cluster",
     "demographic_segment": "Demographic segment",
     "needs_segment": "Needs segment",
@@ -507,6 +511,18 @@ def value_risk_section(grid: pd.DataFrame, note: str = "") -> str:
     )
 
 
+def journey_note(facts: dict[str, Any]) -> str:
+    """One line on the journey stages: who they cover, or why there are none."""
+    if not facts or facts.get("skipped"):
+        return f"not computed: {facts.get('skipped', 'no journey')}"
+    stages = facts.get("stages", {})
+    return (
+        f"{facts['people']:,} people: {facts['buyers']:,} buyers and {facts['prospects']:,} "
+        f"prospects ({stages.get('visitor', 0):,} visitors, {stages.get('registered', 0):,} "
+        "registered); shares of the journey rows are of all of them, a prospect's revenue is 0"
+    )
+
+
 def render_segments_report(
     segments: pd.DataFrame,
     summary: pd.DataFrame,
@@ -682,11 +698,50 @@ def customers_at(con: Any, state: StateDirs, dataset: str, as_of: date) -> tuple
     return frame.drop(columns=["__version"], errors="ignore"), history
 
 
+def journey_of(
+    con: Any,
+    state: StateDirs,
+    dataset: str,
+    source: str,
+    as_of: date,
+    buyers: pd.DataFrame,
+    cfg: SegmentsConfig,
+) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+    """The journey stage of every known person at ``as_of`` (``features.journey``: the buyers'
+    features with their order gaps, the prospects from the events and the customers table as of
+    the cutoff) and its facts; None with the reason when off or the dataset has no events."""
+    from features.build import customers_as_of_sql, customers_history
+    from features.journey import JourneyConfig, journey_stages, prospects_at
+
+    if not cfg.journey:
+        return None, {"skipped": "disabled (segments.journey)"}
+    catalog = Catalog(state, dataset)
+    events = catalog.relation_or_none("events")
+    if events is None:
+        return None, {"skipped": "no events table"}
+    customers = catalog.relation_or_none("customers")
+    if customers is not None:
+        customers = customers_as_of_sql(customers, customers_history(customers, con), as_of)
+    prospects = prospects_at(con, source, as_of, events=events, customers=customers)
+    stages = journey_stages(
+        buyers, prospects, JourneyConfig(lifecycle=cfg.lifecycle), buyers["days_since_won_back"]
+    )
+    counts = stages["journey_stage"].value_counts(sort=False)
+    facts = {
+        "people": len(stages),
+        "buyers": len(buyers),
+        "prospects": 0 if prospects is None else len(prospects),
+        "stages": {str(k): int(v) for k, v in counts.items()},
+    }
+    return stages, facts
+
+
 def _segment_at(
     con: Any, state: StateDirs, dataset: str, source: str, as_of: date, cfg: SegmentsConfig
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Every scheme at ``as_of``: features, order gaps, attributes as of the cutoff, category
-    spend up to it."""
+    spend up to it; and the journey stages of buyers and prospects (None: not computed; the
+    buyers' stage is also the segments' ``journey_stage`` column)."""
     feats = _features_at(con, source, as_of, cfg)
     customers, history = (
         customers_at(con, state, dataset, as_of) if cfg.demographics.enabled else (None, "")
@@ -697,7 +752,20 @@ def _segment_at(
     )
     if cfg.demographics.enabled:
         segments.attrs["demographics"]["customers_history"] = history
-    return segments
+    buyers = feats.merge(
+        segments[["customer_id", "days_since_won_back"]],
+        on="customer_id",
+        how="left",
+        validate="one_to_one",
+    )
+    journey, facts = journey_of(con, state, dataset, source, as_of, buyers, cfg)
+    if journey is not None:
+        by_id = journey.set_index("customer_id")["journey_stage"]
+        segments["journey_stage"] = pd.Categorical(
+            segments["customer_id"].astype(str).map(by_id), categories=JOURNEY_STAGES
+        )
+    segments.attrs["journey"] = facts
+    return segments, journey
 
 
 def run_segments(
@@ -715,10 +783,10 @@ def run_segments(
     cfg = cfg or SegmentsConfig()
     con, source, as_of = _open(state, dataset_name, as_of)
     try:
-        segments = _segment_at(con, state, dataset_name, source, as_of, cfg)
+        segments, journey = _segment_at(con, state, dataset_name, source, as_of, cfg)
     finally:
         con.close()
-    summary = segment_summary(segments, cfg)
+    summary = segment_summary(segments, cfg, journey)
     out = Path(out_dir) if out_dir is not None else segments_dir(state, dataset_name, as_of)
     paths = {
         "segments": out / "segments.parquet",
@@ -729,6 +797,7 @@ def run_segments(
     clusters = dict(segments.attrs.get("clusters", {}))
     demographics = dict(segments.attrs.get("demographics", {}))
     needs = dict(segments.attrs.get("needs", {}))
+    journey_facts = dict(segments.attrs.get("journey", {}))
     with atomic_path(paths["segments"]) as tmp:
         frame = segments.copy()
         frame.attrs = {}
@@ -744,6 +813,7 @@ def run_segments(
         "clusters": clusters,
         "demographics": demographics,
         "needs": needs,
+        "journey": journey_facts,
         "config": cfg.model_dump(mode="json"),
     }
     with atomic_path(paths["meta"]) as tmp:
@@ -756,6 +826,7 @@ def run_segments(
         "demographics_skipped": demographics.get("skipped"),
         "needs_k": needs.get("k"),
         "needs_skipped": needs.get("skipped"),
+        "journey": journey_facts,
         **paths,
     }
 
@@ -782,7 +853,7 @@ def run_segments_report(
     try:
         if previous >= as_of:
             raise ValueError(f"previous_as_of {previous} must be before as_of {as_of}")
-        segments = _segment_at(con, state, dataset_name, source, as_of, cfg)
+        segments, journey = _segment_at(con, state, dataset_name, source, as_of, cfg)
         before = _features_at(con, source, previous, cfg)
         gaps = order_gaps(source, previous, cfg.lifecycle.lapsed_days, con)
     finally:
@@ -791,7 +862,7 @@ def run_segments_report(
     stages_before = lifecycle_stages(before, cfg.lifecycle, before["days_since_won_back"])
     stages_before.index = before["customer_id"]
     flow = compute_flow(stages_before["lifecycle_stage"], segments)
-    summary = segment_summary(segments, cfg)
+    summary = segment_summary(segments, cfg, journey)
     out = (
         Path(out_path)
         if out_path is not None
@@ -806,6 +877,7 @@ def run_segments_report(
         if cfg.revenue == "net"
         else "gross (order value)",
     }
+    meta["journey stages"] = journey_note(segments.attrs.get("journey", {}))
     history = segments.attrs.get("demographics", {}).get("customers_history")
     if history == "none":
         meta["customer attributes"] = "today's state (the customers table carries no history)"

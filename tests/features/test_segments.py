@@ -16,6 +16,7 @@ from features.build import compute_features
 from features.definitions import feature_set
 from features.segments import (
     ABC_CLASSES,
+    JOURNEY_STAGES,
     LIFECYCLE_STAGES,
     NO_LONGER,
     NOT_YET,
@@ -23,7 +24,9 @@ from features.segments import (
     RFM_SEGMENTS,
     SEGMENT_COLUMNS,
     ClusterConfig,
+    DemographicConfig,
     LifecycleConfig,
+    NeedsConfig,
     SegmentsConfig,
     abc_classes,
     cluster_customers,
@@ -473,3 +476,91 @@ def test_online_retail_pareto_abc(online_retail: tuple[StateDirs, dict]) -> None
     assert top == int(np.ceil(0.01 * len(seg)))
     summary = pd.read_csv(out["summary"])
     assert summary.groupby("scheme")["customers"].sum().eq(len(seg)).all()
+
+
+# --------------------------------------------------------------------------- journey stages
+
+
+def test_journey_rows_count_buyers_and_prospects() -> None:
+    segments = pd.DataFrame({"customer_id": ["a", "b", "c"], "revenue": [60.0, 30.0, 10.0]})
+    journey = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "p1", "p2", "p3", "p4"],
+            "journey_stage": ["loyal", "repeat", "repeat", "visitor", "visitor", "registered"]
+            + ["visitor"],
+        }
+    )
+    summary = segment_summary(segments, journey=journey)
+    rows = summary[summary["scheme"] == "journey_stage"].set_index("segment")
+    assert list(rows.index) == list(JOURNEY_STAGES)  # every stage, in journey order
+    assert rows["customers"].to_dict() == {
+        "visitor": 3,
+        "registered": 1,
+        "first purchase": 0,
+        "repeat": 2,
+        "loyal": 1,
+        "won back": 0,
+        "lapsing": 0,
+        "lapsed": 0,
+    }
+    assert rows.loc["visitor", "customer_share"] == pytest.approx(3 / 7)  # of every known person
+    assert rows.loc["visitor", "revenue"] == 0.0
+    assert rows.loc["repeat", "revenue_share"] == pytest.approx(0.4)
+    # without the journey frame there are no journey rows (the buyers-only schemes are unchanged)
+    assert "journey_stage" not in set(segment_summary(segments)["scheme"])
+
+
+JOURNEY_CFG = SegmentsConfig(
+    clusters=ClusterConfig(enabled=False),
+    demographics=DemographicConfig(enabled=False),
+    needs=NeedsConfig(enabled=False),
+)
+
+
+@pytest.fixture()
+def with_events(state: StateDirs) -> StateDirs:
+    """The hand-made history of tests/features/test_journey.py as an ingested dataset."""
+    from tests.features.test_journey import CUSTOMERS, EVENTS, TRANSACTIONS
+
+    folder = state.data("journey")
+    folder.mkdir(parents=True)
+    for name, frame in (("transactions", TRANSACTIONS), ("events", EVENTS)):
+        frame.to_parquet(folder / f"{name}.parquet", index=False)
+    CUSTOMERS.to_parquet(folder / "customers.parquet", index=False)
+    return state
+
+
+def test_segments_and_report_count_journey_stages_where_events_exist(
+    with_events: StateDirs, tmp_path: Path
+) -> None:
+    import json
+
+    from features.segments_report import run_segments, run_segments_report
+    from tests.features.test_journey import T
+
+    out = run_segments(with_events, "journey", T, JOURNEY_CFG, tmp_path / "seg")
+    seg = pd.read_parquet(out["segments"]).set_index("customer_id")
+    # buyers carry their stage; "later" buys after T and "future" visits after T: not buyers
+    assert seg["journey_stage"].astype(str).to_dict() == {
+        "first": "first purchase",
+        "repeat": "repeat",
+        "loyal": "loyal",
+        "wonback": "won back",
+        "lapsing": "lapsing",
+        "lapsed": "lapsed",
+    }
+    summary = pd.read_csv(out["summary"])
+    journey = summary[summary["scheme"] == "journey_stage"].set_index("segment")["customers"]
+    assert journey[["visitor", "registered"]].tolist() == [2, 1]  # visitor, later; reg
+    assert journey.sum() == len(seg) + 3
+    meta = json.loads(out["meta"].read_text())
+    assert meta["journey"]["prospects"] == 3 and meta["journey"]["people"] == len(seg) + 3
+    page = run_segments_report(with_events, "journey", T, None, JOURNEY_CFG, tmp_path / "r.html")
+    text = page.read_text(encoding="utf-8")
+    assert "Journey stage (buyers and prospects)" in text and "3 prospects (2 visitors" in text
+
+    (with_events.data("journey") / "events.parquet").unlink()  # no events: no journey scheme
+    out = run_segments(with_events, "journey", T, JOURNEY_CFG, tmp_path / "none")
+    assert "journey_stage" not in pd.read_parquet(out["segments"]).columns
+    assert "journey_stage" not in set(pd.read_csv(out["summary"])["scheme"])
+    assert out["journey"] == {"skipped": "no events table"}
