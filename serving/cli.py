@@ -381,6 +381,48 @@ def make_app(resolve: Resolver) -> typer.Typer:
             f"v{meta['version']}, snapshot {meta['snapshot_as_of']}) as {pub.pub_id} in {url}"
         )
 
+    bento = typer.Typer(help="Bentos of the service that carry their models.")
+
+    @bento.command("build")
+    def bento_build(
+        serving: Annotated[
+            Path, typer.Option("--serving", "-s", help="serving YAML naming the served models")
+        ],
+        version: Annotated[
+            str | None, typer.Option(help="the Bento's version (default: generated)")
+        ] = None,
+        home: HomeOpt = None,
+    ) -> None:
+        """Import every served family's champion from MLflow into BentoML's model store
+        (``bentoml.mlflow.import_model``, labelled family, alias, registered model, version) and
+        build the Bento of serving/bentofile.yaml with them: run from it, the service loads
+        those models, not MLflow's ($BENTOML_HOME says where the stores are)."""
+        from serving.bento_models import build_bento, import_champions
+        from serving.registry import Registry, tracking_uri_of
+        from serving.settings import ServingSettings
+
+        settings = ServingSettings.from_file(serving)
+        state = state_of(home if home is not None or not settings.home else Path(settings.home))
+        registry = Registry(tracking_uri_of(settings, state))
+        try:
+            models = import_champions(settings, registry)
+        except Exception as exc:  # registry errors: no customer data in them
+            from serving.lifecycle import one_line
+
+            console.print("[red]error:[/red] ", end="")
+            console.print(f"cannot import the models: {one_line(exc)}", markup=False)
+            raise typer.Exit(1) from None
+        for model in models:
+            labels = model.info.labels
+            console.print(
+                f"model {model.tag}: {labels['registered_model']} v{labels['version']} "
+                f"({labels['family']}@{labels['alias']})",
+                markup=False,
+            )
+        built = build_bento(Path(__file__).resolve().parent.parent, models, version)
+        console.print(f"built Bento [bold]{built.tag}[/bold] carrying {len(models)} model(s)")
+
+    app.add_typer(bento, name="bento")
     return app
 
 

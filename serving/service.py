@@ -234,7 +234,10 @@ class Patron:
             AuthSettings.from_env().check_startable()
             self.settings = ServingSettings.from_env()
             self.dirs = StateDirs.resolve(self.settings.home)
-            self.registry = Registry(tracking_uri_of(self.settings, self.dirs))
+            # run from a Bento that carries its models: those, with no MLflow server reached
+            from serving.bento_models import registry_for
+
+            self.registry = registry_for(Registry(tracking_uri_of(self.settings, self.dirs)))
             # families the online store serves load nothing here: a connection, then reads
             self.store = None
             if self.settings.online_store is not None:
