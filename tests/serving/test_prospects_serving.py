@@ -128,7 +128,7 @@ def test_a_prospect_with_no_order_gets_a_first_purchase_probability(world):
     [record] = body["scores"]
     assert record["customer_id"] == visitor
     assert 0.0 < record["probability"] < 1.0 and record["probability"] == record["score"]
-    assert 1 <= record["decile"] <= 10
+    assert 1 <= record["decile"] <= 10 and record["segment"] is None  # RFM segments: buyers'
     assert body["unknown"] == [{"customer_id": buyer, "reason": "not in the feature snapshot"}]
 
 
