@@ -59,7 +59,12 @@ SCENARIOS = {"all arms known": None, "new channels": ["RET_01/email", "UP_T3/ema
 
 
 def run_seed(
-    seed: int, customers: int, repeats: int, confidence: float, methods: list[str]
+    seed: int,
+    customers: int,
+    repeats: int,
+    confidence: float,
+    methods: list[str],
+    rollout: str = "read",
 ) -> dict[str, Any]:
     """Generate one world and run every scenario and method ``repeats`` times on it (a method's
     repeat ``r`` draws the same control group as the others' repeat ``r``)."""
@@ -76,11 +81,17 @@ def run_seed(
             control_fraction=campaign.control_fraction,
             confidence=confidence,
             method=m,
+            rollout=rollout,
         )
         for m in methods
     }
     t0 = time.perf_counter()
-    out: dict[str, Any] = {"seed": seed, "customers": customers, "scenarios": {}}
+    out: dict[str, Any] = {
+        "seed": seed,
+        "customers": customers,
+        "rollout": rollout,
+        "scenarios": {},
+    }
     with tempfile.TemporaryDirectory(prefix="patron-loop-") as home:
         state = StateDirs.resolve(home)
         dataset = load_dataset(DATASET)
@@ -126,6 +137,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="test cells and responses per world")
     ap.add_argument("--confidence", type=float, default=0.9)
     ap.add_argument("--methods", default="targeted,refit", help="loop methods, comma-separated")
+    ap.add_argument(
+        "--rollout",
+        default="read",
+        choices=["read", "held", "extend"],
+        help="targeted: whom the roll-out gives a passed arm (LoopSettings.rollout)",
+    )
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "loop.json")
     ap.add_argument(
         "--merge",
@@ -139,7 +156,7 @@ def main() -> None:
         seeds = [s for f in args.merge for s in json.loads(f.read_text())["seeds"]]
     else:
         seeds = [
-            run_seed(s, args.customers, args.repeats, args.confidence, methods)
+            run_seed(s, args.customers, args.repeats, args.confidence, methods, args.rollout)
             for s in range(args.first_seed, args.first_seed + args.seeds)
         ]
     summary: dict[str, dict[str, Any]] = {}
@@ -168,7 +185,9 @@ def main() -> None:
                 f"{got['loop_over_oracle']['min']:.3f}); fixed / oracle "
                 f"{got['fixed_over_oracle']['mean']:.3f}; false roll-outs "
                 f"{got['false_roll_outs']} of {got['arms_rolled_out']} "
-                f"({got['false_roll_out_rate']:.1%})"
+                f"({got['false_roll_out_rate']:.1%}); per population "
+                f"{got['false_population_roll_outs']} of {got['populations_rolled_out']}; "
+                f"held per run {got['held_per_run']:,.0f}"
             )
             print(
                 "regret of the loop (oracle - loop) by cause, share of the oracle's profit: "

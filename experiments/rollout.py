@@ -1,21 +1,34 @@
 """Roll a read campaign out: learn from its test cell, re-plan the rest of the base over the
-arms the gate passed, save the roll-out as a plan of its own (``patron campaign rollout``).
+arms the gate passed — each only on the customers it was read on — and save the roll-out as a
+plan of its own (``patron campaign rollout``).
 
-After ``patron campaign read`` (the wave's responses and the gate's decision are in the plan's
-folder):
+After ``patron campaign read`` (the wave's responses are in the plan's folder), with the
+learning step of the loop simulator (the same functions: ``experiments.simulate``,
+``models.decisions.learning``, ``models.decisions.readout``; docs/campaign_loop.md §4, §5):
 
-1. **learn**: the arm model is refitted on the contacts it was first fitted on plus the wave —
-   the test cell (each contact with its arm) and the control group — with the features of the
-   plan date (the wave's customers were planned on them);
-2. **re-plan** the rest of the base (everyone but the wave: its customers were contacted or held
-   out already) with the refitted model, over the arms the gate rolled out only — an arm that was
-   dropped or held gets an uplift of −1 for everyone, so it is never chosen (and its pairs count as
-   not profitable); no new test cell (the test was done); the control group continues at the
-   campaign's control fraction;
-3. **budgets**: the campaign's total contact and money budgets less what the wave used (its
+1. **learn**: the arm model is refitted on the randomised campaigns it was first fitted on plus
+   the wave — the test cell (each contact with its arm) and the control group — with the
+   features of the plan date, and **calibrated**: cross-fitted (each half planned by a model
+   fitted on the other half), each arm's best linear predictor on those randomised rows (the
+   wave's design: the plan's arm with the test-cell share, else control), shrunk across the
+   arms by empirical Bayes;
+2. **gate**: each arm the test cell tried is **read on its segment** (its contacts against the
+   control customers the plan gave the same arm), pooled with the earlier randomised campaigns
+   read the same way on cross-fitted plans, with a **random effect** between them (the
+   uncertainty of the next roll-out), and rolled out when positive with the read-out's
+   confidence, one-sided;
+3. **re-plan** the rest of the base (everyone but the wave) with the calibrated model: a
+   customer may get only the arm the plan gave them, and only when that arm passed — that is
+   the population it was read on (the plan gave the test cell, the control group and the rest
+   the same way: groups are a hash of the customer). A dropped arm's customers are **held**
+   (not contacted: they are re-tested in the campaign's next plan), never moved to another arm
+   that was not read on them; customers the plan did not select stay uncontacted. The
+   re-estimate may still leave out a customer whose arm is no longer profitable for them. No
+   new test cell; the control group continues at the campaign's control fraction;
+4. **budgets**: the campaign's total contact and money budgets less what the wave used (its
    records, and its expected spend); per-offer budgets and channel capacities as defined (the wave
    was small, ~5 %: documented, not subtracted);
-4. **save** the roll-out plan like any plan (immutable, MLflow), its inputs naming the parent plan
+5. **save** the roll-out plan like any plan (immutable, MLflow), its inputs naming the parent plan
    and the arms rolled out.
 """
 
@@ -27,17 +40,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.offpolicy import fit_arm_model
+from experiments.offpolicy import Arm, arms_of
 from experiments.planning import (
     ID,
     ArmModel,
     arm_estimate,
-    arm_index,
     contact_frame,
-    log_arms,
     plan_over,
     planning_base,
 )
+from experiments.planning import arm_index as pair_index
 from experiments.plans import (
     READOUT_FILE,
     RESPONSES_FILE,
@@ -46,12 +58,128 @@ from experiments.plans import (
     plans_dir,
     save_plan,
 )
+from experiments.simulate import (
+    CAMPAIGN,
+    P_CONTROL,
+    LoopSettings,
+    arm_calibration,
+    crossfit,
+    design_column,
+    fit_known,
+    history_design,
+    history_readouts,
+)
 from models.decisions import Campaign, Plan, UpliftEstimate, parse_campaign
+from models.decisions.learning import Calibration
+from models.decisions.readout import (
+    NO_ARM,
+    ArmReadout,
+    ArmTerms,
+    GateDecision,
+    gate,
+    pool_readouts,
+    read_population,
+    rollout_by_population,
+)
+
+
+def _arm_of(offers: pd.Series, channels: pd.Series, labels: list[str]) -> np.ndarray:
+    """Per row the index of its ``offer/channel`` in ``labels``, ``NO_ARM`` where none."""
+    index = {a: j for j, a in enumerate(labels)}
+    return np.array(
+        [
+            index.get(f"{o}/{c}", NO_ARM) if isinstance(o, str) and isinstance(c, str) else NO_ARM
+            for o, c in zip(offers, channels, strict=True)
+        ],
+        dtype=np.int64,
+    )
+
+
+def learn_and_gate(
+    history: pd.DataFrame,
+    wave: pd.DataFrame,
+    arms: list[Arm],
+    features: list[str],
+    categorical: list[str],
+    fractions: tuple[float, float],
+    confidence: float,
+    settings: LoopSettings,
+) -> tuple[Any, list[int], Calibration | None, list[GateDecision], list[ArmReadout]]:
+    """The loop's learning step on a real wave (``experiments.simulate``'s functions).
+
+    ``history``: the randomised campaigns' contacts (features, ``arm``: index into ``arms``, -1
+    control, ``label``, ``campaign_id``); ``wave``: the test cell and control group with
+    features, ``arm`` (what they got), ``planned`` (the plan's arm, control customers
+    included) and ``label``; ``fractions``: the plan's (control, test cell) fractions.
+    Returns the model refitted on both (columns: the returned arms), its calibration, the
+    gate's decision per arm the test cell tried and the pooled read-outs it decided on."""
+    c, t = fractions
+    history = history_design(history.reset_index(drop=True), len(arms))
+    rows = wave[[*features, "arm", "label"]].copy()
+    rows[CAMPAIGN] = "wave"
+    # the wave's design: of its customers, control with c / (c + t), else the plan's arm
+    rows[P_CONTROL] = c / (c + t)
+    for j in range(len(arms)):
+        rows[design_column(j)] = t / (c + t) * (wave["planned"].to_numpy() == j)
+    design = [P_CONTROL, *(design_column(j) for j in range(len(arms)))]
+    seen = pd.concat(
+        [history[[*features, "arm", "label", CAMPAIGN, *design]], rows], ignore_index=True
+    )
+    model_arms = sorted(set(seen["arm"]) - {NO_ARM})
+    oof = crossfit(seen, model_arms, features, categorical, settings, 0)
+    cal = arm_calibration(seen, model_arms, *oof) if settings.calibrate else None
+    terms = {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
+    # the randomised campaigns read on cross-fitted plans (their rows come first in ``seen``)
+    evidence = history_readouts(history, model_arms, *oof, arms, terms, confidence)
+    given = [arms[a].label if a != NO_ARM else None for a in wave["arm"]]
+    control = (wave["arm"] == NO_ARM).to_numpy()
+    y = wave["label"].to_numpy()
+    tried = sorted(set(wave.loc[~control, "arm"]))
+    reads = []
+    for j in tried:
+        r = read_population(
+            arms[j].label,
+            given,
+            (wave["planned"] == j).to_numpy(),
+            control,
+            y,
+            terms[arms[j].label],
+            level=confidence,
+        )
+        if r is not None:
+            reads.append(r)
+    pooled = {r.arm: r for r in pool_readouts([*evidence, reads], confidence, predictive=True)}
+    decisions = []
+    for j in tried:
+        label = arms[j].label
+        if label in pooled:
+            decisions.extend(gate([pooled[label]], confidence))
+        else:
+            decisions.append(
+                GateDecision(label, False, "held: no control customer on its segment", confidence)
+            )
+    model = fit_known(seen, model_arms, features, categorical, settings, 0)
+    return model, model_arms, cal, decisions, [pooled[r.arm] for r in reads]
+
+
+def only_where_read(
+    uplift: np.ndarray, allowed: np.ndarray, campaign: Campaign, labels: list[str]
+) -> np.ndarray:
+    """The uplift per (customer, offer, channel) with every arm but the customer's ``allowed``
+    one (index into ``labels``, ``offer/channel``; ``NO_ARM``: none) set to -1, so the planner
+    never chooses it (``rollout_by_population`` gives ``allowed``: the arm read on them)."""
+    out = np.array(uplift, dtype=float, copy=True)
+    for i, offer in enumerate(campaign.offers):
+        for c, channel in enumerate(campaign.channels):
+            j = labels.index(f"{offer.data_id}/{channel.name}")
+            out[np.asarray(allowed) != j, i, c] = -1.0
+    return out
 
 
 def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, dict[str, Any]]:
-    """Refit with the wave, re-plan the rest over the arms the gate passed, save the plan.
-    Returns (saved plan, plan, facts); the plan is None when no arm passed the gate."""
+    """Learn from the wave, gate each arm on its segment, re-plan the rest of the base with
+    each passed arm on its own segment only, save the plan. Returns (saved plan, plan, facts);
+    the plan is None when no arm passed the gate."""
     record, table = load_plan(state, plan_id)
     folder = plans_dir(state) / plan_id
     if not (folder / READOUT_FILE).exists():
@@ -60,10 +188,7 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
             f"(patron campaign read --plan {plan_id} --responses <file>)"
         )
     readout = json.loads((folder / READOUT_FILE).read_text())
-    passed = [g["arm"] for g in readout["gate"] if g["roll_out"]]
-    facts: dict[str, Any] = {"parent_plan": plan_id, "rolled_out_arms": passed}
-    if not passed:
-        return None, None, facts
+    confidence = float(readout.get("confidence", 0.9))
     campaign = Campaign.model_validate(record["campaign"])
     inputs = record["inputs"]
     lacking = sorted({"dataset", "feature_set", "learned_from"} - set(inputs))
@@ -76,46 +201,88 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
     learned_from = [c for c in str(inputs["learned_from"]).split(",") if c]
     params = json.loads(inputs.get("model_params") or "{}") or None
     learner = inputs.get("learner", "x")
+    arms = arms_of(campaign)
+    labels = [a.label for a in arms]
+    data_id = {o.id: o.data_id for o in campaign.offers}
 
-    # 1. learn: the first contacts plus the wave, with the plan date's features
+    # 1. the randomised campaigns (their contacts of this campaign's arms, and controls) and
+    # the wave, with the plan date's features
     frame, features, categorical, _ = contact_frame(state, dataset, learned_from, fs)
-    arms = log_arms(frame)
-    frame["arm"] = arm_index(frame, arms)
+    pairs = [(a.offer_id, a.channel) for a in arms]
+    treated = frame["treatment"].to_numpy().astype(bool)
+    keys = set(pairs)
+    ours = ~treated | np.array(
+        [(str(o), str(c)) in keys for o, c in zip(frame["offer_id"], frame["channel"], strict=True)]
+    )
+    history = frame[ours].reset_index(drop=True)
+    history["arm"] = pair_index(history, pairs)
     as_of = pd.Timestamp(record["as_of"]).date()
     base, _ = planning_base(state, dataset, fs, as_of)
     wave = pd.read_parquet(folder / RESPONSES_FILE)
-    data_id = {o.id: o.data_id for o in campaign.offers}
-    wave["arm"] = arm_index(
-        pd.DataFrame(
-            {
-                "treatment": (wave["group"] == "test").to_numpy(),
-                "offer_id": wave["offer"].map(lambda o: data_id.get(str(o), str(o))),
-                "channel": wave["channel"],
-            }
-        ),
-        arms,
-    )
+    offer_ids = wave["offer"].map(lambda o: data_id.get(str(o), str(o)))
+    wave["planned"] = _arm_of(offer_ids, wave["channel"], labels)
+    wave["arm"] = np.where((wave["group"] == "test").to_numpy(), wave["planned"], NO_ARM)
     wave["label"] = wave["responded"].astype(int)
     wave_rows = wave.merge(base[[ID, *features]], on=ID, how="inner")
-    learn = pd.concat(
-        [frame[[*features, "arm", "label"]], wave_rows[[*features, "arm", "label"]]],
-        ignore_index=True,
+    settings = LoopSettings(learner=learner, params=params or LoopSettings().params)
+    pipe, model_arms, cal, decisions, reads = learn_and_gate(
+        history,
+        wave_rows,
+        arms,
+        features,
+        categorical,
+        (campaign.control_fraction, campaign.test_cell_fraction),
+        confidence,
+        settings,
     )
-    pipe = fit_arm_model(learn, features, categorical, learner, params)
-    model = ArmModel(pipe, arms, features, fs, [*learned_from, f"plan:{plan_id}"], len(learn))
-    facts["learned_rows"] = len(learn)
-    facts["wave_rows"] = len(wave_rows)
+    passed = [d.arm for d in decisions if d.roll_out]
+    facts: dict[str, Any] = {
+        "parent_plan": plan_id,
+        "rolled_out_arms": passed,
+        "gate": [d.as_dict() for d in decisions],
+        "readouts": [r.as_dict() for r in reads],
+        "calibrated": cal is not None,
+        "learned_rows": len(history) + len(wave_rows),
+        "wave_rows": len(wave_rows),
+    }
+    if not passed:
+        return None, None, facts
+    model = ArmModel(
+        pipe,
+        [pairs[j] for j in model_arms],
+        features,
+        fs,
+        [*learned_from, f"plan:{plan_id}"],
+        len(history) + len(wave_rows),
+    )
 
-    # 2. re-plan the rest over the passed arms; 3. budgets less the wave's use
+    # 2. re-plan the rest: each customer only the plan's arm for them, when it passed (the
+    # population it was read on); 3. budgets less the wave's use
     rest = base[~base[ID].isin(set(wave[ID]))].reset_index(drop=True)
+    parent = table[table["selected"] & (table["group"] == "rollout")].drop_duplicates(ID)
+    parent_offer = parent["offer"].map(lambda o: data_id.get(str(o), str(o)))
+    parent_arm = pd.Series(
+        _arm_of(parent_offer, parent["channel"], labels),
+        index=parent[ID].to_numpy(),
+    )
+    planned = rest[ID].map(parent_arm).fillna(NO_ARM).to_numpy(dtype=np.int64)
+    allowed = rollout_by_population(planned, [labels.index(a) for a in passed])
     estimate = arm_estimate(model, rest, campaign)
     assert estimate.p_accept is not None  # arm_estimate always gives P(accept | contacted)
     uplift = estimate.uplift.copy()
-    for i, offer in enumerate(campaign.offers):
-        for c, channel in enumerate(campaign.channels):
-            if f"{offer.data_id}/{channel.name}" not in passed:
-                uplift[:, i, c] = -1.0
+    if cal is not None:  # the calibrated uplift of each arm (the model's columns)
+        x = pipe[:-1].transform(rest[features])
+        calibrated = cal.apply(pipe[-1].predict(x))
+        column = {pairs[j]: k for k, j in enumerate(model_arms)}
+        for i, offer in enumerate(campaign.offers):
+            for c, channel in enumerate(campaign.channels):
+                uplift[:, i, c] = calibrated[:, column[(offer.data_id, channel.name)]]
+    uplift = only_where_read(uplift, allowed, campaign, labels)
     estimate = UpliftEstimate(np.minimum(uplift, estimate.p_accept.p), estimate.p_accept)
+    dropped = (planned != NO_ARM) & (allowed == NO_ARM)
+    facts["held"] = {
+        labels[j]: int((planned[dropped] == j).sum()) for j in sorted(set(planned[dropped]))
+    }
     used = table[table["selected"] & table["group"].isin(["test", "control"])]
     definition = campaign.model_dump(mode="json")
     budget = dict(definition.get("budget") or {})
@@ -137,6 +304,8 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
             "model_contacts": model.contacts,
             "parent_plan": plan_id,
             "rolled_out_arms": ",".join(passed),
+            "rollout_rule": "each passed arm on its own segment; dropped arms' customers held",
+            "calibrated": str(cal is not None).lower(),
             "wave": "rollout",
         },
     )

@@ -56,8 +56,10 @@ from models.decisions.readout import (
     GateDecision,
     gate,
     pool_readouts,
+    read_population,
     read_targeted,
     read_wave,
+    rollout_by_population,
 )
 
 CAMPAIGN = "campaign_id"
@@ -73,6 +75,16 @@ class LoopSettings:
     method: str = "targeted"  # or "refit": random test cell, gate on the average arm
     history_folds: int = 2  # cross-fitting folds (targeted read-out of history, calibration)
     calibrate: bool = True  # targeted: BLP calibration of each arm's uplift, shrunk by EB
+    # targeted: whom the roll-out gives a passed arm (docs/campaign_loop.md §6):
+    # "read" (default): an arm goes only to customers of a population it was read on and passed
+    #   (its segment; a dropped arm's customers get their best passed arm only where that arm
+    #   was read and passed on them; a never-tested arm passed on everyone goes to the
+    #   customers without a passed arm of their own); the rest are held;
+    # "held": the same without the reads of a passed arm on a dropped arm's customers (they are
+    #   always held);
+    # "extend" (the design before): a dropped arm's customers get their best passed arm, unread,
+    #   and a never-tested arm no one (no model knows it)
+    rollout: str = "read"
     learner: str = "x"
     params: dict[str, Any] = field(
         default_factory=lambda: {
@@ -98,6 +110,14 @@ class WaveOutcome:
     false_roll_outs: int  # arms rolled out whose true incremental profit where rolled out < 0
     arms_rolled_out: int  # arms that passed the gate and reached at least one customer
     regret: dict[str, float] = field(default_factory=dict)  # oracle - loop, by cause
+    # the roll-out's decisions per (arm, population): the gate of a passed arm on a dropped
+    # arm's customers (targeted, rollout="read"); and per population rolled out (an arm on its
+    # segment, on a dropped arm's customers, or a new arm on its read over everyone), how many
+    # reached anyone and how many of those had a negative true profit there
+    rollout_gate: list[dict[str, Any]] = field(default_factory=list)
+    populations_rolled_out: int = 0
+    false_population_roll_outs: int = 0
+    held: int = 0  # customers of the roll-out held because their arm was not read on them
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -230,11 +250,21 @@ def wave_outcome(
     rest: np.ndarray,
     passed: Any,
     decisions: Sequence[Any],
+    populations: Sequence[tuple[int, np.ndarray]] = (),
+    rollout_gate: Sequence[Any] = (),
+    held: int = 0,
 ) -> WaveOutcome:
     """A wave's outcome from its three plans (fixed, loop, oracle: an arm per customer) scored on
-    the true profit, with the loop's test cell, gate decisions and regret by cause."""
+    the true profit, with the loop's test cell, gate decisions and regret by cause.
+    ``populations``: (arm, mask) of each population the roll-out gave an arm."""
     fixed, loop, oracle = plans
     false_roll_outs, reached = _false_roll_outs(loop, rest, passed, true_profit)
+    pop_reached = pop_false = 0
+    for j, mask in populations:
+        rolled = rest & mask & (loop == j)
+        if rolled.any():
+            pop_reached += 1
+            pop_false += int(true_profit[rolled, j].sum() < 0)
     return WaveOutcome(
         wave=name,
         customers=len(loop),
@@ -246,6 +276,10 @@ def wave_outcome(
         false_roll_outs=false_roll_outs,
         arms_rolled_out=reached,
         regret=regret_parts(loop, oracle, true_profit, test, rest, passed),
+        rollout_gate=[d.as_dict() for d in rollout_gate],
+        populations_rolled_out=pop_reached,
+        false_population_roll_outs=pop_false,
+        held=held,
     )
 
 
@@ -262,7 +296,7 @@ def _responses(
     return draw < np.where(choice == NO_CONTACT, p0, p_arms[rows, np.maximum(choice, 0)])
 
 
-def _fit_known(
+def fit_known(
     data: pd.DataFrame,
     known: list[int],
     features: list[str],
@@ -299,12 +333,14 @@ def simulate_loop(
     design: random arms in the test cell, the gate on each arm's average effect)."""
     if settings.method not in ("targeted", "refit"):
         raise ValueError(f"unknown loop method {settings.method!r}; known: refit, targeted")
+    if settings.rollout not in ("read", "held", "extend"):
+        raise ValueError(f"unknown roll-out {settings.rollout!r}; known: read, held, extend")
     history = history[history["arm"].isin([-1, *known])]  # the arms never tested do not exist
     if settings.method == "targeted":
         return _simulate_targeted(
             history, waves, features, categorical, arms, known, settings, rng, seed
         )
-    model0 = _fit_known(history, known, features, categorical, settings, seed)
+    model0 = fit_known(history, known, features, categorical, settings, seed)
     seen = history[[*features, "arm", "label"]]
     terms = {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
     everything = list(range(len(arms)))
@@ -367,13 +403,17 @@ def _labels(choice: np.ndarray, arms: list[Arm]) -> list[str | None]:
 
 
 P_CONTROL = "p_control"
+# "read": the share of the test cell's at-risk customers (plan arm not passed by the evidence
+# so far) given their fallback instead (fixed before any run: half, the even split)
+FALLBACK_SHARE = 0.5
 
 
-def _p(j: int) -> str:
+def design_column(j: int) -> str:
+    """The design column of arm ``j``: its probability per row."""
     return f"p_arm_{j}"
 
 
-def _history_design(history: pd.DataFrame, n_arms: int) -> pd.DataFrame:
+def history_design(history: pd.DataFrame, n_arms: int) -> pd.DataFrame:
     """Each earlier randomised campaign's design per row: the probability of every arm and of
     the control group (the campaign's shares, as observed)."""
     out = history.copy()
@@ -381,11 +421,11 @@ def _history_design(history: pd.DataFrame, n_arms: int) -> pd.DataFrame:
         share = np.bincount(part["arm"].to_numpy() + 1, minlength=n_arms + 1) / len(part)
         out.loc[part.index, P_CONTROL] = share[0]
         for j in range(n_arms):
-            out.loc[part.index, _p(j)] = share[j + 1]
+            out.loc[part.index, design_column(j)] = share[j + 1]
     return out
 
 
-def _crossfit(
+def crossfit(
     seen: pd.DataFrame,
     model_arms: list[int],
     features: list[str],
@@ -400,14 +440,14 @@ def _crossfit(
     outcomes = np.full((len(seen), len(model_arms) + 1), np.nan)
     for k in range(settings.history_folds):
         train, held = seen[folds != k], seen[folds == k]
-        model = _fit_known(train, model_arms, features, categorical, settings, seed)
+        model = fit_known(train, model_arms, features, categorical, settings, seed)
         xt = model[:-1].transform(held[features])
         uplift[folds == k] = model[-1].predict(xt)
         outcomes[folds == k] = model[-1].predict_outcomes(xt)
     return uplift, outcomes
 
 
-def _calibration(
+def arm_calibration(
     seen: pd.DataFrame, model_arms: list[int], uplift: np.ndarray, outcomes: np.ndarray
 ) -> Calibration:
     """Per arm of the model, the BLP of its cross-fitted uplift on the rows that could have got
@@ -417,7 +457,7 @@ def _calibration(
     y = seen["label"].to_numpy()
     p_c = seen[P_CONTROL].to_numpy()
     for k, j in enumerate(model_arms):
-        p_j = seen[_p(j)].to_numpy()
+        p_j = seen[design_column(j)].to_numpy()
         rows = (p_j > 0) & (p_c > 0) & ((arm == j) | (arm == NO_CONTACT))
         if (arm[rows] == j).sum() < 30 or (arm[rows] == NO_CONTACT).sum() < 30:
             fits.append(None)
@@ -429,7 +469,7 @@ def _calibration(
     return calibrate(fits)
 
 
-def _history_readouts(
+def history_readouts(
     history: pd.DataFrame,
     model_arms: list[int],
     uplift: np.ndarray,
@@ -440,10 +480,7 @@ def _history_readouts(
 ) -> list[list[ArmReadout]]:
     """The earlier randomised campaigns read the targeted way with cross-fitted plans (no row
     is planned by a model that saw it), each campaign against its own controls."""
-    econ = economics([arms[j] for j in model_arms], len(history))
-    profit = np.full((len(history), len(arms)), -np.inf)
-    profit[:, model_arms] = econ.estimated_profit(uplift, outcomes[:, : len(model_arms)])
-    plan = best_choice(profit)
+    plan = best_choice(_oof_profit(len(history), model_arms, uplift, outcomes, arms))
     out = []
     for _, part in history.reset_index(drop=True).groupby(CAMPAIGN):
         i = part.index.to_numpy()
@@ -456,6 +493,74 @@ def _history_readouts(
                 level=level,
             )
         )
+    return out
+
+
+def _oof_profit(
+    n: int,
+    model_arms: list[int],
+    uplift: np.ndarray,
+    outcomes: np.ndarray,
+    arms: list[Arm],
+    calibration: Calibration | None = None,
+) -> Any:
+    """Estimated profit per (row, arm) of the first ``n`` rows from their cross-fitted uplift
+    (calibrated when ``calibration`` is given) and responses; -inf for an arm the model does
+    not know."""
+    econ = economics([arms[j] for j in model_arms], n)
+    u = uplift[:n] if calibration is None else calibration.apply(uplift[:n])
+    profit = np.full((n, len(arms)), -np.inf)
+    profit[:, model_arms] = econ.estimated_profit(u, outcomes[:n, : len(model_arms)])
+    return profit
+
+
+def _fallback(profit: np.ndarray, passed: list[int]) -> np.ndarray:
+    """Per customer the passed arm of highest estimated profit, or none (``NO_CONTACT``)."""
+    if not passed:
+        return np.full(len(profit), NO_CONTACT)
+    allowed = np.full(profit.shape, -np.inf)
+    allowed[:, passed] = profit[:, passed]
+    return best_choice(allowed)
+
+
+def _fallback_key(arm: Arm) -> str:
+    """The read-out name of ``arm`` on the customers it is the fallback of."""
+    return f"{arm.label} as a fallback"
+
+
+def _history_fallback_reads(
+    history: pd.DataFrame,
+    profit: np.ndarray,
+    passed: list[int],
+    b: int,
+    arms: list[Arm],
+    terms: dict[str, ArmTerms],
+    level: float,
+) -> list[list[ArmReadout]]:
+    """Each earlier randomised campaign's read of arm ``b`` on the customers whose
+    (cross-fitted) plan gives an arm outside ``passed`` and whose best arm of
+    ``passed`` is ``b`` (its fallback): the campaign randomised every arm, so within
+    that population the contacts of ``b`` against the control are a randomised comparison."""
+    plan = best_choice(profit)
+    second = _fallback(profit, passed)
+    on_them = (plan != NO_CONTACT) & ~np.isin(plan, passed) & (second == b)
+    arm = history["arm"].to_numpy()
+    y = history["label"].to_numpy()
+    given = _labels(arm, arms)
+    out = []
+    for _, part in history.reset_index(drop=True).groupby(CAMPAIGN):
+        i = part.index.to_numpy()
+        r = read_population(
+            arms[b].label,
+            [given[k] for k in i],
+            on_them[i],
+            arm[i] == NO_CONTACT,
+            y[i],
+            terms[arms[b].label],
+            key=_fallback_key(arms[b]),
+            level=level,
+        )
+        out.append([r] if r is not None else [])
     return out
 
 
@@ -505,30 +610,53 @@ def _simulate_targeted(
     it did not — exactly what was measured, no arm moved to customers it was not read on. After
     the wave everything it saw (test cell, roll-out, control) joins the data of the refit."""
     terms = {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
-    design = [P_CONTROL, *(_p(j) for j in range(len(arms)))]
-    history = _history_design(history.reset_index(drop=True), len(arms))
+    design = [P_CONTROL, *(design_column(j) for j in range(len(arms)))]
+    history = history_design(history.reset_index(drop=True), len(arms))
     seen = history[[*features, "arm", "label", *design]]
     model_arms = sorted(known)
-    oof = _crossfit(seen, model_arms, features, categorical, settings, seed)
-    evidence = _history_readouts(history, model_arms, *oof, arms, terms, settings.confidence)
-    model0 = _fit_known(history, model_arms, features, categorical, settings, seed)
+    oof = crossfit(seen, model_arms, features, categorical, settings, seed)
+    evidence = history_readouts(history, model_arms, *oof, arms, terms, settings.confidence)
+    model0 = fit_known(history, model_arms, features, categorical, settings, seed)
     model = model0
     out = []
     for w, wave in enumerate(waves):
         if w > 0:  # the data grew: cross-fit again (before the first wave: done above)
-            oof = _crossfit(seen, model_arms, features, categorical, settings, seed)
-        cal = _calibration(seen, model_arms, *oof) if settings.calibrate else None
+            oof = crossfit(seen, model_arms, features, categorical, settings, seed)
+        cal = arm_calibration(seen, model_arms, *oof) if settings.calibrate else None
         n, true_profit, control, x, fixed, oracle = _wave_start(
             wave, arms, features, model0, known, settings.control_fraction, rng
         )
         p0, p_arms = wave.truth
 
-        plan = best_choice(_estimated(model, x, arms, model_arms, cal))
+        estimated = _estimated(model, x, arms, model_arms, cal)
+        plan = best_choice(estimated)
         untested = [j for j in range(len(arms)) if j not in model_arms]
+        # "read": the customers whose plan arm the evidence so far does not pass (at risk of
+        # being dropped) may fall back to their best provisionally passed arm; half of them in
+        # the test cell get that fallback, so it is read on them (a randomised comparison:
+        # the half is drawn, the control group too)
+        at_risk = np.zeros(n, bool)
+        second = np.full(n, NO_CONTACT)
+        provisional: list[int] = []
+        if settings.rollout == "read":
+            so_far = {
+                r.arm: r for r in pool_readouts(evidence, settings.confidence, predictive=True)
+            }
+            provisional = [
+                j
+                for j in model_arms
+                if arms[j].label in so_far
+                and gate([so_far[arms[j].label]], settings.confidence)[0].roll_out
+            ]
+            second = _fallback(estimated, provisional)
+            at_risk = (plan != NO_CONTACT) & ~np.isin(plan, provisional) & (second != NO_CONTACT)
         test = ~control & (rng.random(n) < settings.test_fraction)
         explore = test & (rng.random(n) < len(untested) / len(arms))
         loop = np.full(n, NO_CONTACT)
         loop[test] = plan[test]
+        if settings.rollout == "read":
+            split = test & at_risk & (rng.random(n) < FALLBACK_SHARE)
+            loop[split] = second[split]
         if untested:
             loop[explore] = rng.choice(untested, int(explore.sum()))
         draw = rng.random(n)
@@ -551,47 +679,143 @@ def _simulate_targeted(
         decisions = _gate_every_arm(pooled, arms, settings.confidence)
         passed = [j for j, d in enumerate(decisions) if d.roll_out]
 
-        # the roll-out: the plan over the arms that passed (a dropped arm's customers get their
-        # best passed arm, or nothing)
+        # the roll-out (settings.rollout): every customer whose plan arm passed gets it; a
+        # dropped arm's customers get their fallback only where it was read on them and passed
+        # ("read"), never ("held"), or their best passed arm, unread ("extend", the design
+        # before); a never-tested arm that passed on everyone goes to those left without one
         rest = ~control & ~test
-        gated = plan.copy()
-        if passed:
-            estimated = _estimated(model, x, arms, model_arms, cal)
-            estimated[:, [j for j in range(len(arms)) if j not in passed]] = -np.inf
-            gated = best_choice(estimated)
-        gated[~np.isin(gated, passed)] = NO_CONTACT
+        new_passed = [j for j in passed if j in untested]
+        if settings.rollout == "extend":  # before: no model knew a new arm, so no one got it
+            new_passed = []
+        own = np.isin(plan, passed)
+        rollout_gate: list[GateDecision] = []
+        if settings.rollout == "extend":
+            fallback = _fallback(estimated, passed)
+            gated = np.where(own, plan, fallback)
+            populations = [(j, gated == j, arms[j].label) for j in passed]
+        else:
+            given = _labels(loop, arms)
+            fallback = np.full(n, NO_CONTACT)
+            fell_back = []
+            # a dropped arm's customers: their best passed arm by the estimate (the arms the
+            # model knows), rolled out there only when read there — on the earlier randomised
+            # campaigns (cross-fitted plans, the same rule), earlier waves' roll-outs and this
+            # test cell's fallback half — and passed
+            known_passed = [j for j in passed if j not in new_passed]
+            best_passed = _fallback(estimated, known_passed)
+            dropped = (plan != NO_CONTACT) & ~own
+            hist_profit = None
+            for b in sorted(set(best_passed[dropped & rest]) - {NO_CONTACT}):
+                key = _fallback_key(arms[b])
+                on_them = dropped & (best_passed == b)
+                if hist_profit is None:
+                    hist_profit = _oof_profit(len(history), model_arms, *oof, arms, cal)
+                live = read_population(
+                    arms[b].label,
+                    given,
+                    on_them & at_risk & (second == b) & cell,
+                    control,
+                    y,
+                    terms[arms[b].label],
+                    key=key,
+                    level=settings.confidence,
+                )
+                hist = _history_fallback_reads(
+                    history,
+                    hist_profit,
+                    known_passed,
+                    b,
+                    arms,
+                    terms,
+                    settings.confidence,
+                )
+                fb_reads = [*hist, [live] if live is not None else []]
+                pool = {
+                    r.arm: r for r in pool_readouts(fb_reads, settings.confidence, predictive=True)
+                }
+                if key in pool:
+                    decision = gate([pool[key]], settings.confidence)[0]
+                else:
+                    decision = GateDecision(
+                        key, False, "held: never read on these customers", settings.confidence
+                    )
+                rollout_gate.append(decision)
+                if decision.roll_out:
+                    fallback[on_them] = b
+                    fell_back.append(b)
+            if new_passed:  # the new arm of highest measured profit per contact
+                best = max(new_passed, key=lambda j: pooled[arms[j].label].profit_per_contact)
+                fallback[fallback == NO_CONTACT] = best
+            gated = rollout_by_population(
+                plan,
+                passed,
+                read_on_everyone=new_passed,
+                fallback=fallback,
+                fallback_passed={
+                    (int(b), int(d))
+                    for b, d in zip(best_passed[dropped], plan[dropped], strict=True)
+                    if b in fell_back
+                },
+            )
+            populations = [(j, plan == j, arms[j].label) for j in passed if j not in new_passed]
+            populations += [(j, ~own & (fallback == j), arms[j].label) for j in new_passed]
+            populations += [
+                (b, dropped & (best_passed == b), _fallback_key(arms[b])) for b in fell_back
+            ]
+        held = int((rest & (plan != NO_CONTACT) & (gated == NO_CONTACT)).sum())
         loop[rest] = gated[rest]
         y = _responses(loop, draw, p0, p_arms)
-        # what later waves learn from: the roll-out on its segments against the control
-        # customers the roll-out plan gives the same arm (the test cell's read, on the same
-        # control group, is not added again)
-        evidence.append(
-            read_targeted(
-                _labels(loop[~test], arms),
-                _labels(gated[~test], arms),
-                y[~test],
-                terms,
+        # what later waves learn from: each population of the roll-out against the control
+        # customers of the same population (the test cell's read, on the same control group,
+        # is not added again)
+        given = _labels(loop, arms)
+        rolled_reads = [
+            read_population(
+                arms[j].label,
+                given,
+                mask & ~test,
+                control,
+                y,
+                terms[arms[j].label],
+                key=key,
                 level=settings.confidence,
             )
-        )
+            for j, mask, key in populations
+        ]
+        evidence.append([r for r in rolled_reads if r is not None])
         wave_rows = wave.audience[features].copy()
         wave_rows["arm"], wave_rows["label"] = loop, y.astype(int)
-        # the wave's design: control with its fraction, else the test cell's arm (the plan, or
-        # an untested arm at random) with the test fraction, else the roll-out's
+        # the wave's design: control with its fraction, else the test cell's arm (the plan, its
+        # fallback half, or an untested arm at random) with the test fraction, else the
+        # roll-out's. The customers the roll-out held are left out of the calibration (no arm
+        # probability): their "no contact" followed from the gate, not from the control draw
         c, t = settings.control_fraction, settings.test_fraction
-        wave_rows[P_CONTROL] = c
         share_new = len(untested) / len(arms)
+        wave_rows[P_CONTROL] = c
+        half = FALLBACK_SHARE * at_risk
+        held_rows = rest & (plan != NO_CONTACT) & (gated == NO_CONTACT)
         for j in range(len(arms)):
-            in_test = np.where(j in untested, 1 / len(arms), (1 - share_new) * (plan == j))
-            wave_rows[_p(j)] = (1 - c) * (t * in_test + (1 - t) * (gated == j))
+            planned_j = (1 - half) * (plan == j) + half * (second == j)
+            in_test = np.where(j in untested, 1 / len(arms), (1 - share_new) * planned_j)
+            p_j = (1 - c) * (t * in_test + (1 - t) * (gated == j))
+            wave_rows[design_column(j)] = np.where(held_rows, 0.0, p_j)
         seen = pd.concat([seen, wave_rows], ignore_index=True)
         tested = set(seen["arm"]) - {NO_CONTACT}
         model_arms = [j for j in range(len(arms)) if j in tested]
-        model = _fit_known(seen, model_arms, features, categorical, settings, seed)
+        model = fit_known(seen, model_arms, features, categorical, settings, seed)
 
         out.append(
             wave_outcome(
-                wave.name, (fixed, loop, oracle), true_profit, test, rest, passed, decisions
+                wave.name,
+                (fixed, loop, oracle),
+                true_profit,
+                test,
+                rest,
+                passed,
+                decisions,
+                [(j, mask) for j, mask, _ in populations],
+                rollout_gate,
+                held,
             )
         )
     return out
@@ -684,6 +908,8 @@ def summarise(runs: list[list[WaveOutcome]], groups: list[Any] | None = None) ->
     )
     rolled = sum(w.arms_rolled_out for run in runs for w in run)
     false = sum(w.false_roll_outs for run in runs for w in run)
+    pops = sum(w.populations_rolled_out for run in runs for w in run)
+    pop_false = sum(w.false_population_roll_outs for run in runs for w in run)
     return {
         "runs": k,
         "fixed": cum[:, 0].tolist(),
@@ -709,4 +935,9 @@ def summarise(runs: list[list[WaveOutcome]], groups: list[Any] | None = None) ->
         "arms_rolled_out": rolled,
         "false_roll_outs": false,
         "false_roll_out_rate": false / rolled if rolled else 0.0,
+        # per population rolled out (an arm counted once per population it reached)
+        "populations_rolled_out": pops,
+        "false_population_roll_outs": pop_false,
+        "false_population_roll_out_rate": pop_false / pops if pops else 0.0,
+        "held_per_run": float(np.mean([sum(w.held for w in run) for run in runs])),
     }

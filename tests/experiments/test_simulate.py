@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -121,3 +122,45 @@ def test_cli_prints_waves_and_gate(arms_state) -> None:
     assert "regret" in result.output
     bad = CliRunner().invoke(mount(), [*args[:-2], "--known", "RET_01/fax"])
     assert bad.exit_code != 0
+
+
+def _world(n: int, seed: int) -> tuple:
+    """A small world of two arms: arm 0 (known, no effect) and arm 1 (never tested before the
+    campaign: +0.5 response for everyone); one randomised campaign of arm 0 before it."""
+    from experiments.offpolicy import Arm
+    from experiments.simulate import Wave
+
+    rng = np.random.default_rng(seed)
+    arms = [Arm("OLD", "email", 40.0, 0.2), Arm("NEW", "sms", 40.0, 0.1)]
+    x = pd.DataFrame({"f1": rng.normal(size=n), "f2": rng.normal(size=n)})
+    history = x.copy()
+    history["arm"] = np.where(rng.random(n) < 0.5, 0, -1)
+    history["label"] = (rng.random(n) < 0.2).astype(int)
+    history["campaign_id"] = "BEFORE"
+    p0 = np.full(n, 0.2)
+    p_arms = np.column_stack([p0, p0 + 0.5])
+    return arms, history, Wave("W1", x.copy(), (p0, p_arms))
+
+
+def test_a_new_arm_that_passes_on_everyone_is_rolled_out() -> None:
+    arms, history, wave = _world(4_000, 0)
+    settings = replace(FAST, params={"n_estimators": 10, "max_depth": 2, "learning_rate": 0.1})
+    (out,) = simulate_loop(
+        history, [wave], ["f1", "f2"], [], arms, [0], settings, np.random.default_rng(1)
+    )
+    decisions = {g["arm"]: g["roll_out"] for g in out.gate}
+    assert decisions["NEW/sms"]  # +0.5 x 40 per contact, read on everyone's test cell
+    # rolled out beyond the test cell: the roll-out earns most of the oracle's profit
+    assert out.arms_rolled_out >= 1 and out.loop > 0.8 * out.oracle
+    # the design before gave it to no one: no model knew the arm
+    (before,) = simulate_loop(
+        history,
+        [wave],
+        ["f1", "f2"],
+        [],
+        arms,
+        [0],
+        replace(settings, rollout="extend"),
+        np.random.default_rng(1),
+    )
+    assert before.loop < 0.2 * before.oracle
