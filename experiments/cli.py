@@ -77,9 +77,9 @@ def monitor(
     from experiments.monitor import run_monitor
     from features.catalog import Catalog
     from features.cli import resolve_as_of
-    from features.definitions import feature_set
     from features.sources import load_dataset
     from training.config import load_experiment
+    from training.families import get_family
 
     state = state_of(home)
     cfg = load_experiment(config)
@@ -88,9 +88,10 @@ def monitor(
     # both dates inside the data, checked before any snapshot is written or run logged
     ref = resolve_as_of(state, dataset, reference, "--reference")
     cur = resolve_as_of(state, dataset, current, "--current")
-    if not (hasattr(cfg, "feature_set") and hasattr(cfg, "rfm")):
+    # the family's own served feature set (a first-purchase model's carries its attributes)
+    fs = get_family(cfg.family).served_feature_set(cfg)
+    if fs is None:
         raise typer.BadParameter("the experiment has no feature set to monitor", param_hint="-c")
-    fs = feature_set(cfg.feature_set, cfg.rfm)
     for as_of in (ref, cur):
         if not catalog.snapshot_path(fs.key, as_of).exists():
             write_snapshot_at(dataset, fs, as_of, state)

@@ -19,10 +19,10 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from features.build import data_date_range
+from features.build import data_date_range, prospects_snapshot_sql
 from features.definitions import FeatureSet
 from features.labels import first_purchase_label_sql
-from features.prospects import PROSPECT_SET, prospect_feature_set, prospects_sql
+from features.prospects import PROSPECT_SET, prospect_feature_set
 from features.sources import connect
 from models.baselines import ScoreColumnClassifier
 from training.config import CutoffExperiment, RefitOption
@@ -112,8 +112,10 @@ class FirstPurchase(BinaryFamily):
                         f"cutoff {as_of} + horizon {cfg.horizon_days} days runs past the last "
                         f"data date {last}"
                     )
+                # the snapshot's own SQL: customers as of the cutoff when the table has
+                # history (no later version leaks in), the same rows serving scores
                 feats = con.execute(
-                    prospects_sql(as_of, source, fs, events=events, customers=customers)
+                    prospects_snapshot_sql(ctx.state, ctx.dataset.name, fs, as_of)
                 ).df()
                 labels = con.execute(first_purchase_label_sql(source, as_of, cfg.horizon_days))
                 frame = feats.merge(labels.df(), on=ID, how="left", validate="one_to_one")
@@ -121,9 +123,7 @@ class FirstPurchase(BinaryFamily):
                 frame["value"] = frame["value"].fillna(0.0)
                 frame.insert(1, AS_OF, pd.Timestamp(as_of))
                 frames.append(frame)
-                on_cutoff = getattr(ctx, "on_cutoff", None)
-                if on_cutoff is not None:
-                    on_cutoff(done + 1, len(cutoffs))
+                ctx.cutoff_done(done + 1, len(cutoffs))
         finally:
             con.close()
         table = pd.concat(frames, ignore_index=True)
