@@ -5,8 +5,11 @@ Run ``python bench/loop.py`` (3 generator seeds x 2 scenarios x 2 repeats x the 
 ``--methods`` (default ``targeted,refit``), 200 k customers; ~10 minutes per design on 2 idle
 cores, 32 minutes for ``targeted`` with one process per seed under a load of ~13) or ``--seeds 1
 --customers 60000 --repeats 1``; one process per seed with ``--seeds 1 --first-seed S --json
-seedS.json``, then ``--merge seed4.json seed5.json seed6.json`` to summarise. Design choices were
-made on seeds 1-3; the default reports seeds 4-6. Per seed, the
+seedS.json``, then ``--merge seed4.json seed5.json seed6.json`` to summarise (with the same
+``--methods``). Design choices were made on seeds 1-3; the default reports seeds 4-6, which the
+roll-out rule of issue 12 (``--rollout read``, default; ``extend``: the roll-out before) was
+not chosen on but which had been looked at: its held-out seeds are 7-9 (``--first-seed 7``).
+Per seed, the
 ``synthetic_loop`` dataset (experiments/datasets/synthetic_loop.yaml: one randomised multi-arm
 campaign before the campaign, then four waves whose audiences carry the true response probability
 of every (offer, channel) arm) is generated into a scratch state folder, and the campaign of

@@ -118,6 +118,8 @@ class WaveOutcome:
     populations_rolled_out: int = 0
     false_population_roll_outs: int = 0
     held: int = 0  # customers of the roll-out held because their arm was not read on them
+    # per population rolled out: its read-out name, arm, customers reached, true profit there
+    populations: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -250,21 +252,26 @@ def wave_outcome(
     rest: np.ndarray,
     passed: Any,
     decisions: Sequence[Any],
-    populations: Sequence[tuple[int, np.ndarray]] = (),
+    populations: Sequence[tuple[int, np.ndarray, str]] = (),
     rollout_gate: Sequence[Any] = (),
     held: int = 0,
 ) -> WaveOutcome:
     """A wave's outcome from its three plans (fixed, loop, oracle: an arm per customer) scored on
     the true profit, with the loop's test cell, gate decisions and regret by cause.
-    ``populations``: (arm, mask) of each population the roll-out gave an arm."""
+    ``populations``: (arm, mask, read-out name) of each population the roll-out gave an arm."""
     fixed, loop, oracle = plans
     false_roll_outs, reached = _false_roll_outs(loop, rest, passed, true_profit)
     pop_reached = pop_false = 0
-    for j, mask in populations:
+    rolled_out = []
+    for j, mask, key in populations:
         rolled = rest & mask & (loop == j)
         if rolled.any():
             pop_reached += 1
-            pop_false += int(true_profit[rolled, j].sum() < 0)
+            value = float(true_profit[rolled, j].sum())
+            pop_false += int(value < 0)
+            rolled_out.append(
+                {"read": key, "arm": j, "customers": int(rolled.sum()), "true_profit": value}
+            )
     return WaveOutcome(
         wave=name,
         customers=len(loop),
@@ -280,6 +287,7 @@ def wave_outcome(
         populations_rolled_out=pop_reached,
         false_population_roll_outs=pop_false,
         held=held,
+        populations=rolled_out,
     )
 
 
@@ -813,7 +821,7 @@ def _simulate_targeted(
                 rest,
                 passed,
                 decisions,
-                [(j, mask) for j, mask, _ in populations],
+                populations,
                 rollout_gate,
                 held,
             )
