@@ -1042,7 +1042,9 @@ def _profile_rows(
                 "name": name,
                 "customers": int(mask.sum()),
                 "customer_share": float(mask.sum()) / n if n else 0.0,
-                "revenue_share": revenue / total if total else 0.0,
+                # 12 digits: the per-customer sums come from a parallel aggregation whose last
+                # bit varies between runs; a share is not read beyond that
+                "revenue_share": round(revenue / total, 12) if total else 0.0,
                 **extra.get(s_id, {}),
             }
         )
