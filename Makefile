@@ -17,10 +17,10 @@ demo: $(STAMP)
 	$(BIN)/patron demo
 
 # Two workers (pytest-xdist): each module is one unit, the README test and the server and training
-# modules first (tests/conftest.py). PYTEST_WORKERS=0: one process.
+# modules first (tests/conftest.py); the 25 slowest tests are listed. PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
 
 # The gates CI runs before the tests: lint, format, types, the import-layer contract.
 check: $(STAMP)

@@ -46,6 +46,22 @@ def ensure_snapshot(state: StateDirs, dataset: str, feature_set: str) -> Path:
         con.close()
 
 
+#: The synthetic next-best-offer experiment, cut down for the serving tests: what they check
+#: (served = the model's own ranking, store = memory) holds for any fitted model, so two training
+#: cutoffs and 60 trees do (the full one trains several times longer).
+SMALL_NBO = {
+    "cutoffs": {"train": ["2024-03-31", "2024-06-30"], "test": "2024-09-30"},
+    "model": {"kind": "xgboost", "params": {"n_estimators": 60, "max_depth": 4}},
+}
+
+
+def small_nbo_config() -> Any:
+    """``experiments/nbo/synthetic.yaml`` with ``SMALL_NBO``'s cutoffs and trees."""
+    from training.config import load_experiment
+
+    return load_experiment(ROOT / "experiments" / "nbo" / "synthetic.yaml", SMALL_NBO)
+
+
 def register_copy(state: StateDirs, model_uri: str, name: str, aliases: tuple[str, ...]) -> str:
     """Register a logged model under ``name`` (a new version) and point the aliases at it."""
     return register_in(state.tracking_uri, model_uri, name, aliases)

@@ -34,6 +34,7 @@ from tests.serving.conftest import (
     register_copy,
     server_env,
     serving_settings,
+    small_nbo_config,
 )
 from tests.serving.test_online import redis_url  # noqa: F401 - the module's Redis fixture
 
@@ -48,12 +49,11 @@ def offers(served_pipeline):
     """A next-best-offer model trained on the session data, served beside churn, and the
     in-memory state of both (what a replica without a store answers)."""
     from serving.state import build_state
-    from training.config import load_experiment
     from training.run import run_experiment
 
     state = served_pipeline["state"]
     register_copy(state, served_pipeline["logged"]["model_uri"], CHURN, ("champion",))
-    cfg = load_experiment(ROOT / "experiments" / "nbo" / "synthetic.yaml")
+    cfg = small_nbo_config()
     logged = run_experiment(cfg, state).logged
     version = register_copy(state, logged["model_uri"], NBO, ("champion",))
     ensure_snapshot(state, "synthetic", cfg.feature_set)

@@ -32,7 +32,13 @@ from serving.handlers import (
 from serving.kinds import N_REASONS, rank_stats
 from serving.settings import AuthSettings, ServingSettings
 from serving.state import build_state, state_keys
-from tests.serving.conftest import NON_CAUSAL, ensure_snapshot, register_copy, serving_settings
+from tests.serving.conftest import (
+    NON_CAUSAL,
+    ensure_snapshot,
+    register_copy,
+    serving_settings,
+    small_nbo_config,
+)
 
 NAME = "serving-inprocess-test"
 
@@ -498,12 +504,10 @@ def test_reasons_precomputed_at_load_equal_the_live_ones(setup):
 def offers_setup(served_pipeline, setup):
     """A next-best-offer model trained on the session data and served beside churn (``setup``
     registered the churn model)."""
-    from tests.serving.conftest import ROOT
-    from training.config import load_experiment
     from training.run import run_experiment
 
     state = served_pipeline["state"]
-    cfg = load_experiment(ROOT / "experiments" / "nbo" / "synthetic.yaml")
+    cfg = small_nbo_config()
     logged = run_experiment(cfg, state).logged
     name = "serving-nbo-test"
     register_copy(state, logged["model_uri"], name, ("champion",))
