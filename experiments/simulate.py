@@ -15,8 +15,10 @@ data, whose true response probability under every arm is known) is planned three
     (arms never tested get their share at random); each arm is **read on the customers the plan
     gives it** (``readout.read_targeted``), pooled with the earlier waves' read-outs by a
     random effect with the uncertainty of the next wave (``pool_readouts(predictive=True)``);
-    the **gate** keeps the arms positive with the configured confidence and the rest of the
-    audience gets the plan over those arms;
+    the **gate** keeps the arms positive with the configured confidence, and the roll-out gives
+    each passed arm only to customers of a population it was read on (``LoopSettings.rollout``:
+    its segment; a dropped arm's customers their best passed arm where it was read on them,
+    else they are held; a never-tested arm passed on everyone those left without an arm);
   - ``refit`` (the first design): the test cell gets the arms at random, the gate reads each
     arm's average effect over random customers, the model is refitted with the test cell and
     the rest planned over the arms that passed.
@@ -270,7 +272,7 @@ def wave_outcome(
             value = float(true_profit[rolled, j].sum())
             pop_false += int(value < 0)
             rolled_out.append(
-                {"read": key, "arm": j, "customers": int(rolled.sum()), "true_profit": value}
+                {"read": key, "arm": int(j), "customers": int(rolled.sum()), "true_profit": value}
             )
     return WaveOutcome(
         wave=name,
@@ -612,11 +614,16 @@ def _simulate_targeted(
     customers the plan gives it: its test-cell contacts against the control customers the plan
     gives it, ``read_targeted``), pooled by inverse variance with the same read-out of every
     earlier wave (test cell and roll-out on that wave's plan's segments) and of the earlier
-    randomised campaigns (cross-fitted: ``_history_readouts``). The **gate** keeps an arm when
+    randomised campaigns (cross-fitted: ``history_readouts``). The **gate** keeps an arm when
     its profit per contact on its segment is positive with the configured confidence, and the
-    **roll-out** gives the rest of the audience the plan where its arm passed and nothing where
-    it did not — exactly what was measured, no arm moved to customers it was not read on. After
-    the wave everything it saw (test cell, roll-out, control) joins the data of the refit."""
+    **roll-out** (``settings.rollout``; docs/campaign_loop.md §5 step 5) gives each passed arm
+    only to customers of a population it was read on: its segment; a dropped arm's customers
+    their best passed arm when that arm was read on them (the earlier randomised campaigns and
+    the test cell's fallback half) and passed, else nothing (held); a never-tested arm that
+    passed on everyone the customers left without an arm. ``extend`` is the design before (a
+    dropped arm's customers got their best passed arm, unread). After the wave everything it
+    saw (test cell, roll-out, control) joins the data of the refit, the held customers without
+    an arm probability (outside the calibration)."""
     terms = {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
     design = [P_CONTROL, *(design_column(j) for j in range(len(arms)))]
     history = history_design(history.reset_index(drop=True), len(arms))

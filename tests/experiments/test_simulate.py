@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -152,6 +153,10 @@ def test_a_new_arm_that_passes_on_everyone_is_rolled_out() -> None:
     assert decisions["NEW/sms"]  # +0.5 x 40 per contact, read on everyone's test cell
     # rolled out beyond the test cell: the roll-out earns most of the oracle's profit
     assert out.arms_rolled_out >= 1 and out.loop > 0.8 * out.oracle
+    # the populations it reached are recorded, JSON-ready (bench/loop.py writes them)
+    (pop,) = out.populations
+    assert pop["read"] == "NEW/sms" and pop["arm"] == 1 and pop["true_profit"] > 0
+    json.dumps(out.as_dict())
     # the design before gave it to no one: no model knew the arm
     (before,) = simulate_loop(
         history,
