@@ -45,31 +45,20 @@ import pyarrow.compute as pc
 from features.synthetic.columns import encoded, id_strings
 from features.synthetic.config import (
     AGE_LIFT,
-    CHANNEL_SHARES,
-    CHANNELS,
     CONVERT_INTEREST,
     CONVERT_RATE,
     DAY_SECONDS,
-    DIRICHLET_CONCENTRATION,
     INTEREST_DAYS,
-    LAMBDA_MEAN,
-    LAMBDA_SHAPE,
-    MU_MEAN,
-    MU_SHAPE,
     PROSPECT_STREAM,
     REGISTER_INTEREST,
     REGISTER_RATE,
     REGISTERED_LIFT,
-    SPEND_SHAPE,
-    TIER_BASE,
-    TIER_SLOPE,
     VISIT_INTEREST,
     VISIT_RATE,
-    YEAR_DAYS,
     SyntheticConfig,
 )
 from features.synthetic.people import customers_tables
-from features.synthetic.purchases import Chunk, _churn_truth, draw_lines
+from features.synthetic.purchases import Chunk, _churn_truth, draw_lines, draw_traits
 from features.synthetic.world import World, draw_channels, draw_time_of_day
 
 EVENT_COLUMNS = ("customer_id", "ts", "event_type")
@@ -241,14 +230,7 @@ def _converted_orders(
     """The orders of the prospects who bought: the first at ``c_i``, then a customer's life."""
     n = p.arrival.size
     g = world.n_data_days
-    lam = rng.gamma(LAMBDA_SHAPE, LAMBDA_MEAN / LAMBDA_SHAPE, n) / YEAR_DAYS
-    mu = rng.gamma(MU_SHAPE, MU_MEAN / MU_SHAPE, n) / YEAR_DAYS
-    spend = rng.gamma(SPEND_SHAPE, 1.0 / SPEND_SHAPE, n)
-    main_channel = rng.choice(len(CHANNELS), n, p=CHANNEL_SHARES)
-    prefs = rng.dirichlet(DIRICHLET_CONCENTRATION * world.category_popularity, n)
-    tier_logit = TIER_BASE + TIER_SLOPE * np.log(spend)[:, None]
-    tier_probs = np.exp(tier_logit - tier_logit.max(axis=1, keepdims=True))
-    tier_probs /= tier_probs.sum(axis=1, keepdims=True)
+    lam, mu, spend, main_channel, prefs, tier_probs = draw_traits(rng, world, n)
     bought = p.convert < g
     birth = np.where(bought, p.convert, np.inf)
     death = birth + rng.exponential(1.0, n) / mu

@@ -138,14 +138,7 @@ def simulate_chunk(
     end_sec = world.n_data_days * DAY_SECONDS
     signup_day = rng.integers(0, world.n_data_days - SIGNUP_MARGIN_DAYS, n)
     customers = customers_tables(cfg, index, first, signup_day, id_width)  # its own stream
-    lam = rng.gamma(LAMBDA_SHAPE, LAMBDA_MEAN / LAMBDA_SHAPE, n) / YEAR_DAYS
-    mu = rng.gamma(MU_SHAPE, MU_MEAN / MU_SHAPE, n) / YEAR_DAYS
-    spend = rng.gamma(SPEND_SHAPE, 1.0 / SPEND_SHAPE, n)
-    main_channel = rng.choice(len(CHANNELS), n, p=CHANNEL_SHARES)
-    prefs = rng.dirichlet(DIRICHLET_CONCENTRATION * world.category_popularity, n)
-    tier_logit = TIER_BASE + TIER_SLOPE * np.log(spend)[:, None]
-    tier_probs = np.exp(tier_logit - tier_logit.max(axis=1, keepdims=True))
-    tier_probs /= tier_probs.sum(axis=1, keepdims=True)
+    lam, mu, spend, main_channel, prefs, tier_probs = draw_traits(rng, world, n)
 
     # First order at sign-up, then a Poisson process of intensity lam * s(t) until death or end.
     first_channel = draw_channels(rng, main_channel, np.arange(n))
@@ -225,6 +218,23 @@ def simulate_chunk(
         customers=customers,
         campaigns=campaigns,
     )
+
+
+def draw_traits(
+    rng: np.random.Generator, world: World, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each of ``n`` buyers' hidden traits, drawn in this order: purchase rate and dropout rate
+    per day, spend scale, main channel, category preferences, and tier probabilities (which
+    rise with spend)."""
+    lam = rng.gamma(LAMBDA_SHAPE, LAMBDA_MEAN / LAMBDA_SHAPE, n) / YEAR_DAYS
+    mu = rng.gamma(MU_SHAPE, MU_MEAN / MU_SHAPE, n) / YEAR_DAYS
+    spend = rng.gamma(SPEND_SHAPE, 1.0 / SPEND_SHAPE, n)
+    main_channel = rng.choice(len(CHANNELS), n, p=CHANNEL_SHARES)
+    prefs = rng.dirichlet(DIRICHLET_CONCENTRATION * world.category_popularity, n)
+    tier_logit = TIER_BASE + TIER_SLOPE * np.log(spend)[:, None]
+    tier_probs = np.exp(tier_logit - tier_logit.max(axis=1, keepdims=True))
+    tier_probs /= tier_probs.sum(axis=1, keepdims=True)
+    return lam, mu, spend, main_channel, prefs, tier_probs
 
 
 def draw_lines(

@@ -146,6 +146,23 @@ def served_pipeline(synthetic_pipeline):
     return synthetic_pipeline
 
 
+def wait_until_ready(
+    url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 120.0
+) -> None:
+    """Until ``url``/readyz answers 200; the log's tail when the server exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"server not ready in {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
 def free_port() -> int:
     import socket
 
@@ -177,21 +194,11 @@ class Server:
         )
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.log_path.read_text()[-3000:]
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{tail}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise TimeoutError(
-            f"server not ready in {timeout_s} s:\n{self.log_path.read_text()[-3000:]}"
-        )
+        try:
+            wait_until_ready(self.url, self.proc, self.log_path, timeout_s)
+        except TimeoutError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.proc.poll() is None:

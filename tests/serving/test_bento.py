@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -70,24 +69,6 @@ def _bento_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def wait_for(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
-    """Until /readyz answers 200; the log's tail when the server dies or time runs out."""
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"not ready in {timeout_s} s:\n{log.read_text()[-3000:]}")
-
-
-@pytest.mark.server
 def test_a_bento_carries_its_models_and_serves_them_without_mlflow(served_pipeline, tmp_path):
     """`patron bento build` imports the champion into BentoML's model store (labels: family,
     alias, registered model, version) and lists it in the Bento's models; `bentoml serve` of
@@ -97,7 +78,13 @@ def test_a_bento_carries_its_models_and_serves_them_without_mlflow(served_pipeli
     from serving.cli import stop_server
     from serving.handlers import score_customers
     from serving.state import build_state
-    from tests.serving.conftest import USER_KEY, free_port, register_copy, serving_settings
+    from tests.serving.conftest import (
+        USER_KEY,
+        free_port,
+        register_copy,
+        serving_settings,
+        wait_until_ready,
+    )
     from tests.serving.test_http import snapshot_ids
 
     state = served_pipeline["state"]
@@ -158,7 +145,7 @@ def test_a_bento_carries_its_models_and_serves_them_without_mlflow(served_pipeli
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(url, proc, log, timeout_s=120)
+        wait_until_ready(url, proc, log, timeout_s=120)
         ids = snapshot_ids(served_pipeline, 5)
         got = httpx.post(
             f"{url}/score",
