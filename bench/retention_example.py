@@ -229,13 +229,13 @@ def start_server(home: Path, settings: dict[str, Any], log_path: Path) -> tuple[
     )
     AuthSettings.from_env(env).check_startable()
     port = free_port()
-    bentoml = Path(sys.executable).with_name("bentoml")
-    cmd = [str(bentoml), "serve", "serving.service:Patron", "--host", "127.0.0.1"]
+    from serving.lifecycle import own_bentoml_home, serve_command
+
     log = open(log_path, "ab")  # noqa: SIM115 - the child holds it; closed when it exits
     try:
         proc = subprocess.Popen(
-            [*cmd, "--port", str(port)],
-            env=env,
+            serve_command("127.0.0.1", port),
+            env=own_bentoml_home(env, port),
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

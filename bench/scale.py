@@ -175,19 +175,12 @@ def start_replica(settings: dict[str, Any], home: Path, log: Path) -> tuple[Any,
             "PATRON_API_KEYS": USER_KEY,
         }
     )
-    bentoml = Path(sys.executable).with_name("bentoml")
+    from serving.lifecycle import own_bentoml_home, serve_command
+
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [
-            str(bentoml),
-            "serve",
-            "serving.service:Patron",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
+        serve_command("127.0.0.1", port),
+        env=own_bentoml_home(env, port),
         cwd=ROOT,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

@@ -265,18 +265,11 @@ def start_server(
         PATRON_ADMIN_KEYS=ADMIN_KEY,
         BENTOML_CONFIG_OPTIONS=f"services.patron.workers={workers}",
     )
-    bentoml = Path(sys.executable).with_name("bentoml")
+    from serving.lifecycle import own_bentoml_home, serve_command
+
     proc = subprocess.Popen(
-        [
-            str(bentoml),
-            "serve",
-            "serving.service:Patron",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
+        serve_command("127.0.0.1", port),
+        env=own_bentoml_home(env, port),
         cwd=ROOT,
         stdout=open(log_path, "wb"),  # noqa: SIM115 - the file lives as long as the server
         stderr=subprocess.STDOUT,

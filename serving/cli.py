@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -89,15 +88,16 @@ def _child_dies_with_parent() -> None:  # pragma: no cover - runs in the forked 
 
 
 def start_server(env: dict[str, str], host: str, port: int) -> subprocess.Popen[bytes]:
-    """Start `bentoml serve` for the Patron service in a child process of its own group.
+    """Start `bentoml serve` for the Patron service in a child process of its own group, with a
+    BentoML home of its own (``own_bentoml_home``: its metrics survive another server's start).
 
     The group is what ``stop_server`` signals (the arbiter and its workers); the child gets
     SIGTERM from the kernel if this process dies first."""
-    bentoml = Path(sys.executable).with_name("bentoml")
-    cmd = [str(bentoml), "serve", "serving.service:Patron", "--host", host, "--port", str(port)]
+    from serving.lifecycle import own_bentoml_home, serve_command
+
     return subprocess.Popen(
-        cmd,
-        env=env,
+        serve_command(host, port),
+        env=own_bentoml_home(env, port),
         cwd=Path(__file__).resolve().parent.parent,
         start_new_session=True,
         preexec_fn=_child_dies_with_parent,  # noqa: PLW1509 - no threads yet at this point

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -103,3 +104,28 @@ def fail_startup(exc: BaseException) -> None:
     parent = os.getppid()
     if parent > 1:
         os.kill(parent, signal.SIGTERM)
+
+
+#: The service every Patron server runs (`bentoml serve` from the source tree).
+SERVICE = "serving.service:Patron"
+
+
+def serve_command(host: str, port: int) -> list[str]:
+    """The `bentoml serve` command line of a Patron server (the venv's own ``bentoml``)."""
+    bentoml = Path(sys.executable).with_name("bentoml")
+    return [str(bentoml), "serve", SERVICE, "--host", host, "--port", str(port)]
+
+
+def own_bentoml_home(env: dict[str, str], port: int) -> dict[str, str]:
+    """``env`` with a ``BENTOML_HOME`` of this server's own.
+
+    BentoML keeps the workers' Prometheus multiprocess files in
+    ``$BENTOML_HOME/prometheus_multiproc_dir`` and empties that folder when a server starts, so two
+    servers sharing a home (replicas on one host, a second server in a test) erased each other's
+    request counts. A server run from the source tree reads nothing else there (its models come
+    from MLflow or the online store), so each gets ``$PATRON_HOME/serve/port-<port>/bentoml``: one
+    per port, reused by the next server on that port."""
+    base = Path(env["PATRON_HOME"]) if env.get("PATRON_HOME") else Path(tempfile.gettempdir())
+    home = base / "serve" / f"port-{port}" / "bentoml"
+    home.mkdir(parents=True, exist_ok=True)
+    return {**env, "BENTOML_HOME": str(home)}

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -179,18 +178,14 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        bentoml = Path(sys.executable).with_name("bentoml")
-        cmd = [
-            str(bentoml),
-            "serve",
-            "serving.service:Patron",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
+        from serving.lifecycle import own_bentoml_home, serve_command
+
         self.proc = subprocess.Popen(
-            cmd, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
+            serve_command("127.0.0.1", self.port),
+            env=own_bentoml_home(env, self.port),
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:

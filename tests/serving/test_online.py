@@ -134,7 +134,10 @@ def test_a_publication_switches_at_once_and_the_previous_one_expires(online, red
     assert decode_record(store.get(second, ids[:1])[0])["customer_id"] == ids[0]
 
 
-def _hammer(url: str, ids: list[str], stop: threading.Event, out: list) -> None:
+def _hammer(
+    url: str, ids: list[str], stop: threading.Event, out: list, own: list | None = None
+) -> None:
+    """POST /score until stopped: (status, version or error) to ``out``, the status to ``own``."""
     with httpx.Client(base_url=url, headers=USER, timeout=30) as http:
         while not stop.is_set():
             try:
@@ -142,6 +145,24 @@ def _hammer(url: str, ids: list[str], stop: threading.Event, out: list) -> None:
                 out.append((r.status_code, r.json().get("version", "") if r.is_success else r.text))
             except httpx.HTTPError as exc:
                 out.append((0, type(exc).__name__))
+                continue
+            if own is not None:
+                own.append(r.status_code)
+
+
+def _scores_counted(url: str) -> float:
+    """The 200 answers to POST /score a server's /metrics reports."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "patron_http_requests_total"
+        and s.labels.get("route") == "/score"
+        and s.labels.get("status") == "200"
+    )
 
 
 @pytest.mark.server
@@ -154,11 +175,16 @@ def test_two_replicas_share_one_redis_and_a_swap_fails_no_request(online, redis_
     store = RedisStore(redis_url)
     publish_family(state, settings, "churn", store)
     doc = settings.model_dump(mode="json")
-    replicas = [Server(server_env(doc, state.home), tmp_path / f"r{i}.log") for i in range(2)]
+    ids = _ids(pipeline, 20)
+    replicas = [Server(server_env(doc, state.home), tmp_path / "r0.log")]
     try:
-        for srv in replicas:
-            srv.wait_ready()
-        ids = _ids(pipeline, 20)
+        replicas[0].wait_ready()
+        for _ in range(3):  # counted by replica 0 before replica 1 starts on the same machine
+            httpx.post(
+                f"{replicas[0].url}/score", json={"customer_ids": ids}, headers=USER, timeout=30
+            )
+        replicas.append(Server(server_env(doc, state.home), tmp_path / "r1.log"))
+        replicas[1].wait_ready()
         answers = [
             httpx.post(f"{s.url}/score", json={"customer_ids": ids}, headers=USER, timeout=30)
             for s in replicas
@@ -174,8 +200,9 @@ def test_two_replicas_share_one_redis_and_a_swap_fails_no_request(online, redis_
         client = MlflowClient(tracking_uri=state.tracking_uri, registry_uri=state.tracking_uri)
         client.set_registered_model_alias(NAME, "champion", new)
         stop, results = threading.Event(), []
+        heard: dict[str, list[int]] = {s.url: [] for s in replicas}
         workers = [
-            threading.Thread(target=_hammer, args=(s.url, ids[:5], stop, results))
+            threading.Thread(target=_hammer, args=(s.url, ids[:5], stop, results, heard[s.url]))
             for s in replicas
             for _ in range(2)
         ]
@@ -196,6 +223,11 @@ def test_two_replicas_share_one_redis_and_a_swap_fails_no_request(online, redis_
             for s in replicas
         ]
         assert {a.json()["version"] for a in after} == {new}
+        # each replica's /metrics still holds what it served (BentoML empties the metrics
+        # folder of its home at start: the replicas must not share one)
+        for i, srv in enumerate(replicas):  # replica 0: its first three, answers, the swap, after
+            served = (3 if i == 0 else 0) + 2 + heard[srv.url].count(200)
+            assert _scores_counted(srv.url) == served, (i, served)
     finally:
         for srv in replicas:
             srv.stop()
