@@ -11,6 +11,9 @@ kept for ``keep_previous_s`` so requests that started on it finish.
 Two implementations: ``MemoryStore`` (in process: the embedded default and tests) and
 ``RedisStore`` (a real Redis server shared by several replicas). With a store, a replica's
 start-up no longer reads the snapshot or loads the model of a store-backed family: it connects.
+A request reads with ``acurrent`` / ``aget`` on the server's event loop (redis-py's asyncio
+client): it never blocks the loop, and a large request's records come in steps of
+``FETCH_SLICE`` keys, so small requests are served between two (issue 14, item 5).
 
 Keys (prefix ``patron``, configurable): ``{p}:{family}:current`` → publication id;
 ``{p}:{family}:{pub}:meta`` → JSON metadata; ``{p}:{family}:{pub}:c:{customer_id}`` → the JSON
@@ -23,6 +26,7 @@ true). Values are customer data, so the store is as private as the feature snaps
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -35,6 +39,12 @@ from serving.errors import RequestError, check_ids
 
 #: Records written per round trip while publishing.
 PUBLISH_CHUNK = 10_000
+#: Keys read per MGET when a request reads on the event loop (``aget``): decoding a reply costs
+#: redis-py ~12 µs of Python per key, so a 1 000-customer read is ten steps of ~1.3 ms, and the
+#: loop serves other requests between two (issue 14, item 5).
+FETCH_SLICE = 100
+#: Redis connections of a replica's event loop at most (requests beyond wait for one).
+ASYNC_CONNECTIONS = 32
 #: The part of a publication holding each customer's record (/score record, or ranked offers).
 RECORDS = "c"
 #: The part holding each customer's consent flags per channel.
@@ -76,6 +86,16 @@ class OnlineStore(Protocol):
     def get(
         self, publication: Publication, customer_ids: Sequence[str], part: str = RECORDS
     ) -> list[bytes | None]: ...
+
+    async def acurrent(self, family: str) -> Publication | None:
+        """``current`` for a request on the event loop: it never blocks the loop."""
+        ...
+
+    async def aget(
+        self, publication: Publication, customer_ids: Sequence[str], part: str = RECORDS
+    ) -> list[bytes | None]:
+        """``get`` for a request on the event loop, in steps: other requests run between two."""
+        ...
 
     def ping(self) -> None: ...
 
@@ -149,6 +169,14 @@ class MemoryStore:
             data = self._records.get((publication.family, publication.pub_id), {}).get(part, {})
         return [data.get(cid) for cid in customer_ids]
 
+    async def acurrent(self, family: str) -> Publication | None:
+        return self.current(family)
+
+    async def aget(
+        self, publication: Publication, customer_ids: Sequence[str], part: str = RECORDS
+    ) -> list[bytes | None]:
+        return self.get(publication, customer_ids, part)
+
     def ping(self) -> None:
         return None
 
@@ -168,10 +196,14 @@ class RedisStore:
         self.url = url
         self.prefix = prefix
         self.keep_previous_s = keep_previous_s
+        self.timeout_s = timeout_s
         self._redis = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._meta_cache: dict[tuple[str, str], Publication] = {}
+        # the asyncio client of the event loop that serves requests (made there, on first use)
+        self._aredis: Any = None
+        self._aloop: asyncio.AbstractEventLoop | None = None
 
     def _key(self, family: str, *parts: str) -> str:
         return ":".join((self.prefix, family, *parts))
@@ -233,7 +265,9 @@ class RedisStore:
         cached = self._meta_cache.get((family, pub_id))  # a publication never changes
         if cached is not None:
             return cached
-        raw = self._redis.get(self._key(family, pub_id, "meta"))
+        return self._cache_meta(family, pub_id, self._redis.get(self._key(family, pub_id, "meta")))
+
+    def _cache_meta(self, family: str, pub_id: str, raw: Any) -> Publication:
         if raw is None:
             raise StoreUnavailable(f"publication {pub_id} of {family!r} has no metadata")
         publication = Publication(family, pub_id, json.loads(raw))
@@ -255,6 +289,69 @@ class RedisStore:
         except redis.RedisError as exc:
             raise StoreUnavailable(f"online store {self.url}: {exc}") from exc
         return [None if v is None else _raw(v) for v in values]
+
+    # ---------------------------------------------------------------- on the event loop
+
+    def _async_client(self) -> Any:
+        """The asyncio client of the running loop (a client's connections belong to one loop:
+        a server has one; tests that run several loops get one each)."""
+        loop = asyncio.get_running_loop()
+        if self._aloop is not loop:
+            import redis.asyncio
+
+            # a request waits for a free connection (up to the timeout) rather than failing:
+            # the default pool raises past 100 connections, which a burst of queued requests
+            # reaches; the reads are short, so a few connections serve hundreds of requests/s
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=ASYNC_CONNECTIONS,
+                timeout=self.timeout_s,
+                socket_timeout=self.timeout_s,
+                socket_connect_timeout=self.timeout_s,
+            )
+            self._aredis = redis.asyncio.Redis.from_pool(pool)
+            self._aloop = loop
+        return self._aredis
+
+    async def acurrent(self, family: str) -> Publication | None:
+        import redis
+
+        client = self._async_client()
+        try:
+            pub = await client.get(self._key(family, "current"))
+            if pub is None:
+                return None
+            pub_id = _text(pub)
+            cached = self._meta_cache.get((family, pub_id))  # a publication never changes
+            if cached is not None:
+                return cached
+            raw = await client.get(self._key(family, pub_id, "meta"))
+        except (redis.RedisError, OSError) as exc:  # OSError: TimeoutError too
+            raise StoreUnavailable(f"online store {self.url}: {exc}") from exc
+        return self._cache_meta(family, pub_id, raw)
+
+    async def aget(
+        self,
+        publication: Publication,
+        customer_ids: Sequence[str],
+        part: str = RECORDS,
+        step: int | None = None,
+    ) -> list[bytes | None]:
+        """The raw values of ``customer_ids``, one MGET of ``step`` keys at a time: the loop
+        waits for Redis without blocking, and runs other requests between two steps."""
+        import redis
+
+        client = self._async_client()
+        step = step or FETCH_SLICE
+        prefix = self._key(publication.family, publication.pub_id, part, "")
+        out: list[bytes | None] = []
+        try:
+            for start in range(0, len(customer_ids), step):
+                values = await client.mget([prefix + c for c in customer_ids[start : start + step]])
+                out.extend(None if v is None else _raw(v) for v in values)
+        except (redis.RedisError, OSError) as exc:  # OSError: TimeoutError too
+            raise StoreUnavailable(f"online store {self.url}: {exc}") from exc
+        return out
 
 
 def _raw(value: Any) -> bytes:
@@ -474,19 +571,59 @@ def fetch_from_store(
     ``current``, one of the records."""
     check_ids(customer_ids, max_batch)
     publication = current_publication(store, family)
+    head = score_head(publication)
+    return head, store.get(publication, customer_ids)
+
+
+async def fetch_from_store_async(
+    store: OnlineStore, family: str, customer_ids: Sequence[str], max_batch: int
+) -> tuple[dict[str, Any], list[bytes | None]]:
+    """``fetch_from_store`` on the event loop: the reads are awaited (they never block the loop)
+    and a large request's records come in steps of ``FETCH_SLICE``, other requests served
+    between two."""
+    check_ids(customer_ids, max_batch)
+    publication = await store.acurrent(family)
+    if publication is None:
+        raise StoreUnavailable(f"no publication of {family!r} in the online store")
+    head = score_head(publication)
+    return head, await store.aget(publication, customer_ids)
+
+
+async def score_bytes_from_store(
+    store: OnlineStore,
+    family: str,
+    customer_ids: Sequence[str],
+    max_batch: int,
+    with_reasons: bool = True,
+) -> bytes:
+    """The /score answer of a store-backed family as the JSON bytes the service sends, made on
+    the event loop: reads awaited in steps, then the stored records spliced as they are (they
+    are the records' JSON); without reasons they are decoded, emptied and encoded again in
+    slices (``serving.answers``). What ``ScoreResponse`` of ``score_from_store`` dumps."""
+    from serving.answers import score_answer, sliced_records
+
+    head, raws = await fetch_from_store_async(store, family, customer_ids, max_batch)
+    found = [raw for raw in raws if raw is not None]
+    unknown = unknown_entries(customer_ids, raws)
+    if with_reasons:
+        return score_answer(head, [b",".join(found)], unknown)
+    parts = await sliced_records(len(found), lambda a, b: store_records(found[a:b], False))
+    return score_answer(head, parts, unknown)
+
+
+def score_head(publication: Publication) -> dict[str, Any]:
+    """A /score answer's fields before its records, from the publication's metadata."""
     meta = publication.meta
     if meta.get("kind") == "nbo":  # as the in-memory /score answers a next-best-offer model
-        raise RequestError("model", f"model {family!r} is a nbo model, not a scorer")
-    raws = store.get(publication, customer_ids)
-    head = {
-        "model": family,
+        raise RequestError("model", f"model {publication.family!r} is a nbo model, not a scorer")
+    return {
+        "model": publication.family,
         "kind": meta["output"],
         "registered_model": meta["registered_model"],
         "alias": meta["alias"],
         "version": meta["version"],
         "as_of": meta["snapshot_as_of"],
     }
-    return head, raws
 
 
 def store_records(raws: Sequence[bytes], with_reasons: bool = True) -> list[dict[str, Any]]:
@@ -546,16 +683,53 @@ def offers_from_store(
     (request order) its first ``k`` published offers of ``kind``, ranked 1..k; what the
     in-memory model's ``rank`` answers (tested)."""
     publication = current_publication(store, family)
+    check_offers_request(publication, customer_ids, k, kind, max_batch)
+    return offers_answer(publication, customer_ids, store.get(publication, customer_ids), k, kind)
+
+
+async def fetch_offers_async(
+    store: OnlineStore,
+    family: str,
+    customer_ids: Sequence[str],
+    k: int,
+    kind: str,
+    max_batch: int,
+) -> tuple[Publication, list[bytes | None]]:
+    """A /next-best-offer request's publication and raw records, read on the event loop
+    (awaited, in steps); ``offers_answer`` makes the answer."""
+    publication = await store.acurrent(family)
+    if publication is None:
+        raise StoreUnavailable(f"no publication of {family!r} in the online store")
+    check_offers_request(publication, customer_ids, k, kind, max_batch)
+    return publication, await store.aget(publication, customer_ids)
+
+
+def check_offers_request(
+    publication: Publication, customer_ids: Sequence[str], k: int, kind: str, max_batch: int
+) -> None:
+    """A /next-best-offer request against a publication: a 404 for a scorer's, 400s else."""
     meta = publication.meta
     if meta.get("kind") != "nbo":
-        raise RequestError("model", f"model {family!r} is not a next-best-offer model", 404)
+        raise RequestError(
+            "model", f"model {publication.family!r} is not a next-best-offer model", 404
+        )
     check_ids(customer_ids, max_batch)
     max_k = int(meta.get("max_k") or OFFERS_MAX_K)
     if not 1 <= k <= max_k:
         raise RequestError("k", f"k must be between 1 and {max_k} (published offers per kind)")
     if kind not in OFFER_KINDS:
         raise RequestError("kind", f"kind must be one of {list(OFFER_KINDS)}")
-    raws = store.get(publication, customer_ids)
+
+
+def offers_answer(
+    publication: Publication,
+    customer_ids: Sequence[str],
+    raws: Sequence[bytes | None],
+    k: int,
+    kind: str,
+) -> dict[str, Any]:
+    """The /next-best-offer answer from each id's raw offers record (None: unknown)."""
+    meta = publication.meta
     customers = []
     for cid, raw in zip(customer_ids, raws, strict=True):
         if raw is None:
@@ -579,7 +753,7 @@ def offers_from_store(
             }
         )
     return {
-        "model": family,
+        "model": publication.family,
         "registered_model": meta["registered_model"],
         "version": meta["version"],
         "as_of": meta["snapshot_as_of"],

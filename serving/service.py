@@ -31,12 +31,11 @@ from serving.metrics import RequestMetrics, exposition
 from serving.online import (
     StoreUnavailable,
     check_published,
-    fetch_from_store,
-    offers_from_store,
+    fetch_offers_async,
+    offers_answer,
     open_store,
+    score_bytes_from_store,
     store_model_info,
-    store_records,
-    unknown_entries,
 )
 from serving.registry import Registry, tracking_uri_of
 from serving.schemas import (
@@ -347,21 +346,14 @@ class Patron:
     async def _score_store(self, model: str, customer_ids: list[str], reasons: bool) -> bytes:
         assert self.store is not None
         try:
-            head, raws = await _run(
-                len(customer_ids),
-                fetch_from_store,
-                self.store,
-                model,
-                customer_ids,
-                self.settings.max_batch,
+            # on the event loop, the reads awaited and a large request's records read in steps:
+            # no worker thread (its Python work held the GIL for up to 5 ms each time the loop
+            # needed it back, so every small request beside a large one waited)
+            return await score_bytes_from_store(
+                self.store, model, customer_ids, self.settings.max_batch, reasons
             )
         except StoreUnavailable as exc:  # the store's fault, not the request's: 503
             raise RequestError("model", f"the online store cannot answer: {exc}", 503) from exc
-        found = [raw for raw in raws if raw is not None]
-        if reasons:  # the store holds each record as its JSON: the answer splices them
-            return score_answer(head, [b",".join(found)], unknown_entries(customer_ids, raws))
-        parts = await sliced_records(len(found), lambda a, b: store_records(found[a:b], reasons))
-        return score_answer(head, parts, unknown_entries(customer_ids, raws))
 
     async def _score(
         self, state: ServingState, model: str, customer_ids: list[str], reasons: bool
@@ -400,14 +392,13 @@ class Patron:
         """The k best eligible offers per customer from the next-best-offer model (404 when
         none is served); ids not in the snapshot are listed under `unknown`."""
         state = self.state
-        family = model if model is not None else self._store_offer_family(state)
+        family = model if model is not None else await self._store_offer_family(state)
 
-        def work() -> OffersResponse:
-            if family is not None and family in self.settings.store_families:
-                assert self.store is not None
-                body = offers_from_store(
-                    self.store, family, customer_ids, k, kind, self.settings.max_batch
-                )
+        from_store = family is not None and family in self.settings.store_families
+
+        def work(read: tuple[Any, list[bytes | None]] | None = None) -> OffersResponse:
+            if read is not None:  # the store's publication and records, read on the event loop
+                body = offers_answer(read[0], customer_ids, read[1], k, kind)
             else:
                 from serving.handlers import rank_offers
 
@@ -415,6 +406,12 @@ class Patron:
             return OffersResponse.model_validate(body)
 
         try:
+            if from_store:
+                assert self.store is not None and family is not None
+                publication, raws = await fetch_offers_async(
+                    self.store, family, customer_ids, k, kind, self.settings.max_batch
+                )
+                return await _run(len(customer_ids), work, (publication, raws))
             return await _run(len(customer_ids), work)
         except StoreUnavailable as exc:  # the store's fault, not the request's: 503
             failed = RequestError("model", f"the online store cannot answer: {exc}", 503)
@@ -422,7 +419,7 @@ class Patron:
         except RequestError as exc:
             return _error(exc, "next-best-offer")  # type: ignore[return-value]
 
-    def _store_offer_family(self, state: ServingState) -> str | None:
+    async def _store_offer_family(self, state: ServingState) -> str | None:
         """The store family that /next-best-offer answers without a model named: none when a
         next-best-offer model is served in memory (that one answers, as before), else the
         first store family whose publication is of a next-best-offer model."""
@@ -432,7 +429,7 @@ class Patron:
             return None
         for family in sorted(self.settings.store_families):
             try:
-                publication = self.store.current(family)
+                publication = await self.store.acurrent(family)
             except StoreUnavailable:
                 continue
             if publication is not None and publication.meta.get("kind") == "nbo":

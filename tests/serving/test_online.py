@@ -231,3 +231,161 @@ def test_two_replicas_share_one_redis_and_a_swap_fails_no_request(online, redis_
     finally:
         for srv in replicas:
             srv.stop()
+
+
+# --------------------------------------------------------------------------- large requests
+
+
+@pytest.fixture(scope="module")
+def large(online, redis_url):
+    """The churn family published with reasons in the real Redis (its own key prefix), 1 000
+    of its customers and the store that reads them."""
+    pipeline, _ = online
+    store = RedisStore(redis_url, prefix="large", keep_previous_s=30)
+    publish_family(pipeline["state"], _settings(pipeline, redis_url), "churn", store)
+    ids = _ids(pipeline, 1000)
+    assert len(ids) == 1000
+    return store, ids
+
+
+def _records_part(answer: bytes) -> bytes:
+    """The bytes of an answer's ``scores`` list items."""
+    return answer.split(b',"scores":[', 1)[1].rsplit(b'],"unknown":', 1)[0]
+
+
+def _answer_before(store, ids: list[str], reasons: bool) -> bytes:
+    """What /score of a store family sent before the reads moved to the event loop (the
+    service's own assembly at 7ba4536: a synchronous read, then the same splice or slices)."""
+    import asyncio
+
+    from serving.answers import score_answer, sliced_records
+    from serving.online import fetch_from_store, store_records, unknown_entries
+
+    head, raws = fetch_from_store(store, "churn", ids, 10_000)
+    found = [raw for raw in raws if raw is not None]
+    if reasons:
+        return score_answer(head, [b",".join(found)], unknown_entries(ids, raws))
+    parts = asyncio.run(sliced_records(len(found), lambda a, b: store_records(found[a:b], False)))
+    return score_answer(head, parts, unknown_entries(ids, raws))
+
+
+@pytest.mark.parametrize("reasons", [True, False])
+def test_a_large_store_answer_is_the_per_customer_answers_joined(large, reasons, monkeypatch):
+    """A 1 000-customer /score from Redis, read in steps on the event loop, is byte for byte what
+    the service sent before, and the concatenation of the 1-customer answers."""
+    import asyncio
+    import json
+
+    from serving.online import score_bytes_from_store
+    from serving.schemas import ScoreResponse
+
+    store, ids = large
+    asked = [*ids[:500], "NO-SUCH-1", *ids[500:], "NO-SUCH-2"]
+    monkeypatch.setattr("serving.online.FETCH_SLICE", 37)  # steps that do not divide 1 002
+
+    async def answers() -> tuple[bytes, list[bytes]]:
+        big = await score_bytes_from_store(store, "churn", asked, 10_000, reasons)
+        singles = [
+            await score_bytes_from_store(store, "churn", [cid], 10_000, reasons) for cid in asked
+        ]
+        return big, singles
+
+    big, singles = asyncio.run(answers())
+    assert big == _answer_before(store, asked, reasons)
+    assert _records_part(big) == b",".join(p for p in map(_records_part, singles) if p)
+    whole = json.loads(big)
+    parts = [json.loads(s) for s in singles]
+    assert whole["scores"] == [r for p in parts for r in p["scores"]]
+    assert (
+        whole["unknown"]
+        == [u for p in parts for u in p["unknown"]]
+        == [
+            {"customer_id": c, "reason": "not in the feature snapshot"}
+            for c in ("NO-SUCH-1", "NO-SUCH-2")
+        ]
+    )
+    assert [r["customer_id"] for r in whole["scores"]] == ids
+    assert all(bool(r["reasons"]) == reasons for r in whole["scores"])
+    assert {k: v for k, v in whole.items() if k not in ("scores", "unknown")} == {
+        k: v for k, v in parts[0].items() if k not in ("scores", "unknown")
+    }
+    assert ScoreResponse.model_validate(whole).model_dump_json().encode() == big
+
+
+def test_small_store_requests_beside_large_ones_answer_their_own_customers(large):
+    """On one event loop, 200 1-customer reads interleaved with four 1 000-customer ones (the
+    server's situation): every answer is the one the same request gets alone."""
+    import asyncio
+
+    from serving.online import score_bytes_from_store
+
+    store, ids = large
+    small = ids[::5]
+
+    async def run() -> None:
+        alone_big = await score_bytes_from_store(store, "churn", ids, 10_000)
+        alone = {c: await score_bytes_from_store(store, "churn", [c], 10_000) for c in small}
+
+        async def one(i: int, cid: str) -> bytes:
+            await asyncio.sleep(0.0005 * i)  # spread over the large requests' reads
+            return await score_bytes_from_store(store, "churn", [cid], 10_000)
+
+        bigs = [score_bytes_from_store(store, "churn", ids, 10_000) for _ in range(4)]
+        smalls = [one(i, c) for i, c in enumerate(small)]
+        got = await asyncio.gather(*bigs, *smalls)
+        assert got[:4] == [alone_big] * 4
+        assert got[4:] == [alone[c] for c in small]
+
+    asyncio.run(run())
+
+
+@pytest.mark.server
+def test_a_replica_answers_small_requests_while_large_ones_run(online, large, redis_url, tmp_path):
+    """A store-backed replica under 1 000-customer requests from two clients answers every
+    1-customer request from four others, each with its own customer's record."""
+    from serving.online import score_from_store
+
+    pipeline, _ = online
+    store, ids = large
+    doc = _settings(pipeline, redis_url).model_dump(mode="json")
+    doc["online_store"]["prefix"] = "large"
+    srv = Server(server_env(doc, pipeline["state"].home), tmp_path / "r.log")
+    expected_big = score_from_store(store, "churn", ids, 10_000)
+    small = ids[::10]
+    records = score_from_store(store, "churn", small, 10_000)["scores"]
+    expected = dict(zip(small, records, strict=True))
+    big_out: list = []
+    small_out: list = []
+    started = threading.Event()
+
+    def big_client() -> None:
+        with httpx.Client(base_url=srv.url, headers=USER, timeout=60) as http:
+            for _ in range(6):
+                started.set()
+                r = http.post("/score", json={"customer_ids": ids})
+                big_out.append(r.status_code == 200 and r.json() == expected_big)
+
+    def small_client(mine: list[str]) -> None:
+        started.wait(timeout=60)
+        with httpx.Client(base_url=srv.url, headers=USER, timeout=60) as http:
+            for cid in mine * 3:
+                r = http.post("/score", json={"customer_ids": [cid]})
+                small_out.append(
+                    (cid, r.status_code, r.json()["scores"] if r.is_success else r.text)
+                )
+
+    try:
+        srv.wait_ready()
+        bigs = [threading.Thread(target=big_client) for _ in range(2)]
+        smalls = [threading.Thread(target=small_client, args=(small[i::4],)) for i in range(4)]
+        for t in [*bigs, *smalls]:
+            t.start()
+        for t in [*bigs, *smalls]:
+            t.join(timeout=120)
+        assert big_out == [True] * 12
+        assert len(small_out) == 3 * len(small)
+        assert all(status == 200 for _, status, _ in small_out), small_out
+        assert all(scores == [expected[cid]] for cid, _, scores in small_out)
+        assert "Traceback" not in srv.log_text()
+    finally:
+        srv.stop()
