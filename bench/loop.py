@@ -68,6 +68,8 @@ def run_seed(
     confidence: float,
     methods: list[str],
     rollout: str = "read",
+    gate_reads: str = "pooled",
+    tau_uplift: float = 0.02,
 ) -> dict[str, Any]:
     """Generate one world and run every scenario and method ``repeats`` times on it (a method's
     repeat ``r`` draws the same control group as the others' repeat ``r``)."""
@@ -85,6 +87,8 @@ def run_seed(
             confidence=confidence,
             method=m,
             rollout=rollout,
+            gate_reads=gate_reads,
+            tau_uplift=tau_uplift,
         )
         for m in methods
     }
@@ -93,6 +97,8 @@ def run_seed(
         "seed": seed,
         "customers": customers,
         "rollout": rollout,
+        "gate_reads": gate_reads,
+        "tau_uplift": tau_uplift,
         "scenarios": {},
     }
     with tempfile.TemporaryDirectory(prefix="patron-loop-") as home:
@@ -146,6 +152,19 @@ def main() -> None:
         choices=["read", "held", "extend"],
         help="targeted: whom the roll-out gives a passed arm (LoopSettings.rollout)",
     )
+    ap.add_argument(
+        "--gate-reads",
+        default="pooled",
+        choices=["pooled", "current"],
+        help="targeted: what the gate reads an arm on (LoopSettings.gate_reads)",
+    )
+    ap.add_argument(
+        "--tau-uplift",
+        type=float,
+        default=0.02,
+        help="gate reads 'current': prior scale of an arm's spread between populations, in "
+        "incremental response (x its value per response)",
+    )
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "loop.json")
     ap.add_argument(
         "--merge",
@@ -159,7 +178,16 @@ def main() -> None:
         seeds = [s for f in args.merge for s in json.loads(f.read_text())["seeds"]]
     else:
         seeds = [
-            run_seed(s, args.customers, args.repeats, args.confidence, methods, args.rollout)
+            run_seed(
+                s,
+                args.customers,
+                args.repeats,
+                args.confidence,
+                methods,
+                args.rollout,
+                args.gate_reads,
+                args.tau_uplift,
+            )
             for s in range(args.first_seed, args.first_seed + args.seeds)
         ]
     summary: dict[str, dict[str, Any]] = {}
@@ -191,6 +219,13 @@ def main() -> None:
                 f"({got['false_roll_out_rate']:.1%}); per population "
                 f"{got['false_population_roll_outs']} of {got['populations_rolled_out']}; "
                 f"held per run {got['held_per_run']:,.0f}"
+            )
+            print(
+                f"gate on the populations it decided on: where the arm truly loses, "
+                f"{got['negative_rolled_out']} of {got['negative_populations']} rolled out "
+                f"({got['negative_rolled_out_rate']:.1%}); where it gains, "
+                f"{got['positive_rolled_out']} of {got['positive_populations']} "
+                f"({got['positive_rolled_out_rate']:.1%})"
             )
             print(
                 "regret of the loop (oracle - loop) by cause, share of the oracle's profit: "

@@ -58,6 +58,7 @@ from models.decisions.readout import (
     GateDecision,
     gate,
     pool_readouts,
+    pool_toward_current,
     read_population,
     read_targeted,
     read_wave,
@@ -87,6 +88,15 @@ class LoopSettings:
     # "extend" (the design before): a dropped arm's customers get their best passed arm, unread,
     #   and a never-tested arm no one (no model knows it)
     rollout: str = "read"
+    # targeted: what the gate reads an arm on (docs/campaign_loop.md §6):
+    # "pooled": every read of the arm (history, earlier waves, this test cell) pooled with a
+    #   random effect estimated by moments, as the mean of the arm's populations;
+    # "current": the population it would roll out on now (this test cell's read of it), the
+    #   earlier reads as its prior (``pool_toward_current``), with a half-normal prior of scale
+    #   ``tau_uplift`` x the arm's value per response on the spread between populations; an arm
+    #   not read now is held
+    gate_reads: str = "pooled"
+    tau_uplift: float = 0.02
     learner: str = "x"
     params: dict[str, Any] = field(
         default_factory=lambda: {
@@ -122,6 +132,11 @@ class WaveOutcome:
     held: int = 0  # customers of the roll-out held because their arm was not read on them
     # per population rolled out: its read-out name, arm, customers reached, true profit there
     populations: list[dict[str, Any]] = field(default_factory=list)
+    # per population the gate decided on, rolled out or not (an arm's segment of the roll-out, a
+    # dropped arm's customers for a passed arm, the customers left without an arm for a new
+    # arm): its read-out name, arm, customers, the true profit of giving it the arm, and
+    # whether it was rolled out — the gate's error rate on the populations where an arm loses
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -257,10 +272,12 @@ def wave_outcome(
     populations: Sequence[tuple[int, np.ndarray, str]] = (),
     rollout_gate: Sequence[Any] = (),
     held: int = 0,
+    candidates: Sequence[tuple[int, np.ndarray, str]] = (),
 ) -> WaveOutcome:
     """A wave's outcome from its three plans (fixed, loop, oracle: an arm per customer) scored on
     the true profit, with the loop's test cell, gate decisions and regret by cause.
-    ``populations``: (arm, mask, read-out name) of each population the roll-out gave an arm."""
+    ``populations``: (arm, mask, read-out name) of each population the roll-out gave an arm;
+    ``candidates``: the same for every population the gate decided on (those it held too)."""
     fixed, loop, oracle = plans
     false_roll_outs, reached = _false_roll_outs(loop, rest, passed, true_profit)
     pop_reached = pop_false = 0
@@ -273,6 +290,19 @@ def wave_outcome(
             pop_false += int(value < 0)
             rolled_out.append(
                 {"read": key, "arm": int(j), "customers": int(rolled.sum()), "true_profit": value}
+            )
+    decided = []
+    for j, mask, key in candidates:
+        where = rest & mask
+        if where.any():
+            decided.append(
+                {
+                    "read": key,
+                    "arm": int(j),
+                    "customers": int(where.sum()),
+                    "true_profit": float(true_profit[where, j].sum()),
+                    "rolled_out": bool((where & (loop == j)).any()),
+                }
             )
     return WaveOutcome(
         wave=name,
@@ -290,6 +320,7 @@ def wave_outcome(
         false_population_roll_outs=pop_false,
         held=held,
         populations=rolled_out,
+        candidates=decided,
     )
 
 
@@ -345,6 +376,8 @@ def simulate_loop(
         raise ValueError(f"unknown loop method {settings.method!r}; known: refit, targeted")
     if settings.rollout not in ("read", "held", "extend"):
         raise ValueError(f"unknown roll-out {settings.rollout!r}; known: read, held, extend")
+    if settings.gate_reads not in ("pooled", "current"):
+        raise ValueError(f"unknown gate reads {settings.gate_reads!r}; known: current, pooled")
     history = history[history["arm"].isin([-1, *known])]  # the arms never tested do not exist
     if settings.method == "targeted":
         return _simulate_targeted(
@@ -625,6 +658,7 @@ def _simulate_targeted(
     saw (test cell, roll-out, control) joins the data of the refit, the held customers without
     an arm probability (outside the calibration)."""
     terms = {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
+    tau_scale = {a.label: settings.tau_uplift * a.value for a in arms}
     design = [P_CONTROL, *(design_column(j) for j in range(len(arms)))]
     history = history_design(history.reset_index(drop=True), len(arms))
     seen = history[[*features, "arm", "label", *design]]
@@ -687,10 +721,16 @@ def _simulate_targeted(
             untargeted=untargeted,
             level=settings.confidence,
         )
-        pooled = {
-            r.arm: r
-            for r in pool_readouts([*evidence, readouts], settings.confidence, predictive=True)
-        }
+        if settings.gate_reads == "current":
+            pooled = {
+                r.arm: r
+                for r in pool_toward_current(readouts, evidence, tau_scale, settings.confidence)
+            }
+        else:
+            pooled = {
+                r.arm: r
+                for r in pool_readouts([*evidence, readouts], settings.confidence, predictive=True)
+            }
         decisions = _gate_every_arm(pooled, arms, settings.confidence)
         passed = [j for j, d in enumerate(decisions) if d.roll_out]
 
@@ -704,6 +744,8 @@ def _simulate_targeted(
             new_passed = []
         own = np.isin(plan, passed)
         rollout_gate: list[GateDecision] = []
+        # every arm of the plan on its segment, whether it passed or not
+        candidates = [(j, plan == j, arms[j].label) for j in model_arms]
         if settings.rollout == "extend":
             fallback = _fallback(estimated, passed)
             gated = np.where(own, plan, fallback)
@@ -744,10 +786,22 @@ def _simulate_targeted(
                     terms,
                     settings.confidence,
                 )
-                fb_reads = [*hist, [live] if live is not None else []]
-                pool = {
-                    r.arm: r for r in pool_readouts(fb_reads, settings.confidence, predictive=True)
-                }
+                if settings.gate_reads == "current":
+                    pool = {
+                        r.arm: r
+                        for r in pool_toward_current(
+                            [live] if live is not None else [],
+                            hist,
+                            {key: settings.tau_uplift * arms[b].value},
+                            settings.confidence,
+                        )
+                    }
+                else:
+                    fb_reads = [*hist, [live] if live is not None else []]
+                    pool = {
+                        r.arm: r
+                        for r in pool_readouts(fb_reads, settings.confidence, predictive=True)
+                    }
                 if key in pool:
                     decision = gate([pool[key]], settings.confidence)[0]
                 else:
@@ -755,9 +809,12 @@ def _simulate_targeted(
                         key, False, "held: never read on these customers", settings.confidence
                     )
                 rollout_gate.append(decision)
+                candidates.append((b, on_them, key))
                 if decision.roll_out:
                     fallback[on_them] = b
                     fell_back.append(b)
+            # a new arm would go to the customers left without one
+            candidates += [(j, ~own & (fallback == NO_CONTACT), arms[j].label) for j in untested]
             if new_passed:  # the new arm of highest measured profit per contact
                 best = max(new_passed, key=lambda j: pooled[arms[j].label].profit_per_contact)
                 fallback[fallback == NO_CONTACT] = best
@@ -831,6 +888,7 @@ def _simulate_targeted(
                 populations,
                 rollout_gate,
                 held,
+                candidates,
             )
         )
     return out
@@ -955,4 +1013,27 @@ def summarise(runs: list[list[WaveOutcome]], groups: list[Any] | None = None) ->
         "false_population_roll_outs": pop_false,
         "false_population_roll_out_rate": pop_false / pops if pops else 0.0,
         "held_per_run": float(np.mean([sum(w.held for w in run) for run in runs])),
+        # the gate on every population it decided on: of those where the arm truly loses, the
+        # share rolled out (its type-I error, what a one-sided gate at confidence c bounds by
+        # 1 - c); of those where it truly gains, the share rolled out (its power)
+        **gate_error_rates([c for run in runs for w in run for c in w.candidates]),
+    }
+
+
+def gate_error_rates(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The gate's errors over the populations it decided on (``WaveOutcome.candidates``): the
+    share of the populations with a negative true profit that were rolled out anyway, and the
+    share of those with a positive one that were rolled out."""
+    negative = [c for c in candidates if c["true_profit"] < 0]
+    positive = [c for c in candidates if c["true_profit"] >= 0]
+    neg_out = sum(c["rolled_out"] for c in negative)
+    pos_out = sum(c["rolled_out"] for c in positive)
+    return {
+        "populations_decided": len(candidates),
+        "negative_populations": len(negative),
+        "negative_rolled_out": neg_out,
+        "negative_rolled_out_rate": neg_out / len(negative) if negative else 0.0,
+        "positive_populations": len(positive),
+        "positive_rolled_out": pos_out,
+        "positive_rolled_out_rate": pos_out / len(positive) if positive else 0.0,
     }

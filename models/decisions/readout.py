@@ -26,7 +26,7 @@ mistakes). An arm with too few contacts (``min_contacts``) or no control is held
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -290,6 +290,101 @@ def pool_readouts(
             )
         )
     return out
+
+
+def _posterior_on_current(
+    y: np.ndarray, s2: np.ndarray, tau_scale: float, grid: int = 200
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normal hierarchical model of reads ``y`` (variances ``s2``; the last is the current
+    population's): ``y_k ~ N(theta_k, s2_k)``, ``theta_k ~ N(mu, tau^2)``, a flat prior on
+    ``mu`` and a half-normal prior of scale ``tau_scale`` on ``tau``. Returns, over a grid of
+    ``tau``, its posterior weights and the mean and variance of ``theta_current`` given
+    ``tau`` (Gelman et al., *Bayesian Data Analysis*, §5.4, with ``mu`` integrated out)."""
+    taus = np.linspace(0.0, 5.0 * tau_scale, grid + 1)[1:]
+    v = s2[None, :] + taus[:, None] ** 2  # (grid, k)
+    w = 1 / v
+    v_mu = 1 / w.sum(axis=1)
+    mu = (w * y[None, :]).sum(axis=1) * v_mu
+    log_post = (
+        -0.5 * (taus / tau_scale) ** 2  # the half-normal prior
+        + 0.5 * np.log(v_mu)
+        - 0.5 * np.log(v).sum(axis=1)
+        - 0.5 * (((y[None, :] - mu[:, None]) ** 2) * w).sum(axis=1)
+    )
+    p = np.exp(log_post - log_post.max())
+    p /= p.sum()
+    t2 = taus**2
+    v_c = 1 / (1 / s2[-1] + 1 / t2)
+    mean = (y[-1] / s2[-1] + mu / t2) * v_c
+    var = v_c + (v_c / t2) ** 2 * v_mu
+    return p, mean, var
+
+
+def pool_toward_current(
+    current: list[ArmReadout],
+    earlier: list[list[ArmReadout]],
+    tau_scale: dict[str, float],
+    level: float = 0.9,
+) -> list[ArmReadout]:
+    """One read-out per arm of ``current`` for **the population it was read on now**, the
+    earlier reads of the same arm (other populations, other waves) as its prior.
+
+    ``pool_readouts(..., predictive=True)`` estimates the mean of every population the arm
+    was ever read on and widens it by the spread between them (``tau``, estimated by moments:
+    zero when 2-4 reads happen to agree, then the pool is as sure as its biggest read). A gate
+    rolls an arm out on this wave's population, so this gives the posterior of that
+    population's profit per contact under a normal hierarchical model (``_posterior_on_current``):
+    the current read shrunk toward the earlier ones as far as they agree, ``tau`` integrated
+    over a half-normal prior of scale ``tau_scale[arm]`` (profit per contact; the spread of an
+    arm's profit between populations that is believed before any read). The read-out's
+    ``profit_lower_one_sided`` is the posterior's ``1 - level`` quantile, so the gate rolls out
+    when the population's profit is positive with posterior probability ``level``. Counts are
+    the current read's. An arm without earlier reads keeps its current read."""
+    out = []
+    for r in current:
+        prior = [
+            e
+            for wave in earlier
+            for e in wave
+            if e.arm == r.arm and e.contacts and e.control and e.profit_se > 0
+        ]
+        if not prior or not (r.contacts and r.control and r.profit_se > 0):
+            out.append(r)
+            continue
+        y = np.array([*(e.profit_per_contact for e in prior), r.profit_per_contact])
+        s2 = np.array([*(e.profit_se**2 for e in prior), r.profit_se**2])
+        p, mean, var = _posterior_on_current(y, s2, tau_scale[r.arm])
+        post_mean = float(np.sum(p * mean))
+        post_sd = float(np.sqrt(max(np.sum(p * (var + mean**2)) - post_mean**2, 0.0)))
+        lower = _mixture_quantile(p, mean, np.sqrt(var), 1 - level)
+        z_two = float(_z(0.5 + level / 2))
+        out.append(
+            replace(
+                r,
+                profit_per_contact=post_mean,
+                profit_per_contact_ci=(post_mean - z_two * post_sd, post_mean + z_two * post_sd),
+                profit_lower_one_sided=lower,
+                profit_se=post_sd,
+                incremental_profit=post_mean * r.contacts,
+                level=level,
+            )
+        )
+    return out
+
+
+def _mixture_quantile(p: np.ndarray, mean: np.ndarray, sd: np.ndarray, q: float) -> float:
+    """The ``q`` quantile of a mixture of normals (weights ``p``), by bisection."""
+    from scipy.special import ndtr
+
+    lo = float(np.min(mean - 10 * sd))
+    hi = float(np.max(mean + 10 * sd))
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if float(np.sum(p * ndtr((mid - mean) / sd))) < q:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
 
 
 def gate(

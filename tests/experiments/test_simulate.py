@@ -169,3 +169,19 @@ def test_a_new_arm_that_passes_on_everyone_is_rolled_out() -> None:
         np.random.default_rng(1),
     )
     assert before.loop < 0.2 * before.oracle
+
+
+def test_gate_error_rates_count_every_population_decided() -> None:
+    from experiments.simulate import gate_error_rates
+
+    got = gate_error_rates(
+        [
+            {"true_profit": -5.0, "rolled_out": True},
+            {"true_profit": -1.0, "rolled_out": False},
+            {"true_profit": -2.0, "rolled_out": False},
+            {"true_profit": 3.0, "rolled_out": True},
+        ]
+    )
+    assert got["negative_populations"] == 3 and got["negative_rolled_out"] == 1
+    assert got["negative_rolled_out_rate"] == pytest.approx(1 / 3)
+    assert got["positive_rolled_out_rate"] == 1.0

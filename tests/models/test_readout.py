@@ -159,3 +159,64 @@ def test_the_rollout_gives_an_arm_only_to_customers_it_was_read_on() -> None:
     # no fallback: only the segments of the passed arms
     alone = rollout_by_population(plan, passed)
     assert set(np.unique(alone[~own])) == {NO_ARM}
+
+
+def _reads(y: float, se: float) -> list:
+    """A read of arm 'a' with profit per contact ``y`` and standard error ``se``."""
+    from dataclasses import replace
+
+    return [replace(_READ[0], profit_per_contact=y, profit_se=se)]
+
+
+_READ = read_wave(
+    ["a"] * 500 + [None] * 500,
+    np.r_[np.ones(60), np.zeros(440), np.ones(50), np.zeros(450)],
+    {"a": TERMS["a"]},
+)
+
+
+def test_the_current_read_with_earlier_reads_as_prior() -> None:
+    from models.decisions.readout import pool_toward_current
+
+    now = _reads(-1.0, 1.0)
+    # no earlier read: the current read as it is
+    assert pool_toward_current(now, [], {"a": 1.0}) == now
+    # earlier populations that agree closely, a current one far below: a narrow prior on the
+    # spread pulls the current read to them, a wide one leaves it nearly alone
+    earlier = [_reads(3.0, 0.3), _reads(3.2, 0.3), _reads(2.9, 0.3)]
+    (tight,) = pool_toward_current(now, earlier, {"a": 0.01})
+    (wide,) = pool_toward_current(now, earlier, {"a": 10.0})
+    assert tight.profit_per_contact > 2.5 and tight.profit_lower_one_sided > 0
+    assert wide.profit_per_contact < 0 and wide.profit_lower_one_sided < 0
+    assert tight.contacts == now[0].contacts  # the counts are the current population's
+    # earlier reads that agree with the current one narrow it
+    (agree,) = pool_toward_current(_reads(1.0, 1.0), [_reads(1.0, 1.0)] * 3, {"a": 0.5})
+    assert agree.profit_se < 1.0 and agree.profit_per_contact == pytest.approx(1.0)
+
+
+def test_gating_the_current_population_errs_less_where_populations_differ() -> None:
+    # an arm whose profit differs between populations (sd 1 around +0.8): three earlier
+    # populations read precisely, the current one read noisily. Where the current population
+    # truly loses, the pooled predictive read rolls it out about twice as often as the
+    # current population's posterior, which also rolls out more of those that gain
+    from models.decisions.readout import pool_toward_current
+
+    rng = np.random.default_rng(0)
+    rolled = {"pooled": [0, 0], "current": [0, 0]}  # [negative, positive] populations
+    counts = [0, 0]
+    se = np.array([0.3, 0.3, 0.3, 1.0])
+    for _ in range(600):
+        theta = rng.normal(0.8, 1.0, 4)
+        y = rng.normal(theta, se)
+        earlier = [_reads(y[k], se[k]) for k in range(3)]
+        now = _reads(y[3], se[3])
+        gain = int(theta[3] >= 0)
+        counts[gain] += 1
+        (p,) = pool_readouts([*earlier, now], predictive=True)
+        (c,) = pool_toward_current(now, earlier, {"a": 1.0})
+        rolled["pooled"][gain] += p.profit_lower_one_sided > 0
+        rolled["current"][gain] += c.profit_lower_one_sided > 0
+    neg = {k: v[0] / counts[0] for k, v in rolled.items()}
+    pos = {k: v[1] / counts[1] for k, v in rolled.items()}
+    assert neg["current"] <= 0.15 < neg["pooled"], neg
+    assert pos["current"] > pos["pooled"], pos
