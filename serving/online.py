@@ -11,9 +11,11 @@ kept for ``keep_previous_s`` so requests that started on it finish.
 Two implementations: ``MemoryStore`` (in process: the embedded default and tests) and
 ``RedisStore`` (a real Redis server shared by several replicas). With a store, a replica's
 start-up no longer reads the snapshot or loads the model of a store-backed family: it connects.
-A request reads with ``acurrent`` / ``aget`` on the server's event loop (redis-py's asyncio
-client): it never blocks the loop, and a large request's records come in steps of
-``FETCH_SLICE`` keys, so small requests are served between two (issue 14, item 5).
+On a server, a large request reads with ``acurrent`` / ``aget`` on the event loop (redis-py's
+asyncio client): awaited, its records in steps of ``FETCH_SLICE`` keys, the loop serving other
+requests between two; a small one reads synchronously on the loop (two sub-millisecond round
+trips), so it never waits behind a large one's steps in the middle of its own (issue 14, item 5;
+docs/serving.md).
 
 Keys (prefix ``patron``, configurable): ``{p}:{family}:current`` → publication id;
 ``{p}:{family}:{pub}:meta`` → JSON metadata; ``{p}:{family}:{pub}:c:{customer_id}`` → the JSON
@@ -595,14 +597,20 @@ async def score_bytes_from_store(
     customer_ids: Sequence[str],
     max_batch: int,
     with_reasons: bool = True,
+    inline_max_ids: int = 0,
 ) -> bytes:
     """The /score answer of a store-backed family as the JSON bytes the service sends, made on
-    the event loop: reads awaited in steps, then the stored records spliced as they are (they
-    are the records' JSON); without reasons they are decoded, emptied and encoded again in
-    slices (``serving.answers``). What ``ScoreResponse`` of ``score_from_store`` dumps."""
+    the event loop: up to ``inline_max_ids`` ids read synchronously (two short round trips, no
+    other request's step between them), more awaited in steps; then the stored records spliced
+    as they are (they are the records' JSON); without reasons they are decoded, emptied and
+    encoded again in slices (``serving.answers``). What ``ScoreResponse`` of
+    ``score_from_store`` dumps."""
     from serving.answers import score_answer, sliced_records
 
-    head, raws = await fetch_from_store_async(store, family, customer_ids, max_batch)
+    if len(customer_ids) <= inline_max_ids:  # two short reads: no step of a large one between
+        head, raws = fetch_from_store(store, family, customer_ids, max_batch)
+    else:
+        head, raws = await fetch_from_store_async(store, family, customer_ids, max_batch)
     found = [raw for raw in raws if raw is not None]
     unknown = unknown_entries(customer_ids, raws)
     if with_reasons:

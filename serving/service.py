@@ -346,11 +346,12 @@ class Patron:
     async def _score_store(self, model: str, customer_ids: list[str], reasons: bool) -> bytes:
         assert self.store is not None
         try:
-            # on the event loop, the reads awaited and a large request's records read in steps:
-            # no worker thread (its Python work held the GIL for up to 5 ms each time the loop
-            # needed it back, so every small request beside a large one waited)
+            # on the event loop: a small request's two reads synchronous (sub-millisecond), a
+            # large one's awaited in steps of serving.online.FETCH_SLICE keys; no worker thread
+            # (its Python work held the GIL for up to 5 ms each time the loop needed it back,
+            # so every small request beside a large one waited)
             return await score_bytes_from_store(
-                self.store, model, customer_ids, self.settings.max_batch, reasons
+                self.store, model, customer_ids, self.settings.max_batch, reasons, INLINE_MAX_IDS
             )
         except StoreUnavailable as exc:  # the store's fault, not the request's: 503
             raise RequestError("model", f"the online store cannot answer: {exc}", 503) from exc

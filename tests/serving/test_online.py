@@ -288,6 +288,12 @@ def test_a_large_store_answer_is_the_per_customer_answers_joined(large, reasons,
         singles = [
             await score_bytes_from_store(store, "churn", [cid], 10_000, reasons) for cid in asked
         ]
+        # the service reads small requests synchronously (inline_max_ids): the same bytes
+        inline = [
+            await score_bytes_from_store(store, "churn", [cid], 10_000, reasons, 32)
+            for cid in asked[::50]
+        ]
+        assert inline == singles[::50]
         return big, singles
 
     big, singles = asyncio.run(answers())
@@ -313,8 +319,8 @@ def test_a_large_store_answer_is_the_per_customer_answers_joined(large, reasons,
 
 
 def test_small_store_requests_beside_large_ones_answer_their_own_customers(large):
-    """On one event loop, 200 1-customer reads interleaved with four 1 000-customer ones (the
-    server's situation): every answer is the one the same request gets alone."""
+    """On one event loop, 200 1-customer reads interleaved with four 1 000-customer ones read in
+    steps (the server's situation): every answer is the one the same request gets alone."""
     import asyncio
 
     from serving.online import score_bytes_from_store
@@ -328,7 +334,8 @@ def test_small_store_requests_beside_large_ones_answer_their_own_customers(large
 
         async def one(i: int, cid: str) -> bytes:
             await asyncio.sleep(0.0005 * i)  # spread over the large requests' reads
-            return await score_bytes_from_store(store, "churn", [cid], 10_000)
+            # awaited reads, and (every other one) the synchronous read the service makes
+            return await score_bytes_from_store(store, "churn", [cid], 10_000, True, 32 * (i % 2))
 
         bigs = [score_bytes_from_store(store, "churn", ids, 10_000) for _ in range(4)]
         smalls = [one(i, c) for i, c in enumerate(small)]
