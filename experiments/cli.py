@@ -409,6 +409,15 @@ def campaign_simulate(
         console.rule(f"{o.wave}: roll-out gate at {confidence:.0%} confidence")
         for d in o.gate:
             console.print(f"{d['arm']}: {d['reason']}")
+    from experiments.simulate import gate_error_rates
+
+    errors = gate_error_rates([c for o in outcomes for c in o.candidates])
+    console.print(
+        "the gate against the synthetic truth, over the populations it decided on: where the "
+        f"arm truly loses, {errors['negative_rolled_out']} of "
+        f"{errors['negative_populations']} rolled out; where it gains, "
+        f"{errors['positive_rolled_out']} of {errors['positive_populations']}"
+    )
 
 
 @campaign_app.command("rollout")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -121,6 +122,13 @@ def test_cli_prints_waves_and_gate(arms_state) -> None:
     assert result.exit_code == 0, result.output
     assert "ARMS_2024_01" in result.output and "roll-out gate at 90% confidence" in result.output
     assert "regret" in result.output
+    truth = re.search(
+        r"truly loses, (\d+) of (\d+) rolled out; where it gains, (\d+) of (\d+)",
+        " ".join(result.output.split()),
+    )
+    assert truth is not None, result.output
+    lost, losing, gained, gaining = map(int, truth.groups())
+    assert lost <= losing and gained <= gaining and losing + gaining > 0
     bad = CliRunner().invoke(mount(), [*args[:-2], "--known", "RET_01/fax"])
     assert bad.exit_code != 0
 
@@ -156,6 +164,11 @@ def test_a_new_arm_that_passes_on_everyone_is_rolled_out() -> None:
     # the populations it reached are recorded, JSON-ready (bench/loop.py writes them)
     (pop,) = out.populations
     assert pop["read"] == "NEW/sms" and pop["arm"] == 1 and pop["true_profit"] > 0
+    # every population the gate decided on is recorded with its truth, the rolled-out ones too
+    decided = {(c["read"], c["arm"]): c for c in out.candidates}
+    assert decided[("NEW/sms", 1)]["rolled_out"] and decided[("NEW/sms", 1)]["true_profit"] > 0
+    assert decided[("NEW/sms", 1)]["customers"] >= pop["customers"]
+    assert all(c["rolled_out"] == (c["read"] == "NEW/sms") for c in out.candidates)
     json.dumps(out.as_dict())
     # the design before gave it to no one: no model knew the arm
     (before,) = simulate_loop(
