@@ -205,16 +205,21 @@ class SparkRunner:
         return [tuple(r) for r in self._result().collect()]
 
 
-def write_parquet(frame: DataFrame, path: Path, order_by: Sequence[str] = ()) -> Path:
+def write_parquet(
+    frame: DataFrame, path: Path, order_by: Sequence[str] = (), drop: Sequence[str] = ()
+) -> Path:
     """Write a DataFrame by Spark as the one Parquet file at ``path`` (rows in ``order_by``
-    order), atomically: one task writes into a temporary folder beside it, the file is then
-    moved into place (a re-run replaces it). One file, as the DuckDB engine writes it and every
-    reader of the state expects; the stages before the last exchange stay parallel."""
+    order; ``drop``: columns that order the rows but are not written), atomically: one task
+    writes into a temporary folder beside it, the file is then moved into place (a re-run
+    replaces it). One file, as the DuckDB engine writes it and every reader of the state expects;
+    the stages before the last exchange stay parallel."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.spark"
     one = frame.repartition(1)
     if order_by:
         one = one.sortWithinPartitions(*order_by)
+    if drop:
+        one = one.drop(*drop)
     try:
         one.write.mode("overwrite").parquet(str(tmp))
         parts = sorted(tmp.glob("part-*.parquet"))

@@ -17,6 +17,10 @@ as /score answers ``reasons: []`` for it.
 Progress: ``progress(scored, total)`` is called with the running count of customers whose rows
 are complete: ``(0, total)`` once the base is loaded, then after every chunk, last
 ``(total, total)``.
+
+Where: ``score_to_file`` (``patron score``) follows the scored dataset's YAML: a dataset with
+``engine: {kind: spark, ...}`` is scored on Spark's executors by ``serving.spark_batch`` (the same
+file, the same per-chunk code: ``score_rows``), any other in this process.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -47,6 +51,9 @@ from serving.kinds import (
 from serving.registry import ModelMeta, Registry, tracking_uri_of
 from serving.settings import ServedModel, ServingSettings
 from serving.state import check_feature_set, model_meta, served_feature_set
+
+if TYPE_CHECKING:
+    from features.engine import EngineConfig
 
 log = logging.getLogger("patron.serving")
 
@@ -90,7 +97,7 @@ def file_columns(reasons: bool = True) -> list[str]:
     return [MODEL_COLUMNS[0], *customer_columns(reasons), *MODEL_COLUMNS[1:]]
 
 
-def _one_model(spec: ServingSettings | ServedModel, family: str | None) -> ServingSettings:
+def one_model(spec: ServingSettings | ServedModel, family: str | None) -> ServingSettings:
     """Settings holding only the model to score."""
     if isinstance(spec, ServedModel):
         return ServingSettings(models={family or "model": spec}, reload_interval_s=0)
@@ -103,11 +110,11 @@ def _one_model(spec: ServingSettings | ServedModel, family: str | None) -> Servi
     return spec.model_copy(update={"models": {family: spec.models[family]}})
 
 
-def load_scorer(
+def load_scoring_model(
     settings: ServingSettings, state: StateDirs, family: str
-) -> tuple[ModelMeta, Any, CustomerBase]:
-    """(registry facts, python model, base) of one served scoring model, checked as the service
-    checks them (alias, feature-set fingerprint, feature columns) but not scored."""
+) -> tuple[ModelMeta, Any, str]:
+    """(registry facts, python model, feature-set key of its snapshot) of one served scoring
+    model, by alias as the service loads it; nothing of the base is read."""
     spec = settings.models[family]
     registry = Registry(tracking_uri_of(settings, state))
     version = registry.version(spec.registered_model, spec.alias)
@@ -117,16 +124,29 @@ def load_scorer(
     if kind.build is not build_score_model:
         raise ValueError(f"model {family!r} is a {kind.name} model, not a scorer")
     meta = model_meta(family, kind.name, spec, spec.alias, version, registry)
-    base = load_base(state, spec.dataset, feature_set)
+    return meta, python_model, feature_set
+
+
+def check_scorer(family: str, meta: ModelMeta, python_model: Any, base: CustomerBase) -> None:
+    """The service's checks of a model against its base: feature-set fingerprint, columns."""
     check_feature_set(family, meta, python_model, base)
     check_score_inputs(meta, python_model, base)
+
+
+def load_scorer(
+    settings: ServingSettings, state: StateDirs, family: str
+) -> tuple[ModelMeta, Any, CustomerBase]:
+    """(registry facts, python model, base) of one served scoring model, checked as the service
+    checks them (alias, feature-set fingerprint, feature columns) but not scored."""
+    meta, python_model, feature_set = load_scoring_model(settings, state, family)
+    base = load_base(state, settings.models[family].dataset, feature_set)
+    check_scorer(family, meta, python_model, base)
     return meta, python_model, base
 
 
-def _segment_columns(base: CustomerBase) -> dict[str, Any]:
-    """segment_<field> columns as /score's records hold them (str fields, a bool flag)."""
-    n = base.size
-    segments = base.segments
+def segment_columns(segments: pd.DataFrame | None, n: int) -> dict[str, Any]:
+    """segment_<field> columns as /score's records hold them (str fields, a bool flag), from a
+    base's segments (``serving.base.compute_segments``; None: no segments, null columns)."""
     if segments is None:
         return {f"segment_{k}": np.full(n, None, dtype=object) for k in SEGMENT_FIELDS}
     out: dict[str, Any] = {}
@@ -201,27 +221,50 @@ def score_frame(
     finally:
         single_thread_xgboost(python_model)  # back to the service's setting
     _, percentile, decile = rank_stats(scores)
+    columns: dict[str, Any] = {
+        "customer_id": base.features.index.to_numpy(dtype=object),
+        **value_columns(meta, python_model, scores),
+        "percentile": percentile.astype(np.float64),
+        "decile": decile.astype(np.int64),
+        **segment_columns(base.segments, n),
+    }
+    if reasons:
+        columns.update(_reason_frame_columns(parts, n))
+    return pd.DataFrame(columns, columns=customer_columns(reasons))
+
+
+def value_columns(meta: ModelMeta, python_model: Any, scores: np.ndarray) -> dict[str, Any]:
+    """score, probability, value, gross_profit and npv of each score, as /score returns them
+    (NaN where the model's output is not that quantity)."""
     output = score_output(meta, python_model)
-    nan = np.full(n, np.nan)
+    nan = np.full(len(scores), np.nan)
     terms = None
     if output == "value":
         from models.value import served_value_terms
 
         terms = served_value_terms(getattr(python_model, "info", None))
-    columns: dict[str, Any] = {
-        "customer_id": base.features.index.to_numpy(dtype=object),
+    return {
         "score": scores,
         "probability": scores if output == "probability" else nan,
         "value": scores if output == "value" else nan,
         "gross_profit": nan if terms is None else scores * terms[0],
         "npv": nan if terms is None else scores * terms[0] * terms[1],
-        "percentile": percentile.astype(np.float64),
-        "decile": decile.astype(np.int64),
-        **_segment_columns(base),
     }
+
+
+def score_rows(
+    meta: ModelMeta, python_model: Any, rows: pd.DataFrame, reasons: bool, threads: int = 1
+) -> dict[str, Any]:
+    """The columns of one chunk of base rows that depend on those rows alone: the value columns
+    and, with ``reasons``, the reason columns (what a Spark task computes per chunk; percentile,
+    decile and segments are over the whole base)."""
+    scores = np.asarray(python_model.score(rows[python_model.feature_names]), dtype=np.float64)
+    out = value_columns(meta, python_model, scores)
     if reasons:
-        columns.update(_reason_frame_columns(parts, n))
-    return pd.DataFrame(columns, columns=customer_columns(reasons))
+        out.update(
+            _reason_frame_columns(_explain_chunk(meta, python_model, rows, [], threads), len(rows))
+        )
+    return out
 
 
 def _explain_chunk(
@@ -257,7 +300,7 @@ def score_base(
     ``reasons=False`` writes scores only (no ``reason_*`` columns); ``progress(scored, total)``
     follows the count of customers scored.
     """
-    settings = _one_model(spec, family)
+    settings = one_model(spec, family)
     family = next(iter(settings.models))
     meta, python_model, base = load_scorer(settings, state, family)
     frame = score_frame(meta, python_model, base, reasons=reasons, progress=progress)
@@ -271,6 +314,20 @@ def score_base(
     return out
 
 
+def dataset_engine(dataset: str, search_dir: Path | None = None) -> tuple[EngineConfig, str]:
+    """The engine the served dataset's YAML names (``engine:``, as for ingestion and features)
+    and that YAML as messages name it; DuckDB in process when no YAML of that name exists
+    (a dataset ingested from a file elsewhere). A YAML that does not validate is one line."""
+    from features.engine import EngineConfig
+    from features.sources import load_dataset
+
+    try:
+        cfg = load_dataset(dataset, search_dir)
+    except FileNotFoundError:
+        return EngineConfig(), f"dataset {dataset}"
+    return cfg.engine, cfg.where()
+
+
 def score_to_file(
     family: str,
     out_path: str | Path,
@@ -278,8 +335,26 @@ def score_to_file(
     settings: ServingSettings | None = None,
     reasons: bool = True,
     progress: Progress | None = None,
+    engine: EngineConfig | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> Path:
-    """``patron score --model <family> --out <file>``: settings default to $PATRON_SERVING."""
+    """``patron score --model <family> --out <file>``: settings default to $PATRON_SERVING.
+
+    The scored dataset's engine decides where (``dataset_engine``; ``engine`` overrides it):
+    DuckDB scores in this process (``score_base``; ``progress`` counts customers), Spark on its
+    executors (``serving.spark_batch.score_base_spark``; ``progress`` counts the partitions of
+    each stage ``stage(line)`` announces). Both write the same file.
+    """
     settings = settings or ServingSettings.from_env()
     state = state or StateDirs.resolve(settings.home)
+    where = "patron score"
+    if engine is None:
+        dataset = one_model(settings, family).models[family].dataset
+        engine, where = dataset_engine(dataset)
+    if engine.kind == "spark":
+        from serving.spark_batch import score_base_spark
+
+        return score_base_spark(
+            state, settings, out_path, engine, family, reasons, progress, stage, where
+        )
     return score_base(state, settings, out_path, family=family, reasons=reasons, progress=progress)

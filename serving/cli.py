@@ -322,7 +322,18 @@ def make_app(resolve: Resolver) -> typer.Typer:
         ] = False,
         home: HomeOpt = None,
     ) -> None:
-        """Batch-score the whole base with the champion: the same values /score returns."""
+        """Batch-score the whole base with the champion: the same values /score returns.
+
+        Where follows the scored dataset's YAML: in this process, or on Spark when it says
+        ``engine: {kind: spark, ...}`` (serving.spark_batch); the same file either way."""
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
         from serving.batch import score_to_file
         from serving.settings import ServingSettings
 
@@ -336,9 +347,28 @@ def make_app(resolve: Resolver) -> typer.Typer:
                     param_hint="--model",
                 )
             family = next(iter(settings.models))
-        with counting_progress(f"scoring {family}") as progress:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, TimeRemainingColumn(), console=console) as bar:
+            tasks: list[Any] = []  # one line per stage: customers in process, Spark partitions
+
+            def stage(line: str) -> None:
+                if tasks and bar.tasks[-1].total is None:
+                    bar.update(tasks[-1], total=1, completed=1)  # a stage without counts: done
+                tasks.append(bar.add_task(line, total=None))
+
+            def progress(done: int, total: int) -> None:
+                if not tasks:
+                    stage(f"scoring {family}")
+                bar.update(tasks[-1], completed=done, total=total)
+
             path = score_to_file(
-                family, out, state, settings, reasons=not scores_only, progress=progress
+                family,
+                out,
+                state,
+                settings,
+                reasons=not scores_only,
+                progress=progress,
+                stage=stage,
             )
         console.print(f"scores written to [bold]{path}[/bold]")
 
