@@ -33,6 +33,7 @@ from serving.online import (
     check_published,
     fetch_offers_async,
     offers_answer,
+    offers_from_store,
     open_store,
     score_bytes_from_store,
     store_model_info,
@@ -393,13 +394,16 @@ class Patron:
         """The k best eligible offers per customer from the next-best-offer model (404 when
         none is served); ids not in the snapshot are listed under `unknown`."""
         state = self.state
-        family = model if model is not None else await self._store_offer_family(state)
-
-        from_store = family is not None and family in self.settings.store_families
+        family = model if model is not None else self._store_offer_family(state)
 
         def work(read: tuple[Any, list[bytes | None]] | None = None) -> OffersResponse:
-            if read is not None:  # the store's publication and records, read on the event loop
+            if read is not None:  # a large request's records, read on the event loop in steps
                 body = offers_answer(read[0], customer_ids, read[1], k, kind)
+            elif family is not None and family in self.settings.store_families:
+                assert self.store is not None  # a small request: two short synchronous reads
+                body = offers_from_store(
+                    self.store, family, customer_ids, k, kind, self.settings.max_batch
+                )
             else:
                 from serving.handlers import rank_offers
 
@@ -407,12 +411,13 @@ class Patron:
             return OffersResponse.model_validate(body)
 
         try:
-            if from_store:
-                assert self.store is not None and family is not None
-                publication, raws = await fetch_offers_async(
+            large = len(customer_ids) > INLINE_MAX_IDS
+            if large and family is not None and family in self.settings.store_families:
+                assert self.store is not None  # as /score: awaited in steps, no worker thread
+                read = await fetch_offers_async(
                     self.store, family, customer_ids, k, kind, self.settings.max_batch
                 )
-                return await _run(len(customer_ids), work, (publication, raws))
+                return await _run(len(customer_ids), work, read)
             return await _run(len(customer_ids), work)
         except StoreUnavailable as exc:  # the store's fault, not the request's: 503
             failed = RequestError("model", f"the online store cannot answer: {exc}", 503)
@@ -420,7 +425,7 @@ class Patron:
         except RequestError as exc:
             return _error(exc, "next-best-offer")  # type: ignore[return-value]
 
-    async def _store_offer_family(self, state: ServingState) -> str | None:
+    def _store_offer_family(self, state: ServingState) -> str | None:
         """The store family that /next-best-offer answers without a model named: none when a
         next-best-offer model is served in memory (that one answers, as before), else the
         first store family whose publication is of a next-best-offer model."""
@@ -430,7 +435,7 @@ class Patron:
             return None
         for family in sorted(self.settings.store_families):
             try:
-                publication = await self.store.acurrent(family)
+                publication = self.store.current(family)
             except StoreUnavailable:
                 continue
             if publication is not None and publication.meta.get("kind") == "nbo":

@@ -193,6 +193,27 @@ def test_offers_and_consent_through_a_real_redis(offers, redis_url):  # noqa: F8
     assert store._redis.ttl(f"offers:nbo:{second.pub_id}:{CONSENT}:{ids[0]}") == -1
 
 
+def test_a_large_offers_request_read_in_steps_answers_the_same(offers, redis_url, monkeypatch):  # noqa: F811
+    """/next-best-offer of many ids reads the store on the event loop in steps (as /score): the
+    answer is the one the synchronous read makes, for every kind."""
+    import asyncio
+
+    from serving.online import fetch_offers_async, offers_answer
+
+    store = RedisStore(redis_url, prefix="offers-large", keep_previous_s=30)
+    publish_family(offers["state"], _with_store(offers, redis_url), "nbo", store)
+    ids = [*_ids(offers, 200, step=3), "NOPE"]
+    monkeypatch.setattr("serving.online.FETCH_SLICE", 23)
+
+    async def read_all() -> list:
+        return [await fetch_offers_async(store, "nbo", ids, 3, kind, 10_000) for kind in KINDS]
+
+    for kind, (publication, raws) in zip(KINDS, asyncio.run(read_all()), strict=True):
+        expected = offers_from_store(store, "nbo", ids, 3, kind, 10_000)
+        assert offers_answer(publication, ids, raws, 3, kind) == expected, kind
+        assert len(expected["customers"]) == 200
+
+
 _LEAN = """
 import json, sys
 from serving.online import MemoryStore, encode_record, offers_from_store, contactable_from_store
@@ -254,10 +275,13 @@ def test_a_replica_answers_next_best_offer_from_redis(offers, redis_url, tmp_pat
     try:
         srv.wait_ready()
         ids = [*_ids(offers, 25), "NOPE"]
+        large = [*_ids(offers, 60, step=7), "NOPE"]  # > INLINE_MAX_IDS: read in steps
         for body in (
             {"customer_ids": ids},
             {"customer_ids": ids, "model": "nbo", "k": 5, "kind": "cross_sell"},
+            {"customer_ids": large, "model": "nbo", "k": 2, "kind": "up_sell"},
         ):
+            ids = body["customer_ids"]
             got = httpx.post(f"{srv.url}/next-best-offer", json=body, headers=USER, timeout=30)
             assert got.status_code == 200, got.text
             expected = rank_offers(
