@@ -10,13 +10,11 @@ import contextlib
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from features.store import StateDirs
@@ -148,18 +146,15 @@ def served_pipeline(synthetic_pipeline):
 def wait_until_ready(
     url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 120.0
 ) -> None:
-    """Until ``url``/readyz answers 200; the log's tail when the server exits or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"server not ready in {timeout_s} s:\n{log.read_text()[-3000:]}")
+    """``serving.cli.wait_ready`` (until ``url``/readyz answers 200), with the log's tail when
+    the server exits or time runs out."""
+    from serving.cli import wait_ready
+
+    try:
+        wait_ready(url, proc, timeout_s)
+    except (RuntimeError, TimeoutError) as exc:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise type(exc)(f"{exc}:\n{tail}") from None
 
 
 def free_port() -> int:
