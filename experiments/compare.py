@@ -42,6 +42,7 @@ class ComparisonResult:
     n_boot: int = 1000
     seed: int = 0
     tracking_uri: str | None = None
+    test_split: str = "test rows"  # which rows the metrics are on, in words (split_heading)
 
 
 # ---------------------------------------------------------------- selection
@@ -286,6 +287,26 @@ def _window(params: Mapping[str, str]) -> str:
     return f"{span} → {test}"
 
 
+def split_heading(runs: Sequence[Run]) -> str:
+    """Which rows the runs' test metrics are on, in words: the split each run logged
+    (``test_split``: a test cutoff, or a labelled table's random / stratified / date split), else
+    its test cutoff; "test splits differ: …" when the runs do not share one."""
+
+    def one(run: Run) -> str:
+        tags, params = run.data.tags, run.data.params
+        logged = tags.get("test_split")
+        if logged:
+            return str(logged)
+        cutoff = params.get("test_cutoff") or tags.get("test_cutoff")
+        return f"test cutoff {cutoff}" if cutoff else "test split"
+
+    splits = list(dict.fromkeys(one(r) for r in runs))
+    if len(splits) == 1:
+        return splits[0]
+    shown = ", ".join(splits[:3]) + (f" and {len(splits) - 3} more" if len(splits) > 3 else "")
+    return f"test splits differ: {shown}"
+
+
 def _label(run: Run) -> str:
     name = run.info.run_name or run.data.tags.get("mlflow.runName") or ""
     return f"{name} ({run.info.run_id[:8]})" if name else run.info.run_id[:8]
@@ -393,6 +414,7 @@ def build_comparison(
         n_boot=n_boot,
         seed=seed,
         tracking_uri=tracking_uri,
+        test_split=split_heading(runs),
     )
 
 
@@ -471,7 +493,7 @@ def print_comparison(result: ComparisonResult, console: Console | None = None) -
 
     console = console or Console()
     t = result.table
-    table = Table(title="Run comparison (out-of-time test)", show_lines=False)
+    table = Table(title=f"Run comparison ({result.test_split})", show_lines=False)
     table.add_column("run", overflow="fold")
     table.add_column("window (train → test)", overflow="fold")
     table.add_column("feature set")

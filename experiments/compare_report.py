@@ -764,11 +764,12 @@ def render_html(result: ComparisonResult) -> str:
     parts = [
         "<h1>Run comparison</h1>",
         f'<p class="meta">{len(runs):,} runs from {source}; generated {generated}. '
-        "Metrics are on each run's out-of-time test cutoff. #1 is the champion.</p>",
+        f"Metrics are on each run's test rows ({esc(result.test_split)}). #1 is the "
+        "champion.</p>",
         f'<ul class="notes">{"".join(f"<li>{esc(n)}</li>" for n in notes)}</ul>',
         "<h2>Runs</h2>",
         runs_table(result, runs),
-        "<h2>Out-of-time test metrics</h2>",
+        f"<h2>Test metrics: {esc(result.test_split)}</h2>",
         "<p class=\"note\">Small grey figures: the run's metric minus the champion's (each on "
         "its own test rows). The interval compares both runs on the test rows they share.</p>",
         metrics_table(result, runs),

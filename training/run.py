@@ -291,6 +291,7 @@ def log_run(
                     "mlflow.source.git.commit": sha,
                     "registered_model": cfg.registered_model,
                     "test_cutoff": (manifest.get("cutoffs") or {}).get("test", ""),
+                    "test_split": cfg.test_label,  # which rows the test metrics are on
                     "grade": trained.grade,
                     "baseline": trained.baseline_name,
                     "mlflow.note.content": family.describe(cfg, trained),

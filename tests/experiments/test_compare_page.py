@@ -5,6 +5,7 @@ error, nothing fetched."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -140,3 +141,30 @@ def test_names_are_escaped_and_numbers_formatted(ten_runs) -> None:
     text = re.sub(r"<script.*?</script>", "", page, flags=re.S)
     assert "1,000" in text  # test rows with a thousands separator
     assert re.search(r">\d+\.\d %<", text)  # the positive rate as a percentage
+
+
+def _tagged_run(rid: str, tags: dict[str, str], params: dict[str, str]) -> Any:
+    from mlflow.entities import Param, Run, RunData, RunInfo, RunTag
+
+    info = RunInfo(rid, "1", "analyst", "FINISHED", 1_700_000_000_000, None, "active")
+    data = RunData(
+        metrics=[],
+        params=[Param(k, v) for k, v in params.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
+    return Run(info, data)
+
+
+def test_headings_say_which_split_the_metrics_are_on(ten_runs) -> None:
+    """A labelled table's stratified split is never called out of time (issue 15): the heading
+    is the split each run logged, its test cutoff for older runs, and says when runs differ."""
+    from experiments.compare import split_heading
+
+    result, path = ten_runs
+    assert result.test_split == "test cutoff 2024-06-30"  # runs without the tag: their cutoff
+    assert "Test metrics: test cutoff 2024-06-30" in path.read_text()
+    telco = [_tagged_run(f"t{i}", {"test_split": "stratified split"}, {}) for i in range(2)]
+    assert split_heading(telco) == "stratified split"
+    mixed = [*telco, _tagged_run("c", {}, {"test_cutoff": "2024-06-30"})]
+    assert split_heading(mixed) == "test splits differ: stratified split, test cutoff 2024-06-30"
+    assert split_heading([_tagged_run("x", {}, {})]) == "test split"

@@ -99,9 +99,16 @@ def unseen(tmp_path: Path, state: StateDirs):
     return make
 
 
-def test_unseen_table_trains_by_configuration(unseen, state):
+def test_unseen_table_trains_by_configuration(unseen, state, monkeypatch):
+    import training.families.binary as binary
+
+    titles: list[str] = []
+    drawn = binary.plot_gains
+    monkeypatch.setattr(binary, "plot_gains", lambda c, p, t: (titles.append(t), drawn(c, p, t))[1])
     cfg = unseen(["exit_reason"])
     result, logged = run_training(cfg, state)
+    # a stratified split is said as such, never "out of time" (issue 15)
+    assert titles == ["gains: labelled, stratified split"]
     assert "exit_reason" not in result.feature_names
     assert {"months_active", "plan tier", "support_tickets"} <= set(result.feature_names)
     assert 0.6 < result.metrics["roc_auc"] < 0.95
@@ -112,6 +119,7 @@ def test_unseen_table_trains_by_configuration(unseen, state):
         run = MlflowClient().get_run(model.metadata.run_id)
     assert model.unwrap_python_model().info["label_meaning"] == "churn"
     assert run.data.tags["label_meaning"] == "churn"
+    assert run.data.tags["test_split"] == "stratified split"
 
 
 def test_a_leaky_column_left_in_is_refused_unless_allowed_by_name(unseen, state):

@@ -332,7 +332,7 @@ class BinaryFamily(Family):
             "XGBoost": (y, preds["score"].to_numpy()),
             trained.baseline_name: (y, preds["baseline_score"].to_numpy()),
         }
-        title = f"{self.name}, out of time"
+        title = f"{self.name}, {cfg.test_label}"  # out of time, or the labelled table's split
         return [
             plot_gains(curves, folder / "gains.png", f"gains: {title}"),
             plot_lift(curves, folder / "lift.png", f"lift: {title}"),
