@@ -212,6 +212,23 @@ def campaign_plan(
     out: Annotated[
         Path | None, typer.Option("--out", help="write the per-customer plan (parquet)")
     ] = None,
+    customer_value: Annotated[
+        Path | None,
+        typer.Option(
+            "--customer-value",
+            help="per-customer value (Parquet with customer_id) of the offers with value_source: "
+            "customer_value, e.g. the customer_value.parquet patron value writes; every "
+            "customer of the base needs one",
+        ),
+    ] = None,
+    value_column: Annotated[
+        str | None,
+        typer.Option(
+            "--value-column",
+            help="the column of --customer-value to use (default: npv, the NPV of the "
+            "customer's margin, the figure POST /campaigns/plan takes from a served value model)",
+        ),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Plan a multi-offer, multi-channel campaign from per-arm uplift learned on randomised
@@ -219,9 +236,12 @@ def campaign_plan(
     from experiments.planning import (
         ARM_LEARNER,
         ARM_PARAMS,
+        VALUE_COLUMN,
+        check_value_options,
         fit_arms,
         plan_inputs,
         plan_with_arms,
+        read_customer_value,
     )
     from experiments.plans import save_plan
     from features.store import atomic_path
@@ -229,15 +249,27 @@ def campaign_plan(
 
     state = state_of(home)
     definition = load_campaign(campaign)
+    day_wanted = parse_date(as_of, "--as-of")
+    # the value file is read and checked before the arm model is fitted; its customers are
+    # matched to the base when the base is built
+    check_value_options(definition, customer_value, value_column)
+    value = None
+    if customer_value is not None:
+        value = read_customer_value(customer_value, value_column or VALUE_COLUMN)
+        console.print(
+            f"customer value: column {value.column} of {value.path} "
+            f"(sha256 {value.sha256[:12]}, {len(value.values):,} customers)"
+        )
     with console.status(f"learning per-arm uplift from {', '.join(learn_from)}"):
         params = ARM_PARAMS if learner == ARM_LEARNER else None
         model = fit_arms(state, dataset, learn_from, feature_set, learner, params)
     arms = ", ".join(f"{o}/{c}" for o, c in model.arms)
     console.print(f"arm model ({learner}-learner) on {model.contacts:,} contacts; arms: {arms}")
     with console.status("planning"):
-        plan, day = plan_with_arms(state, dataset, definition, model, parse_date(as_of, "--as-of"))
+        plan, day = plan_with_arms(state, dataset, definition, model, day_wanted, value)
     print_plan(plan, day)
-    saved = save_plan(state, plan, definition, day, plan_inputs(model, dataset, learner, params))
+    inputs = plan_inputs(model, dataset, learner, params, value)
+    saved = save_plan(state, plan, definition, day, inputs)
     verb = "saved" if saved.created else "already saved (same inputs)"
     console.print(
         f"plan [bold]{saved.plan_id}[/bold] {verb} in {saved.folder} (MLflow experiment "

@@ -8,13 +8,20 @@ log holds. A campaign offer is matched to the log by ``catalog_id`` (else its ``
 (offer, channel) pair the campaign may choose must be an arm — the model has no evidence about
 any other, and guessing it (e.g. scaling another channel's effect) would be a number that means
 something it is not.
+
+A campaign whose offers are valued per customer (``value_source: customer_value``) takes that
+value from a per-customer table (``customer_value.parquet`` of ``patron value``):
+``read_customer_value`` reads the file once (its sha256 and two columns), ``align_customer_value``
+puts one finite number per base customer in the base's order or names what is missing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +39,10 @@ from models.decisions import (
 from models.decisions.allocate import household_maps_from
 
 ID, CAMPAIGN = "customer_id", "campaign_id"
+# the value of a customer_value offer's response: the NPV of the customer's margin, as the HTTP
+# planner takes it from a served value model (`npv`); `patron value` writes the same column
+VALUE_COLUMN = "npv"
+VALUE_OPTION, COLUMN_OPTION = "--customer-value", "--value-column"
 # the per-arm X-learner and its (shallow) parameters: on the multi-arm synthetic campaigns its
 # policy earned 85 % of the oracle's incremental profit and beat every single arm on every seed,
 # the pooled learner's 77 % and not (bench/offpolicy.py, docs/decisions.md)
@@ -56,12 +67,40 @@ class ArmModel:
     contacts: int
 
 
+@dataclass(frozen=True)
+class CustomerValue:
+    """A per-customer value read from a file, and what identifies what was read."""
+
+    values: pd.Series  # float per customer_id (str, each once), from `column`
+    path: str  # as given (in messages)
+    resolved: str  # absolute (in the plan's inputs)
+    sha256: str  # of the bytes read
+    column: str
+
+    def inputs(self) -> dict[str, str]:
+        """What a plan valued by it records: the file, its digest, the column (the plan id
+        hashes the inputs, so another file or column gives another plan id)."""
+        return {
+            "customer_value_file": self.resolved,
+            "customer_value_sha256": self.sha256,
+            "customer_value_column": self.column,
+        }
+
+    def aligned(self, customer_ids: pd.Series) -> np.ndarray:
+        """One value per customer of ``customer_ids``, in their order."""
+        return values_for(self.values, customer_ids, self.column, self.path)
+
+
 def plan_inputs(
-    model: ArmModel, dataset: str, learner: str, params: dict[str, Any] | None
+    model: ArmModel,
+    dataset: str,
+    learner: str,
+    params: dict[str, Any] | None,
+    value: CustomerValue | None = None,
 ) -> dict[str, Any]:
     """What a plan made from an arm model records as its inputs (the roll-out refits from
-    them)."""
-    return {
+    them), with the per-customer value file when offers are valued by it."""
+    inputs: dict[str, Any] = {
         "dataset": dataset,
         "feature_set": model.feature_set,
         "learner": learner,
@@ -70,6 +109,117 @@ def plan_inputs(
         "arms": ",".join(f"{o}/{c}" for o, c in model.arms),
         "model_params": json.dumps(params or {}, sort_keys=True),
     }
+    # no keys without a value file: the ids of plans valued per offer stay what they were
+    return inputs if value is None else {**inputs, **value.inputs()}
+
+
+def check_value_options(campaign: Campaign, value_path: Path | None, column: str | None) -> None:
+    """``--customer-value`` is given exactly when an offer is valued by customer_value (a file
+    that would not be used is refused, not ignored: the plan would record a value it never
+    used); ``--value-column`` only with it."""
+    valued = [
+        (i, o.id) for i, o in enumerate(campaign.offers) if o.value_source == "customer_value"
+    ]
+    if value_path is None and column is not None:
+        raise ValueError(f"{COLUMN_OPTION} {column}: needs {VALUE_OPTION} FILE (its column)")
+    if valued and value_path is None:
+        i, offer = valued[0]
+        raise ValueError(
+            f"offers[{i}] ({offer!r}) is valued by customer_value: pass {VALUE_OPTION} FILE, a "
+            "per-customer table such as the customer_value.parquet patron value writes"
+        )
+    if value_path is not None and not valued:
+        raise ValueError(
+            f"{VALUE_OPTION} {value_path}: campaign {campaign.campaign_id!r} has no offer with "
+            "value_source: customer_value, so the file would not be used; drop the option"
+        )
+
+
+def read_customer_value(path: Path, column: str = VALUE_COLUMN) -> CustomerValue:
+    """Read ``customer_id`` and ``column`` of a Parquet file and the sha256 of its bytes (one
+    open file: the digest is of what was read), checked as ``value_by_customer`` checks them;
+    errors name the option."""
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise ValueError(f"{VALUE_OPTION} {path}: no such file")
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+        fh.seek(0)
+        try:
+            parquet = pq.ParquetFile(fh)
+        except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"{VALUE_OPTION} {path}: not a Parquet file ({reason})") from None
+        _check_columns(parquet.schema_arrow.names, column, str(path))
+        table = parquet.read(columns=[ID, column]).to_pandas()
+    values = value_by_customer(table, column, str(path))
+    return CustomerValue(values, str(path), str(path.resolve()), digest.hexdigest(), column)
+
+
+def _check_columns(names: list[str], column: str, source: str) -> None:
+    if ID not in names:
+        raise ValueError(
+            f"{VALUE_OPTION} {source}: no {ID} column (a per-customer table such as the "
+            "customer_value.parquet patron value writes)"
+        )
+    if column not in names:
+        shown = ", ".join(n for n in names if n != ID)
+        raise ValueError(
+            f"{COLUMN_OPTION} {column}: {source} has no such column (columns: {shown})"
+        )
+
+
+def value_by_customer(table: pd.DataFrame, column: str, source: str) -> pd.Series:
+    """``table``'s numeric ``column`` indexed by customer_id (as text, each once); a ValueError
+    naming the option otherwise (``source`` names the table in it)."""
+    _check_columns(list(table.columns), column, source)
+    values = table[column]
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        raise ValueError(f"{COLUMN_OPTION} {column}: not numeric in {source} ({values.dtype})")
+    if table[ID].isna().any():
+        missing = int(table[ID].isna().sum())
+        raise ValueError(f"{VALUE_OPTION} {source}: {missing:,} rows have no {ID}")
+    ids = table[ID].astype(str)
+    repeated = ids.duplicated()
+    if repeated.any():
+        raise ValueError(
+            f"{VALUE_OPTION} {source}: {int(repeated.sum()):,} customer ids appear more than "
+            f"once (first: {ids[repeated].iloc[0]})"
+        )
+    return pd.Series(values.to_numpy(dtype=float, na_value=np.nan), index=ids.to_numpy())
+
+
+def values_for(values: pd.Series, customer_ids: pd.Series, column: str, source: str) -> np.ndarray:
+    """``values`` (``value_by_customer``'s) per customer of ``customer_ids``, in their order:
+    one finite number each, or a ValueError naming the option, the count and one customer as
+    the example (never a value)."""
+    wanted = pd.Index(pd.Series(customer_ids).astype(str))
+    n = len(wanted)
+    absent = ~wanted.isin(values.index)
+    if absent.any():
+        raise ValueError(
+            f"{VALUE_OPTION}: {int(absent.sum()):,} of {n:,} customers of the base have no value "
+            f"in {source} (first: {wanted[absent][0]})"
+        )
+    out = values.reindex(wanted).to_numpy(dtype=float)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        raise ValueError(
+            f"{COLUMN_OPTION} {column}: {int(bad.sum()):,} of {n:,} customers of the base have "
+            f"NaN or an infinite value in {source} (first: {wanted[bad][0]})"
+        )
+    return out
+
+
+def align_customer_value(
+    table: pd.DataFrame, customer_ids: pd.Series, column: str, source: str
+) -> np.ndarray:
+    """A per-customer value table's ``column`` aligned to ``customer_ids`` by customer_id:
+    ``value_by_customer`` then ``values_for``."""
+    return values_for(value_by_customer(table, column, source), customer_ids, column, source)
 
 
 def contact_frame(
@@ -210,9 +360,10 @@ def plan_over(
     customers: pd.DataFrame,
     estimate: UpliftEstimate,
     as_of: date,
+    customer_value: np.ndarray | None = None,
 ) -> Plan:
     """Allocate over ``customers`` with the dataset's households, duplicates and contact
-    history (when the campaign needs it)."""
+    history (when the campaign needs it); ``customer_value`` per customer, in their order."""
     from features.catalog import Catalog
 
     catalog = Catalog(state, dataset)
@@ -227,7 +378,14 @@ def plan_over(
     if log is not None and campaign.needs_history:
         window = campaign.contact_policy.window_days
         history = contact_history(log, customers[ID], pd.Timestamp(as_of), window)
-    return plan_campaign(campaign, customers, estimate, history=history, households=households)
+    return plan_campaign(
+        campaign,
+        customers,
+        estimate,
+        customer_value=customer_value,
+        history=history,
+        households=households,
+    )
 
 
 def plan_with_arms(
@@ -236,9 +394,11 @@ def plan_with_arms(
     campaign: Campaign,
     model: ArmModel,
     as_of: date | None = None,
+    customer_value: CustomerValue | None = None,
 ) -> tuple[Plan, date]:
     """Plan ``campaign`` over the dataset's customers at ``as_of`` (default: the last data date)
-    with the arm model's estimates."""
+    with the arm model's estimates and, for customer_value offers, ``customer_value``."""
     customers, day = planning_base(state, dataset, model.feature_set, as_of)
+    values = None if customer_value is None else customer_value.aligned(customers[ID])
     estimate = arm_estimate(model, customers, campaign)
-    return plan_over(state, dataset, campaign, customers, estimate, day), day
+    return plan_over(state, dataset, campaign, customers, estimate, day, values), day
