@@ -3,12 +3,10 @@ them together (serving reads experiments through a resolver given here); ``demo`
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -69,93 +67,18 @@ def mount() -> typer.Typer:
 
 
 def demo(
-    customers: Annotated[int | None, typer.Option(help="synthetic customers")] = None,
-    config: Annotated[Path, typer.Option(help="experiment YAML")] = Path(
-        "experiments/churn/synthetic.yaml"
-    ),
+    customers: Annotated[
+        int | None, typer.Option(help="synthetic customers (default: the dataset YAML's, 20,000)")
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
-    """The whole pipeline: generate, ingest, features, train, register, serve, score, stop."""
-    import httpx
-
-    from features.cli import _generate, _ingest, write_snapshot_at
-    from features.sources import load_dataset
-    from serving.cli import _free_port, serving_env, start_server, stop_server, wait_ready
-    from training.cli import train_config
-    from training.config import load_experiment
+    """The whole story on synthetic data: generate, ingest, features; train churn, propensity,
+    next-best offer, uplift and CLV against their baselines; serve them all; score with reasons,
+    a next-best offer and a campaign plan over HTTP; stop."""
+    from patron.demo import print_closing, run_demo
 
     state = state_of(home)
-    cfg = load_experiment(config)
-    dataset = load_dataset(cfg.dataset)
-    console.rule(f"Patron demo — state folder {state.home}")
-    if dataset.synthetic is not None:
-        console.rule("1. generate")
-        _generate(dataset, state, customers)
-    console.rule("2. ingest")
-    _ingest(dataset, state)
-    console.rule("3. features + 4. train + register")
-    train_config(config, state)
-    served = served_experiment(config)
-    snapshot = write_snapshot_at(served.dataset, served.feature_set, None, state)
-    console.print(f"feature snapshot for serving: {snapshot}")
-    console.rule("5. serve")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    key = secrets.token_urlsafe(24)  # a throwaway key: the service never runs without one
-    env = {**serving_env(served, state), "PATRON_API_KEYS": key, "PATRON_ADMIN_KEYS": key}
-    proc = start_server(env, "127.0.0.1", port)
-    try:
-        wait_ready(url, proc)
-        import pandas as pd
-
-        ids = pd.read_parquet(snapshot, columns=["customer_id"])["customer_id"].head(3).tolist()
-        body = {"customer_ids": [*ids, "NO-SUCH-CUSTOMER"], "model": cfg.family}
-        console.print(f"POST {url}/score {json.dumps(body)}")
-        response = httpx.post(
-            f"{url}/score", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30
-        )
-        console.print_json(response.text)
-        response.raise_for_status()
-    finally:
-        stop_server(proc)
-    console.rule("6. plan a multi-offer, multi-channel campaign")
-    plan_demo_campaign(state)
-    console.rule("done")
-    console.print(f"MLflow store: {state.tracking_uri}")
-    console.print(
-        f"open the MLflow UI: [bold].venv/bin/mlflow ui --backend-store-uri {state.tracking_uri} "
-        "--port 5000[/bold] and browse http://127.0.0.1:5000"
-    )
-
-
-DEMO_ARMS_CUSTOMERS = 40_000
-DEMO_CAMPAIGN = Path("experiments/campaigns/arms_demo.yaml")
-
-
-def plan_demo_campaign(state: Any) -> None:
-    """Learn per-(offer, channel) uplift from the randomised multi-arm campaigns of the
-    ``synthetic_arms`` data and plan ``experiments/campaigns/arms_demo.yaml`` with it."""
-    from experiments.cli import print_plan
-    from experiments.planning import ARM_PARAMS, fit_arms, plan_with_arms
-    from features.cli import _generate, _ingest
-    from features.sources import load_dataset
-    from models.decisions import load_campaign
-
-    dataset = load_dataset("synthetic_arms")
-    assert dataset.synthetic is not None
-    _generate(dataset, state, DEMO_ARMS_CUSTOMERS)
-    _ingest(dataset, state)
-    learn_from = [c["campaign_id"] for c in dataset.synthetic["campaigns"]]
-    with console.status(f"learning per-arm uplift from {', '.join(learn_from)}"):
-        model = fit_arms(state, dataset.name, learn_from, params=ARM_PARAMS)
-    arms = ", ".join(f"{o}/{c}" for o, c in model.arms)
-    console.print(f"arm model on {model.contacts:,} randomised contacts; arms: {arms}")
-    console.print(
-        f"patron campaign plan --campaign {DEMO_CAMPAIGN} --dataset {dataset.name} "
-        + " ".join(f"--learn-from {c}" for c in learn_from)
-    )
-    plan, day = plan_with_arms(state, dataset.name, load_campaign(DEMO_CAMPAIGN), model)
-    print_plan(plan, day)
+    print_closing(state, run_demo(state, customers, served_experiment))
 
 
 def main() -> None:
@@ -167,6 +90,9 @@ def main() -> None:
 
     from features.readers import error_line
 
+    # MLflow draws a progress bar per model it loads from the local store (a few milliseconds
+    # each): dozens of bars between a command's own lines; PATRON's own bars count the work
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         mount()()
     except (ValidationError, FileNotFoundError, ValueError) as exc:

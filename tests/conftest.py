@@ -76,9 +76,9 @@ def synthetic_pipeline(tmp_path_factory: pytest.TempPathFactory):
 #: Under pytest-xdist (``make test`` runs two workers) each module is one unit of work (its module
 #: fixtures — a Spark session, a browser — built once); session fixtures are built once per worker.
 #: The units start longest first so that no long module is left for the end: the README test (a
-#: chain of subprocesses, minutes), then the modules of these folders (servers, trainings), then
-#: the rest, each in collection order.
-HEAVY_FIRST = ("tests/test_readme.py", "tests/serving/", "tests/training/")
+#: chain of subprocesses, minutes), the demo (a minute), then the modules of these folders
+#: (servers, trainings), then the rest, each in collection order.
+HEAVY_FIRST = ("tests/test_readme.py", "tests/test_demo.py", "tests/serving/", "tests/training/")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -16,8 +16,8 @@ the other, the way a newcomer pastes them into one shell:
 * ``curl`` must answer JSON without an ``error``.
 
 Not run: ``make demo`` and ``make test``. ``make test`` is the suite this test is part of; the demo
-(20,000 synthetic customers, then 40,000 for its campaign plan) takes minutes, and its steps are
-the README's commands this test runs (no test of the suite runs ``patron demo`` itself).
+(20,000 synthetic customers) takes minutes: tests/test_demo.py runs ``patron demo``'s steps on
+2,000.
 
 A block after ``<!-- readme-test: skip <reason> -->`` is not run, and the reason is printed; one
 after ``<!-- readme-test: needs-shared -->`` runs only when ``../shared/datasets`` exists (it does
@@ -68,7 +68,7 @@ COMMAND_TIMEOUT_S = 600.0
 READY_TIMEOUT_S = 180.0
 
 NOT_RUN = {
-    "make demo": "minutes on 20,000 + 40,000 customers; its steps are the commands below",
+    "make demo": "minutes on 20,000 customers; tests/test_demo.py runs it on 2,000",
     "make test": "the test suite this test is part of",
 }
 #: long-running commands: (argv prefix, readiness path)

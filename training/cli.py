@@ -43,8 +43,9 @@ def print_logged(logged: dict[str, Any]) -> None:
     )
 
 
-def train_config(config: Path, state: Any) -> tuple[Any, dict[str, Any]]:
-    """Load an experiment, run it with a progress bar, print the result; (config, logged)."""
+def train_config(config: Path, state: Any) -> tuple[Any, Any]:
+    """Load an experiment, run it with a progress bar, print the result; (config, the run's
+    ``RunOutput``: what was trained and what was logged and registered)."""
     from training.config import load_experiment
     from training.run import run_experiment
 
@@ -62,7 +63,7 @@ def train_config(config: Path, state: Any) -> tuple[Any, dict[str, Any]]:
         out = run_experiment(cfg, state, progress=step, on_cutoff=cutoff)
     print_result(cfg, out.trained)
     print_logged(out.logged)
-    return cfg, out.logged
+    return cfg, out
 
 
 @app.command()
