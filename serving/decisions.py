@@ -319,7 +319,9 @@ def customer_values(
             "value_model",
             f"model {value_model!r} is not a served value model; served value models: {values}",
         )
-    cv = np.nan_to_num(_aligned(served.scores, served.base, base), nan=0.0)
+    aligned = _aligned(served.scores, served.base, base)
+    unvalued = int(np.isnan(aligned).sum())  # base customers the value model did not score
+    cv = np.nan_to_num(aligned, nan=0.0)
     # a response keeps the customer's margin, not their revenue: the model's recorded accounting
     # (gross profit over its horizon, discounted); a model recording none gives revenue, said so
     terms = served.value_terms if isinstance(served, ScoreModel) else None
@@ -331,9 +333,17 @@ def customer_values(
         "registered_model": served.meta.registered_model,
         "version": served.meta.version,
         "estimate": "customer_value",
-        "basis": "present value of the expected gross profit over the model's horizon"
-        if terms is not None
-        else "expected revenue over the model's horizon (the model records no margin)",
+        "basis": (
+            "present value of the expected gross profit over the model's horizon"
+            if terms is not None
+            else "expected revenue over the model's horizon (the model records no margin)"
+        )
+        + (
+            f"; {unvalued:,} of {len(cv):,} base customers the value model did not score are "
+            "valued 0 (never worth a contact for these offers)"
+            if unvalued
+            else ""
+        ),
     }
     return cv, [used]
 

@@ -258,6 +258,28 @@ def test_a_value_models_revenue_becomes_gross_profit_and_its_present_value(recor
     assert ("gross profit" in used[0]["basis"]) == recorded
 
 
+def test_customers_the_value_model_did_not_score_are_valued_0_and_counted():
+    """A planned base customer the value model has no score for is worth nothing to a
+    customer-valued offer, and the answer says how many (never silently)."""
+    base = small_base("shop", n=8)
+    clv = served("clv", "clv", {"dataset": "shop"}, small_base("shop", n=5), output="value")
+    offer = {"id": "keep", "kind": "retention", "value_source": "customer_value", "model": "x"}
+    plan = parse_campaign(
+        {
+            "campaign_id": "value-2",
+            "offers": [offer],
+            "channels": [{"name": "email", "cost_per_contact": 0.2}],
+        }
+    )
+    cv, used = customer_values(state_of(clv=clv), plan, None, base)
+    assert cv is not None and np.allclose(cv[:5], clv.scores) and (cv[5:] == 0).all()
+    assert "3 of 8 base customers the value model did not score are valued 0" in used[0]["basis"]
+    full = served("clv", "clv", {"dataset": "shop"}, base, output="value")
+    assert (
+        "did not score" not in customer_values(state_of(clv=full), plan, None, base)[1][0]["basis"]
+    )
+
+
 def test_the_planner_reads_households_from_the_served_base(tmp_path):
     """The served base's household ids (the single customer view's) reach the planner's
     customers frame, where the one-contact-per-household policy reads them first."""
