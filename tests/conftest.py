@@ -25,6 +25,25 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StateDirs:
     return StateDirs.resolve(tmp_path / "home")
 
 
+def cli_error_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> str:
+    """Run the ``patron`` entry point; it must exit 1 with one ``error:`` line and no traceback.
+    Returns that line."""
+    from patron.cli import main
+
+    monkeypatch.setattr("sys.argv", ["patron", *args])
+    monkeypatch.delenv("PATRON_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    out = capsys.readouterr().out
+    assert "Traceback" not in out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, out
+    return errors[0]
+
+
 def require_dataset(*parts: str) -> Path:
     """Path of a file under ../shared/datasets, or skip the test saying what is missing."""
     path = SHARED_DATASETS.joinpath(*parts)

@@ -27,7 +27,8 @@ from experiments.planning import (
 )
 from models.decisions import load_campaign, parse_campaign
 from models.decisions.plan_store import plan_id_of
-from patron.cli import main, mount
+from patron.cli import mount
+from tests.conftest import cli_error_line
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMPAIGN = ROOT / "experiments" / "campaigns" / "arms_demo.yaml"
@@ -189,20 +190,6 @@ def plan_args(campaign: Path, home: Path, *extra: str) -> list[str]:
     return [*args, "--home", str(home), *extra]
 
 
-def error_line(monkeypatch: pytest.MonkeyPatch, capsys: Any, args: list[str]) -> str:
-    """``patron`` exits 1 with one ``error:`` line and no traceback."""
-    monkeypatch.setattr("sys.argv", ["patron", *args])
-    monkeypatch.delenv("PATRON_DEBUG", raising=False)
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code == 1
-    out = capsys.readouterr().out
-    assert "Traceback" not in out
-    errors = [line for line in out.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, out
-    return errors[0]
-
-
 def test_cli_refuses_a_value_file_it_cannot_use_before_fitting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
@@ -222,7 +209,7 @@ def test_cli_refuses_a_value_file_it_cannot_use_before_fitting(
         (plan_args(CAMPAIGN, home, "--customer-value", str(path)), "would not be used"),
     ]
     for args, expected in cases:
-        line = error_line(monkeypatch, capsys, args)
+        line = cli_error_line(monkeypatch, capsys, *args)
         assert expected in line, line
         assert "--customer-value" in line or "--value-column" in line, line
 

@@ -20,7 +20,8 @@ import features.build  # noqa: F401  (imported once here, as the suite does anyw
 from features.readers import closest, pick_member
 from features.sources import DatasetError, IngestStep, ingest, load_dataset, query_share
 from features.store import StateDirs
-from patron.cli import main, mount
+from patron.cli import mount
+from tests.conftest import cli_error_line
 
 runner = CliRunner()
 
@@ -65,20 +66,6 @@ def _zip(tmp_path: Path) -> Path:
 
 def _invoke(*args: str) -> Any:
     return runner.invoke(mount(), list(args))
-
-
-def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    """Run the ``patron`` entry point; it must exit 1 with one ``error:`` line and no traceback."""
-    monkeypatch.setattr("sys.argv", ["patron", *args])
-    monkeypatch.delenv("PATRON_DEBUG", raising=False)
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code == 1
-    out = capsys.readouterr().out
-    assert "Traceback" not in out
-    errors = [line for line in out.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, out
-    return errors[0]
 
 
 # ------------------------------------------------------------------------ archives and gzip
@@ -223,7 +210,9 @@ def test_a_wrong_column_name_is_one_line_naming_the_key_and_the_closest_match(
     )
     home = str(tmp_path / "home")
     for command in ("check-dataset", "ingest"):
-        assert _main(monkeypatch, capsys, command, "-d", config, "--home", home) == expected
+        assert (
+            cli_error_line(monkeypatch, capsys, command, "-d", config, "--home", home) == expected
+        )
 
 
 def test_an_expression_or_exclusion_on_a_missing_column_names_its_key(
@@ -268,7 +257,7 @@ def test_a_duckdb_error_at_the_command_boundary_is_one_line(
     home = tmp_path / "home"
     assert _invoke("ingest", "-d", config, "--home", str(home)).exit_code == 0
     (home / "data" / "toy" / "transactions.parquet").write_text("not parquet")
-    line = _main(monkeypatch, capsys, "features", "-d", config, "--home", str(home))
+    line = cli_error_line(monkeypatch, capsys, "features", "-d", config, "--home", str(home))
     assert line.startswith("error: DuckDB: ") and "transactions.parquet" in line
     assert line.endswith("(PATRON_DEBUG=1 shows the traceback)")
 
@@ -278,7 +267,9 @@ def test_check_dataset_exits_1_on_a_mapping_that_quarantines_the_sample(
 ):
     (tmp_path / "tx.csv").write_text(CSV)
     config = str(_config(tmp_path, {"path": "tx.csv"}, ts_format="%d/%m/%Y"))
-    line = _main(monkeypatch, capsys, "check-dataset", "-d", config, "--home", str(tmp_path))
+    line = cli_error_line(
+        monkeypatch, capsys, "check-dataset", "-d", config, "--home", str(tmp_path)
+    )
     assert "tables.transactions: 2 of 2 rows quarantined (ts: not a valid timestamp 2" in line
     assert 'check tables.transactions.ts_format ("%d/%m/%Y")' in line
     assert line.endswith("(in the first 1,000 rows of each source)")
