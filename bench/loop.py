@@ -75,6 +75,7 @@ def run_seed(
     rollout: str = "read",
     gate_reads: str = "pooled",
     tau_uplift: float = 0.02,
+    keep_test_reads: bool = False,
 ) -> dict[str, Any]:
     """Generate one world and run every scenario and method ``repeats`` times on it (a method's
     repeat ``r`` draws the same control group as the others' repeat ``r``)."""
@@ -94,6 +95,7 @@ def run_seed(
             rollout=rollout,
             gate_reads=gate_reads,
             tau_uplift=tau_uplift,
+            keep_test_reads=keep_test_reads,
         )
         for m in methods
     }
@@ -104,6 +106,7 @@ def run_seed(
         "rollout": rollout,
         "gate_reads": gate_reads,
         "tau_uplift": tau_uplift,
+        "keep_test_reads": keep_test_reads,
         "scenarios": {},
     }
     with tempfile.TemporaryDirectory(prefix="patron-loop-") as home:
@@ -170,6 +173,12 @@ def main() -> None:
         help="gate reads 'current': prior scale of an arm's spread between populations, in "
         "incremental response (x its value per response)",
     )
+    ap.add_argument(
+        "--keep-test-reads",
+        action="store_true",
+        help="targeted: later waves' gates also pool the test cell's read of every arm not "
+        "rolled out (LoopSettings.keep_test_reads)",
+    )
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "loop.json")
     ap.add_argument(
         "--merge",
@@ -192,6 +201,7 @@ def main() -> None:
                 args.rollout,
                 args.gate_reads,
                 args.tau_uplift,
+                args.keep_test_reads,
             )
             for s in range(args.first_seed, args.first_seed + args.seeds)
         ]

@@ -97,6 +97,12 @@ class LoopSettings:
     #   not read now is held
     gate_reads: str = "pooled"
     tau_uplift: float = 0.02
+    # targeted: what later waves' gates pool of this wave (docs/campaign_loop.md §6):
+    # False (default): the roll-out's reads only (each population rolled out against its
+    #   controls), so an arm that was not rolled out leaves nothing of this wave's test cell;
+    # True: also the test cell's read of every arm read now and not rolled out (the rolled-out
+    #   ones' test-cell reads share their roll-out's controls and stay out)
+    keep_test_reads: bool = False
     learner: str = "x"
     params: dict[str, Any] = field(
         default_factory=lambda: {
@@ -645,9 +651,10 @@ def _simulate_targeted(
     plan on a small cell" — except that arms never tested yet (no model knows them) get their
     share ``1 / A`` of the test cell at random. Each arm is **read on its segment** (the
     customers the plan gives it: its test-cell contacts against the control customers the plan
-    gives it, ``read_targeted``), pooled by inverse variance with the same read-out of every
-    earlier wave (test cell and roll-out on that wave's plan's segments) and of the earlier
-    randomised campaigns (cross-fitted: ``history_readouts``). The **gate** keeps an arm when
+    gives it, ``read_targeted``), pooled by a random effect with every earlier wave's roll-out
+    on that wave's plan's segments (the test cell's read of an arm not rolled out too, with
+    ``settings.keep_test_reads``) and the earlier randomised campaigns (cross-fitted:
+    ``history_readouts``). The **gate** keeps an arm when
     its profit per contact on its segment is positive with the configured confidence, and the
     **roll-out** (``settings.rollout``; docs/campaign_loop.md §5 step 5) gives each passed arm
     only to customers of a population it was read on: its segment; a dropped arm's customers
@@ -854,7 +861,14 @@ def _simulate_targeted(
             )
             for j, mask, key in populations
         ]
-        evidence.append([r for r in rolled_reads if r is not None])
+        kept = [r for r in rolled_reads if r is not None]
+        if settings.keep_test_reads:
+            # an arm not rolled out has no roll-out read: its test-cell read (its segment's
+            # test contacts against its controls, or a new arm's over everyone) is this wave's
+            # evidence about it, else it would be lost to the later waves' gates
+            rolled_keys = {r.arm for r in kept}
+            kept += [r for r in readouts if r.arm not in rolled_keys]
+        evidence.append(kept)
         wave_rows = wave.audience[features].copy()
         wave_rows["arm"], wave_rows["label"] = loop, y.astype(int)
         # the wave's design: control with its fraction, else the test cell's arm (the plan, its

@@ -198,3 +198,46 @@ def test_gate_error_rates_count_every_population_decided() -> None:
     assert got["negative_populations"] == 3 and got["negative_rolled_out"] == 1
     assert got["negative_rolled_out_rate"] == pytest.approx(1 / 3)
     assert got["positive_rolled_out_rate"] == 1.0
+
+
+def test_kept_test_reads_reach_the_next_waves_gate() -> None:
+    """With ``keep_test_reads`` the test cell's read of an arm that was not rolled out is pooled
+    by the next wave's gate; by default it is lost (only roll-outs' reads are kept)."""
+    from experiments.offpolicy import Arm
+    from experiments.simulate import Wave
+
+    rng = np.random.default_rng(0)
+    n = 4_000
+    arms = [Arm("OLD", "email", 40.0, 0.2), Arm("NEW", "sms", 40.0, 0.1)]
+    x = pd.DataFrame({"f1": rng.normal(size=n), "f2": rng.normal(size=n)})
+    history = x.copy()
+    history["arm"] = np.where(rng.random(n) < 0.5, 0, -1)
+    history["label"] = (rng.random(n) < 0.2).astype(int)
+    history["campaign_id"] = "BEFORE"
+    p0 = np.full(n, 0.2)
+    p_arms = np.column_stack([p0, p0 - 0.05])  # the new arm loses: dropped, never rolled out
+    waves = [Wave(f"W{i}", x.copy(), (p0, p_arms)) for i in range(2)]
+    settings = replace(FAST, params={"n_estimators": 10, "max_depth": 2, "learning_rate": 0.1})
+
+    def new_arm_gate(keep: bool) -> list[str]:
+        out = simulate_loop(
+            history,
+            waves,
+            ["f1", "f2"],
+            [],
+            arms,
+            [0],
+            replace(settings, keep_test_reads=keep),
+            np.random.default_rng(1),
+        )
+        assert all(not g["roll_out"] for w in out for g in w.gate if g["arm"] == "NEW/sms")
+        return [g["reason"] for w in out for g in w.gate if g["arm"] == "NEW/sms"]
+
+    first, second = new_arm_gate(keep=False)
+    kept_first, kept_second = new_arm_gate(keep=True)
+    read = re.search(r"\(([\d,]+) contacts, ([\d,]+) controls\)", first)
+    assert read is not None and kept_first == first  # the first wave is the same
+    # the plan gives the dropped new arm to no one in the second wave: by default nothing
+    # reads it there; kept, the first wave's test-cell read still decides
+    assert second.startswith("held: the plan gives it to no one")
+    assert kept_second.startswith("dropped") and read.group(0) in kept_second
