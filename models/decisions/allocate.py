@@ -166,8 +166,9 @@ class Plan:
 
     ``customers`` columns: customer_id, person_id, household_id, selected, group, offer, channel,
     the figure (``expected_incremental_profit`` + ``expected_incremental_responses`` on an
-    uplift basis; ``non_causal_ranking_value`` otherwise), expected_spend, basis,
-    exclusion_reason ("" when selected).
+    uplift basis; ``non_causal_ranking_value`` otherwise), expected_spend, ``customer_value``
+    (what a response to a customer-valued offer is worth, for the selected; only when the
+    campaign has such an offer), basis, exclusion_reason ("" when selected).
     """
 
     customers: pd.DataFrame
@@ -632,6 +633,9 @@ class AllocationProblem:
     incremental: bool
     options: _Options
     constraints: _Constraints
+    #: per person the value of a response to a customer-valued offer (``value_source:
+    #: customer_value``); None when the campaign has none
+    customer_value: np.ndarray | None = None
 
 
 def allocation_problem(
@@ -774,6 +778,12 @@ def allocation_problem(
         incremental=vals.incremental,
         options=opts,
         constraints=_constraints(campaign),
+        customer_value=(
+            np.asarray(customer_value, dtype=float)[rep]
+            if customer_value is not None
+            and any(o.value_source == "customer_value" for o in campaign.offers)
+            else None
+        ),
     )
 
 
@@ -879,6 +889,12 @@ def plan_from(problem: AllocationProblem, result: SolveResult) -> Plan:
     else:
         frame["non_causal_ranking_value"] = on_rep(profit_p, np.nan)
     frame["expected_spend"] = on_rep(spend_p, np.nan)
+    if pb.customer_value is not None:
+        # what a response is worth for the customer-valued offers, kept for the selected (test
+        # cell, control and roll-out alike): the read-out values their responses with it
+        value_p = np.full(n_persons, np.nan)
+        value_p[sel_person] = pb.customer_value[sel_person]
+        frame["customer_value"] = on_rep(value_p, np.nan)
     frame["basis"] = pb.basis
     frame["exclusion_reason"] = reason
     table = pd.DataFrame(frame)

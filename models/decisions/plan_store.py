@@ -445,6 +445,14 @@ def readout_of(
     cols = [ID, "group", "offer", "channel"]
     if "expected_incremental_responses" in wave.columns:
         cols.append("expected_incremental_responses")
+    valued = [o.id for o in campaign.offers if o.value_source == "customer_value"]
+    if valued:
+        if "customer_value" not in wave.columns:
+            raise ValueError(
+                f"offers {valued} are valued per customer and the plan {record['plan_id']} kept "
+                "no customer_value (planned before plans recorded it): plan it again to read it"
+            )
+        cols.append("customer_value")
     answers = kept[[ID, "responded"]].copy()
     answers["reason"] = kept["reason"] if "reason" in kept.columns else None
     rows = wave[cols].merge(answers, on=ID, how="inner")
@@ -459,10 +467,10 @@ def readout_of(
     terms = {}
     for o, c in {(o, c) for o, c, t in zip(rows["offer"], rows["channel"], test, strict=True) if t}:
         offer, channel = offers[o], channels[c]
-        if offer.value is None:
-            raise ValueError(f"offer {o!r} is valued per customer: the read-out needs `value`")
         terms[arm_label(data_id[o], c)] = ArmTerms(
-            float(offer.value), float(channel.cost_per_contact), float(offer.cost_per_acceptance)
+            None if offer.value_source == "customer_value" else float(offer.value or 0.0),
+            float(channel.cost_per_contact),
+            float(offer.cost_per_acceptance),
         )
     expected = None
     if "expected_incremental_responses" in rows.columns:
@@ -475,6 +483,7 @@ def readout_of(
         expected_uplift=expected,
         reason=rows["reason"].tolist(),
         level=confidence,
+        customer_value=rows["customer_value"].to_numpy(dtype=float) if valued else None,
     )
     decisions = gate(readouts, confidence)
     return clean(

@@ -73,9 +73,11 @@ def newcombe_interval(
 
 @dataclass(frozen=True)
 class ArmTerms:
-    """What a response of an arm is worth and what a contact costs."""
+    """What a response of an arm is worth and what a contact costs. ``value`` None: each
+    response is worth its customer's value (``value_source: customer_value``), which
+    ``read_wave`` then takes per contact."""
 
-    value: float
+    value: float | None
     cost_per_contact: float
     cost_per_acceptance: float = 0.0
 
@@ -130,11 +132,17 @@ def read_wave(
     expected_uplift: Any = None,
     reason: Sequence[str | None] | None = None,
     level: float = 0.9,
+    customer_value: Any = None,
 ) -> list[ArmReadout]:
     """Per arm of ``terms``, the wave's read-out against its control group (``arm`` None).
 
     ``expected_uplift``: the plan's expected incremental response per contact (NaN where none);
-    ``reason``: the reason given with a negative response (None where none)."""
+    ``reason``: the reason given with a negative response (None where none);
+    ``customer_value``: per row what a response of that customer is worth, for the arms whose
+    ``ArmTerms.value`` is None: their profit per contact is the difference of the mean value
+    responded in the arm and in the control group (each customer's own value: randomised, the
+    control customers' values stand for what the contacted would have brought without the
+    contact), less the costs; the incremental response stays unweighted."""
     labels = np.array([a if a is not None else "" for a in arm], dtype=object)
     y = np.asarray(responded, dtype=float)
     if y.shape != labels.shape or not np.isin(y, (0.0, 1.0)).all():
@@ -143,6 +151,17 @@ def read_wave(
     if unknown:
         raise ValueError(f"arms {unknown[:5]} have no value / cost terms")
     control = labels == ""
+    per_customer = [name for name, t in terms.items() if t.value is None]
+    v = None
+    if per_customer:
+        if customer_value is None:
+            raise ValueError(
+                f"arms {per_customer[:5]} are valued per customer: pass customer_value"
+            )
+        v = np.asarray(customer_value, dtype=float)
+        used = control | np.isin(labels, per_customer)
+        if v.shape != y.shape or not np.isfinite(v[used]).all():
+            raise ValueError("customer_value: a finite value per contact and control, aligned")
     n_c, x_c = int(control.sum()), int(y[control].sum())
     r_c = x_c / n_c if n_c else float("nan")
     z_two = float(_z(0.5 + level / 2))
@@ -163,13 +182,28 @@ def read_wave(
         else:
             lo = hi = float("nan")
         uplift = r_t - r_c
-        profit = uplift * t.value - t.cost_per_acceptance * r_t - t.cost_per_contact
-        var = (
-            (t.value - t.cost_per_acceptance) ** 2 * r_t * (1 - r_t) / n_t
-            + t.value**2 * r_c * (1 - r_c) / n_c
-            if n_t and n_c
-            else float("nan")
-        )
+        if t.value is None:  # each response worth its customer's value
+            assert v is not None
+            gain_t = (v[rows] - t.cost_per_acceptance) * y[rows]
+            gain_c = v[control] * y[control]
+            profit = (
+                float(gain_t.mean() - gain_c.mean()) - t.cost_per_contact
+                if n_t and n_c
+                else float("nan")
+            )
+            var = (
+                float(gain_t.var(ddof=1)) / n_t + float(gain_c.var(ddof=1)) / n_c
+                if n_t > 1 and n_c > 1
+                else float("nan")
+            )
+        else:
+            profit = uplift * t.value - t.cost_per_acceptance * r_t - t.cost_per_contact
+            var = (
+                (t.value - t.cost_per_acceptance) ** 2 * r_t * (1 - r_t) / n_t
+                + t.value**2 * r_c * (1 - r_c) / n_c
+                if n_t and n_c
+                else float("nan")
+            )
         se = float(np.sqrt(var))
         exp_mean = None
         contradicts = None
