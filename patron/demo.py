@@ -49,6 +49,7 @@ class Trained:
     model: str
     baseline: str  # the baseline's figure and name
     test_rows: str  # where it was measured: a test cutoff, the test campaigns, a split
+    served: str = "champion"  # what the demo serves of the family (served_settings)
 
 
 @dataclass
@@ -91,10 +92,12 @@ def headline(cfg: Any, trained: Any) -> tuple[str, str, str, str]:
     return key, f"{trained.metrics[key]:.3f}", versus, cfg.test_label
 
 
-def served_settings(serving: Path, trained: list[Trained]) -> tuple[Any, list[str]]:
-    """The serving YAML's settings, a family whose model was not promoted served by the version
-    this run registered (alias ``challenger``) instead of a champion it does not have — said,
-    never silent."""
+def served_settings(
+    serving: Path, trained: list[Trained], champion_of: Callable[[str], str | None]
+) -> tuple[Any, list[str]]:
+    """The serving YAML's settings. A family whose model this run did not promote is served by
+    its champion when an earlier run made one (``champion_of``: the champion's version, or
+    None), else by the version this run registered (alias ``challenger``) — said, never silent."""
     from serving.settings import ServingSettings
 
     settings = ServingSettings.from_file(serving)
@@ -102,13 +105,39 @@ def served_settings(serving: Path, trained: list[Trained]) -> tuple[Any, list[st
     models, notes = dict(settings.models), []
     for family, spec in settings.models.items():
         t = by_family.get(family)
-        if t is not None and not t.promoted and spec.alias == "champion":
-            models[family] = spec.model_copy(update={"alias": "challenger"})
+        if t is None or t.promoted or spec.alias != "champion":
+            continue
+        kept = champion_of(spec.registered_model)
+        if kept is not None:
+            t.served = f"champion v{kept} kept"
             notes.append(
-                f"{family}: version {t.version} was not promoted (no evidence over its baseline "
-                "on these rows); the demo serves it as the challenger"
+                f"{family}: version {t.version} did not beat champion v{kept} beyond noise; "
+                f"v{kept} is served"
             )
+            continue
+        t.served = "challenger served"
+        models[family] = spec.model_copy(update={"alias": "challenger"})
+        notes.append(
+            f"{family}: version {t.version} was not promoted (no evidence over its baseline on "
+            "these rows) and there is no champion: the demo serves it as the challenger"
+        )
     return settings.model_copy(update={"models": models}), notes
+
+
+def champion_lookup(settings_file: Path, state: Any) -> Callable[[str], str | None]:
+    """The registry's champion version of a registered model, or None when it has none."""
+    from serving.registry import Registry, tracking_uri_of
+    from serving.settings import ServingSettings
+
+    registry = Registry(tracking_uri_of(ServingSettings.from_file(settings_file), state))
+
+    def champion_of(name: str) -> str | None:
+        try:
+            return str(registry.version(name, "champion")[0])
+        except Exception:  # no such model or alias: MLflow raises its own error types
+            return None
+
+    return champion_of
 
 
 def post(url: str, path: str, key: str, body: dict[str, Any]) -> Any:
@@ -219,7 +248,9 @@ def run_demo(
             )
         )
     with timings.step(f"5. serve every family ({DEMO_SERVING})"):
-        settings, notes = served_settings(ROOT / DEMO_SERVING, trained)
+        serving_file = ROOT / DEMO_SERVING
+        champion_of = champion_lookup(serving_file, state)
+        settings, notes = served_settings(serving_file, trained, champion_of)
         for line in notes:
             console.print(line)
         ensure_snapshots(settings, state)
@@ -260,7 +291,7 @@ def print_closing(state: Any, result: DemoResult) -> None:
     """Every family's figure and promotion, the time per step, and where to look next."""
     console.rule("trained against a baseline, registered, served")
     for t in result.trained:
-        status = "champion" if t.promoted else "not promoted, served as challenger"
+        status = "promoted to champion" if t.promoted else f"not promoted, {t.served}"
         versus = f" vs {t.baseline}" if t.baseline else ""
         console.print(
             f"{t.family} ({t.registered_model} v{t.version}, {status}): {t.metric} {t.model}"

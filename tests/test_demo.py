@@ -67,3 +67,23 @@ def test_the_server_is_stopped_when_the_demo_returns(demo) -> None:
     _, result = demo
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{result.url}/readyz", timeout=5)
+
+
+def test_a_family_not_promoted_keeps_an_earlier_champion_else_its_challenger_is_served() -> None:
+    """A second demo in the same state folder: a model that does not beat the champion leaves
+    the champion served; only a family without any champion is served as its challenger."""
+    from patron.demo import DEMO_SERVING, ROOT, Trained, served_settings
+
+    def trained(family: str, promoted: bool) -> Trained:
+        return Trained(family, f"{family}-synthetic", "2", promoted, "m", "0.7", "", "t")
+
+    runs = [trained("churn", True), trained("clv", False), trained("uplift", False)]
+    champions = {"clv-synthetic": "1"}
+    settings, notes = served_settings(ROOT / DEMO_SERVING, runs, champions.get)
+    assert settings.models["churn"].alias == "champion"
+    assert settings.models["clv"].alias == "champion"  # v1 kept
+    assert settings.models["uplift"].alias == "challenger"
+    said = {n.split(":")[0]: n for n in notes}
+    assert set(said) == {"clv", "uplift"}
+    assert "v1 is served" in said["clv"] and "no champion" in said["uplift"]
+    assert [r.served for r in runs] == ["champion", "champion v1 kept", "challenger served"]
