@@ -101,7 +101,8 @@ class LoopSettings:
     # False (default): the roll-out's reads only (each population rolled out against its
     #   controls), so an arm that was not rolled out leaves nothing of this wave's test cell;
     # True: also the test cell's read of every arm read now and not rolled out (the rolled-out
-    #   ones' test-cell reads share their roll-out's controls and stay out)
+    #   ones' test-cell reads share their roll-out's controls and stay out); tried, lost profit
+    #   on the development seeds: the read kept is the one the arm was dropped on
     keep_test_reads: bool = False
     learner: str = "x"
     params: dict[str, Any] = field(
