@@ -285,7 +285,7 @@ def auc_chart(result: ComparisonResult, runs: list[Run]) -> Any:
         "ROC AUC minus the champion's, paired bootstrap 95 % interval",
         "",
         "difference in ROC AUC (right of 0: better than the champion)",
-        height=120 + 30 * len(runs),
+        height=max(200, 120 + 30 * len(runs)),  # one run: still a readable chart
     )
     lay["yaxis"] = {"autorange": "reversed", "automargin": True, "type": "category"}
     lay["shapes"] = [
@@ -788,7 +788,7 @@ def render_html(result: ComparisonResult) -> str:
                 "chart-auc",
                 "Dot: the run's ROC AUC minus the champion's; bar: the paired 95 % interval. "
                 "A bar that crosses the dashed line: not distinguishable from the champion.",
-                height=120 + 30 * len(runs),
+                height=max(200, 120 + 30 * len(runs)),  # one run: still a readable chart
             ),
             "</div>",
             '<div class="charts">',
