@@ -76,6 +76,8 @@ def run_seed(
     gate_reads: str = "pooled",
     tau_uplift: float = 0.02,
     keep_test_reads: bool = False,
+    stratified_reads: bool = False,
+    unproven_cell: bool = False,
 ) -> dict[str, Any]:
     """Generate one world and run every scenario and method ``repeats`` times on it (a method's
     repeat ``r`` draws the same control group as the others' repeat ``r``)."""
@@ -96,6 +98,8 @@ def run_seed(
             gate_reads=gate_reads,
             tau_uplift=tau_uplift,
             keep_test_reads=keep_test_reads,
+            stratified_reads=stratified_reads,
+            unproven_cell=unproven_cell,
         )
         for m in methods
     }
@@ -107,6 +111,8 @@ def run_seed(
         "gate_reads": gate_reads,
         "tau_uplift": tau_uplift,
         "keep_test_reads": keep_test_reads,
+        "stratified_reads": stratified_reads,
+        "unproven_cell": unproven_cell,
         "scenarios": {},
     }
     with tempfile.TemporaryDirectory(prefix="patron-loop-") as home:
@@ -179,6 +185,18 @@ def main() -> None:
         help="targeted: later waves' gates also pool the test cell's read of every arm not "
         "rolled out (LoopSettings.keep_test_reads)",
     )
+    ap.add_argument(
+        "--stratified-reads",
+        action="store_true",
+        help="targeted: each read post-stratified by the customers' chance of being a contact "
+        "(LoopSettings.stratified_reads)",
+    )
+    ap.add_argument(
+        "--unproven-cell",
+        action="store_true",
+        help="targeted: the customers whose plan arm the evidence does not pass yet are tested "
+        "at the control fraction per arm read on them (LoopSettings.unproven_cell)",
+    )
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "loop.json")
     ap.add_argument(
         "--merge",
@@ -202,6 +220,8 @@ def main() -> None:
                 args.gate_reads,
                 args.tau_uplift,
                 args.keep_test_reads,
+                args.stratified_reads,
+                args.unproven_cell,
             )
             for s in range(args.first_seed, args.first_seed + args.seeds)
         ]

@@ -104,6 +104,21 @@ class LoopSettings:
     #   ones' test-cell reads share their roll-out's controls and stay out); tried, lost profit
     #   on the development seeds: the read kept is the one the arm was dropped on
     keep_test_reads: bool = False
+    # targeted, rollout "read": how the reads of a wave count the customers whose chance of
+    # being a contact differs (docs/campaign_loop.md §6). The fallback half gives half of the
+    # test cell's at-risk customers another arm, so an at-risk customer is half as likely to be
+    # a contact of their plan arm as the others of the segment, while as likely to be one of
+    # its controls. False: each read is the plain difference, biased where at-risk customers
+    # respond differently; True: each read is post-stratified by that chance (strata read
+    # apart, combined by their share of the controls: ``readout.read_strata``)
+    stratified_reads: bool = False
+    # targeted, rollout "read": the test cell's share of the customers whose plan arm the
+    # evidence so far does not pass (docs/campaign_loop.md §6). False: the test fraction, like
+    # everyone; True: the control fraction per arm read on them (twice it with a fallback
+    # half, once without), so each such read has about as many contacts as controls; a new
+    # arm's random share stays at the test fraction over everyone. Its reads are stratified
+    # (as ``stratified_reads``): the test and roll-out shares then differ by stratum
+    unproven_cell: bool = False
     learner: str = "x"
     params: dict[str, Any] = field(
         default_factory=lambda: {
@@ -614,6 +629,53 @@ def _history_fallback_reads(
     return out
 
 
+def cell_shares(
+    plan: np.ndarray, provisional: list[int], at_risk: np.ndarray, settings: LoopSettings
+) -> np.ndarray:
+    """Each customer's chance of the test cell, of those not in the control group: the test
+    fraction; with ``settings.unproven_cell`` (roll-out "read"), for a customer whose plan arm
+    is not among the ``provisional``-ly passed arms, the control fraction per arm read on them
+    (twice it when they are ``at_risk``: half of them get their fallback), at least the test
+    fraction."""
+    t = settings.test_fraction
+    if not (settings.unproven_cell and settings.rollout == "read"):
+        return np.full(len(plan), t)
+    unproven = (plan != NO_CONTACT) & ~np.isin(plan, provisional)
+    per_arm = settings.control_fraction * np.where(at_risk, 2.0, 1.0)
+    return np.where(unproven, np.minimum(np.maximum(t, per_arm), 1.0), t)
+
+
+def draw_test_cell(
+    plan: np.ndarray,
+    second: np.ndarray,
+    at_risk: np.ndarray,
+    share: np.ndarray,
+    control: np.ndarray,
+    untested: list[int],
+    n_arms: int,
+    settings: LoopSettings,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The test cell (drawn with each customer's ``share`` outside the control group) and what
+    it gives each customer: the plan; half of the ``at_risk`` customers their fallback
+    (``second``, roll-out "read"); a never-tested arm at random to its share ``1 / n_arms`` of
+    the base test fraction of everyone (not of the larger share: its read over everyone stays
+    a uniform draw)."""
+    n = len(plan)
+    t = settings.test_fraction
+    u_test = rng.random(n)
+    test = ~control & (u_test < share)
+    explore = ~control & (u_test < t) & (rng.random(n) < len(untested) / n_arms)
+    loop = np.full(n, NO_CONTACT)
+    loop[test] = plan[test]
+    if settings.rollout == "read":
+        split = test & at_risk & (rng.random(n) < FALLBACK_SHARE)
+        loop[split] = second[split]
+    if untested:
+        loop[explore] = rng.choice(untested, int(explore.sum()))
+    return test, loop
+
+
 def _gate_every_arm(
     pooled: dict[str, ArmReadout], arms: list[Arm], confidence: float
 ) -> list[GateDecision]:
@@ -707,20 +769,25 @@ def _simulate_targeted(
             ]
             second = _fallback(estimated, provisional)
             at_risk = (plan != NO_CONTACT) & ~np.isin(plan, provisional) & (second != NO_CONTACT)
-        test = ~control & (rng.random(n) < settings.test_fraction)
-        explore = test & (rng.random(n) < len(untested) / len(arms))
-        loop = np.full(n, NO_CONTACT)
-        loop[test] = plan[test]
-        if settings.rollout == "read":
-            split = test & at_risk & (rng.random(n) < FALLBACK_SHARE)
-            loop[split] = second[split]
-        if untested:
-            loop[explore] = rng.choice(untested, int(explore.sum()))
+        share = cell_shares(plan, provisional, at_risk, settings)
+        test, loop = draw_test_cell(
+            plan, second, at_risk, share, control, untested, len(arms), settings, rng
+        )
+        t = settings.test_fraction
         draw = rng.random(n)
         y = _responses(loop, draw, p0, p_arms)
         cell = test | control
         planned = _labels(plan, arms)
         untargeted = [arms[j].label for j in untested]
+        # each customer's chance of being a test contact of their plan arm, of their fallback
+        # and of the roll-out (all of it given they are not in the control group): the strata
+        # of the reads when they are stratified
+        share_new = len(untested) / len(arms)
+        half = FALLBACK_SHARE * at_risk
+        p_plan = (share - t * share_new) * (1 - half)
+        p_second = (share - t * share_new) * half
+        # (the larger cell's shares differ by stratum: its reads are always stratified)
+        strata = settings.stratified_reads or settings.unproven_cell
         readouts = read_targeted(
             _labels(loop[cell], arms),
             [planned[i] for i in np.flatnonzero(cell)],
@@ -728,6 +795,7 @@ def _simulate_targeted(
             terms,
             untargeted=untargeted,
             level=settings.confidence,
+            stratum=p_plan[cell] if strata else None,
         )
         if settings.gate_reads == "current":
             pooled = {
@@ -784,6 +852,7 @@ def _simulate_targeted(
                     terms[arms[b].label],
                     key=key,
                     level=settings.confidence,
+                    stratum=p_second if strata else None,
                 )
                 hist = _history_fallback_reads(
                     history,
@@ -859,6 +928,7 @@ def _simulate_targeted(
                 terms[arms[j].label],
                 key=key,
                 level=settings.confidence,
+                stratum=share if strata else None,
             )
             for j, mask, key in populations
         ]
@@ -876,15 +946,15 @@ def _simulate_targeted(
         # fallback half, or an untested arm at random) with the test fraction, else the
         # roll-out's. The customers the roll-out held are left out of the calibration (no arm
         # probability): their "no contact" followed from the gate, not from the control draw
-        c, t = settings.control_fraction, settings.test_fraction
-        share_new = len(untested) / len(arms)
+        # (a customer's test share: ``share``, of which a never-tested arm's random part is t)
+        c = settings.control_fraction
         wave_rows[P_CONTROL] = c
-        half = FALLBACK_SHARE * at_risk
         held_rows = rest & (plan != NO_CONTACT) & (gated == NO_CONTACT)
         for j in range(len(arms)):
             planned_j = (1 - half) * (plan == j) + half * (second == j)
             in_test = np.where(j in untested, 1 / len(arms), (1 - share_new) * planned_j)
-            p_j = (1 - c) * (t * in_test + (1 - t) * (gated == j))
+            larger = 0.0 if j in untested else (share - t) * planned_j
+            p_j = (1 - c) * (t * in_test + larger + (1 - share) * (gated == j))
             wave_rows[design_column(j)] = np.where(held_rows, 0.0, p_j)
         seen = pd.concat([seen, wave_rows], ignore_index=True)
         tested = set(seen["arm"]) - {NO_CONTACT}

@@ -17,6 +17,12 @@ them). Per arm (an (offer, channel) pair), from the wave's contacts and its cont
   the baseline of unprompted answers, usually none — a reason that appears only among contacts
   is the offer's).
 
+**Post-stratified reads** (``read_strata``; ``read_targeted`` and ``read_population`` with a
+``stratum``): where the contacts were drawn with a different chance in different strata of a
+population and the controls with one chance, each stratum is read apart and the strata are
+combined by their share of the controls — the plain difference would compare contacts and
+controls holding the strata in different shares.
+
 **The roll-out gate**: an arm rolls out only when its incremental profit per contact is positive
 with the configured confidence, one-sided: ``profit - z_level * se > 0``. Default 90 % (the
 literature's 70 % and 90 % levels are the usual examples: 70 % rolls out more arms and more
@@ -467,6 +473,7 @@ def read_targeted(
     *,
     untargeted: Sequence[str] = (),
     level: float = 0.9,
+    stratum: Any = None,
 ) -> list[ArmReadout]:
     """Per arm, its read-out **on the customers the plan gives it**: the contacts that got arm
     ``a`` where the plan chose ``a``, against the control customers for whom the plan chose
@@ -479,21 +486,126 @@ def read_targeted(
     each customer got (None: control); ``planned``: the plan's arm per customer (None: no
     contact); ``untargeted``: arms the plan cannot choose yet (never tested: it has no model of
     them), read on everyone, like ``read_wave``. Customers outside an arm's segment do not enter
-    its read-out; arms with no contact in their segment are left out."""
+    its read-out; arms with no contact in their segment are left out.
+
+    ``stratum``: per customer, a key of how likely they were to be a contact of their segment's
+    arm (e.g. whether half of them were given another arm instead). When the contacts' chance
+    differs between strata and the controls' does not, contacts and controls hold the strata
+    in different shares, and the plain difference is biased wherever the strata respond
+    differently; with ``stratum`` each arm is read per stratum and the strata combined by
+    their share of the segment's controls (``read_strata``); the untargeted arms are read
+    without it. None: one stratum."""
     g = np.array([a if a is not None else "" for a in given], dtype=object)
     p = np.array([a if a is not None else "" for a in planned], dtype=object)
     y = np.asarray(responded, dtype=float)
     if not (g.shape == p.shape == y.shape):
         raise ValueError("given, planned and responded: one value per customer")
+    s = _strata(stratum, g.size)
     out = []
+    one = np.zeros(g.size, dtype=np.int64)
     for name, t in terms.items():
         segment = np.ones(g.size, bool) if name in untargeted else p == name
         rows = segment & ((g == name) | (g == ""))
         if not (g[rows] == name).any() or not (g[rows] == "").any():
             continue
-        labels = [name if a == name else None for a in g[rows]]
-        out.extend(read_wave(labels, y[rows], {name: t}, level=level))
+        # an untargeted arm's contacts were drawn at random over everyone: one stratum
+        k = one if name in untargeted else s
+        read = read_strata(name, g[rows] == name, y[rows], k[rows], t, level=level)
+        if read is not None:
+            out.append(read)
     return out
+
+
+def _strata(stratum: Any, n: int) -> np.ndarray:
+    """Per customer a stratum index (0 everywhere when ``stratum`` is None)."""
+    if stratum is None:
+        return np.zeros(n, dtype=np.int64)
+    keys = np.asarray(stratum)
+    if keys.shape != (n,):
+        raise ValueError("stratum: one value per customer")
+    return np.unique(keys, return_inverse=True)[1].reshape(n)
+
+
+def read_strata(
+    name: str,
+    contact: Any,
+    responded: Any,
+    stratum: Any,
+    terms: ArmTerms,
+    *,
+    level: float = 0.9,
+) -> ArmReadout | None:
+    """Contacts (``contact`` True) against controls (False) of one population whose contacts
+    were drawn with a different probability in each ``stratum`` and whose controls with the
+    same one everywhere (post-stratification).
+
+    Within a stratum the contacts and controls are a randomised comparison (``read_wave``);
+    the strata are combined with weights ``W_s`` = the stratum's share of the controls, which
+    are a uniform sample of the population, so the read estimates the population's effect
+    whatever the contacts' shares. A stratum without a contact or without a control cannot be
+    read: it is left out and the weights renormalised (the read is then of the strata read).
+    Profit per contact and incremental response are ``sum W_s x_s``; the variance is
+    ``sum W_s^2 se_s^2`` (the strata are independent) plus that of the weights themselves,
+    a multinomial sample of ``n_c`` controls: ``(sum W_s x_s^2 - (sum W_s x_s)^2) / n_c``.
+    The response rates are ``sum W_s r_s`` (the control's is then its plain rate); the counts
+    are the strata's sums. One stratum gives exactly ``read_wave``'s read-out. None when no
+    stratum has both a contact and a control."""
+    c = np.asarray(contact, dtype=bool)
+    y = np.asarray(responded, dtype=float)
+    s = np.asarray(stratum)
+    reads, n_ctrl = [], []
+    for k in np.unique(s):
+        rows = s == k
+        if not c[rows].any() or c[rows].all():
+            continue
+        labels = [name if v else None for v in c[rows]]
+        reads.append(read_wave(labels, y[rows], {name: terms}, level=level)[0])
+        n_ctrl.append(int((~c[rows]).sum()))
+    if not reads:
+        return None
+    if len(reads) == 1:
+        return reads[0]
+    w = np.array(n_ctrl, dtype=float) / sum(n_ctrl)
+    n_c = sum(n_ctrl)
+
+    def combine(x: list[float], var: list[float]) -> tuple[float, float]:
+        xs, vs = np.asarray(x), np.asarray(var)
+        mean = float(np.sum(w * xs))
+        between = float(np.sum(w * xs**2) - mean**2) / n_c
+        return mean, float(np.sqrt(np.sum(w**2 * vs) + max(between, 0.0)))
+
+    profit, se = combine([r.profit_per_contact for r in reads], [r.profit_se**2 for r in reads])
+    uplift, u_se = combine(
+        [r.incremental_response for r in reads],
+        [
+            r.response_rate * (1 - r.response_rate) / r.contacts
+            + r.control_rate * (1 - r.control_rate) / r.control
+            for r in reads
+        ],
+    )
+    z_two = float(_z(0.5 + level / 2))
+    z_one = float(_z(level))
+    contacts = sum(r.contacts for r in reads)
+    return ArmReadout(
+        arm=name,
+        contacts=contacts,
+        responders=sum(r.responders for r in reads),
+        control=n_c,
+        control_responders=sum(r.control_responders for r in reads),
+        response_rate=float(np.sum(w * [r.response_rate for r in reads])),
+        control_rate=float(np.sum(w * [r.control_rate for r in reads])),
+        incremental_response=uplift,
+        incremental_response_ci=(uplift - z_two * u_se, uplift + z_two * u_se),
+        profit_per_contact=profit,
+        profit_per_contact_ci=(profit - z_two * se, profit + z_two * se),
+        profit_lower_one_sided=profit - z_one * se,
+        profit_se=se,
+        incremental_profit=profit * contacts,
+        expected_incremental_response=None,
+        contradicts_model=None,
+        declined={},
+        level=level,
+    )
 
 
 def read_population(
@@ -506,26 +618,28 @@ def read_population(
     *,
     key: str | None = None,
     level: float = 0.9,
+    stratum: Any = None,
 ) -> ArmReadout | None:
     """``arm`` read **on a population**: the customers of ``population`` (a mask) who got it
     against the control customers (``control``: the randomised hold-out) of the same
     population. Customers of the population who got something else, or nothing without being
     in the control group (held), do not enter. ``key`` names the read-out (default: the arm),
-    so reads of one arm on different populations pool apart. None when the population has no
-    contact of the arm or no control customer."""
+    so reads of one arm on different populations pool apart. ``stratum``: per customer, a key of
+    how likely they were to be a contact (read per stratum and combined by the controls'
+    shares: ``read_strata``; None: one stratum). None when the population has no contact of
+    the arm or no control customer."""
     g = np.array([a if a is not None else "" for a in given], dtype=object)
     pop = np.asarray(population, dtype=bool)
     ctrl = np.asarray(control, dtype=bool)
     y = np.asarray(responded, dtype=float)
     if not (g.shape == pop.shape == ctrl.shape == y.shape):
         raise ValueError("given, population, control and responded: one value per customer")
+    s = _strata(stratum, g.size)
     contacts, controls = pop & (g == arm) & ~ctrl, pop & ctrl
     if not contacts.any() or not controls.any():
         return None
     rows = contacts | controls
-    name = key or arm
-    labels = [name if c else None for c in contacts[rows]]
-    return read_wave(labels, y[rows], {name: terms}, level=level)[0]
+    return read_strata(key or arm, contacts[rows], y[rows], s[rows], terms, level=level)
 
 
 NO_ARM = -1

@@ -35,10 +35,13 @@ def data(arms_state):
     )
 
 
-@pytest.mark.parametrize("method", ["targeted", "refit"])
+@pytest.mark.parametrize("method", ["targeted", "refit", "unproven"])
 def test_the_oracle_bounds_both_ways_on_every_wave(data, method: str) -> None:
     arms, d = data
     known = [0, 3]  # e-mail only: sms and phone are new
+    settings = replace(FAST, method=method)
+    if method == "unproven":  # the larger test cell where reads are thin, reads stratified
+        settings = replace(FAST, stratified_reads=True, unproven_cell=True)
     out = simulate_loop(
         d.history,
         d.waves,
@@ -46,7 +49,7 @@ def test_the_oracle_bounds_both_ways_on_every_wave(data, method: str) -> None:
         d.categorical,
         arms,
         known,
-        replace(FAST, method=method),
+        settings,
         np.random.default_rng(0),
     )
     assert [w.wave for w in out] == ["ARMS_2024_01", "ARMS_2024_05"]
@@ -241,3 +244,46 @@ def test_kept_test_reads_reach_the_next_waves_gate() -> None:
     # reads it there; kept, the first wave's test-cell read still decides
     assert second.startswith("held: the plan gives it to no one")
     assert kept_second.startswith("dropped") and read.group(0) in kept_second
+
+
+def test_the_unproven_cell_tests_thin_reads_at_the_control_fraction_per_arm() -> None:
+    """With ``unproven_cell`` the customers whose plan arm the evidence does not pass yet are
+    tested at the control fraction per arm read on them: the at-risk ones (half get their
+    fallback) at twice it, the others at once it, so each of those reads has about as many
+    contacts as controls; the rest stay at the test fraction, and a never-tested arm's random
+    share stays the same share of everyone."""
+    from experiments.simulate import NO_CONTACT, cell_shares, draw_test_cell
+
+    rng = np.random.default_rng(0)
+    n = 120_000
+    group = np.arange(n) % 4  # 0: passed plan arm; 1: unproven, at risk; 2: unproven; 3: none
+    plan = np.select([group == 0, group == 3], [0, NO_CONTACT], 1)
+    at_risk = group == 1
+    second = np.where(at_risk, 0, NO_CONTACT)
+    settings = LoopSettings(test_fraction=0.05, control_fraction=0.1)
+    control = rng.random(n) < settings.control_fraction
+    untested = [2]  # one never-tested arm of three
+
+    def cell(unproven: bool) -> tuple:
+        s = replace(settings, unproven_cell=unproven)
+        share = cell_shares(plan, [0], at_risk, s)
+        test, given = draw_test_cell(
+            plan, second, at_risk, share, control, untested, 3, s, np.random.default_rng(1)
+        )
+        return share, test, given
+
+    share, test, given = cell(unproven=False)
+    assert (share == 0.05).all()
+    share, test, given = cell(unproven=True)
+    assert [float(share[group == g][0]) for g in range(4)] == [0.05, 0.2, 0.1, 0.05]
+    for g, rate in enumerate([0.05, 0.2, 0.1, 0.05]):
+        out = ~control & (group == g)
+        assert test[out].mean() == pytest.approx(rate, abs=0.006)
+        # the new arm: 1/3 of the base test fraction of everyone, whatever the group
+        assert (given[out] == 2).mean() == pytest.approx(0.05 / 3, abs=0.003)
+    # each arm read on the unproven customers gets about as many contacts as controls (less
+    # the control group's 10 % and the new arm's share): at risk, plan arm and fallback each
+    # (0.2 - 0.05 / 3) / 2 x 0.9 / 0.1 = 0.825; the others (0.1 - 0.05 / 3) x 0.9 / 0.1 = 0.75
+    for g, arm, expected in [(1, 1, 0.825), (1, 0, 0.825), (2, 1, 0.75)]:
+        ratio = ((group == g) & (given == arm)).sum() / (control & (group == g)).sum()
+        assert ratio == pytest.approx(expected, abs=0.05)
