@@ -20,7 +20,7 @@ demo: $(STAMP)
 # modules first (tests/conftest.py); the 25 slowest tests are listed. PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 
 # The gates CI runs before the tests: lint, format, types, the import-layer contract.
 check: $(STAMP)
