@@ -76,7 +76,7 @@ def run_seed(
     gate_reads: str = "pooled",
     tau_uplift: float = 0.02,
     keep_test_reads: bool = False,
-    stratified_reads: bool = False,
+    stratified_reads: bool = True,
     unproven_cell: bool = False,
 ) -> dict[str, Any]:
     """Generate one world and run every scenario and method ``repeats`` times on it (a method's
@@ -187,9 +187,10 @@ def main() -> None:
     )
     ap.add_argument(
         "--stratified-reads",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="targeted: each read post-stratified by the customers' chance of being a contact "
-        "(LoopSettings.stratified_reads)",
+        "(LoopSettings.stratified_reads; --no-stratified-reads: the plain read before)",
     )
     ap.add_argument(
         "--unproven-cell",

@@ -108,10 +108,10 @@ class LoopSettings:
     # being a contact differs (docs/campaign_loop.md §6). The fallback half gives half of the
     # test cell's at-risk customers another arm, so an at-risk customer is half as likely to be
     # a contact of their plan arm as the others of the segment, while as likely to be one of
-    # its controls. False: each read is the plain difference, biased where at-risk customers
-    # respond differently; True: each read is post-stratified by that chance (strata read
-    # apart, combined by their share of the controls: ``readout.read_strata``)
-    stratified_reads: bool = False
+    # its controls. True (default): each read is post-stratified by that chance (strata read
+    # apart, combined by their share of the controls: ``readout.read_strata``); False (before):
+    # each read is the plain difference, biased where at-risk customers respond differently
+    stratified_reads: bool = True
     # targeted, rollout "read": the test cell's share of the customers whose plan arm the
     # evidence so far does not pass (docs/campaign_loop.md §6). False: the test fraction, like
     # everyone; True: the control fraction per arm read on them (twice it with a fallback
