@@ -117,7 +117,9 @@ class LoopSettings:
     # everyone; True: the control fraction per arm read on them (twice it with a fallback
     # half, once without), so each such read has about as many contacts as controls; a new
     # arm's random share stays at the test fraction over everyone. Its reads are stratified
-    # (as ``stratified_reads``): the test and roll-out shares then differ by stratum
+    # (as ``stratified_reads``): the test and roll-out shares then differ by stratum. Tried,
+    # not chosen on the development seeds: fewer held customers, as many more test contacts,
+    # no more gaining populations rolled out
     unproven_cell: bool = False
     learner: str = "x"
     params: dict[str, Any] = field(
