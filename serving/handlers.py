@@ -411,6 +411,37 @@ def target_customers(
     }
 
 
+# --------------------------------------------------------------------------- consent
+
+
+def contactable_customers(
+    state: ServingState,
+    family: str,
+    customer_ids: Sequence[str],
+    channel: str,
+    max_batch: int,
+) -> dict[str, Any]:
+    """The POST /contactable answer of a family served in memory, from its base's consent
+    (``CustomerBase.consent``: the flags /target and /campaigns/plan select with, only an
+    explicit yes of the customers table is true)."""
+    from serving.online import check_channel, contactable_answer
+
+    served = state.model(family)
+    base: CustomerBase = served.base
+    check_channel(channel, list(base.consent))
+    check_ids(customer_ids, max_batch)
+    flags = base.consent[channel]
+    granted = [None if pos < 0 else bool(flags[pos]) for pos in base.positions(customer_ids)]
+    head = {
+        "model": family,
+        "registered_model": served.meta.registered_model,
+        "alias": served.meta.alias,
+        "version": served.meta.version,
+        "as_of": base.as_of.isoformat(),
+    }
+    return contactable_answer(head, channel, customer_ids, granted)
+
+
 # --------------------------------------------------------------------------- next-best offer
 
 

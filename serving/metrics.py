@@ -28,6 +28,7 @@ ROUTES = frozenset(
         "/",
         "/score",
         "/next-best-offer",
+        "/contactable",
         "/target",
         "/campaigns/plan",
         "/campaigns/{plan_id}/responses",

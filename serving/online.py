@@ -22,8 +22,8 @@ Keys (prefix ``patron``, configurable): ``{p}:{family}:current`` → publication
 record (part ``c``: the /score record, or the offers record of a next-best-offer family);
 ``{p}:{family}:{pub}:k:{customer_id}`` → the customer's consent flags (part ``k``:
 ``{"email": true, "sms": false, "phone": false}``, only an explicit yes of the customers table is
-true). Values are customer data, so the store is as private as the feature snapshot
-(docs/serving.md).
+true; POST /contactable reads them). Values are customer data, so the store is as private as
+the feature snapshot (docs/serving.md).
 """
 
 from __future__ import annotations
@@ -771,19 +771,76 @@ def offers_answer(
     }
 
 
+def consent_channels(publication: Publication) -> list[str]:
+    """The channels a publication holds consent flags for; ``StoreUnavailable`` (a 503) when it
+    was written before consent was published."""
+    if CONSENT not in (publication.meta.get("parts") or ()):
+        raise StoreUnavailable(
+            f"publication {publication.pub_id} of {publication.family!r} holds no consent flags "
+            f"(published before they were): run `patron publish --model {publication.family}` "
+            "again"
+        )
+    return list(publication.meta.get("consent_channels") or ())
+
+
 def consent_from_store(
     store: OnlineStore, family: str, customer_ids: Sequence[str], max_batch: int
 ) -> tuple[Publication, list[dict[str, bool] | None]]:
     """Each id's published consent flags (None: not in the publication's base)."""
     check_ids(customer_ids, max_batch)
     publication = current_publication(store, family)
-    if CONSENT not in (publication.meta.get("parts") or ()):
-        raise StoreUnavailable(
-            f"publication {publication.pub_id} of {family!r} holds no consent flags (published "
-            f"before they were): run `patron publish --model {family}` again"
-        )
+    consent_channels(publication)
     raws = store.get(publication, customer_ids, CONSENT)
     return publication, [None if raw is None else decode_record(raw) for raw in raws]
+
+
+def check_channel(channel: str, channels: Sequence[str]) -> None:
+    """A 400 naming ``channel`` when the base holds no consent flags for it."""
+    if channel not in channels:
+        raise RequestError(
+            "channel",
+            f"the base holds no consent flags for this channel; channel must be one of "
+            f"{list(channels)}",
+        )
+
+
+def granted_on(flags: Mapping[str, Any] | None, channel: str) -> bool | None:
+    """One published consent record read for a channel: only a JSON ``true`` is consent (a
+    false, a missing flag, ``"yes"`` or ``1`` is not); None: no record (not in the base)."""
+    return None if flags is None else flags.get(channel) is True
+
+
+def split_contactable(
+    customer_ids: Sequence[str], granted: Sequence[bool | None]
+) -> tuple[list[str], list[str], list[str]]:
+    """The ids split by their consent on a channel, each in request order: contactable (True),
+    not contactable (False), unknown (None: not in the base). The one rule of the in-memory
+    and store answers."""
+    yes: list[str] = []
+    no: list[str] = []
+    unknown: list[str] = []
+    for cid, ok in zip(customer_ids, granted, strict=True):
+        (unknown if ok is None else yes if ok else no).append(cid)
+    return yes, no, unknown
+
+
+def contactable_answer(
+    head: Mapping[str, Any],
+    channel: str,
+    customer_ids: Sequence[str],
+    granted: Sequence[bool | None],
+) -> dict[str, Any]:
+    """The POST /contactable answer (``serving.schemas.ContactableResponse``): the served
+    base's facts (``head``: model, registered_model, alias, version, as_of) and the ids split
+    by ``split_contactable``; nothing else of a customer."""
+    yes, no, unknown = split_contactable(customer_ids, granted)
+    return {
+        **head,
+        "channel": channel,
+        "contactable": yes,
+        "not_contactable": no,
+        "unknown": unknown,
+    }
 
 
 def contactable_from_store(
@@ -797,30 +854,67 @@ def contactable_from_store(
 
     Only a published ``true`` for the channel is contactable: a false, a missing flag or a
     customer outside the publication's base never is (the rule of ``serving.targeting``:
-    missing = no consent)."""
+    missing = no consent). Plain data (``no_consent``; ``unknown`` with reasons, as /score);
+    POST /contactable answers ``contactable_async``'s."""
     publication, flags = consent_from_store(store, family, customer_ids, max_batch)
-    channels = list(publication.meta.get("consent_channels") or ())
-    if channel not in channels:
-        raise RequestError("channel", f"channel must be one of {channels}")
-    contactable: list[str] = []
-    refused: list[str] = []
-    for cid, record in zip(customer_ids, flags, strict=True):
-        if record is None:
-            continue
-        (contactable if record.get(channel) is True else refused).append(cid)
+    check_channel(channel, list(publication.meta.get("consent_channels") or ()))
+    yes, no, unknown = split_contactable(customer_ids, [granted_on(f, channel) for f in flags])
     return {
         "model": family,
         "channel": channel,
         "version": publication.meta["version"],
         "as_of": publication.meta["snapshot_as_of"],
-        "contactable": contactable,
-        "no_consent": refused,
+        "contactable": yes,
+        "no_consent": no,
         "unknown": [
-            {"customer_id": cid, "reason": "not in the feature snapshot"}
-            for cid, record in zip(customer_ids, flags, strict=True)
-            if record is None
+            {"customer_id": cid, "reason": "not in the feature snapshot"} for cid in unknown
         ],
     }
+
+
+#: Consent records decoded per step of a large POST /contactable (~1 µs each): the event loop
+#: serves other requests between two.
+DECODE_SLICE = 1000
+
+
+async def contactable_async(
+    store: OnlineStore,
+    family: str,
+    customer_ids: Sequence[str],
+    channel: str,
+    max_batch: int,
+    inline_max_ids: int = 0,
+) -> dict[str, Any]:
+    """The POST /contactable answer of a store-backed family, made on the event loop as /score's
+    (``score_bytes_from_store``): up to ``inline_max_ids`` ids read synchronously (two short
+    round trips), more awaited in steps of ``FETCH_SLICE`` keys and decoded in slices."""
+    check_ids(customer_ids, max_batch)
+    small = len(customer_ids) <= inline_max_ids
+    publication = current_publication(store, family) if small else await store.acurrent(family)
+    if publication is None:
+        raise StoreUnavailable(f"no publication of {family!r} in the online store")
+    check_channel(channel, consent_channels(publication))
+    if small:
+        raws = store.get(publication, customer_ids, CONSENT)
+    else:
+        raws = await store.aget(publication, customer_ids, CONSENT)
+    granted: list[bool | None] = []
+    for start in range(0, len(raws), DECODE_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        granted.extend(
+            None if raw is None else granted_on(decode_record(raw), channel)
+            for raw in raws[start : start + DECODE_SLICE]
+        )
+    meta = publication.meta
+    head = {
+        "model": family,
+        "registered_model": meta["registered_model"],
+        "alias": meta["alias"],
+        "version": meta["version"],
+        "as_of": meta["snapshot_as_of"],
+    }
+    return contactable_answer(head, channel, customer_ids, granted)
 
 
 def store_model_info(store: OnlineStore, family: str) -> dict[str, Any]:

@@ -28,7 +28,10 @@ _ERRORS = {
     "404": "Unknown model or offer (the body names the field)",
     "415": "Only application/json bodies are accepted",
     "500": "Unexpected error (details only in the server log)",
+    "503": "The online store cannot answer (the body names `model`); a failed reload (`reload`)",
 }
+#: Routes that answer 503 (a store-backed family's store down; a failed reload).
+UNAVAILABLE_PATHS = frozenset({"/score", "/next-best-offer", "/contactable", "/admin/reload"})
 
 
 #: A whole request body per route, as a campaign system would send it (Swagger's "Try it out"
@@ -36,6 +39,11 @@ _ERRORS = {
 EXAMPLES: dict[str, dict[str, Any]] = {
     "/score": {"customer_ids": ["C0000001", "C0000002"], "model": "churn", "reasons": True},
     "/next-best-offer": {"customer_ids": ["C0000001"], "k": 3, "kind": "cross_sell"},
+    "/contactable": {
+        "customer_ids": ["C0000001", "C0000002"],
+        "channel": "email",
+        "model": "churn",
+    },
     "/target": {
         "campaign_id": "retention-2025-03",
         "channel": "email",
@@ -181,6 +189,8 @@ def patch_openapi(
                 codes.append("415")
             if path.startswith("/admin/"):
                 codes.append("403")
+            if path in UNAVAILABLE_PATHS:
+                codes.append("503")
             for code in codes:
                 responses[code] = _error_response(_ERRORS[code])
     return out

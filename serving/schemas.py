@@ -1,6 +1,6 @@
 """Request and response schemas of the campaign API (pydantic; they make the OpenAPI document).
 
-Each request body is a model here (``ScoreRequest``, ``OffersRequest``, ``TargetRequest``) that
+Each request body is a model here (``ScoreRequest``, ``OffersRequest``, ``TargetRequest``, ...) that
 serving.service hands to BentoML as the API's ``input_spec``: the model BentoML would build from
 the method's parameters ignores unknown fields, so a misspelt ``"budjet"`` would silently drop the
 budget. Every request model, nested ones included, refuses unknown fields.
@@ -335,6 +335,33 @@ class TargetResponse(BaseModel):
     customers: list[TargetedCustomer] = Field(description="empty when include_customers is false")
 
 
+# --------------------------------------------------------------------------- /contactable
+
+
+class ContactableResponse(BaseModel):
+    """Which of the requested customers may be contacted on the channel, in request order.
+
+    Only an explicit yes of the customers table is consent (a missing value or row is no); the
+    answer holds nothing of a customer but the id in one of the three lists."""
+
+    model: str = Field(description="family whose base's consent was read", examples=["churn"])
+    registered_model: str = Field(examples=["churn-synthetic"])
+    alias: str = Field(examples=["champion"])
+    version: str = Field(examples=["3"])
+    as_of: str = Field(description="date of the base's feature snapshot", examples=["2024-12-31"])
+    channel: Channel = Field(examples=["email"])
+    contactable: list[str] = Field(
+        description="ids with an explicit yes for the channel", examples=[["C0000001"]]
+    )
+    not_contactable: list[str] = Field(
+        description="ids in the base without consent for the channel (no, or nothing recorded)",
+        examples=[["C0000002"]],
+    )
+    unknown: list[str] = Field(
+        description="ids not in the base (never contactable)", examples=[["C9999999"]]
+    )
+
+
 # --------------------------------------------------------------------------- /models, admin
 
 
@@ -530,6 +557,23 @@ WinBackFirst = Annotated[
         strict=True, description="rank customers lapsed in the last 7 days first", examples=[False]
     ),
 ]
+ConsentChannel = Annotated[
+    Channel,
+    Field(
+        description="contact channel whose consent is asked (the base's consent flags)",
+        examples=["email"],
+    ),
+]
+ConsentModelName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        description="served family whose base's consent is read (default: the only family "
+        "served; GET /models lists them)",
+        examples=["churn"],
+    ),
+]
 IncludeCustomers = Annotated[
     bool,
     Field(
@@ -560,6 +604,14 @@ class OffersRequest(RequestBody):
     k: OffersK = 3
     kind: OffersKind = "any"
     model: OfferModelName = None  # type: ignore[assignment]
+
+
+class ContactableRequest(RequestBody):
+    """POST /contactable."""
+
+    customer_ids: CustomerIds
+    channel: ConsentChannel
+    model: ConsentModelName = None  # type: ignore[assignment]
 
 
 class TargetRequest(RequestBody):

@@ -1,6 +1,6 @@
 """The BentoML service: registry models by alias, the feature snapshot in memory, typed JSON APIs.
 
-Endpoints (docs/serving.md): POST /score, POST /next-best-offer, POST /target,
+Endpoints (docs/serving.md): POST /score, POST /next-best-offer, POST /contactable, POST /target,
 POST /campaigns/plan, POST /campaigns/{plan_id}/responses, GET /campaigns/{plan_id}/readout,
 GET /campaigns/{plan_id}/customers, GET /offers, GET /models, POST /admin/reload; /healthz,
 /readyz, /livez, /metrics and /docs.json come from BentoML. The methods here only parse, delegate to
@@ -31,6 +31,7 @@ from serving.metrics import RequestMetrics, exposition
 from serving.online import (
     StoreUnavailable,
     check_published,
+    contactable_async,
     fetch_offers_async,
     offers_answer,
     offers_from_store,
@@ -42,6 +43,8 @@ from serving.registry import Registry, tracking_uri_of
 from serving.schemas import (
     Audience,
     Budget,
+    ContactableRequest,
+    ContactableResponse,
     ErrorResponse,
     ModelsResponse,
     OffersListResponse,
@@ -80,6 +83,7 @@ T = TypeVar("T")
 TRACING_EXCLUDED = (
     "/score",
     "/next-best-offer",
+    "/contactable",
     "/target",
     "/campaigns",
     "/offers",
@@ -441,6 +445,64 @@ class Patron:
             if publication is not None and publication.meta.get("kind") == "nbo":
                 return family
         return None
+
+    @_api("/contactable", ContactableRequest)
+    async def contactable(
+        self, customer_ids: list[str], channel: str, model: str | None
+    ) -> ContactableResponse:
+        """Which of these customers may be contacted on the channel: only an explicit yes of
+        the customers table is consent (the flags /target selects with); ids not in the base
+        are listed under `unknown`. Nothing else of a customer is answered."""
+        state = self.state
+        try:
+            family = model if model is not None else self._only_family(state)
+            if family in self.settings.store_families:
+                assert self.store is not None  # as /score: small synchronous, large in steps
+                body = await contactable_async(
+                    self.store,
+                    family,
+                    customer_ids,
+                    channel,
+                    self.settings.max_batch,
+                    INLINE_MAX_IDS,
+                )
+            else:
+                from serving.handlers import contactable_customers
+
+                body = await _run(
+                    len(customer_ids),
+                    contactable_customers,
+                    state,
+                    family,
+                    customer_ids,
+                    channel,
+                    self.settings.max_batch,
+                )
+        except StoreUnavailable as exc:  # the store's fault, not the request's: 503
+            failed = RequestError("model", f"the online store cannot answer: {exc}", 503)
+            return _error(failed, "contactable")  # type: ignore[return-value]
+        except RequestError as exc:
+            return _error(exc, "contactable")  # type: ignore[return-value]
+        # counts only: no customer id in the log
+        log.info(
+            "contactable model=%s channel=%s asked=%d contactable=%d unknown=%d",
+            family,
+            channel,
+            len(customer_ids),
+            len(body["contactable"]),
+            len(body["unknown"]),
+        )
+        return ContactableResponse.model_validate(body)
+
+    def _only_family(self, state: ServingState) -> str:
+        """The family a request without `model` reads: the only one served (in memory or from
+        the online store); with several, the request must name one (a 400 naming `model`)."""
+        served = sorted({*state.models, *self.settings.store_families})
+        if len(served) == 1:
+            return served[0]
+        if not served:
+            raise RequestError("model", "no model is served", 404)
+        raise RequestError("model", f"several models are served, name one of {served}")
 
     @_api("/target", TargetRequest)
     async def target(

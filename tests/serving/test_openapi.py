@@ -122,6 +122,7 @@ def test_every_api_has_a_whole_body_example_its_model_accepts_and_the_project_is
 
     from serving.openapi import EXAMPLES, _project_version
     from serving.schemas import (
+        ContactableRequest,
         OffersRequest,
         PlanRequest,
         ResponsesRequest,
@@ -133,6 +134,7 @@ def test_every_api_has_a_whole_body_example_its_model_accepts_and_the_project_is
     models = {
         "/score": ScoreRequest,
         "/next-best-offer": OffersRequest,
+        "/contactable": ContactableRequest,
         "/target": TargetRequest,
         "/campaigns/plan": PlanRequest,
         "/campaigns/{plan_id}/responses": ResponsesRequest,
