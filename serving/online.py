@@ -196,6 +196,7 @@ class RedisStore:
         import redis
 
         self.url = url
+        self.shown_url = redacted_url(url)  # in messages, which reach the API's 503 answers
         self.prefix = prefix
         self.keep_previous_s = keep_previous_s
         self.timeout_s = timeout_s
@@ -216,7 +217,7 @@ class RedisStore:
         try:
             self._redis.ping()
         except redis.RedisError as exc:
-            raise StoreUnavailable(f"online store {self.url}: {exc}") from exc
+            raise StoreUnavailable(f"online store {self.shown_url}: {exc}") from exc
 
     def publish(
         self,
@@ -257,7 +258,7 @@ class RedisStore:
         try:
             return self._current(family)
         except redis.RedisError as exc:
-            raise StoreUnavailable(f"online store {self.url}: {exc}") from exc
+            raise StoreUnavailable(f"online store {self.shown_url}: {exc}") from exc
 
     def _current(self, family: str) -> Publication | None:
         pub = self._redis.get(self._key(family, "current"))
@@ -289,7 +290,7 @@ class RedisStore:
         try:
             values = self._redis.mget(keys)
         except redis.RedisError as exc:
-            raise StoreUnavailable(f"online store {self.url}: {exc}") from exc
+            raise StoreUnavailable(f"online store {self.shown_url}: {exc}") from exc
         return [None if v is None else _raw(v) for v in values]
 
     # ---------------------------------------------------------------- on the event loop
@@ -329,7 +330,7 @@ class RedisStore:
                 return cached
             raw = await client.get(self._key(family, pub_id, "meta"))
         except (redis.RedisError, OSError) as exc:  # OSError: TimeoutError too
-            raise StoreUnavailable(f"online store {self.url}: {exc}") from exc
+            raise StoreUnavailable(f"online store {self.shown_url}: {exc}") from exc
         return self._cache_meta(family, pub_id, raw)
 
     async def aget(
@@ -352,8 +353,17 @@ class RedisStore:
                 values = await client.mget([prefix + c for c in customer_ids[start : start + step]])
                 out.extend(None if v is None else _raw(v) for v in values)
         except (redis.RedisError, OSError) as exc:  # OSError: TimeoutError too
-            raise StoreUnavailable(f"online store {self.url}: {exc}") from exc
+            raise StoreUnavailable(f"online store {self.shown_url}: {exc}") from exc
         return out
+
+
+def redacted_url(url: str) -> str:
+    """A store URL without its credentials (``redis://:secret@host:6379/0`` ->
+    ``redis://***@host:6379/0``): what error messages show (a 503's body reaches API clients)."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    _, at, host = netloc.rpartition("@")
+    return f"{scheme}{sep}***@{host}{slash}{path}" if sep and at else url
 
 
 def _raw(value: Any) -> bytes:
@@ -955,6 +965,6 @@ def check_published(store: OnlineStore, families: Iterable[str], url: str) -> No
     for family in families:
         if store.current(family) is None:
             raise StoreUnavailable(
-                f"online_store: no publication of {family!r} in {url}; run `patron publish "
-                f"--serving <serving YAML> --model {family}` first"
+                f"online_store: no publication of {family!r} in {redacted_url(url)}; run "
+                f"`patron publish --serving <serving YAML> --model {family}` first"
             )

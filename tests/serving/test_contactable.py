@@ -227,3 +227,27 @@ def test_the_store_answers_what_memory_answers_and_503_when_it_is_down(server, s
         == 200
     )
     assert "Traceback" not in srv.log_text()
+
+
+def test_a_store_error_never_shows_the_stores_password():
+    """A 503's message reaches API clients: the store URL in it is without its credentials."""
+    import asyncio
+
+    from serving.online import Publication, StoreUnavailable, redacted_url
+    from tests.serving.conftest import free_port
+
+    assert redacted_url("redis://:s3cret@10.0.0.5:6379/0") == "redis://***@10.0.0.5:6379/0"
+    assert redacted_url("rediss://u:s3cret@h/1") == "rediss://***@h/1"
+    assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    store = RedisStore(f"redis://:s3cret@127.0.0.1:{free_port()}/0", timeout_s=0.5)
+    publication = Publication("stored", "p1", {})
+    for read in (
+        store.ping,
+        lambda: store.current("stored"),
+        lambda: store.get(publication, ["A"]),
+        lambda: asyncio.run(store.acurrent("stored")),
+        lambda: asyncio.run(store.aget(publication, ["A"])),
+    ):
+        with pytest.raises(StoreUnavailable) as err:
+            read()
+        assert "s3cret" not in str(err.value) and "***@127.0.0.1" in str(err.value)
