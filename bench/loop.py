@@ -9,8 +9,8 @@ seedS.json``, then ``--merge seed4.json seed5.json seed6.json`` to summarise (wi
 ``--methods``). Design choices were made on seeds 1-3; the default reports seeds 4-6, which the
 roll-out rule of issue 12 (``--rollout read``, default; ``extend``: the roll-out before) was
 not chosen on but which had been looked at: its held-out seeds are 7-9 (``--first-seed 7``),
-and 10-12 were held out for the gate's error counted per population decided on
-(docs/campaign_loop.md §6).
+and 10-12 were held out for the gate's error counted per population decided on, 13-15 for the
+stratified reads (docs/campaign_loop.md §6).
 Per seed, the
 ``synthetic_loop`` dataset (experiments/datasets/synthetic_loop.yaml: one randomised multi-arm
 campaign before the campaign, then four waves whose audiences carry the true response probability
