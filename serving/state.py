@@ -62,9 +62,9 @@ class ServingState:
             raise RequestError(
                 field_name,
                 f"model {family!r} is served from the online store, which holds its per-customer "
-                "records (/score, /next-best-offer) and consent flags only; this route needs the "
-                "model and its whole base in memory (serve the family without online_store for "
-                "it)",
+                "records (/score, /next-best-offer) and consent flags (/contactable) only; this "
+                "route needs the model and its whole base in memory (serve the family without "
+                "online_store for it)",
                 409,
             )
         if served is None:
