@@ -264,8 +264,6 @@ def pool_readouts(
     ``1 / (se^2 + tau^2)``), and give the figure's uncertainty **for the next wave**:
     ``se^2 = se(pooled mean)^2 + tau^2`` — what a gate deciding the next roll-out needs. One
     wave (or waves that agree within their noise) gives the fixed-effect figures."""
-    z_two = float(_z(0.5 + level / 2))
-    z_one = float(_z(level))
     names = list(dict.fromkeys(r.arm for wave in waves for r in wave))
     out = []
     for name in names:
@@ -307,29 +305,54 @@ def pool_readouts(
         )
         contacts = sum(r.contacts for r in usable)
         out.append(
-            ArmReadout(
-                arm=name,
-                contacts=contacts,
-                responders=sum(r.responders for r in usable),
-                control=sum(r.control for r in usable),
-                control_responders=sum(r.control_responders for r in usable),
-                response_rate=sum(r.responders for r in usable) / contacts,
-                control_rate=sum(r.control_responders for r in usable)
-                / max(sum(r.control for r in usable), 1),
-                incremental_response=uplift,
-                incremental_response_ci=(uplift - z_two * u_se, uplift + z_two * u_se),
-                profit_per_contact=profit,
-                profit_per_contact_ci=(profit - z_two * se, profit + z_two * se),
-                profit_lower_one_sided=profit - z_one * se,
-                profit_se=se,
-                incremental_profit=profit * contacts,
-                expected_incremental_response=None,
-                contradicts_model=None,
-                declined={},
-                level=level,
+            combined_readout(
+                name,
+                usable,
+                sum(r.responders for r in usable) / contacts,
+                sum(r.control_responders for r in usable) / max(sum(r.control for r in usable), 1),
+                (uplift, u_se),
+                (profit, se),
+                level,
             )
         )
     return out
+
+
+def combined_readout(
+    arm: str,
+    reads: list[ArmReadout],
+    response_rate: float,
+    control_rate: float,
+    uplift: tuple[float, float],
+    profit: tuple[float, float],
+    level: float,
+) -> ArmReadout:
+    """One read-out of ``arm`` combining ``reads`` (waves pooled, strata weighted): the counts
+    summed; the rates, incremental response and profit per contact as combined, each with its
+    standard error (intervals two-sided at ``level``, the gate's bound one-sided)."""
+    (u, u_se), (pr, se) = uplift, profit
+    z_two, z_one = float(_z(0.5 + level / 2)), float(_z(level))
+    contacts = sum(r.contacts for r in reads)
+    return ArmReadout(
+        arm=arm,
+        contacts=contacts,
+        responders=sum(r.responders for r in reads),
+        control=sum(r.control for r in reads),
+        control_responders=sum(r.control_responders for r in reads),
+        response_rate=response_rate,
+        control_rate=control_rate,
+        incremental_response=u,
+        incremental_response_ci=(u - z_two * u_se, u + z_two * u_se),
+        profit_per_contact=pr,
+        profit_per_contact_ci=(pr - z_two * se, pr + z_two * se),
+        profit_lower_one_sided=pr - z_one * se,
+        profit_se=se,
+        incremental_profit=pr * contacts,
+        expected_incremental_response=None,
+        contradicts_model=None,
+        declined={},
+        level=level,
+    )
 
 
 def _posterior_on_current(
@@ -583,28 +606,15 @@ def read_strata(
             for r in reads
         ],
     )
-    z_two = float(_z(0.5 + level / 2))
-    z_one = float(_z(level))
-    contacts = sum(r.contacts for r in reads)
-    return ArmReadout(
-        arm=name,
-        contacts=contacts,
-        responders=sum(r.responders for r in reads),
-        control=n_c,
-        control_responders=sum(r.control_responders for r in reads),
-        response_rate=float(np.sum(w * [r.response_rate for r in reads])),
-        control_rate=float(np.sum(w * [r.control_rate for r in reads])),
-        incremental_response=uplift,
-        incremental_response_ci=(uplift - z_two * u_se, uplift + z_two * u_se),
-        profit_per_contact=profit,
-        profit_per_contact_ci=(profit - z_two * se, profit + z_two * se),
-        profit_lower_one_sided=profit - z_one * se,
-        profit_se=se,
-        incremental_profit=profit * contacts,
-        expected_incremental_response=None,
-        contradicts_model=None,
-        declined={},
-        level=level,
+    assert n_c == sum(r.control for r in reads)  # each stratum's controls, counted once
+    return combined_readout(
+        name,
+        reads,
+        float(np.sum(w * [r.response_rate for r in reads])),
+        float(np.sum(w * [r.control_rate for r in reads])),
+        (uplift, u_se),
+        (profit, se),
+        level,
     )
 
 
