@@ -388,7 +388,7 @@ def make_app(resolve: Resolver) -> typer.Typer:
     ) -> None:
         """Score the family's whole base with its champion and publish every customer's /score
         record to the online store; replicas switch to it at once (one key)."""
-        from serving.online import open_store, publish_family
+        from serving.online import open_store, publish_family, redacted_url
         from serving.settings import ServingSettings
 
         env, state = _server_env(resolve, None, serving, home, store_families=True)
@@ -408,7 +408,8 @@ def make_app(resolve: Resolver) -> typer.Typer:
         meta = pub.meta
         console.print(
             f"published {meta['customers']:,} customers of {model} ({meta['registered_model']} "
-            f"v{meta['version']}, snapshot {meta['snapshot_as_of']}) as {pub.pub_id} in {url}"
+            f"v{meta['version']}, snapshot {meta['snapshot_as_of']}) as {pub.pub_id} in "
+            f"{redacted_url(url)}"  # a terminal is often a shared log: no store password in it
         )
 
     bento = typer.Typer(help="Bentos of the service that carry their models.")
