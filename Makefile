@@ -17,12 +17,10 @@ demo: $(STAMP)
 	$(BIN)/patron demo
 
 # Two workers (pytest-xdist): each module is one unit, the README test and the server and training
-# modules first (tests/conftest.py; --no-loadscope-reorder, or xdist orders the modules by their
-# number of tests and the README test, a few tests, ran last, alone, for nine minutes); the 25
-# slowest tests are listed. PYTEST_WORKERS=0: one process.
+# modules first (tests/conftest.py); the 25 slowest tests are listed. PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 
 # The gates CI runs before the tests: lint, format, types, the import-layer contract.
 check: $(STAMP)
