@@ -8,8 +8,10 @@ answer that was most of the request's CPU, and BentoML did the dump on the event
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -60,51 +62,61 @@ async def sliced_records(
 
 @dataclass(frozen=True)
 class EncodedRecords:
-    """Every base row's /score record as JSON, made once at load: row ``i`` is
-    ``heads[head_at[i]:head_at[i + 1]]`` (the record up to ``"reasons":``), then its reasons
-    ``reasons[reason_at[i]:reason_at[i + 1]]`` (or ``[]``) and ``}``. An answer is then a join of
-    byte slices: no per-row Python objects, no encoding, per request."""
+    """Every base row's /score record as JSON, made once at load: ``records[i]`` is row ``i``'s
+    record, whose reasons start at byte ``cut[i]`` (the record is ``...,"reasons":`` then its
+    reasons and ``}``); ``rows`` maps each customer id to its row. An answer is then a join of
+    byte strings: no per-row Python objects, no encoding, no slicing, per request."""
 
-    heads: bytes
-    head_at: np.ndarray
-    reasons: bytes
-    reason_at: np.ndarray
+    records: list[bytes]
+    cut: np.ndarray
+    rows: dict[str, int]
 
-    def join(self, positions: np.ndarray, with_reasons: bool = True) -> bytes:
+    def rows_of(self, customer_ids: Sequence[str]) -> list[int]:
+        """Row of each id (-1 when unknown): what ``CustomerBase.positions`` answers, from a
+        dict instead of pandas' index (~0.05 ms per 1 000 ids instead of ~0.1)."""
+        return list(map(self.rows.get, customer_ids, repeat(-1)))
+
+    def join(self, positions: np.ndarray | Sequence[int], with_reasons: bool = True) -> bytes:
         """The records of base rows ``positions``, comma-separated (a JSON list's items)."""
-        h0, h1 = self.head_at[positions].tolist(), self.head_at[positions + 1].tolist()
-        heads = self.heads
-        if not with_reasons:
-            return b",".join([heads[a:b] + b"[]}" for a, b in zip(h0, h1, strict=True)])
-        r0, r1 = self.reason_at[positions].tolist(), self.reason_at[positions + 1].tolist()
-        reasons = self.reasons
-        return b",".join(
-            [heads[a:b] + reasons[c:d] + b"}" for a, b, c, d in zip(h0, h1, r0, r1, strict=True)]
-        )
+        rows = np.asarray(positions, dtype=np.int64)
+        at = rows.tolist()
+        records = self.records
+        if with_reasons:
+            return b",".join([records[i] for i in at])
+        if not at:
+            return b""
+        cuts = self.cut[rows].tolist()
+        # each record up to its reasons, then "[]}": the separator carries them
+        return b"[]},".join([records[i][:c] for i, c in zip(at, cuts, strict=True)]) + b"[]}"
 
     @property
     def nbytes(self) -> int:
-        return len(self.heads) + len(self.reasons) + self.head_at.nbytes + self.reason_at.nbytes
+        """Bytes held (records with their object headers, the cuts, the id map)."""
+        return (
+            sum(map(sys.getsizeof, self.records))
+            + sys.getsizeof(self.records)
+            + self.cut.nbytes
+            + sys.getsizeof(self.rows)
+        )
 
 
 def encode_records(chunks: Iterable[Sequence[Mapping[str, Any]]]) -> EncodedRecords:
-    """``EncodedRecords`` of records whose last key is ``reasons``, given chunk by chunk."""
-    heads, reasons = bytearray(), bytearray()
-    head_at, reason_at = [0], [0]
+    """``EncodedRecords`` of records whose last key is ``reasons`` (row ``i`` the ``i``-th record
+    given, chunk by chunk), each with a distinct ``customer_id``."""
+    records: list[bytes] = []
+    cut: list[int] = []
+    rows: dict[str, int] = {}
     for chunk in chunks:
         for record in chunk:
             whole = to_json(record)
             why = to_json(record["reasons"])
-            cut = len(whole) - len(why) - 1
-            if whole[cut:-1] != why or not whole.endswith(b"}"):
+            at = len(whole) - len(why) - 1
+            if whole[at:-1] != why or not whole.endswith(b"}"):
                 raise ValueError("a record's last key must be its reasons")
-            heads += whole[:cut]
-            reasons += why
-            head_at.append(len(heads))
-            reason_at.append(len(reasons))
-    return EncodedRecords(
-        heads=bytes(heads),
-        head_at=np.asarray(head_at, dtype=np.int64),
-        reasons=bytes(reasons),
-        reason_at=np.asarray(reason_at, dtype=np.int64),
-    )
+            cid = record["customer_id"]
+            if cid in rows:
+                raise ValueError("customer ids of encoded records must be distinct")
+            rows[cid] = len(records)
+            records.append(whole)
+            cut.append(at)
+    return EncodedRecords(records=records, cut=np.asarray(cut, dtype=np.int64), rows=rows)

@@ -92,9 +92,14 @@ def plan_score(
     served = state.model(family)
     if not isinstance(served, ScoreModel):
         raise RequestError("model", f"model {family!r} is a {served.meta.kind} model, not a scorer")
-    check_ids(customer_ids, max_batch)
-    positions = served.base.positions(customer_ids)
-    unknown = [cid for cid, pos in zip(customer_ids, positions, strict=True) if pos < 0]
+    if not 0 < len(set(customer_ids)) == len(customer_ids) <= max_batch:
+        check_ids(customer_ids, max_batch)  # the 400 naming the field (and the positions)
+    encoded = served.encoded
+    if encoded is not None:  # the rows of the records encoded at load: a dict, no pandas
+        positions = np.asarray(encoded.rows_of(customer_ids), dtype=np.intp)
+    else:
+        positions = served.base.positions(customer_ids)
+    unknown = [customer_ids[i] for i in np.flatnonzero(positions < 0).tolist()]
     head = {
         "model": family,
         "kind": served.output,
