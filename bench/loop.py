@@ -78,6 +78,7 @@ def run_seed(
     keep_test_reads: bool = False,
     stratified_reads: bool = True,
     unproven_cell: bool = False,
+    between: str = "arm",
 ) -> dict[str, Any]:
     """Generate one world and run every scenario and method ``repeats`` times on it (a method's
     repeat ``r`` draws the same control group as the others' repeat ``r``)."""
@@ -100,6 +101,7 @@ def run_seed(
             keep_test_reads=keep_test_reads,
             stratified_reads=stratified_reads,
             unproven_cell=unproven_cell,
+            between=between,
         )
         for m in methods
     }
@@ -113,6 +115,7 @@ def run_seed(
         "keep_test_reads": keep_test_reads,
         "stratified_reads": stratified_reads,
         "unproven_cell": unproven_cell,
+        "between": between,
         "scenarios": {},
     }
     with tempfile.TemporaryDirectory(prefix="patron-loop-") as home:
@@ -198,6 +201,13 @@ def main() -> None:
         help="targeted: the customers whose plan arm the evidence does not pass yet are tested "
         "at the control fraction per arm read on them (LoopSettings.unproven_cell)",
     )
+    ap.add_argument(
+        "--between",
+        choices=["arm", "shared"],
+        default="arm",
+        help="targeted: the random effect between an arm's reads, estimated per arm (default) "
+        "or shared by the arms in incremental-response units (LoopSettings.between)",
+    )
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "loop.json")
     ap.add_argument(
         "--merge",
@@ -223,6 +233,7 @@ def main() -> None:
                 args.keep_test_reads,
                 args.stratified_reads,
                 args.unproven_cell,
+                args.between,
             )
             for s in range(args.first_seed, args.first_seed + args.seeds)
         ]

@@ -63,6 +63,7 @@ from models.decisions.readout import (
     read_targeted,
     read_wave,
     rollout_by_population,
+    shared_tau2,
 )
 
 CAMPAIGN = "campaign_id"
@@ -121,6 +122,13 @@ class LoopSettings:
     # not chosen on the development seeds: fewer held customers, as many more test contacts,
     # no more gaining populations rolled out
     unproven_cell: bool = False
+    # targeted, gate_reads "pooled": the spread between an arm's reads (their random effect).
+    # "arm" (default): estimated per arm by moments, on one degree of freedom when the arm was
+    # read twice; "shared": one spread in incremental-response units for every arm
+    # (``readout.shared_tau2``, each arm's Q pooled), scaled by each arm's value per response.
+    # Tried, not chosen on the development seeds: the up-sell arms' real spread widened the
+    # retention arm's interval (docs/campaign_loop.md §6)
+    between: str = "arm"
     learner: str = "x"
     params: dict[str, Any] = field(
         default_factory=lambda: {
@@ -678,6 +686,25 @@ def draw_test_cell(
     return test, loop
 
 
+def _pool(
+    reads: list[list[ArmReadout]],
+    settings: LoopSettings,
+    scale: dict[str, float],
+    tau2: float | None = None,
+) -> dict[str, ArmReadout]:
+    """The arms' reads pooled with a random effect (``pool_readouts(predictive=True)``), its
+    spread estimated per arm or shared by the arms (``settings.between``; ``tau2``: the shared
+    spread per unit of ``scale`` already estimated on more reads)."""
+    if settings.between == "shared":
+        t2 = shared_tau2(reads, scale) if tau2 is None else tau2
+        got = pool_readouts(
+            reads, settings.confidence, predictive=True, tau2_per_unit=t2, scale=scale
+        )
+    else:
+        got = pool_readouts(reads, settings.confidence, predictive=True)
+    return {r.arm: r for r in got}
+
+
 def _gate_every_arm(
     pooled: dict[str, ArmReadout], arms: list[Arm], confidence: float
 ) -> list[GateDecision]:
@@ -737,6 +764,7 @@ def _simulate_targeted(
     model_arms = sorted(known)
     oof = crossfit(seen, model_arms, features, categorical, settings, seed)
     evidence = history_readouts(history, model_arms, *oof, arms, terms, settings.confidence)
+    scale = {a.label: a.value for a in arms}  # the random effect's unit (settings.between)
     model0 = fit_known(history, model_arms, features, categorical, settings, seed)
     model = model0
     out = []
@@ -760,9 +788,7 @@ def _simulate_targeted(
         second = np.full(n, NO_CONTACT)
         provisional: list[int] = []
         if settings.rollout == "read":
-            so_far = {
-                r.arm: r for r in pool_readouts(evidence, settings.confidence, predictive=True)
-            }
+            so_far = _pool(evidence, settings, scale)
             provisional = [
                 j
                 for j in model_arms
@@ -805,10 +831,7 @@ def _simulate_targeted(
                 for r in pool_toward_current(readouts, evidence, tau_scale, settings.confidence)
             }
         else:
-            pooled = {
-                r.arm: r
-                for r in pool_readouts([*evidence, readouts], settings.confidence, predictive=True)
-            }
+            pooled = _pool([*evidence, readouts], settings, scale)
         decisions = _gate_every_arm(pooled, arms, settings.confidence)
         passed = [j for j, d in enumerate(decisions) if d.roll_out]
 
@@ -877,10 +900,12 @@ def _simulate_targeted(
                     }
                 else:
                     fb_reads = [*hist, [live] if live is not None else []]
-                    pool = {
-                        r.arm: r
-                        for r in pool_readouts(fb_reads, settings.confidence, predictive=True)
-                    }
+                    pool = _pool(
+                        fb_reads,
+                        settings,
+                        {key: arms[b].value},
+                        shared_tau2([*evidence, readouts], scale),
+                    )
                 if key in pool:
                     decision = gate([pool[key]], settings.confidence)[0]
                 else:

@@ -31,7 +31,7 @@ mistakes). An arm with too few contacts (``min_contacts``) or no control is held
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -250,8 +250,49 @@ def read_wave(
     return out
 
 
+def _usable_reads(waves: list[list[ArmReadout]], name: str) -> list[ArmReadout]:
+    """The reads of ``name`` that can be pooled: contacts, controls and a positive finite SE."""
+    return [
+        r
+        for wave in waves
+        for r in wave
+        if r.arm == name
+        and r.contacts
+        and r.control
+        and np.isfinite(r.profit_se)
+        and r.profit_se > 0
+    ]
+
+
+def shared_tau2(waves: list[list[ArmReadout]], scale: Mapping[str, float]) -> float:
+    """The spread between waves **common to every arm**, per unit of ``scale`` (each arm's
+    value per response, so the figure is in incremental-response units): the
+    DerSimonian–Laird moment estimate with each arm's ``Q`` statistic and its expectation
+    summed over the arms read in two waves or more (``E[sum Q] = sum (k - 1) + tau^2 sum C``).
+    With two reads of an arm its own estimate rests on one degree of freedom; summed over the
+    arms it rests on one per arm. Arms not in ``scale`` are left out."""
+    q = df = c = 0.0
+    for name in dict.fromkeys(r.arm for wave in waves for r in wave):
+        usable = _usable_reads(waves, name)
+        if len(usable) < 2 or not scale.get(name):
+            continue
+        s = abs(float(scale[name]))
+        y = np.array([r.profit_per_contact for r in usable]) / s
+        w = 1 / (np.array([r.profit_se for r in usable]) / s) ** 2
+        fixed = float(np.sum(w * y) / w.sum())
+        q += float(np.sum(w * (y - fixed) ** 2))
+        df += len(usable) - 1
+        c += float(w.sum() - np.sum(w**2) / w.sum())
+    return max(0.0, (q - df) / c) if c > 0 else 0.0
+
+
 def pool_readouts(
-    waves: list[list[ArmReadout]], level: float = 0.9, *, predictive: bool = False
+    waves: list[list[ArmReadout]],
+    level: float = 0.9,
+    *,
+    predictive: bool = False,
+    tau2_per_unit: float | None = None,
+    scale: Mapping[str, float] | None = None,
 ) -> list[ArmReadout]:
     """One read-out per arm from several randomised waves, each read against its own control
     group: the fixed-effect (inverse-variance) pool of the per-wave profit per contact and
@@ -263,22 +304,25 @@ def pool_readouts(
     the waves beyond their noise, ``tau^2``, estimated by moments, each wave weighted by
     ``1 / (se^2 + tau^2)``), and give the figure's uncertainty **for the next wave**:
     ``se^2 = se(pooled mean)^2 + tau^2`` — what a gate deciding the next roll-out needs. One
-    wave (or waves that agree within their noise) gives the fixed-effect figures."""
+    wave (or waves that agree within their noise) gives the fixed-effect figures.
+
+    ``tau2_per_unit`` (with ``predictive``): the spread between waves given, not estimated per
+    arm — e.g. ``shared_tau2`` over every arm — as ``tau^2 = tau2_per_unit x scale[arm]^2``
+    for an arm read in two waves or more (an arm missing from ``scale``: its own estimate; one
+    read: the fixed-effect figures, as without it)."""
     names = list(dict.fromkeys(r.arm for wave in waves for r in wave))
     out = []
     for name in names:
-        parts = [
-            r
-            for wave in waves
-            for r in wave
-            if r.arm == name and r.contacts and r.control and np.isfinite(r.profit_se)
-        ]
-        usable = [r for r in parts if r.profit_se > 0]
+        usable = _usable_reads(waves, name)
         if not usable:
             continue
         w = np.array([1 / r.profit_se**2 for r in usable])
         tau2 = 0.0
-        if predictive and len(usable) > 1:
+        given = tau2_per_unit is not None and scale is not None and name in scale
+        if predictive and given and len(usable) > 1:
+            tau2 = float(tau2_per_unit) * float(scale[name]) ** 2  # type: ignore[index,arg-type]
+            w = 1 / (np.array([r.profit_se**2 for r in usable]) + tau2)
+        elif predictive and len(usable) > 1:
             y = np.array([r.profit_per_contact for r in usable])
             fixed = float(np.sum(w * y) / w.sum())
             q = float(np.sum(w * (y - fixed) ** 2))

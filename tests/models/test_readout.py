@@ -300,3 +300,63 @@ def test_a_stratified_population_read_by_hand() -> None:
     assert r.incremental_response == pytest.approx(0.5 * 0.3 + 0.5 * 0.0)
     assert (r.contacts, r.responders, r.control, r.control_responders) == (50, 9, 40, 6)
     assert r.control_rate == pytest.approx(6 / 40)
+
+
+def test_a_spread_shared_by_the_arms_is_estimated_on_all_their_reads() -> None:
+    # twelve arms of different values per response, each read in two waves whose true
+    # incremental response differs by a spread common to every arm (sd 0.02); each arm's own
+    # moment estimate rests on one degree of freedom, the shared one on twelve
+    from dataclasses import replace
+
+    from models.decisions.readout import shared_tau2
+
+    rng = np.random.default_rng(7)
+    tau, se_u = 0.02, 0.01
+    values = {f"arm{k}": float(v) for k, v in enumerate(rng.uniform(20, 80, 12))}
+    shared, own = [], []
+    for _ in range(200):
+        waves: list[list] = [[], []]
+        for arm, v in values.items():
+            for wave in waves:
+                u = rng.normal(0.03, tau) + rng.normal(0, se_u)
+                wave.append(
+                    replace(_READ[0], arm=arm, profit_per_contact=u * v, profit_se=se_u * v)
+                )
+        shared.append(shared_tau2(waves, values))
+        own += [shared_tau2(waves, {arm: v}) for arm, v in values.items()]  # each alone
+    assert np.sqrt(np.mean(shared)) == pytest.approx(tau, rel=0.15)
+    # the same spread, far steadier: the per-arm estimates scatter about sqrt(12) times more
+    assert np.std(own) > 2.5 * np.std(shared)
+    # given, it is each arm's spread in its own units: tau^2 x value^2, added for the next wave
+    (given,) = pool_readouts(
+        [[r for r in w if r.arm == "arm0"] for w in waves],
+        predictive=True,
+        tau2_per_unit=tau**2,
+        scale=values,
+    )
+    fixed_se2 = _fixed_se2(waves, "arm0")
+    t2 = tau**2 * values["arm0"] ** 2
+    assert given.profit_se**2 == pytest.approx(1 / (2 / (se_u**2 * values["arm0"] ** 2 + t2)) + t2)
+    assert given.profit_se**2 > fixed_se2
+    # one read: the fixed-effect figures, as without a shared spread
+    (one,) = pool_readouts([[waves[0][0]]], predictive=True, tau2_per_unit=tau**2, scale=values)
+    assert one.profit_se == pytest.approx(se_u * values["arm0"])
+    # no spread between the waves: about none estimated
+    calm = [
+        [
+            replace(
+                _READ[0],
+                arm=a,
+                profit_per_contact=(0.03 + rng.normal(0, se_u)) * v,
+                profit_se=se_u * v,
+            )
+            for a, v in values.items()
+        ]
+        for _ in range(2)
+    ]
+    assert shared_tau2(calm, values) < (tau / 2) ** 2
+
+
+def _fixed_se2(waves: list[list], arm: str) -> float:
+    (fe,) = pool_readouts([[r for r in w if r.arm == arm] for w in waves])
+    return fe.profit_se**2
