@@ -172,15 +172,15 @@ def main() -> None:
     ap.add_argument(
         "--gate-reads",
         default="pooled",
-        choices=["pooled", "current"],
+        choices=["pooled", "current", "bayes"],
         help="targeted: what the gate reads an arm on (LoopSettings.gate_reads)",
     )
     ap.add_argument(
         "--tau-uplift",
         type=float,
         default=0.02,
-        help="gate reads 'current': prior scale of an arm's spread between populations, in "
-        "incremental response (x its value per response)",
+        help="gate reads 'current' or 'bayes': prior scale of an arm's spread between "
+        "populations, in incremental response (x its value per response)",
     )
     ap.add_argument(
         "--keep-test-reads",

@@ -57,6 +57,7 @@ from models.decisions.readout import (
     ArmTerms,
     GateDecision,
     gate,
+    pool_predictive_bayes,
     pool_readouts,
     pool_toward_current,
     read_population,
@@ -96,6 +97,10 @@ class LoopSettings:
     #   earlier reads as its prior (``pool_toward_current``), with a half-normal prior of scale
     #   ``tau_uplift`` x the arm's value per response on the spread between populations; an arm
     #   not read now is held
+    # "bayes": as "pooled", the spread between an arm's reads integrated over a half-normal
+    #   prior of scale ``tau_uplift`` x the arm's value per response instead of its moment
+    #   estimate (``readout.pool_predictive_bayes``); tried, not chosen on the development seeds
+    #   (within the runs' spread; docs/campaign_loop.md §6)
     gate_reads: str = "pooled"
     tau_uplift: float = 0.02
     # targeted: what later waves' gates pool of this wave (docs/campaign_loop.md §6):
@@ -408,8 +413,10 @@ def simulate_loop(
         raise ValueError(f"unknown loop method {settings.method!r}; known: refit, targeted")
     if settings.rollout not in ("read", "held", "extend"):
         raise ValueError(f"unknown roll-out {settings.rollout!r}; known: read, held, extend")
-    if settings.gate_reads not in ("pooled", "current"):
-        raise ValueError(f"unknown gate reads {settings.gate_reads!r}; known: current, pooled")
+    if settings.gate_reads not in ("pooled", "current", "bayes"):
+        raise ValueError(
+            f"unknown gate reads {settings.gate_reads!r}; known: bayes, current, pooled"
+        )
     history = history[history["arm"].isin([-1, *known])]  # the arms never tested do not exist
     if settings.method == "targeted":
         return _simulate_targeted(
@@ -695,6 +702,9 @@ def _pool(
     """The arms' reads pooled with a random effect (``pool_readouts(predictive=True)``), its
     spread estimated per arm or shared by the arms (``settings.between``; ``tau2``: the shared
     spread per unit of ``scale`` already estimated on more reads)."""
+    if settings.gate_reads == "bayes":
+        prior = {arm: settings.tau_uplift * v for arm, v in scale.items()}
+        return {r.arm: r for r in pool_predictive_bayes(reads, prior, settings.confidence)}
     if settings.between == "shared":
         t2 = shared_tau2(reads, scale) if tau2 is None else tau2
         got = pool_readouts(

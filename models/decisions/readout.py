@@ -427,6 +427,66 @@ def _posterior_on_current(
     return p, mean, var
 
 
+def _posterior_predictive(
+    y: np.ndarray, s2: np.ndarray, tau_scale: float, grid: int = 200
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same hierarchical model as ``_posterior_on_current``; returns, over its grid of
+    ``tau``, the posterior weights and the mean and variance of a **new** population's
+    ``theta`` given ``tau``: ``mu``'s posterior ``N(mu_tau, v_mu)`` widened by ``tau^2``."""
+    taus = np.linspace(0.0, 5.0 * tau_scale, grid + 1)[1:]
+    v = s2[None, :] + taus[:, None] ** 2
+    w = 1 / v
+    v_mu = 1 / w.sum(axis=1)
+    mu = (w * y[None, :]).sum(axis=1) * v_mu
+    log_post = (
+        -0.5 * (taus / tau_scale) ** 2
+        + 0.5 * np.log(v_mu)
+        - 0.5 * np.log(v).sum(axis=1)
+        - 0.5 * (((y[None, :] - mu[:, None]) ** 2) * w).sum(axis=1)
+    )
+    p = np.exp(log_post - log_post.max())
+    p /= p.sum()
+    return p, mu, v_mu + taus**2
+
+
+def pool_predictive_bayes(
+    waves: list[list[ArmReadout]], tau_scale: Mapping[str, float], level: float = 0.9
+) -> list[ArmReadout]:
+    """``pool_readouts(..., predictive=True)`` with the spread between an arm's reads
+    **integrated over a half-normal prior** of scale ``tau_scale[arm]`` (profit per contact)
+    instead of its moment estimate: with two reads the moment estimate rests on one degree of
+    freedom, zero when they happen to agree and several times their noise when they happen to
+    disagree; the prior keeps it to spreads believed possible before any read, and the reads
+    move it within them (Gelman, *Prior distributions for variance parameters in hierarchical
+    models*, 2006: a half-normal or half-t prior for few groups). The figure is the predictive
+    distribution of the next population's profit per contact (a mixture of normals over the
+    spread); ``profit_lower_one_sided`` is its ``1 - level`` quantile. An arm read once, or
+    missing from ``tau_scale``, keeps ``pool_readouts``' figures."""
+    z_two = float(_z(0.5 + level / 2))
+    out = []
+    for r in pool_readouts(waves, level, predictive=True):
+        usable = _usable_reads(waves, r.arm)
+        if len(usable) < 2 or not tau_scale.get(r.arm):
+            out.append(r)
+            continue
+        y = np.array([e.profit_per_contact for e in usable])
+        s2 = np.array([e.profit_se**2 for e in usable])
+        p, mean, var = _posterior_predictive(y, s2, float(tau_scale[r.arm]))
+        m = float(np.sum(p * mean))
+        sd = float(np.sqrt(max(np.sum(p * (var + mean**2)) - m**2, 0.0)))
+        out.append(
+            replace(
+                r,
+                profit_per_contact=m,
+                profit_per_contact_ci=(m - z_two * sd, m + z_two * sd),
+                profit_lower_one_sided=_mixture_quantile(p, mean, np.sqrt(var), 1 - level),
+                profit_se=sd,
+                incremental_profit=m * r.contacts,
+            )
+        )
+    return out
+
+
 def pool_toward_current(
     current: list[ArmReadout],
     earlier: list[list[ArmReadout]],

@@ -360,3 +360,33 @@ def test_a_spread_shared_by_the_arms_is_estimated_on_all_their_reads() -> None:
 def _fixed_se2(waves: list[list], arm: str) -> float:
     (fe,) = pool_readouts([[r for r in w if r.arm == arm] for w in waves])
     return fe.profit_se**2
+
+
+def test_the_spread_between_two_reads_integrated_over_a_prior() -> None:
+    from models.decisions.readout import pool_predictive_bayes
+
+    agree = [_reads(2.0, 0.5), _reads(2.1, 0.5)]
+    disagree = [_reads(4.0, 0.5), _reads(0.0, 0.5)]
+    (m_agree,), (m_dis,) = (pool_readouts(r, predictive=True) for r in (agree, disagree))
+    # the moment estimate: none of the spread when two reads agree, a spread of about their
+    # difference when they do not (one degree of freedom either way)
+    assert m_agree.profit_se == pytest.approx(0.5 / np.sqrt(2))
+    assert m_dis.profit_se > 2.5
+    # over a prior of scale 0.5 per contact: some spread kept when they agree, and a
+    # disagreement weighed against what the prior believes possible
+    (b_agree,) = pool_predictive_bayes(agree, {"a": 0.5})
+    (b_dis,) = pool_predictive_bayes(disagree, {"a": 0.5})
+    assert m_agree.profit_se < b_agree.profit_se < 1.0
+    assert 0.5 < b_dis.profit_se < m_dis.profit_se
+    assert b_dis.profit_lower_one_sided > m_dis.profit_lower_one_sided
+    assert b_dis.profit_per_contact == pytest.approx(2.0)  # equal noise: the mean between them
+    # a prior of almost no spread: the fixed-effect figures
+    (tight,) = pool_predictive_bayes(disagree, {"a": 1e-4})
+    (fixed,) = pool_readouts(disagree)
+    assert tight.profit_se == pytest.approx(fixed.profit_se, rel=1e-3)
+    assert tight.profit_lower_one_sided == pytest.approx(fixed.profit_lower_one_sided, rel=1e-3)
+    # one read, or an arm without a prior: pool_readouts' figures
+    assert pool_predictive_bayes([agree[0]], {"a": 0.5}) == pool_readouts(
+        [agree[0]], predictive=True
+    )
+    assert pool_predictive_bayes(disagree, {}) == [m_dis]
