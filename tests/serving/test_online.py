@@ -396,3 +396,11 @@ def test_a_replica_answers_small_requests_while_large_ones_run(online, large, re
         assert "Traceback" not in srv.log_text()
     finally:
         srv.stop()
+
+
+def test_the_store_client_parses_replies_in_c() -> None:
+    """hiredis (a dependency through ``redis[hiredis]``): redis-py parses a large MGET reply in
+    C — without it a 1,000-customer read costs twice the replica's CPU (docs/serving.md)."""
+    from redis.utils import HIREDIS_AVAILABLE
+
+    assert HIREDIS_AVAILABLE, "hiredis is not importable: install the project's dependencies"
