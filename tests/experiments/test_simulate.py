@@ -136,9 +136,10 @@ def test_cli_prints_waves_and_gate(arms_state) -> None:
     assert bad.exit_code != 0
 
 
-def _world(n: int, seed: int) -> tuple:
+def _world(n: int, seed: int, new_effect: float = 0.5, waves: int = 1) -> tuple:
     """A small world of two arms: arm 0 (known, no effect) and arm 1 (never tested before the
-    campaign: +0.5 response for everyone); one randomised campaign of arm 0 before it."""
+    campaign: ``new_effect`` on everyone's response); one randomised campaign of arm 0 before
+    it; ``waves`` waves of the same customers."""
     from experiments.offpolicy import Arm
     from experiments.simulate import Wave
 
@@ -150,15 +151,15 @@ def _world(n: int, seed: int) -> tuple:
     history["label"] = (rng.random(n) < 0.2).astype(int)
     history["campaign_id"] = "BEFORE"
     p0 = np.full(n, 0.2)
-    p_arms = np.column_stack([p0, p0 + 0.5])
-    return arms, history, Wave("W1", x.copy(), (p0, p_arms))
+    p_arms = np.column_stack([p0, p0 + new_effect])
+    return arms, history, [Wave(f"W{i + 1}", x.copy(), (p0, p_arms)) for i in range(waves)]
 
 
 def test_a_new_arm_that_passes_on_everyone_is_rolled_out() -> None:
-    arms, history, wave = _world(4_000, 0)
+    arms, history, waves = _world(4_000, 0)
     settings = replace(FAST, params={"n_estimators": 10, "max_depth": 2, "learning_rate": 0.1})
     (out,) = simulate_loop(
-        history, [wave], ["f1", "f2"], [], arms, [0], settings, np.random.default_rng(1)
+        history, waves, ["f1", "f2"], [], arms, [0], settings, np.random.default_rng(1)
     )
     decisions = {g["arm"]: g["roll_out"] for g in out.gate}
     assert decisions["NEW/sms"]  # +0.5 x 40 per contact, read on everyone's test cell
@@ -176,7 +177,7 @@ def test_a_new_arm_that_passes_on_everyone_is_rolled_out() -> None:
     # the design before gave it to no one: no model knew the arm
     (before,) = simulate_loop(
         history,
-        [wave],
+        waves,
         ["f1", "f2"],
         [],
         arms,
@@ -206,20 +207,8 @@ def test_gate_error_rates_count_every_population_decided() -> None:
 def test_kept_test_reads_reach_the_next_waves_gate() -> None:
     """With ``keep_test_reads`` the test cell's read of an arm that was not rolled out is pooled
     by the next wave's gate; by default it is lost (only roll-outs' reads are kept)."""
-    from experiments.offpolicy import Arm
-    from experiments.simulate import Wave
-
-    rng = np.random.default_rng(0)
-    n = 4_000
-    arms = [Arm("OLD", "email", 40.0, 0.2), Arm("NEW", "sms", 40.0, 0.1)]
-    x = pd.DataFrame({"f1": rng.normal(size=n), "f2": rng.normal(size=n)})
-    history = x.copy()
-    history["arm"] = np.where(rng.random(n) < 0.5, 0, -1)
-    history["label"] = (rng.random(n) < 0.2).astype(int)
-    history["campaign_id"] = "BEFORE"
-    p0 = np.full(n, 0.2)
-    p_arms = np.column_stack([p0, p0 - 0.05])  # the new arm loses: dropped, never rolled out
-    waves = [Wave(f"W{i}", x.copy(), (p0, p_arms)) for i in range(2)]
+    # the new arm loses: dropped, never rolled out
+    arms, history, waves = _world(4_000, 0, new_effect=-0.05, waves=2)
     settings = replace(FAST, params={"n_estimators": 10, "max_depth": 2, "learning_rate": 0.1})
 
     def new_arm_gate(keep: bool) -> list[str]:
