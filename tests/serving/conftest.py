@@ -10,7 +10,8 @@ import contextlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,45 @@ def server_env(settings: dict[str, Any], home: Path, **extra: str) -> dict[str, 
         }
     )
     return env
+
+
+def small_beside_large(
+    srv: Server,
+    big_ids: list[str],
+    small_ids: list[str],
+    big_ok: Callable[[Any], bool],
+    small_body: Callable[[Any], Any],
+) -> tuple[list[bool], list[tuple[str, int, Any]]]:
+    """Two clients send ``/score`` for ``big_ids`` six times each while four others send each
+    of ``small_ids`` (split between them) three times, 1 customer per request, once the large
+    requests have started. Returns whether each large answer was 200 and ``big_ok``, and each
+    small request's (customer, status, ``small_body(response)``)."""
+    import httpx
+
+    user = {"Authorization": f"Bearer {USER_KEY}"}
+    big_out: list[bool] = []
+    small_out: list[tuple[str, int, Any]] = []
+    started = threading.Event()
+
+    def big_client() -> None:
+        with httpx.Client(base_url=srv.url, headers=user, timeout=60) as http:
+            for _ in range(6):
+                started.set()
+                r = http.post("/score", json={"customer_ids": big_ids})
+                big_out.append(r.status_code == 200 and big_ok(r))
+
+    def small_client(mine: list[str]) -> None:
+        started.wait(timeout=60)
+        with httpx.Client(base_url=srv.url, headers=user, timeout=60) as http:
+            for cid in mine * 3:
+                r = http.post("/score", json={"customer_ids": [cid]})
+                small_out.append((cid, r.status_code, small_body(r)))
+
+    srv.wait_ready()
+    bigs = [threading.Thread(target=big_client) for _ in range(2)]
+    smalls = [threading.Thread(target=small_client, args=(small_ids[i::4],)) for i in range(4)]
+    for t in [*bigs, *smalls]:
+        t.start()
+    for t in [*bigs, *smalls]:
+        t.join(timeout=120)
+    return big_out, small_out

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from types import SimpleNamespace
 
-import httpx
 import numpy as np
 import pytest
 
 from serving.errors import RequestError
 from serving.settings import ServingSettings
-from tests.serving.conftest import USER_KEY, Server, register_copy, server_env, serving_settings
+from tests.serving.conftest import (
+    USER_KEY,
+    Server,
+    register_copy,
+    server_env,
+    serving_settings,
+    small_beside_large,
+)
 
 NAME = "serving-large-inmemory-test"
 USER = {"Authorization": f"Bearer {USER_KEY}"}
@@ -168,33 +173,11 @@ def test_a_server_answers_small_requests_while_large_ones_run(served, tmp_path):
     expected_big = _service_answer(state, asked, True)
     small = asked[::10]
     expected = {cid: _service_answer(state, [cid], True) for cid in small}
-    big_out: list[bool] = []
-    small_out: list[tuple[str, int, bytes]] = []
-    started = threading.Event()
     srv = Server(server_env(doc, pipeline["state"].home), tmp_path / "server.log")
-
-    def big_client() -> None:
-        with httpx.Client(base_url=srv.url, headers=USER, timeout=60) as http:
-            for _ in range(6):
-                started.set()
-                r = http.post("/score", json={"customer_ids": asked})
-                big_out.append(r.status_code == 200 and r.content == expected_big)
-
-    def small_client(mine: list[str]) -> None:
-        started.wait(timeout=60)
-        with httpx.Client(base_url=srv.url, headers=USER, timeout=60) as http:
-            for cid in mine * 3:
-                r = http.post("/score", json={"customer_ids": [cid]})
-                small_out.append((cid, r.status_code, r.content))
-
     try:
-        srv.wait_ready()
-        bigs = [threading.Thread(target=big_client) for _ in range(2)]
-        smalls = [threading.Thread(target=small_client, args=(small[i::4],)) for i in range(4)]
-        for t in [*bigs, *smalls]:
-            t.start()
-        for t in [*bigs, *smalls]:
-            t.join(timeout=120)
+        big_out, small_out = small_beside_large(
+            srv, asked, small, lambda r: r.content == expected_big, lambda r: r.content
+        )
         assert big_out == [True] * 12
         assert len(small_out) == 3 * len(small)
         assert all(status == 200 for _, status, _ in small_out), small_out[:3]

@@ -29,6 +29,7 @@ from tests.serving.conftest import (
     register_copy,
     server_env,
     serving_settings,
+    small_beside_large,
 )
 
 NAME = "serving-online-test"
@@ -361,34 +362,14 @@ def test_a_replica_answers_small_requests_while_large_ones_run(online, large, re
     small = ids[::10]
     records = score_from_store(store, "churn", small, 10_000)["scores"]
     expected = dict(zip(small, records, strict=True))
-    big_out: list = []
-    small_out: list = []
-    started = threading.Event()
-
-    def big_client() -> None:
-        with httpx.Client(base_url=srv.url, headers=USER, timeout=60) as http:
-            for _ in range(6):
-                started.set()
-                r = http.post("/score", json={"customer_ids": ids})
-                big_out.append(r.status_code == 200 and r.json() == expected_big)
-
-    def small_client(mine: list[str]) -> None:
-        started.wait(timeout=60)
-        with httpx.Client(base_url=srv.url, headers=USER, timeout=60) as http:
-            for cid in mine * 3:
-                r = http.post("/score", json={"customer_ids": [cid]})
-                small_out.append(
-                    (cid, r.status_code, r.json()["scores"] if r.is_success else r.text)
-                )
-
     try:
-        srv.wait_ready()
-        bigs = [threading.Thread(target=big_client) for _ in range(2)]
-        smalls = [threading.Thread(target=small_client, args=(small[i::4],)) for i in range(4)]
-        for t in [*bigs, *smalls]:
-            t.start()
-        for t in [*bigs, *smalls]:
-            t.join(timeout=120)
+        big_out, small_out = small_beside_large(
+            srv,
+            ids,
+            small,
+            lambda r: r.json() == expected_big,
+            lambda r: r.json()["scores"] if r.is_success else r.text,
+        )
         assert big_out == [True] * 12
         assert len(small_out) == 3 * len(small)
         assert all(status == 200 for _, status, _ in small_out), small_out
