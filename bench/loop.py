@@ -73,7 +73,7 @@ def run_seed(
     confidence: float,
     methods: list[str],
     rollout: str = "read",
-    gate_reads: str = "pooled",
+    gate_reads: str = "bayes",
     tau_uplift: float = 0.02,
     keep_test_reads: bool = False,
     stratified_reads: bool = True,
@@ -171,7 +171,7 @@ def main() -> None:
     )
     ap.add_argument(
         "--gate-reads",
-        default="pooled",
+        default="bayes",
         choices=["pooled", "current", "bayes"],
         help="targeted: what the gate reads an arm on (LoopSettings.gate_reads)",
     )

@@ -35,6 +35,7 @@ learning step of the loop simulator (the same functions: ``experiments.simulate`
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,7 @@ from experiments.simulate import (
     crossfit,
     design_column,
     fit_known,
+    gate_pool,
     history_design,
     history_readouts,
 )
@@ -77,7 +79,6 @@ from models.decisions.readout import (
     ArmTerms,
     GateDecision,
     gate,
-    pool_readouts,
     read_population,
     rollout_by_population,
 )
@@ -148,7 +149,11 @@ def learn_and_gate(
         )
         if r is not None:
             reads.append(r)
-    pooled = {r.arm: r for r in pool_readouts([*evidence, reads], confidence, predictive=True)}
+    pooled = gate_pool(
+        [*evidence, reads],
+        replace(settings, confidence=confidence),
+        {a.label: a.value for a in arms},
+    )
     decisions = []
     for j in tried:
         label = arms[j].label

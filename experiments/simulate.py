@@ -91,17 +91,18 @@ class LoopSettings:
     #   and a never-tested arm no one (no model knows it)
     rollout: str = "read"
     # targeted: what the gate reads an arm on (docs/campaign_loop.md §6):
-    # "pooled": every read of the arm (history, earlier waves, this test cell) pooled with a
-    #   random effect estimated by moments, as the mean of the arm's populations;
+    # "bayes" (default): every read of the arm (history, earlier waves, this test cell) pooled
+    #   with a random effect, the predictive figure for the next population, the spread between
+    #   the reads integrated over a half-normal prior of scale ``tau_uplift`` x the arm's value
+    #   per response (``readout.pool_predictive_bayes``); chosen on the development seeds 1-3
+    #   and 101-103 over "pooled" (docs/campaign_loop.md §6);
+    # "pooled" (the default before): the same with the spread estimated by moments, on one
+    #   degree of freedom when the arm was read twice;
     # "current": the population it would roll out on now (this test cell's read of it), the
     #   earlier reads as its prior (``pool_toward_current``), with a half-normal prior of scale
     #   ``tau_uplift`` x the arm's value per response on the spread between populations; an arm
     #   not read now is held
-    # "bayes": as "pooled", the spread between an arm's reads integrated over a half-normal
-    #   prior of scale ``tau_uplift`` x the arm's value per response instead of its moment
-    #   estimate (``readout.pool_predictive_bayes``); tried, not chosen on the development seeds
-    #   (within the runs' spread; docs/campaign_loop.md §6)
-    gate_reads: str = "pooled"
+    gate_reads: str = "bayes"
     tau_uplift: float = 0.02
     # targeted: what later waves' gates pool of this wave (docs/campaign_loop.md §6):
     # False (default): the roll-out's reads only (each population rolled out against its
@@ -693,15 +694,19 @@ def draw_test_cell(
     return test, loop
 
 
-def _pool(
+def gate_pool(
     reads: list[list[ArmReadout]],
     settings: LoopSettings,
     scale: dict[str, float],
     tau2: float | None = None,
 ) -> dict[str, ArmReadout]:
-    """The arms' reads pooled with a random effect (``pool_readouts(predictive=True)``), its
-    spread estimated per arm or shared by the arms (``settings.between``; ``tau2``: the shared
-    spread per unit of ``scale`` already estimated on more reads)."""
+    """The arms' reads pooled for the gate (``settings.gate_reads``): with a random effect
+    whose spread is integrated over a half-normal prior of scale ``settings.tau_uplift`` x
+    ``scale[arm]`` (the arm's value per response; "bayes", the default,
+    ``pool_predictive_bayes``) or estimated by moments (``pool_readouts(predictive=True)``),
+    per arm or shared by the arms (``settings.between``; ``tau2``: the shared spread per unit
+    of ``scale`` already estimated on more reads). Used by the loop simulator and by
+    ``experiments.rollout``."""
     if settings.gate_reads == "bayes":
         prior = {arm: settings.tau_uplift * v for arm, v in scale.items()}
         return {r.arm: r for r in pool_predictive_bayes(reads, prior, settings.confidence)}
@@ -798,7 +803,7 @@ def _simulate_targeted(
         second = np.full(n, NO_CONTACT)
         provisional: list[int] = []
         if settings.rollout == "read":
-            so_far = _pool(evidence, settings, scale)
+            so_far = gate_pool(evidence, settings, scale)
             provisional = [
                 j
                 for j in model_arms
@@ -841,7 +846,7 @@ def _simulate_targeted(
                 for r in pool_toward_current(readouts, evidence, tau_scale, settings.confidence)
             }
         else:
-            pooled = _pool([*evidence, readouts], settings, scale)
+            pooled = gate_pool([*evidence, readouts], settings, scale)
         decisions = _gate_every_arm(pooled, arms, settings.confidence)
         passed = [j for j, d in enumerate(decisions) if d.roll_out]
 
@@ -910,7 +915,7 @@ def _simulate_targeted(
                     }
                 else:
                     fb_reads = [*hist, [live] if live is not None else []]
-                    pool = _pool(
+                    pool = gate_pool(
                         fb_reads,
                         settings,
                         {key: arms[b].value},

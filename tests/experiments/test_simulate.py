@@ -276,3 +276,29 @@ def test_the_unproven_cell_tests_thin_reads_at_the_control_fraction_per_arm() ->
     for g, arm, expected in [(1, 1, 0.825), (1, 0, 0.825), (2, 1, 0.75)]:
         ratio = ((group == g) & (given == arm)).sum() / (control & (group == g)).sum()
         assert ratio == pytest.approx(expected, abs=0.05)
+
+
+def test_the_default_gate_weighs_two_disagreeing_reads_against_the_prior() -> None:
+    """The loop's and ``patron campaign rollout``'s gate (``gate_pool``): by default the spread
+    between an arm's reads is integrated over a half-normal prior of scale ``tau_uplift`` x
+    the arm's value per response, not estimated by moments on one degree of freedom."""
+    from experiments.simulate import gate_pool
+    from models.decisions.readout import ArmTerms, pool_readouts, read_wave
+
+    rng = np.random.default_rng(3)
+    terms = {"a": ArmTerms(value=40.0, cost_per_contact=0.5)}
+    reads = []
+    for effect in (0.09, 0.03):  # two populations that disagree beyond their noise
+        arms = list(rng.choice(np.array(["a", None], dtype=object), size=6000))
+        y = np.array([rng.random() < 0.1 + (effect if a else 0.0) for a in arms], dtype=float)
+        reads.append(read_wave(arms, y, terms))
+    settings = LoopSettings()
+    assert settings.gate_reads == "bayes"
+    default = gate_pool(reads, settings, {"a": 40.0})["a"]
+    (moments,) = pool_readouts(reads, settings.confidence, predictive=True)
+    assert gate_pool(reads, replace(settings, gate_reads="pooled"), {"a": 40.0})["a"] == moments
+    # the prior (sd 0.02 x 40 = 0.8 per contact) keeps the spread near what it believes
+    # possible: a narrower predictive interval than the moments' own, centred between the reads
+    assert default.profit_se < moments.profit_se
+    lo, hi = sorted(r[0].profit_per_contact for r in reads)
+    assert lo < default.profit_per_contact < hi
