@@ -878,6 +878,10 @@ def _simulate_targeted(
             best_passed = _fallback(estimated, known_passed)
             dropped = (plan != NO_CONTACT) & ~own
             hist_profit = None
+            # the spread shared by the arms, when the design asks for one: estimated once
+            spread = (
+                shared_tau2([*evidence, readouts], scale) if settings.between == "shared" else None
+            )
             for b in sorted(set(best_passed[dropped & rest]) - {NO_CONTACT}):
                 key = _fallback_key(arms[b])
                 on_them = dropped & (best_passed == b)
@@ -915,12 +919,7 @@ def _simulate_targeted(
                     }
                 else:
                     fb_reads = [*hist, [live] if live is not None else []]
-                    pool = gate_pool(
-                        fb_reads,
-                        settings,
-                        {key: arms[b].value},
-                        shared_tau2([*evidence, readouts], scale),
-                    )
+                    pool = gate_pool(fb_reads, settings, {key: arms[b].value}, spread)
                 if key in pool:
                     decision = gate([pool[key]], settings.confidence)[0]
                 else:

@@ -264,6 +264,15 @@ def _usable_reads(waves: list[list[ArmReadout]], name: str) -> list[ArmReadout]:
     ]
 
 
+def _q_terms(y: np.ndarray, var: np.ndarray) -> tuple[float, int, float]:
+    """DerSimonian–Laird's pieces of reads ``y`` with variances ``var``: the ``Q`` statistic
+    about their fixed-effect mean, its degrees of freedom and the ``C`` with which
+    ``E[Q] = df + tau^2 C``."""
+    w = 1 / var
+    fixed = float(np.sum(w * y) / w.sum())
+    return float(np.sum(w * (y - fixed) ** 2)), len(y) - 1, float(w.sum() - np.sum(w**2) / w.sum())
+
+
 def shared_tau2(waves: list[list[ArmReadout]], scale: Mapping[str, float]) -> float:
     """The spread between waves **common to every arm**, per unit of ``scale`` (each arm's
     value per response, so the figure is in incremental-response units): the
@@ -277,12 +286,11 @@ def shared_tau2(waves: list[list[ArmReadout]], scale: Mapping[str, float]) -> fl
         if len(usable) < 2 or not scale.get(name):
             continue
         s = abs(float(scale[name]))
-        y = np.array([r.profit_per_contact for r in usable]) / s
-        w = 1 / (np.array([r.profit_se for r in usable]) / s) ** 2
-        fixed = float(np.sum(w * y) / w.sum())
-        q += float(np.sum(w * (y - fixed) ** 2))
-        df += len(usable) - 1
-        c += float(w.sum() - np.sum(w**2) / w.sum())
+        terms = _q_terms(
+            np.array([r.profit_per_contact for r in usable]) / s,
+            (np.array([r.profit_se for r in usable]) / s) ** 2,
+        )
+        q, df, c = q + terms[0], df + terms[1], c + terms[2]
     return max(0.0, (q - df) / c) if c > 0 else 0.0
 
 
@@ -316,18 +324,15 @@ def pool_readouts(
         usable = _usable_reads(waves, name)
         if not usable:
             continue
-        w = np.array([1 / r.profit_se**2 for r in usable])
+        se2 = np.array([r.profit_se**2 for r in usable])
         tau2 = 0.0
-        given = tau2_per_unit is not None and scale is not None and name in scale
-        if predictive and given and len(usable) > 1:
-            tau2 = float(tau2_per_unit) * float(scale[name]) ** 2  # type: ignore[index,arg-type]
-            w = 1 / (np.array([r.profit_se**2 for r in usable]) + tau2)
-        elif predictive and len(usable) > 1:
-            y = np.array([r.profit_per_contact for r in usable])
-            fixed = float(np.sum(w * y) / w.sum())
-            q = float(np.sum(w * (y - fixed) ** 2))
-            tau2 = max(0.0, (q - (len(usable) - 1)) / (w.sum() - np.sum(w**2) / w.sum()))
-            w = 1 / (np.array([r.profit_se**2 for r in usable]) + tau2)
+        if predictive and len(usable) > 1:
+            if tau2_per_unit is not None and scale is not None and name in scale:
+                tau2 = tau2_per_unit * float(scale[name]) ** 2
+            else:
+                q, df, c = _q_terms(np.array([r.profit_per_contact for r in usable]), se2)
+                tau2 = max(0.0, (q - df) / c)
+        w = 1 / (se2 + tau2)
         profit = float(np.sum(w * [r.profit_per_contact for r in usable]) / w.sum())
         se = float(np.sqrt(1 / w.sum() + tau2))
         # incremental response: the same weights (the rate and the profit move together)
@@ -399,14 +404,14 @@ def combined_readout(
     )
 
 
-def _posterior_on_current(
+def _tau_posterior(
     y: np.ndarray, s2: np.ndarray, tau_scale: float, grid: int = 200
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normal hierarchical model of reads ``y`` (variances ``s2``; the last is the current
-    population's): ``y_k ~ N(theta_k, s2_k)``, ``theta_k ~ N(mu, tau^2)``, a flat prior on
-    ``mu`` and a half-normal prior of scale ``tau_scale`` on ``tau``. Returns, over a grid of
-    ``tau``, its posterior weights and the mean and variance of ``theta_current`` given
-    ``tau`` (Gelman et al., *Bayesian Data Analysis*, §5.4, with ``mu`` integrated out)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Normal hierarchical model of reads ``y`` (variances ``s2``): ``y_k ~ N(theta_k, s2_k)``,
+    ``theta_k ~ N(mu, tau^2)``, a flat prior on ``mu`` and a half-normal prior of scale
+    ``tau_scale`` on ``tau``. Returns a grid of ``tau``, its posterior weights, and ``mu``'s
+    posterior mean and variance given each ``tau`` (Gelman et al., *Bayesian Data Analysis*,
+    §5.4, with ``mu`` integrated out)."""
     taus = np.linspace(0.0, 5.0 * tau_scale, grid + 1)[1:]
     v = s2[None, :] + taus[:, None] ** 2  # (grid, k)
     w = 1 / v
@@ -419,7 +424,16 @@ def _posterior_on_current(
         - 0.5 * (((y[None, :] - mu[:, None]) ** 2) * w).sum(axis=1)
     )
     p = np.exp(log_post - log_post.max())
-    p /= p.sum()
+    return taus, p / p.sum(), mu, v_mu
+
+
+def _posterior_on_current(
+    y: np.ndarray, s2: np.ndarray, tau_scale: float, grid: int = 200
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_tau_posterior``'s model, the last read the current population's: over the grid of
+    ``tau``, its posterior weights and the mean and variance of ``theta_current`` given
+    ``tau``."""
+    taus, p, mu, v_mu = _tau_posterior(y, s2, tau_scale, grid)
     t2 = taus**2
     v_c = 1 / (1 / s2[-1] + 1 / t2)
     mean = (y[-1] / s2[-1] + mu / t2) * v_c
@@ -430,22 +444,10 @@ def _posterior_on_current(
 def _posterior_predictive(
     y: np.ndarray, s2: np.ndarray, tau_scale: float, grid: int = 200
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The same hierarchical model as ``_posterior_on_current``; returns, over its grid of
-    ``tau``, the posterior weights and the mean and variance of a **new** population's
-    ``theta`` given ``tau``: ``mu``'s posterior ``N(mu_tau, v_mu)`` widened by ``tau^2``."""
-    taus = np.linspace(0.0, 5.0 * tau_scale, grid + 1)[1:]
-    v = s2[None, :] + taus[:, None] ** 2
-    w = 1 / v
-    v_mu = 1 / w.sum(axis=1)
-    mu = (w * y[None, :]).sum(axis=1) * v_mu
-    log_post = (
-        -0.5 * (taus / tau_scale) ** 2
-        + 0.5 * np.log(v_mu)
-        - 0.5 * np.log(v).sum(axis=1)
-        - 0.5 * (((y[None, :] - mu[:, None]) ** 2) * w).sum(axis=1)
-    )
-    p = np.exp(log_post - log_post.max())
-    p /= p.sum()
+    """``_tau_posterior``'s model: over the grid of ``tau``, its posterior weights and the mean
+    and variance of a **new** population's ``theta`` given ``tau``: ``mu``'s posterior widened
+    by ``tau^2``."""
+    taus, p, mu, v_mu = _tau_posterior(y, s2, tau_scale, grid)
     return p, mu, v_mu + taus**2
 
 
