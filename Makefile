@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/patron demo
 
-# Two workers (pytest-xdist): each module is one unit, the README test and the server and training
-# modules first (tests/conftest.py); the 25 slowest tests are listed. PYTEST_WORKERS=0: one process.
+# Two workers (pytest-xdist): each module is one unit, handed out in xdist's order (by number of
+# tests; the heavy-first order of tests/conftest.py holds in one process); the 25 slowest tests
+# are listed. PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25
