@@ -107,7 +107,7 @@ HEAVY_FIRST = ("tests/test_readme.py", "tests/test_demo.py", "tests/serving/", "
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The heavy modules first (xdist's workers collect, and hand out modules in this order)."""
+    """The heavy modules first (in one process; xdist hands modules out in its own order)."""
 
     def rank(item: pytest.Item) -> int:
         module = item.nodeid.split("::", 1)[0]
