@@ -172,7 +172,7 @@ def main() -> None:
     ap.add_argument(
         "--gate-reads",
         default="bayes",
-        choices=["pooled", "current", "bayes"],
+        choices=["pooled", "current", "bayes", "bayes_current"],
         help="targeted: what the gate reads an arm on (LoopSettings.gate_reads)",
     )
     ap.add_argument(

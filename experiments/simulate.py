@@ -57,6 +57,7 @@ from models.decisions.readout import (
     ArmTerms,
     GateDecision,
     gate,
+    pool_on_current_bayes,
     pool_predictive_bayes,
     pool_readouts,
     pool_toward_current,
@@ -414,9 +415,10 @@ def simulate_loop(
         raise ValueError(f"unknown loop method {settings.method!r}; known: refit, targeted")
     if settings.rollout not in ("read", "held", "extend"):
         raise ValueError(f"unknown roll-out {settings.rollout!r}; known: read, held, extend")
-    if settings.gate_reads not in ("pooled", "current", "bayes"):
+    if settings.gate_reads not in ("pooled", "current", "bayes", "bayes_current"):
         raise ValueError(
-            f"unknown gate reads {settings.gate_reads!r}; known: bayes, current, pooled"
+            f"unknown gate reads {settings.gate_reads!r}; "
+            "known: bayes, bayes_current, current, pooled"
         )
     history = history[history["arm"].isin([-1, *known])]  # the arms never tested do not exist
     if settings.method == "targeted":
@@ -710,6 +712,9 @@ def gate_pool(
     if settings.gate_reads == "bayes":
         prior = {arm: settings.tau_uplift * v for arm, v in scale.items()}
         return {r.arm: r for r in pool_predictive_bayes(reads, prior, settings.confidence)}
+    if settings.gate_reads == "bayes_current":
+        prior = {arm: settings.tau_uplift * v for arm, v in scale.items()}
+        return {r.arm: r for r in pool_on_current_bayes(reads, prior, settings.confidence)}
     if settings.between == "shared":
         t2 = shared_tau2(reads, scale) if tau2 is None else tau2
         got = pool_readouts(

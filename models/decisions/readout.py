@@ -489,6 +489,48 @@ def pool_predictive_bayes(
     return out
 
 
+def pool_on_current_bayes(
+    waves: list[list[ArmReadout]], tau_scale: Mapping[str, float], level: float = 0.9
+) -> list[ArmReadout]:
+    """``pool_predictive_bayes``'s model, judged on **the population the last read was made
+    on** where there is such a read: ``waves[-1]`` holds this wave's reads (the test cell's
+    read of each arm on the customers the roll-out would give it), and the roll-out goes to the
+    rest of that same population, drawn alike. So the figure is the posterior of that
+    population's profit per contact (``_posterior_on_current``: its read shrunk toward the
+    earlier reads as far as they agree, the spread between populations integrated over the
+    prior), not the predictive of a new population's, which adds the whole spread again. An
+    arm without a read in ``waves[-1]`` keeps ``pool_predictive_bayes``' predictive figure (the
+    population it goes to was never read); an arm read only now, or missing from
+    ``tau_scale``, keeps ``pool_readouts``'. Counts are those of every read pooled, as in
+    ``pool_readouts``, so the gate's minimum counts apply to the whole evidence."""
+    z_two = float(_z(0.5 + level / 2))
+    current = {r.arm for r in waves[-1]} if waves else set()
+    out = []
+    for r in pool_predictive_bayes(waves, tau_scale, level):
+        usable = _usable_reads(waves, r.arm)
+        now = _usable_reads(waves[-1:], r.arm)
+        if r.arm not in current or len(now) != 1 or len(usable) < 2 or not tau_scale.get(r.arm):
+            out.append(r)
+            continue
+        earlier = _usable_reads(waves[:-1], r.arm)
+        y = np.array([*(e.profit_per_contact for e in earlier), now[0].profit_per_contact])
+        s2 = np.array([*(e.profit_se**2 for e in earlier), now[0].profit_se ** 2])
+        p, mean, var = _posterior_on_current(y, s2, float(tau_scale[r.arm]))
+        m = float(np.sum(p * mean))
+        sd = float(np.sqrt(max(np.sum(p * (var + mean**2)) - m**2, 0.0)))
+        out.append(
+            replace(
+                r,
+                profit_per_contact=m,
+                profit_per_contact_ci=(m - z_two * sd, m + z_two * sd),
+                profit_lower_one_sided=_mixture_quantile(p, mean, np.sqrt(var), 1 - level),
+                profit_se=sd,
+                incremental_profit=m * r.contacts,
+            )
+        )
+    return out
+
+
 def pool_toward_current(
     current: list[ArmReadout],
     earlier: list[list[ArmReadout]],
@@ -642,6 +684,60 @@ def read_targeted(
         read = read_strata(name, g[rows] == name, y[rows], k[rows], t, level=level)
         if read is not None:
             out.append(read)
+    return out
+
+
+def read_segments(
+    given: Sequence[str | None],
+    planned: Sequence[str | None],
+    responded: Any,
+    terms: dict[str, ArmTerms],
+    *,
+    expected_uplift: Any = None,
+    reason: Sequence[str | None] | None = None,
+    level: float = 0.9,
+    customer_value: Any = None,
+) -> list[ArmReadout]:
+    """A targeted plan's wave read per arm **on its segment**: the contacts given arm ``a``
+    against the control customers the plan gave ``a`` (``read_wave`` on those rows, with its
+    intervals, actual vs expected and declines by reason against that segment's controls).
+
+    The plan picks whom each arm goes to, so customers of different arms differ before any
+    contact (an up-sell arm's segment buys more anyway than a retention arm's): against the
+    whole control group an arm's read would carry that difference as if it were the arm's
+    effect. The control group is drawn after the plan, at random, so within a segment contact
+    against control is randomised. ``given``: the arm each customer got (None: control);
+    ``planned``: the plan's arm per customer (contacts and controls alike). An arm of ``terms``
+    whose segment has no contact or no control customer is read on the rows it has (no
+    contact: counts of zero, as ``read_wave`` gives; no control: no interval), so every arm
+    keeps a row; ``expected_uplift``, ``reason`` and ``customer_value`` as in ``read_wave``."""
+    g = np.array([a if a is not None else "" for a in given], dtype=object)
+    p = np.array([a if a is not None else "" for a in planned], dtype=object)
+    y = np.asarray(responded, dtype=float)
+    if not (g.shape == p.shape == y.shape):
+        raise ValueError("given, planned and responded: one value per customer")
+    contact = g != ""
+    if (contact & (g != p)).any():
+        raise ValueError("given: a contact got an arm other than the plan's")
+
+    def part(x: Any, rows: np.ndarray) -> Any:
+        return None if x is None else np.asarray(x, dtype=float)[rows]
+
+    out = []
+    for name, t in terms.items():
+        rows = p == name
+        labels = [name if c else None for c in contact[rows]]
+        out.extend(
+            read_wave(
+                labels,
+                y[rows],
+                {name: t},
+                expected_uplift=part(expected_uplift, rows),
+                reason=None if reason is None else list(np.asarray(reason, dtype=object)[rows]),
+                level=level,
+                customer_value=part(customer_value, rows),
+            )
+        )
     return out
 
 

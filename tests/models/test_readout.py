@@ -390,3 +390,56 @@ def test_the_spread_between_two_reads_integrated_over_a_prior() -> None:
         [agree[0]], predictive=True
     )
     assert pool_predictive_bayes(disagree, {}) == [m_dis]
+
+
+def test_the_roll_out_population_judged_on_its_own_read() -> None:
+    """The roll-out goes to the rest of the population the test cell read: the gate's figure is
+    that population's posterior, narrower than a new population's predictive."""
+    from models.decisions.readout import pool_on_current_bayes, pool_predictive_bayes
+
+    earlier, now = _reads(2.0, 0.3), _reads(2.2, 0.3)
+    (pred,) = pool_predictive_bayes([earlier, now], {"a": 1.0})
+    (cur,) = pool_on_current_bayes([earlier, now], {"a": 1.0})
+    # both reads agree: same centre, but the predictive adds the whole spread between
+    # populations again, the posterior of the read population does not
+    assert cur.profit_se < pred.profit_se
+    assert cur.profit_lower_one_sided > pred.profit_lower_one_sided
+    assert cur.contacts == pred.contacts == 1000  # counts of every read pooled
+    # the current population is pulled toward its own read, the predictive sits between them
+    (cur_far,) = pool_on_current_bayes([_reads(2.0, 0.3), _reads(-1.0, 0.3)], {"a": 1.0})
+    (pred_far,) = pool_predictive_bayes([_reads(2.0, 0.3), _reads(-1.0, 0.3)], {"a": 1.0})
+    assert cur_far.profit_per_contact < pred_far.profit_per_contact
+    assert cur_far.profit_per_contact < 0.0
+    # no read now (the population was never read): the predictive; one read only: as it is
+    assert pool_on_current_bayes([earlier, earlier, []], {"a": 1.0}) == pool_predictive_bayes(
+        [earlier, earlier, []], {"a": 1.0}
+    )
+    assert pool_on_current_bayes([now], {"a": 1.0}) == pool_readouts([now], predictive=True)
+
+
+def test_a_targeted_wave_is_read_on_each_arms_segment() -> None:
+    """Two arms with no effect at all, given to segments that differ before any contact: read
+    against the whole control group the high segment's arm looks like a gain and the other's
+    like a loss; read on their own segments, neither is."""
+    from models.decisions.readout import read_segments
+
+    rng = np.random.default_rng(7)
+    n = 40_000
+    planned = np.where(rng.random(n) < 0.5, "a", "b")
+    base = np.where(planned == "a", 0.30, 0.05)  # the plan's segments differ before contact
+    control = rng.random(n) < 0.2
+    y = (rng.random(n) < base).astype(float)  # no arm changes anything
+    given = [None if c else p for c, p in zip(control, planned, strict=True)]
+    terms = {"a": ArmTerms(10.0, 0.0, 0.0), "b": ArmTerms(10.0, 0.0, 0.0)}
+    whole = {r.arm: r for r in read_wave(given, y, terms)}
+    seg = {r.arm: r for r in read_segments(given, list(planned), y, terms)}
+    assert whole["a"].incremental_response_ci[0] > 0.05  # a spurious gain
+    assert whole["b"].incremental_response_ci[1] < -0.05  # a spurious loss
+    for arm in ("a", "b"):
+        lo, hi = seg[arm].incremental_response_ci
+        assert lo < 0 < hi
+        assert seg[arm].control == int((control & (planned == arm)).sum())
+        assert seg[arm].contacts == int((~control & (planned == arm)).sum())
+    # a contact must have got the plan's arm
+    with pytest.raises(ValueError, match="other than the plan's"):
+        read_segments(["a", None], ["b", "b"], [1.0, 0.0], terms)
