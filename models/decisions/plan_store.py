@@ -9,6 +9,8 @@ One folder per plan id::
                     responses.parquet       the wave's accepted responses, one per contact id
                     rejected_responses.csv  responses not read, each with ``reason_rejected``
                     readout.json            the latest read-out and the gate's decision per arm
+                    rollout.json            the roll-out recorded from a read-out: per arm, counts
+                    rollout.parquet         its rows: each roll-out customer contacted or held
 
 Every file is written atomically (a temporary file moved into place). ``plan.parquet`` and
 ``plan.json`` are written once: the same id with other contents is refused (``PlanConflict``).
@@ -18,6 +20,10 @@ or in batches (``add_responses``: idempotent by contact id — the same response
 different one for a stored contact a ``ResponseConflict`` naming the field, and nothing of such a
 batch is stored). A contact id is the plan's ``customer_id`` (one contact per customer record).
 Responses of customers outside the test cell and control group are kept with the reason.
+The roll-out of a plan on its recorded read-out (``record_rollout``: each customer of the plan's
+roll-out group only the arm the plan gave them, when that arm passed —
+``models.decisions.saved_rollout``) is recorded once: asking again on the same read-out answers
+the recorded one, on another read-out is a ``RolloutConflict``.
 """
 
 from __future__ import annotations
@@ -40,10 +46,12 @@ from features.store import atomic_path
 from models.decisions.allocate import Plan
 from models.decisions.campaign import Campaign
 from models.decisions.readout import DEFAULT_GATE_CONFIDENCE, ArmTerms, gate, read_wave
+from models.decisions.saved_rollout import rollout_of_saved
 
 ID = "customer_id"
 PLANS_FOLDER = "campaigns"
 PLAN_FILE, RECORD_FILE, READOUT_FILE = "plan.parquet", "plan.json", "readout.json"
+ROLLOUT_FILE, ROLLOUT_ROWS_FILE = "rollout.json", "rollout.parquet"
 REJECTED_FILE = "rejected_responses.csv"
 RESPONSES_FILE = "responses.parquet"  # the wave's responses the read-out uses
 LOCK_FILE = ".responses.lock"
@@ -65,6 +73,16 @@ class PlanNotFound(ValueError):
 
 class PlanConflict(ValueError):
     """A plan id that exists with other contents: plans are immutable."""
+
+
+class RolloutRefused(ValueError):
+    """A roll-out that cannot be recorded now: ``field`` names what is at fault (``readout``:
+    none recorded, or not the one the roll-out was recorded from; ``responses``: stored
+    responses the recorded read-out did not read)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ResponseConflict(ValueError):
@@ -301,19 +319,34 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _norm(v: Any) -> Any:
+    """A response cell compared by content: missing values (None, NaN, "") are None, numbers
+    and flags floats, anything else text."""
+    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+        return None
+    if isinstance(v, str) and not v.strip():
+        return None
+    if isinstance(v, bool | np.bool_ | int | np.integer | float | np.floating):
+        return None if np.isnan(float(v)) else float(v)
+    return str(v)
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equal response content: missing values (None, NaN, "") are equal to each other."""
+    return bool(_norm(a) == _norm(b))
 
-    def norm(v: Any) -> Any:
-        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
-            return None
-        if isinstance(v, str) and not v.strip():
-            return None
-        if isinstance(v, bool | np.bool_ | int | np.integer | float | np.floating):
-            return float(v)
-        return str(v)
 
-    return bool(norm(a) == norm(b))
+def responses_digest(kept: pd.DataFrame) -> str:
+    """sha256 of the accepted responses' content (contact id, ``responded``, ``reason``,
+    ``value``), in contact-id order: the same for the stored file and the frame it was written
+    from, whichever way they came (a wave's file or batches)."""
+    cols = {c: kept[c].tolist() if c in kept.columns else [None] * len(kept) for c in CONTENT}
+    ids = kept[ID].astype(str).tolist() if ID in kept.columns else []
+    rows = sorted(
+        ([i, *(_norm(cols[c][k]) for c in CONTENT)] for k, i in enumerate(ids)),
+        key=lambda row: str(row[0]),
+    )
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
 def _differs(new: dict[str, Any], old: dict[str, Any]) -> str | None:
@@ -492,6 +525,7 @@ def readout_of(
             "read_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "confidence": confidence,
             "responses": int(len(kept) if received is None else received),
+            "responses_sha256": responses_digest(kept),
             "read": int(len(rows)),
             "rejected": int(rejected),
             "wave_without_response": int(len(wave) - len(rows)),
@@ -519,3 +553,126 @@ def clean(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+
+
+# --------------------------------------------------------------------------- the roll-out
+
+
+def recorded_readout(folder: Path) -> dict[str, Any] | None:
+    """The read-out recorded beside the plan (``readout.json``), None before the first."""
+    path = folder / READOUT_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def readout_identity(readout: dict[str, Any]) -> dict[str, Any]:
+    """What a roll-out records of the read-out it went on: when it was read, at what
+    confidence, which responses (their count and digest) and the gate's decision per arm."""
+    return {
+        "read_at": readout.get("read_at"),
+        "confidence": readout.get("confidence"),
+        "read": readout.get("read"),
+        "responses_sha256": readout.get("responses_sha256"),
+        "gate": [[g["arm"], bool(g["roll_out"])] for g in readout.get("gate", [])],
+    }
+
+
+def _same_readout(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """The same read-out: the same responses read at the same confidence with the same gate
+    (not its time: every ``GET /readout`` records the read-out again)."""
+    keys = ("confidence", "read", "responses_sha256", "gate")
+    return {k: a.get(k) for k in keys} == {k: b.get(k) for k in keys}
+
+
+def _check_read(plan_id: str, readout: dict[str, Any], stored: pd.DataFrame) -> None:
+    """``RolloutRefused`` when the stored responses are not the ones the read-out read: by
+    their digest (read-outs record it), else by their count (responses over HTTP only add)."""
+    digest = readout.get("responses_sha256")
+    if digest is not None:
+        changed = digest != responses_digest(stored)
+    else:
+        changed = int(readout.get("read", -1)) != len(stored)
+    if changed:
+        raise RolloutRefused(
+            "responses",
+            f"the stored responses of plan {plan_id} changed since the read-out of "
+            f"{readout.get('read_at')} ({readout.get('read')} read, {len(stored)} stored now): "
+            f"GET /campaigns/{plan_id}/readout again first",
+        )
+
+
+def record_rollout(
+    root: Path,
+    plan_id: str,
+    consent: Callable[[dict[str, Any]], tuple[pd.DataFrame | None, str]] | None = None,
+    *,
+    confidence: float | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Record the roll-out of a saved plan on its recorded read-out (``rollout.parquet`` then
+    ``rollout.json``, atomically each, the record last); (record, created).
+
+    Each customer of the plan's roll-out group gets only the arm the plan gave them, when the
+    read-out's gate passed it, else is held (``saved_rollout.rollout_of_saved``).
+    ``consent(plan record)``: the consent known now (customer id × channel name) and where it
+    comes from, asked only when a roll-out is made; ``confidence``: the gate's confidence the
+    caller decided on (the recorded read-out at another is refused). Recorded once: asked again
+    on the same read-out, the recorded roll-out is answered (``created`` False);
+    ``RolloutRefused`` before any read-out, when the stored responses changed since it, or when
+    the roll-out was recorded from another read-out. One writer per plan (the responses'
+    lock)."""
+    record, customers = load_plan(root, plan_id)
+    folder = root / plan_id
+    with _locked(folder):
+        readout = recorded_readout(folder)
+        if readout is None:
+            raise RolloutRefused(
+                "readout",
+                f"no read-out recorded for plan {plan_id}: GET /campaigns/{plan_id}/readout first",
+            )
+        if confidence is not None and abs(float(readout["confidence"]) - confidence) > 1e-12:
+            raise RolloutRefused(
+                "confidence",
+                f"the read-out recorded for plan {plan_id} is at confidence "
+                f"{readout['confidence']}, not {confidence}: GET "
+                f"/campaigns/{plan_id}/readout?confidence={confidence} first",
+            )
+        used = readout_identity(readout)
+        path = folder / ROLLOUT_FILE
+        if path.exists():
+            old = json.loads(path.read_text())
+            if _same_readout(old["readout"], used):
+                return old, False
+            was = old["readout"]
+            raise RolloutRefused(
+                "readout",
+                f"plan {plan_id}'s roll-out was recorded at {old.get('recorded_at')} from the "
+                f"read-out of {was.get('read_at')} (confidence {was.get('confidence')}, "
+                f"{was.get('read')} responses read); the read-out recorded now "
+                f"({used['read_at']}, confidence {used['confidence']}, {used['read']} read) "
+                f"differs: a roll-out is recorded once (GET /campaigns/{plan_id}/rollout lists it)",
+            )
+        _check_read(plan_id, readout, stored_responses(folder))
+        now, source = consent(record) if consent is not None else (None, "none")
+        out = rollout_of_saved(record, customers, readout, now)
+        result = clean(
+            {
+                "plan_id": plan_id,
+                "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "readout": used,
+                "consent": {"checked": now is not None, "source": source},
+                "by_arm": out.by_arm,
+                "totals": out.totals,
+            }
+        )
+        with atomic_path(folder / ROLLOUT_ROWS_FILE) as tmp:
+            out.rows.to_parquet(tmp, index=False)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+    return result, True
+
+
+def load_rollout(folder: Path) -> tuple[dict[str, Any], pd.DataFrame] | None:
+    """The roll-out recorded beside the plan and its rows; None when none is."""
+    path = folder / ROLLOUT_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()), pd.read_parquet(folder / ROLLOUT_ROWS_FILE)

@@ -184,3 +184,76 @@ def test_the_read_out_of_posted_responses_equals_the_read_out_of_the_file(saved)
     assert decision["roll_out"] is True  # +30 pp x 40 - 0.2 per contact, 200 vs 200
     store.write_readout(plan.folder, posted)
     assert json.loads((plan.folder / store.READOUT_FILE).read_text()) == posted
+
+
+def read_and_record(root, plan_id: str, confidence: float = 0.9) -> dict:
+    """GET /campaigns/{plan_id}/readout's store path: read the stored responses, record it."""
+    rec, table = store.load_plan(root, plan_id)
+    folder = root / plan_id
+    out = store.readout_of(rec, table, store.stored_responses(folder), confidence)
+    store.write_readout(folder, out)
+    return out
+
+
+def test_the_rollout_is_recorded_once_from_the_recorded_readout(saved):
+    root, plan = saved
+    with pytest.raises(store.RolloutRefused) as err:
+        store.record_rollout(root, plan.plan_id)
+    assert err.value.field == "readout"
+    assert str(err.value) == (
+        f"no read-out recorded for plan {plan.plan_id}: GET /campaigns/{plan.plan_id}/readout first"
+    )
+    wave = store.wave_of(customers())
+    treated = (wave["group"] == "test").to_numpy()
+    said = np.random.default_rng(3).random(len(wave)) < np.where(treated, 0.5, 0.2)
+    answers = responses(wave["customer_id"].tolist(), said)
+    store.add_responses(root, plan.plan_id, answers.iloc[:-1])
+    readout = read_and_record(root, plan.plan_id)
+    # the digest is the responses' content, whichever way they came (batches or a wave's file)
+    kept, _ = store.screen_responses(answers.iloc[:-1], customers())
+    assert readout["responses_sha256"] == store.responses_digest(kept)
+    # a response stored after the read-out: read again first
+    store.add_responses(root, plan.plan_id, answers.iloc[-1:])
+    with pytest.raises(store.RolloutRefused, match="readout again first") as err:
+        store.record_rollout(root, plan.plan_id)
+    assert err.value.field == "responses"
+    assert not (plan.folder / store.ROLLOUT_FILE).exists()
+    readout = read_and_record(root, plan.plan_id)
+    with pytest.raises(store.RolloutRefused) as err:  # the caller decided at another level
+        store.record_rollout(root, plan.plan_id, confidence=0.7)
+    assert err.value.field == "confidence"
+
+    withdrawn = pd.DataFrame({"email": [False]}, index=pd.Index(["C0401"]))
+    seen: list[str] = []
+
+    def consent(rec):
+        seen.append(rec["plan_id"])
+        ids = [f"C{i:04d}" for i in range(400, 450) if i != 401]
+        return pd.concat([withdrawn, pd.DataFrame({"email": True}, index=ids)]), "test base"
+
+    out, created = store.record_rollout(root, plan.plan_id, consent, confidence=0.9)
+    assert created and seen == [plan.plan_id]
+    assert out["readout"] == store.readout_identity(readout)
+    assert out["consent"] == {"checked": True, "source": "test base"}
+    assert out["totals"]["customers"] == 50 and out["totals"]["contacted"] == 49
+    assert out["totals"]["held_for_consent"] == 1 and out["totals"]["arms_rolled_out"] == [
+        "RET_01/email"
+    ]
+    recorded, rows = store.load_rollout(plan.folder)
+    assert recorded == out and no_temporary_files(plan.folder)
+    assert rows["customer_id"].tolist() == [f"C{i:04d}" for i in range(400, 450)]
+    held = rows.set_index("customer_id").loc["C0401"]
+    assert (held["decision"], held["reason"]) == ("held", "consent withdrawn since the plan")
+
+    # the same read-out again (read again: the same responses, confidence and gate) answers the
+    # recorded roll-out, without asking for consent again
+    read_and_record(root, plan.plan_id)
+    again, created = store.record_rollout(root, plan.plan_id, consent)
+    assert (again, created, seen) == (out, False, [plan.plan_id])
+    # another read-out: a conflict naming the one the roll-out was recorded from
+    read_and_record(root, plan.plan_id, confidence=0.7)
+    with pytest.raises(store.RolloutRefused) as err:
+        store.record_rollout(root, plan.plan_id, consent)
+    assert err.value.field == "readout" and "recorded once" in str(err.value)
+    assert readout["read_at"] in str(err.value) and "confidence 0.9" in str(err.value)
+    assert store.load_rollout(plan.folder)[0] == out  # unchanged
