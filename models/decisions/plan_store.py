@@ -45,7 +45,7 @@ import pandas as pd
 from features.store import atomic_path
 from models.decisions.allocate import Plan
 from models.decisions.campaign import Campaign
-from models.decisions.readout import DEFAULT_GATE_CONFIDENCE, ArmTerms, gate, read_wave
+from models.decisions.readout import DEFAULT_GATE_CONFIDENCE, ArmTerms, gate, read_segments
 from models.decisions.saved_rollout import rollout_of_saved
 
 ID = "customer_id"
@@ -471,8 +471,10 @@ def readout_of(
     received: int | None = None,
     rejected: int = 0,
 ) -> dict[str, Any]:
-    """The wave's read-out against the control group and the gate's decision per arm, from the
-    accepted responses ``kept`` (``customer_id``, ``responded``, ``reason``). JSON-ready."""
+    """The wave's read-out and the gate's decision per arm, from the accepted responses
+    ``kept`` (``customer_id``, ``responded``, ``reason``): each arm's test-cell contacts
+    against the control customers the plan gave the same arm (``readout.read_segments``).
+    JSON-ready."""
     campaign = Campaign.model_validate(record["campaign"])
     wave = wave_of(customers)
     cols = [ID, "group", "offer", "channel"]
@@ -509,8 +511,14 @@ def readout_of(
     if "expected_incremental_responses" in rows.columns:
         u = rows["expected_incremental_responses"].to_numpy(dtype=float)
         expected = np.where(test, u, np.nan)
-    readouts = read_wave(
+    # each arm against the control customers the plan gave the same arm: the plan chose
+    # whom each arm goes to, so the whole control group is not like any arm's contacts
+    planned = [
+        arm_label(data_id[o], c) for o, c in zip(rows["offer"], rows["channel"], strict=True)
+    ]
+    readouts = read_segments(
         labels,
+        planned,
         rows["responded"].to_numpy(dtype=float),
         terms,
         expected_uplift=expected,

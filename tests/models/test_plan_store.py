@@ -257,3 +257,50 @@ def test_the_rollout_is_recorded_once_from_the_recorded_readout(saved):
     assert err.value.field == "readout" and "recorded once" in str(err.value)
     assert readout["read_at"] in str(err.value) and "confidence 0.9" in str(err.value)
     assert store.load_rollout(plan.folder)[0] == out  # unchanged
+
+
+def test_each_arm_is_read_against_the_controls_of_its_own_segment(tmp_path):
+    """Two arms without any effect, planned for segments that respond differently anyway: each
+    arm's read compares its contacts with the control customers the plan gave the same arm,
+    so neither shows the segments' difference as a gain or a loss."""
+    campaign = parse_campaign(
+        {
+            "campaign_id": "segments",
+            "offers": [
+                {"id": "ret", "kind": "retention", "value": 40.0, "catalog_id": "RET_01"},
+                {"id": "up", "kind": "up_sell", "value": 40.0, "catalog_id": "UP_T3"},
+            ],
+            "channels": [{"name": "email", "cost_per_contact": 0.0}],
+        }
+    )
+    rng = np.random.default_rng(11)
+    n = 8_000
+    offer = np.where(np.arange(n) % 2 == 0, "ret", "up")
+    group = np.where(rng.random(n) < 0.5, "control", "test")
+    table = pd.DataFrame(
+        {
+            "customer_id": [f"C{i:05d}" for i in range(n)],
+            "selected": True,
+            "group": group,
+            "offer": offer,
+            "channel": "email",
+        }
+    )
+    inputs = {"dataset": "x", "model": "m@1"}
+    rec = {
+        "plan_id": store.plan_id_of(campaign, AS_OF, inputs),
+        "campaign": campaign.model_dump(mode="json"),
+        "as_of": str(AS_OF),
+        "inputs": inputs,
+        "summary": {"base": n},
+        "by_arm": [],
+    }
+    base_rate = np.where(offer == "up", 0.40, 0.10)  # the up-sell segment buys more anyway
+    answers = responses(table["customer_id"].tolist(), rng.random(n) < base_rate)
+    out = store.readout_of(rec, table, answers, 0.9)
+    arms = {a["arm"]: a for a in out["arms"]}
+    for label, offer_id in (("RET_01/email", "ret"), ("UP_T3/email", "up")):
+        lo, hi = arms[label]["incremental_response_ci"]
+        assert lo < 0 < hi, (label, lo, hi)
+        assert arms[label]["control"] == int(((group == "control") & (offer == offer_id)).sum())
+    assert not any(d["roll_out"] for d in out["gate"])
