@@ -10,8 +10,9 @@ never overwritten (a different plan under an existing id is refused).
 
 ``read_plan`` reads the test cell's responses (the ``campaign_history`` layout: ``customer_id``,
 ``responded``, optional ``reason``) after the response window: per arm, the incremental response
-and profit against the plan's control group with intervals, actual vs expected, declines by
-reason, the arms that contradict the model, and the roll-out gate's decision. The read-out is
+and profit against the control customers of its plan segment with intervals, actual vs
+expected, declines by reason, the arms that contradict the model, and the roll-out gate's
+decision. The read-out is
 written beside the plan and logged to the plan's MLflow run; responses of customers outside the
 wave are kept in ``rejected_responses.csv`` with the reason, never dropped silently.
 
@@ -129,7 +130,7 @@ def read_plan(
     responses: pd.DataFrame,
     confidence: float = DEFAULT_GATE_CONFIDENCE,
 ) -> dict[str, Any]:
-    """The test cell's read-out against the control group and the gate's decision per arm."""
+    """The test cell's read-out per arm on its plan segment and the gate's decision per arm."""
     record, customers = load_plan(state, plan_id)
     kept, rejected = store.screen_responses(responses, customers)
     out = store.readout_of(
