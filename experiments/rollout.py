@@ -197,6 +197,13 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
     campaign = Campaign.model_validate(record["campaign"])
     inputs = record["inputs"]
     lacking = sorted({"dataset", "feature_set", "learned_from"} - set(inputs))
+    if lacking and inputs.get("made_by") == "POST /campaigns/plan":
+        raise ValueError(
+            f"--plan {plan_id} was saved over HTTP with the served models (no arm model to "
+            f"refit): roll it out with POST /campaigns/{plan_id}/rollout — each customer of its "
+            "roll-out group only the arm the plan gave them, when that arm passed "
+            "(docs/campaign_loop.md §7)"
+        )
     if lacking:
         raise ValueError(
             f"--plan {plan_id} was not made from an arm model (its inputs lack {lacking}): "

@@ -28,7 +28,7 @@ reads the wave against its control group with the roll-out gate, as ``patron cam
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -360,16 +360,8 @@ def _yes_all(ids: pd.Index, table: pd.DataFrame, column: str) -> np.ndarray:
     return per.reindex(ids, fill_value=False).to_numpy(dtype=bool)
 
 
-def planner_customers(
-    base: CustomerBase, campaign: Campaign, dirs: StateDirs, prefix: str
-) -> pd.DataFrame:
-    """The planner's customers frame over the base: ids, consent per channel, the columns the
-    offers' eligibility and segments name (segments, snapshot features, customers table)."""
-    ids = base.features.index
-    frame: dict[str, Any] = {"customer_id": ids.to_numpy(dtype=object)}
-    household = getattr(base, "household_id", None)
-    if household is not None:  # the served base's households: the household policy reads them
-        frame["household_id"] = np.asarray(household, dtype=object)
+def _customers_table(base: CustomerBase, dirs: StateDirs) -> Callable[[], pd.DataFrame]:
+    """The dataset's current customers table, read on first use (once)."""
     table_path = dirs.data(base.dataset) / "customers.parquet"
     table: pd.DataFrame | None = None
 
@@ -386,13 +378,33 @@ def planner_customers(
             table["customer_id"] = table["customer_id"].astype(str)
         return table
 
+    return customers_table
+
+
+def _consent_of(
+    base: CustomerBase, column: str, customers_table: Callable[[], pd.DataFrame]
+) -> np.ndarray:
+    """A channel's consent column over the base: the base's own flags for email / sms / phone
+    (what /target selects with), the same rule over the customers table for other columns."""
+    own = column.removeprefix("consent_") if column.startswith("consent_") else None
+    if own is not None and own in base.consent:
+        return np.asarray(base.consent[own], dtype=bool)
+    return _yes_all(base.features.index, customers_table(), column)
+
+
+def planner_customers(
+    base: CustomerBase, campaign: Campaign, dirs: StateDirs, prefix: str
+) -> pd.DataFrame:
+    """The planner's customers frame over the base: ids, consent per channel, the columns the
+    offers' eligibility and segments name (segments, snapshot features, customers table)."""
+    ids = base.features.index
+    frame: dict[str, Any] = {"customer_id": ids.to_numpy(dtype=object)}
+    household = getattr(base, "household_id", None)
+    if household is not None:  # the served base's households: the household policy reads them
+        frame["household_id"] = np.asarray(household, dtype=object)
+    customers_table = _customers_table(base, dirs)
     for channel in campaign.channels:
-        column = channel.consent
-        own = column.removeprefix("consent_") if column.startswith("consent_") else None
-        if own is not None and own in base.consent:
-            frame[column] = np.asarray(base.consent[own], dtype=bool)
-        else:
-            frame[column] = _yes_all(ids, customers_table(), column)
+        frame[channel.consent] = _consent_of(base, channel.consent, customers_table)
 
     def column_values(name: str, field: str) -> np.ndarray:
         if base.segments is not None and name in base.segments.columns:
@@ -817,3 +829,115 @@ def saved_plan_page(
         },
         "customers": _rows(page),
     }
+
+
+# --------------------------------------------------------------------------- the roll-out
+
+
+def served_consent(
+    state: ServingState, dirs: StateDirs, record: Mapping[str, Any]
+) -> tuple[pd.DataFrame, str]:
+    """The consent the service knows now for a saved plan's channels (customer id × channel
+    name): the served base of the plan's dataset, by the rule the planner used (``_consent_of``:
+    the base's flags, else the customers table). No served base of that dataset: a 409 — a
+    roll-out whose consent cannot be checked is not made."""
+    campaign = Campaign.model_validate(record["campaign"])
+    dataset = record.get("inputs", {}).get("dataset")
+    base: CustomerBase | None = None
+    for offer in campaign.offers:  # the base the plan's own models serve, first
+        served = state.models.get(offer.model) if offer.model else None
+        candidate = getattr(served, "base", None)
+        if candidate is not None and candidate.dataset == dataset:
+            base = candidate
+            break
+    if base is None:
+        base = next((b for (d, _), b in sorted(state.bases.items()) if d == dataset), None)
+    if base is None:
+        raise RequestError(
+            "plan_id",
+            f"the service serves no base of dataset {dataset!r} now, so the consent of the "
+            "plan's customers cannot be checked: nothing is rolled out",
+            409,
+        )
+    table = _customers_table(base, dirs)
+    frame = pd.DataFrame(
+        {c.name: _consent_of(base, c.consent, table) for c in campaign.channels},
+        index=base.features.index,
+    )
+    source = (
+        f"served base {base.dataset}/{base.feature_set} as of {base.as_of.isoformat()} "
+        f"(loaded {state.loaded_at})"
+    )
+    return frame, source
+
+
+def plan_rollout(
+    state: ServingState, dirs: StateDirs, plan_id: str, confidence: float | None
+) -> dict[str, Any]:
+    """The POST /campaigns/{plan_id}/rollout answer (serving.schemas.RolloutResponse): the
+    roll-out recorded from the plan's recorded read-out — each customer of its roll-out group
+    only the arm the plan gave them, when that arm passed, held if their consent for its
+    channel is withdrawn now — or the one recorded already from the same read-out."""
+    root, _, _ = _plan_folder(dirs, plan_id)
+    try:
+        out, created = plan_store.record_rollout(
+            root,
+            plan_id,
+            lambda record: served_consent(state, dirs, record),
+            confidence=confidence,
+        )
+    except plan_store.RolloutRefused as exc:
+        raise RequestError(exc.field, _one_line(exc, 600), 409) from None
+    return {**out, "created": created}
+
+
+ROLLOUT_DECISIONS = ("contact", "held")
+
+
+def rollout_page(
+    dirs: StateDirs, plan_id: str, offset: int, max_rows: int, decision: str | None
+) -> dict[str, Any]:
+    """The GET /campaigns/{plan_id}/rollout answer: the recorded roll-out and a page of its
+    rows (serving.schemas.RolloutPageResponse), optionally one decision's (``contact``)."""
+    root, _, _ = _plan_folder(dirs, plan_id)
+    recorded = plan_store.load_rollout(root / plan_id)
+    if recorded is None:
+        raise RequestError(
+            "plan_id",
+            f"no roll-out recorded for plan {plan_id}: POST /campaigns/{plan_id}/rollout first",
+            404,
+        )
+    out, rows = recorded
+    table = rows if decision is None else rows[rows["decision"] == decision]
+    page = table.iloc[offset : offset + max_rows]
+    end = offset + len(page)
+    return {
+        **out,
+        "page": {
+            "offset": offset,
+            "returned": len(page),
+            "total_rows": len(table),
+            "next_offset": end if end < len(table) else None,
+        },
+        "customers": [
+            {
+                "customer_id": str(r["customer_id"]),
+                "offer": str(r["offer"]),
+                "channel": str(r["channel"]),
+                "arm": str(r["arm"]),
+                "decision": str(r["decision"]),
+                "reason": str(r["reason"]),
+                "expected_incremental_profit": _num(r["expected_incremental_profit"]),
+            }
+            for r in page.to_dict("records")
+        ],
+    }
+
+
+def rollout_query(params: Mapping[str, str]) -> tuple[int, int, str | None]:
+    """``offset``, ``max_rows`` and ``decision`` of GET /campaigns/{plan_id}/rollout."""
+    decision = params.get("decision")
+    if decision is not None and decision not in ROLLOUT_DECISIONS:
+        raise RequestError("decision", f"one of {list(ROLLOUT_DECISIONS)}")
+    offset, max_rows, _ = page_query({k: v for k, v in params.items() if k != "group"})
+    return offset, max_rows, decision

@@ -34,6 +34,7 @@ ROUTES = frozenset(
         "/campaigns/{plan_id}/responses",
         "/campaigns/{plan_id}/readout",
         "/campaigns/{plan_id}/customers",
+        "/campaigns/{plan_id}/rollout",
         "/offers",
         "/models",
         "/admin/reload",
@@ -50,6 +51,7 @@ PARAM_ROUTES = {
     ("/campaigns/", "/responses"): "/campaigns/{plan_id}/responses",
     ("/campaigns/", "/readout"): "/campaigns/{plan_id}/readout",
     ("/campaigns/", "/customers"): "/campaigns/{plan_id}/customers",
+    ("/campaigns/", "/rollout"): "/campaigns/{plan_id}/rollout",
 }
 METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
 OTHER = "other"

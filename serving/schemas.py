@@ -1018,6 +1018,10 @@ class ReadoutResponse(BaseModel):
     wave_without_response: int
     arms: list[ArmReadoutOut]
     gate: list[GateDecisionOut]
+    responses_sha256: str = Field(
+        description="digest of the responses read (POST /campaigns/{plan_id}/rollout checks "
+        "that the stored responses are still these)"
+    )
     contradicting_arms: list[str]
     expected_by_arm: list[dict[str, Any]] = Field(
         description="the plan's expected figures per arm (plan.json's by_arm)"
@@ -1036,6 +1040,96 @@ class SavedPlanResponse(BaseModel):
     by_arm: list[dict[str, Any]] = Field(description="expected figures per offer/channel arm")
     page: PlanPage
     customers: list[PlanRow]
+
+
+# POST /campaigns/{plan_id}/rollout and GET /campaigns/{plan_id}/rollout (ops routes): the
+# roll-out of a saved plan on its recorded read-out (models.decisions.saved_rollout).
+
+
+class RolloutReadout(BaseModel):
+    """The recorded read-out a roll-out went on."""
+
+    read_at: str | None
+    confidence: float | None
+    read: int | None = Field(description="responses of the wave read")
+    responses_sha256: str | None
+    gate: list[list[Any]] = Field(
+        description="[arm, roll_out] per arm", examples=[[["RET_01/email", True]]]
+    )
+
+
+class RolloutConsent(BaseModel):
+    """Where the consent checked at the roll-out came from."""
+
+    checked: bool
+    source: str = Field(examples=["served base synthetic/churn_v1 as of 2024-01-01 (loaded ...)"])
+
+
+class RolloutArm(BaseModel):
+    """One arm of the plan's roll-out group."""
+
+    arm: str = Field(description="offer/channel", examples=["RET_01/email"])
+    offer: str
+    channel: str
+    roll_out: bool | None = Field(description="the gate's decision; null: not read")
+    gate_reason: str
+    customers: int = Field(description="of the plan's roll-out group, given this arm")
+    contacted: int
+    held: int
+    held_for_consent: int = Field(description="held: consent withdrawn or not found now")
+    expected_incremental_profit_contacted: float | None = Field(
+        description="the plan's expectation over the contacted (null: a non-causal plan)"
+    )
+
+
+class RolloutTotals(BaseModel):
+    """The roll-out's counts."""
+
+    customers: int
+    contacted: int
+    held: int
+    held_for_consent: int
+    arms_rolled_out: list[str]
+    expected_incremental_profit_contacted: float | None
+
+
+class RolloutResponse(BaseModel):
+    """A saved plan's roll-out, recorded from its read-out."""
+
+    plan_id: str
+    created: bool = Field(description="false: recorded already from the same read-out")
+    recorded_at: str
+    readout: RolloutReadout
+    consent: RolloutConsent
+    by_arm: list[RolloutArm]
+    totals: RolloutTotals
+
+
+class RolloutRow(BaseModel):
+    """One customer of the plan's roll-out group."""
+
+    customer_id: str
+    offer: str
+    channel: str
+    arm: str
+    decision: Literal["contact", "held"]
+    reason: str = Field(
+        examples=["consent withdrawn since the plan", "arm not read in the test cell"]
+    )
+    expected_incremental_profit: float | None
+
+
+class RolloutPageResponse(BaseModel):
+    """The recorded roll-out and a page of its rows."""
+
+    plan_id: str
+    recorded_at: str
+    readout: RolloutReadout
+    consent: RolloutConsent
+    by_arm: list[RolloutArm]
+    totals: RolloutTotals
+    page: PlanPage
+    customers: list[RolloutRow]
 
 
 def inline_schema(model: type[BaseModel]) -> dict[str, Any]:

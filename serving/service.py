@@ -2,9 +2,10 @@
 
 Endpoints (docs/serving.md): POST /score, POST /next-best-offer, POST /contactable, POST /target,
 POST /campaigns/plan, POST /campaigns/{plan_id}/responses, GET /campaigns/{plan_id}/readout,
-GET /campaigns/{plan_id}/customers, GET /offers, GET /models, POST /admin/reload; /healthz,
-/readyz, /livez, /metrics and /docs.json come from BentoML. The methods here only parse, delegate to
-serving.handlers / serving.decisions / serving.state, and answer.
+GET /campaigns/{plan_id}/customers, POST and GET /campaigns/{plan_id}/rollout, GET /offers,
+GET /models, POST /admin/reload; /healthz, /readyz, /livez, /metrics and /docs.json come from
+BentoML. The methods here only parse, delegate to serving.handlers / serving.decisions /
+serving.state, and answer.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ from serving.schemas import (
     RequestBody,
     ResponsesRequest,
     ResponsesResponse,
+    RolloutPageResponse,
+    RolloutResponse,
     SavedPlanResponse,
     ScoreRequest,
     ScoreResponse,
@@ -142,6 +145,25 @@ PAGE_PARAMETERS = [
         "required": False,
         "description": "only this group's rows",
         "schema": {"type": "string", "enum": ["test", "control", "rollout"]},
+    },
+]
+
+#: POST /campaigns/{plan_id}/rollout's query parameter: the gate's confidence the caller decided
+#: on (a read-out recorded at another is a 409).
+ROLLOUT_CONFIDENCE_PARAMETER = {
+    **CONFIDENCE_PARAMETER,
+    "description": "the read-out's confidence the roll-out must go on (default: the recorded "
+    "read-out's, whatever it is)",
+}
+#: GET /campaigns/{plan_id}/rollout's query parameters (parsed by serving.decisions).
+ROLLOUT_PAGE_PARAMETERS = [
+    *PAGE_PARAMETERS[:2],
+    {
+        "name": "decision",
+        "in": "query",
+        "required": False,
+        "description": "only this decision's rows (contact: the customers to contact now)",
+        "schema": {"type": "string", "enum": ["contact", "held"]},
     },
 ]
 
@@ -710,6 +732,71 @@ class Patron:
         except RequestError as exc:
             return _error(exc, "campaigns/customers")
         return SavedPlanResponse.model_validate(out)
+
+    @ops.post(
+        "/campaigns/{plan_id:path}/rollout",
+        response_model=RolloutResponse,
+        summary="Record a saved plan's roll-out from its read-out",
+        responses={code: {"model": ErrorResponse} for code in (400, 404, 409)},
+        openapi_extra={"parameters": [ROLLOUT_CONFIDENCE_PARAMETER]},
+    )
+    async def campaign_rollout(
+        self, request: Request, plan_id: str
+    ) -> RolloutResponse | JSONResponse:
+        """The roll-out on the recorded read-out: each customer of the plan's roll-out group
+        only the arm the plan gave them, contacted when the gate passed that arm, else held
+        (with the reason; also when their consent for the channel is withdrawn now). Recorded
+        once beside the plan: the same read-out again answers the recorded roll-out; none
+        recorded yet, responses stored since, or another read-out than the roll-out's: 409."""
+        from serving.decisions import gate_confidence, plan_rollout
+
+        try:
+            refused = await _unknown_inputs(request, frozenset({"confidence"}))
+            if refused is not None:
+                raise refused
+            text = request.query_params.get("confidence")
+            confidence = None if text is None else gate_confidence(text)
+            state = self.state
+            out = await asyncio.to_thread(plan_rollout, state, self.dirs, plan_id, confidence)
+        except RequestError as exc:
+            return _error(exc, "campaigns/rollout")
+        totals = out["totals"]  # counts only: no customer id in the log
+        log.info(
+            "rollout plan=%s created=%s customers=%d contacted=%d held=%d held_for_consent=%d",
+            plan_id,
+            out["created"],
+            totals["customers"],
+            totals["contacted"],
+            totals["held"],
+            totals["held_for_consent"],
+        )
+        return RolloutResponse.model_validate(out)
+
+    @ops.get(
+        "/campaigns/{plan_id:path}/rollout",
+        response_model=RolloutPageResponse,
+        summary="A saved plan's recorded roll-out and its rows",
+        responses={code: {"model": ErrorResponse} for code in (400, 404)},
+        openapi_extra={"parameters": ROLLOUT_PAGE_PARAMETERS},
+    )
+    async def campaign_rollout_rows(
+        self, request: Request, plan_id: str
+    ) -> RolloutPageResponse | JSONResponse:
+        """The recorded roll-out (per arm, counts, the read-out it went on) and its rows, paged,
+        optionally one decision's (`contact`: the customers to contact now)."""
+        from serving.decisions import rollout_page, rollout_query
+
+        try:
+            refused = await _unknown_inputs(request, frozenset({"offset", "max_rows", "decision"}))
+            if refused is not None:
+                raise refused
+            offset, max_rows, decision = rollout_query(request.query_params)
+            out = await asyncio.to_thread(
+                rollout_page, self.dirs, plan_id, offset, max_rows, decision
+            )
+        except RequestError as exc:
+            return _error(exc, "campaigns/rollout")
+        return RolloutPageResponse.model_validate(out)
 
     @ops.get("/offers", response_model=OffersListResponse, summary="Offers to plan with")
     async def offers(self, request: Request) -> OffersListResponse | JSONResponse:

@@ -3,15 +3,19 @@ on a real wave, and a roll-out that gives each arm only to the customers it was 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from experiments.offpolicy import Arm
-from experiments.rollout import learn_and_gate, only_where_read
+from experiments.rollout import learn_and_gate, only_where_read, rollout
 from experiments.simulate import LoopSettings
-from models.decisions import load_campaign
+from features.store import StateDirs
+from models.decisions import load_campaign, parse_campaign
+from models.decisions import plan_store as store
 from models.decisions.readout import NO_ARM, rollout_by_population
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,3 +72,31 @@ def test_learn_and_gate_reads_each_arm_on_its_segment_pooled_with_history() -> N
     good = next(r for r in reads if r.arm == "GOOD/email")
     wave_contacts = int((wave["arm"] == 0).sum())
     assert good.contacts > wave_contacts
+
+
+def test_the_cli_points_a_plan_saved_over_http_to_the_rollout_route(tmp_path) -> None:
+    """`patron campaign rollout` refits the arm model of `patron campaign plan`; a plan saved
+    over HTTP has none, and the refusal names the route that rolls it out."""
+    campaign = parse_campaign(
+        {
+            "campaign_id": "http-plan",
+            "offers": [{"id": "ret", "kind": "retention", "value": 40.0}],
+            "channels": [{"name": "email", "cost_per_contact": 0.2}],
+        }
+    )
+    inputs = {"made_by": "POST /campaigns/plan", "dataset": "x"}
+    as_of = pd.Timestamp("2024-01-01").date()
+    record = {
+        "plan_id": store.plan_id_of(campaign, as_of, inputs),
+        "campaign": campaign.model_dump(mode="json"),
+        "as_of": str(as_of),
+        "inputs": inputs,
+        "summary": {},
+        "by_arm": [],
+    }
+    state = StateDirs(tmp_path)
+    frame = pd.DataFrame({"customer_id": ["C1"], "selected": [True], "group": ["rollout"]})
+    saved = store.write_plan(store.plans_root(tmp_path), frame, record)
+    (saved.folder / store.READOUT_FILE).write_text(json.dumps({"confidence": 0.9, "gate": []}))
+    with pytest.raises(ValueError, match=f"POST /campaigns/{saved.plan_id}/rollout"):
+        rollout(state, saved.plan_id)

@@ -439,3 +439,182 @@ def test_the_campaign_loop_over_http(server):
     log = srv.log_text()
     assert SENTINEL not in log and rows[0]["customer_id"] not in log
     assert f"responses plan={plan_id} received=" in log
+
+
+ROLLOUT_CAMPAIGN = {
+    **CAMPAIGN,
+    "campaign_id": "rollout-test-1",
+    "test_cell_fraction": 0.4,  # a test cell large enough for one arm to pass the gate
+    "control_fraction": 0.2,
+}
+
+
+@pytest.mark.server
+def test_the_rollout_of_a_saved_plan_over_http(server, tmp_path):
+    """POST /campaigns/{plan_id}/rollout on the recorded read-out: the roll-out group only, each
+    customer on the plan's arm, contacted where the arm passed and held where it did not;
+    recorded once (409 before a read-out, after new responses, from another read-out); paged
+    by GET; no customer id in the log. Consent withdrawn now (a base served in process, the
+    service's own consent rule) holds the customer."""
+    import dataclasses
+    import shutil
+    from types import SimpleNamespace
+
+    from features.store import StateDirs
+    from models.decisions import plan_store
+    from models.decisions.saved_rollout import CONSENT_WITHDRAWN
+    from serving.base import load_base
+    from serving.decisions import plan_rollout, served_consent
+    from serving.errors import RequestError
+
+    srv, pipeline = server
+    state = pipeline["state"]
+    saved = post(srv, {"campaign": ROLLOUT_CAMPAIGN, "save": True, "max_rows": 0})
+    assert saved.status_code == 200, saved.text[:3000]
+    plan_id = saved.json()["plan_id"]
+    url = responses_url(srv, plan_id, "rollout")
+    before = refused(httpx.post(url, headers=USER, timeout=60), "readout", 409)
+    assert before["error"]["message"] == (
+        f"no read-out recorded for plan {plan_id}: GET /campaigns/{plan_id}/readout first"
+    )
+    refused(httpx.get(url, headers=USER, timeout=30), "plan_id", 404)
+
+    # responses: every test contact of the largest arm responded, no one else did
+    record, table = plan_store.load_plan(plan_store.plans_root(state.home), plan_id)
+    wave = plan_store.wave_of(table)
+    test = wave[wave["group"] == "test"]
+    offer, channel = test.groupby(["offer", "channel"]).size().idxmax()
+    size = int(((test["offer"] == offer) & (test["channel"] == channel)).sum())
+    assert size >= 30 and (wave["group"] == "control").sum() >= 30, size
+    data_id = {o["id"]: o.get("catalog_id") or o["id"] for o in ROLLOUT_CAMPAIGN["offers"]}
+    winner = f"{data_id[offer]}/{channel}"
+    said = (wave["group"] == "test") & (wave["offer"] == offer) & (wave["channel"] == channel)
+    rows = [
+        {"customer_id": c, "responded": bool(y)}
+        for c, y in zip(wave["customer_id"], said, strict=True)
+    ]
+    assert post_responses(srv, plan_id, rows[:-3]).status_code == 200
+    readout_url = responses_url(srv, plan_id, "readout")
+    assert httpx.get(readout_url, headers=USER, timeout=60).status_code == 200
+    assert post_responses(srv, plan_id, rows[-3:]).status_code == 200  # after the read-out
+    stale = refused(httpx.post(url, headers=USER, timeout=60), "responses", 409)
+    assert "again first" in stale["error"]["message"]
+    readout = httpx.get(readout_url, headers=USER, timeout=60).json()
+    gate = {g["arm"]: g for g in readout["gate"]}
+    assert gate[winner]["roll_out"] is True, gate[winner]
+    assert len(gate) > 1 and not any(g["roll_out"] for a, g in gate.items() if a != winner)
+    folder = plan_store.plans_root(state.home) / plan_id
+    copy_home = tmp_path / "home"  # the plan as read, before its roll-out: for consent below
+    shutil.copytree(folder, plan_store.plans_root(copy_home) / plan_id)
+
+    # bad inputs: 4xx in the error shape, nothing recorded
+    refused(httpx.post(url, params={"forse": "1"}, headers=USER, timeout=30), "forse")
+    refused(httpx.post(url, json={"force": True}, headers=USER, timeout=30), "force")
+    refused(httpx.post(url, params={"confidence": "2"}, headers=USER, timeout=30), "confidence")
+    wrong = refused(
+        httpx.post(url, params={"confidence": "0.7"}, headers=USER, timeout=30), "confidence", 409
+    )
+    assert "readout?confidence=0.7 first" in wrong["error"]["message"]
+    refused(
+        httpx.post(responses_url(srv, "nope-2024-01-01-00000000", "rollout"), headers=USER),
+        "plan_id",
+        404,
+    )
+    assert httpx.post(url, timeout=30).status_code == 401
+    assert not (folder / plan_store.ROLLOUT_FILE).exists()
+
+    first = httpx.post(url, params={"confidence": "0.9"}, headers=USER, timeout=60)
+    assert first.status_code == 200, first.text[:3000]
+    out = first.json()
+    assert out["created"] is True and out["plan_id"] == plan_id
+    assert out["readout"]["confidence"] == 0.9 and out["readout"]["read"] == len(rows)
+    assert out["readout"]["responses_sha256"] == readout["responses_sha256"]
+    assert out["consent"]["checked"] is True and "served base" in out["consent"]["source"]
+    rollout_group = table[table["selected"] & (table["group"] == "rollout")]
+    totals = out["totals"]
+    assert totals["customers"] == len(rollout_group) and totals["arms_rolled_out"] == [winner]
+    is_winner = (rollout_group["offer"] == offer) & (rollout_group["channel"] == channel)
+    assert totals["contacted"] == is_winner.sum() > 0 and totals["held_for_consent"] == 0
+    assert totals["held"] == (~is_winner).sum() > 0
+    arms = {a["arm"]: a for a in out["by_arm"]}
+    assert arms[winner]["contacted"] == arms[winner]["customers"] == is_winner.sum()
+    assert arms[winner]["expected_incremental_profit_contacted"] == pytest.approx(
+        rollout_group.loc[is_winner, "expected_incremental_profit"].sum()
+    )
+
+    # the rows: the roll-out group as planned (never the test cell, control or unselected),
+    # each on the plan's arm; contacted on the passed arm, held with the gate's reason elsewhere
+    listed = httpx.get(url, params={"max_rows": 10_000}, headers=USER, timeout=60)
+    assert listed.status_code == 200, listed.text[:3000]
+    page = listed.json()
+    assert {k: page[k] for k in out if k != "created"} == {
+        k: v for k, v in out.items() if k != "created"
+    }
+    got = pd.DataFrame(page["customers"])
+    assert got["customer_id"].tolist() == rollout_group["customer_id"].tolist()
+    assert got[["offer", "channel"]].values.tolist() == (
+        rollout_group[["offer", "channel"]].values.tolist()
+    )
+    contact = got["decision"] == "contact"
+    assert (contact == is_winner.to_numpy()).all()
+    assert (got.loc[contact, "reason"] == gate[winner]["reason"]).all()
+    for row in got[~contact].itertuples():
+        expected = gate[row.arm]["reason"] if row.arm in gate else "arm not read in the test cell"
+        assert row.reason == expected, row.arm
+    paged = httpx.get(url, params={"offset": 1, "max_rows": 2}, headers=USER, timeout=30)
+    assert paged.json()["page"] == {
+        "offset": 1,
+        "returned": 2,
+        "total_rows": len(got),
+        "next_offset": 3 if len(got) > 3 else None,
+    }
+    contacts = httpx.get(url, params={"decision": "contact"}, headers=USER, timeout=30).json()
+    assert [r["customer_id"] for r in contacts["customers"]] == (
+        got.loc[contact, "customer_id"].tolist()
+    )
+    refused(httpx.get(url, params={"ofset": "1"}, headers=USER, timeout=30), "ofset")
+    refused(httpx.get(url, params={"decision": "maybe"}, headers=USER, timeout=30), "decision")
+    refused(httpx.get(url, params={"max_rows": "-1"}, headers=USER, timeout=30), "max_rows")
+
+    # idempotent: the same read-out (read again: same responses, confidence, gate) answers the
+    # recorded roll-out; another read-out is a 409 naming the recorded one
+    assert httpx.get(readout_url, headers=USER, timeout=60).status_code == 200
+    again = httpx.post(url, headers=USER, timeout=60).json()
+    assert again == {**out, "created": False}
+    httpx.get(readout_url, params={"confidence": "0.7"}, headers=USER, timeout=60)
+    other = refused(httpx.post(url, headers=USER, timeout=60), "readout", 409)
+    message = other["error"]["message"]
+    assert "recorded once" in message and out["readout"]["read_at"] in message
+    assert "\n" not in message
+    assert plan_store.load_rollout(folder)[0] == {k: v for k, v in out.items() if k != "created"}
+
+    log = srv.log_text()
+    assert f"rollout plan={plan_id} created=True customers={len(got)}" in log
+    assert not [c for c in table["customer_id"] if c in log]  # counts only, never an id
+
+    # consent withdrawn since the plan: the service's consent rule over a served base in which
+    # one contacted customer withdrew the channel's consent holds them (the copy as read)
+    base = load_base(state, pipeline["dataset"].name, pipeline["cfg"].feature_set)
+    gone = got.loc[contact].iloc[0]
+    flags = {ch: np.array(v, copy=True) for ch, v in base.consent.items()}
+    flags[gone["channel"]][base.positions([gone["customer_id"]])[0]] = False
+    withdrawn = dataclasses.replace(base, consent=flags)
+    served = SimpleNamespace(
+        models={}, bases={(base.dataset, base.feature_set): withdrawn}, loaded_at="now"
+    )
+    dirs = StateDirs(copy_home)
+    local = plan_rollout(served, dirs, plan_id, None)
+    assert local["totals"]["held_for_consent"] == 1
+    assert local["totals"]["contacted"] == totals["contacted"] - 1
+    held = plan_store.load_rollout(plan_store.plans_root(copy_home) / plan_id)[1]
+    held = held.set_index("customer_id")
+    assert (held.loc[gone["customer_id"], "decision"], held.loc[gone["customer_id"], "reason"]) == (
+        "held",
+        CONSENT_WITHDRAWN,
+    )
+    others = got.set_index("customer_id").drop(index=gone["customer_id"])
+    assert (held.drop(index=gone["customer_id"])["decision"] == others["decision"]).all()
+    nothing = SimpleNamespace(models={}, bases={}, loaded_at="now")
+    with pytest.raises(RequestError) as err:  # no consent source: no roll-out
+        served_consent(nothing, dirs, record)
+    assert err.value.status == 409 and "cannot be checked" in err.value.message
