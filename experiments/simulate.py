@@ -161,6 +161,8 @@ class WaveOutcome:
     false_roll_outs: int  # arms rolled out whose true incremental profit where rolled out < 0
     arms_rolled_out: int  # arms that passed the gate and reached at least one customer
     regret: dict[str, float] = field(default_factory=dict)  # oracle - loop, by cause
+    # of regret["under_contact"], the customers the roll-out held (the rest: left out by the plan)
+    held_regret: float = 0.0
     # the roll-out's decisions per (arm, population): the gate of a passed arm on a dropped
     # arm's customers (targeted, rollout="read"); and per population rolled out (an arm on its
     # segment, on a dropped arm's customers, or a new arm on its read over everyone), how many
@@ -191,7 +193,7 @@ class Wave:
     truth: tuple[np.ndarray, np.ndarray]  # p_control (n,), p_arms (n, A)
 
 
-def _estimated(
+def estimated_profit(
     model: Any,
     x: pd.DataFrame,
     arms: list[Arm],
@@ -218,9 +220,34 @@ def _choose(
 ) -> Any:
     """Per customer the allowed arm (index into ``arms``) of highest estimated profit, or none.
     ``model_arms``: the arm (index into ``arms``) of each of the model's columns."""
-    profit = _estimated(model, x, arms, model_arms)
+    profit = estimated_profit(model, x, arms, model_arms)
     profit[:, [j for j in range(len(arms)) if j not in allowed]] = -np.inf
     return best_choice(profit)
+
+
+def _restricted_oracle(true_profit: np.ndarray, passed: list[int]) -> np.ndarray:
+    """Every customer the arm of ``passed`` of highest true incremental profit, or none."""
+    if not passed:
+        return np.full(true_profit.shape[0], NO_CONTACT)
+    allowed = np.full(true_profit.shape, -np.inf)
+    allowed[:, passed] = true_profit[:, passed]
+    return best_choice(allowed)
+
+
+def held_regret(
+    loop: np.ndarray,
+    planned: np.ndarray,
+    true_profit: np.ndarray,
+    rest: np.ndarray,
+    passed: list[int],
+) -> float:
+    """The part of ``regret_parts``' ``under_contact`` on customers the plan gave an arm and the
+    roll-out held (their arm did not pass where they are, and no passed arm was read on them):
+    what the restricted oracle earns on them. The rest of ``under_contact`` is customers the
+    plan itself left out."""
+    best = _restricted_oracle(true_profit, passed)
+    where = rest & (loop == NO_CONTACT) & (planned != NO_CONTACT) & (best != NO_CONTACT)
+    return float(true_profit[np.flatnonzero(where), best[where]].sum())
 
 
 def regret_parts(
@@ -241,9 +268,7 @@ def regret_parts(
       the restricted oracle contacts), ``over_contact`` (the loop contacts a customer whom no
       passed arm pays for: minus the true profit of that contact) and ``wrong_arm`` (both
       contact, with different arms: the profit of the better arm minus the loop's)."""
-    allowed = np.full(true_profit.shape, -np.inf)
-    allowed[:, passed] = true_profit[:, passed]
-    best = best_choice(allowed) if passed else np.full(loop.size, NO_CONTACT)
+    best = _restricted_oracle(true_profit, passed)
 
     def value(choice: np.ndarray, where: np.ndarray) -> np.ndarray:
         out = np.zeros(choice.size)
@@ -312,11 +337,14 @@ def wave_outcome(
     rollout_gate: Sequence[Any] = (),
     held: int = 0,
     candidates: Sequence[tuple[int, np.ndarray, str]] = (),
+    planned: np.ndarray | None = None,
 ) -> WaveOutcome:
     """A wave's outcome from its three plans (fixed, loop, oracle: an arm per customer) scored on
     the true profit, with the loop's test cell, gate decisions and regret by cause.
     ``populations``: (arm, mask, read-out name) of each population the roll-out gave an arm;
-    ``candidates``: the same for every population the gate decided on (those it held too)."""
+    ``candidates``: the same for every population the gate decided on (those it held too);
+    ``planned``: the loop's plan before the gate (an arm per customer), to split off the
+    under-contact of the customers the roll-out held (``held_regret``)."""
     fixed, loop, oracle = plans
     false_roll_outs, reached = _false_roll_outs(loop, rest, passed, true_profit)
     pop_reached = pop_false = 0
@@ -354,6 +382,11 @@ def wave_outcome(
         false_roll_outs=false_roll_outs,
         arms_rolled_out=reached,
         regret=regret_parts(loop, oracle, true_profit, test, rest, passed),
+        held_regret=(
+            held_regret(loop, planned, true_profit, rest, list(passed))
+            if planned is not None
+            else 0.0
+        ),
         rollout_gate=[d.as_dict() for d in rollout_gate],
         populations_rolled_out=pop_reached,
         false_population_roll_outs=pop_false,
@@ -565,7 +598,7 @@ def history_readouts(
 ) -> list[list[ArmReadout]]:
     """The earlier randomised campaigns read the targeted way with cross-fitted plans (no row
     is planned by a model that saw it), each campaign against its own controls."""
-    plan = best_choice(_oof_profit(len(history), model_arms, uplift, outcomes, arms))
+    plan = best_choice(oof_profit(len(history), model_arms, uplift, outcomes, arms))
     out = []
     for _, part in history.reset_index(drop=True).groupby(CAMPAIGN):
         i = part.index.to_numpy()
@@ -581,7 +614,7 @@ def history_readouts(
     return out
 
 
-def _oof_profit(
+def oof_profit(
     n: int,
     model_arms: list[int],
     uplift: np.ndarray,
@@ -599,7 +632,7 @@ def _oof_profit(
     return profit
 
 
-def _fallback(profit: np.ndarray, passed: list[int]) -> np.ndarray:
+def best_passed_arm(profit: np.ndarray, passed: list[int]) -> np.ndarray:
     """Per customer the passed arm of highest estimated profit, or none (``NO_CONTACT``)."""
     if not passed:
         return np.full(len(profit), NO_CONTACT)
@@ -608,12 +641,12 @@ def _fallback(profit: np.ndarray, passed: list[int]) -> np.ndarray:
     return best_choice(allowed)
 
 
-def _fallback_key(arm: Arm) -> str:
+def fallback_key(arm: Arm) -> str:
     """The read-out name of ``arm`` on the customers it is the fallback of."""
     return f"{arm.label} as a fallback"
 
 
-def _history_fallback_reads(
+def history_fallback_reads(
     history: pd.DataFrame,
     profit: np.ndarray,
     passed: list[int],
@@ -627,7 +660,7 @@ def _history_fallback_reads(
     ``passed`` is ``b`` (its fallback): the campaign randomised every arm, so within
     that population the contacts of ``b`` against the control are a randomised comparison."""
     plan = best_choice(profit)
-    second = _fallback(profit, passed)
+    second = best_passed_arm(profit, passed)
     on_them = (plan != NO_CONTACT) & ~np.isin(plan, passed) & (second == b)
     arm = history["arm"].to_numpy()
     y = history["label"].to_numpy()
@@ -642,7 +675,7 @@ def _history_fallback_reads(
             arm[i] == NO_CONTACT,
             y[i],
             terms[arms[b].label],
-            key=_fallback_key(arms[b]),
+            key=fallback_key(arms[b]),
             level=level,
         )
         out.append([r] if r is not None else [])
@@ -797,7 +830,7 @@ def _simulate_targeted(
         )
         p0, p_arms = wave.truth
 
-        estimated = _estimated(model, x, arms, model_arms, cal)
+        estimated = estimated_profit(model, x, arms, model_arms, cal)
         plan = best_choice(estimated)
         untested = [j for j in range(len(arms)) if j not in model_arms]
         # "read": the customers whose plan arm the evidence so far does not pass (at risk of
@@ -815,7 +848,7 @@ def _simulate_targeted(
                 if arms[j].label in so_far
                 and gate([so_far[arms[j].label]], settings.confidence)[0].roll_out
             ]
-            second = _fallback(estimated, provisional)
+            second = best_passed_arm(estimated, provisional)
             at_risk = (plan != NO_CONTACT) & ~np.isin(plan, provisional) & (second != NO_CONTACT)
         share = cell_shares(plan, provisional, at_risk, settings)
         test, loop = draw_test_cell(
@@ -868,7 +901,7 @@ def _simulate_targeted(
         # every arm of the plan on its segment, whether it passed or not
         candidates = [(j, plan == j, arms[j].label) for j in model_arms]
         if settings.rollout == "extend":
-            fallback = _fallback(estimated, passed)
+            fallback = best_passed_arm(estimated, passed)
             gated = np.where(own, plan, fallback)
             populations = [(j, gated == j, arms[j].label) for j in passed]
         else:
@@ -880,7 +913,7 @@ def _simulate_targeted(
             # campaigns (cross-fitted plans, the same rule), earlier waves' roll-outs and this
             # test cell's fallback half — and passed
             known_passed = [j for j in passed if j not in new_passed]
-            best_passed = _fallback(estimated, known_passed)
+            best_passed = best_passed_arm(estimated, known_passed)
             dropped = (plan != NO_CONTACT) & ~own
             hist_profit = None
             # the spread shared by the arms, when the design asks for one: estimated once
@@ -888,10 +921,10 @@ def _simulate_targeted(
                 shared_tau2([*evidence, readouts], scale) if settings.between == "shared" else None
             )
             for b in sorted(set(best_passed[dropped & rest]) - {NO_CONTACT}):
-                key = _fallback_key(arms[b])
+                key = fallback_key(arms[b])
                 on_them = dropped & (best_passed == b)
                 if hist_profit is None:
-                    hist_profit = _oof_profit(len(history), model_arms, *oof, arms, cal)
+                    hist_profit = oof_profit(len(history), model_arms, *oof, arms, cal)
                 live = read_population(
                     arms[b].label,
                     given,
@@ -903,7 +936,7 @@ def _simulate_targeted(
                     level=settings.confidence,
                     stratum=p_second if strata else None,
                 )
-                hist = _history_fallback_reads(
+                hist = history_fallback_reads(
                     history,
                     hist_profit,
                     known_passed,
@@ -955,7 +988,7 @@ def _simulate_targeted(
             populations = [(j, plan == j, arms[j].label) for j in passed if j not in new_passed]
             populations += [(j, ~own & (fallback == j), arms[j].label) for j in new_passed]
             populations += [
-                (b, dropped & (best_passed == b), _fallback_key(arms[b])) for b in fell_back
+                (b, dropped & (best_passed == b), fallback_key(arms[b])) for b in fell_back
             ]
         held = int((rest & (plan != NO_CONTACT) & (gated == NO_CONTACT)).sum())
         loop[rest] = gated[rest]
@@ -1020,6 +1053,7 @@ def _simulate_targeted(
                 rollout_gate,
                 held,
                 candidates,
+                plan,
             )
         )
     return out
@@ -1144,6 +1178,10 @@ def summarise(runs: list[list[WaveOutcome]], groups: list[Any] | None = None) ->
         "false_population_roll_outs": pop_false,
         "false_population_roll_out_rate": pop_false / pops if pops else 0.0,
         "held_per_run": float(np.mean([sum(w.held for w in run) for run in runs])),
+        # of the under-contact share, the customers the roll-out held (their plan arm dropped)
+        "held_regret_share": float(
+            np.mean([sum(w.held_regret for w in run) for run in runs] / cum[:, 2])
+        ),
         # the gate on every population it decided on: of those where the arm truly loses, the
         # share rolled out (its type-I error, what a one-sided gate at confidence c bounds by
         # 1 - c); of those where it truly gains, the share rolled out (its power)
