@@ -277,6 +277,8 @@ def main() -> None:
             print(
                 "regret of the loop (oracle - loop) by cause, share of the oracle's profit: "
                 + ", ".join(f"{k} {v:.3f}" for k, v in got["regret_share"].items())
+                + f" (of under_contact, customers the roll-out held: "
+                f"{got.get('held_regret_share', 0.0):.3f})"
             )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(

@@ -61,6 +61,10 @@ def test_the_oracle_bounds_both_ways_on_every_wave(data, method: str) -> None:
         # the regret's parts add up to the regret, and only the test cell can be negative
         assert sum(w.regret.values()) == pytest.approx(w.oracle - w.loop, rel=1e-9, abs=1e-6)
         assert min(v for k, v in w.regret.items() if k != "test_cell") >= -1e-6
+        # the held customers' share of the under-contact is a part of it
+        assert -1e-6 <= w.held_regret <= w.regret["under_contact"] + 1e-6
+        if method == "refit":  # the first design holds no one
+            assert w.held_regret == 0.0
     s = summarise([out, out])
     assert s["loop_minus_fixed"]["mean"] == pytest.approx(sum(w.loop - w.fixed for w in out))
 
