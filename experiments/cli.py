@@ -464,6 +464,18 @@ def campaign_rollout(
     state = state_of(home)
     with console.status("refitting with the test cell and re-planning the rest"):
         saved, result, facts = rollout(state, plan)
+    console.rule("roll-out gate: each arm on its segment, pooled with the history")
+    for d in facts["gate"]:
+        console.print(f"{d['arm']}: {d['reason']}")
+    if facts.get("fallback_gate"):
+        console.rule("a dropped arm's customers: their best passed arm, read on them")
+        for d in facts["fallback_gate"]:
+            console.print(f"{d['arm']}: {d['reason']}")
+    for arm, to in facts.get("fallback", {}).items():
+        given = ", ".join(f"{n:,} {b}" for b, n in to.items())
+        console.print(f"{arm} (dropped): {given} (read and passed on them)")
+    for arm, n in facts.get("held", {}).items():
+        console.print(f"{arm} (dropped): {n:,} customers held (re-tested in the next plan)")
     if saved is None or result is None:
         console.print(f"plan {plan}: no arm passed the gate — nothing rolls out")
         return

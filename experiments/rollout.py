@@ -20,11 +20,17 @@ learning step of the loop simulator (the same functions: ``experiments.simulate`
 3. **re-plan** the rest of the base (everyone but the wave) with the calibrated model: a
    customer may get only the arm the plan gave them, and only when that arm passed — that is
    the population it was read on (the plan gave the test cell, the control group and the rest
-   the same way: groups are a hash of the customer). A dropped arm's customers are **held**
-   (not contacted: they are re-tested in the campaign's next plan), never moved to another arm
-   that was not read on them; customers the plan did not select stay uncontacted. The
-   re-estimate may still leave out a customer whose arm is no longer profitable for them. No
-   new test cell; the control group continues at the campaign's control fraction;
+   the same way: groups are a hash of the customer). A dropped arm's customers may get their
+   best passed arm ``b`` (by the calibrated estimate) only where ``b`` was **read on them and
+   passed there** (the simulator's fallback read, docs/campaign_loop.md §5 step 5): ``b`` read
+   on the earlier randomised campaigns on the same rule — the rows whose cross-fitted plan gives
+   a dropped arm and whose best passed arm is ``b``, each campaign against its own controls —
+   pooled like the gate's reads and gated at the same confidence ("``b`` as a fallback",
+   ``facts["fallback_gate"]``); else they are **held** (not contacted: they are re-tested in
+   the campaign's next plan; ``facts["held"]``), never moved to an arm not read on them;
+   customers the plan did not select stay uncontacted. The re-estimate may still leave out a
+   customer whose arm is no longer profitable for them. No new test cell; the control group
+   continues at the campaign's control fraction;
 4. **budgets**: the campaign's total contact and money budgets less what the wave used (its
    records, and its expected spend); per-offer budgets and channel capacities as defined (the wave
    was small, ~5 %: documented, not subtracted);
@@ -64,12 +70,17 @@ from experiments.simulate import (
     P_CONTROL,
     LoopSettings,
     arm_calibration,
+    best_passed_arm,
     crossfit,
     design_column,
+    estimated_profit,
+    fallback_key,
     fit_known,
     gate_pool,
     history_design,
+    history_fallback_reads,
     history_readouts,
+    oof_profit,
 )
 from models.decisions import Campaign, Plan, UpliftEstimate, parse_campaign
 from models.decisions.learning import Calibration
@@ -105,7 +116,7 @@ def learn_and_gate(
     fractions: tuple[float, float],
     confidence: float,
     settings: LoopSettings,
-) -> tuple[Any, list[int], Calibration | None, list[GateDecision], list[ArmReadout]]:
+) -> tuple[Any, list[int], Calibration | None, list[GateDecision], list[ArmReadout], np.ndarray]:
     """The loop's learning step on a real wave (``experiments.simulate``'s functions).
 
     ``history``: the randomised campaigns' contacts (features, ``arm``: index into ``arms``, -1
@@ -113,7 +124,10 @@ def learn_and_gate(
     features, ``arm`` (what they got), ``planned`` (the plan's arm, control customers
     included) and ``label``; ``fractions``: the plan's (control, test cell) fractions.
     Returns the model refitted on both (columns: the returned arms), its calibration, the
-    gate's decision per arm the test cell tried and the pooled read-outs it decided on."""
+    gate's decision per arm the test cell tried, the pooled read-outs it decided on and the
+    history's cross-fitted (calibrated) estimated profit per (row of ``history``, arm of
+    ``arms``; -inf for an arm the model does not know): what ``fallback_rollout`` plans the
+    history's rows by for its fallback reads."""
     c, t = fractions
     history = history_design(history.reset_index(drop=True), len(arms))
     rows = wave[[*features, "arm", "label"]].copy()
@@ -164,7 +178,83 @@ def learn_and_gate(
                 GateDecision(label, False, "held: no control customer on its segment", confidence)
             )
     model = fit_known(seen, model_arms, features, categorical, settings, 0)
-    return model, model_arms, cal, decisions, [pooled[r.arm] for r in reads]
+    history_profit = oof_profit(len(history), model_arms, *oof, arms, cal)
+    return model, model_arms, cal, decisions, [pooled[r.arm] for r in reads], history_profit
+
+
+def fallback_rollout(
+    history: pd.DataFrame,
+    history_profit: np.ndarray,
+    planned: np.ndarray,
+    profit: np.ndarray,
+    passed: list[int],
+    arms: list[Arm],
+    confidence: float,
+    settings: LoopSettings,
+) -> tuple[np.ndarray, list[GateDecision]]:
+    """The arm each customer may be rolled out (``NO_ARM``: held), with the loop simulator's
+    fallback read (docs/campaign_loop.md §5 step 5; the simulator's functions): a customer whose
+    plan arm (``planned``, index into ``arms``) is in ``passed`` may get it; a customer whose plan
+    arm was dropped may get their best passed arm ``b`` (by ``profit``, the calibrated estimate
+    per (customer, arm)) only when ``b`` was **read on them and passed there** — read on the
+    same rule on the earlier randomised campaigns of ``history`` (``history_fallback_reads``: the
+    rows whose cross-fitted plan, by ``history_profit``, gives an arm outside ``passed`` and whose
+    best passed arm is ``b``; every arm was randomised there, each campaign against its own
+    controls), pooled by ``gate_pool`` and gated at ``confidence``; else they are held. Returns
+    the allowed arm per customer and the fallback gate's decision per such ``b`` (named
+    "``b`` as a fallback"). No fallback half of a test cell here: the wave tested the plan."""
+    terms = {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
+    planned = np.asarray(planned, dtype=np.int64)
+    best = best_passed_arm(profit, passed)
+    dropped = (planned != NO_ARM) & ~np.isin(planned, passed)
+    fallback = np.full(len(planned), NO_ARM, dtype=np.int64)
+    fell_back: list[int] = []
+    decisions = []
+    for b in sorted(set(best[dropped].tolist()) - {NO_ARM}):
+        key = fallback_key(arms[b])
+        reads = history_fallback_reads(history, history_profit, passed, b, arms, terms, confidence)
+        pool = gate_pool(reads, replace(settings, confidence=confidence), {key: arms[b].value})
+        if key in pool:
+            decision = gate([pool[key]], confidence)[0]
+        else:
+            decision = GateDecision(key, False, "held: never read on these customers", confidence)
+        decisions.append(decision)
+        if decision.roll_out:
+            fallback[dropped & (best == b)] = b
+            fell_back.append(b)
+    allowed = rollout_by_population(
+        planned,
+        passed,
+        fallback=fallback,
+        fallback_passed={
+            (int(b), int(d))
+            for b, d in zip(best[dropped], planned[dropped], strict=True)
+            if b in fell_back
+        },
+    )
+    return allowed, decisions
+
+
+def dropped_counts(
+    planned: np.ndarray, allowed: np.ndarray, labels: list[str]
+) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Of the customers whose plan arm (``planned``, index into ``labels``) is not their
+    ``allowed`` one: per plan arm, how many are held (``allowed`` ``NO_ARM``) and how many may
+    get another arm, per that arm (their fallback)."""
+    planned, allowed = np.asarray(planned), np.asarray(allowed)
+    moved = (planned != NO_ARM) & (allowed != planned)
+    held: dict[str, int] = {}
+    fallback: dict[str, dict[str, int]] = {}
+    for j in sorted(set(planned[moved].tolist())):
+        mine = moved & (planned == j)
+        if (allowed[mine] == NO_ARM).any():
+            held[labels[j]] = int((allowed[mine] == NO_ARM).sum())
+        to = allowed[mine & (allowed != NO_ARM)]
+        if len(to):
+            fallback[labels[j]] = {
+                labels[b]: int((to == b).sum()) for b in sorted(set(to.tolist()))
+            }
+    return held, fallback
 
 
 def only_where_read(
@@ -183,8 +273,9 @@ def only_where_read(
 
 def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, dict[str, Any]]:
     """Learn from the wave, gate each arm on its segment, re-plan the rest of the base with
-    each passed arm on its own segment only, save the plan. Returns (saved plan, plan, facts);
-    the plan is None when no arm passed the gate."""
+    each passed arm on its own segment only — and on a dropped arm's customers whose best
+    passed arm it is where it was read on them and passed (``fallback_rollout``) — save the
+    plan. Returns (saved plan, plan, facts); the plan is None when no arm passed the gate."""
     record, table = load_plan(state, plan_id)
     folder = plans_dir(state) / plan_id
     if not (folder / READOUT_FILE).exists():
@@ -237,7 +328,7 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
     wave["label"] = wave["responded"].astype(int)
     wave_rows = wave.merge(base[[ID, *features]], on=ID, how="inner")
     settings = LoopSettings(learner=learner, params=params or LoopSettings().params)
-    pipe, model_arms, cal, decisions, reads = learn_and_gate(
+    pipe, model_arms, cal, decisions, reads, history_profit = learn_and_gate(
         history,
         wave_rows,
         arms,
@@ -278,7 +369,21 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
         index=parent[ID].to_numpy(),
     )
     planned = rest[ID].map(parent_arm).fillna(NO_ARM).to_numpy(dtype=np.int64)
-    allowed = rollout_by_population(planned, [labels.index(a) for a in passed])
+    # a dropped arm's customers: their best passed arm where it was read on them and passed
+    # (the history's randomised rows on the same rule), else held
+    profit = estimated_profit(pipe, rest[features], arms, model_arms, cal)
+    allowed, fallback_decisions = fallback_rollout(
+        history,
+        history_profit,
+        planned,
+        profit,
+        [labels.index(a) for a in passed],
+        arms,
+        confidence,
+        settings,
+    )
+    facts["fallback_gate"] = [d.as_dict() for d in fallback_decisions]
+    fell_back = [d.arm for d in fallback_decisions if d.roll_out]
     estimate = arm_estimate(model, rest, campaign)
     assert estimate.p_accept is not None  # arm_estimate always gives P(accept | contacted)
     uplift = estimate.uplift.copy()
@@ -291,10 +396,7 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
                 uplift[:, i, c] = calibrated[:, column[(offer.data_id, channel.name)]]
     uplift = only_where_read(uplift, allowed, campaign, labels)
     estimate = UpliftEstimate(np.minimum(uplift, estimate.p_accept.p), estimate.p_accept)
-    dropped = (planned != NO_ARM) & (allowed == NO_ARM)
-    facts["held"] = {
-        labels[j]: int((planned[dropped] == j).sum()) for j in sorted(set(planned[dropped]))
-    }
+    facts["held"], facts["fallback"] = dropped_counts(planned, allowed, labels)
     used = table[table["selected"] & table["group"].isin(["test", "control"])]
     definition = campaign.model_dump(mode="json")
     budget = dict(definition.get("budget") or {})
@@ -316,7 +418,12 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
             "model_contacts": model.contacts,
             "parent_plan": plan_id,
             "rolled_out_arms": ",".join(passed),
-            "rollout_rule": "each passed arm on its own segment; dropped arms' customers held",
+            "rollout_rule": (
+                "each passed arm on its own segment; a dropped arm's customers their best passed "
+                "arm where read on them and passed, else held"
+            ),
+            "fallback_arms": ",".join(fell_back),
+            "fallback_gate": facts["fallback_gate"],
             "calibrated": str(cal is not None).lower(),
             "wave": "rollout",
         },

@@ -110,6 +110,11 @@ def test_rollout_learns_from_the_wave_and_plans_the_rest_over_passed_arms(saved)
     assert follow.plan_id != first.plan_id
     assert follow.record["inputs"]["parent_plan"] == first.plan_id
     assert facts["wave_rows"] == len(wave)
+    # the fallback read of each dropped arm's customers is recorded with the plan; only
+    # dropped arms' customers are held or fall back
+    assert follow.record["inputs"]["fallback_gate"] == facts["fallback_gate"]
+    moved = set(facts["held"]) | set(facts["fallback"])
+    assert facts["held"] and not moved & set(facts["rolled_out_arms"])
     new = result.customers
     assert not set(new["customer_id"]) & set(wave["customer_id"])  # the wave is done
     chosen = new[new["selected"]]
