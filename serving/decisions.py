@@ -757,7 +757,7 @@ def gate_confidence(text: str | None) -> float:
 
 def plan_readout(dirs: StateDirs, plan_id: str, confidence: float) -> dict[str, Any]:
     """The GET /campaigns/{plan_id}/readout answer (serving.schemas.ReadoutResponse): the
-    stored responses read against the control group and the gate's decision per arm, recorded
+    stored responses read per arm on its plan segment and the gate's decision per arm, recorded
     beside the plan as ``readout.json`` (what ``patron campaign rollout`` goes on from)."""
     root, record, customers = _plan_folder(dirs, plan_id)
     folder = root / plan_id

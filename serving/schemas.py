@@ -969,7 +969,7 @@ class ResponsesResponse(BaseModel):
 
 
 class ArmReadoutOut(BaseModel):
-    """One arm's wave against the control group (null: not measurable yet)."""
+    """One arm's wave against its plan segment's controls (null: not measurable yet)."""
 
     arm: str = Field(description="offer/channel", examples=["RET_01/email"])
     contacts: int

@@ -685,7 +685,7 @@ class Patron:
     async def campaign_readout(
         self, request: Request, plan_id: str
     ) -> ReadoutResponse | JSONResponse:
-        """Per arm: incremental response and profit per contact against the control group with
+        """Per arm: incremental response and profit per contact against its segment's controls, with
         intervals, actual vs expected, declines by reason, and the roll-out gate's decision at
         `?confidence=` (one-sided, default 0.9); recorded beside the plan (readout.json)."""
         from serving.decisions import gate_confidence, plan_readout

@@ -2,7 +2,7 @@
 gave them, and only when that arm passed the gate (docs/campaign_loop.md §4, §7).
 
 A plan saved over HTTP (``POST /campaigns/plan`` with ``save``) already gave every selected
-customer an arm and a group; its test cell was read against the control group and the gate
+customer an arm and a group; its test cell was read on each arm's plan segment and the gate
 decided per arm (``readout.json``). The roll-out keeps §5's rule: an arm rolls out only on the
 population it was read on — the plan's ``rollout`` group, which the plan gave arms by the same
 rule as the test cell and control group (the groups are a hash of the customer). A dropped
