@@ -79,6 +79,7 @@ def run_seed(
     stratified_reads: bool = True,
     unproven_cell: bool = False,
     between: str = "arm",
+    fallback_prior: bool = False,
 ) -> dict[str, Any]:
     """Generate one world and run every scenario and method ``repeats`` times on it (a method's
     repeat ``r`` draws the same control group as the others' repeat ``r``)."""
@@ -102,6 +103,7 @@ def run_seed(
             stratified_reads=stratified_reads,
             unproven_cell=unproven_cell,
             between=between,
+            fallback_prior=fallback_prior,
         )
         for m in methods
     }
@@ -116,6 +118,7 @@ def run_seed(
         "stratified_reads": stratified_reads,
         "unproven_cell": unproven_cell,
         "between": between,
+        "fallback_prior": fallback_prior,
         "scenarios": {},
     }
     with tempfile.TemporaryDirectory(prefix="patron-loop-") as home:
@@ -208,6 +211,12 @@ def main() -> None:
         help="targeted: the random effect between an arm's reads, estimated per arm (default) "
         "or shared by the arms in incremental-response units (LoopSettings.between)",
     )
+    ap.add_argument(
+        "--fallback-prior",
+        action="store_true",
+        help="targeted: judge a dropped arm's customers' fallback with the arm's reads on its "
+        "other populations as the prior (LoopSettings.fallback_prior)",
+    )
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "loop.json")
     ap.add_argument(
         "--merge",
@@ -234,6 +243,7 @@ def main() -> None:
                 args.stratified_reads,
                 args.unproven_cell,
                 args.between,
+                args.fallback_prior,
             )
             for s in range(args.first_seed, args.first_seed + args.seeds)
         ]

@@ -58,6 +58,7 @@ from models.decisions.readout import (
     GateDecision,
     gate,
     pool_on_current_bayes,
+    pool_population_in_arm,
     pool_predictive_bayes,
     pool_readouts,
     pool_toward_current,
@@ -136,6 +137,11 @@ class LoopSettings:
     # Tried, not chosen on the development seeds: the up-sell arms' real spread widened the
     # retention arm's interval (docs/campaign_loop.md §6)
     between: str = "arm"
+    # targeted, rollout "read": what a dropped arm's customers' fallback is judged on. False
+    # (default): its reads on them alone (the earlier randomised campaigns on the same rule,
+    # this test cell's fallback half), pooled like any arm; True: those reads with the arm's
+    # reads on its other populations as the prior (``readout.pool_population_in_arm``)
+    fallback_prior: bool = False
     learner: str = "x"
     params: dict[str, Any] = field(
         default_factory=lambda: {
@@ -957,7 +963,24 @@ def _simulate_targeted(
                     }
                 else:
                     fb_reads = [*hist, [live] if live is not None else []]
-                    pool = gate_pool(fb_reads, settings, {key: arms[b].value}, spread)
+                    if settings.fallback_prior:
+                        b_label = arms[b].label
+                        elsewhere = [
+                            r
+                            for wave_reads in [*evidence, readouts]
+                            for r in wave_reads
+                            if r.arm in (b_label, key)
+                        ]
+                        one = pool_population_in_arm(
+                            fb_reads,
+                            elsewhere,
+                            key,
+                            settings.tau_uplift * arms[b].value,
+                            settings.confidence,
+                        )
+                        pool = {key: one} if one is not None else {}
+                    else:
+                        pool = gate_pool(fb_reads, settings, {key: arms[b].value}, spread)
                 if key in pool:
                     decision = gate([pool[key]], settings.confidence)[0]
                 else:

@@ -531,6 +531,53 @@ def pool_on_current_bayes(
     return out
 
 
+def pool_population_in_arm(
+    population: list[list[ArmReadout]],
+    arm_reads: list[ArmReadout],
+    key: str,
+    tau_scale: float,
+    level: float = 0.9,
+) -> ArmReadout | None:
+    """An arm's profit per contact **on one population** (``population``: its reads there,
+    e.g. a dropped arm's customers read in the earlier randomised campaigns and in this test
+    cell) with the arm's reads **on its other populations** (``arm_reads``: its own segments,
+    earlier waves) as the prior: the normal hierarchical model of ``pool_predictive_bayes``,
+    each population's profit drawn around the arm's mean with a spread integrated over a
+    half-normal prior of scale ``tau_scale``, judged on the posterior of this population
+    (``_posterior_on_current``). The population's own reads are pooled first (fixed effect:
+    the same customers' rule). A thin read there is pulled toward what the arm earns
+    elsewhere as far as the spread between populations allows, and a read that disagrees
+    pulls the spread up. None when the population has no usable read (never read there: the
+    roll-out does not go to it). Counts are those of every read used; ``key`` names it."""
+    own = _usable_reads(population, key)
+    if not own:
+        return None
+    (here,) = pool_readouts([own], level)
+    others = [
+        r
+        for r in arm_reads
+        if r.contacts and r.control and np.isfinite(r.profit_se) and r.profit_se > 0
+    ]
+    if not others or not tau_scale > 0:
+        return here
+    y = np.array([*(r.profit_per_contact for r in others), here.profit_per_contact])
+    s2 = np.array([*(r.profit_se**2 for r in others), here.profit_se**2])
+    p, mean, var = _posterior_on_current(y, s2, float(tau_scale))
+    m = float(np.sum(p * mean))
+    sd = float(np.sqrt(max(np.sum(p * (var + mean**2)) - m**2, 0.0)))
+    z_two = float(_z(0.5 + level / 2))
+    return replace(
+        here,
+        contacts=here.contacts + sum(r.contacts for r in others),
+        control=here.control + sum(r.control for r in others),
+        profit_per_contact=m,
+        profit_per_contact_ci=(m - z_two * sd, m + z_two * sd),
+        profit_lower_one_sided=_mixture_quantile(p, mean, np.sqrt(var), 1 - level),
+        profit_se=sd,
+        incremental_profit=m * here.contacts,
+    )
+
+
 def pool_toward_current(
     current: list[ArmReadout],
     earlier: list[list[ArmReadout]],

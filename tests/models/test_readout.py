@@ -443,3 +443,31 @@ def test_a_targeted_wave_is_read_on_each_arms_segment() -> None:
     # a contact must have got the plan's arm
     with pytest.raises(ValueError, match="other than the plan's"):
         read_segments(["a", None], ["b", "b"], [1.0, 0.0], terms)
+
+
+def test_a_population_read_thinly_borrows_from_the_arms_other_populations() -> None:
+    """A dropped arm's customers read on few contacts: with the arm's reads elsewhere as the
+    prior, a thin read that agrees with them passes, one that clearly disagrees does not, and
+    a population never read gets nothing."""
+    from dataclasses import replace as with_
+
+    from models.decisions.readout import pool_population_in_arm
+
+    def fb(y: float, se: float) -> list:
+        return [with_(_READ[0], arm="a as a fallback", profit_per_contact=y, profit_se=se)]
+
+    elsewhere = [_reads(4.0, 0.4)[0], _reads(3.6, 0.5)[0]]  # the arm earns on its segments
+    alone = pool_population_in_arm([fb(1.5, 1.5)], [], "a as a fallback", 1.0)
+    with_prior = pool_population_in_arm([fb(1.5, 1.5)], elsewhere, "a as a fallback", 1.0)
+    assert alone is not None and with_prior is not None
+    assert alone.profit_lower_one_sided < 0 < with_prior.profit_lower_one_sided
+    assert 1.5 < with_prior.profit_per_contact < 4.0  # pulled toward the arm's other reads
+    assert with_prior.arm == "a as a fallback"
+    # a precise read there that says the arm loses on these customers is believed
+    losing = pool_population_in_arm([fb(-2.0, 0.4)], elsewhere, "a as a fallback", 1.0)
+    assert losing is not None and losing.profit_lower_one_sided < 0
+    # never read on them: no figure, whatever the arm earns elsewhere
+    assert pool_population_in_arm([[]], elsewhere, "a as a fallback", 1.0) is None
+    # a prior of almost no spread between populations: the arm's pooled mean
+    tight = pool_population_in_arm([fb(1.5, 1.5)], elsewhere, "a as a fallback", 1e-3)
+    assert tight is not None and tight.profit_per_contact == pytest.approx(3.8, abs=0.15)
