@@ -79,7 +79,7 @@ def run_seed(
     stratified_reads: bool = True,
     unproven_cell: bool = False,
     between: str = "arm",
-    fallback_prior: bool = False,
+    fallback_prior: str = "shifted",
 ) -> dict[str, Any]:
     """Generate one world and run every scenario and method ``repeats`` times on it (a method's
     repeat ``r`` draws the same control group as the others' repeat ``r``)."""
@@ -213,7 +213,8 @@ def main() -> None:
     )
     ap.add_argument(
         "--fallback-prior",
-        action="store_true",
+        choices=["none", "arm", "shifted"],
+        default="shifted",
         help="targeted: judge a dropped arm's customers' fallback with the arm's reads on its "
         "other populations as the prior (LoopSettings.fallback_prior)",
     )

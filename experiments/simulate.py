@@ -42,7 +42,7 @@ much the arms' measurements vary beyond their noise (docs/campaign_loop.md §5).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -137,11 +137,15 @@ class LoopSettings:
     # Tried, not chosen on the development seeds: the up-sell arms' real spread widened the
     # retention arm's interval (docs/campaign_loop.md §6)
     between: str = "arm"
-    # targeted, rollout "read": what a dropped arm's customers' fallback is judged on. False
-    # (default): its reads on them alone (the earlier randomised campaigns on the same rule,
-    # this test cell's fallback half), pooled like any arm; True: those reads with the arm's
-    # reads on its other populations as the prior (``readout.pool_population_in_arm``)
-    fallback_prior: bool = False
+    # targeted, rollout "read": what a dropped arm's customers' fallback is judged on. "none"
+    # (before): its reads on them alone (the earlier randomised campaigns on the same rule,
+    # this test cell's fallback half), pooled like any arm; "arm": those reads with the arm's
+    # reads on its other populations as the prior (``readout.pool_population_in_arm``; tried:
+    # the populations are not exchangeable, the plan chose another arm for these customers,
+    # and the gate rolled out 12 of 13 losing ones); "shifted" (default since stop 23): with
+    # this test cell's read of the arm on its own segment as the prior, moved by the model's
+    # estimated difference between that segment and these customers (docs/campaign_loop.md §6)
+    fallback_prior: str = "shifted"
     learner: str = "x"
     params: dict[str, Any] = field(
         default_factory=lambda: {
@@ -454,6 +458,10 @@ def simulate_loop(
         raise ValueError(f"unknown loop method {settings.method!r}; known: refit, targeted")
     if settings.rollout not in ("read", "held", "extend"):
         raise ValueError(f"unknown roll-out {settings.rollout!r}; known: read, held, extend")
+    if settings.fallback_prior not in ("none", "arm", "shifted"):
+        raise ValueError(
+            f"unknown fallback prior {settings.fallback_prior!r}; known: arm, none, shifted"
+        )
     if settings.gate_reads not in ("pooled", "current", "bayes", "bayes_current"):
         raise ValueError(
             f"unknown gate reads {settings.gate_reads!r}; "
@@ -686,6 +694,22 @@ def history_fallback_reads(
         )
         out.append([r] if r is not None else [])
     return out
+
+
+def shifted_segment_reads(
+    segment_reads: list[ArmReadout], on_them: np.ndarray, on_segment: np.ndarray
+) -> list[ArmReadout]:
+    """An arm's reads on its own plan segment as the prior of its profit on other customers
+    (a dropped arm's, whose fallback it is): each moved by the model's estimated difference
+    between them, ``on_them.mean() - on_segment.mean()`` (the calibrated estimated profit per
+    contact of the arm on those customers and on its segment). The plan chose another arm
+    for them, so the arm is expected to earn less there than where it is planned; the
+    calibration shrinks the model's spread to what the randomised rows show of it. None of
+    the reads without customers on either side."""
+    if not len(on_them) or not len(on_segment):
+        return []
+    delta = float(np.mean(on_them) - np.mean(on_segment))
+    return [replace(r, profit_per_contact=r.profit_per_contact + delta) for r in segment_reads]
 
 
 def cell_shares(
@@ -963,14 +987,21 @@ def _simulate_targeted(
                     }
                 else:
                     fb_reads = [*hist, [live] if live is not None else []]
-                    if settings.fallback_prior:
+                    if settings.fallback_prior != "none":
                         b_label = arms[b].label
-                        elsewhere = [
-                            r
-                            for wave_reads in [*evidence, readouts]
-                            for r in wave_reads
-                            if r.arm in (b_label, key)
-                        ]
+                        if settings.fallback_prior == "arm":
+                            elsewhere = [
+                                r
+                                for wave_reads in [*evidence, readouts]
+                                for r in wave_reads
+                                if r.arm in (b_label, key)
+                            ]
+                        else:  # "shifted"
+                            elsewhere = shifted_segment_reads(
+                                [r for r in readouts if r.arm == b_label],
+                                estimated[on_them & rest, b],
+                                estimated[(plan == b) & rest, b],
+                            )
                         one = pool_population_in_arm(
                             fb_reads,
                             elsewhere,

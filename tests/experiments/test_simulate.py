@@ -306,3 +306,17 @@ def test_the_default_gate_weighs_two_disagreeing_reads_against_the_prior() -> No
     assert default.profit_se < moments.profit_se
     lo, hi = sorted(r[0].profit_per_contact for r in reads)
     assert lo < default.profit_per_contact < hi
+
+
+def test_the_fallbacks_prior_is_the_arms_segment_read_moved_by_the_estimated_difference() -> None:
+    from experiments.simulate import shifted_segment_reads
+    from models.decisions.readout import ArmTerms, read_wave
+
+    (seg,) = read_wave(
+        ["a"] * 300 + [None] * 300, [1.0] * 90 + [0.0] * 510, {"a": ArmTerms(40.0, 0.2)}
+    )
+    (moved,) = shifted_segment_reads([seg], np.array([0.5, 1.5]), np.array([3.0, 4.0, 5.0]))
+    # the customers it falls back to are estimated 3 per contact worse than its segment
+    assert moved.profit_per_contact == pytest.approx(seg.profit_per_contact - 3.0)
+    assert moved.profit_se == seg.profit_se and moved.contacts == seg.contacts
+    assert shifted_segment_reads([seg], np.array([]), np.array([3.0])) == []
