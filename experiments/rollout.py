@@ -41,6 +41,7 @@ learning step of the loop simulator (the same functions: ``experiments.simulate`
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -81,6 +82,7 @@ from experiments.simulate import (
     history_fallback_reads,
     history_readouts,
     oof_profit,
+    shifted_segment_reads,
 )
 from models.decisions import Campaign, Plan, UpliftEstimate, parse_campaign
 from models.decisions.learning import Calibration
@@ -90,6 +92,7 @@ from models.decisions.readout import (
     ArmTerms,
     GateDecision,
     gate,
+    pool_population_in_arm,
     read_population,
     rollout_by_population,
 )
@@ -105,6 +108,30 @@ def _arm_of(offers: pd.Series, channels: pd.Series, labels: list[str]) -> np.nda
         ],
         dtype=np.int64,
     )
+
+
+def wave_segment_reads(wave: pd.DataFrame, arms: list[Arm], confidence: float) -> list[ArmReadout]:
+    """Each arm the wave's test cell tried, read on its segment: its contacts against the
+    control customers the plan gave the same arm (``wave``: ``arm`` what they got, -1 control;
+    ``planned`` the plan's arm; ``label`` the response)."""
+    terms = {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
+    given = [arms[a].label if a != NO_ARM else None for a in wave["arm"]]
+    control = (wave["arm"] == NO_ARM).to_numpy()
+    y = wave["label"].to_numpy()
+    reads = []
+    for j in sorted(set(wave.loc[~control, "arm"])):
+        r = read_population(
+            arms[j].label,
+            given,
+            (wave["planned"] == j).to_numpy(),
+            control,
+            y,
+            terms[arms[j].label],
+            level=confidence,
+        )
+        if r is not None:
+            reads.append(r)
+    return reads
 
 
 def learn_and_gate(
@@ -146,23 +173,9 @@ def learn_and_gate(
     terms = {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
     # the randomised campaigns read on cross-fitted plans (their rows come first in ``seen``)
     evidence = history_readouts(history, model_arms, *oof, arms, terms, confidence)
-    given = [arms[a].label if a != NO_ARM else None for a in wave["arm"]]
     control = (wave["arm"] == NO_ARM).to_numpy()
-    y = wave["label"].to_numpy()
     tried = sorted(set(wave.loc[~control, "arm"]))
-    reads = []
-    for j in tried:
-        r = read_population(
-            arms[j].label,
-            given,
-            (wave["planned"] == j).to_numpy(),
-            control,
-            y,
-            terms[arms[j].label],
-            level=confidence,
-        )
-        if r is not None:
-            reads.append(r)
+    reads = wave_segment_reads(wave, arms, confidence)
     pooled = gate_pool(
         [*evidence, reads],
         replace(settings, confidence=confidence),
@@ -191,6 +204,7 @@ def fallback_rollout(
     arms: list[Arm],
     confidence: float,
     settings: LoopSettings,
+    segment_reads: Sequence[ArmReadout] = (),
 ) -> tuple[np.ndarray, list[GateDecision]]:
     """The arm each customer may be rolled out (``NO_ARM``: held), with the loop simulator's
     fallback read (docs/campaign_loop.md §5 step 5; the simulator's functions): a customer whose
@@ -202,7 +216,11 @@ def fallback_rollout(
     best passed arm is ``b``; every arm was randomised there, each campaign against its own
     controls), pooled by ``gate_pool`` and gated at ``confidence``; else they are held. Returns
     the allowed arm per customer and the fallback gate's decision per such ``b`` (named
-    "``b`` as a fallback"). No fallback half of a test cell here: the wave tested the plan."""
+    "``b`` as a fallback"). No fallback half of a test cell here: the wave tested the plan.
+    With ``settings.fallback_prior`` "shifted" (the default), ``b``'s read in this wave on its
+    own segment (``segment_reads``: ``wave_segment_reads``) moved by the estimated difference
+    between its segment and those customers is the prior of those reads, as in the simulator
+    (``simulate.shifted_segment_reads``, ``readout.pool_population_in_arm``)."""
     terms = {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
     planned = np.asarray(planned, dtype=np.int64)
     best = best_passed_arm(profit, passed)
@@ -213,7 +231,18 @@ def fallback_rollout(
     for b in sorted(set(best[dropped].tolist()) - {NO_ARM}):
         key = fallback_key(arms[b])
         reads = history_fallback_reads(history, history_profit, passed, b, arms, terms, confidence)
-        pool = gate_pool(reads, replace(settings, confidence=confidence), {key: arms[b].value})
+        if settings.fallback_prior == "shifted":
+            prior = shifted_segment_reads(
+                [r for r in segment_reads if r.arm == arms[b].label],
+                profit[dropped & (best == b), b],
+                profit[planned == b, b],
+            )
+            one = pool_population_in_arm(
+                reads, prior, key, settings.tau_uplift * arms[b].value, confidence
+            )
+            pool = {key: one} if one is not None else {}
+        else:
+            pool = gate_pool(reads, replace(settings, confidence=confidence), {key: arms[b].value})
         if key in pool:
             decision = gate([pool[key]], confidence)[0]
         else:
@@ -381,6 +410,7 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
         arms,
         confidence,
         settings,
+        wave_segment_reads(wave_rows, arms, confidence),
     )
     facts["fallback_gate"] = [d.as_dict() for d in fallback_decisions]
     fell_back = [d.arm for d in fallback_decisions if d.roll_out]

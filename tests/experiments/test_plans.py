@@ -114,7 +114,11 @@ def test_rollout_learns_from_the_wave_and_plans_the_rest_over_passed_arms(saved)
     # dropped arms' customers are held or fall back
     assert follow.record["inputs"]["fallback_gate"] == facts["fallback_gate"]
     moved = set(facts["held"]) | set(facts["fallback"])
-    assert facts["held"] and not moved & set(facts["rolled_out_arms"])
+    assert moved and not moved & set(facts["rolled_out_arms"])
+    fell_back = {
+        d["arm"].removesuffix(" as a fallback") for d in facts["fallback_gate"] if d["roll_out"]
+    }
+    assert {b for to in facts["fallback"].values() for b in to} <= fell_back
     new = result.customers
     assert not set(new["customer_id"]) & set(wave["customer_id"])  # the wave is done
     chosen = new[new["selected"]]

@@ -177,3 +177,46 @@ def test_a_dropped_arms_customers_get_their_best_passed_arm_only_where_it_passed
         (False, "held: never read on these customers")
     ]
     assert dropped_counts(planned, allowed, labels) == (before, {})
+
+
+def test_a_thin_fallback_read_borrows_from_the_arms_segment_read_moved_by_the_estimate() -> None:
+    """The fallback's read on the dropped arm's customers is thin; the arm's read on its own
+    segment in this wave, moved by the estimated difference between the two populations, is
+    its prior (LoopSettings.fallback_prior, "shifted" by default): a strong segment read
+    estimated to carry over lets it pass, one estimated not to carry over does not."""
+    from dataclasses import replace
+
+    from experiments.rollout import wave_segment_reads
+
+    rng = np.random.default_rng(5)
+    arms = [Arm("GOOD", "email", 40.0, 0.2), Arm("BAD", "email", 40.0, 5.0)]
+    history = _randomised(500, rng, [0.15, 0.0], "A", [0.06, 0.0])  # thin on BAD's customers
+    f1 = history["f1"].to_numpy()
+    history_profit = np.column_stack([np.full(len(f1), 1.0), np.where(f1 > 0, 2.0, -1.0)])
+    n = 600
+    planned = np.repeat([0, 1], n // 2)
+    # this wave on GOOD's segment: +15 pp on 3 000 contacts and 1 000 controls
+    m = 4_000
+    wave = pd.DataFrame(
+        {
+            "arm": np.where(np.arange(m) < 3_000, 0, NO_ARM),
+            "planned": 0,
+            "label": (rng.random(m) < np.where(np.arange(m) < 3_000, 0.35, 0.20)).astype(int),
+        }
+    )
+    segment = wave_segment_reads(wave, arms, 0.9)
+    assert [r.arm for r in segment] == ["GOOD/email"]
+
+    def decide(on_segment: float, on_them: float, settings: LoopSettings, reads: list) -> bool:
+        profit = np.column_stack([np.where(planned == 0, on_segment, on_them), np.full(n, 1.0)])
+        _, (decision,) = fallback_rollout(
+            history, history_profit, planned, profit, [0], arms, 0.9, settings, reads
+        )
+        assert decision.arm == "GOOD/email as a fallback"
+        return decision.roll_out
+
+    alone = replace(FAST, fallback_prior="none")
+    assert not decide(5.0, 4.5, alone, segment)  # the thin read alone does not pass
+    assert decide(5.0, 4.5, FAST, segment)  # estimated to earn there about what it earns on its own
+    assert not decide(9.0, 2.0, FAST, segment)  # estimated to earn 7 per contact less there
+    assert not decide(5.0, 4.5, FAST, [])  # no segment read: the thin read alone
