@@ -103,7 +103,9 @@ class LoopSettings:
     # "current": the population it would roll out on now (this test cell's read of it), the
     #   earlier reads as its prior (``pool_toward_current``), with a half-normal prior of scale
     #   ``tau_uplift`` x the arm's value per response on the spread between populations; an arm
-    #   not read now is held
+    #   not read now is held;
+    # "bayes_current": "bayes"'s model judged on the posterior of the population read now
+    #   (``pool_on_current_bayes``); tried, no different on the development seeds
     gate_reads: str = "bayes"
     tau_uplift: float = 0.02
     # targeted: what later waves' gates pool of this wave (docs/campaign_loop.md §6):

@@ -451,6 +451,25 @@ def _posterior_predictive(
     return p, mu, v_mu + taus**2
 
 
+def _mixture_readout(
+    r: ArmReadout, p: np.ndarray, mean: np.ndarray, var: np.ndarray, level: float
+) -> ArmReadout:
+    """``r`` with its profit per contact replaced by a mixture of normals over the spread's
+    grid (weights ``p``): its mean, standard deviation, two-sided interval and one-sided
+    ``1 - level`` quantile; the incremental profit over ``r``'s contacts."""
+    z_two = float(_z(0.5 + level / 2))
+    m = float(np.sum(p * mean))
+    sd = float(np.sqrt(max(np.sum(p * (var + mean**2)) - m**2, 0.0)))
+    return replace(
+        r,
+        profit_per_contact=m,
+        profit_per_contact_ci=(m - z_two * sd, m + z_two * sd),
+        profit_lower_one_sided=_mixture_quantile(p, mean, np.sqrt(var), 1 - level),
+        profit_se=sd,
+        incremental_profit=m * r.contacts,
+    )
+
+
 def pool_predictive_bayes(
     waves: list[list[ArmReadout]], tau_scale: Mapping[str, float], level: float = 0.9
 ) -> list[ArmReadout]:
@@ -464,7 +483,6 @@ def pool_predictive_bayes(
     distribution of the next population's profit per contact (a mixture of normals over the
     spread); ``profit_lower_one_sided`` is its ``1 - level`` quantile. An arm read once, or
     missing from ``tau_scale``, keeps ``pool_readouts``' figures."""
-    z_two = float(_z(0.5 + level / 2))
     out = []
     for r in pool_readouts(waves, level, predictive=True):
         usable = _usable_reads(waves, r.arm)
@@ -474,18 +492,7 @@ def pool_predictive_bayes(
         y = np.array([e.profit_per_contact for e in usable])
         s2 = np.array([e.profit_se**2 for e in usable])
         p, mean, var = _posterior_predictive(y, s2, float(tau_scale[r.arm]))
-        m = float(np.sum(p * mean))
-        sd = float(np.sqrt(max(np.sum(p * (var + mean**2)) - m**2, 0.0)))
-        out.append(
-            replace(
-                r,
-                profit_per_contact=m,
-                profit_per_contact_ci=(m - z_two * sd, m + z_two * sd),
-                profit_lower_one_sided=_mixture_quantile(p, mean, np.sqrt(var), 1 - level),
-                profit_se=sd,
-                incremental_profit=m * r.contacts,
-            )
-        )
+        out.append(_mixture_readout(r, p, mean, var, level))
     return out
 
 
@@ -503,7 +510,6 @@ def pool_on_current_bayes(
     population it goes to was never read); an arm read only now, or missing from
     ``tau_scale``, keeps ``pool_readouts``'. Counts are those of every read pooled, as in
     ``pool_readouts``, so the gate's minimum counts apply to the whole evidence."""
-    z_two = float(_z(0.5 + level / 2))
     current = {r.arm for r in waves[-1]} if waves else set()
     out = []
     for r in pool_predictive_bayes(waves, tau_scale, level):
@@ -516,18 +522,7 @@ def pool_on_current_bayes(
         y = np.array([*(e.profit_per_contact for e in earlier), now[0].profit_per_contact])
         s2 = np.array([*(e.profit_se**2 for e in earlier), now[0].profit_se ** 2])
         p, mean, var = _posterior_on_current(y, s2, float(tau_scale[r.arm]))
-        m = float(np.sum(p * mean))
-        sd = float(np.sqrt(max(np.sum(p * (var + mean**2)) - m**2, 0.0)))
-        out.append(
-            replace(
-                r,
-                profit_per_contact=m,
-                profit_per_contact_ci=(m - z_two * sd, m + z_two * sd),
-                profit_lower_one_sided=_mixture_quantile(p, mean, np.sqrt(var), 1 - level),
-                profit_se=sd,
-                incremental_profit=m * r.contacts,
-            )
-        )
+        out.append(_mixture_readout(r, p, mean, var, level))
     return out
 
 
@@ -563,18 +558,10 @@ def pool_population_in_arm(
     y = np.array([*(r.profit_per_contact for r in others), here.profit_per_contact])
     s2 = np.array([*(r.profit_se**2 for r in others), here.profit_se**2])
     p, mean, var = _posterior_on_current(y, s2, float(tau_scale))
-    m = float(np.sum(p * mean))
-    sd = float(np.sqrt(max(np.sum(p * (var + mean**2)) - m**2, 0.0)))
-    z_two = float(_z(0.5 + level / 2))
     return replace(
-        here,
+        _mixture_readout(here, p, mean, var, level),
         contacts=here.contacts + sum(r.contacts for r in others),
         control=here.control + sum(r.control for r in others),
-        profit_per_contact=m,
-        profit_per_contact_ci=(m - z_two * sd, m + z_two * sd),
-        profit_lower_one_sided=_mixture_quantile(p, mean, np.sqrt(var), 1 - level),
-        profit_se=sd,
-        incremental_profit=m * here.contacts,
     )
 
 
@@ -612,21 +599,7 @@ def pool_toward_current(
         y = np.array([*(e.profit_per_contact for e in prior), r.profit_per_contact])
         s2 = np.array([*(e.profit_se**2 for e in prior), r.profit_se**2])
         p, mean, var = _posterior_on_current(y, s2, tau_scale[r.arm])
-        post_mean = float(np.sum(p * mean))
-        post_sd = float(np.sqrt(max(np.sum(p * (var + mean**2)) - post_mean**2, 0.0)))
-        lower = _mixture_quantile(p, mean, np.sqrt(var), 1 - level)
-        z_two = float(_z(0.5 + level / 2))
-        out.append(
-            replace(
-                r,
-                profit_per_contact=post_mean,
-                profit_per_contact_ci=(post_mean - z_two * post_sd, post_mean + z_two * post_sd),
-                profit_lower_one_sided=lower,
-                profit_se=post_sd,
-                incremental_profit=post_mean * r.contacts,
-                level=level,
-            )
-        )
+        out.append(replace(_mixture_readout(r, p, mean, var, level), level=level))
     return out
 
 
