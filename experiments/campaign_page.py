@@ -214,7 +214,7 @@ def _readout_tables(readout: dict[str, Any], order: list[str]) -> str:
     headers = [
         ("Arm", "text"),
         ("Contacts read", ""),
-        ("Controls read", ""),
+        ("Controls read (its plan segment)", ""),
         ("Response rate", ""),
         ("Control response rate", ""),
         (f"Incremental response (measured)<br><small>{_e(level_text)} interval</small>", ""),
@@ -290,7 +290,7 @@ def _readout_tables(readout: dict[str, Any], order: list[str]) -> str:
                 ("Arm", "text"),
                 ("Reason given", "text"),
                 ("Share of the arm's contacts", ""),
-                ("Share of the control group", ""),
+                ("Share of its segment's controls", ""),
                 ("Difference", ""),
             ],
             decline_rows,
