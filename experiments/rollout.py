@@ -71,11 +71,13 @@ from experiments.simulate import (
     P_CONTROL,
     LoopSettings,
     arm_calibration,
+    arm_terms,
     best_passed_arm,
     crossfit,
     design_column,
     estimated_profit,
     fallback_key,
+    fallback_pool,
     fit_known,
     gate_pool,
     history_design,
@@ -89,10 +91,8 @@ from models.decisions.learning import Calibration
 from models.decisions.readout import (
     NO_ARM,
     ArmReadout,
-    ArmTerms,
     GateDecision,
     gate,
-    pool_population_in_arm,
     read_population,
     rollout_by_population,
 )
@@ -114,7 +114,7 @@ def wave_segment_reads(wave: pd.DataFrame, arms: list[Arm], confidence: float) -
     """Each arm the wave's test cell tried, read on its segment: its contacts against the
     control customers the plan gave the same arm (``wave``: ``arm`` what they got, -1 control;
     ``planned`` the plan's arm; ``label`` the response)."""
-    terms = {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
+    terms = arm_terms(arms)
     given = [arms[a].label if a != NO_ARM else None for a in wave["arm"]]
     control = (wave["arm"] == NO_ARM).to_numpy()
     y = wave["label"].to_numpy()
@@ -170,7 +170,7 @@ def learn_and_gate(
     model_arms = sorted(set(seen["arm"]) - {NO_ARM})
     oof = crossfit(seen, model_arms, features, categorical, settings, 0)
     cal = arm_calibration(seen, model_arms, *oof) if settings.calibrate else None
-    terms = {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
+    terms = arm_terms(arms)
     # the randomised campaigns read on cross-fitted plans (their rows come first in ``seen``)
     evidence = history_readouts(history, model_arms, *oof, arms, terms, confidence)
     control = (wave["arm"] == NO_ARM).to_numpy()
@@ -221,7 +221,7 @@ def fallback_rollout(
     own segment (``segment_reads``: ``wave_segment_reads``) moved by the estimated difference
     between its segment and those customers is the prior of those reads, as in the simulator
     (``simulate.shifted_segment_reads``, ``readout.pool_population_in_arm``)."""
-    terms = {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
+    terms = arm_terms(arms)
     planned = np.asarray(planned, dtype=np.int64)
     best = best_passed_arm(profit, passed)
     dropped = (planned != NO_ARM) & ~np.isin(planned, passed)
@@ -231,18 +231,14 @@ def fallback_rollout(
     for b in sorted(set(best[dropped].tolist()) - {NO_ARM}):
         key = fallback_key(arms[b])
         reads = history_fallback_reads(history, history_profit, passed, b, arms, terms, confidence)
-        if settings.fallback_prior == "shifted":
-            prior = shifted_segment_reads(
-                [r for r in segment_reads if r.arm == arms[b].label],
-                profit[dropped & (best == b), b],
-                profit[planned == b, b],
-            )
-            one = pool_population_in_arm(
-                reads, prior, key, settings.tau_uplift * arms[b].value, confidence
-            )
-            pool = {key: one} if one is not None else {}
-        else:
-            pool = gate_pool(reads, replace(settings, confidence=confidence), {key: arms[b].value})
+        prior = shifted_segment_reads(
+            [r for r in segment_reads if r.arm == arms[b].label],
+            profit[dropped & (best == b), b],
+            profit[planned == b, b],
+        )
+        pool = fallback_pool(
+            reads, prior, key, arms[b].value, replace(settings, confidence=confidence)
+        )
         if key in pool:
             decision = gate([pool[key]], confidence)[0]
         else:

@@ -476,7 +476,7 @@ def simulate_loop(
         )
     model0 = fit_known(history, known, features, categorical, settings, seed)
     seen = history[[*features, "arm", "label"]]
-    terms = {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
+    terms = arm_terms(arms)
     everything = list(range(len(arms)))
     # the randomised evidence about each arm: each earlier campaign against its own control
     evidence = [
@@ -790,6 +790,33 @@ def gate_pool(
     return {r.arm: r for r in got}
 
 
+def fallback_pool(
+    reads: list[list[ArmReadout]],
+    prior: list[ArmReadout],
+    key: str,
+    value: float,
+    settings: LoopSettings,
+    tau2: float | None = None,
+) -> dict[str, ArmReadout]:
+    """A dropped arm's customers' fallback read ``key`` (``reads``: on them) pooled for the gate
+    (``settings.fallback_prior``): with ``prior`` (the arm's reads elsewhere, e.g.
+    ``shifted_segment_reads``) as the prior of those reads (``readout.pool_population_in_arm``),
+    or, "none", alone like any arm's (``gate_pool``). ``value``: the arm's value per response.
+    Empty when they were never read on. Used by the loop simulator and by
+    ``experiments.rollout``."""
+    if settings.fallback_prior == "none":
+        return gate_pool(reads, settings, {key: value}, tau2)
+    one = pool_population_in_arm(
+        reads, prior, key, settings.tau_uplift * value, settings.confidence
+    )
+    return {key: one} if one is not None else {}
+
+
+def arm_terms(arms: Sequence[Arm]) -> dict[str, ArmTerms]:
+    """Each arm's value and costs for its read-outs, by its label."""
+    return {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
+
+
 def _gate_every_arm(
     pooled: dict[str, ArmReadout], arms: list[Arm], confidence: float
 ) -> list[GateDecision]:
@@ -841,7 +868,7 @@ def _simulate_targeted(
     dropped arm's customers got their best passed arm, unread). After the wave everything it
     saw (test cell, roll-out, control) joins the data of the refit, the held customers without
     an arm probability (outside the calibration)."""
-    terms = {a.label: ArmTerms(a.value, a.cost_per_contact, a.cost_per_acceptance) for a in arms}
+    terms = arm_terms(arms)
     tau_scale = {a.label: settings.tau_uplift * a.value for a in arms}
     design = [P_CONTROL, *(design_column(j) for j in range(len(arms)))]
     history = history_design(history.reset_index(drop=True), len(arms))
@@ -989,31 +1016,21 @@ def _simulate_targeted(
                     }
                 else:
                     fb_reads = [*hist, [live] if live is not None else []]
-                    if settings.fallback_prior != "none":
-                        b_label = arms[b].label
-                        if settings.fallback_prior == "arm":
-                            elsewhere = [
-                                r
-                                for wave_reads in [*evidence, readouts]
-                                for r in wave_reads
-                                if r.arm in (b_label, key)
-                            ]
-                        else:  # "shifted"
-                            elsewhere = shifted_segment_reads(
-                                [r for r in readouts if r.arm == b_label],
-                                estimated[on_them & rest, b],
-                                estimated[(plan == b) & rest, b],
-                            )
-                        one = pool_population_in_arm(
-                            fb_reads,
-                            elsewhere,
-                            key,
-                            settings.tau_uplift * arms[b].value,
-                            settings.confidence,
-                        )
-                        pool = {key: one} if one is not None else {}
+                    b_label = arms[b].label
+                    if settings.fallback_prior == "arm":
+                        elsewhere = [
+                            r
+                            for wave_reads in [*evidence, readouts]
+                            for r in wave_reads
+                            if r.arm in (b_label, key)
+                        ]
                     else:
-                        pool = gate_pool(fb_reads, settings, {key: arms[b].value}, spread)
+                        elsewhere = shifted_segment_reads(
+                            [r for r in readouts if r.arm == b_label],
+                            estimated[on_them & rest, b],
+                            estimated[(plan == b) & rest, b],
+                        )
+                    pool = fallback_pool(fb_reads, elsewhere, key, arms[b].value, settings, spread)
                 if key in pool:
                     decision = gate([pool[key]], settings.confidence)[0]
                 else:
