@@ -250,18 +250,14 @@ def read_wave(
     return out
 
 
+def _usable(r: ArmReadout) -> bool:
+    """A read that can be pooled: contacts, controls and a positive finite SE."""
+    return bool(r.contacts and r.control and np.isfinite(r.profit_se) and r.profit_se > 0)
+
+
 def _usable_reads(waves: list[list[ArmReadout]], name: str) -> list[ArmReadout]:
-    """The reads of ``name`` that can be pooled: contacts, controls and a positive finite SE."""
-    return [
-        r
-        for wave in waves
-        for r in wave
-        if r.arm == name
-        and r.contacts
-        and r.control
-        and np.isfinite(r.profit_se)
-        and r.profit_se > 0
-    ]
+    """The reads of ``name`` that can be pooled (``_usable``)."""
+    return [r for wave in waves for r in wave if r.arm == name and _usable(r)]
 
 
 def _q_terms(y: np.ndarray, var: np.ndarray) -> tuple[float, int, float]:
@@ -548,11 +544,7 @@ def pool_population_in_arm(
     if not own:
         return None
     (here,) = pool_readouts([own], level)
-    others = [
-        r
-        for r in arm_reads
-        if r.contacts and r.control and np.isfinite(r.profit_se) and r.profit_se > 0
-    ]
+    others = [r for r in arm_reads if _usable(r)]
     if not others or not tau_scale > 0:
         return here
     y = np.array([*(r.profit_per_contact for r in others), here.profit_per_contact])
