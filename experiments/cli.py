@@ -348,6 +348,23 @@ def campaign_read(
     console.rule(f"roll-out gate at {confidence:.0%} confidence")
     for d in out["gate"]:
         console.print(f"{d['arm']}: {d['reason']}")
+    _print_repricing(out.get("repricing", []))
+
+
+def _print_repricing(decisions: list[dict[str, Any]]) -> None:
+    """A dropped arm's re-pricing decision and its evidence (models.decisions.repricing)."""
+    if not decisions:
+        return
+    console.rule("a dropped arm with re-priced terms: re-priced or dropped")
+    for d in decisions:
+        even = d["break_even_acceptance_cost"]
+        note = (
+            ""
+            if even is None
+            else f"; at the measured response it would break even with an acceptance cost of "
+            f"{even:,.2f} (if the response stayed as measured)"
+        )
+        console.print(f"{d['arm']}: {d['reason']}{note}")
 
 
 def _pct(value: float | None) -> str:
@@ -464,6 +481,9 @@ def campaign_rollout(
     state = state_of(home)
     with console.status("refitting with the test cell and re-planning the rest"):
         saved, result, facts = rollout(state, plan)
+    if "retest_rollout" in facts:
+        _print_retest_rollout(plan, facts)
+        return
     console.rule("roll-out gate: each arm on its segment, pooled with the history")
     for d in facts["gate"]:
         console.print(f"{d['arm']}: {d['reason']}")
@@ -476,6 +496,15 @@ def campaign_rollout(
         console.print(f"{arm} (dropped): {given} (read and passed on them)")
     for arm, n in facts.get("held", {}).items():
         console.print(f"{arm} (dropped): {n:,} customers held (re-tested in the next plan)")
+    _print_repricing(facts.get("repricing", []))
+    if facts.get("retest_plan"):
+        r = facts["retest"]
+        console.print(
+            f"re-test plan [bold]{facts['retest_plan']}[/bold] saved: {r['test_cell']:,} "
+            f"customers contacted at the new terms, {r['control']:,} controls, {r['waiting']:,} "
+            f"waiting for its read (excluded: {r['excluded'] or 'none'}); read it with: patron "
+            f"campaign read --plan {facts['retest_plan']} --responses <file>"
+        )
     if saved is None or result is None:
         console.print(f"plan {plan}: no arm passed the gate — nothing rolls out")
         return
@@ -486,6 +515,23 @@ def campaign_rollout(
     )
     print_plan(result, saved.record["as_of"])
     console.print(f"roll-out plan [bold]{saved.plan_id}[/bold] saved in {saved.folder}")
+
+
+def _print_retest_rollout(plan: str, facts: dict[str, Any]) -> None:
+    """The roll-out of a re-test plan: its waiting customers, contacted or held per arm."""
+    out = facts["retest_rollout"]
+    verb = "recorded" if facts["created"] else "already recorded (same read-out)"
+    console.rule(f"re-test plan {plan}: roll-out {verb}")
+    for a in out["by_arm"]:
+        console.print(
+            f"{a['arm']}: {a['contacted']:,} contacted, {a['held']:,} held "
+            f"({a['held_for_consent']:,} for consent) — {a['gate_reason']}"
+        )
+    t = out["totals"]
+    console.print(
+        f"{t['contacted']:,} of {t['customers']:,} waiting customers contacted; consent checked "
+        f"on {out['consent']['source']}; the rows: {plan}/rollout.parquet in the plans folder"
+    )
 
 
 @campaign_app.command("report")

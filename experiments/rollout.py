@@ -87,6 +87,8 @@ from experiments.simulate import (
     shifted_segment_reads,
 )
 from models.decisions import Campaign, Plan, UpliftEstimate, parse_campaign
+from models.decisions import plan_store as store
+from models.decisions.allocate import consent_matrix
 from models.decisions.learning import Calibration
 from models.decisions.readout import (
     NO_ARM,
@@ -95,6 +97,15 @@ from models.decisions.readout import (
     gate,
     read_population,
     rollout_by_population,
+)
+from models.decisions.repricing import (
+    REPRICE,
+    RepriceDecision,
+    repricing_of,
+    retest_campaign,
+    retest_plan,
+    retest_rows,
+    within_budget,
 )
 
 
@@ -325,6 +336,8 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
             f"--plan {plan_id} was not made from an arm model (its inputs lack {lacking}): "
             "plan with patron campaign plan to roll out"
         )
+    if inputs.get("wave") == "retest":
+        return None, None, retest_rollout(state, plan_id, record)
     dataset, fs = inputs["dataset"], inputs["feature_set"]
     learned_from = [c for c in str(inputs["learned_from"]).split(",") if c]
     params = json.loads(inputs.get("model_params") or "{}") or None
@@ -364,6 +377,10 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
         settings,
     )
     passed = [d.arm for d in decisions if d.roll_out]
+    # a dropped arm whose offer has re-priced terms: re-priced when the wave's declines on its
+    # segment (the read-out's) say price, else dropped (models.decisions.repricing)
+    failed = [d.arm for d in decisions if not d.roll_out and d.reason.startswith("dropped")]
+    repricing = repricing_of(campaign, readout.get("arms", []), failed, confidence)
     facts: dict[str, Any] = {
         "parent_plan": plan_id,
         "rolled_out_arms": passed,
@@ -372,8 +389,25 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
         "calibrated": cal is not None,
         "learned_rows": len(history) + len(wave_rows),
         "wave_rows": len(wave_rows),
+        "repricing": [d.as_dict() for d in repricing],
     }
+    parent_rows = table[table["selected"] & (table["group"] == "rollout")].drop_duplicates(ID)
     if not passed:
+        # nothing rolls out; the re-priced arms' customers of the roll-out group are re-tested
+        held = parent_rows[ID].map(
+            pd.Series(
+                _arm_of(
+                    parent_rows["offer"].map(lambda o: data_id.get(str(o), str(o))),
+                    parent_rows["channel"],
+                    labels,
+                ),
+                index=parent_rows[ID].to_numpy(),
+            )
+        )
+        arm_of = {str(c): labels[int(a)] for c, a in zip(parent_rows[ID], held, strict=True)}
+        facts.update(
+            _retest(state, record, campaign, base, arm_of, repricing, readout, as_of, plan_id, None)
+        )
         return None, None, facts
     model = ArmModel(
         pipe,
@@ -387,7 +421,7 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
     # 2. re-plan the rest: each customer only the plan's arm for them, when it passed (the
     # population it was read on); 3. budgets less the wave's use
     rest = base[~base[ID].isin(set(wave[ID]))].reset_index(drop=True)
-    parent = table[table["selected"] & (table["group"] == "rollout")].drop_duplicates(ID)
+    parent = parent_rows
     parent_offer = parent["offer"].map(lambda o: data_id.get(str(o), str(o)))
     parent_arm = pd.Series(
         _arm_of(parent_offer, parent["channel"], labels),
@@ -455,4 +489,122 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
         },
     )
     facts["budget"] = budget
+    # the held customers of a re-priced arm: re-tested at the new terms, within what the
+    # campaign has left after this roll-out
+    held = (planned != NO_ARM) & (allowed == NO_ARM)
+    arm_of = {str(c): labels[int(a)] for c, a in zip(rest[ID][held], planned[held], strict=True)}
+    facts.update(
+        _retest(
+            state,
+            record,
+            campaign,
+            base,
+            arm_of,
+            repricing,
+            readout,
+            as_of,
+            plan_id,
+            (budget, plan),
+        )
+    )
     return saved, plan, facts
+
+
+def _retest(
+    state: Any,
+    record: dict[str, Any],
+    campaign: Campaign,
+    base: pd.DataFrame,
+    arm_of: dict[str, str],
+    repricing: list[RepriceDecision],
+    readout: dict[str, Any],
+    as_of: Any,
+    plan_id: str,
+    after: tuple[dict[str, Any], Plan] | None,
+) -> dict[str, Any]:
+    """Save the re-test of the re-priced arms' held customers (``arm_of``: customer id → the
+    failed arm) as a plan of its own; ``after``: the roll-out's budget and plan, whose spend
+    and contacts the re-test must fit beside (None: nothing rolled out). Returns the facts."""
+    if not any(d.action == REPRICE for d in repricing):
+        return {}
+    retest = retest_campaign(campaign, repricing)
+    rate = {str(a["arm"]): float(a["response_rate"]) for a in readout.get("arms", [])}
+    rows = retest_rows(base, arm_of, campaign, repricing, retest, rate)
+    budget = dict(campaign.budget.model_dump())
+    capacity = {c.name: c.capacity for c in campaign.channels}
+    if after is not None:
+        budget, plan = after
+        used = plan.summary
+        by_channel = dict(
+            zip(plan.by_channel["channel"], plan.by_channel["contacted"], strict=True)
+        )
+        capacity = {
+            c: None if n is None else max(int(n) - int(by_channel.get(c, 0)), 0)
+            for c, n in capacity.items()
+        }
+        if budget.get("money") is not None:
+            budget["money"] = max(budget["money"] - used["expected_spend_contacted"], 0.0)
+        if budget.get("contacts") is not None:
+            budget["contacts"] = max(int(budget["contacts"]) - int(used["contacted"]), 0)
+    else:
+        used_wave = record["summary"]
+        if budget.get("money") is not None:
+            budget["money"] = max(
+                budget["money"] - float(used_wave.get("expected_spend_contacted", 0.0)), 0.0
+            )
+        if budget.get("contacts") is not None:
+            budget["contacts"] = max(int(budget["contacts"]) - int(used_wave["contacted"]), 0)
+    rows = within_budget(rows, budget.get("money"), budget.get("contacts"), capacity)
+    plan = retest_plan(rows, retest)
+    chosen = [d for d in repricing if d.action == REPRICE]
+    saved = save_plan(
+        state,
+        plan,
+        retest,
+        pd.Timestamp(record["as_of"]).date(),
+        {
+            **{k: v for k, v in record["inputs"].items() if k in ("dataset", "feature_set")},
+            "parent_plan": plan_id,
+            "wave": "retest",
+            "retest_of": ",".join(d.arm for d in chosen),
+            "repricing": [d.as_dict() for d in chosen],
+            "made_by": "patron campaign rollout",
+        },
+    )
+    return {
+        "retest_plan": saved.plan_id,
+        "retest": {
+            "customers": int(len(rows)),
+            "test_cell": int(plan.summary["test_cell"]),
+            "control": int(plan.summary["control"]),
+            "waiting": int(plan.summary["rollout"]),
+            "excluded": plan.exclusions,
+        },
+    }
+
+
+def retest_rollout(state: Any, plan_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The roll-out of a re-test plan on its read-out: its waiting customers get the re-priced
+    arm when the re-test passed the gate (its test cell alone: the re-priced offer has no
+    history), else they are held; consent is checked again on the base of the plan date
+    (``plan_store.record_rollout``, the rule of a saved plan's roll-out)."""
+    dataset, fs = record["inputs"]["dataset"], record["inputs"]["feature_set"]
+    as_of = pd.Timestamp(record["as_of"]).date()
+
+    def consent(rec: dict[str, Any]) -> tuple[pd.DataFrame, str]:
+        campaign = Campaign.model_validate(rec["campaign"])
+        base, _ = planning_base(state, dataset, fs, as_of)
+        flags = consent_matrix(campaign, base)
+        frame = pd.DataFrame(
+            flags,
+            index=pd.Index(base[ID].astype(str), dtype=object),
+            columns=campaign.channel_names,
+        )
+        return frame[~frame.index.duplicated(keep="last")], f"dataset {dataset} as of {as_of}"
+
+    out, created = store.record_rollout(plans_dir(state), plan_id, consent)
+    return {
+        "parent_plan": record["inputs"].get("parent_plan"),
+        "retest_rollout": out,
+        "created": created,
+    }

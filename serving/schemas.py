@@ -1006,6 +1006,32 @@ class GateDecisionOut(BaseModel):
     confidence: float
 
 
+class RepriceDecisionOut(BaseModel):
+    """A dropped arm whose offer has re-priced terms: re-priced (re-tested at the new terms)
+    or dropped, and the evidence (models.decisions.repricing)."""
+
+    arm: str = Field(examples=["UP_T3/email"])
+    offer: str
+    channel: str
+    action: Literal["re-price", "drop"]
+    reason: str
+    confidence: float
+    declined_with_reason: int = Field(description="contacts who declined and gave a reason")
+    declined_on_reasons: int = Field(description="of them, one of on_reasons")
+    on_reasons: list[str]
+    share_on_reasons: float | None
+    share_lower: float | None = Field(description="one-sided lower bound at the confidence")
+    measured_incremental_response: float | None
+    break_even_acceptance_cost: float | None = Field(
+        description="the acceptance cost at which the arm breaks even at the measured response"
+    )
+    required_incremental_response: float | None = Field(
+        description="the incremental response the re-priced offer needs to break even"
+    )
+    repriced_offer: str
+    repriced_terms: dict[str, float | None]
+
+
 class ReadoutResponse(BaseModel):
     """A saved plan's wave read against its control group, and the roll-out gate."""
 
@@ -1023,6 +1049,10 @@ class ReadoutResponse(BaseModel):
         "that the stored responses are still these)"
     )
     contradicting_arms: list[str]
+    repricing: list[RepriceDecisionOut] = Field(
+        default_factory=list,
+        description="each dropped arm whose offer has re-priced terms: re-priced or dropped",
+    )
     expected_by_arm: list[dict[str, Any]] = Field(
         description="the plan's expected figures per arm (plan.json's by_arm)"
     )

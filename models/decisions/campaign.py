@@ -50,6 +50,49 @@ class Condition(_Strict):
         return self
 
 
+class Reprice(_Strict):
+    """How to re-price an offer whose arm fails the roll-out gate on price (issue 12, item 3):
+    the terms of the re-priced offer. Its customers are re-tested at these terms — a test cell
+    and a control group of the customers the failed arm was planned for — never rolled out
+    unread (docs/campaign_loop.md §3)."""
+
+    value: Annotated[float, Field(ge=0)] | None = Field(
+        default=None,
+        description="Margin of one incremental response at the new price (default: unchanged).",
+    )
+    cost_per_acceptance: Annotated[float, Field(ge=0)] | None = Field(
+        default=None,
+        description="Paid on every acceptance at the new price, e.g. a bigger discount "
+        "(default: unchanged).",
+        examples=[12.0],
+    )
+    on_reasons: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["price"],
+        min_length=1,
+        description="The decline reasons that say the price, not the offer, failed: re-price "
+        "only when the arm's contacts gave them more often than its segment's controls, with "
+        "the gate's confidence; else the arm is dropped.",
+    )
+    catalog_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The re-priced offer's id in the data (default: the offer's id in the data "
+        "with `_REPRICED`).",
+    )
+    test_cell_fraction: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        default=None,
+        description="The share of the failed arm's held customers contacted at the new price "
+        "(default: the campaign's test_cell_fraction); the campaign's control_fraction of them "
+        "are its controls, the rest wait for the re-test's read.",
+    )
+
+    @model_validator(mode="after")
+    def _some_term(self) -> Reprice:
+        if self.value is None and self.cost_per_acceptance is None:
+            raise ValueError("reprice: give the new `value` and/or `cost_per_acceptance`")
+        return self
+
+
 class Offer(_Strict):
     """An offer: what a response is worth, what an acceptance costs, who may get it."""
 
@@ -91,6 +134,13 @@ class Offer(_Strict):
         examples=["uplift"],
     )
 
+    reprice: Reprice | None = Field(
+        default=None,
+        description="When this offer's arm fails the roll-out gate and its contacts declined "
+        "on price (`on_reasons`) more than its controls: re-test the arm's customers at these "
+        "terms instead of dropping them.",
+    )
+
     @property
     def data_id(self) -> str:
         """The id of the offer in the data: ``catalog_id``, else ``id``."""
@@ -100,7 +150,47 @@ class Offer(_Strict):
     def _value_given(self) -> Offer:
         if self.value_source == "offer" and self.value is None:
             raise ValueError(f"offer {self.id!r}: `value` is required when value_source=offer")
+        r = self.reprice
+        if r is not None:
+            if r.value is not None and self.value_source != "offer":
+                raise ValueError(
+                    f"offer {self.id!r}: reprice.value only for value_source=offer (a "
+                    "customer-valued response is worth the customer's value)"
+                )
+            same_value = r.value is None or r.value == self.value
+            same_cost = r.cost_per_acceptance in (None, self.cost_per_acceptance)
+            if same_value and same_cost:
+                raise ValueError(
+                    f"offer {self.id!r}: reprice gives the offer's own terms (value "
+                    f"{self.value}, cost_per_acceptance {self.cost_per_acceptance}): change one"
+                )
+            if (r.catalog_id or f"{self.data_id}_REPRICED") == self.data_id:
+                raise ValueError(
+                    f"offer {self.id!r}: reprice.catalog_id is the offer's own id in the data"
+                )
         return self
+
+    def repriced(self) -> Offer:
+        """The re-priced offer (``reprice``'s terms; id ``<id>_repriced``, its own id in the
+        data, the same eligibility and segments, no budget of its own); ValueError when the
+        offer has no ``reprice``."""
+        r = self.reprice
+        if r is None:
+            raise ValueError(f"offer {self.id!r} has no reprice terms")
+        return self.model_copy(
+            update={
+                "id": f"{self.id}_repriced",
+                "catalog_id": r.catalog_id or f"{self.data_id}_REPRICED",
+                "value": self.value if r.value is None else r.value,
+                "cost_per_acceptance": (
+                    self.cost_per_acceptance
+                    if r.cost_per_acceptance is None
+                    else r.cost_per_acceptance
+                ),
+                "budget": Budget(),
+                "reprice": None,
+            }
+        )
 
 
 class Channel(_Strict):

@@ -46,6 +46,7 @@ from features.store import atomic_path
 from models.decisions.allocate import Plan
 from models.decisions.campaign import Campaign
 from models.decisions.readout import DEFAULT_GATE_CONFIDENCE, ArmTerms, gate, read_segments
+from models.decisions.repricing import repricing_of
 from models.decisions.saved_rollout import rollout_of_saved
 
 ID = "customer_id"
@@ -527,6 +528,9 @@ def readout_of(
         customer_value=rows["customer_value"].to_numpy(dtype=float) if valued else None,
     )
     decisions = gate(readouts, confidence)
+    # a dropped arm whose offer has re-priced terms: re-priced when its declines say price
+    failed = [d.arm for d in decisions if not d.roll_out and d.reason.startswith("dropped")]
+    repricing = repricing_of(campaign, [x.as_dict() for x in readouts], failed, confidence)
     return clean(
         {
             "plan_id": record["plan_id"],
@@ -540,6 +544,7 @@ def readout_of(
             "arms": [x.as_dict() for x in readouts],
             "gate": [d.as_dict() for d in decisions],
             "contradicting_arms": [x.arm for x in readouts if x.contradicts_model],
+            "repricing": [d.as_dict() for d in repricing],
         }
     )
 
