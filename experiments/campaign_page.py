@@ -306,17 +306,22 @@ def _readout_tables(readout: dict[str, Any], order: list[str]) -> str:
 
 def _gate_table(readout: dict[str, Any], order: list[str]) -> str:
     gates = {g["arm"]: g for g in readout.get("gate", [])}
+    # a dropped arm with re-priced terms: re-priced (re-tested) or dropped, and why
+    priced = {d["arm"]: d for d in readout.get("repricing", [])}
     rows = []
     for name in order:
         g = gates.get(name)
         if g is None:
             continue
+        why = _e(g.get("reason", ""))
+        if name in priced:
+            why += f"<br><b>{_e(priced[name]['action'])}:</b> {_e(priced[name]['reason'])}"
         rows.append(
             _row(
                 [
                     (f"<code>{_e(name)}</code>", "text"),
                     (_badge(decision_of(g)), "text"),
-                    (_e(g.get("reason", "")), "reason"),
+                    (why, "reason"),
                 ],
                 cls=decision_of(g).replace(" ", "-"),
             )

@@ -358,12 +358,15 @@ def _print_repricing(decisions: list[dict[str, Any]]) -> None:
     console.rule("a dropped arm with re-priced terms: re-priced or dropped")
     for d in decisions:
         even = d["break_even_acceptance_cost"]
-        note = (
-            ""
-            if even is None
-            else f"; at the measured response it would break even with an acceptance cost of "
-            f"{even:,.2f} (if the response stayed as measured)"
-        )
+        if even is None:
+            note = ""
+        elif even < 0:
+            note = "; at the measured response no acceptance cost would make it pay"
+        else:
+            note = (
+                f"; at the measured response it would break even with an acceptance cost of "
+                f"{even:,.2f} (if the response stayed as measured)"
+            )
         console.print(f"{d['arm']}: {d['reason']}{note}")
 
 

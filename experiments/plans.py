@@ -105,12 +105,11 @@ def _log_plan(state: Any, plan_id: str, record: dict[str, Any], folder: Path) ->
             )
             for arm in record["by_arm"]:
                 key = arm["arm"].replace("/", "_")
-                mlflow.log_metric(
-                    f"expected_incremental_profit_{key}", arm["expected_incremental_profit"]
-                )
-                mlflow.log_metric(
-                    f"expected_incremental_responses_{key}", arm["expected_incremental_responses"]
-                )
+                mlflow.log_metric(f"contacts_{key}", float(arm["contacts"]))
+                # a re-test (or a non-causal ranking) has no expected incremental figure
+                for figure in ("expected_incremental_profit", "expected_incremental_responses"):
+                    if arm.get(figure) is not None:
+                        mlflow.log_metric(f"{figure}_{key}", float(arm[figure]))
             mlflow.log_dict(record, "plan.json")
             mlflow.log_artifact(str(folder / PLAN_FILE))
             return str(run.info.run_id)

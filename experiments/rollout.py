@@ -323,6 +323,8 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
     confidence = float(readout.get("confidence", 0.9))
     campaign = Campaign.model_validate(record["campaign"])
     inputs = record["inputs"]
+    if inputs.get("wave") == "retest":  # a re-priced arm's re-test: no model to refit
+        return None, None, retest_rollout(state, plan_id, record)
     lacking = sorted({"dataset", "feature_set", "learned_from"} - set(inputs))
     if lacking and inputs.get("made_by") == "POST /campaigns/plan":
         raise ValueError(
@@ -336,8 +338,6 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
             f"--plan {plan_id} was not made from an arm model (its inputs lack {lacking}): "
             "plan with patron campaign plan to roll out"
         )
-    if inputs.get("wave") == "retest":
-        return None, None, retest_rollout(state, plan_id, record)
     dataset, fs = inputs["dataset"], inputs["feature_set"]
     learned_from = [c for c in str(inputs["learned_from"]).split(",") if c]
     params = json.loads(inputs.get("model_params") or "{}") or None

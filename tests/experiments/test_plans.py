@@ -141,3 +141,99 @@ def test_cli_writes_the_campaign_page(saved, tmp_path) -> None:
     result = CliRunner().invoke(mount(), [*args, "--home", str(state.home)])
     assert result.exit_code == 0, result.output
     assert first.plan_id in page.read_text()
+
+
+def test_a_failed_arm_declined_on_price_is_re_priced_and_re_tested(arms_state, tmp_path) -> None:
+    """The loop's third answer: an arm without effect whose contacts declined on price is
+    re-priced; the roll-out re-tests its held customers at the new terms in a plan of its own,
+    whose roll-out contacts the waiting customers only once the re-test passed."""
+    from typer.testing import CliRunner
+
+    from experiments.rollout import rollout
+    from patron.cli import mount
+
+    definition = load_campaign(CAMPAIGN).model_dump(exclude_none=True)
+    definition["campaign_id"] = "reprice-demo"
+    definition["offers"][1]["reprice"] = {"cost_per_acceptance": 8.0}  # premium_upgrade
+    campaign = parse_campaign(definition)
+    model = fit_arms(arms_state, "synthetic_arms", ["ARMS_2023_09"], params=PARAMS)
+    plan, as_of = plan_with_arms(arms_state, "synthetic_arms", campaign, model)
+    first = save_plan(
+        arms_state, plan, campaign, as_of, plan_inputs(model, "synthetic_arms", "x", PARAMS)
+    )
+    _, table = load_plan(arms_state, first.plan_id)
+    wave = table[table["selected"] & table["group"].isin(["test", "control"])]
+    treated = (wave["group"] == "test").to_numpy()
+    upgrade = (wave["offer"] == "premium_upgrade").to_numpy()
+    rng = np.random.default_rng(3)
+    # the voucher works (+25 pp); the upgrade does nothing, and its decliners say "price"
+    responded = rng.random(len(wave)) < np.where(treated & ~upgrade, 0.45, 0.2)
+    said = np.where(rng.random(len(wave)) < 0.8, "price", "no need")
+    reason = np.where(treated & upgrade & ~responded, said, None)
+    responses = pd.DataFrame(
+        {"customer_id": wave["customer_id"], "responded": responded, "reason": reason}
+    )
+    responses.to_csv(tmp_path / "wave1.csv", index=False)
+    runner = CliRunner()
+    home = ["--home", str(arms_state.home)]
+    args = ["campaign", "read", "--plan", first.plan_id, "--responses", str(tmp_path / "wave1.csv")]
+    said_cli = runner.invoke(mount(), [*args, *home])
+    assert said_cli.exit_code == 0, said_cli.output
+    assert "re-priced (cost_per_acceptance 5.0 → 8.0)" in " ".join(said_cli.output.split())
+    out = json.loads((first.folder / "readout.json").read_text())
+    dropped = {d["arm"] for d in out["gate"] if not d["roll_out"] and "dropped" in d["reason"]}
+    priced = {d["arm"]: d for d in out["repricing"]}
+    assert priced and set(priced) <= dropped and all(a.startswith("UP_T3/") for a in priced)
+    assert {d["action"] for d in priced.values()} == {"re-price"}
+    page = tmp_path / "campaign.html"
+    args = ["campaign", "report", "--plan", first.plan_id, "--html", str(page)]
+    assert runner.invoke(mount(), [*args, *home]).exit_code == 0
+    assert "<b>re-price:</b> re-priced (cost_per_acceptance 5.0 → 8.0)" in page.read_text()
+
+    follow, result, facts = rollout(arms_state, first.plan_id)
+    chosen = {d["arm"] for d in facts["repricing"] if d["action"] == "re-price"}
+    assert chosen and facts["retest_plan"]
+    record, retest = load_plan(arms_state, facts["retest_plan"])
+    assert record["inputs"]["parent_plan"] == first.plan_id
+    assert set(record["inputs"]["retest_of"].split(",")) <= chosen
+    assert {o["id"] for o in record["campaign"]["offers"]} == {"premium_upgrade_repriced"}
+    assert record["campaign"]["offers"][0]["cost_per_acceptance"] == 8.0
+    # only customers the parent plan's roll-out group gave a re-priced arm, none of them
+    # contacted by the roll-out plan, none of the wave
+    parent = table[table["selected"] & (table["group"] == "rollout")]
+    theirs = parent[
+        [
+            f"UP_T3/{c}" in chosen and o == "premium_upgrade"
+            for o, c in zip(parent["offer"], parent["channel"], strict=True)
+        ]
+    ]
+    assert set(retest["customer_id"]) <= set(theirs["customer_id"])
+    if result is not None:
+        contacted = result.customers[result.customers["selected"]]
+        assert not set(retest["customer_id"]) & set(contacted["customer_id"])
+    assert not set(retest["customer_id"]) & set(wave["customer_id"])
+    groups = retest.loc[retest["selected"], "group"].value_counts()
+    assert groups.get("test", 0) >= 1 and groups.get("control", 0) >= 1
+
+    # the re-test works at the new price: read it, then roll it out from the CLI
+    cell = retest[retest["selected"] & retest["group"].isin(["test", "control"])]
+    hit = rng.random(len(cell)) < np.where((cell["group"] == "test").to_numpy(), 0.7, 0.05)
+    again = read_plan(
+        arms_state,
+        facts["retest_plan"],
+        pd.DataFrame({"customer_id": cell["customer_id"], "responded": hit}),
+    )
+    passed = {d["arm"] for d in again["gate"] if d["roll_out"]}
+    ran = runner.invoke(mount(), ["campaign", "rollout", "--plan", facts["retest_plan"], *home])
+    assert ran.exit_code == 0, ran.output
+    assert "roll-out recorded" in ran.output
+    rolled = pd.read_parquet(
+        arms_state.home / "campaigns" / facts["retest_plan"] / "rollout.parquet"
+    )
+    waiting = retest[retest["selected"] & (retest["group"] == "rollout")]
+    assert set(rolled["customer_id"]) == set(waiting["customer_id"])
+    contact = rolled["decision"] == "contact"
+    assert set(rolled.loc[contact, "arm"]) <= passed
+    # +65 pp at 8 per acceptance on a 60 value pays on every re-test arm with 30 contacts
+    assert passed and contact.any() == bool(passed & set(rolled["arm"]))
+    assert (rolled.loc[~contact, "decision"] == "held").all()
