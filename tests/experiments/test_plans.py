@@ -185,6 +185,10 @@ def test_a_failed_arm_declined_on_price_is_re_priced_and_re_tested(arms_state, t
     priced = {d["arm"]: d for d in out["repricing"]}
     assert priced and set(priced) <= dropped and all(a.startswith("UP_T3/") for a in priced)
     assert {d["action"] for d in priced.values()} == {"re-price"}
+    from serving.schemas import ReadoutResponse  # GET /readout answers the same read-out
+
+    served = ReadoutResponse.model_validate({**out, "expected_by_arm": []})
+    assert [d.action for d in served.repricing] == [d["action"] for d in out["repricing"]]
     page = tmp_path / "campaign.html"
     args = ["campaign", "report", "--plan", first.plan_id, "--html", str(page)]
     assert runner.invoke(mount(), [*args, *home]).exit_code == 0

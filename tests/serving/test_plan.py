@@ -436,6 +436,7 @@ def test_the_campaign_loop_over_http(server):
     frame = pd.DataFrame(rows)
     cli = read_plan(state, plan_id, frame, 0.9)
     assert cli["arms"] == out["arms"] and cli["gate"] == out["gate"]
+    assert cli["repricing"] == out["repricing"]
     log = srv.log_text()
     assert SENTINEL not in log and rows[0]["customer_id"] not in log
     assert f"responses plan={plan_id} received=" in log
