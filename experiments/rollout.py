@@ -98,15 +98,7 @@ from models.decisions.readout import (
     read_population,
     rollout_by_population,
 )
-from models.decisions.repricing import (
-    REPRICE,
-    RepriceDecision,
-    repricing_of,
-    retest_campaign,
-    retest_plan,
-    retest_rows,
-    within_budget,
-)
+from models.decisions.repricing import REPRICE, RepriceDecision, build_retest, repricing_of
 
 
 def _arm_of(offers: pd.Series, channels: pd.Series, labels: list[str]) -> np.ndarray:
@@ -525,15 +517,10 @@ def _retest(
     """Save the re-test of the re-priced arms' held customers (``arm_of``: customer id → the
     failed arm) as a plan of its own; ``after``: the roll-out's budget and plan, whose spend
     and contacts the re-test must fit beside (None: nothing rolled out). Returns the facts."""
-    if not any(d.action == REPRICE for d in repricing):
-        return {}
-    retest = retest_campaign(campaign, repricing)
-    rate = {str(a["arm"]): float(a["response_rate"]) for a in readout.get("arms", [])}
-    rows = retest_rows(base, arm_of, campaign, repricing, retest, rate)
     budget = dict(campaign.budget.model_dump())
     capacity = {c.name: c.capacity for c in campaign.channels}
     if after is not None:
-        budget, plan = after
+        budget, plan = dict(after[0]), after[1]  # a copy: the roll-out keeps its own
         used = plan.summary
         by_channel = dict(
             zip(plan.by_channel["channel"], plan.by_channel["contacted"], strict=True)
@@ -554,8 +541,20 @@ def _retest(
             )
         if budget.get("contacts") is not None:
             budget["contacts"] = max(int(budget["contacts"]) - int(used_wave["contacted"]), 0)
-    rows = within_budget(rows, budget.get("money"), budget.get("contacts"), capacity)
-    plan = retest_plan(rows, retest)
+    rate = {str(a["arm"]): float(a["response_rate"]) for a in readout.get("arms", [])}
+    built = build_retest(
+        campaign,
+        repricing,
+        base,
+        arm_of,
+        rate,
+        budget.get("money"),
+        budget.get("contacts"),
+        capacity,
+    )
+    if built is None:
+        return {}
+    retest, plan = built
     chosen = [d for d in repricing if d.action == REPRICE]
     saved = save_plan(
         state,
@@ -574,7 +573,7 @@ def _retest(
     return {
         "retest_plan": saved.plan_id,
         "retest": {
-            "customers": int(len(rows)),
+            "customers": int(plan.summary["base"]),
             "test_cell": int(plan.summary["test_cell"]),
             "control": int(plan.summary["control"]),
             "waiting": int(plan.summary["rollout"]),

@@ -1123,6 +1123,20 @@ class RolloutTotals(BaseModel):
     expected_incremental_profit_contacted: float | None
 
 
+class RolloutRetest(BaseModel):
+    """The re-test of the re-priced arms' held customers: a plan of its own."""
+
+    plan_id: str | None = Field(
+        description="the re-test plan (read it like any saved plan); null: none was made"
+    )
+    why: str | None = Field(default=None, description="why none was made")
+    customers: int | None = None
+    test_cell: int | None = Field(default=None, description="contacted at the new terms")
+    control: int | None = None
+    waiting: int | None = Field(default=None, description="waiting for the re-test's read")
+    excluded: dict[str, int] | None = None
+
+
 class RolloutResponse(BaseModel):
     """A saved plan's roll-out, recorded from its read-out."""
 
@@ -1133,6 +1147,11 @@ class RolloutResponse(BaseModel):
     consent: RolloutConsent
     by_arm: list[RolloutArm]
     totals: RolloutTotals
+    retest: RolloutRetest | None = Field(
+        default=None,
+        description="a dropped arm re-priced by the read-out (its declines were mostly on "
+        "price): its held customers re-tested at the new terms (docs/campaign_loop.md §3)",
+    )
 
 
 class RolloutRow(BaseModel):
@@ -1158,6 +1177,7 @@ class RolloutPageResponse(BaseModel):
     consent: RolloutConsent
     by_arm: list[RolloutArm]
     totals: RolloutTotals
+    retest: RolloutRetest | None = None
     page: PlanPage
     customers: list[RolloutRow]
 

@@ -46,8 +46,15 @@ from features.store import atomic_path
 from models.decisions.allocate import Plan
 from models.decisions.campaign import Campaign
 from models.decisions.readout import DEFAULT_GATE_CONFIDENCE, ArmTerms, gate, read_segments
-from models.decisions.repricing import repricing_of
-from models.decisions.saved_rollout import rollout_of_saved
+from models.decisions.repricing import REPRICE, build_retest, decisions_from, repricing_of
+from models.decisions.saved_rollout import (
+    CONSENT_NOT_FOUND,
+    CONSENT_WITHDRAWN,
+    CONTACT,
+    HELD,
+    SavedRollout,
+    rollout_of_saved,
+)
 
 ID = "customer_id"
 PLANS_FOLDER = "campaigns"
@@ -666,6 +673,7 @@ def record_rollout(
         _check_read(plan_id, readout, stored_responses(folder))
         now, source = consent(record) if consent is not None else (None, "none")
         out = rollout_of_saved(record, customers, readout, now)
+        retest = _retest_of_saved(root, plan_id, record, customers, readout, out, now)
         result = clean(
             {
                 "plan_id": plan_id,
@@ -674,6 +682,7 @@ def record_rollout(
                 "consent": {"checked": now is not None, "source": source},
                 "by_arm": out.by_arm,
                 "totals": out.totals,
+                "retest": retest,
             }
         )
         with atomic_path(folder / ROLLOUT_ROWS_FILE) as tmp:
@@ -681,6 +690,97 @@ def record_rollout(
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(result, indent=2) + "\n")
     return result, True
+
+
+def _retest_of_saved(
+    root: Path,
+    plan_id: str,
+    record: dict[str, Any],
+    customers: pd.DataFrame,
+    readout: dict[str, Any],
+    out: SavedRollout,
+    consent: pd.DataFrame | None,
+) -> dict[str, Any] | None:
+    """The re-test of a saved plan's re-priced arms (the read-out's ``repricing``): their held
+    customers of the roll-out group — not those held for consent — at the new terms, in a plan
+    of its own (``repricing.build_retest``; docs/campaign_loop.md §3), within the campaign's
+    budget less what the wave and this roll-out contact; written before the roll-out's record,
+    under a deterministic id, so a retry finds it. None when no arm was re-priced; without a
+    consent source no re-test is made (its consent could not be checked)."""
+    decisions = decisions_from(readout.get("repricing", []))
+    chosen = {d.arm for d in decisions if d.action == REPRICE}
+    if not chosen:
+        return None
+    if consent is None:
+        return {
+            "plan_id": None,
+            "why": "no consent source: the re-test's consent cannot be checked",
+        }
+    campaign = Campaign.model_validate(record["campaign"])
+    rows = out.rows
+    waiting = rows[
+        (rows["decision"] == HELD)
+        & rows["arm"].isin(chosen)
+        & ~rows["reason"].isin([CONSENT_WITHDRAWN, CONSENT_NOT_FOUND])
+    ]
+    arm_of = dict(zip(waiting[ID].astype(str), waiting["arm"].astype(str), strict=True))
+    frame = customers[customers[ID].astype(str).isin(arm_of)].drop_duplicates(ID).copy()
+    ids = pd.Index(frame[ID].astype(str), dtype=object)
+    for channel in campaign.channels:
+        flags = consent[channel.name] if channel.name in consent.columns else None
+        frame[channel.consent] = (
+            False if flags is None else flags.reindex(ids).fillna(False).astype(bool).to_numpy()
+        )
+    # what the campaign has left: its budget less the wave's contacts and this roll-out's
+    spend = customers["expected_spend"].to_numpy(dtype=float)
+    contacted_now = set(rows.loc[rows["decision"] == CONTACT, ID].astype(str))
+    used = (customers["selected"].astype(bool) & (customers["group"] == "test")).to_numpy() | (
+        customers[ID].astype(str).isin(contacted_now).to_numpy()
+    )
+    budget = campaign.budget
+    money = None if budget.money is None else max(budget.money - float(spend[used].sum()), 0.0)
+    contacts = None if budget.contacts is None else max(budget.contacts - int(used.sum()), 0)
+    capacity = {
+        c.name: None
+        if c.capacity is None
+        else max(c.capacity - int((used & (customers["channel"] == c.name).to_numpy()).sum()), 0)
+        for c in campaign.channels
+    }
+    rate = {str(a["arm"]): float(a["response_rate"]) for a in readout.get("arms", [])}
+    built = build_retest(
+        campaign,
+        decisions,
+        frame,
+        arm_of,
+        rate,
+        money,
+        contacts,
+        capacity,
+        eligible_as_planned=True,
+    )
+    if built is None:
+        return {"plan_id": None, "why": "no held customer of a re-priced arm is left to re-test"}
+    retest, plan = built
+    inputs = {
+        **{k: v for k, v in record.get("inputs", {}).items() if k in ("dataset", "feature_set")},
+        "parent_plan": plan_id,
+        "wave": "retest",
+        "retest_of": ",".join(sorted(chosen)),
+        "repricing": [d.as_dict() for d in decisions if d.action == REPRICE],
+        "made_by": "the roll-out of a saved plan",
+    }
+    saved = write_plan(
+        root, plan.customers, plan_record(plan, retest, date.fromisoformat(record["as_of"]), inputs)
+    )
+    s = plan.summary
+    return {
+        "plan_id": saved.plan_id,
+        "customers": int(s["base"]),
+        "test_cell": int(s["test_cell"]),
+        "control": int(s["control"]),
+        "waiting": int(s["rollout"]),
+        "excluded": plan.exclusions,
+    }
 
 
 def load_rollout(folder: Path) -> tuple[dict[str, Any], pd.DataFrame] | None:

@@ -245,6 +245,8 @@ def retest_rows(
     decisions: list[RepriceDecision],
     retest: Campaign,
     response_rate: Mapping[str, float],
+    *,
+    eligible_as_planned: bool = False,
 ) -> pd.DataFrame:
     """The re-test's per-customer rows (the plan table's layout): each customer of
     ``customers`` (``customer_id``, ``person_id``, ``household_id``, the consent and
@@ -254,7 +256,10 @@ def retest_rows(
     re-test's read). Consent for the channel and the re-priced offer's eligibility are checked
     again on ``customers`` (excluded with ``no_consent`` / ``not_eligible``). No expected
     incremental figure: the re-test measures it; ``expected_spend`` is the contact cost plus
-    the acceptance cost at ``response_rate`` (per arm: the rate measured at the old terms)."""
+    the acceptance cost at ``response_rate`` (per arm: the rate measured at the old terms).
+    ``eligible_as_planned``: the eligibility is not checked again — the customers were planned
+    for the same offer, whose re-priced version has the same eligibility, on the same plan date
+    (for a caller that has the plan's rows and the consent, not the customers' attributes)."""
     chosen = {d.arm: d for d in decisions if d.action == REPRICE}
     frame = customers[customers[ID].astype(str).isin({c for c, a in arm_of.items() if a in chosen})]
     frame = frame.drop_duplicates(ID).reset_index(drop=True)
@@ -262,7 +267,11 @@ def retest_rows(
     offer = np.array([chosen[a].repriced_offer for a in arm], dtype=object)
     channel = np.array([chosen[a].channel for a in arm], dtype=object)
     consent = consent_matrix(retest, frame)
-    eligible = eligibility(retest, frame)
+    eligible = (
+        np.ones((len(frame), len(retest.offers)), dtype=bool)
+        if eligible_as_planned
+        else eligibility(retest, frame)
+    )
     offer_at = {o.id: i for i, o in enumerate(retest.offers)}
     channel_at = {c.name: i for i, c in enumerate(retest.channels)}
     ok_consent = consent[np.arange(len(frame)), [channel_at[c] for c in channel]]
@@ -387,4 +396,48 @@ def within_budget(
     out.loc[cut, ["selected", "group", "offer", "channel"]] = [False, None, None, None]
     out.loc[cut, "expected_spend"] = np.nan
     out.loc[cut, "exclusion_reason"] = "budget_or_capacity"
+    return out
+
+
+def build_retest(
+    campaign: Campaign,
+    decisions: list[RepriceDecision],
+    customers: pd.DataFrame,
+    arm_of: Mapping[str, str],
+    response_rate: Mapping[str, float],
+    money: float | None,
+    contacts: int | None,
+    capacity: Mapping[str, int | None],
+    *,
+    eligible_as_planned: bool = False,
+) -> tuple[Campaign, Plan] | None:
+    """The re-test of the re-priced arms' held customers (``arm_of``: customer id → the failed
+    arm) within what the campaign has left (``money``, ``contacts``, ``capacity`` per channel;
+    None: no limit): its campaign and plan, or None when no arm was re-priced or none of those
+    customers is left to it."""
+    if not any(d.action == REPRICE for d in decisions):
+        return None
+    retest = retest_campaign(campaign, decisions)
+    rows = retest_rows(
+        customers,
+        arm_of,
+        campaign,
+        decisions,
+        retest,
+        response_rate,
+        eligible_as_planned=eligible_as_planned,
+    )
+    if rows.empty:
+        return None
+    rows = within_budget(rows, money, contacts, capacity)
+    return retest, retest_plan(rows, retest)
+
+
+def decisions_from(records: list[Mapping[str, Any]]) -> list[RepriceDecision]:
+    """``RepriceDecision`` back from a read-out's JSON (``repricing``)."""
+    out = []
+    for r in records:
+        fields = dict(r)
+        fields["on_reasons"] = tuple(fields.get("on_reasons") or ())
+        out.append(RepriceDecision(**fields))
     return out

@@ -304,3 +304,93 @@ def test_each_arm_is_read_against_the_controls_of_its_own_segment(tmp_path):
         assert lo < 0 < hi, (label, lo, hi)
         assert arms[label]["control"] == int(((group == "control") & (offer == offer_id)).sum())
     assert not any(d["roll_out"] for d in out["gate"])
+
+
+def test_a_re_priced_arm_of_a_saved_plan_is_re_tested_by_its_roll_out(tmp_path):
+    """POST /campaigns/{id}/rollout's store path: the read-out re-prices an arm whose contacts
+    declined on price; the roll-out holds its customers and saves their re-test at the new
+    terms as a plan of its own — those held for consent left out — once, under one id."""
+    campaign = parse_campaign(
+        {
+            "campaign_id": "store-reprice",
+            "offers": [
+                {
+                    "id": "ret",
+                    "kind": "retention",
+                    "value": 40.0,
+                    "catalog_id": "RET_01",
+                    "cost_per_acceptance": 2.0,
+                    "reprice": {"cost_per_acceptance": 6.0},
+                }
+            ],
+            "channels": [{"name": "email", "cost_per_contact": 0.2}],
+            "budget": {"contacts": 700},
+        }
+    )
+    n_roll = 1000
+    group = np.array(["test"] * 300 + ["control"] * 300 + ["rollout"] * n_roll)
+    table = pd.DataFrame(
+        {
+            "customer_id": [f"C{i:04d}" for i in range(len(group))],
+            "selected": True,
+            "group": group,
+            "offer": "ret",
+            "channel": "email",
+            "expected_incremental_responses": 0.1,
+            "expected_incremental_profit": 1.0,
+            "expected_spend": 0.2,
+        }
+    )
+    inputs = {"dataset": "x", "made_by": "POST /campaigns/plan"}
+    rec = {
+        "plan_id": store.plan_id_of(campaign, AS_OF, inputs),
+        "campaign": campaign.model_dump(mode="json"),
+        "as_of": str(AS_OF),
+        "inputs": inputs,
+        "summary": {"base": len(table)},
+        "by_arm": [],
+    }
+    root = tmp_path / "campaigns"
+    plan = store.write_plan(root, table, rec)
+    wave = store.wave_of(table)
+    rng = np.random.default_rng(5)
+    said = rng.random(len(wave)) < 0.2  # no effect: the arm is dropped
+    test = (wave["group"] == "test").to_numpy()
+    why = np.where(rng.random(len(wave)) < 0.85, "price", "no need")
+    store.add_responses(
+        root,
+        plan.plan_id,
+        responses(wave["customer_id"].tolist(), said, np.where(test & ~said, why, None)),
+    )
+    readout = read_and_record(root, plan.plan_id)
+    assert [d["roll_out"] for d in readout["gate"]] == [False]
+    assert [d["action"] for d in readout["repricing"]] == ["re-price"]
+    ids = table.loc[table["group"] == "rollout", "customer_id"]
+    flags = pd.DataFrame({"email": True}, index=pd.Index(ids, dtype=object))
+    flags.loc[ids.iloc[:10], "email"] = False  # withdrew: the re-test does not take them
+
+    out, created = store.record_rollout(root, plan.plan_id, lambda r: (flags, "test base"))
+    assert created and out["totals"]["contacted"] == 0
+    retest = out["retest"]
+    assert retest["customers"] == n_roll and retest["excluded"]["no_consent"] == 10
+    # the budget left: 700 contacts less the wave's 300 test contacts; the rest wait unplanned
+    assert retest["test_cell"] + retest["waiting"] == 400
+    assert retest["excluded"]["budget_or_capacity"] == n_roll - 10 - 400 - retest["control"]
+    assert retest["test_cell"] >= 30 and retest["control"] >= 60
+    r_rec, r_table = store.load_plan(root, retest["plan_id"])
+    assert r_rec["inputs"]["parent_plan"] == plan.plan_id and r_rec["inputs"]["wave"] == "retest"
+    assert r_rec["campaign"]["offers"][0]["cost_per_acceptance"] == 6.0
+    assert set(r_table["customer_id"]) == set(ids)
+    withdrew = r_table.set_index("customer_id").loc[ids.iloc[:10]]
+    assert not withdrew["selected"].any()
+    assert set(r_table.loc[r_table["selected"], "offer"]) == {"ret_repriced"}
+    # a retry answers the recorded roll-out; the re-test plan is the same one
+    again, created = store.record_rollout(root, plan.plan_id, lambda r: (flags, "test base"))
+    assert not created and again["retest"] == retest
+    # without a consent source no re-test is made
+    other = tmp_path / "other"
+    store.write_plan(other, table, rec)
+    store.add_responses(other, plan.plan_id, store.stored_responses(root / plan.plan_id))
+    read_and_record(other, plan.plan_id)
+    none, _ = store.record_rollout(other, plan.plan_id)
+    assert none["retest"]["plan_id"] is None and "consent" in none["retest"]["why"]
