@@ -371,6 +371,9 @@ def test_a_re_priced_arm_of_a_saved_plan_is_re_tested_by_its_roll_out(tmp_path):
 
     out, created = store.record_rollout(root, plan.plan_id, lambda r: (flags, "test base"))
     assert created and out["totals"]["contacted"] == 0
+    from serving.schemas import RolloutResponse  # what POST /rollout answers from it
+
+    assert RolloutResponse.model_validate({**out, "created": created}).retest is not None
     retest = out["retest"]
     assert retest["customers"] == n_roll and retest["excluded"]["no_consent"] == 10
     # the budget left: 700 contacts less the wave's 300 test contacts; the rest wait unplanned
