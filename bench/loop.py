@@ -80,6 +80,7 @@ def run_seed(
     unproven_cell: bool = False,
     between: str = "arm",
     fallback_prior: str = "shifted",
+    adjusted_reads: bool = False,
 ) -> dict[str, Any]:
     """Generate one world and run every scenario and method ``repeats`` times on it (a method's
     repeat ``r`` draws the same control group as the others' repeat ``r``)."""
@@ -104,6 +105,7 @@ def run_seed(
             unproven_cell=unproven_cell,
             between=between,
             fallback_prior=fallback_prior,
+            adjusted_reads=adjusted_reads,
         )
         for m in methods
     }
@@ -119,6 +121,7 @@ def run_seed(
         "unproven_cell": unproven_cell,
         "between": between,
         "fallback_prior": fallback_prior,
+        "adjusted_reads": adjusted_reads,
         "scenarios": {},
     }
     with tempfile.TemporaryDirectory(prefix="patron-loop-") as home:
@@ -218,6 +221,12 @@ def main() -> None:
         help="targeted: judge a dropped arm's customers' fallback with the arm's reads on its "
         "other populations as the prior (LoopSettings.fallback_prior)",
     )
+    ap.add_argument(
+        "--adjusted-reads",
+        action="store_true",
+        help="targeted: each read regression-adjusted by the customer's predicted response "
+        "without contact (LoopSettings.adjusted_reads)",
+    )
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "loop.json")
     ap.add_argument(
         "--merge",
@@ -245,6 +254,7 @@ def main() -> None:
                 args.unproven_cell,
                 args.between,
                 args.fallback_prior,
+                args.adjusted_reads,
             )
             for s in range(args.first_seed, args.first_seed + args.seeds)
         ]

@@ -148,6 +148,12 @@ class LoopSettings:
     # this test cell's read of the arm on its own segment as the prior, moved by the model's
     # estimated difference between that segment and these customers (docs/campaign_loop.md §6)
     fallback_prior: str = "shifted"
+    # targeted: each read of an arm (the test cell's on its segment, the fallback's, the
+    # roll-out's, the earlier randomised campaigns') regression-adjusted by the customer's
+    # predicted response without contact (``readout.read_adjusted``): from the model fitted
+    # before the wave (the waves' reads) or cross-fitted (the earlier campaigns'), so never on
+    # the responses it adjusts. False (default): the plain reads
+    adjusted_reads: bool = False
     learner: str = "x"
     params: dict[str, Any] = field(
         default_factory=lambda: {
@@ -611,10 +617,15 @@ def history_readouts(
     arms: list[Arm],
     terms: dict[str, ArmTerms],
     level: float,
+    *,
+    adjusted: bool = False,
 ) -> list[list[ArmReadout]]:
     """The earlier randomised campaigns read the targeted way with cross-fitted plans (no row
-    is planned by a model that saw it), each campaign against its own controls."""
+    is planned by a model that saw it), each campaign against its own controls.
+    ``adjusted``: each read regression-adjusted by the row's cross-fitted predicted response
+    without contact (``outcomes``' last column)."""
     plan = best_choice(oof_profit(len(history), model_arms, uplift, outcomes, arms))
+    baseline = outcomes[: len(history), -1] if adjusted else None
     out = []
     for _, part in history.reset_index(drop=True).groupby(CAMPAIGN):
         i = part.index.to_numpy()
@@ -625,6 +636,7 @@ def history_readouts(
                 part["label"].to_numpy(),
                 terms,
                 level=level,
+                covariate=None if baseline is None else baseline[i],
             )
         )
     return out
@@ -670,11 +682,15 @@ def history_fallback_reads(
     arms: list[Arm],
     terms: dict[str, ArmTerms],
     level: float,
+    *,
+    covariate: np.ndarray | None = None,
 ) -> list[list[ArmReadout]]:
     """Each earlier randomised campaign's read of arm ``b`` on the customers whose
     (cross-fitted) plan gives an arm outside ``passed`` and whose best arm of
     ``passed`` is ``b`` (its fallback): the campaign randomised every arm, so within
-    that population the contacts of ``b`` against the control are a randomised comparison."""
+    that population the contacts of ``b`` against the control are a randomised comparison.
+    ``covariate``: per row of ``history`` a pre-treatment figure the reads are
+    regression-adjusted by (e.g. the cross-fitted predicted response without contact)."""
     plan = best_choice(profit)
     second = best_passed_arm(profit, passed)
     on_them = (plan != NO_CONTACT) & ~np.isin(plan, passed) & (second == b)
@@ -693,6 +709,7 @@ def history_fallback_reads(
             terms[arms[b].label],
             key=fallback_key(arms[b]),
             level=level,
+            covariate=None if covariate is None else covariate[i],
         )
         out.append([r] if r is not None else [])
     return out
@@ -875,7 +892,15 @@ def _simulate_targeted(
     seen = history[[*features, "arm", "label", *design]]
     model_arms = sorted(known)
     oof = crossfit(seen, model_arms, features, categorical, settings, seed)
-    evidence = history_readouts(history, model_arms, *oof, arms, terms, settings.confidence)
+    evidence = history_readouts(
+        history,
+        model_arms,
+        *oof,
+        arms,
+        terms,
+        settings.confidence,
+        adjusted=settings.adjusted_reads,
+    )
     scale = {a.label: a.value for a in arms}  # the random effect's unit (settings.between)
     model0 = fit_known(history, model_arms, features, categorical, settings, seed)
     model = model0
@@ -891,6 +916,13 @@ def _simulate_targeted(
 
         estimated = estimated_profit(model, x, arms, model_arms, cal)
         plan = best_choice(estimated)
+        # the adjusted reads' covariate: the predicted response without contact, from the
+        # model fitted before this wave (it never saw this wave's responses)
+        baseline = (
+            model[-1].predict_outcomes(model[:-1].transform(x))[:, -1]
+            if settings.adjusted_reads
+            else None
+        )
         untested = [j for j in range(len(arms)) if j not in model_arms]
         # "read": the customers whose plan arm the evidence so far does not pass (at risk of
         # being dropped) may fall back to their best provisionally passed arm; half of them in
@@ -936,6 +968,7 @@ def _simulate_targeted(
             untargeted=untargeted,
             level=settings.confidence,
             stratum=p_plan[cell] if strata else None,
+            covariate=None if baseline is None else baseline[cell],
         )
         if settings.gate_reads == "current":
             pooled = {
@@ -994,6 +1027,7 @@ def _simulate_targeted(
                     key=key,
                     level=settings.confidence,
                     stratum=p_second if strata else None,
+                    covariate=baseline,
                 )
                 hist = history_fallback_reads(
                     history,
@@ -1003,6 +1037,7 @@ def _simulate_targeted(
                     arms,
                     terms,
                     settings.confidence,
+                    covariate=oof[1][: len(history), -1] if settings.adjusted_reads else None,
                 )
                 if settings.gate_reads == "current":
                     pool = {
@@ -1081,6 +1116,7 @@ def _simulate_targeted(
                 key=key,
                 level=settings.confidence,
                 stratum=share if strata else None,
+                covariate=baseline,
             )
             for j, mask, key in populations
         ]

@@ -35,13 +35,15 @@ def data(arms_state):
     )
 
 
-@pytest.mark.parametrize("method", ["targeted", "refit", "unproven"])
+@pytest.mark.parametrize("method", ["targeted", "refit", "unproven", "adjusted"])
 def test_the_oracle_bounds_both_ways_on_every_wave(data, method: str) -> None:
     arms, d = data
     known = [0, 3]  # e-mail only: sms and phone are new
     settings = replace(FAST, method=method)
     if method == "unproven":  # the larger test cell where reads are thin, reads stratified
         settings = replace(FAST, stratified_reads=True, unproven_cell=True)
+    if method == "adjusted":  # every read regression-adjusted by the predicted baseline
+        settings = replace(FAST, adjusted_reads=True)
     out = simulate_loop(
         d.history,
         d.waves,
@@ -85,6 +87,37 @@ def test_same_seed_same_run(data) -> None:
         for _ in range(2)
     ]
     assert runs[0] == runs[1]
+
+
+def test_adjusted_reads_read_the_same_customers_with_other_figures(data) -> None:
+    """The option changes the reads' figures, not who was read: the first wave's gate sees the
+    same contacts and controls per arm, and at least one arm's profit per contact moves."""
+    arms, d = data
+    counts = re.compile(r"\(([\d,]+) contacts, ([\d,]+) controls\)")
+    profit = re.compile(r"per contact ([+-][\d.]+)")
+    gates = []
+    for adjusted in (False, True):
+        (w,) = simulate_loop(
+            d.history,
+            d.waves[:1],
+            d.features,
+            d.categorical,
+            arms,
+            list(range(len(arms))),
+            replace(FAST, adjusted_reads=adjusted),
+            np.random.default_rng(5),
+        )
+        gates.append(w.gate)
+    plain, adj = gates
+    assert [counts.findall(g["reason"]) for g in plain] == [
+        counts.findall(g["reason"]) for g in adj
+    ]
+    moved = [
+        profit.findall(a["reason"]) != profit.findall(b["reason"])
+        for a, b in zip(plain, adj, strict=True)
+        if profit.search(a["reason"])
+    ]
+    assert moved and any(moved)
 
 
 def test_an_unknown_loop_method_is_refused(data) -> None:

@@ -471,3 +471,96 @@ def test_a_population_read_thinly_borrows_from_the_arms_other_populations() -> N
     # a prior of almost no spread between populations: the arm's pooled mean
     tight = pool_population_in_arm([fb(1.5, 1.5)], elsewhere, "a as a fallback", 1e-3)
     assert tight is not None and tight.profit_per_contact == pytest.approx(3.8, abs=0.15)
+
+
+def _baseline_sample(
+    rng: np.random.Generator, n: int, share: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A randomised comparison where a pre-treatment covariate predicts the response: each
+    customer's response probability without contact ``b`` (uniform 0.02-0.6) is the
+    covariate; a contact (drawn with ``share``) adds 0.05 + 0.2 (b - 0.31), an effect that
+    differs by customer, 0.05 on average. Returns contact, response, covariate, and a noise
+    covariate that predicts nothing."""
+    b = rng.uniform(0.02, 0.6, n)
+    contact = rng.random(n) < share
+    p = np.where(contact, b + 0.05 + 0.2 * (b - 0.31), b)
+    y = (rng.random(n) < p).astype(float)
+    return contact, y, b, rng.random(n)
+
+
+def test_a_read_adjusted_by_the_baseline_is_unbiased_and_narrower() -> None:
+    """Lin's regression adjustment by a pre-treatment covariate: over 400 randomised samples
+    with a known effect (0.05 incremental response, 0.05 x 40 - 0.2 = 1.8 per contact) the
+    adjusted read is centred on it as the plain read is, its 90 % intervals cover it as often
+    as they say, and its standard error is smaller — by what the covariate explains (about
+    13-16 % of a response's variance here, so ~8 % off the SE) — in the formula and in the
+    reads' actual spread; a covariate that predicts nothing costs (almost) nothing."""
+    from models.decisions.readout import read_adjusted, read_strata
+
+    rng = np.random.default_rng(7)
+    terms = TERMS["a"]
+    truth = 0.05 * 40 - 0.2
+    plain, adj, noise = [], [], []
+    for _ in range(400):
+        c, y, b, u = _baseline_sample(rng, 3_000, 0.25)
+        one = read_strata("a", c, y, np.zeros(c.size), terms)
+        assert one is not None
+        plain.append(one)
+        adj.append(read_adjusted("a", c, y, b, terms))
+        noise.append(read_adjusted("a", c, y, u, terms))
+    for reads in (plain, adj):
+        assert np.mean([r.incremental_response for r in reads]) == pytest.approx(0.05, abs=0.002)
+        assert np.mean([r.profit_per_contact for r in reads]) == pytest.approx(truth, abs=0.08)
+    inside = [r.profit_per_contact_ci[0] <= truth <= r.profit_per_contact_ci[1] for r in adj]
+    assert 0.86 <= np.mean(inside) <= 0.94
+    z = [(r.profit_per_contact - truth) / r.profit_se for r in adj]
+    assert np.std(z) == pytest.approx(1.0, abs=0.1)
+    se_plain = np.mean([r.profit_se for r in plain])
+    se_adj = np.mean([r.profit_se for r in adj])
+    assert 0.89 < se_adj / se_plain < 0.94  # the formula: ~8 % narrower
+    spread = np.std([r.profit_per_contact for r in adj]) / np.std(
+        [r.profit_per_contact for r in plain]
+    )
+    assert spread < 0.95  # and the reads really scatter less
+    se_noise = np.mean([r.profit_se for r in noise])
+    assert se_noise / se_plain == pytest.approx(1.0, abs=0.005)
+    # the counts and rates stay as observed; the profit is the adjusted uplift's
+    r = adj[-1]
+    assert (r.contacts, r.responders) == (plain[-1].contacts, plain[-1].responders)
+    assert r.profit_per_contact == pytest.approx(r.incremental_response * 40 - 0.2)
+
+
+def test_an_adjusted_read_by_hand_and_through_the_segment_reads() -> None:
+    from models.decisions.readout import read_adjusted, read_population, read_targeted
+
+    # a constant covariate is the plain read (profit and its standard error)
+    c = np.array([True] * 100 + [False] * 200)
+    y = np.r_[np.ones(30), np.zeros(70), np.ones(40), np.zeros(160)]
+    (plain,) = read_wave(["b" if v else None for v in c], y, {"b": TERMS["b"]})
+    flat = read_adjusted("b", c, y, np.full(300, 0.2), TERMS["b"])
+    assert flat.profit_per_contact == pytest.approx(plain.profit_per_contact)
+    assert flat.profit_se == pytest.approx(plain.profit_se)
+    # by hand: each group's mean on its own line, at the covariate's mean over both groups
+    x = np.r_[np.linspace(0, 1, 100), np.linspace(0, 2, 200)]
+    got = read_adjusted("b", c, y, x, TERMS["b"])
+    means = []
+    for rows in (c, ~c):
+        slope, icpt = np.polyfit(x[rows], y[rows], 1)
+        resid = y[rows] - (icpt + slope * x[rows])
+        means.append((icpt + slope * x.mean(), resid @ resid / (rows.sum() - 1) / rows.sum()))
+    (m_t, v_t), (m_c, v_c) = means
+    assert got.incremental_response == pytest.approx(m_t - m_c)
+    assert got.profit_per_contact == pytest.approx((60 - 5) * m_t - 60 * m_c - 4.0)
+    assert got.profit_se == pytest.approx(np.sqrt(55**2 * v_t + 60**2 * v_c))
+    # read_targeted / read_population pass the covariate to each stratum's read; None: as before
+    given = ["b" if v else None for v in c]
+    planned = ["b"] * 300
+    (seg,) = read_targeted(given, planned, y, {"b": TERMS["b"]}, covariate=x)
+    assert seg.profit_per_contact == pytest.approx(got.profit_per_contact)
+    assert read_targeted(given, planned, y, {"b": TERMS["b"]}, covariate=None) == [plain]
+    pop = read_population("b", given, np.ones(300, bool), ~c, y, TERMS["b"], covariate=x)
+    assert pop is not None and pop.profit_se == pytest.approx(got.profit_se)
+    with pytest.raises(ValueError, match="covariate"):
+        read_adjusted("b", c, y, x[:10], TERMS["b"])
+    with pytest.raises(ValueError, match="value per response"):
+        read_adjusted("b", c, y, x, ArmTerms(None, 0.2))
