@@ -384,6 +384,14 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
         "repricing": [d.as_dict() for d in repricing],
     }
     parent_rows = table[table["selected"] & (table["group"] == "rollout")].drop_duplicates(ID)
+    # the budgets less what the wave used (its records and its expected spend)
+    used = table[table["selected"] & table["group"].isin(["test", "control"])]
+    budget = dict(campaign.model_dump(mode="json").get("budget") or {})
+    if budget.get("contacts") is not None:
+        budget["contacts"] = max(int(budget["contacts"]) - len(used), 0)
+    if budget.get("money") is not None:
+        budget["money"] = max(float(budget["money"]) - float(used["expected_spend"].sum()), 0.0)
+    capacity = {c.name: c.capacity for c in campaign.channels}
     if not passed:
         # nothing rolls out; the re-priced arms' customers of the roll-out group are re-tested
         held = parent_rows[ID].map(
@@ -397,9 +405,8 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
             )
         )
         arm_of = {str(c): labels[int(a)] for c, a in zip(parent_rows[ID], held, strict=True)}
-        facts.update(
-            _retest(state, record, campaign, base, arm_of, repricing, readout, as_of, plan_id, None)
-        )
+        left = (budget.get("money"), budget.get("contacts"), capacity)
+        facts.update(_retest(state, record, campaign, base, arm_of, repricing, readout, left))
         return None, None, facts
     model = ArmModel(
         pipe,
@@ -449,13 +456,7 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
     uplift = only_where_read(uplift, allowed, campaign, labels)
     estimate = UpliftEstimate(np.minimum(uplift, estimate.p_accept.p), estimate.p_accept)
     facts["held"], facts["fallback"] = dropped_counts(planned, allowed, labels)
-    used = table[table["selected"] & table["group"].isin(["test", "control"])]
     definition = campaign.model_dump(mode="json")
-    budget = dict(definition.get("budget") or {})
-    if budget.get("contacts") is not None:
-        budget["contacts"] = max(int(budget["contacts"]) - len(used), 0)
-    if budget.get("money") is not None:
-        budget["money"] = max(float(budget["money"]) - float(used["expected_spend"].sum()), 0.0)
     definition.update(budget=budget, test_cell_fraction=0.0)
     follow = parse_campaign(definition)
     plan = plan_over(state, dataset, follow, rest, estimate, as_of)
@@ -485,20 +486,20 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
     # campaign has left after this roll-out
     held = (planned != NO_ARM) & (allowed == NO_ARM)
     arm_of = {str(c): labels[int(a)] for c, a in zip(rest[ID][held], planned[held], strict=True)}
-    facts.update(
-        _retest(
-            state,
-            record,
-            campaign,
-            base,
-            arm_of,
-            repricing,
-            readout,
-            as_of,
-            plan_id,
-            (budget, plan),
-        )
+    contacted = dict(zip(plan.by_channel["channel"], plan.by_channel["contacted"], strict=True))
+    left = (
+        None
+        if budget.get("money") is None
+        else max(float(budget["money"]) - float(plan.summary["expected_spend_contacted"]), 0.0),
+        None
+        if budget.get("contacts") is None
+        else max(int(budget["contacts"]) - int(plan.summary["contacted"]), 0),
+        {
+            c: None if n is None else max(int(n) - int(contacted.get(c, 0)), 0)
+            for c, n in capacity.items()
+        },
     )
+    facts.update(_retest(state, record, campaign, base, arm_of, repricing, readout, left))
     return saved, plan, facts
 
 
@@ -510,47 +511,14 @@ def _retest(
     arm_of: dict[str, str],
     repricing: list[RepriceDecision],
     readout: dict[str, Any],
-    as_of: Any,
-    plan_id: str,
-    after: tuple[dict[str, Any], Plan] | None,
+    left: tuple[float | None, int | None, dict[str, int | None]],
 ) -> dict[str, Any]:
     """Save the re-test of the re-priced arms' held customers (``arm_of``: customer id → the
-    failed arm) as a plan of its own; ``after``: the roll-out's budget and plan, whose spend
-    and contacts the re-test must fit beside (None: nothing rolled out). Returns the facts."""
-    budget = dict(campaign.budget.model_dump())
-    capacity = {c.name: c.capacity for c in campaign.channels}
-    if after is not None:
-        budget, plan = dict(after[0]), after[1]  # a copy: the roll-out keeps its own
-        used = plan.summary
-        by_channel = dict(
-            zip(plan.by_channel["channel"], plan.by_channel["contacted"], strict=True)
-        )
-        capacity = {
-            c: None if n is None else max(int(n) - int(by_channel.get(c, 0)), 0)
-            for c, n in capacity.items()
-        }
-        if budget.get("money") is not None:
-            budget["money"] = max(budget["money"] - used["expected_spend_contacted"], 0.0)
-        if budget.get("contacts") is not None:
-            budget["contacts"] = max(int(budget["contacts"]) - int(used["contacted"]), 0)
-    else:
-        used_wave = record["summary"]
-        if budget.get("money") is not None:
-            budget["money"] = max(
-                budget["money"] - float(used_wave.get("expected_spend_contacted", 0.0)), 0.0
-            )
-        if budget.get("contacts") is not None:
-            budget["contacts"] = max(int(budget["contacts"]) - int(used_wave["contacted"]), 0)
-    rate = {str(a["arm"]): float(a["response_rate"]) for a in readout.get("arms", [])}
+    failed arm) as a plan of its own, within what the campaign has ``left`` (money, contacts,
+    capacity per channel; None: no limit). Returns the facts ({} when no re-test)."""
+    money, contacts, capacity = left
     built = build_retest(
-        campaign,
-        repricing,
-        base,
-        arm_of,
-        rate,
-        budget.get("money"),
-        budget.get("contacts"),
-        capacity,
+        campaign, repricing, base, arm_of, readout.get("arms", []), money, contacts, capacity
     )
     if built is None:
         return {}
@@ -563,7 +531,7 @@ def _retest(
         pd.Timestamp(record["as_of"]).date(),
         {
             **{k: v for k, v in record["inputs"].items() if k in ("dataset", "feature_set")},
-            "parent_plan": plan_id,
+            "parent_plan": record["plan_id"],
             "wave": "retest",
             "retest_of": ",".join(d.arm for d in chosen),
             "repricing": [d.as_dict() for d in chosen],

@@ -746,13 +746,12 @@ def _retest_of_saved(
         else max(c.capacity - int((used & (customers["channel"] == c.name).to_numpy()).sum()), 0)
         for c in campaign.channels
     }
-    rate = {str(a["arm"]): float(a["response_rate"]) for a in readout.get("arms", [])}
     built = build_retest(
         campaign,
         decisions,
         frame,
         arm_of,
-        rate,
+        readout.get("arms", []),
         money,
         contacts,
         capacity,

@@ -404,7 +404,7 @@ def build_retest(
     decisions: list[RepriceDecision],
     customers: pd.DataFrame,
     arm_of: Mapping[str, str],
-    response_rate: Mapping[str, float],
+    reads: list[Mapping[str, Any]],
     money: float | None,
     contacts: int | None,
     capacity: Mapping[str, int | None],
@@ -414,9 +414,11 @@ def build_retest(
     """The re-test of the re-priced arms' held customers (``arm_of``: customer id → the failed
     arm) within what the campaign has left (``money``, ``contacts``, ``capacity`` per channel;
     None: no limit): its campaign and plan, or None when no arm was re-priced or none of those
-    customers is left to it."""
+    customers is left to it. ``reads``: the wave's reads (``ArmReadout.as_dict()``), whose
+    response rate at the old terms prices the re-test's acceptances."""
     if not any(d.action == REPRICE for d in decisions):
         return None
+    response_rate = {str(r["arm"]): float(r["response_rate"]) for r in reads}
     retest = retest_campaign(campaign, decisions)
     rows = retest_rows(
         customers,

@@ -241,3 +241,49 @@ def test_a_failed_arm_declined_on_price_is_re_priced_and_re_tested(arms_state, t
     # +65 pp at 8 per acceptance on a 60 value pays on every re-test arm with 30 contacts
     assert passed and contact.any() == bool(passed & set(rolled["arm"]))
     assert (rolled.loc[~contact, "decision"] == "held").all()
+
+
+def test_when_no_arm_passes_the_re_priced_arms_are_still_re_tested(arms_state) -> None:
+    from experiments.rollout import rollout
+
+    definition = load_campaign(CAMPAIGN).model_dump(exclude_none=True)
+    definition["campaign_id"] = "reprice-none-passes"
+    for offer in definition["offers"]:
+        offer["reprice"] = {"cost_per_acceptance": 3.0 + offer.get("cost_per_acceptance", 0.0)}
+    campaign = parse_campaign(definition)
+    model = fit_arms(arms_state, "synthetic_arms", ["ARMS_2023_09"], params=PARAMS)
+    plan, as_of = plan_with_arms(arms_state, "synthetic_arms", campaign, model)
+    first = save_plan(
+        arms_state, plan, campaign, as_of, plan_inputs(model, "synthetic_arms", "x", PARAMS)
+    )
+    _, table = load_plan(arms_state, first.plan_id)
+    wave = table[table["selected"] & table["group"].isin(["test", "control"])]
+    treated = (wave["group"] == "test").to_numpy()
+    rng = np.random.default_rng(4)
+    responded = rng.random(len(wave)) < 0.2  # nothing works
+    reason = np.where(treated & ~responded, "price", None)
+    read_plan(
+        arms_state,
+        first.plan_id,
+        pd.DataFrame(
+            {"customer_id": wave["customer_id"], "responded": responded, "reason": reason}
+        ),
+    )
+    follow, result, facts = rollout(arms_state, first.plan_id)
+    assert follow is None and result is None and not facts["rolled_out_arms"]
+    chosen = {d["arm"] for d in facts["repricing"] if d["action"] == "re-price"}
+    assert chosen and facts["retest_plan"]
+    record, retest = load_plan(arms_state, facts["retest_plan"])
+    parent = table[table["selected"] & (table["group"] == "rollout")]
+    data_id = {o.id: o.data_id for o in campaign.offers}
+    theirs = {
+        c
+        for c, o, ch in zip(parent["customer_id"], parent["offer"], parent["channel"], strict=True)
+        if f"{data_id[o]}/{ch}" in chosen
+    }
+    # every held customer of a re-priced arm, and no one else
+    assert set(retest["customer_id"]) == theirs
+    # the money left is the budget less the wave's expected spend, and the re-test stays in it
+    spent = float(wave["expected_spend"].sum())
+    contacted = retest[retest["selected"] & (retest["group"] != "control")]
+    assert float(contacted["expected_spend"].sum()) <= campaign.budget.money - spent + 1e-6
