@@ -475,6 +475,7 @@ def run_monitor(
     from mlflow.tracking import MlflowClient
 
     from models.pyfunc import ScoringModel
+    from training.run import tracking
 
     thresholds = thresholds or PSIThresholds()
     tracking_uri = tracking_uri or state.tracking_uri
@@ -483,12 +484,14 @@ def run_monitor(
     current_path = catalog.snapshot_path(feature_set, current_as_of)
     current = _load_snapshot(current_path)
 
-    mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     mv = client.get_model_version_by_alias(registered_model, alias)
-    wrapper: Any = mlflow.pyfunc.load_model(
-        f"models:/{registered_model}@{alias}"
-    ).unwrap_python_model()
+    # the fluent loader reads the URIs of the block only: the process's MLflow settings (and
+    # the MLFLOW_TRACKING_URI MLflow exports) are put back after it, not left pointing here
+    with tracking(tracking_uri):
+        wrapper: Any = mlflow.pyfunc.load_model(
+            f"models:/{registered_model}@{alias}"
+        ).unwrap_python_model()
     if not isinstance(wrapper, ScoringModel):
         raise TypeError(f"{registered_model}@{alias} is not a Patron scoring model")
     # the cutoff's season differs between any two snapshot dates by design: not drift

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import date
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -172,8 +172,11 @@ def test_monitor_run_is_logged_and_written_beside_the_snapshot(snapshots):
     assert {f["feature"] for f in saved["features"]} == set(fs.names) - context_feature_names()
     assert "cutoff_month" in fs.names
     assert report.stability.n_common > 0.8 * len(pd.read_parquet(paths[CURRENT]))
-    mlflow.set_tracking_uri(state.tracking_uri)
-    client = MlflowClient()
+    # the monitor leaves the process's MLflow settings as they were (it once left the global
+    # tracking URI and MLFLOW_TRACKING_URI pointing at its store, which later commands of the
+    # same process then read)
+    assert os.environ.get("MLFLOW_TRACKING_URI") != state.tracking_uri
+    client = MlflowClient(tracking_uri=state.tracking_uri)
     run = client.get_run(report.mlflow_run_id)
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.name == f"monitor-{cfg.registered_model}"

@@ -174,7 +174,9 @@ def test_a_failed_arm_declined_on_price_is_re_priced_and_re_tested(arms_state, t
         {"customer_id": wave["customer_id"], "responded": responded, "reason": reason}
     )
     responses.to_csv(tmp_path / "wave1.csv", index=False)
-    runner = CliRunner()
+    # the CLI on the fixture's own MLflow store (the module's state was resolved before any
+    # test's environment: a tracking URI in the environment then would be its store)
+    runner = CliRunner(env={"MLFLOW_TRACKING_URI": arms_state.tracking_uri})
     home = ["--home", str(arms_state.home)]
     args = ["campaign", "read", "--plan", first.plan_id, "--responses", str(tmp_path / "wave1.csv")]
     said_cli = runner.invoke(mount(), [*args, *home])
