@@ -81,6 +81,7 @@ def run_seed(
     between: str = "arm",
     fallback_prior: str = "shifted",
     adjusted_reads: bool = False,
+    new_arm_cell: bool = False,
 ) -> dict[str, Any]:
     """Generate one world and run every scenario and method ``repeats`` times on it (a method's
     repeat ``r`` draws the same control group as the others' repeat ``r``)."""
@@ -106,6 +107,7 @@ def run_seed(
             between=between,
             fallback_prior=fallback_prior,
             adjusted_reads=adjusted_reads,
+            new_arm_cell=new_arm_cell,
         )
         for m in methods
     }
@@ -122,6 +124,7 @@ def run_seed(
         "between": between,
         "fallback_prior": fallback_prior,
         "adjusted_reads": adjusted_reads,
+        "new_arm_cell": new_arm_cell,
         "scenarios": {},
     }
     with tempfile.TemporaryDirectory(prefix="patron-loop-") as home:
@@ -227,6 +230,12 @@ def main() -> None:
         help="targeted: each read regression-adjusted by the customer's predicted response "
         "without contact (LoopSettings.adjusted_reads)",
     )
+    ap.add_argument(
+        "--new-arm-cell",
+        action="store_true",
+        help="targeted: each never-tested arm gets the test fraction of everyone at random in "
+        "its first test cell, instead of a share of it (LoopSettings.new_arm_cell)",
+    )
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "loop.json")
     ap.add_argument(
         "--merge",
@@ -255,6 +264,7 @@ def main() -> None:
                 args.between,
                 args.fallback_prior,
                 args.adjusted_reads,
+                args.new_arm_cell,
             )
             for s in range(args.first_seed, args.first_seed + args.seeds)
         ]

@@ -154,6 +154,14 @@ class LoopSettings:
     # before the wave (the waves' reads) or cross-fitted (the earlier campaigns'), so never on
     # the responses it adjusts. False (default): the plain reads
     adjusted_reads: bool = False
+    # targeted: a never-tested arm's random share of the first test cell it is tried in
+    # (docs/campaign_loop.md §6). False (default): the arms never tested share the test cell,
+    # ``1 / A`` of it each (A: every arm), so at 60 000 customers each new arm is read on
+    # 30-45 random contacts, and the model refitted on them gives it to no one afterwards;
+    # True: each never-tested arm gets its own share of everyone, the test fraction, drawn at
+    # random outside the control group beside the plan's test cell (which keeps the test
+    # fraction of the others); its cost is the test cell's (those customers get no plan arm)
+    new_arm_cell: bool = False
     learner: str = "x"
     params: dict[str, Any] = field(
         default_factory=lambda: {
@@ -762,12 +770,20 @@ def draw_test_cell(
     it gives each customer: the plan; half of the ``at_risk`` customers their fallback
     (``second``, roll-out "read"); a never-tested arm at random to its share ``1 / n_arms`` of
     the base test fraction of everyone (not of the larger share: its read over everyone stays
-    a uniform draw)."""
+    a uniform draw); with ``settings.new_arm_cell`` each never-tested arm gets the base test
+    fraction of everyone instead, drawn on a uniform of its own beside the plan's test cell
+    (``new_arm_shares``)."""
     n = len(plan)
     t = settings.test_fraction
     u_test = rng.random(n)
     test = ~control & (u_test < share)
-    explore = ~control & (u_test < t) & (rng.random(n) < len(untested) / n_arms)
+    u_new = rng.random(n)
+    explore = ~control & (u_test < t) & (u_new < len(untested) / n_arms)
+    if settings.new_arm_cell and untested:
+        # each never-tested arm its own share t of everyone (``new_arm_shares``), drawn apart
+        # from the plan's test cell: the plan keeps its share of the others
+        explore = ~control & (u_new < t * len(untested))
+        test = test | explore
     loop = np.full(n, NO_CONTACT)
     loop[test] = plan[test]
     if settings.rollout == "read":
@@ -776,6 +792,22 @@ def draw_test_cell(
     if untested:
         loop[explore] = rng.choice(untested, int(explore.sum()))
     return test, loop
+
+
+def new_arm_shares(
+    share: np.ndarray, untested: list[int], n_arms: int, settings: LoopSettings
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Of the customers outside the control group, the chance of being a test contact of each
+    never-tested arm (random over everyone), and per customer of the plan's test cell (their
+    plan arm or fallback) and of the roll-out, as ``draw_test_cell`` draws them: by default
+    the new arms share the base test fraction ``t`` (``t / n_arms`` each) and the plan gets the
+    rest of ``share``; with ``settings.new_arm_cell`` each new arm gets ``t`` of everyone and
+    the plan ``share`` of the others."""
+    t = settings.test_fraction
+    if settings.new_arm_cell and untested:
+        keep = 1 - t * len(untested)
+        return t, keep * share, keep * (1 - share)
+    return t / n_arms if untested else 0.0, share - t * len(untested) / n_arms, 1 - share
 
 
 def gate_pool(
@@ -958,6 +990,9 @@ def _simulate_targeted(
         half = FALLBACK_SHARE * at_risk
         p_plan = (share - t * share_new) * (1 - half)
         p_second = (share - t * share_new) * half
+        if settings.new_arm_cell and untested:  # each new arm its own share: the plan keeps more
+            _, plan_share, _ = new_arm_shares(share, untested, len(arms), settings)
+            p_plan, p_second = plan_share * (1 - half), plan_share * half
         # (the larger cell's shares differ by stratum: its reads are always stratified)
         strata = settings.stratified_reads or settings.unproven_cell
         readouts = read_targeted(
@@ -1140,9 +1175,14 @@ def _simulate_targeted(
         held_rows = rest & (plan != NO_CONTACT) & (gated == NO_CONTACT)
         for j in range(len(arms)):
             planned_j = (1 - half) * (plan == j) + half * (second == j)
-            in_test = np.where(j in untested, 1 / len(arms), (1 - share_new) * planned_j)
-            larger = 0.0 if j in untested else (share - t) * planned_j
-            p_j = (1 - c) * (t * in_test + larger + (1 - share) * (gated == j))
+            if settings.new_arm_cell and untested:
+                p_new, plan_share, roll_share = new_arm_shares(share, untested, len(arms), settings)
+                in_cell = p_new if j in untested else plan_share * planned_j
+                p_j = (1 - c) * (in_cell + roll_share * (gated == j))
+            else:
+                in_test = np.where(j in untested, 1 / len(arms), (1 - share_new) * planned_j)
+                larger = 0.0 if j in untested else (share - t) * planned_j
+                p_j = (1 - c) * (t * in_test + larger + (1 - share) * (gated == j))
             wave_rows[design_column(j)] = np.where(held_rows, 0.0, p_j)
         seen = pd.concat([seen, wave_rows], ignore_index=True)
         tested = set(seen["arm"]) - {NO_CONTACT}

@@ -353,3 +353,84 @@ def test_the_fallbacks_prior_is_the_arms_segment_read_moved_by_the_estimated_dif
     assert moved.profit_per_contact == pytest.approx(seg.profit_per_contact - 3.0)
     assert moved.profit_se == seg.profit_se and moved.contacts == seg.contacts
     assert shifted_segment_reads([seg], np.array([]), np.array([3.0])) == []
+
+
+def test_the_new_arm_cell_gives_each_never_tested_arm_the_test_fraction_of_everyone() -> None:
+    """With ``new_arm_cell`` each never-tested arm gets the test fraction of everyone at random
+    (its own share, not ``1 / A`` of one), the plan keeps the test fraction of the others, and
+    ``new_arm_shares`` states the chances the draw made; off, the new arms share the test cell
+    as before, draw for draw."""
+    from experiments.simulate import NO_CONTACT, draw_test_cell, new_arm_shares
+
+    n = 200_000
+    plan = np.where(np.arange(n) % 2 == 0, 0, NO_CONTACT)  # half the plan gives arm 0
+    second = np.full(n, NO_CONTACT)
+    at_risk = np.zeros(n, bool)
+    settings = LoopSettings(test_fraction=0.05, control_fraction=0.1)
+    control = np.random.default_rng(0).random(n) < settings.control_fraction
+    share = np.full(n, settings.test_fraction)
+    untested = [1, 2, 3, 4]  # four never-tested arms of six, as the "new channels" bench
+
+    def cell(on: bool, untested: list[int] = untested) -> tuple:
+        s = replace(settings, new_arm_cell=on)
+        test, given = draw_test_cell(
+            plan, second, at_risk, share, control, untested, 6, s, np.random.default_rng(1)
+        )
+        return test, given, new_arm_shares(share, untested, 6, s)
+
+    out = ~control
+    test, given, (p_new, p_plan, p_roll) = cell(on=False)
+    assert p_new == pytest.approx(0.05 / 6)
+    for j in untested:  # each new arm: a sixth of the 5 % test cell, over everyone
+        assert (given[out] == j).mean() == pytest.approx(0.05 / 6, abs=0.001)
+    test_on, given_on, (p_new, p_plan, p_roll) = cell(on=True)
+    assert p_new == 0.05 and p_plan[0] == pytest.approx(0.05 * 0.8)
+    assert p_roll[0] == pytest.approx(0.95 * 0.8)
+    for j in untested:  # each new arm: 5 % of everyone, whatever the plan gives them
+        for planned in (0, NO_CONTACT):
+            where = out & (plan == planned)
+            assert (given_on[where] == j).mean() == pytest.approx(0.05, abs=0.003)
+    # the plan's test contacts: its share of the customers no new arm took
+    assert (given_on[out & (plan == 0)] == 0).mean() == pytest.approx(p_plan[0], abs=0.003)
+    assert test_on[out].mean() == pytest.approx(1 - p_roll[0], abs=0.003)
+    assert not test_on[control].any() and not (given_on[control] != NO_CONTACT).any()
+    # four times the contacts of a new arm's first read; the read over everyone stays random
+    assert (given_on == 1).sum() > 5 * (given == 1).sum()
+    # no never-tested arm (every later wave, every wave with the arms known): the same draws
+    same_off, same_on = cell(on=False, untested=[]), cell(on=True, untested=[])
+    assert (same_off[0] == same_on[0]).all() and (same_off[1] == same_on[1]).all()
+    assert (same_off[1][same_off[0]] == plan[same_off[0]]).all()
+
+
+def test_the_new_arm_cell_reads_new_arms_on_more_contacts_in_the_loop(data) -> None:
+    """In the loop, with e-mail known only, the first wave reads each new arm over everyone on
+    about six times the contacts (its own 5 % instead of a sixth of it), against about the
+    same controls."""
+    arms, d = data
+    # "dropped: ... (N contacts, M controls)" or "held: N contacts and M controls (fewer ..."
+    counts = re.compile(r"([\d,]+) contacts(?:,| and) ([\d,]+) controls")
+    reads = []
+    for option in (False, True):
+        (w,) = simulate_loop(
+            d.history,
+            d.waves[:1],
+            d.features,
+            d.categorical,
+            arms,
+            [0, 3],
+            replace(FAST, new_arm_cell=option),
+            np.random.default_rng(5),
+        )
+        got: dict[str, tuple[int, ...]] = {}
+        for g in w.gate:
+            m = counts.search(g["reason"])
+            if m:
+                got[g["arm"]] = tuple(int(v.replace(",", "")) for v in m.groups())
+        reads.append(got)
+    off, on = reads
+    new = [a.label for j, a in enumerate(arms) if j not in (0, 3)]
+    assert set(new) <= set(off) and set(new) <= set(on)
+    for label in new:
+        assert on[label][0] > 3 * off[label][0]  # contacts
+        # against everyone's controls (and the test cell's customers the plan leaves out)
+        assert on[label][1] == pytest.approx(off[label][1], rel=0.1)
