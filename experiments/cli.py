@@ -270,6 +270,7 @@ def campaign_plan(
     print_plan(plan, day)
     inputs = plan_inputs(model, dataset, learner, params, value)
     saved = save_plan(state, plan, definition, day, inputs)
+    _print_power(saved.record.get("test_cell_power") or [])
     verb = "saved" if saved.created else "already saved (same inputs)"
     console.print(
         f"plan [bold]{saved.plan_id}[/bold] {verb} in {saved.folder} (MLflow experiment "
@@ -349,6 +350,24 @@ def campaign_read(
     for d in out["gate"]:
         console.print(f"{d['arm']}: {d['reason']}")
     _print_repricing(out.get("repricing", []))
+
+
+def _print_power(rows: list[dict[str, Any]]) -> None:
+    """The test cell's sizing per arm: the gate's chance to pass it if the model is right."""
+    if not rows:
+        return
+    console.rule("test cell: the gate's chance to pass each arm if the model's expectation holds")
+    for r in rows:
+        head = f"{r['arm']}: {r['test_contacts']:,} test contacts, {r['controls']:,} controls"
+        if r["gate_power"] is None:
+            console.print(f"{head} — {r['why_none']}")
+            continue
+        power, need = r["gate_power"], r["test_contacts_for_goal"]
+        line = (
+            f"{head} — {power:.0%} at {r['confidence']:.0%} confidence (response noise only); "
+            f"{r['goal']:.0%} needs about {need:,} test contacts"
+        )
+        console.print(f"[yellow]{line}[/yellow]" if power < 0.5 else line)
 
 
 def _print_repricing(decisions: list[dict[str, Any]]) -> None:

@@ -166,7 +166,8 @@ class Plan:
 
     ``customers`` columns: customer_id, person_id, household_id, selected, group, offer, channel,
     the figure (``expected_incremental_profit`` + ``expected_incremental_responses`` on an
-    uplift basis; ``non_causal_ranking_value`` otherwise), expected_spend, ``customer_value``
+    uplift basis; ``non_causal_ranking_value`` otherwise), expected_spend, ``expected_response``
+    (P(accept | contacted) of the chosen arm, when the estimate gives it), ``customer_value``
     (what a response to a customer-valued offer is worth, for the selected; only when the
     campaign has such an offer), basis, exclusion_reason ("" when selected).
     """
@@ -636,6 +637,8 @@ class AllocationProblem:
     #: per person the value of a response to a customer-valued offer (``value_source:
     #: customer_value``); None when the campaign has none
     customer_value: np.ndarray | None = None
+    #: per (person, arm) P(accept | contacted), where the estimate gives it
+    accept: np.ndarray | None = None
 
 
 def allocation_problem(
@@ -784,6 +787,7 @@ def allocation_problem(
             and any(o.value_source == "customer_value" for o in campaign.offers)
             else None
         ),
+        accept=None if vals.accept is None else vals.accept[rep].reshape(n_persons, n_off * n_ch),
     )
 
 
@@ -889,6 +893,10 @@ def plan_from(problem: AllocationProblem, result: SolveResult) -> Plan:
     else:
         frame["non_causal_ranking_value"] = on_rep(profit_p, np.nan)
     frame["expected_spend"] = on_rep(spend_p, np.nan)
+    if pb.accept is not None:  # P(accept | contacted) of the chosen arm: sizes the test cell
+        accept_p = np.full(n_persons, np.nan)
+        accept_p[sel_person] = pb.accept[sel_person, sel_arm]
+        frame["expected_response"] = on_rep(accept_p, np.nan)
     if pb.customer_value is not None:
         # what a response is worth for the customer-valued offers, kept for the selected (test
         # cell, control and roll-out alike): the read-out values their responses with it

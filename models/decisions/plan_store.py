@@ -189,6 +189,76 @@ def expected_by_arm(plan: Plan, campaign: Campaign) -> list[dict[str, Any]]:
     return rows
 
 
+def gate_power_by_arm(
+    plan: Plan, campaign: Campaign, confidence: float = DEFAULT_GATE_CONFIDENCE, goal: float = 0.8
+) -> list[dict[str, Any]]:
+    """Per arm of the plan's test cell, **the chance the roll-out gate passes it if the model's
+    expectation is right** (response noise only: the read of its test contacts against the
+    controls of its plan segment, the gate one-sided at ``confidence``), and the test contacts
+    that would give it ``goal`` at the plan's ratio of controls to test contacts — the test
+    cell's sizing, before any response. Needs the plan's ``expected_response`` (P(accept |
+    contacted)); an arm valued per customer, or without controls or expected profit, gets
+    null figures with the reason."""
+    c = plan.customers
+    if "expected_response" not in c.columns or "expected_incremental_responses" not in c.columns:
+        return []
+    offers = {o.id: o for o in campaign.offers}
+    channels = {ch.name: ch for ch in campaign.channels}
+    z, z_goal = _z(confidence), _z(goal)
+    sel = c[c["selected"].astype(bool)]
+    rows = []
+    for (offer, channel), part in sel.groupby(["offer", "channel"], sort=True):
+        o, ch = offers[str(offer)], channels[str(channel)]
+        n_t = int((part["group"] == "test").sum())
+        n_c = int((part["group"] == "control").sum())
+        row: dict[str, Any] = {
+            "arm": arm_label(o.data_id, str(channel)),
+            "test_contacts": n_t,
+            "controls": n_c,
+            "confidence": confidence,
+            "expected_profit_per_contact": None,
+            "gate_power": None,
+            "test_contacts_for_goal": None,
+            "goal": goal,
+            "why_none": None,
+        }
+        p = float(part["expected_response"].mean())
+        u = float(part["expected_incremental_responses"].mean())
+        r_c = min(max(p - u, 0.0), 1.0)
+        if o.value_source != "offer" or o.value is None:
+            row["why_none"] = "valued per customer: the read's spread depends on the values"
+        elif n_t == 0 or n_c == 0:
+            row["why_none"] = "no test contact or no control on its segment"
+        else:
+            v, a = float(o.value), float(o.cost_per_acceptance)
+            profit = u * v - a * p - float(ch.cost_per_contact)
+            var_t, var_c = (v - a) ** 2 * p * (1 - p), v**2 * r_c * (1 - r_c)
+            se = float(np.sqrt(var_t / n_t + var_c / n_c))
+            row["expected_profit_per_contact"] = profit
+            if profit <= 0:
+                row["why_none"] = "the model expects no profit per contact on its segment"
+            elif se > 0:
+                row["gate_power"] = float(_phi(profit / se - z))
+                k = n_c / n_t  # controls per test contact, as planned
+                row["test_contacts_for_goal"] = int(
+                    np.ceil(((z + z_goal) / profit) ** 2 * (var_t + var_c / k))
+                )
+        rows.append(row)
+    return rows
+
+
+def _z(p: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(p)
+
+
+def _phi(x: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().cdf(x)
+
+
 def plan_record(
     plan: Plan, campaign: Campaign, as_of: date, inputs: dict[str, Any]
 ) -> dict[str, Any]:
@@ -200,6 +270,7 @@ def plan_record(
         "inputs": inputs,
         "summary": clean(plan.summary),
         "by_arm": expected_by_arm(plan, campaign),
+        "test_cell_power": clean(gate_power_by_arm(plan, campaign)),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 

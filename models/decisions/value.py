@@ -111,6 +111,8 @@ class ContactValues:
     responses: np.ndarray
     spend: np.ndarray
     basis: str
+    #: P(accept | contacted) per (customer, offer, channel) where the estimate gives it
+    accept: np.ndarray | None = None
 
     @property
     def incremental(self) -> bool:
@@ -189,7 +191,8 @@ def contact_values(
         responses = uplift
         basis = BASIS_UPLIFT
         objective = profit if campaign.objective == "incremental_profit" else uplift
-        return ContactValues(objective, profit, responses, spend, basis)
+        accept = p_accept if estimate.p_accept is not None else None
+        return ContactValues(objective, profit, responses, spend, basis, accept)
 
     if campaign.ranking.basis != "non_causal_score":
         raise TypeError(

@@ -39,6 +39,15 @@ def test_plan_is_saved_once_and_never_overwritten(saved) -> None:
     record, table = load_plan(state, first.plan_id)
     assert record["mlflow_run_id"] and record["summary"]["base"] == len(table)
     assert sum(a["contacts"] for a in record["by_arm"]) == record["summary"]["contacted"]
+    # the test cell's sizing per arm: the gate's chance to pass it if the model is right
+    power = {r["arm"]: r for r in record["test_cell_power"]}
+    assert set(power) == {a["arm"] for a in record["by_arm"]}
+    assert sum(r["test_contacts"] for r in power.values()) == record["summary"]["test_cell"]
+    sized = [r for r in power.values() if r["gate_power"] is not None]
+    assert sized and all(0 < r["gate_power"] < 1 for r in sized)
+    assert all(
+        (r["test_contacts_for_goal"] > r["test_contacts"]) == (r["gate_power"] < 0.8) for r in sized
+    )
     again = save_plan(state, plan, campaign, as_of, inputs)
     assert again.plan_id == first.plan_id and not again.created
     # the same id with other contents (a tampered record) is refused

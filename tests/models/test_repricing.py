@@ -1,5 +1,6 @@
 """Re-pricing a failed arm: re-priced when its declines say price, else dropped; the re-test's
-rows (models/decisions/repricing.py, docs/campaign_loop.md §3)."""
+rows (models/decisions/repricing.py, docs/campaign_loop.md §3); and the test cell's sizing
+before any response (``plan_store.gate_power_by_arm``)."""
 
 from __future__ import annotations
 
@@ -195,3 +196,63 @@ def test_the_re_test_fits_what_the_campaign_has_left() -> None:
     first = rows.loc[rows["group"] == "test", "customer_id"].sort_values().iloc[:3]
     assert set(kept_ids) != set(first)
     assert np.isnan(small.loc[~small["selected"], "expected_spend"]).all()
+
+
+def _sized_plan(n_t: int, n_c: int, p: float, u: float):
+    from models.decisions.allocate import Plan
+
+    group = ["test"] * n_t + ["control"] * n_c + ["rollout"] * 500
+    table = pd.DataFrame(
+        {
+            "customer_id": [f"C{i}" for i in range(len(group))],
+            "selected": True,
+            "group": group,
+            "offer": "voucher",
+            "channel": "email",
+            "expected_response": p,
+            "expected_incremental_responses": u,
+        }
+    )
+    return Plan(table, pd.DataFrame(), pd.DataFrame(), {}, {})
+
+
+def _passed_share(n_t: int, n_c: int, p: float, r_c: float, reps: int, seed: int) -> float:
+    """How often the gate passes the arm over ``reps`` simulated test cells."""
+    from models.decisions.readout import ArmTerms, gate, read_wave
+
+    rng = np.random.default_rng(seed)
+    terms = {"RET_01/email": ArmTerms(40.0, 0.2, 2.0)}
+    arm = ["RET_01/email"] * n_t + [None] * n_c
+    passed = 0
+    for _ in range(reps):
+        y = np.concatenate([rng.random(n_t) < p, rng.random(n_c) < r_c]).astype(float)
+        passed += gate(read_wave(arm, y, terms, level=0.9), 0.9)[0].roll_out
+    return passed / reps
+
+
+def test_the_test_cells_power_is_how_often_the_gate_passes_a_right_model() -> None:
+    from models.decisions.plan_store import gate_power_by_arm
+
+    campaign = parse_campaign(
+        {
+            **BASE,
+            "offers": [{**BASE["offers"][1], "cost_per_acceptance": 2.0}],
+            "channels": [BASE["channels"][0]],
+        }
+    )
+    # P(accept | contacted) 0.25 with an uplift of 0.10: the controls respond at 0.15
+    thin = gate_power_by_arm(_sized_plan(60, 120, 0.25, 0.10), campaign)[0]
+    assert thin["arm"] == "RET_01/email" and (thin["test_contacts"], thin["controls"]) == (60, 120)
+    assert thin["expected_profit_per_contact"] == pytest.approx(0.1 * 40 - 2 * 0.25 - 0.2)
+    simulated = _passed_share(60, 120, 0.25, 0.15, 1500, 1)
+    assert abs(simulated - thin["gate_power"]) < 0.05 and thin["gate_power"] < 0.7
+    # at the contacts it asks for (twice as many controls, as planned), 80 %
+    need = thin["test_contacts_for_goal"]
+    assert need > 60
+    at_need = _passed_share(need, 2 * need, 0.25, 0.15, 1500, 2)
+    assert abs(at_need - 0.8) < 0.05
+    sized = gate_power_by_arm(_sized_plan(need, 2 * need, 0.25, 0.10), campaign)[0]
+    assert sized["gate_power"] == pytest.approx(0.8, abs=0.01)
+    # no expected profit: no power figure, and why
+    losing = gate_power_by_arm(_sized_plan(60, 120, 0.25, 0.01), campaign)[0]
+    assert losing["gate_power"] is None and "no profit" in losing["why_none"]
