@@ -98,7 +98,14 @@ from models.decisions.readout import (
     read_population,
     rollout_by_population,
 )
-from models.decisions.repricing import REPRICE, RepriceDecision, build_retest, repricing_of
+from models.decisions.repricing import (
+    REPRICE,
+    Left,
+    RepriceDecision,
+    budget_left,
+    build_retest,
+    repricing_of,
+)
 
 
 def _arm_of(offers: pd.Series, channels: pd.Series, labels: list[str]) -> np.ndarray:
@@ -371,8 +378,7 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
     passed = [d.arm for d in decisions if d.roll_out]
     # a dropped arm whose offer has re-priced terms: re-priced when the wave's declines on its
     # segment (the read-out's) say price, else dropped (models.decisions.repricing)
-    failed = [d.arm for d in decisions if not d.roll_out and d.reason.startswith("dropped")]
-    repricing = repricing_of(campaign, readout.get("arms", []), failed, confidence)
+    repricing = repricing_of(campaign, readout.get("arms", []), decisions, confidence)
     facts: dict[str, Any] = {
         "parent_plan": plan_id,
         "rolled_out_arms": passed,
@@ -383,29 +389,22 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
         "wave_rows": len(wave_rows),
         "repricing": [d.as_dict() for d in repricing],
     }
-    parent_rows = table[table["selected"] & (table["group"] == "rollout")].drop_duplicates(ID)
+    # the plan's arm of each customer of its roll-out group
+    parent = table[table["selected"] & (table["group"] == "rollout")].drop_duplicates(ID)
+    parent_offer = parent["offer"].map(lambda o: data_id.get(str(o), str(o)))
+    parent_arm = pd.Series(
+        _arm_of(parent_offer, parent["channel"], labels),
+        index=parent[ID].to_numpy(),
+    )
     # the budgets less what the wave used (its records and its expected spend)
     used = table[table["selected"] & table["group"].isin(["test", "control"])]
-    budget = dict(campaign.model_dump(mode="json").get("budget") or {})
-    if budget.get("contacts") is not None:
-        budget["contacts"] = max(int(budget["contacts"]) - len(used), 0)
-    if budget.get("money") is not None:
-        budget["money"] = max(float(budget["money"]) - float(used["expected_spend"].sum()), 0.0)
-    capacity = {c.name: c.capacity for c in campaign.channels}
+    wave_spend = float(used["expected_spend"].sum())
+    money, contacts, capacity = budget_left(campaign, wave_spend, len(used), {})
+    budget = {"contacts": contacts, "money": money}
     if not passed:
         # nothing rolls out; the re-priced arms' customers of the roll-out group are re-tested
-        held = parent_rows[ID].map(
-            pd.Series(
-                _arm_of(
-                    parent_rows["offer"].map(lambda o: data_id.get(str(o), str(o))),
-                    parent_rows["channel"],
-                    labels,
-                ),
-                index=parent_rows[ID].to_numpy(),
-            )
-        )
-        arm_of = {str(c): labels[int(a)] for c, a in zip(parent_rows[ID], held, strict=True)}
-        left = (budget.get("money"), budget.get("contacts"), capacity)
+        arm_of = {str(c): labels[int(a)] for c, a in parent_arm.items() if a != NO_ARM}
+        left = (money, contacts, capacity)
         facts.update(_retest(state, record, campaign, base, arm_of, repricing, readout, left))
         return None, None, facts
     model = ArmModel(
@@ -420,12 +419,6 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
     # 2. re-plan the rest: each customer only the plan's arm for them, when it passed (the
     # population it was read on); 3. budgets less the wave's use
     rest = base[~base[ID].isin(set(wave[ID]))].reset_index(drop=True)
-    parent = parent_rows
-    parent_offer = parent["offer"].map(lambda o: data_id.get(str(o), str(o)))
-    parent_arm = pd.Series(
-        _arm_of(parent_offer, parent["channel"], labels),
-        index=parent[ID].to_numpy(),
-    )
     planned = rest[ID].map(parent_arm).fillna(NO_ARM).to_numpy(dtype=np.int64)
     # a dropped arm's customers: their best passed arm where it was read on them and passed
     # (the history's randomised rows on the same rule), else held
@@ -487,17 +480,11 @@ def rollout(state: Any, plan_id: str) -> tuple[SavedPlan | None, Plan | None, di
     held = (planned != NO_ARM) & (allowed == NO_ARM)
     arm_of = {str(c): labels[int(a)] for c, a in zip(rest[ID][held], planned[held], strict=True)}
     contacted = dict(zip(plan.by_channel["channel"], plan.by_channel["contacted"], strict=True))
-    left = (
-        None
-        if budget.get("money") is None
-        else max(float(budget["money"]) - float(plan.summary["expected_spend_contacted"]), 0.0),
-        None
-        if budget.get("contacts") is None
-        else max(int(budget["contacts"]) - int(plan.summary["contacted"]), 0),
-        {
-            c: None if n is None else max(int(n) - int(contacted.get(c, 0)), 0)
-            for c, n in capacity.items()
-        },
+    left = budget_left(
+        campaign,
+        wave_spend + float(plan.summary["expected_spend_contacted"]),
+        len(used) + int(plan.summary["contacted"]),
+        {str(c): int(n) for c, n in contacted.items()},
     )
     facts.update(_retest(state, record, campaign, base, arm_of, repricing, readout, left))
     return saved, plan, facts
@@ -511,15 +498,12 @@ def _retest(
     arm_of: dict[str, str],
     repricing: list[RepriceDecision],
     readout: dict[str, Any],
-    left: tuple[float | None, int | None, dict[str, int | None]],
+    left: Left,
 ) -> dict[str, Any]:
     """Save the re-test of the re-priced arms' held customers (``arm_of``: customer id → the
     failed arm) as a plan of its own, within what the campaign has ``left`` (money, contacts,
     capacity per channel; None: no limit). Returns the facts ({} when no re-test)."""
-    money, contacts, capacity = left
-    built = build_retest(
-        campaign, repricing, base, arm_of, readout.get("arms", []), money, contacts, capacity
-    )
+    built = build_retest(campaign, repricing, base, arm_of, readout.get("arms", []), left)
     if built is None:
         return {}
     retest, plan = built

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,13 @@ from features.store import atomic_path
 from models.decisions.allocate import Plan
 from models.decisions.campaign import Campaign
 from models.decisions.readout import DEFAULT_GATE_CONFIDENCE, ArmTerms, gate, read_segments
-from models.decisions.repricing import REPRICE, build_retest, decisions_from, repricing_of
+from models.decisions.repricing import (
+    REPRICE,
+    budget_left,
+    build_retest,
+    decisions_from,
+    repricing_of,
+)
 from models.decisions.saved_rollout import (
     CONSENT_NOT_FOUND,
     CONSENT_WITHDRAWN,
@@ -204,7 +211,8 @@ def gate_power_by_arm(
         return []
     offers = {o.id: o for o in campaign.offers}
     channels = {ch.name: ch for ch in campaign.channels}
-    z, z_goal = _z(confidence), _z(goal)
+    normal = NormalDist()
+    z, z_goal = normal.inv_cdf(confidence), normal.inv_cdf(goal)
     sel = c[c["selected"].astype(bool)]
     rows = []
     for (offer, channel), part in sel.groupby(["offer", "channel"], sort=True):
@@ -238,25 +246,13 @@ def gate_power_by_arm(
             if profit <= 0:
                 row["why_none"] = "the model expects no profit per contact on its segment"
             elif se > 0:
-                row["gate_power"] = float(_phi(profit / se - z))
+                row["gate_power"] = normal.cdf(profit / se - z)
                 k = n_c / n_t  # controls per test contact, as planned
                 row["test_contacts_for_goal"] = int(
                     np.ceil(((z + z_goal) / profit) ** 2 * (var_t + var_c / k))
                 )
         rows.append(row)
     return rows
-
-
-def _z(p: float) -> float:
-    from statistics import NormalDist
-
-    return NormalDist().inv_cdf(p)
-
-
-def _phi(x: float) -> float:
-    from statistics import NormalDist
-
-    return NormalDist().cdf(x)
 
 
 def plan_record(
@@ -607,8 +603,7 @@ def readout_of(
     )
     decisions = gate(readouts, confidence)
     # a dropped arm whose offer has re-priced terms: re-priced when its declines say price
-    failed = [d.arm for d in decisions if not d.roll_out and d.reason.startswith("dropped")]
-    repricing = repricing_of(campaign, [x.as_dict() for x in readouts], failed, confidence)
+    repricing = repricing_of(campaign, [x.as_dict() for x in readouts], decisions, confidence)
     return clean(
         {
             "plan_id": record["plan_id"],
@@ -808,25 +803,11 @@ def _retest_of_saved(
     used = (customers["selected"].astype(bool) & (customers["group"] == "test")).to_numpy() | (
         customers[ID].astype(str).isin(contacted_now).to_numpy()
     )
-    budget = campaign.budget
-    money = None if budget.money is None else max(budget.money - float(spend[used].sum()), 0.0)
-    contacts = None if budget.contacts is None else max(budget.contacts - int(used.sum()), 0)
-    capacity = {
-        c.name: None
-        if c.capacity is None
-        else max(c.capacity - int((used & (customers["channel"] == c.name).to_numpy()).sum()), 0)
-        for c in campaign.channels
-    }
+    counts = customers.loc[used, "channel"].astype(str).value_counts()
+    by_channel = {str(c): int(n) for c, n in counts.items()}
+    left = budget_left(campaign, float(spend[used].sum()), int(used.sum()), by_channel)
     built = build_retest(
-        campaign,
-        decisions,
-        frame,
-        arm_of,
-        readout.get("arms", []),
-        money,
-        contacts,
-        capacity,
-        eligible_as_planned=True,
+        campaign, decisions, frame, arm_of, readout.get("arms", []), left, eligible_as_planned=True
     )
     if built is None:
         return {"plan_id": None, "why": "no held customer of a re-priced arm is left to re-test"}

@@ -38,7 +38,7 @@ import pandas as pd
 from models.decisions.allocate import Plan, consent_matrix, eligibility
 from models.decisions.campaign import Campaign, Channel, Offer
 from models.decisions.groups import assign_groups, campaign_uniforms
-from models.decisions.readout import wilson_interval
+from models.decisions.readout import GateDecision, wilson_interval
 
 ID = "customer_id"
 REPRICE, DROP = "re-price", "drop"
@@ -186,12 +186,14 @@ def _pp(x: float | None) -> str:
 def repricing_of(
     campaign: Campaign,
     reads: list[Mapping[str, Any]],
-    failed: list[str],
+    gate: list[GateDecision],
     confidence: float,
 ) -> list[RepriceDecision]:
-    """The re-pricing decision of each arm in ``failed`` (labels ``<offer data id>/<channel>``)
-    whose offer has ``reprice`` terms, from its read in ``reads`` (``ArmReadout.as_dict()``);
-    an arm without such terms, or without a read, gets none."""
+    """The re-pricing decision of each arm the ``gate`` dropped (not one it held on too few
+    counts) whose offer has ``reprice`` terms, from its read in ``reads``
+    (``ArmReadout.as_dict()``; labels ``<offer data id>/<channel>``); an arm without such
+    terms, or without a read, gets none."""
+    failed = {d.arm for d in gate if not d.roll_out and d.reason.startswith("dropped")}
     by_label = {str(r["arm"]): r for r in reads}
     out = []
     for offer in campaign.offers:
@@ -241,7 +243,6 @@ def retest_campaign(campaign: Campaign, decisions: list[RepriceDecision]) -> Cam
 def retest_rows(
     customers: pd.DataFrame,
     arm_of: Mapping[str, str],
-    campaign: Campaign,
     decisions: list[RepriceDecision],
     retest: Campaign,
     response_rate: Mapping[str, float],
@@ -309,7 +310,6 @@ def retest_rows(
             "expected_spend": np.where(selected, spend, np.nan),
             "basis": RETEST_BASIS,
             "exclusion_reason": reason,
-            "retest_of": arm,
         }
     )
 
@@ -317,7 +317,7 @@ def retest_rows(
 def retest_plan(rows: pd.DataFrame, retest: Campaign) -> Plan:
     """The re-test as a ``Plan`` (``retest_rows``' table, its totals per offer and channel, its
     exclusions and summary), saved like any plan and read like any plan's test cell."""
-    table = rows.drop(columns=["retest_of"])
+    table = rows
     sel = table[table["selected"]]
     contacted = sel[sel["group"] != "control"]
 
@@ -399,39 +399,51 @@ def within_budget(
     return out
 
 
+#: What a campaign has left: money, contacts and each channel's capacity (None: no limit).
+Left = tuple[float | None, int | None, dict[str, int | None]]
+
+
+def budget_left(
+    campaign: Campaign, spent: float, contacts: int, by_channel: Mapping[str, int]
+) -> Left:
+    """The campaign's budgets less what was used: ``spent`` money, ``contacts`` and
+    ``by_channel`` contacts per channel (each floored at 0; None where there is no limit)."""
+    b = campaign.budget
+    return (
+        None if b.money is None else max(float(b.money) - spent, 0.0),
+        None if b.contacts is None else max(int(b.contacts) - contacts, 0),
+        {
+            c.name: None if c.capacity is None else max(c.capacity - by_channel.get(c.name, 0), 0)
+            for c in campaign.channels
+        },
+    )
+
+
 def build_retest(
     campaign: Campaign,
     decisions: list[RepriceDecision],
     customers: pd.DataFrame,
     arm_of: Mapping[str, str],
     reads: list[Mapping[str, Any]],
-    money: float | None,
-    contacts: int | None,
-    capacity: Mapping[str, int | None],
+    left: Left,
     *,
     eligible_as_planned: bool = False,
 ) -> tuple[Campaign, Plan] | None:
     """The re-test of the re-priced arms' held customers (``arm_of``: customer id → the failed
-    arm) within what the campaign has left (``money``, ``contacts``, ``capacity`` per channel;
-    None: no limit): its campaign and plan, or None when no arm was re-priced or none of those
-    customers is left to it. ``reads``: the wave's reads (``ArmReadout.as_dict()``), whose
-    response rate at the old terms prices the re-test's acceptances."""
+    arm) within what the campaign has ``left`` (``budget_left``): its campaign and plan, or
+    None when no arm was re-priced or none of those customers is left to it. ``reads``: the
+    wave's reads (``ArmReadout.as_dict()``), whose response rate at the old terms prices the
+    re-test's acceptances."""
     if not any(d.action == REPRICE for d in decisions):
         return None
     response_rate = {str(r["arm"]): float(r["response_rate"]) for r in reads}
     retest = retest_campaign(campaign, decisions)
     rows = retest_rows(
-        customers,
-        arm_of,
-        campaign,
-        decisions,
-        retest,
-        response_rate,
-        eligible_as_planned=eligible_as_planned,
+        customers, arm_of, decisions, retest, response_rate, eligible_as_planned=eligible_as_planned
     )
     if rows.empty:
         return None
-    rows = within_budget(rows, money, contacts, capacity)
+    rows = within_budget(rows, *left)
     return retest, retest_plan(rows, retest)
 
 

@@ -152,6 +152,25 @@ def test_cli_writes_the_campaign_page(saved, tmp_path) -> None:
     assert first.plan_id in page.read_text()
 
 
+def _saved_with_reprice(state, campaign_id: str, reprice: dict[str, dict]):
+    """The demo campaign under ``campaign_id`` with re-priced terms per offer id, planned from
+    the arm model and saved: (campaign, saved plan, its table, its wave)."""
+    definition = load_campaign(CAMPAIGN).model_dump(exclude_none=True)
+    definition["campaign_id"] = campaign_id
+    for offer in definition["offers"]:
+        if offer["id"] in reprice:
+            offer["reprice"] = reprice[offer["id"]]
+    campaign = parse_campaign(definition)
+    model = fit_arms(state, "synthetic_arms", ["ARMS_2023_09"], params=PARAMS)
+    plan, as_of = plan_with_arms(state, "synthetic_arms", campaign, model)
+    saved = save_plan(
+        state, plan, campaign, as_of, plan_inputs(model, "synthetic_arms", "x", PARAMS)
+    )
+    _, table = load_plan(state, saved.plan_id)
+    wave = table[table["selected"] & table["group"].isin(["test", "control"])]
+    return campaign, saved, table, wave
+
+
 def test_a_failed_arm_declined_on_price_is_re_priced_and_re_tested(arms_state, tmp_path) -> None:
     """The loop's third answer: an arm without effect whose contacts declined on price is
     re-priced; the roll-out re-tests its held customers at the new terms in a plan of its own,
@@ -161,17 +180,8 @@ def test_a_failed_arm_declined_on_price_is_re_priced_and_re_tested(arms_state, t
     from experiments.rollout import rollout
     from patron.cli import mount
 
-    definition = load_campaign(CAMPAIGN).model_dump(exclude_none=True)
-    definition["campaign_id"] = "reprice-demo"
-    definition["offers"][1]["reprice"] = {"cost_per_acceptance": 8.0}  # premium_upgrade
-    campaign = parse_campaign(definition)
-    model = fit_arms(arms_state, "synthetic_arms", ["ARMS_2023_09"], params=PARAMS)
-    plan, as_of = plan_with_arms(arms_state, "synthetic_arms", campaign, model)
-    first = save_plan(
-        arms_state, plan, campaign, as_of, plan_inputs(model, "synthetic_arms", "x", PARAMS)
-    )
-    _, table = load_plan(arms_state, first.plan_id)
-    wave = table[table["selected"] & table["group"].isin(["test", "control"])]
+    reprice = {"premium_upgrade": {"cost_per_acceptance": 8.0}}
+    campaign, first, table, wave = _saved_with_reprice(arms_state, "reprice-demo", reprice)
     treated = (wave["group"] == "test").to_numpy()
     upgrade = (wave["offer"] == "premium_upgrade").to_numpy()
     rng = np.random.default_rng(3)
@@ -257,18 +267,9 @@ def test_a_failed_arm_declined_on_price_is_re_priced_and_re_tested(arms_state, t
 def test_when_no_arm_passes_the_re_priced_arms_are_still_re_tested(arms_state) -> None:
     from experiments.rollout import rollout
 
-    definition = load_campaign(CAMPAIGN).model_dump(exclude_none=True)
-    definition["campaign_id"] = "reprice-none-passes"
-    for offer in definition["offers"]:
-        offer["reprice"] = {"cost_per_acceptance": 3.0 + offer.get("cost_per_acceptance", 0.0)}
-    campaign = parse_campaign(definition)
-    model = fit_arms(arms_state, "synthetic_arms", ["ARMS_2023_09"], params=PARAMS)
-    plan, as_of = plan_with_arms(arms_state, "synthetic_arms", campaign, model)
-    first = save_plan(
-        arms_state, plan, campaign, as_of, plan_inputs(model, "synthetic_arms", "x", PARAMS)
-    )
-    _, table = load_plan(arms_state, first.plan_id)
-    wave = table[table["selected"] & table["group"].isin(["test", "control"])]
+    offers = load_campaign(CAMPAIGN).offers
+    reprice = {o.id: {"cost_per_acceptance": 3.0 + o.cost_per_acceptance} for o in offers}
+    campaign, first, table, wave = _saved_with_reprice(arms_state, "reprice-none-passes", reprice)
     treated = (wave["group"] == "test").to_numpy()
     rng = np.random.default_rng(4)
     responded = rng.random(len(wave)) < 0.2  # nothing works

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from models.decisions import parse_campaign
+from models.decisions.readout import GateDecision
 from models.decisions.repricing import (
     DROP,
     REPRICE,
@@ -41,6 +42,14 @@ BASE = {
         {"name": "sms", "cost_per_contact": 0.1, "capacity": 3},
     ],
 }
+
+
+def _dropped(*arms: str) -> list[GateDecision]:
+    return [GateDecision(a, False, "dropped: not positive with 90% confidence", 0.9) for a in arms]
+
+
+def _held(arm: str) -> GateDecision:
+    return GateDecision(arm, False, "held: 12 contacts and 40 controls (fewer than 30)", 0.9)
 
 
 def _read(arm: str, contacts: int, declined: dict[str, float], **rates: float) -> dict:
@@ -121,8 +130,9 @@ def test_declines_mostly_on_price_re_price_the_arm_and_others_drop_it() -> None:
         _read("UP_T3/sms", 1000, {"price": 0.4}),
         _read("RET_01/email", 1000, {"price": 0.4}),
     ]
-    out = repricing_of(campaign, reads, ["UP_T3/email", "RET_01/email"], 0.9)
-    assert [d.arm for d in out] == ["UP_T3/email"]
+    gate = [*_dropped("UP_T3/email", "RET_01/email"), _held("UP_T3/sms")]
+    out = repricing_of(campaign, reads, gate, 0.9)
+    assert [d.arm for d in out] == ["UP_T3/email"]  # a held arm is not decided either way
 
 
 def _customers(n: int) -> pd.DataFrame:
@@ -140,7 +150,7 @@ def test_the_re_test_takes_the_held_customers_of_a_re_priced_arm_only() -> None:
     decisions = repricing_of(
         campaign,
         [_read("UP_T3/email", 1000, {"price": 0.4}), _read("UP_T3/sms", 1000, {"no need": 0.4})],
-        ["UP_T3/email", "UP_T3/sms"],
+        _dropped("UP_T3/email", "UP_T3/sms"),
         0.9,
     )
     assert [d.action for d in decisions] == [REPRICE, DROP]
@@ -151,7 +161,7 @@ def test_the_re_test_takes_the_held_customers_of_a_re_priced_arm_only() -> None:
     arm_of = {
         c: ("UP_T3/email" if i % 2 else "UP_T3/sms") for i, c in enumerate(customers["customer_id"])
     }
-    rows = retest_rows(customers, arm_of, campaign, decisions, retest, {"UP_T3/email": 0.1})
+    rows = retest_rows(customers, arm_of, decisions, retest, {"UP_T3/email": 0.1})
     # only the re-priced arm's customers; the dropped arm's stay out
     assert set(rows["customer_id"]) == {c for c, a in arm_of.items() if a == "UP_T3/email"}
     no = (
@@ -173,12 +183,12 @@ def test_the_re_test_takes_the_held_customers_of_a_re_priced_arm_only() -> None:
 def test_the_re_test_fits_what_the_campaign_has_left() -> None:
     campaign = parse_campaign(BASE)
     decisions = repricing_of(
-        campaign, [_read("UP_T3/email", 1000, {"price": 0.4})], ["UP_T3/email"], 0.9
+        campaign, [_read("UP_T3/email", 1000, {"price": 0.4})], _dropped("UP_T3/email"), 0.9
     )
     retest = retest_campaign(campaign, decisions)
     customers = _customers(2000)
     arm_of = dict.fromkeys(customers["customer_id"], "UP_T3/email")
-    rows = retest_rows(customers, arm_of, campaign, decisions, retest, {"UP_T3/email": 0.1})
+    rows = retest_rows(customers, arm_of, decisions, retest, {"UP_T3/email": 0.1})
     test = int((rows["group"] == "test").sum())
     control = int((rows["group"] == "control").sum())
     cut = within_budget(rows, money=None, contacts=test + 5, capacity={"email": None})
