@@ -70,8 +70,8 @@ class Reprice(_Strict):
         default_factory=lambda: ["price"],
         min_length=1,
         description="The decline reasons that say the price, not the offer, failed: re-price "
-        "only when the arm's contacts gave them more often than its segment's controls, with "
-        "the gate's confidence; else the arm is dropped.",
+        "only when more than half of the arm's contacts who gave a reason gave one of these, "
+        "with the gate's confidence; else the arm is dropped.",
     )
     catalog_id: str | None = Field(
         default=None,
@@ -136,9 +136,9 @@ class Offer(_Strict):
 
     reprice: Reprice | None = Field(
         default=None,
-        description="When this offer's arm fails the roll-out gate and its contacts declined "
-        "on price (`on_reasons`) more than its controls: re-test the arm's customers at these "
-        "terms instead of dropping them.",
+        description="When this offer's arm fails the roll-out gate and most of its contacts "
+        "who gave a reason declined on price (`on_reasons`): re-test the arm's customers at "
+        "these terms instead of dropping them.",
     )
 
     @property
@@ -164,7 +164,7 @@ class Offer(_Strict):
                     f"offer {self.id!r}: reprice gives the offer's own terms (value "
                     f"{self.value}, cost_per_acceptance {self.cost_per_acceptance}): change one"
                 )
-            if (r.catalog_id or f"{self.data_id}_REPRICED") == self.data_id:
+            if r.catalog_id == self.data_id:
                 raise ValueError(
                     f"offer {self.id!r}: reprice.catalog_id is the offer's own id in the data"
                 )
