@@ -82,6 +82,9 @@ def run_seed(
     fallback_prior: str = "shifted",
     adjusted_reads: bool = False,
     new_arm_cell: bool = False,
+    explore_unplanned: bool = False,
+    powered_goal: float = 0.0,
+    powered_cap: float = 0.25,
 ) -> dict[str, Any]:
     """Generate one world and run every scenario and method ``repeats`` times on it (a method's
     repeat ``r`` draws the same control group as the others' repeat ``r``)."""
@@ -108,6 +111,9 @@ def run_seed(
             fallback_prior=fallback_prior,
             adjusted_reads=adjusted_reads,
             new_arm_cell=new_arm_cell,
+            explore_unplanned=explore_unplanned,
+            powered_goal=powered_goal,
+            powered_cap=powered_cap,
         )
         for m in methods
     }
@@ -125,6 +131,9 @@ def run_seed(
         "fallback_prior": fallback_prior,
         "adjusted_reads": adjusted_reads,
         "new_arm_cell": new_arm_cell,
+        "explore_unplanned": explore_unplanned,
+        "powered_goal": powered_goal,
+        "powered_cap": powered_cap,
         "scenarios": {},
     }
     with tempfile.TemporaryDirectory(prefix="patron-loop-") as home:
@@ -236,6 +245,25 @@ def main() -> None:
         help="targeted: each never-tested arm gets the test fraction of everyone at random in "
         "its first test cell, instead of a share of it (LoopSettings.new_arm_cell)",
     )
+    ap.add_argument(
+        "--explore-unplanned",
+        action="store_true",
+        help="targeted: a known arm the plan gives to no one is tried again at random in the "
+        "test cell, like a never-tested arm (LoopSettings.explore_unplanned)",
+    )
+    ap.add_argument(
+        "--powered-goal",
+        type=float,
+        default=0.0,
+        help="targeted: size each arm's test share for this chance of the gate passing it if "
+        "the model is right (LoopSettings.powered_goal; 0: the test fraction)",
+    )
+    ap.add_argument(
+        "--powered-cap",
+        type=float,
+        default=0.25,
+        help="targeted, --powered-goal: the largest test share of an arm's segment",
+    )
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "loop.json")
     ap.add_argument(
         "--merge",
@@ -265,6 +293,9 @@ def main() -> None:
                 args.fallback_prior,
                 args.adjusted_reads,
                 args.new_arm_cell,
+                args.explore_unplanned,
+                args.powered_goal,
+                args.powered_cap,
             )
             for s in range(args.first_seed, args.first_seed + args.seeds)
         ]

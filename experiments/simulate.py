@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -162,6 +163,21 @@ class LoopSettings:
     # random outside the control group beside the plan's test cell (which keeps the test
     # fraction of the others); its cost is the test cell's (those customers get no plan arm)
     new_arm_cell: bool = False
+    # targeted: an arm the model knows but the plan gives to no one in a wave keeps being tried
+    # at random in that wave's test cell, like a never-tested arm (its share ``1 / A`` of the
+    # test fraction, read over everyone, rolled out to the customers left without an arm if it
+    # passes there), so the refit sees more of it (docs/campaign_loop.md §6). False (default):
+    # such an arm is tried no more — after the first wave a new arm is read on its first random
+    # contacts only
+    explore_unplanned: bool = False
+    # targeted: each arm's test share of its segment sized to the read it needs
+    # (docs/campaign_loop.md §6): the share whose test contacts, against the segment's controls,
+    # the gate would pass with chance ``powered_goal`` if the model's expected profit per contact
+    # on the segment were right (response noise only, as ``plan_store.gate_power_by_arm``), at
+    # least the test fraction, at most ``powered_cap``. 0 (default): the test fraction for every
+    # arm
+    powered_goal: float = 0.0
+    powered_cap: float = 0.25
     learner: str = "x"
     params: dict[str, Any] = field(
         default_factory=lambda: {
@@ -755,6 +771,44 @@ def cell_shares(
     return np.where(unproven, np.minimum(np.maximum(t, per_arm), 1.0), t)
 
 
+def powered_shares(
+    plan: np.ndarray,
+    profit: np.ndarray,
+    response: np.ndarray,
+    baseline: np.ndarray,
+    arms: Sequence[Arm],
+    control: np.ndarray,
+    settings: LoopSettings,
+) -> np.ndarray:
+    """Each customer's chance of the test cell, of those not in the control group, with the
+    test cell sized per arm (``settings.powered_goal``): for the customers the ``plan`` gives
+    arm ``j``, the share of them whose test contacts give the gate, one-sided at
+    ``settings.confidence``, the chance ``powered_goal`` of passing ``j`` if the expected
+    ``profit`` per contact (estimated, per customer and arm) on them is right — the read's
+    spread from the expected ``response`` to ``j`` and ``baseline`` response without contact,
+    against the control customers the plan gives ``j`` — at least the test fraction, at most
+    ``settings.powered_cap`` (also when no share would do)."""
+    t = settings.test_fraction
+    share = np.full(len(plan), t)
+    normal = NormalDist()
+    z = normal.inv_cdf(settings.confidence) + normal.inv_cdf(settings.powered_goal)
+    for j in sorted(set(plan[plan != NO_CONTACT].tolist())):
+        seg = plan == j
+        n_c, n_out = int((seg & control).sum()), int((seg & ~control).sum())
+        m = float(profit[seg & ~control, j].mean()) if n_out else 0.0
+        p = float(np.clip(response[seg, j].mean(), 0.0, 1.0))
+        r_c = float(np.clip(baseline[seg].mean(), 0.0, 1.0))
+        v, a = arms[j].value, arms[j].cost_per_acceptance
+        var_t, var_c = (v - a) ** 2 * p * (1 - p), v**2 * r_c * (1 - r_c)
+        room = (m / z) ** 2 - (var_c / n_c if n_c else np.inf)  # the test part's allowed variance
+        if m <= 0 or room <= 0 or n_out == 0:
+            need = settings.powered_cap
+        else:
+            need = min(var_t / room / n_out, settings.powered_cap)
+        share[seg] = max(t, need)
+    return share
+
+
 def draw_test_cell(
     plan: np.ndarray,
     second: np.ndarray,
@@ -973,7 +1027,23 @@ def _simulate_targeted(
             ]
             second = best_passed_arm(estimated, provisional)
             at_risk = (plan != NO_CONTACT) & ~np.isin(plan, provisional) & (second != NO_CONTACT)
+        if settings.explore_unplanned:
+            # the known arms the plan gives to no one (neither as a plan arm nor as a fallback):
+            # tried again at random, read over everyone like a never-tested arm
+            untested = sorted(
+                [
+                    *untested,
+                    *(j for j in model_arms if not ((plan == j) | (at_risk & (second == j))).any()),
+                ]
+            )
         share = cell_shares(plan, provisional, at_risk, settings)
+        if settings.powered_goal > 0:
+            outcomes = model[-1].predict_outcomes(model[:-1].transform(x))
+            response = np.zeros((n, len(arms)))
+            response[:, model_arms] = outcomes[:, : len(model_arms)]
+            share = powered_shares(
+                plan, estimated, response, outcomes[:, -1], arms, control, settings
+            )
         test, loop = draw_test_cell(
             plan, second, at_risk, share, control, untested, len(arms), settings, rng
         )
@@ -994,7 +1064,7 @@ def _simulate_targeted(
             _, plan_share, _ = new_arm_shares(share, untested, len(arms), settings)
             p_plan, p_second = plan_share * (1 - half), plan_share * half
         # (the larger cell's shares differ by stratum: its reads are always stratified)
-        strata = settings.stratified_reads or settings.unproven_cell
+        strata = settings.stratified_reads or settings.unproven_cell or settings.powered_goal > 0
         readouts = read_targeted(
             _labels(loop[cell], arms),
             [planned[i] for i in np.flatnonzero(cell)],

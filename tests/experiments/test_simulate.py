@@ -434,3 +434,67 @@ def test_the_new_arm_cell_reads_new_arms_on_more_contacts_in_the_loop(data) -> N
         assert on[label][0] > 3 * off[label][0]  # contacts
         # against everyone's controls (and the test cell's customers the plan leaves out)
         assert on[label][1] == pytest.approx(off[label][1], rel=0.1)
+
+
+def test_explore_unplanned_tries_again_the_arms_the_plan_gives_to_no_one(data) -> None:
+    """With e-mail known only, a new arm the refitted plan gives to no one is held without a
+    read by default; with ``explore_unplanned`` it is tried at random in the test cell and read
+    over everyone instead, so no wave holds an arm for want of a plan."""
+    arms, d = data
+    unplanned = "held: the plan gives it to no one"
+    counts = re.compile(r"([\d,]+) contacts(?:,| and) ([\d,]+) controls")
+    held = {}
+    for option in (False, True):
+        out = simulate_loop(
+            d.history,
+            d.waves,
+            d.features,
+            d.categorical,
+            arms,
+            [0, 3],
+            replace(FAST, explore_unplanned=option),
+            np.random.default_rng(3),
+        )
+        held[option] = [g["arm"] for w in out for g in w.gate if g["reason"].startswith(unplanned)]
+        if option:
+            later = out[1].gate  # the second wave: every arm read, on some contacts
+            assert all(counts.search(g["reason"]) for g in later)
+    assert held[False], "the scenario must have an arm the plan gives to no one"
+    assert held[True] == []
+
+
+def test_the_powered_cell_gives_a_thin_arm_a_larger_test_share() -> None:
+    """An arm whose expected profit per contact is small against its read's noise gets a
+    larger test share (up to the cap), one with a clear expected profit the test fraction; the
+    share is the one the power formula asks for (checked against its inverse)."""
+    from statistics import NormalDist
+
+    from experiments.offpolicy import Arm
+    from experiments.simulate import powered_shares
+
+    arms = [
+        Arm("A", "email", 100.0, 0.5, 0.0),
+        Arm("B", "email", 100.0, 0.5, 0.0),
+    ]
+    n = 20_000
+    plan = np.repeat([0, 1], n // 2)
+    control = np.zeros(n, bool)
+    control[::10] = True
+    profit = np.zeros((n, 2))
+    profit[plan == 0, 0] = 3.0  # 3 per contact on a 10 % response: thin
+    profit[plan == 1, 1] = 20.0  # clear
+    response = np.full((n, 2), 0.12)
+    baseline = np.full(n, 0.10)
+    settings = replace(FAST, powered_goal=0.8, powered_cap=0.5)
+    share = powered_shares(plan, profit, response, baseline, arms, control, settings)
+    assert share[plan == 1].max() == pytest.approx(settings.test_fraction)
+    a = share[plan == 0][0]
+    assert settings.test_fraction < a < 0.5
+    # the gate's power at that share is the goal
+    n_t = a * int(((plan == 0) & ~control).sum())
+    n_c = int(((plan == 0) & control).sum())
+    se = np.sqrt(100.0**2 * 0.12 * 0.88 / n_t + 100.0**2 * 0.1 * 0.9 / n_c)
+    z = NormalDist().inv_cdf(settings.confidence)
+    assert NormalDist().cdf(3.0 / se - z) == pytest.approx(0.8, abs=1e-6)
+    capped = replace(settings, powered_cap=a / 2)  # the cap binds below the share asked for
+    assert powered_shares(plan, profit, response, baseline, arms, control, capped)[0] == a / 2
