@@ -60,6 +60,7 @@ from models.decisions.saved_rollout import (
     CONTACT,
     HELD,
     SavedRollout,
+    arm_label,
     rollout_of_saved,
 )
 
@@ -158,10 +159,6 @@ def plan_id_of(campaign: Campaign, as_of: date, inputs: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- the plan
-
-
-def arm_label(offer_data_id: str, channel: str) -> str:
-    return f"{offer_data_id}/{channel}"
 
 
 def expected_by_arm(plan: Plan, campaign: Campaign) -> list[dict[str, Any]]:

@@ -43,8 +43,9 @@ class SavedRollout:
     totals: dict[str, Any]
 
 
-def _label(data_id: str, channel: str) -> str:
-    return f"{data_id}/{channel}"  # models.decisions.plan_store.arm_label's form
+def arm_label(offer_data_id: str, channel: str) -> str:
+    """An arm's name in read-outs, gates and responses: ``<offer data id>/<channel>``."""
+    return f"{offer_data_id}/{channel}"
 
 
 def rollout_of_saved(
@@ -71,7 +72,7 @@ def rollout_of_saved(
     offers = part["offer"].astype(str).to_numpy()
     channels = part["channel"].astype(str).to_numpy()
     arms = np.array(
-        [_label(data_id.get(o, o), c) for o, c in zip(offers, channels, strict=True)],
+        [arm_label(data_id.get(o, o), c) for o, c in zip(offers, channels, strict=True)],
         dtype=object,
     )
     passed = np.array([bool(gate[a]["roll_out"]) if a in gate else False for a in arms])
