@@ -257,7 +257,7 @@ def retest_rows(
     re-test's read). Consent for the channel and the re-priced offer's eligibility are checked
     again on ``customers`` (excluded with ``no_consent`` / ``not_eligible``). No expected
     incremental figure: the re-test measures it; ``expected_spend`` is the contact cost plus
-    the acceptance cost at ``response_rate`` (per arm: the rate measured at the old terms).
+    the acceptance cost at ``response_rate`` (per arm: ``retest_response_rate``).
     ``eligible_as_planned``: the eligibility is not checked again — the customers were planned
     for the same offer, whose re-priced version has the same eligibility, on the same plan date
     (for a caller that has the plan's rows and the consent, not the customers' attributes)."""
@@ -419,6 +419,25 @@ def budget_left(
     )
 
 
+def retest_response_rate(
+    reads: list[Mapping[str, Any]], decisions: list[RepriceDecision]
+) -> dict[str, float]:
+    """The response rate per re-priced arm that prices the re-test's acceptances for its
+    budget: the rate measured at the old terms, or the rate the new terms need to pay (the
+    controls' rate plus ``required_incremental_response``) when that is higher — a re-test
+    worth running expects at least that response, so pricing it at the old rate could let it
+    overspend. ``reads``: the wave's reads (``ArmReadout.as_dict()``)."""
+    need = {d.arm: d.required_incremental_response for d in decisions if d.action == REPRICE}
+    out = {}
+    for r in reads:
+        arm, rate = str(r["arm"]), float(r["response_rate"])
+        required = need.get(arm)
+        if required is not None:
+            rate = max(rate, float(r["control_rate"]) + required)
+        out[arm] = min(rate, 1.0)
+    return out
+
+
 def build_retest(
     campaign: Campaign,
     decisions: list[RepriceDecision],
@@ -432,11 +451,11 @@ def build_retest(
     """The re-test of the re-priced arms' held customers (``arm_of``: customer id → the failed
     arm) within what the campaign has ``left`` (``budget_left``): its campaign and plan, or
     None when no arm was re-priced or none of those customers is left to it. ``reads``: the
-    wave's reads (``ArmReadout.as_dict()``), whose response rate at the old terms prices the
-    re-test's acceptances."""
+    wave's reads (``ArmReadout.as_dict()``), which price the re-test's acceptances
+    (``retest_response_rate``)."""
     if not any(d.action == REPRICE for d in decisions):
         return None
-    response_rate = {str(r["arm"]): float(r["response_rate"]) for r in reads}
+    response_rate = retest_response_rate(reads, decisions)
     retest = retest_campaign(campaign, decisions)
     rows = retest_rows(
         customers, arm_of, decisions, retest, response_rate, eligible_as_planned=eligible_as_planned

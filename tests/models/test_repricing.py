@@ -20,6 +20,7 @@ from models.decisions.repricing import (
     required_incremental_response,
     retest_campaign,
     retest_plan,
+    retest_response_rate,
     retest_rows,
     within_budget,
 )
@@ -178,6 +179,21 @@ def test_the_re_test_takes_the_held_customers_of_a_re_priced_arm_only() -> None:
     plan = retest_plan(rows, retest)
     assert plan.summary["selected"] + sum(plan.exclusions.values()) == plan.summary["base"]
     assert plan.summary["test_cell"] == int((sel["group"] == "test").sum())
+
+
+def test_the_re_test_is_budgeted_at_the_response_its_new_terms_need_when_higher() -> None:
+    """The acceptances of the re-test are priced at the rate measured at the old terms, or at
+    the rate the new terms need to pay when that is higher: 8 % + 1.16 / 48 = 10.4 % > 10 %."""
+    campaign = parse_campaign(BASE)
+    reads = [_read("UP_T3/email", 1000, {"price": 0.4}), _read("UP_T3/sms", 1000, {"price": 0.4})]
+    decisions = repricing_of(campaign, reads, _dropped("UP_T3/email"), 0.9)
+    assert [d.arm for d in decisions] == ["UP_T3/email"]
+    rate = retest_response_rate(reads, decisions)
+    assert rate["UP_T3/email"] == pytest.approx(0.08 + 1.16 / 48)
+    assert rate["UP_T3/sms"] == pytest.approx(0.10)  # not re-priced: as measured
+    # a response measured above what the new terms need keeps the measured rate
+    high = [_read("UP_T3/email", 1000, {"price": 0.4}, r_t=0.2, r_c=0.08)]
+    assert retest_response_rate(high, decisions)["UP_T3/email"] == pytest.approx(0.2)
 
 
 def test_the_re_test_fits_what_the_campaign_has_left() -> None:
