@@ -43,7 +43,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -69,6 +68,7 @@ from models.decisions.readout import (
     rollout_by_population,
     shared_tau2,
 )
+from models.decisions.sizing import contacts_for_power, read_variances
 
 CAMPAIGN = "campaign_id"
 
@@ -786,26 +786,32 @@ def powered_shares(
     ``settings.confidence``, the chance ``powered_goal`` of passing ``j`` if the expected
     ``profit`` per contact (estimated, per customer and arm) on them is right — the read's
     spread from the expected ``response`` to ``j`` and ``baseline`` response without contact,
-    against the control customers the plan gives ``j`` — at least the test fraction, at most
-    ``settings.powered_cap`` (also when no share would do)."""
-    t = settings.test_fraction
-    share = np.full(len(plan), t)
-    normal = NormalDist()
-    z = normal.inv_cdf(settings.confidence) + normal.inv_cdf(settings.powered_goal)
+    against the control customers the plan gives ``j`` (``sizing.contacts_for_power``) —
+    at least the test fraction, at most ``settings.powered_cap`` (also when no share would
+    do)."""
+    share = np.full(len(plan), settings.test_fraction)
     for j in sorted(set(plan[plan != NO_CONTACT].tolist())):
         seg = plan == j
-        n_c, n_out = int((seg & control).sum()), int((seg & ~control).sum())
-        m = float(profit[seg & ~control, j].mean()) if n_out else 0.0
-        p = float(np.clip(response[seg, j].mean(), 0.0, 1.0))
-        r_c = float(np.clip(baseline[seg].mean(), 0.0, 1.0))
-        v, a = arms[j].value, arms[j].cost_per_acceptance
-        var_t, var_c = (v - a) ** 2 * p * (1 - p), v**2 * r_c * (1 - r_c)
-        room = (m / z) ** 2 - (var_c / n_c if n_c else np.inf)  # the test part's allowed variance
-        if m <= 0 or room <= 0 or n_out == 0:
-            need = settings.powered_cap
-        else:
-            need = min(var_t / room / n_out, settings.powered_cap)
-        share[seg] = max(t, need)
+        n_out = int((seg & ~control).sum())
+        variances = read_variances(
+            float(response[seg, j].mean()),
+            float(baseline[seg].mean()),
+            arms[j].value,
+            arms[j].cost_per_acceptance,
+        )
+        need = (
+            contacts_for_power(
+                float(profit[seg & ~control, j].mean()) if n_out else 0.0,
+                *variances,
+                int((seg & control).sum()),
+                settings.confidence,
+                settings.powered_goal,
+            )
+            if n_out
+            else None
+        )
+        cap = settings.powered_cap
+        share[seg] = max(settings.test_fraction, cap if need is None else min(need / n_out, cap))
     return share
 
 

@@ -63,6 +63,7 @@ from models.decisions.saved_rollout import (
     arm_label,
     rollout_of_saved,
 )
+from models.decisions.sizing import gate_power, read_variances
 
 ID = "customer_id"
 PLANS_FOLDER = "campaigns"
@@ -237,13 +238,12 @@ def gate_power_by_arm(
         else:
             v, a = float(o.value), float(o.cost_per_acceptance)
             profit = u * v - a * p - float(ch.cost_per_contact)
-            var_t, var_c = (v - a) ** 2 * p * (1 - p), v**2 * r_c * (1 - r_c)
-            se = float(np.sqrt(var_t / n_t + var_c / n_c))
+            var_t, var_c = read_variances(p, r_c, v, a)
             row["expected_profit_per_contact"] = profit
             if profit <= 0:
                 row["why_none"] = "the model expects no profit per contact on its segment"
-            elif se > 0:
-                row["gate_power"] = normal.cdf(profit / se - z)
+            elif var_t + var_c > 0:
+                row["gate_power"] = gate_power(profit, var_t, var_c, n_t, n_c, confidence)
                 k = n_c / n_t  # controls per test contact, as planned
                 row["test_contacts_for_goal"] = int(
                     np.ceil(((z + z_goal) / profit) ** 2 * (var_t + var_c / k))
