@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from experiments.offpolicy import arms_of  # noqa: E402
 from experiments.simulate import (  # noqa: E402
-    LoopSettings,
+    campaign_settings,
     simulate_loop,
     simulation_data,
     summarise,
@@ -83,8 +83,7 @@ def run_seed(
     adjusted_reads: bool = False,
     new_arm_cell: bool = False,
     explore_unplanned: bool = False,
-    powered_goal: float = 0.0,
-    powered_cap: float = 0.25,
+    powered_goal: float | None = None,
 ) -> dict[str, Any]:
     """Generate one world and run every scenario and method ``repeats`` times on it (a method's
     repeat ``r`` draws the same control group as the others' repeat ``r``)."""
@@ -95,10 +94,11 @@ def run_seed(
     campaign = load_campaign(CAMPAIGN)
     arms = arms_of(campaign)
     labels = [a.label for a in arms]
+    sized = {} if powered_goal is None else {"powered_goal": powered_goal}
     settings = {
-        m: LoopSettings(
-            test_fraction=campaign.test_cell_fraction,
-            control_fraction=campaign.control_fraction,
+        m: campaign_settings(
+            campaign,
+            **sized,
             confidence=confidence,
             method=m,
             rollout=rollout,
@@ -112,8 +112,6 @@ def run_seed(
             adjusted_reads=adjusted_reads,
             new_arm_cell=new_arm_cell,
             explore_unplanned=explore_unplanned,
-            powered_goal=powered_goal,
-            powered_cap=powered_cap,
         )
         for m in methods
     }
@@ -132,8 +130,8 @@ def run_seed(
         "adjusted_reads": adjusted_reads,
         "new_arm_cell": new_arm_cell,
         "explore_unplanned": explore_unplanned,
-        "powered_goal": powered_goal,
-        "powered_cap": powered_cap,
+        "powered_goal": next(iter(settings.values())).powered_goal,
+        "powered_cap": next(iter(settings.values())).powered_cap,
         "scenarios": {},
     }
     with tempfile.TemporaryDirectory(prefix="patron-loop-") as home:
@@ -254,15 +252,10 @@ def main() -> None:
     ap.add_argument(
         "--powered-goal",
         type=float,
-        default=0.0,
+        default=None,
         help="targeted: size each arm's test share for this chance of the gate passing it if "
-        "the model is right (LoopSettings.powered_goal; 0: the test fraction)",
-    )
-    ap.add_argument(
-        "--powered-cap",
-        type=float,
-        default=0.25,
-        help="targeted, --powered-goal: the largest test share of an arm's segment",
+        "the model is right (LoopSettings.powered_goal; default: the campaign's "
+        "test_cell_sizing.power; 0: every arm the test fraction, the design before)",
     )
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "loop.json")
     ap.add_argument(
@@ -295,7 +288,6 @@ def main() -> None:
                 args.new_arm_cell,
                 args.explore_unplanned,
                 args.powered_goal,
-                args.powered_cap,
             )
             for s in range(args.first_seed, args.first_seed + args.seeds)
         ]

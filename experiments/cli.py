@@ -423,7 +423,7 @@ def campaign_simulate(
     import numpy as np
 
     from experiments.offpolicy import arms_of
-    from experiments.simulate import LoopSettings, simulable, simulate_loop, simulation_data
+    from experiments.simulate import campaign_settings, simulable, simulate_loop, simulation_data
     from models.decisions import load_campaign
 
     definition = load_campaign(campaign)
@@ -436,11 +436,7 @@ def campaign_simulate(
     known_idx = [labels.index(k) for k in known] if known else list(range(len(arms)))
     history = history or ["ARMS_2023_09"]
     waves = wave or ["WAVE_2024_01", "WAVE_2024_04"]
-    settings = LoopSettings(
-        test_fraction=definition.test_cell_fraction,
-        control_fraction=definition.control_fraction,
-        confidence=confidence,
-    )
+    settings = campaign_settings(definition, confidence=confidence)
     with console.status("reading the campaigns and their truth"):
         data = simulation_data(state_of(home), dataset, history, waves, arms, "churn_v1")
     with console.status(f"simulating {len(waves)} waves"):

@@ -189,6 +189,22 @@ class LoopSettings:
     )
 
 
+def campaign_settings(campaign: Any, **options: Any) -> LoopSettings:
+    """The loop's settings for a campaign definition: its test and control fractions, and its
+    ``test_cell_sizing`` (power and largest fraction; the simulator sizes for the gate's own
+    confidence), then ``options``. The simulator takes both fractions of the customers outside
+    the control group."""
+    sizing = campaign.test_cell_sizing
+    base: dict[str, Any] = {
+        "test_fraction": campaign.test_cell_fraction,
+        "control_fraction": campaign.control_fraction,
+        "powered_goal": 0.0 if sizing is None else sizing.power,
+    }
+    if sizing is not None:
+        base["powered_cap"] = sizing.max_fraction
+    return LoopSettings(**{**base, **options})
+
+
 @dataclass(frozen=True)
 class WaveOutcome:
     """One wave three ways: the true incremental profit of each, and the loop's gate."""

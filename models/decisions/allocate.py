@@ -50,6 +50,7 @@ import pandas as pd
 
 from models.decisions.campaign import Campaign, Condition
 from models.decisions.groups import assign_groups
+from models.decisions.sizing import contacts_for_power, read_variances
 from models.decisions.value import Estimate, contact_values
 
 EXCLUSION_REASONS = (
@@ -828,6 +829,45 @@ def plan_campaign(
     return plan_from(problem, solve(problem, method, time_limit))
 
 
+def sized_test_fractions(
+    pb: AllocationProblem, sel_person: np.ndarray, sel_arm: np.ndarray
+) -> np.ndarray | float:
+    """Each selected person's test-cell fraction: the campaign's ``test_cell_fraction``, or with
+    ``test_cell_sizing`` per arm the fraction of its selected persons whose test contacts give
+    the gate the sizing's power if the plan's expected profit per contact on them is right
+    (``sizing.contacts_for_power``, against the arm's share ``control_fraction`` of them), at
+    least ``test_cell_fraction``, at most ``max_fraction``. An arm sized on a non-incremental
+    score, a customer-valued offer or no P(accept | contacted) keeps ``test_cell_fraction``:
+    its read's noise is not known before the responses."""
+    campaign = pb.campaign
+    base, sizing = campaign.test_cell_fraction, campaign.test_cell_sizing
+    if sizing is None or not pb.incremental or pb.accept is None:
+        return base
+    n_ch = len(campaign.channels)
+    c = campaign.control_fraction
+    out = np.full(len(sel_person), base)
+    for flat in np.unique(sel_arm):
+        offer = campaign.offers[int(flat) // n_ch]
+        if offer.value_source != "offer" or offer.value is None:
+            continue
+        on = sel_arm == flat
+        who = sel_person[on]
+        p = float(pb.accept[who, flat].mean())
+        u = float(pb.responses[who, flat].mean())
+        variances = read_variances(p, p - u, float(offer.value), float(offer.cost_per_acceptance))
+        n = int(on.sum())
+        need = contacts_for_power(
+            float(pb.profit[who, flat].mean()),
+            *variances,
+            c * n,
+            sizing.confidence,
+            sizing.power,
+        )
+        share = sizing.max_fraction if need is None else min(need / n, sizing.max_fraction)
+        out[on] = max(base, share)
+    return out
+
+
 def plan_from(problem: AllocationProblem, result: SolveResult) -> Plan:
     """The plan of a solved problem: per-record table, totals, exclusions, groups, summary."""
     pb = problem
@@ -866,7 +906,7 @@ def plan_from(problem: AllocationProblem, result: SolveResult) -> Plan:
         person_ids[sel_person].astype(str),
         campaign.campaign_id,
         campaign.control_fraction,
-        campaign.test_cell_fraction,
+        sized_test_fractions(pb, sel_person, sel_arm),
     )
 
     pc = person_codes

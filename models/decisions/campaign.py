@@ -260,6 +260,29 @@ class Ranking(_Strict):
         return self
 
 
+class CellSizing(_Strict):
+    """Size each arm's test cell for the read it needs (docs/campaign_loop.md §1): the test
+    fraction of the customers an arm is planned for is the one whose test contacts, against
+    the arm's control customers, give the roll-out gate the chance ``power`` of passing the
+    arm if the model's expected profit per contact on them is right (response noise only), at
+    least the campaign's ``test_cell_fraction``, at most ``max_fraction``. The larger test
+    cell comes out of the roll-out group: the same customers are contacted, more of them
+    before the read."""
+
+    power: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.8,
+        description="The chance the gate passes an arm if the model's expectation is right.",
+    )
+    max_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.25,
+        description="The largest test fraction of an arm's customers (also when the model "
+        "expects no profit there, or no size would do).",
+    )
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = Field(
+        default=0.9, description="The gate's confidence the test cell is sized for."
+    )
+
+
 class Campaign(_Strict):
     """A whole campaign definition, validated."""
 
@@ -273,6 +296,11 @@ class Campaign(_Strict):
     household: HouseholdPolicy = Field(default_factory=HouseholdPolicy)
     test_cell_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
     control_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
+    test_cell_sizing: CellSizing | None = Field(
+        default=None,
+        description="Size each arm's test cell for the gate's power (default: every arm gets "
+        "test_cell_fraction).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Campaign:
@@ -285,6 +313,14 @@ class Campaign(_Strict):
                 raise ValueError(f"{what}: duplicate ids {dup}")
         if self.test_cell_fraction + self.control_fraction > 1:
             raise ValueError("test_cell_fraction + control_fraction must be at most 1")
+        sizing = self.test_cell_sizing
+        if sizing is not None and sizing.max_fraction + self.control_fraction > 1:
+            raise ValueError("test_cell_sizing.max_fraction + control_fraction must be at most 1")
+        if sizing is not None and sizing.max_fraction < self.test_cell_fraction:
+            raise ValueError(
+                "test_cell_sizing.max_fraction: below test_cell_fraction, it would shrink the "
+                "test cell it is there to size up"
+            )
         channel_cost = max(c.cost_per_contact for c in self.channels)
         if (
             self.budget.money is not None

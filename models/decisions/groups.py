@@ -50,17 +50,25 @@ def campaign_uniforms(ids: Iterable[str], campaign_id: str) -> np.ndarray:
     return uniforms_from_hashes(id_hashes(ids), campaign_id)
 
 
-def groups_of(uniforms: np.ndarray, control_fraction: float, test_fraction: float) -> np.ndarray:
-    """control if u < control_fraction, test if u < control + test fraction, else rollout."""
-    if not (control_fraction >= 0 and test_fraction >= 0 and control_fraction + test_fraction <= 1):
+def groups_of(
+    uniforms: np.ndarray, control_fraction: float, test_fraction: float | np.ndarray
+) -> np.ndarray:
+    """control if u < control_fraction, test if u < control + test fraction, else rollout.
+    ``test_fraction``: one for everyone, or one per id (a test cell sized per arm)."""
+    t = np.asarray(test_fraction, dtype=float)
+    if not (control_fraction >= 0 and (t >= 0).all() and (control_fraction + t <= 1).all()):
         raise ValueError("control and test fractions must be >= 0 and sum to at most 1")
     u = np.asarray(uniforms, dtype=float)
+    test_fraction = t
     codes = np.where(u < control_fraction, 0, np.where(u < control_fraction + test_fraction, 1, 2))
     return np.asarray(GROUPS, dtype=object)[codes]
 
 
 def assign_groups(
-    ids: Iterable[str], campaign_id: str, control_fraction: float, test_fraction: float
+    ids: Iterable[str],
+    campaign_id: str,
+    control_fraction: float,
+    test_fraction: float | np.ndarray,
 ) -> np.ndarray:
     """The group of each id: "control", "test" or "rollout"."""
     return groups_of(campaign_uniforms(ids, campaign_id), control_fraction, test_fraction)

@@ -41,3 +41,72 @@ def test_the_power_is_how_often_the_gate_passes_simulated_reads() -> None:
         y = np.concatenate([rng.random(n_t) < p, rng.random(n_c) < r_c]).astype(float)
         passed += gate(read_wave(arm, y, terms, level=0.9), 0.9)[0].roll_out
     assert abs(passed / 1000 - 0.7) < 0.05
+
+
+def _sizing_campaign(**sizing: object) -> dict:
+    c: dict = {
+        "campaign_id": "sized",
+        "offers": [
+            {"id": "thin", "kind": "retention", "value": 40.0, "cost_per_acceptance": 2.0},
+            {"id": "clear", "kind": "cross_sell", "value": 40.0},
+        ],
+        "channels": [{"name": "email", "cost_per_contact": 0.2}],
+    }
+    if sizing:
+        c["test_cell_sizing"] = sizing
+    return c
+
+
+def test_a_sized_plan_gives_a_thin_arm_the_test_cell_its_read_needs() -> None:
+    """Half the customers are best served by a thin offer (+0.72 per contact expected), half by
+    a clear one: sized, the thin arm's test cell grows to the share that gives the gate 80 %
+    power (``plan_store.gate_power_by_arm`` then reads about 0.8 off the plan), the clear one
+    keeps the campaign's 5 %, and the same customers are selected either way."""
+    import pandas as pd
+
+    from models.decisions import ResponseProbability, UpliftEstimate, parse_campaign, plan_campaign
+    from models.decisions.plan_store import gate_power_by_arm
+
+    n = 40_000
+    half = np.arange(n) < n // 2
+    customers = pd.DataFrame({"customer_id": [f"c{i}" for i in range(n)], "consent_email": True})
+    # (customers, offers, channels): the thin offer for the first half, the clear for the rest
+    uplift = np.zeros((n, 2, 1))
+    uplift[half, 0, 0], uplift[~half, 1, 0] = 0.029, 0.10
+    p = np.full((n, 2, 1), 0.12)
+    p[~half, 1, 0] = 0.20
+    estimate = UpliftEstimate(uplift, ResponseProbability(p))
+    plain = plan_campaign(parse_campaign(_sizing_campaign()), customers, estimate)
+    campaign = parse_campaign(_sizing_campaign(power=0.8, max_fraction=0.4))
+    sized = plan_campaign(campaign, customers, estimate)
+    assert (plain.customers["selected"] == sized.customers["selected"]).all()
+    assert (plain.customers["offer"] == sized.customers["offer"]).all()
+
+    def test_share(plan, offer: str) -> float:
+        part = plan.customers[plan.customers["offer"] == offer]
+        return float((part["group"] == "test").mean())
+
+    assert abs(test_share(plain, "thin") - 0.05) < 0.01
+    assert abs(test_share(sized, "clear") - 0.05) < 0.01
+    assert 0.1 < test_share(sized, "thin") < 0.4
+    # the control group is the same customers: only the roll-out group gave up its share
+    for plan in (plain, sized):
+        part = plan.customers[plan.customers["offer"] == "thin"]
+        assert abs(float((part["group"] == "control").mean()) - 0.1) < 0.01
+    power = {r["arm"]: r["gate_power"] for r in gate_power_by_arm(sized, campaign)}
+    assert power["thin/email"] == pytest.approx(0.8, abs=0.05)
+    unsized = {r["arm"]: r["gate_power"] for r in gate_power_by_arm(plain, campaign)}
+    assert unsized["thin/email"] < 0.7
+
+
+def test_a_sizing_that_cannot_fit_or_would_shrink_the_cell_is_refused_naming_the_field() -> None:
+    from pydantic import ValidationError
+
+    from models.decisions import parse_campaign
+
+    with pytest.raises(ValidationError, match=r"test_cell_sizing\.max_fraction"):
+        parse_campaign(_sizing_campaign(max_fraction=0.95))  # + the 10 % control group
+    with pytest.raises(ValidationError, match=r"test_cell_sizing\.max_fraction"):
+        parse_campaign(_sizing_campaign(max_fraction=0.01))  # below the 5 % test cell
+    with pytest.raises(ValidationError, match="powr"):
+        parse_campaign(_sizing_campaign(powr=0.8))
