@@ -19,6 +19,8 @@ from patron.cli import mount
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOP = ROOT / "experiments" / "campaigns" / "loop_demo.yaml"
+# a gate's reason: "dropped: ... (N contacts, M controls)" or "held: N contacts and M controls ..."
+COUNTS = re.compile(r"([\d,]+) contacts(?:,| and) ([\d,]+) controls")
 FAST = LoopSettings(params={"n_estimators": 30, "max_depth": 2, "learning_rate": 0.1})
 
 
@@ -407,8 +409,6 @@ def test_the_new_arm_cell_reads_new_arms_on_more_contacts_in_the_loop(data) -> N
     about six times the contacts (its own 5 % instead of a sixth of it), against about the
     same controls."""
     arms, d = data
-    # "dropped: ... (N contacts, M controls)" or "held: N contacts and M controls (fewer ..."
-    counts = re.compile(r"([\d,]+) contacts(?:,| and) ([\d,]+) controls")
     reads = []
     for option in (False, True):
         (w,) = simulate_loop(
@@ -423,7 +423,7 @@ def test_the_new_arm_cell_reads_new_arms_on_more_contacts_in_the_loop(data) -> N
         )
         got: dict[str, tuple[int, ...]] = {}
         for g in w.gate:
-            m = counts.search(g["reason"])
+            m = COUNTS.search(g["reason"])
             if m:
                 got[g["arm"]] = tuple(int(v.replace(",", "")) for v in m.groups())
         reads.append(got)
@@ -442,7 +442,6 @@ def test_explore_unplanned_tries_again_the_arms_the_plan_gives_to_no_one(data) -
     over everyone instead, so no wave holds an arm for want of a plan."""
     arms, d = data
     unplanned = "held: the plan gives it to no one"
-    counts = re.compile(r"([\d,]+) contacts(?:,| and) ([\d,]+) controls")
     held = {}
     for option in (False, True):
         out = simulate_loop(
@@ -458,7 +457,7 @@ def test_explore_unplanned_tries_again_the_arms_the_plan_gives_to_no_one(data) -
         held[option] = [g["arm"] for w in out for g in w.gate if g["reason"].startswith(unplanned)]
         if option:
             later = out[1].gate  # the second wave: every arm read, on some contacts
-            assert all(counts.search(g["reason"]) for g in later)
+            assert all(COUNTS.search(g["reason"]) for g in later)
     assert held[False], "the scenario must have an arm the plan gives to no one"
     assert held[True] == []
 
