@@ -99,6 +99,36 @@ def shaped_answer(body: bytes, status: int, request_id: str | None) -> bytes | N
     return json.dumps(shaped).encode()
 
 
+def allowed_methods(scope: MutableMapping[str, Any]) -> set[str]:
+    """Every method some route of the app serves on this request's path, mounted apps
+    included: a 405's ``Allow`` (the framework names only the first route matching the path, so
+    a path served by a GET route and a POST route answered ``Allow: POST`` to an OPTIONS)."""
+    routes = getattr(scope.get("app"), "routes", None) or getattr(scope.get("router"), "routes", ())
+    return _methods_of(routes, dict(scope))
+
+
+def _methods_of(routes: Any, scope: dict[str, Any]) -> set[str]:
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in routes:
+        try:
+            match, child = route.matches(scope)
+        except Exception:  # a route that cannot read this scope is not this path's
+            continue
+        if match == Match.NONE:
+            continue
+        # a mounted app or an included router: its own routes, on the rest of the path
+        inner = getattr(route, "routes", None) or getattr(
+            getattr(route, "original_router", None), "routes", None
+        )
+        if inner:
+            methods |= _methods_of(inner, {**scope, **child})
+        else:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
+
+
 class ValidationErrorFields:
     """ASGI middleware: every 4xx answer leaves in the error shape (BentoML's validation 400s and
     the framework's plain-text 404 / 405 included), as ``application/json``."""
@@ -140,6 +170,11 @@ class ValidationErrorFields:
                 headers.append((b"content-type", b"application/json"))
             else:
                 headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+            if int(start["status"]) == 405:
+                methods = allowed_methods(scope)
+                if methods:
+                    headers = [(k, v) for k, v in headers if k.lower() != b"allow"]
+                    headers.append((b"allow", ", ".join(sorted(methods)).encode()))
             headers.append((b"content-length", str(len(body)).encode()))
             await send({**start, "headers": headers})
             await send({"type": "http.response.body", "body": body})

@@ -286,6 +286,19 @@ def test_batch_file_equals_the_api(server, tmp_path):
 # --------------------------------------------------------------------------- fuzzing, logs
 
 
+def test_a_method_not_allowed_names_every_method_the_path_serves(server):
+    """/campaigns/{id}/rollout is served by a GET and a POST route: a 405 there says both (the
+    framework named only the first route's), in the error shape."""
+    srv, _, _ = server
+    got = httpx.request("OPTIONS", f"{srv.url}/campaigns/p1/rollout", headers=USER, timeout=60)
+    assert got.status_code == 405
+    allowed = {m.strip() for m in got.headers["allow"].split(",")}
+    assert {"GET", "POST"} <= allowed
+    assert got.json()["error"]["message"] == "Method Not Allowed"
+    only_get = httpx.request("PUT", f"{srv.url}/campaigns/p1/readout", headers=USER, timeout=60)
+    assert only_get.status_code == 405 and "POST" not in only_get.headers["allow"]
+
+
 def test_schemathesis_finds_no_server_error(server, tmp_path):
     srv, _, _ = server
     st = Path(sys.executable).with_name("schemathesis")
