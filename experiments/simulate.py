@@ -817,7 +817,7 @@ def powered_shares(
         )
         need = (
             contacts_for_power(
-                float(profit[seg & ~control, j].mean()) if n_out else 0.0,
+                float(profit[seg & ~control, j].mean()),
                 *variances,
                 int((seg & control).sum()),
                 settings.confidence,

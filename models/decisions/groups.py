@@ -59,8 +59,7 @@ def groups_of(
     if not (control_fraction >= 0 and (t >= 0).all() and (control_fraction + t <= 1).all()):
         raise ValueError("control and test fractions must be >= 0 and sum to at most 1")
     u = np.asarray(uniforms, dtype=float)
-    test_fraction = t
-    codes = np.where(u < control_fraction, 0, np.where(u < control_fraction + test_fraction, 1, 2))
+    codes = np.where(u < control_fraction, 0, np.where(u < control_fraction + t, 1, 2))
     return np.asarray(GROUPS, dtype=object)[codes]
 
 
