@@ -84,6 +84,7 @@ def run_seed(
     new_arm_cell: bool = False,
     explore_unplanned: bool = False,
     powered_goal: float | None = None,
+    shift_reads: bool = False,
 ) -> dict[str, Any]:
     """Generate one world and run every scenario and method ``repeats`` times on it (a method's
     repeat ``r`` draws the same control group as the others' repeat ``r``)."""
@@ -112,6 +113,7 @@ def run_seed(
             adjusted_reads=adjusted_reads,
             new_arm_cell=new_arm_cell,
             explore_unplanned=explore_unplanned,
+            shift_reads=shift_reads,
         )
         for m in methods
     }
@@ -132,6 +134,7 @@ def run_seed(
         "explore_unplanned": explore_unplanned,
         "powered_goal": next(iter(settings.values())).powered_goal,
         "powered_cap": next(iter(settings.values())).powered_cap,
+        "shift_reads": shift_reads,
         "scenarios": {},
     }
     with tempfile.TemporaryDirectory(prefix="patron-loop-") as home:
@@ -257,6 +260,12 @@ def main() -> None:
         "the model is right (LoopSettings.powered_goal; default: the campaign's "
         "test_cell_sizing.power; 0: every arm the test fraction, the design before)",
     )
+    ap.add_argument(
+        "--shift-reads",
+        action="store_true",
+        help="targeted: move each earlier read the gate pools by the model's estimated "
+        "difference between its population and the arm's segment now (LoopSettings.shift_reads)",
+    )
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "loop.json")
     ap.add_argument(
         "--merge",
@@ -288,6 +297,7 @@ def main() -> None:
                 args.new_arm_cell,
                 args.explore_unplanned,
                 args.powered_goal,
+                args.shift_reads,
             )
             for s in range(args.first_seed, args.first_seed + args.seeds)
         ]

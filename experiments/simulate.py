@@ -178,6 +178,14 @@ class LoopSettings:
     # arm
     powered_goal: float = 0.0
     powered_cap: float = 0.25
+    # targeted: the earlier reads of an arm the gate pools (the earlier randomised campaigns',
+    # the earlier waves' roll-outs) each moved by the model's estimated difference between the
+    # population it was made on and the arm's segment now (the calibrated estimated profit per
+    # contact of the arm, mean over each: cross-fitted on the rows seen, the current model on
+    # this wave; ``shift_to_segment``), as the fallback's prior is moved (``fallback_prior``
+    # "shifted"). False (default): the earlier reads as they were made, their spread around this
+    # segment's only in the random effect
+    shift_reads: bool = False
     learner: str = "x"
     params: dict[str, Any] = field(
         default_factory=lambda: {
@@ -614,8 +622,16 @@ def crossfit(
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold uplift (n, arms) and response probabilities (n, arms + 1, control last) of
-    every row, each from a model fitted on the other folds (cross-fitting)."""
-    folds = np.random.default_rng(seed).permutation(len(seen)) % settings.history_folds
+    every row, each from a model fitted on the other folds (cross-fitting). An arm whose rows
+    the draw put in one fold (a new arm read on a few contacts) has them dealt over the folds
+    in turn, so every fold's model knows every arm (an arm needs as many rows as folds)."""
+    k_folds = settings.history_folds
+    folds = np.random.default_rng(seed).permutation(len(seen)) % k_folds
+    arm = seen["arm"].to_numpy()
+    for j in model_arms:
+        on = np.flatnonzero(arm == j)
+        if len(np.unique(folds[on])) < k_folds:
+            folds[on] = np.arange(len(on)) % k_folds
     uplift = np.full((len(seen), len(model_arms)), np.nan)
     outcomes = np.full((len(seen), len(model_arms) + 1), np.nan)
     for k in range(settings.history_folds):
@@ -769,6 +785,46 @@ def shifted_segment_reads(
         return []
     delta = float(np.mean(on_them) - np.mean(on_segment))
     return [replace(r, profit_per_contact=r.profit_per_contact + delta) for r in segment_reads]
+
+
+def history_populations(
+    history: pd.DataFrame,
+    model_arms: list[int],
+    uplift: np.ndarray,
+    outcomes: np.ndarray,
+    arms: list[Arm],
+) -> list[dict[str, np.ndarray]]:
+    """Per earlier randomised campaign (``history_readouts``' order), the rows of ``history``
+    each arm's read is made on: those whose cross-fitted plan gives it the arm."""
+    plan = best_choice(oof_profit(len(history), model_arms, uplift, outcomes, arms))
+    out = []
+    for _, part in history.reset_index(drop=True).groupby(CAMPAIGN):
+        i = part.index.to_numpy()
+        out.append({arms[j].label: i[plan[i] == j] for j in model_arms})
+    return out
+
+
+def shift_to_segment(
+    reads: list[list[ArmReadout]],
+    rows: list[dict[str, np.ndarray]],
+    profit: dict[str, np.ndarray],
+    segment: dict[str, float],
+) -> list[list[ArmReadout]]:
+    """Earlier reads moved to the arm's segment now: the read of ``arm`` made on the rows
+    ``rows[w][arm]`` moves by ``segment[arm]`` minus the mean of ``profit[arm]`` over those rows
+    (the model's estimated profit per contact of the arm on each). A read without rows, or of an
+    arm without a segment now, is kept as it was."""
+    out = []
+    for wave_reads, wave_rows in zip(reads, rows, strict=True):
+        moved = []
+        for r in wave_reads:
+            on = wave_rows.get(r.arm)
+            if r.arm in segment and r.arm in profit and on is not None and len(on):
+                delta = segment[r.arm] - float(np.mean(profit[r.arm][on]))
+                r = replace(r, profit_per_contact=r.profit_per_contact + delta)
+            moved.append(r)
+        out.append(moved)
+    return out
 
 
 def cell_shares(
@@ -1009,6 +1065,8 @@ def _simulate_targeted(
         settings.confidence,
         adjusted=settings.adjusted_reads,
     )
+    # the rows of seen each earlier read was made on (settings.shift_reads)
+    evidence_rows = history_populations(history, model_arms, *oof, arms)
     scale = {a.label: a.value for a in arms}  # the random effect's unit (settings.between)
     model0 = fit_known(history, model_arms, features, categorical, settings, seed)
     model = model0
@@ -1032,6 +1090,19 @@ def _simulate_targeted(
             else None
         )
         untested = [j for j in range(len(arms)) if j not in model_arms]
+        earlier = evidence
+        if settings.shift_reads:
+            seen_profit = oof_profit(len(seen), model_arms, *oof, arms, cal)
+            earlier = shift_to_segment(
+                evidence,
+                evidence_rows,
+                {arms[j].label: seen_profit[:, j] for j in model_arms},
+                {
+                    arms[j].label: float(estimated[plan == j, j].mean())
+                    for j in model_arms
+                    if (plan == j).any()
+                },
+            )
         # "read": the customers whose plan arm the evidence so far does not pass (at risk of
         # being dropped) may fall back to their best provisionally passed arm; half of them in
         # the test cell get that fallback, so it is read on them (a randomised comparison:
@@ -1040,7 +1111,7 @@ def _simulate_targeted(
         second = np.full(n, NO_CONTACT)
         provisional: list[int] = []
         if settings.rollout == "read":
-            so_far = gate_pool(evidence, settings, scale)
+            so_far = gate_pool(earlier, settings, scale)
             provisional = [
                 j
                 for j in model_arms
@@ -1103,7 +1174,7 @@ def _simulate_targeted(
                 for r in pool_toward_current(readouts, evidence, tau_scale, settings.confidence)
             }
         else:
-            pooled = gate_pool([*evidence, readouts], settings, scale)
+            pooled = gate_pool([*earlier, readouts], settings, scale)
         decisions = _gate_every_arm(pooled, arms, settings.confidence)
         passed = [j for j, d in enumerate(decisions) if d.roll_out]
 
@@ -1255,6 +1326,10 @@ def _simulate_targeted(
             rolled_keys = {r.arm for r in kept}
             kept += [r for r in readouts if r.arm not in rolled_keys]
         evidence.append(kept)
+        offset = len(seen)
+        evidence_rows.append(
+            {key: offset + np.flatnonzero(mask & ~test) for _, mask, key in populations}
+        )
         wave_rows = wave.audience[features].copy()
         wave_rows["arm"], wave_rows["label"] = loop, y.astype(int)
         # the wave's design: control with its fraction, else the test cell's arm (the plan, its
@@ -1277,8 +1352,9 @@ def _simulate_targeted(
                 p_j = (1 - c) * (t * in_test + larger + (1 - share) * (gated == j))
             wave_rows[design_column(j)] = np.where(held_rows, 0.0, p_j)
         seen = pd.concat([seen, wave_rows], ignore_index=True)
-        tested = set(seen["arm"]) - {NO_CONTACT}
-        model_arms = [j for j in range(len(arms)) if j in tested]
+        # an arm joins the model once it has a row for each cross-fitting fold
+        counts = seen["arm"].value_counts()
+        model_arms = [j for j in range(len(arms)) if counts.get(j, 0) >= settings.history_folds]
         model = fit_known(seen, model_arms, features, categorical, settings, seed)
 
         out.append(

@@ -497,3 +497,37 @@ def test_the_powered_cell_gives_a_thin_arm_a_larger_test_share() -> None:
     assert NormalDist().cdf(3.0 / se - z) == pytest.approx(0.8, abs=1e-6)
     capped = replace(settings, powered_cap=a / 2)  # the cap binds below the share asked for
     assert powered_shares(plan, profit, response, baseline, arms, control, capped)[0] == a / 2
+
+
+def test_crossfit_deals_a_thin_arms_rows_over_the_folds() -> None:
+    from experiments.simulate import crossfit
+
+    arms, history, _ = _world(600, 3)
+    settings = replace(FAST, params={"n_estimators": 5, "max_depth": 2, "learning_rate": 0.1})
+    # arm 1 read on two contacts only: the fold draw often puts both in one fold, whose
+    # complement then has no row of it (before: a model of one arm fewer, a shape error)
+    thin = history.copy()
+    thin.loc[thin.index[:2], "arm"] = 1
+    for seed in range(6):
+        uplift, outcomes = crossfit(thin, [0, 1], ["f1", "f2"], [], settings, seed)
+        assert uplift.shape == (600, 2) and np.isfinite(uplift).all()
+        assert outcomes.shape == (600, 3) and np.isfinite(outcomes).all()
+
+
+def test_shift_reads_moves_each_earlier_read_to_the_arms_segment_now() -> None:
+    from experiments.simulate import shift_to_segment
+    from models.decisions.readout import ArmTerms, read_wave
+
+    terms = {"a": ArmTerms(40.0, 0.2), "b": ArmTerms(40.0, 0.2)}
+    labels = ["a"] * 200 + ["b"] * 200 + [None] * 200
+    (ra, rb) = read_wave(labels, [1.0] * 60 + [0.0] * 140 + [1.0] * 50 + [0.0] * 350, terms)
+    profit = {"a": np.array([1.0, 2.0, 3.0, 10.0]), "b": np.array([5.0, 5.0, 5.0, 5.0])}
+    rows = [{"a": np.array([0, 1, 2]), "b": np.array([], dtype=int)}]
+    ((ma, mb),) = shift_to_segment([[ra, rb]], rows, profit, {"a": 0.5, "b": 1.0})
+    # a's read was made where the model estimates 2 per contact; its segment now 0.5
+    assert ma.profit_per_contact == pytest.approx(ra.profit_per_contact - 1.5)
+    assert ma.profit_se == ra.profit_se and ma.contacts == ra.contacts
+    assert mb == rb  # no rows: kept as made
+    # an arm without a segment now keeps its read
+    ((ka, _),) = shift_to_segment([[ra, rb]], rows, profit, {"b": 1.0})
+    assert ka == ra
