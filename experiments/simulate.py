@@ -184,7 +184,8 @@ class LoopSettings:
     # contact of the arm, mean over each: cross-fitted on the rows seen, the current model on
     # this wave; ``shift_to_segment``), as the fallback's prior is moved (``fallback_prior``
     # "shifted"). False (default): the earlier reads as they were made, their spread around this
-    # segment's only in the random effect
+    # segment's only in the random effect. Tried, not chosen on the development seeds 128-133:
+    # it moved reads up as often as down, and lost with new channels (docs/campaign_loop.md §6)
     shift_reads: bool = False
     learner: str = "x"
     params: dict[str, Any] = field(
