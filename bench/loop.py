@@ -85,6 +85,7 @@ def run_seed(
     explore_unplanned: bool = False,
     powered_goal: float | None = None,
     shift_reads: bool = False,
+    explore_promising: bool = False,
 ) -> dict[str, Any]:
     """Generate one world and run every scenario and method ``repeats`` times on it (a method's
     repeat ``r`` draws the same control group as the others' repeat ``r``)."""
@@ -114,6 +115,7 @@ def run_seed(
             new_arm_cell=new_arm_cell,
             explore_unplanned=explore_unplanned,
             shift_reads=shift_reads,
+            explore_promising=explore_promising,
         )
         for m in methods
     }
@@ -135,6 +137,7 @@ def run_seed(
         "powered_goal": next(iter(settings.values())).powered_goal,
         "powered_cap": next(iter(settings.values())).powered_cap,
         "shift_reads": shift_reads,
+        "explore_promising": explore_promising,
         "scenarios": {},
     }
     with tempfile.TemporaryDirectory(prefix="patron-loop-") as home:
@@ -266,6 +269,12 @@ def main() -> None:
         help="targeted: move each earlier read the gate pools by the model's estimated "
         "difference between its population and the arm's segment now (LoopSettings.shift_reads)",
     )
+    ap.add_argument(
+        "--explore-promising",
+        action="store_true",
+        help="targeted: --explore-unplanned for the arms not shown to lose on random customers "
+        "only (LoopSettings.explore_promising)",
+    )
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "loop.json")
     ap.add_argument(
         "--merge",
@@ -298,6 +307,7 @@ def main() -> None:
                 args.explore_unplanned,
                 args.powered_goal,
                 args.shift_reads,
+                args.explore_promising,
             )
             for s in range(args.first_seed, args.first_seed + args.seeds)
         ]

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from experiments.offpolicy import Arm, economics, fit_arm_model
 from models.decisions.learning import Calibration, LinearFit, best_linear_predictor, calibrate
@@ -170,6 +171,12 @@ class LoopSettings:
     # such an arm is tried no more — after the first wave a new arm is read on its first random
     # contacts only
     explore_unplanned: bool = False
+    # targeted: ``explore_unplanned`` for the arms not shown to lose on a random customer only:
+    # those whose reads over everyone so far (the earlier randomised campaigns, the arm's random
+    # shares of earlier test cells) pooled have their upper one-sided bound at the gate's
+    # confidence above zero (``not_shown_to_lose``), so an arm that loses on random customers
+    # (a phone arm at 4.00 a contact) is not bought again at random. False (default): off
+    explore_promising: bool = False
     # targeted: each arm's test share of its segment sized to the read it needs
     # (docs/campaign_loop.md §6): the share whose test contacts, against the segment's controls,
     # the gate would pass with chance ``powered_goal`` if the model's expected profit per contact
@@ -828,6 +835,21 @@ def shift_to_segment(
     return out
 
 
+def _usable_read(r: ArmReadout) -> bool:
+    """A read with contacts and controls on both sides and a finite figure."""
+    return r.contacts > 0 and r.control > 0 and bool(np.isfinite(r.profit_se)) and r.profit_se > 0
+
+
+def not_shown_to_lose(reads: list[ArmReadout], level: float) -> bool:
+    """Whether an arm's reads over random customers leave room for a profit: their
+    inverse-variance pool's upper one-sided bound at ``level`` is above zero (no read: True)."""
+    if not reads:
+        return True
+    w = np.array([1 / r.profit_se**2 for r in reads])
+    mean = float(np.sum(w * [r.profit_per_contact for r in reads]) / w.sum())
+    return mean + float(norm.ppf(level)) / float(np.sqrt(w.sum())) > 0
+
+
 def cell_shares(
     plan: np.ndarray, provisional: list[int], at_risk: np.ndarray, settings: LoopSettings
 ) -> np.ndarray:
@@ -1066,6 +1088,18 @@ def _simulate_targeted(
         settings.confidence,
         adjusted=settings.adjusted_reads,
     )
+    # each arm's reads over random customers (settings.explore_promising): the earlier
+    # randomised campaigns', then its random shares of the test cells
+    random_reads: dict[str, list[ArmReadout]] = {}
+    for _, part in history.groupby(CAMPAIGN):
+        for r in read_wave(
+            _labels(part["arm"].to_numpy(), arms),
+            part["label"].to_numpy(),
+            terms,
+            level=settings.confidence,
+        ):
+            if _usable_read(r):
+                random_reads.setdefault(r.arm, []).append(r)
     # the rows of seen each earlier read was made on (settings.shift_reads)
     evidence_rows = history_populations(history, model_arms, *oof, arms)
     scale = {a.label: a.value for a in arms}  # the random effect's unit (settings.between)
@@ -1121,15 +1155,20 @@ def _simulate_targeted(
             ]
             second = best_passed_arm(estimated, provisional)
             at_risk = (plan != NO_CONTACT) & ~np.isin(plan, provisional) & (second != NO_CONTACT)
-        if settings.explore_unplanned:
+        if settings.explore_unplanned or settings.explore_promising:
             # the known arms the plan gives to no one (neither as a plan arm nor as a fallback):
-            # tried again at random, read over everyone like a never-tested arm
-            untested = sorted(
-                [
-                    *untested,
-                    *(j for j in model_arms if not ((plan == j) | (at_risk & (second == j))).any()),
+            # tried again at random, read over everyone like a never-tested arm (with
+            # explore_promising: only those not shown to lose on a random customer)
+            unplanned = [
+                j for j in model_arms if not ((plan == j) | (at_risk & (second == j))).any()
+            ]
+            if settings.explore_promising:
+                unplanned = [
+                    j
+                    for j in unplanned
+                    if not_shown_to_lose(random_reads.get(arms[j].label, []), settings.confidence)
                 ]
-            )
+            untested = sorted([*untested, *unplanned])
         share = cell_shares(plan, provisional, at_risk, settings)
         if settings.powered_goal > 0:
             outcomes = model[-1].predict_outcomes(model[:-1].transform(x))
@@ -1169,6 +1208,9 @@ def _simulate_targeted(
             stratum=p_plan[cell] if strata else None,
             covariate=None if baseline is None else baseline[cell],
         )
+        for r in readouts:  # the random reads over everyone of this test cell
+            if r.arm in untargeted and _usable_read(r):
+                random_reads.setdefault(r.arm, []).append(r)
         if settings.gate_reads == "current":
             pooled = {
                 r.arm: r
