@@ -840,6 +840,24 @@ def _usable_read(r: ArmReadout) -> bool:
     return r.contacts > 0 and r.control > 0 and bool(np.isfinite(r.profit_se)) and r.profit_se > 0
 
 
+def arms_to_explore(
+    plan: np.ndarray,
+    fallback: np.ndarray,
+    model_arms: list[int],
+    random_reads: dict[str, list[ArmReadout]] | None,
+    labels: list[str],
+    level: float,
+) -> list[int]:
+    """The arms the model knows that no customer is given, as the plan arm (``plan``) or as the
+    test cell's fallback (``fallback``; ``NO_CONTACT`` where none): tried again at random
+    (``explore_unplanned``). With ``random_reads`` (per arm label its reads over random
+    customers; ``explore_promising``) only those ``not_shown_to_lose``."""
+    out = [j for j in model_arms if not ((plan == j) | (fallback == j)).any()]
+    if random_reads is not None:
+        out = [j for j in out if not_shown_to_lose(random_reads.get(labels[j], []), level)]
+    return out
+
+
 def not_shown_to_lose(reads: list[ArmReadout], level: float) -> bool:
     """Whether an arm's reads over random customers leave room for a profit: their
     inverse-variance pool's upper one-sided bound at ``level`` is above zero (no read: True)."""
@@ -1159,16 +1177,17 @@ def _simulate_targeted(
             # the known arms the plan gives to no one (neither as a plan arm nor as a fallback):
             # tried again at random, read over everyone like a never-tested arm (with
             # explore_promising: only those not shown to lose on a random customer)
-            unplanned = [
-                j for j in model_arms if not ((plan == j) | (at_risk & (second == j))).any()
-            ]
-            if settings.explore_promising:
-                unplanned = [
-                    j
-                    for j in unplanned
-                    if not_shown_to_lose(random_reads.get(arms[j].label, []), settings.confidence)
-                ]
-            untested = sorted([*untested, *unplanned])
+            explored = arms_to_explore(
+                plan,
+                np.where(at_risk, second, NO_CONTACT),
+                model_arms,
+                {arms[j].label: random_reads.get(arms[j].label, []) for j in model_arms}
+                if settings.explore_promising
+                else None,
+                [a.label for a in arms],
+                settings.confidence,
+            )
+            untested = sorted([*untested, *explored])
         share = cell_shares(plan, provisional, at_risk, settings)
         if settings.powered_goal > 0:
             outcomes = model[-1].predict_outcomes(model[:-1].transform(x))

@@ -531,3 +531,71 @@ def test_shift_reads_moves_each_earlier_read_to_the_arms_segment_now() -> None:
     # an arm without a segment now keeps its read
     ((ka, _),) = shift_to_segment([[ra, rb]], rows, profit, {"b": 1.0})
     assert ka == ra
+
+
+def test_not_shown_to_lose_reads_the_upper_bound_over_random_customers() -> None:
+    from experiments.simulate import not_shown_to_lose
+    from models.decisions.readout import ArmTerms, read_wave
+
+    terms = {"a": ArmTerms(40.0, 0.2)}
+
+    def read(contacts: int, rate: float) -> object:
+        n = 2 * contacts
+        y = [1.0] * int(rate * contacts) + [0.0] * (contacts - int(rate * contacts))
+        y += [1.0] * int(0.2 * contacts) + [0.0] * (contacts - int(0.2 * contacts))
+        (r,) = read_wave(["a"] * contacts + [None] * (n - contacts), y, terms)
+        return r
+
+    assert not_shown_to_lose([], 0.9)  # never read over everyone: worth a try
+    assert not not_shown_to_lose([read(4_000, 0.1)], 0.9)  # 10 points below the control
+    assert not_shown_to_lose([read(4_000, 0.3)], 0.9)
+    # a small loss on few contacts is not shown; pooled with many like it, it is
+    assert not_shown_to_lose([read(100, 0.18)], 0.9)
+    assert not not_shown_to_lose([read(100, 0.18)] + [read(4_000, 0.18)] * 3, 0.9)
+
+
+def test_explore_promising_tries_again_only_the_arms_not_shown_to_lose() -> None:
+    """Which arms are tried again: those no customer is given (as plan arm or fallback); with
+    the reads over random customers, only those not shown to lose there."""
+    from experiments.simulate import arms_to_explore
+    from models.decisions.readout import ArmTerms, read_wave
+
+    labels = ["A", "B", "C", "D"]
+    plan = np.array([0, 0, -1, -1])
+    fallback = np.array([-1, 1, -1, -1])  # B is a fallback in the test cell
+    (losing,) = read_wave(
+        ["C"] * 2_000 + [None] * 2_000,
+        [0.0] * 2_000 + [1.0] * 400 + [0.0] * 1_600,
+        {"C": ArmTerms(40.0, 0.2)},
+    )
+    assert arms_to_explore(plan, fallback, [0, 1, 2, 3], None, labels, 0.9) == [2, 3]
+    reads = {"C": [losing], "D": []}  # D never read over everyone: worth a try
+    assert arms_to_explore(plan, fallback, [0, 1, 2, 3], reads, labels, 0.9) == [3]
+    assert arms_to_explore(plan, fallback, [0, 1, 2], reads, labels, 0.9) == []
+
+
+def test_explore_promising_leaves_held_an_arm_its_random_read_showed_to_lose() -> None:
+    """NEW, first read at random in the first wave, loses 6 per contact; the second wave's plan
+    gives it to no one. ``explore_unplanned`` tries it again at random, ``explore_promising``
+    leaves it held."""
+    arms, history, waves = _world(4_000, 0, new_effect=-0.15, waves=2)
+    settings = replace(FAST, params={"n_estimators": 10, "max_depth": 2, "learning_rate": 0.1})
+    unplanned = "held: the plan gives it to no one"
+    held = {}
+    for option in ("none", "unplanned", "promising"):
+        out = simulate_loop(
+            history,
+            waves,
+            ["f1", "f2"],
+            [],
+            arms,
+            [0],
+            replace(
+                settings,
+                explore_unplanned=option == "unplanned",
+                explore_promising=option == "promising",
+            ),
+            np.random.default_rng(1),
+        )
+        held[option] = {g["arm"] for g in out[1].gate if g["reason"].startswith(unplanned)}
+    assert held == {"none": {"NEW/sms"}, "unplanned": set(), "promising": {"NEW/sms"}}
