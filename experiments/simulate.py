@@ -175,7 +175,8 @@ class LoopSettings:
     # those whose reads over everyone so far (the earlier randomised campaigns, the arm's random
     # shares of earlier test cells) pooled have their upper one-sided bound at the gate's
     # confidence above zero (``not_shown_to_lose``), so an arm that loses on random customers
-    # (a phone arm at 4.00 a contact) is not bought again at random. False (default): off
+    # (a phone arm at 4.00 a contact) is not bought again at random. False (default): off;
+    # tried, not chosen on the development seeds 134-139 (docs/campaign_loop.md §6)
     explore_promising: bool = False
     # targeted: each arm's test share of its segment sized to the read it needs
     # (docs/campaign_loop.md §6): the share whose test contacts, against the segment's controls,
