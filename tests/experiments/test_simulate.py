@@ -6,6 +6,7 @@ import json
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -194,12 +195,27 @@ def _world(n: int, seed: int, new_effect: float = 0.5, waves: int = 1) -> tuple:
     return arms, history, [Wave(f"W{i + 1}", x.copy(), (p0, p_arms)) for i in range(waves)]
 
 
-def test_a_new_arm_that_passes_on_everyone_is_rolled_out() -> None:
-    arms, history, waves = _world(4_000, 0)
-    settings = replace(FAST, params={"n_estimators": 10, "max_depth": 2, "learning_rate": 0.1})
-    (out,) = simulate_loop(
-        history, waves, ["f1", "f2"], [], arms, [0], settings, np.random.default_rng(1)
+SMALL = replace(FAST, params={"n_estimators": 10, "max_depth": 2, "learning_rate": 0.1})
+
+
+def _small_loop(world: tuple, **options: Any) -> list:
+    """The loop on a ``_world`` whose first arm only is known, ``SMALL`` with ``options``."""
+    arms, history, waves = world
+    return simulate_loop(
+        history,
+        waves,
+        ["f1", "f2"],
+        [],
+        arms,
+        [0],
+        replace(SMALL, **options),
+        np.random.default_rng(1),
     )
+
+
+def test_a_new_arm_that_passes_on_everyone_is_rolled_out() -> None:
+    world = _world(4_000, 0)
+    (out,) = _small_loop(world)
     decisions = {g["arm"]: g["roll_out"] for g in out.gate}
     assert decisions["NEW/sms"]  # +0.5 x 40 per contact, read on everyone's test cell
     # rolled out beyond the test cell: the roll-out earns most of the oracle's profit
@@ -214,16 +230,7 @@ def test_a_new_arm_that_passes_on_everyone_is_rolled_out() -> None:
     assert all(c["rolled_out"] == (c["read"] == "NEW/sms") for c in out.candidates)
     json.dumps(out.as_dict())
     # the design before gave it to no one: no model knew the arm
-    (before,) = simulate_loop(
-        history,
-        waves,
-        ["f1", "f2"],
-        [],
-        arms,
-        [0],
-        replace(settings, rollout="extend"),
-        np.random.default_rng(1),
-    )
+    (before,) = _small_loop(world, rollout="extend")
     assert before.loop < 0.2 * before.oracle
 
 
@@ -247,20 +254,10 @@ def test_kept_test_reads_reach_the_next_waves_gate() -> None:
     """With ``keep_test_reads`` the test cell's read of an arm that was not rolled out is pooled
     by the next wave's gate; by default it is lost (only roll-outs' reads are kept)."""
     # the new arm loses: dropped, never rolled out
-    arms, history, waves = _world(4_000, 0, new_effect=-0.05, waves=2)
-    settings = replace(FAST, params={"n_estimators": 10, "max_depth": 2, "learning_rate": 0.1})
+    world = _world(4_000, 0, new_effect=-0.05, waves=2)
 
     def new_arm_gate(keep: bool) -> list[str]:
-        out = simulate_loop(
-            history,
-            waves,
-            ["f1", "f2"],
-            [],
-            arms,
-            [0],
-            replace(settings, keep_test_reads=keep),
-            np.random.default_rng(1),
-        )
+        out = _small_loop(world, keep_test_reads=keep)
         assert all(not g["roll_out"] for w in out for g in w.gate if g["arm"] == "NEW/sms")
         return [g["reason"] for w in out for g in w.gate if g["arm"] == "NEW/sms"]
 
@@ -535,11 +532,11 @@ def test_shift_reads_moves_each_earlier_read_to_the_arms_segment_now() -> None:
 
 def test_not_shown_to_lose_reads_the_upper_bound_over_random_customers() -> None:
     from experiments.simulate import not_shown_to_lose
-    from models.decisions.readout import ArmTerms, read_wave
+    from models.decisions.readout import ArmReadout, ArmTerms, read_wave
 
     terms = {"a": ArmTerms(40.0, 0.2)}
 
-    def read(contacts: int, rate: float) -> object:
+    def read(contacts: int, rate: float) -> ArmReadout:
         n = 2 * contacts
         y = [1.0] * int(rate * contacts) + [0.0] * (contacts - int(rate * contacts))
         y += [1.0] * int(0.2 * contacts) + [0.0] * (contacts - int(0.2 * contacts))
@@ -578,24 +575,14 @@ def test_explore_promising_leaves_held_an_arm_its_random_read_showed_to_lose() -
     """NEW, first read at random in the first wave, loses 6 per contact; the second wave's plan
     gives it to no one. ``explore_unplanned`` tries it again at random, ``explore_promising``
     leaves it held."""
-    arms, history, waves = _world(4_000, 0, new_effect=-0.15, waves=2)
-    settings = replace(FAST, params={"n_estimators": 10, "max_depth": 2, "learning_rate": 0.1})
+    world = _world(4_000, 0, new_effect=-0.15, waves=2)
     unplanned = "held: the plan gives it to no one"
     held = {}
     for option in ("none", "unplanned", "promising"):
-        out = simulate_loop(
-            history,
-            waves,
-            ["f1", "f2"],
-            [],
-            arms,
-            [0],
-            replace(
-                settings,
-                explore_unplanned=option == "unplanned",
-                explore_promising=option == "promising",
-            ),
-            np.random.default_rng(1),
+        out = _small_loop(
+            world,
+            explore_unplanned=option == "unplanned",
+            explore_promising=option == "promising",
         )
         held[option] = {g["arm"] for g in out[1].gate if g["reason"].startswith(unplanned)}
     assert held == {"none": {"NEW/sms"}, "unplanned": set(), "promising": {"NEW/sms"}}
