@@ -47,7 +47,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from experiments.offpolicy import Arm, economics, fit_arm_model
 from models.decisions.learning import Calibration, LinearFit, best_linear_predictor, calibrate
@@ -643,7 +642,7 @@ def crossfit(
             folds[on] = np.arange(len(on)) % k_folds
     uplift = np.full((len(seen), len(model_arms)), np.nan)
     outcomes = np.full((len(seen), len(model_arms) + 1), np.nan)
-    for k in range(settings.history_folds):
+    for k in range(k_folds):
         train, held = seen[folds != k], seen[folds == k]
         model = fit_known(train, model_arms, features, categorical, settings, seed)
         xt = model[:-1].transform(held[features])
@@ -836,11 +835,6 @@ def shift_to_segment(
     return out
 
 
-def _usable_read(r: ArmReadout) -> bool:
-    """A read with contacts and controls on both sides and a finite figure."""
-    return r.contacts > 0 and r.control > 0 and bool(np.isfinite(r.profit_se)) and r.profit_se > 0
-
-
 def arms_to_explore(
     plan: np.ndarray,
     fallback: np.ndarray,
@@ -861,12 +855,13 @@ def arms_to_explore(
 
 def not_shown_to_lose(reads: list[ArmReadout], level: float) -> bool:
     """Whether an arm's reads over random customers leave room for a profit: their
-    inverse-variance pool's upper one-sided bound at ``level`` is above zero (no read: True)."""
-    if not reads:
+    fixed-effect pool's (``pool_readouts``) upper one-sided bound at ``level`` is above zero (no
+    usable read: True)."""
+    pooled = pool_readouts([reads], level)
+    if not pooled:
         return True
-    w = np.array([1 / r.profit_se**2 for r in reads])
-    mean = float(np.sum(w * [r.profit_per_contact for r in reads]) / w.sum())
-    return mean + float(norm.ppf(level)) / float(np.sqrt(w.sum())) > 0
+    (r,) = pooled
+    return 2 * r.profit_per_contact - r.profit_lower_one_sided > 0
 
 
 def cell_shares(
@@ -1110,17 +1105,19 @@ def _simulate_targeted(
     # each arm's reads over random customers (settings.explore_promising): the earlier
     # randomised campaigns', then its random shares of the test cells
     random_reads: dict[str, list[ArmReadout]] = {}
-    for _, part in history.groupby(CAMPAIGN):
-        for r in read_wave(
-            _labels(part["arm"].to_numpy(), arms),
-            part["label"].to_numpy(),
-            terms,
-            level=settings.confidence,
-        ):
-            if _usable_read(r):
+    if settings.explore_promising:
+        for _, part in history.groupby(CAMPAIGN):
+            for r in read_wave(
+                _labels(part["arm"].to_numpy(), arms),
+                part["label"].to_numpy(),
+                terms,
+                level=settings.confidence,
+            ):
                 random_reads.setdefault(r.arm, []).append(r)
     # the rows of seen each earlier read was made on (settings.shift_reads)
-    evidence_rows = history_populations(history, model_arms, *oof, arms)
+    evidence_rows = (
+        history_populations(history, model_arms, *oof, arms) if settings.shift_reads else []
+    )
     scale = {a.label: a.value for a in arms}  # the random effect's unit (settings.between)
     model0 = fit_known(history, model_arms, features, categorical, settings, seed)
     model = model0
@@ -1182,9 +1179,7 @@ def _simulate_targeted(
                 plan,
                 np.where(at_risk, second, NO_CONTACT),
                 model_arms,
-                {arms[j].label: random_reads.get(arms[j].label, []) for j in model_arms}
-                if settings.explore_promising
-                else None,
+                random_reads if settings.explore_promising else None,
                 [a.label for a in arms],
                 settings.confidence,
             )
@@ -1228,9 +1223,10 @@ def _simulate_targeted(
             stratum=p_plan[cell] if strata else None,
             covariate=None if baseline is None else baseline[cell],
         )
-        for r in readouts:  # the random reads over everyone of this test cell
-            if r.arm in untargeted and _usable_read(r):
-                random_reads.setdefault(r.arm, []).append(r)
+        if settings.explore_promising:  # the random reads over everyone of this test cell
+            for r in readouts:
+                if r.arm in untargeted:
+                    random_reads.setdefault(r.arm, []).append(r)
         if settings.gate_reads == "current":
             pooled = {
                 r.arm: r
@@ -1389,10 +1385,11 @@ def _simulate_targeted(
             rolled_keys = {r.arm for r in kept}
             kept += [r for r in readouts if r.arm not in rolled_keys]
         evidence.append(kept)
-        offset = len(seen)
-        evidence_rows.append(
-            {key: offset + np.flatnonzero(mask & ~test) for _, mask, key in populations}
-        )
+        if settings.shift_reads:
+            offset = len(seen)
+            evidence_rows.append(
+                {key: offset + np.flatnonzero(mask & ~test) for _, mask, key in populations}
+            )
         wave_rows = wave.audience[features].copy()
         wave_rows["arm"], wave_rows["label"] = loop, y.astype(int)
         # the wave's design: control with its fraction, else the test cell's arm (the plan, its
